@@ -1,0 +1,157 @@
+//! Messages: serde types with stable names, and the name → schema/decoder registry that
+//! lets the same message cross a process boundary as JSON.
+
+use crate::{Fault, KernelError};
+use schemars::JsonSchema;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::any::TypeId;
+use std::collections::BTreeMap;
+
+/// Anything that travels on the bus. `NAME` is its stable wire name (e.g. `zone.create`).
+pub trait Message: Serialize + DeserializeOwned + JsonSchema + Send + 'static {
+    const NAME: &'static str;
+}
+
+/// A message answered by exactly one reply.
+pub trait Request: Message {
+    type Reply: Serialize + DeserializeOwned + JsonSchema + Send + 'static;
+}
+
+/// A message published to every interested subscriber. Its topic is `NAME`.
+pub trait Event: Message + Clone + Sync {}
+
+/// A request as it crosses a transport: JSON with its name and address.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub service: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
+    pub message: String,
+    pub body: Value,
+}
+
+/// An event as it crosses a transport or reaches a pattern subscriber.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventEnvelope {
+    pub name: String,
+    pub body: Value,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageKind {
+    Request,
+    Event,
+}
+
+/// What the registry knows of one message name.
+#[derive(Clone)]
+pub struct MessageInfo {
+    pub name: &'static str,
+    pub kind: MessageKind,
+    pub rust_type: &'static str,
+    type_id: TypeId,
+    schema: fn() -> Value,
+    reply_schema: Option<fn() -> Value>,
+    /// Decodes an event from JSON and publishes it to local typed subscribers.
+    pub(crate) publish_json: Option<fn(&super::Bus, Value) -> Result<(), Fault>>,
+}
+
+impl MessageInfo {
+    pub(crate) fn request<M: Request>() -> Self {
+        MessageInfo {
+            name: M::NAME,
+            kind: MessageKind::Request,
+            rust_type: std::any::type_name::<M>(),
+            type_id: TypeId::of::<M>(),
+            schema: schema_of::<M>,
+            reply_schema: Some(schema_of::<M::Reply>),
+            publish_json: None,
+        }
+    }
+
+    pub(crate) fn event<E: Event>() -> Self {
+        MessageInfo {
+            name: E::NAME,
+            kind: MessageKind::Event,
+            rust_type: std::any::type_name::<E>(),
+            type_id: TypeId::of::<E>(),
+            schema: schema_of::<E>,
+            reply_schema: None,
+            publish_json: Some(|bus, body| {
+                let event: E = decode(E::NAME, body)?;
+                bus.publish_typed(event);
+                Ok(())
+            }),
+        }
+    }
+
+    /// The message's JSON Schema.
+    pub fn schema(&self) -> Value {
+        (self.schema)()
+    }
+
+    /// The JSON Schema of the reply, for requests.
+    pub fn reply_schema(&self) -> Option<Value> {
+        self.reply_schema.map(|f| f())
+    }
+}
+
+fn schema_of<T: JsonSchema>() -> Value {
+    serde_json::to_value(schemars::schema_for!(T)).unwrap_or(Value::Null)
+}
+
+/// Decodes `body` as message `name`, with an `invalid_argument` fault naming the field.
+pub fn decode<T: DeserializeOwned>(name: &str, body: Value) -> Result<T, Fault> {
+    serde_path_to_error::deserialize(body).map_err(|err| {
+        let text = err.inner().to_string();
+        let mut field = err.path().to_string();
+        // serde reports a missing field at its parent; name the field itself.
+        if let Some(missing) = text.strip_prefix("missing field `").and_then(|t| t.split('`').next()) {
+            field = if field == "." { missing.to_owned() } else { format!("{field}.{missing}") };
+        }
+        if field == "." {
+            field.clear();
+        }
+        Fault::invalid(&field, format!("invalid `{name}`: {text}"))
+    })
+}
+
+/// Encodes a value as JSON; failure is a bug in the type's `Serialize`.
+pub(crate) fn encode<T: Serialize>(name: &str, value: &T) -> Result<Value, Fault> {
+    serde_json::to_value(value).map_err(|e| Fault::internal(format!("cannot encode `{name}`: {e}")))
+}
+
+/// Every message name known to this kernel.
+#[derive(Default, Clone)]
+pub struct MessageRegistry {
+    by_name: BTreeMap<&'static str, MessageInfo>,
+}
+
+impl MessageRegistry {
+    pub(crate) fn add(&mut self, info: MessageInfo) -> Result<(), KernelError> {
+        if let Some(existing) = self.by_name.get(info.name) {
+            if existing.type_id != info.type_id {
+                return Err(KernelError::DuplicateMessage {
+                    name: info.name.to_owned(),
+                    first: existing.rust_type.to_owned(),
+                    second: info.rust_type.to_owned(),
+                });
+            }
+            return Ok(());
+        }
+        self.by_name.insert(info.name, info);
+        Ok(())
+    }
+
+    pub fn get(&self, name: &str) -> Option<&MessageInfo> {
+        self.by_name.get(name)
+    }
+
+    /// All messages, sorted by name.
+    pub fn iter(&self) -> impl Iterator<Item = &MessageInfo> {
+        self.by_name.values()
+    }
+}

@@ -1,0 +1,217 @@
+//! The one dispatcher every extension call goes through.
+
+use super::registry::{Implementor, PointDescription, PointRegistry};
+use super::{DoUndo, DoUndoPoint, Filter, FilterPoint, Observe, ObservePoint, Veto, VetoPoint};
+use crate::fault::panic_message;
+use crate::{Fault, FaultCode};
+use futures::FutureExt;
+use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+use tracing::Instrument;
+
+/// Calls the implementors of extension points, in their assembled order.
+pub struct Extensions {
+    registry: PointRegistry,
+    default_timeout: Duration,
+}
+
+impl Extensions {
+    pub(crate) fn new(registry: PointRegistry, default_timeout: Duration) -> Self {
+        Extensions {
+            registry,
+            default_timeout,
+        }
+    }
+
+    /// Every point with its semantics, owner, ordered implementors and their metrics.
+    pub fn describe(&self) -> Vec<PointDescription> {
+        self.registry.describe()
+    }
+
+    /// The plugins implementing veto point `P`, in calling order.
+    pub fn veto_implementors<P: VetoPoint>(&self) -> Vec<String> {
+        self.plugins::<dyn Veto<P>>()
+    }
+
+    /// The plugins implementing do/undo point `P`, in calling order.
+    pub fn do_undo_implementors<P: DoUndoPoint>(&self) -> Vec<String> {
+        self.plugins::<dyn DoUndo<P>>()
+    }
+
+    fn plugins<I: ?Sized + Send + Sync + 'static>(&self) -> Vec<String> {
+        self.registry
+            .implementors::<I>()
+            .map(|(imps, _)| imps.iter().map(|e| e.plugin.to_string()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Asks every implementor of `P`; the first refusal stops and is returned as a
+    /// `vetoed` fault naming the plugin and the point. A panic is an `internal` fault.
+    pub fn veto<P: VetoPoint>(&self, input: &P::Input) -> Result<(), Fault> {
+        let Some((imps, _)) = self.registry.implementors::<dyn Veto<P>>() else {
+            return Ok(());
+        };
+        let mut start = Instant::now();
+        for e in imps {
+            let span = tracing::debug_span!("extension", point = P::NAME, plugin = &*e.plugin);
+            let entered = span.enter();
+            let result = catch_unwind(AssertUnwindSafe(|| e.imp.check(input)));
+            drop(entered);
+            let now = Instant::now();
+            e.stats.record(now - start);
+            start = now;
+            match result {
+                Ok(Ok(())) => {}
+                Ok(Err(refusal)) => {
+                    e.stats.vetoes.fetch_add(1, Relaxed);
+                    tracing::info!(point = P::NAME, plugin = &*e.plugin, %refusal, "vetoed");
+                    return Err(Fault {
+                        code: FaultCode::Vetoed,
+                        message: format!(
+                            "plugin `{}` vetoed `{}`: {}",
+                            e.plugin,
+                            P::NAME,
+                            refusal.message
+                        ),
+                        details: refusal.details,
+                    }
+                    .with_detail("plugin", &*e.plugin)
+                    .with_detail("point", P::NAME));
+                }
+                Err(payload) => {
+                    e.stats.panics.fetch_add(1, Relaxed);
+                    return Err(panicked(P::NAME, &e.plugin, &*payload));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs every implementor of `P` in order. If one fails, those that completed are
+    /// undone in reverse order and its fault is returned (naming plugin and point).
+    pub async fn run<P: DoUndoPoint>(&self, ctx: &mut P::Context) -> Result<(), Fault> {
+        let Some((imps, timeout)) = self.registry.implementors::<dyn DoUndo<P>>() else {
+            return Ok(());
+        };
+        let timeout = timeout.unwrap_or(self.default_timeout);
+        for (done, e) in imps.iter().enumerate() {
+            if let Err(fault) = guarded(P::NAME, e, timeout, e.imp.run(ctx)).await {
+                undo_all(P::NAME, &imps[..done], timeout, ctx).await;
+                return Err(fault);
+            }
+        }
+        Ok(())
+    }
+
+    /// Undoes every implementor of `P` in reverse order: a later step failed after a
+    /// successful [`Extensions::run`]. Undo errors are logged and the rollback goes on.
+    pub async fn undo<P: DoUndoPoint>(&self, ctx: &mut P::Context) {
+        if let Some((imps, timeout)) = self.registry.implementors::<dyn DoUndo<P>>() {
+            undo_all(P::NAME, imps, timeout.unwrap_or(self.default_timeout), ctx).await;
+        }
+    }
+
+    /// Tells every implementor of `P`; failures are logged and counted, never returned.
+    pub async fn observe<P: ObservePoint>(&self, event: &P::Event) {
+        let Some((imps, timeout)) = self.registry.implementors::<dyn Observe<P>>() else {
+            return;
+        };
+        let timeout = timeout.unwrap_or(self.default_timeout);
+        for e in imps {
+            if let Err(fault) = guarded(P::NAME, e, timeout, e.imp.observe(event)).await {
+                tracing::warn!(point = P::NAME, plugin = &*e.plugin, %fault, "observer failed");
+            }
+        }
+    }
+
+    /// Passes `candidates` through every filter of `P` in order. A filter that fails, or
+    /// that leaves no candidate, stops the pipeline with a fault naming it.
+    pub async fn filter<P: FilterPoint>(
+        &self,
+        input: &P::Input,
+        mut candidates: Vec<P::Candidate>,
+    ) -> Result<Vec<P::Candidate>, Fault> {
+        let Some((imps, timeout)) = self.registry.implementors::<dyn Filter<P>>() else {
+            return Ok(candidates);
+        };
+        let timeout = timeout.unwrap_or(self.default_timeout);
+        for e in imps {
+            if candidates.is_empty() {
+                break;
+            }
+            candidates = guarded(P::NAME, e, timeout, e.imp.filter(input, candidates)).await?;
+            if candidates.is_empty() {
+                return Err(Fault::conflict(format!(
+                    "no candidate left after the filter of plugin `{}` at `{}`",
+                    e.plugin,
+                    P::NAME
+                ))
+                .with_detail("plugin", &*e.plugin)
+                .with_detail("point", P::NAME));
+            }
+        }
+        Ok(candidates)
+    }
+}
+
+async fn undo_all<P: DoUndoPoint>(
+    point: &'static str,
+    done: &[Implementor<dyn DoUndo<P>>],
+    timeout: Duration,
+    ctx: &mut P::Context,
+) {
+    for e in done.iter().rev() {
+        if let Err(fault) = guarded(point, e, timeout, e.imp.undo(ctx)).await {
+            tracing::error!(point, plugin = &*e.plugin, %fault, "undo failed; rollback goes on");
+        }
+    }
+}
+
+/// Runs one async extension call with a span, metrics, a timeout and panic containment.
+async fn guarded<I: ?Sized, T>(
+    point: &'static str,
+    e: &Implementor<I>,
+    timeout: Duration,
+    call: impl Future<Output = Result<T, Fault>>,
+) -> Result<T, Fault> {
+    let span = tracing::debug_span!("extension", point, plugin = &*e.plugin);
+    let start = Instant::now();
+    let outcome = tokio::time::timeout(timeout, AssertUnwindSafe(call).catch_unwind())
+        .instrument(span)
+        .await;
+    e.stats.record(start.elapsed());
+    let fault = match outcome {
+        Ok(Ok(Ok(value))) => return Ok(value),
+        Ok(Ok(Err(fault))) => {
+            e.stats.errors.fetch_add(1, Relaxed);
+            Fault {
+                message: format!("plugin `{}` failed at `{point}`: {}", e.plugin, fault.message),
+                ..fault
+            }
+        }
+        Ok(Err(payload)) => {
+            e.stats.panics.fetch_add(1, Relaxed);
+            panicked(point, &e.plugin, &*payload)
+        }
+        Err(_) => {
+            e.stats.timeouts.fetch_add(1, Relaxed);
+            Fault::timeout(format!(
+                "plugin `{}` did not finish `{point}` within {timeout:?}",
+                e.plugin
+            ))
+        }
+    };
+    Err(fault
+        .with_detail("plugin", &*e.plugin)
+        .with_detail("point", point))
+}
+
+fn panicked(point: &str, plugin: &str, payload: &(dyn std::any::Any + Send)) -> Fault {
+    let message = panic_message(payload);
+    tracing::error!(point, plugin, panic = %message, "extension panicked");
+    Fault::internal(format!("plugin `{plugin}` panicked in `{point}`: {message}"))
+        .with_detail("plugin", plugin)
+        .with_detail("point", point)
+}

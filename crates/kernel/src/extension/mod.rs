@@ -1,0 +1,100 @@
+//! Observer plugins: typed extension points.
+//!
+//! An extension point is a marker type implementing [`ExtensionPoint`] plus one of the four
+//! semantic traits ([`VetoPoint`], [`DoUndoPoint`], [`ObservePoint`], [`FilterPoint`]). Its
+//! implementors implement the matching trait ([`Veto`], [`DoUndo`], [`Observe`], [`Filter`])
+//! for that marker, so the compiler checks every call; nothing is looked up by string.
+//!
+//! Every call goes through [`Extensions`], the one dispatcher: it opens a `tracing` span,
+//! records per-(point, plugin) metrics, bounds async calls with a timeout and turns a panic
+//! into a [`Fault`] naming the plugin.
+
+mod dispatch;
+mod order;
+mod registry;
+
+pub use dispatch::Extensions;
+pub use order::OrderSpec;
+pub use registry::{ImplementorDescription, PointDescription, StatsSnapshot};
+pub(crate) use registry::PointsBuilder;
+
+use crate::Fault;
+use async_trait::async_trait;
+use serde::Serialize;
+use std::time::Duration;
+
+/// How the owner of a point uses what its implementors return.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Semantics {
+    /// Synchronous pre-check; the first refusal stops the flow.
+    Veto,
+    /// Asynchronous work with compensation (`run`, then `undo` in reverse on failure).
+    DoUndo,
+    /// After the fact; errors are logged and counted, never abort.
+    Observe,
+    /// Each implementor narrows a candidate list.
+    Filter,
+}
+
+/// Metadata every extension point declares.
+pub trait ExtensionPoint: Send + Sync + 'static {
+    /// Stable, dotted name shown by introspection, e.g. `vm.create.pre-check`.
+    const NAME: &'static str;
+    /// One sentence for plugin authors: when the owner calls it and what it expects.
+    const DESCRIPTION: &'static str;
+    /// Bound on each async call; `None` uses the kernel's `extension.timeout_ms`.
+    const TIMEOUT: Option<Duration> = None;
+}
+
+/// A point whose implementors may refuse an operation before it starts.
+pub trait VetoPoint: ExtensionPoint {
+    type Input: ?Sized + Sync + 'static;
+}
+
+/// A point whose implementors do work that can be undone if a later step fails.
+pub trait DoUndoPoint: ExtensionPoint {
+    type Context: Send + 'static;
+}
+
+/// A point whose implementors are told that something happened.
+pub trait ObservePoint: ExtensionPoint {
+    type Event: Sync + 'static;
+}
+
+/// A point whose implementors narrow a list of candidates (e.g. hosts for a VM).
+pub trait FilterPoint: ExtensionPoint {
+    type Input: ?Sized + Sync + 'static;
+    type Candidate: Send + 'static;
+}
+
+/// Implemented by a plugin that may refuse the operation of point `P`.
+pub trait Veto<P: VetoPoint>: Send + Sync + 'static {
+    /// `Err` refuses; the dispatcher turns it into a `vetoed` fault naming plugin and point.
+    fn check(&self, input: &P::Input) -> Result<(), Fault>;
+}
+
+/// Implemented by a plugin that takes part in the work of point `P` and can undo it.
+#[async_trait]
+pub trait DoUndo<P: DoUndoPoint>: Send + Sync + 'static {
+    async fn run(&self, ctx: &mut P::Context) -> Result<(), Fault>;
+    /// Compensates a successful `run`. Errors are logged; the rollback goes on.
+    async fn undo(&self, ctx: &mut P::Context) -> Result<(), Fault>;
+}
+
+/// Implemented by a plugin that observes the events of point `P`.
+#[async_trait]
+pub trait Observe<P: ObservePoint>: Send + Sync + 'static {
+    async fn observe(&self, event: &P::Event) -> Result<(), Fault>;
+}
+
+/// Implemented by a plugin that narrows the candidates of point `P`.
+#[async_trait]
+pub trait Filter<P: FilterPoint>: Send + Sync + 'static {
+    /// Returns the candidates that pass, in order of preference.
+    async fn filter(
+        &self,
+        input: &P::Input,
+        candidates: Vec<P::Candidate>,
+    ) -> Result<Vec<P::Candidate>, Fault>;
+}

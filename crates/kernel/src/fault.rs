@@ -1,0 +1,114 @@
+//! `Fault`: the one error vocabulary that crosses message, extension and flow boundaries.
+//!
+//! It is serialisable so a reply can carry it over any transport, and its `code` is what an
+//! HTTP layer maps to a status. Start-up errors are a different type ([`crate::KernelError`]).
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::fmt;
+
+/// What kind of failure a [`Fault`] is; transports map it (e.g. to an HTTP status).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultCode {
+    /// The input is malformed or invalid (names the field in `details.field`).
+    InvalidArgument,
+    /// The addressed resource or service does not exist.
+    NotFound,
+    /// The request conflicts with the current state.
+    Conflict,
+    /// An extension refused the operation (names plugin and point in `details`).
+    Vetoed,
+    /// The target is not ready or not reachable.
+    Unavailable,
+    /// The operation did not finish in time.
+    Timeout,
+    /// A bug: a panic, a broken invariant.
+    Internal,
+}
+
+impl FaultCode {
+    /// The stable snake_case spelling used on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FaultCode::InvalidArgument => "invalid_argument",
+            FaultCode::NotFound => "not_found",
+            FaultCode::Conflict => "conflict",
+            FaultCode::Vetoed => "vetoed",
+            FaultCode::Unavailable => "unavailable",
+            FaultCode::Timeout => "timeout",
+            FaultCode::Internal => "internal",
+        }
+    }
+}
+
+/// An error that a message handler, an extension or a flow step returns.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
+pub struct Fault {
+    pub code: FaultCode,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub details: Value,
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code.as_str(), self.message)
+    }
+}
+
+impl Fault {
+    pub fn new(code: FaultCode, message: impl Into<String>) -> Self {
+        Fault {
+            code,
+            message: message.into(),
+            details: Value::Null,
+        }
+    }
+
+    /// Adds `key: value` to `details` (turning it into an object if needed).
+    pub fn with_detail(mut self, key: &str, value: impl Into<Value>) -> Self {
+        if !self.details.is_object() {
+            self.details = Value::Object(Default::default());
+        }
+        if let Value::Object(map) = &mut self.details {
+            map.insert(key.to_owned(), value.into());
+        }
+        self
+    }
+
+    pub fn invalid(field: &str, message: impl Into<String>) -> Self {
+        Fault::new(FaultCode::InvalidArgument, message).with_detail("field", field)
+    }
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Fault::new(FaultCode::NotFound, message)
+    }
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Fault::new(FaultCode::Conflict, message)
+    }
+    pub fn internal(message: impl Into<String>) -> Self {
+        Fault::new(FaultCode::Internal, message)
+    }
+    pub fn timeout(message: impl Into<String>) -> Self {
+        Fault::new(FaultCode::Timeout, message)
+    }
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Fault::new(FaultCode::Unavailable, message)
+    }
+
+    /// The `details` entry `key` as a string, if present.
+    pub fn detail_str(&self, key: &str) -> Option<&str> {
+        self.details.get(key).and_then(Value::as_str)
+    }
+}
+
+/// Renders a caught panic payload as text.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}

@@ -1,0 +1,222 @@
+//! The flow engine: a chain of async steps over a typed shared context.
+//!
+//! On failure, the failing step's own `cleanup` runs, then every completed step's
+//! `rollback` in reverse order; rollback errors are logged and the rollback goes on.
+//! A panicking step is a failure like any other. Each step's duration is recorded.
+
+use crate::extension::DoUndoPoint;
+use crate::fault::panic_message;
+use crate::{Fault, Kernel};
+use async_trait::async_trait;
+use futures::FutureExt;
+use serde::Serialize;
+use std::marker::PhantomData;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// One step of a flow over context `C`.
+#[async_trait]
+pub trait Step<C: Send>: Send + Sync {
+    /// Shown in reports, errors and traces.
+    fn name(&self) -> &str;
+
+    /// `true` to skip this step for this run (it then needs no rollback).
+    fn skip(&self, _ctx: &C) -> bool {
+        false
+    }
+
+    async fn run(&self, ctx: &mut C) -> Result<(), Fault>;
+
+    /// Undoes a successful `run` because a later step failed.
+    async fn rollback(&self, _ctx: &mut C) -> Result<(), Fault> {
+        Ok(())
+    }
+
+    /// Cleans up after this step's own `run` failed part-way.
+    async fn cleanup(&self, _ctx: &mut C) -> Result<(), Fault> {
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepOutcome {
+    Done,
+    Skipped,
+    Failed,
+    RolledBack,
+    /// Its rollback (or, for the failed step, its cleanup) failed; logged, rollback went on.
+    RollbackFailed,
+    /// Not reached because an earlier step failed.
+    NotRun,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StepRecord {
+    pub step: String,
+    pub outcome: StepOutcome,
+    /// Time spent in `run` (zero if skipped or not run).
+    pub duration: Duration,
+}
+
+/// What happened to each step of one run.
+#[derive(Debug, Clone, Serialize)]
+pub struct FlowReport {
+    pub flow: String,
+    pub steps: Vec<StepRecord>,
+    pub duration: Duration,
+}
+
+impl FlowReport {
+    pub fn outcome(&self, step: &str) -> Option<StepOutcome> {
+        self.steps.iter().find(|s| s.step == step).map(|s| s.outcome)
+    }
+}
+
+/// A failed run: the fault (with `details.flow` and `details.step`) and the report.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{fault}")]
+pub struct FlowFailure {
+    pub fault: Fault,
+    pub report: FlowReport,
+}
+
+/// A named chain of steps; build once, run many times.
+pub struct Flow<C> {
+    name: String,
+    steps: Vec<Arc<dyn Step<C>>>,
+}
+
+impl<C: Send + 'static> Flow<C> {
+    pub fn new(name: &str) -> Self {
+        Flow {
+            name: name.to_owned(),
+            steps: Vec::new(),
+        }
+    }
+
+    pub fn step(mut self, step: impl Step<C> + 'static) -> Self {
+        self.steps.push(Arc::new(step));
+        self
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The step names in order.
+    pub fn steps(&self) -> Vec<&str> {
+        self.steps.iter().map(|s| s.name()).collect()
+    }
+
+    /// Runs the steps in order; on failure rolls back and returns the failing fault.
+    pub async fn run(&self, ctx: &mut C) -> Result<FlowReport, Box<FlowFailure>> {
+        let started = Instant::now();
+        let mut records: Vec<StepRecord> = self
+            .steps
+            .iter()
+            .map(|s| StepRecord {
+                step: s.name().to_owned(),
+                outcome: StepOutcome::NotRun,
+                duration: Duration::ZERO,
+            })
+            .collect();
+        for (i, step) in self.steps.iter().enumerate() {
+            if step.skip(ctx) {
+                records[i].outcome = StepOutcome::Skipped;
+                continue;
+            }
+            let begun = Instant::now();
+            let result = contained(step.name(), step.run(ctx)).await;
+            records[i].duration = begun.elapsed();
+            if let Err(fault) = result {
+                records[i].outcome = StepOutcome::Failed;
+                tracing::warn!(flow = %self.name, step = step.name(), %fault, "step failed; rolling back");
+                if contained(step.name(), step.cleanup(ctx)).await.is_err() {
+                    records[i].outcome = StepOutcome::RollbackFailed;
+                }
+                self.roll_back(&mut records, i, ctx).await;
+                let fault = fault
+                    .with_detail("flow", self.name.as_str())
+                    .with_detail("step", step.name());
+                return Err(Box::new(FlowFailure {
+                    fault,
+                    report: self.report(records, started),
+                }));
+            }
+            records[i].outcome = StepOutcome::Done;
+        }
+        Ok(self.report(records, started))
+    }
+
+    async fn roll_back(&self, records: &mut [StepRecord], failed: usize, ctx: &mut C) {
+        for j in (0..failed).rev() {
+            if records[j].outcome != StepOutcome::Done {
+                continue;
+            }
+            let step = &self.steps[j];
+            records[j].outcome = match contained(step.name(), step.rollback(ctx)).await {
+                Ok(()) => StepOutcome::RolledBack,
+                Err(fault) => {
+                    tracing::error!(flow = %self.name, step = step.name(), %fault, "rollback failed; going on");
+                    StepOutcome::RollbackFailed
+                }
+            };
+        }
+    }
+
+    fn report(&self, steps: Vec<StepRecord>, started: Instant) -> FlowReport {
+        FlowReport {
+            flow: self.name.clone(),
+            steps,
+            duration: started.elapsed(),
+        }
+    }
+}
+
+async fn contained(
+    step: &str,
+    call: impl std::future::Future<Output = Result<(), Fault>>,
+) -> Result<(), Fault> {
+    AssertUnwindSafe(call).catch_unwind().await.unwrap_or_else(|payload| {
+        Err(Fault::internal(format!(
+            "step `{step}` panicked: {}",
+            panic_message(&*payload)
+        )))
+    })
+}
+
+/// A step that runs the do/undo implementors of extension point `P` (whose context is the
+/// flow's), so flows and extension points compose.
+pub struct ExtensionStep<P> {
+    kernel: Kernel,
+    _point: PhantomData<fn() -> P>,
+}
+
+impl<P: DoUndoPoint> ExtensionStep<P> {
+    pub fn new(kernel: &Kernel) -> Self {
+        ExtensionStep {
+            kernel: kernel.clone(),
+            _point: PhantomData,
+        }
+    }
+}
+
+#[async_trait]
+impl<P: DoUndoPoint> Step<P::Context> for ExtensionStep<P> {
+    fn name(&self) -> &str {
+        P::NAME
+    }
+
+    async fn run(&self, ctx: &mut P::Context) -> Result<(), Fault> {
+        // On failure the dispatcher has already undone the implementors that completed,
+        // which is this step's own cleanup.
+        self.kernel.extensions().run::<P>(ctx).await
+    }
+
+    async fn rollback(&self, ctx: &mut P::Context) -> Result<(), Fault> {
+        self.kernel.extensions().undo::<P>(ctx).await;
+        Ok(())
+    }
+}

@@ -1,0 +1,37 @@
+//! Flatstack's plugin kernel. It knows nothing about clouds: it assembles plugins and gives
+//! them typed extension points (observer plugins), driver type registries (strategy
+//! plugins), a message bus with per-resource serial queues, a flow engine with rollback,
+//! configuration and a life cycle. See `ARCHITECTURE.md` at the repository root for the map.
+
+pub mod bus;
+pub mod config;
+pub mod driver;
+mod error;
+pub mod extension;
+mod fault;
+pub mod flow;
+mod kernel;
+pub mod manifest;
+pub mod migration;
+mod plugin;
+mod type_map;
+
+pub use bus::{Bus, Event, Message, MessageContext, Request};
+pub use config::ConfigKey;
+pub use error::KernelError;
+pub use extension::{
+    DoUndo, DoUndoPoint, ExtensionPoint, Extensions, Filter, FilterPoint, Observe, ObservePoint,
+    Semantics, Veto, VetoPoint,
+};
+pub use fault::{Fault, FaultCode};
+pub use flow::{Flow, Step};
+pub use kernel::{
+    Kernel, KernelBuilder, PluginDescription, WeakKernel, EXTENSION_TIMEOUT_MS, KERNEL,
+    REQUEST_TIMEOUT_MS, START_TIMEOUT_MS,
+};
+pub use manifest::Manifest;
+pub use plugin::{Contributions, Plugin, PluginBuilder};
+
+/// Re-exported so plugins need not depend on these crates themselves to implement traits.
+pub use async_trait::async_trait;
+pub use schemars;

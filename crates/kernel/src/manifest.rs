@@ -1,0 +1,51 @@
+//! The runtime manifest (TOML): which plugins run, configuration, extension order.
+//!
+//! ```toml
+//! # Only these plugins of the distribution run (default: all of them).
+//! plugins = ["zone", "cluster", "host"]
+//! # Or: all but these.
+//! disabled = ["billing"]
+//!
+//! [config]
+//! bus.request_timeout_ms = 10000
+//!
+//! # Overrides where `quota` sits among the implementors of one point.
+//! [extensions."vm.create.pre-check".quota]
+//! order = -10
+//! after = ["audit"]
+//! ```
+
+use crate::extension::OrderSpec;
+use crate::KernelError;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// The plugins to run; `None` runs every plugin of the distribution.
+    #[serde(default)]
+    pub plugins: Option<Vec<String>>,
+    /// Plugins not to run.
+    #[serde(default)]
+    pub disabled: Vec<String>,
+    #[serde(default)]
+    pub config: toml::Table,
+    /// Point name → plugin name → order override.
+    #[serde(default)]
+    pub extensions: BTreeMap<String, BTreeMap<String, OrderSpec>>,
+}
+
+impl Manifest {
+    pub fn parse(text: &str) -> Result<Self, KernelError> {
+        toml::from_str(text).map_err(|e| KernelError::Manifest(e.to_string()))
+    }
+
+    pub fn load(path: &Path) -> Result<Self, KernelError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| KernelError::Manifest(format!("cannot read {}: {e}", path.display())))?;
+        toml::from_str(&text)
+            .map_err(|e| KernelError::Manifest(format!("{}: {e}", path.display())))
+    }
+}

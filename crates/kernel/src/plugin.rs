@@ -1,0 +1,239 @@
+//! The `Plugin` trait and the builder through which a plugin declares what it adds.
+
+use crate::bus::{Event, MessageInfo, MessageRegistry, ServiceBuilder, ServiceTable};
+use crate::config::{ConfigBuilder, ConfigKey};
+use crate::driver::{DriverKind, Drivers};
+use crate::extension::{
+    DoUndo, DoUndoPoint, ExtensionPoint, Filter, FilterPoint, Observe, ObservePoint, OrderSpec,
+    PointsBuilder, Semantics, Veto, VetoPoint,
+};
+use crate::migration::Migration;
+use crate::{Fault, Kernel, KernelError};
+use async_trait::async_trait;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+/// A feature. Everything it adds to the kernel it declares in [`Plugin::build`].
+#[async_trait]
+pub trait Plugin: Send + Sync + 'static {
+    /// Unique, stable, kebab-case name (used by the manifest and in every error).
+    fn name(&self) -> &'static str;
+
+    /// One line for `flatstack plugins`.
+    fn description(&self) -> &'static str {
+        ""
+    }
+
+    /// Plugins that must be enabled for this one to work; they also start before it.
+    fn requires(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// Declares driver types, extension points and their implementations, services,
+    /// events, configuration keys and migrations. Called once, before anything starts.
+    fn build(&self, b: &mut PluginBuilder<'_>);
+
+    /// Called once the whole kernel is assembled, in dependency order.
+    async fn start(&self, _kernel: &Kernel) -> Result<(), Fault> {
+        Ok(())
+    }
+
+    /// Called at shutdown, in reverse start order.
+    async fn stop(&self, _kernel: &Kernel) {}
+}
+
+/// What one plugin contributed, for introspection.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Contributions {
+    pub services: Vec<String>,
+    pub driver_types: Vec<String>,
+    pub defines_points: Vec<String>,
+    pub implements_points: Vec<String>,
+    pub events: Vec<String>,
+    pub config_keys: Vec<String>,
+    pub migrations: usize,
+}
+
+/// Everything plugins declare, before it is frozen into a [`Kernel`].
+#[derive(Default)]
+pub(crate) struct Assembly {
+    pub points: PointsBuilder,
+    pub drivers: Drivers,
+    pub services: HashMap<String, ServiceTable>,
+    pub messages: MessageRegistry,
+    pub config: ConfigBuilder,
+    pub migrations: BTreeMap<String, Vec<Migration>>,
+    pub contributions: BTreeMap<String, Contributions>,
+    pub errors: Vec<KernelError>,
+}
+
+/// Handed to [`Plugin::build`]; every call records what the plugin adds.
+pub struct PluginBuilder<'a> {
+    pub(crate) plugin: &'static str,
+    pub(crate) asm: &'a mut Assembly,
+}
+
+impl PluginBuilder<'_> {
+    /// The name of the plugin being built.
+    pub fn plugin_name(&self) -> &'static str {
+        self.plugin
+    }
+
+    fn contributions(&mut self) -> &mut Contributions {
+        self.asm
+            .contributions
+            .entry(self.plugin.to_owned())
+            .or_default()
+    }
+
+    fn check(&mut self, result: Result<(), KernelError>) {
+        if let Err(e) = result {
+            self.asm.errors.push(e);
+        }
+    }
+
+    fn define<P: ExtensionPoint, I: ?Sized + Send + Sync + 'static>(
+        &mut self,
+        semantics: Semantics,
+    ) -> &mut Self {
+        let result = self.asm.points.define::<P, I>(semantics, self.plugin);
+        self.check(result);
+        self.contributions().defines_points.push(P::NAME.to_owned());
+        self
+    }
+
+    fn implement<P: ExtensionPoint, I: ?Sized + Send + Sync + 'static>(
+        &mut self,
+        semantics: Semantics,
+        imp: Arc<I>,
+    ) -> &mut OrderSpec {
+        let plugin = self.plugin;
+        self.contributions()
+            .implements_points
+            .push(P::NAME.to_owned());
+        let asm = &mut *self.asm;
+        asm.points
+            .add::<P, I>(semantics, plugin, imp, &mut asm.errors)
+    }
+
+    /// Declares that this plugin owns (and calls) veto point `P`.
+    pub fn define_veto<P: VetoPoint>(&mut self) -> &mut Self {
+        self.define::<P, dyn Veto<P>>(Semantics::Veto)
+    }
+    /// Declares that this plugin owns (and calls) do/undo point `P`.
+    pub fn define_do_undo<P: DoUndoPoint>(&mut self) -> &mut Self {
+        self.define::<P, dyn DoUndo<P>>(Semantics::DoUndo)
+    }
+    /// Declares that this plugin owns (and calls) observe point `P`.
+    pub fn define_observe<P: ObservePoint>(&mut self) -> &mut Self {
+        self.define::<P, dyn Observe<P>>(Semantics::Observe)
+    }
+    /// Declares that this plugin owns (and calls) filter point `P`.
+    pub fn define_filter<P: FilterPoint>(&mut self) -> &mut Self {
+        self.define::<P, dyn Filter<P>>(Semantics::Filter)
+    }
+
+    /// Implements veto point `P`; the returned spec sets its order.
+    pub fn veto<P: VetoPoint>(&mut self, imp: impl Veto<P>) -> &mut OrderSpec {
+        self.implement::<P, dyn Veto<P>>(Semantics::Veto, Arc::new(imp))
+    }
+    /// Implements do/undo point `P`; the returned spec sets its order.
+    pub fn do_undo<P: DoUndoPoint>(&mut self, imp: impl DoUndo<P>) -> &mut OrderSpec {
+        self.implement::<P, dyn DoUndo<P>>(Semantics::DoUndo, Arc::new(imp))
+    }
+    /// Implements observe point `P`; the returned spec sets its order.
+    pub fn observe<P: ObservePoint>(&mut self, imp: impl Observe<P>) -> &mut OrderSpec {
+        self.implement::<P, dyn Observe<P>>(Semantics::Observe, Arc::new(imp))
+    }
+    /// Implements filter point `P`; the returned spec sets its order.
+    pub fn filter<P: FilterPoint>(&mut self, imp: impl Filter<P>) -> &mut OrderSpec {
+        self.implement::<P, dyn Filter<P>>(Semantics::Filter, Arc::new(imp))
+    }
+
+    /// Declares resource kind `K`, so it is listed even before any driver registers.
+    pub fn driver_kind<K: DriverKind>(&mut self) -> &mut Self {
+        self.asm.drivers.declare::<K>();
+        self
+    }
+
+    /// Registers `factory` as driver type `type_name` of kind `K`.
+    pub fn driver<K: DriverKind>(&mut self, type_name: &str, factory: Arc<K::Factory>) -> &mut Self {
+        let result = self.asm.drivers.register::<K>(type_name, self.plugin, factory);
+        self.check(result);
+        self.contributions()
+            .driver_types
+            .push(format!("{}/{type_name}", K::KIND));
+        self
+    }
+
+    /// Provides service `id`; add its handlers to the returned builder.
+    pub fn service<S: Send + Sync + 'static>(&mut self, id: &str, state: S) -> ServiceBuilder<'_, S> {
+        self.service_arc(id, Arc::new(state))
+    }
+
+    /// Like [`PluginBuilder::service`], for state the plugin also keeps a handle to.
+    pub fn service_arc<S: Send + Sync + 'static>(
+        &mut self,
+        id: &str,
+        state: Arc<S>,
+    ) -> ServiceBuilder<'_, S> {
+        let plugin = self.plugin;
+        self.contributions().services.push(id.to_owned());
+        let asm = &mut *self.asm;
+        if let Some(existing) = asm.services.get(id) {
+            asm.errors.push(KernelError::DuplicateService {
+                service: id.to_owned(),
+                first: existing.plugin.clone(),
+                second: plugin.to_owned(),
+            });
+        }
+        // A duplicate still gets a (discarded) table so the builder chain type-checks.
+        let key = if asm.services.contains_key(id) {
+            format!("{id}\u{0}duplicate-of-{plugin}")
+        } else {
+            id.to_owned()
+        };
+        let table = asm
+            .services
+            .entry(key)
+            .or_insert_with(|| ServiceTable::new(id, plugin));
+        ServiceBuilder {
+            table,
+            state,
+            messages: &mut asm.messages,
+            errors: &mut asm.errors,
+        }
+    }
+
+    /// Declares an event this plugin publishes (for schemas and remote decoding).
+    pub fn event<E: Event>(&mut self) -> &mut Self {
+        let result = self.asm.messages.add(MessageInfo::event::<E>());
+        self.check(result);
+        self.contributions().events.push(E::NAME.to_owned());
+        self
+    }
+
+    /// Declares configuration key `key` (its default, validation and description).
+    pub fn config<T>(&mut self, key: &ConfigKey<T>) -> &mut Self
+    where
+        T: Serialize + DeserializeOwned + Send + Sync + 'static,
+    {
+        let result = self.asm.config.declare(self.plugin, key);
+        self.check(result);
+        self.contributions().config_keys.push(key.name.to_owned());
+        self
+    }
+
+    /// Adds the next migration of this plugin's own schema stream.
+    pub fn migration(&mut self, migration: Migration) -> &mut Self {
+        self.asm
+            .migrations
+            .entry(self.plugin.to_owned())
+            .or_default()
+            .push(migration);
+        self.contributions().migrations += 1;
+        self
+    }
+}
