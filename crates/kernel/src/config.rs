@@ -99,10 +99,11 @@ impl ConfigBuilder {
                 Some(value) => (value, Source::Manifest),
                 None => (key.default.clone(), Source::Default),
             };
-            let typed = (key.parse)(value.clone()).map_err(|reason| KernelError::InvalidConfig {
-                key: name.to_owned(),
-                reason,
-            })?;
+            let typed =
+                (key.parse)(value.clone()).map_err(|reason| KernelError::InvalidConfig {
+                    key: name.to_owned(),
+                    reason,
+                })?;
             values.insert(
                 name,
                 ResolvedKey {

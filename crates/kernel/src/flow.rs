@@ -70,7 +70,10 @@ pub struct FlowReport {
 
 impl FlowReport {
     pub fn outcome(&self, step: &str) -> Option<StepOutcome> {
-        self.steps.iter().find(|s| s.step == step).map(|s| s.outcome)
+        self.steps
+            .iter()
+            .find(|s| s.step == step)
+            .map(|s| s.outcome)
     }
 }
 
@@ -179,12 +182,15 @@ async fn contained(
     step: &str,
     call: impl std::future::Future<Output = Result<(), Fault>>,
 ) -> Result<(), Fault> {
-    AssertUnwindSafe(call).catch_unwind().await.unwrap_or_else(|payload| {
-        Err(Fault::internal(format!(
-            "step `{step}` panicked: {}",
-            panic_message(&*payload)
-        )))
-    })
+    AssertUnwindSafe(call)
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|payload| {
+            Err(Fault::internal(format!(
+                "step `{step}` panicked: {}",
+                panic_message(&*payload)
+            )))
+        })
 }
 
 /// A step that runs the do/undo implementors of extension point `P` (whose context is the

@@ -79,11 +79,17 @@ impl KernelBuilder {
         let ordered = dependency_order(&enabled)?;
 
         let mut asm = Assembly::default();
-        for key in [&REQUEST_TIMEOUT_MS, &EXTENSION_TIMEOUT_MS, &START_TIMEOUT_MS] {
+        for key in [
+            &REQUEST_TIMEOUT_MS,
+            &EXTENSION_TIMEOUT_MS,
+            &START_TIMEOUT_MS,
+        ] {
             asm.config.declare(KERNEL, key)?;
         }
         for plugin in &ordered {
-            asm.contributions.entry(plugin.name().to_owned()).or_default();
+            asm.contributions
+                .entry(plugin.name().to_owned())
+                .or_default();
             plugin.build(&mut PluginBuilder {
                 plugin: plugin.name(),
                 asm: &mut asm,
@@ -169,11 +175,7 @@ fn select(
         .map(|(name, p)| (*name, p.clone()))
         .collect();
     for plugin in enabled.values() {
-        if let Some(missing) = plugin
-            .requires()
-            .iter()
-            .find(|r| !enabled.contains_key(*r))
-        {
+        if let Some(missing) = plugin.requires().iter().find(|r| !enabled.contains_key(*r)) {
             return Err(KernelError::MissingRequiredPlugin {
                 plugin: plugin.name().to_owned(),
                 requires: (*missing).to_owned(),
@@ -280,7 +282,11 @@ impl Kernel {
 
     /// The enabled plugins in start order, with what each contributes.
     pub fn plugins(&self) -> Vec<PluginDescription> {
-        let started = self.0.started.lock().unwrap_or_else(PoisonError::into_inner);
+        let started = self
+            .0
+            .started
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         self.0
             .plugins
             .iter()
@@ -290,7 +296,12 @@ impl Kernel {
                 description: p.description().to_owned(),
                 requires: p.requires().iter().map(|r| (*r).to_owned()).collect(),
                 started: started.contains(&i),
-                contributes: self.0.contributions.get(p.name()).cloned().unwrap_or_default(),
+                contributes: self
+                    .0
+                    .contributions
+                    .get(p.name())
+                    .cloned()
+                    .unwrap_or_default(),
             })
             .collect()
     }
@@ -304,11 +315,9 @@ impl Kernel {
                 continue;
             }
             let name = plugin.name();
-            let started = tokio::time::timeout(
-                timeout,
-                AssertUnwindSafe(plugin.start(self)).catch_unwind(),
-            )
-            .await;
+            let started =
+                tokio::time::timeout(timeout, AssertUnwindSafe(plugin.start(self)).catch_unwind())
+                    .await;
             let failure = match started {
                 Ok(Ok(Ok(()))) => None,
                 Ok(Ok(Err(fault))) => Some(KernelError::StartFailed {

@@ -45,7 +45,6 @@ impl Manifest {
     pub fn load(path: &Path) -> Result<Self, KernelError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| KernelError::Manifest(format!("cannot read {}: {e}", path.display())))?;
-        toml::from_str(&text)
-            .map_err(|e| KernelError::Manifest(format!("{}: {e}", path.display())))
+        toml::from_str(&text).map_err(|e| KernelError::Manifest(format!("{}: {e}", path.display())))
     }
 }

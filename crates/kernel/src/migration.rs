@@ -38,7 +38,9 @@ pub(crate) fn check_stream(plugin: &str, stream: &[Migration]) -> Result<(), Ker
             return Err(KernelError::InvalidMigration {
                 plugin: plugin.to_owned(),
                 version: m.version,
-                reason: format!("expected version {expected} (versions start at 1 and rise by one)"),
+                reason: format!(
+                    "expected version {expected} (versions start at 1 and rise by one)"
+                ),
             });
         }
     }

@@ -159,8 +159,15 @@ impl PluginBuilder<'_> {
     }
 
     /// Registers `factory` as driver type `type_name` of kind `K`.
-    pub fn driver<K: DriverKind>(&mut self, type_name: &str, factory: Arc<K::Factory>) -> &mut Self {
-        let result = self.asm.drivers.register::<K>(type_name, self.plugin, factory);
+    pub fn driver<K: DriverKind>(
+        &mut self,
+        type_name: &str,
+        factory: Arc<K::Factory>,
+    ) -> &mut Self {
+        let result = self
+            .asm
+            .drivers
+            .register::<K>(type_name, self.plugin, factory);
         self.check(result);
         self.contributions()
             .driver_types
@@ -169,7 +176,11 @@ impl PluginBuilder<'_> {
     }
 
     /// Provides service `id`; add its handlers to the returned builder.
-    pub fn service<S: Send + Sync + 'static>(&mut self, id: &str, state: S) -> ServiceBuilder<'_, S> {
+    pub fn service<S: Send + Sync + 'static>(
+        &mut self,
+        id: &str,
+        state: S,
+    ) -> ServiceBuilder<'_, S> {
         self.service_arc(id, Arc::new(state))
     }
 

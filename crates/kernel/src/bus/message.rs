@@ -109,8 +109,15 @@ pub fn decode<T: DeserializeOwned>(name: &str, body: Value) -> Result<T, Fault> 
         let text = err.inner().to_string();
         let mut field = err.path().to_string();
         // serde reports a missing field at its parent; name the field itself.
-        if let Some(missing) = text.strip_prefix("missing field `").and_then(|t| t.split('`').next()) {
-            field = if field == "." { missing.to_owned() } else { format!("{field}.{missing}") };
+        if let Some(missing) = text
+            .strip_prefix("missing field `")
+            .and_then(|t| t.split('`').next())
+        {
+            field = if field == "." {
+                missing.to_owned()
+            } else {
+                format!("{field}.{missing}")
+            };
         }
         if field == "." {
             field.clear();

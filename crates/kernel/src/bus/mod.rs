@@ -11,17 +11,17 @@ mod service;
 pub mod topic;
 mod transport;
 
+pub(crate) use message::encode;
 pub use message::{
     decode, Envelope, Event, EventEnvelope, Message, MessageInfo, MessageKind, MessageRegistry,
     Request,
 };
-pub(crate) use message::encode;
-pub use service::{MessageContext, ServiceBuilder};
 pub(crate) use service::ServiceTable;
+pub use service::{MessageContext, ServiceBuilder};
 pub use transport::{Loopback, Transport};
 
-use crate::type_map::TypeIdMap;
 use crate::fault::panic_message;
+use crate::type_map::TypeIdMap;
 use crate::{Fault, Kernel, WeakKernel};
 use futures::future::BoxFuture;
 use futures::FutureExt;
@@ -119,7 +119,11 @@ impl Bus {
     }
 
     /// Sends a JSON request (by message name), locally or through the transport.
-    pub async fn request_json(&self, envelope: Envelope, timeout: Option<Duration>) -> Result<Value, Fault> {
+    pub async fn request_json(
+        &self,
+        envelope: Envelope,
+        timeout: Option<Duration>,
+    ) -> Result<Value, Fault> {
         let timeout = timeout.unwrap_or(self.default_timeout);
         if self.services.contains_key(&envelope.service) {
             self.deliver(envelope, timeout).await
@@ -143,16 +147,18 @@ impl Bus {
         let transport = self.attached_transport();
         let wants_json = transport.is_some() || self.has_pattern_subscribers();
         // JSON only when someone reads it: typed in-process delivery stays allocation-light.
-        let envelope = wants_json.then(|| encode(E::NAME, &event)).and_then(|body| match body {
-            Ok(body) => Some(EventEnvelope {
-                name: E::NAME.to_owned(),
-                body,
-            }),
-            Err(fault) => {
-                tracing::error!(event = E::NAME, %fault, "event cannot be encoded");
-                None
-            }
-        });
+        let envelope = wants_json
+            .then(|| encode(E::NAME, &event))
+            .and_then(|body| match body {
+                Ok(body) => Some(EventEnvelope {
+                    name: E::NAME.to_owned(),
+                    body,
+                }),
+                Err(fault) => {
+                    tracing::error!(event = E::NAME, %fault, "event cannot be encoded");
+                    None
+                }
+            });
         self.publish_typed(event);
         if let Some(envelope) = envelope {
             self.publish_to_patterns(&envelope);
@@ -164,7 +170,11 @@ impl Bus {
 
     /// Publishes an event that arrived as JSON to local subscribers only.
     pub fn deliver_event(&self, envelope: EventEnvelope) {
-        if let Some(publish_typed) = self.messages.get(&envelope.name).and_then(|m| m.publish_json) {
+        if let Some(publish_typed) = self
+            .messages
+            .get(&envelope.name)
+            .and_then(|m| m.publish_json)
+        {
             if let Err(fault) = publish_typed(self, envelope.body.clone()) {
                 tracing::warn!(event = %envelope.name, %fault, "undecodable event dropped");
                 return;
@@ -206,7 +216,10 @@ impl Bus {
 
     /// Sends what this kernel has no service or subscriber for through `transport`.
     pub fn attach_transport(&self, transport: Arc<dyn Transport>) {
-        *self.transport.write().unwrap_or_else(PoisonError::into_inner) = Some(transport);
+        *self
+            .transport
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some(transport);
     }
 
     /// Resources with queued or running requests right now.
@@ -227,9 +240,9 @@ impl Bus {
     }
 
     fn local(&self, service: &str) -> Result<&Arc<ServiceTable>, Fault> {
-        self.services
-            .get(service)
-            .ok_or_else(|| Fault::not_found(format!("no service `{service}`")).with_detail("service", service))
+        self.services.get(service).ok_or_else(|| {
+            Fault::not_found(format!("no service `{service}`")).with_detail("service", service)
+        })
     }
 
     fn context(&self, resource: Option<Arc<str>>) -> Result<MessageContext, Fault> {
@@ -263,10 +276,12 @@ impl Bus {
                     let _ = tx.send(AssertUnwindSafe(call).catch_unwind().await);
                 };
                 self.queues.push(service, &id, Box::pin(job));
-                tokio::time::timeout(timeout, rx).await.map(|received| match received {
-                    Ok(result) => result,
-                    Err(_) => Err(Box::new("reply channel dropped") as Box<dyn Any + Send>),
-                })
+                tokio::time::timeout(timeout, rx)
+                    .await
+                    .map(|received| match received {
+                        Ok(result) => result,
+                        Err(_) => Err(Box::new("reply channel dropped") as Box<dyn Any + Send>),
+                    })
             }
         };
         match outcome {
@@ -274,8 +289,10 @@ impl Bus {
             Ok(Err(payload)) => {
                 let text = panic_message(&*payload);
                 tracing::error!(service, message, panic = %text, "handler panicked");
-                Err(Fault::internal(format!("`{service}` panicked handling `{message}`: {text}"))
-                    .with_detail("service", service))
+                Err(
+                    Fault::internal(format!("`{service}` panicked handling `{message}`: {text}"))
+                        .with_detail("service", service),
+                )
             }
             Err(_) => Err(Fault::timeout(format!(
                 "`{service}` did not answer `{message}` within {timeout:?}"
@@ -287,7 +304,10 @@ impl Bus {
     /// Delivers to the typed subscribers of `E` in this process.
     pub(crate) fn publish_typed<E: Event>(&self, event: E) {
         let mut closed = false;
-        let subscribers = self.subscribers.read().unwrap_or_else(PoisonError::into_inner);
+        let subscribers = self
+            .subscribers
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
         if let Some(list) = subscribers.typed.get(&TypeId::of::<E>()) {
             for sub in list {
                 if let Some(tx) = sub.sender.downcast_ref::<mpsc::UnboundedSender<E>>() {
@@ -328,7 +348,10 @@ impl Bus {
     }
 
     fn prune(&self) {
-        let mut subscribers = self.subscribers.write().unwrap_or_else(PoisonError::into_inner);
+        let mut subscribers = self
+            .subscribers
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
         subscribers.patterns.retain(|(_, tx)| !tx.is_closed());
         for list in subscribers.typed.values_mut() {
             list.retain(|sub| !(sub.is_closed)(&*sub.sender));

@@ -38,7 +38,10 @@ impl ResourceQueues {
 
     /// Number of resources with queued or running work (for introspection and tests).
     pub fn active_lanes(&self) -> usize {
-        self.lanes.lock().unwrap_or_else(PoisonError::into_inner).len()
+        self.lanes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
     }
 }
 

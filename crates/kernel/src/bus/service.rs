@@ -75,8 +75,11 @@ impl ServiceTable {
     }
 
     fn unknown(&self, message: &str) -> Fault {
-        Fault::invalid("message", format!("service `{}` does not handle `{message}`", self.id))
-            .with_detail("service", self.id.as_str())
+        Fault::invalid(
+            "message",
+            format!("service `{}` does not handle `{message}`", self.id),
+        )
+        .with_detail("service", self.id.as_str())
     }
 }
 

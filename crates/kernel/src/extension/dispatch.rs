@@ -187,7 +187,10 @@ async fn guarded<I: ?Sized, T>(
         Ok(Ok(Err(fault))) => {
             e.stats.errors.fetch_add(1, Relaxed);
             Fault {
-                message: format!("plugin `{}` failed at `{point}`: {}", e.plugin, fault.message),
+                message: format!(
+                    "plugin `{}` failed at `{point}`: {}",
+                    e.plugin, fault.message
+                ),
                 ..fault
             }
         }
@@ -211,7 +214,9 @@ async fn guarded<I: ?Sized, T>(
 fn panicked(point: &str, plugin: &str, payload: &(dyn std::any::Any + Send)) -> Fault {
     let message = panic_message(payload);
     tracing::error!(point, plugin, panic = %message, "extension panicked");
-    Fault::internal(format!("plugin `{plugin}` panicked in `{point}`: {message}"))
-        .with_detail("plugin", plugin)
-        .with_detail("point", point)
+    Fault::internal(format!(
+        "plugin `{plugin}` panicked in `{point}`: {message}"
+    ))
+    .with_detail("plugin", plugin)
+    .with_detail("point", point)
 }

@@ -15,8 +15,8 @@ mod registry;
 
 pub use dispatch::Extensions;
 pub use order::OrderSpec;
-pub use registry::{ImplementorDescription, PointDescription, StatsSnapshot};
 pub(crate) use registry::PointsBuilder;
+pub use registry::{ImplementorDescription, PointDescription, StatsSnapshot};
 
 use crate::Fault;
 use async_trait::async_trait;

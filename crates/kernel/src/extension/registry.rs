@@ -151,7 +151,14 @@ impl PointsBuilder {
         errors: &mut Vec<KernelError>,
     ) -> &mut OrderSpec {
         match self.try_add::<P, I>(semantics, plugin, imp) {
-            Ok(index) => &mut self.points.get_mut(&TypeId::of::<I>()).expect("just added").specs[index].1,
+            Ok(index) => {
+                &mut self
+                    .points
+                    .get_mut(&TypeId::of::<I>())
+                    .expect("just added")
+                    .specs[index]
+                    .1
+            }
             Err(e) => {
                 errors.push(e);
                 &mut self.scratch
@@ -180,7 +187,9 @@ impl PointsBuilder {
             .slot
             .as_any_mut()
             .downcast_mut::<Vec<Implementor<I>>>()
-            .ok_or_else(|| KernelError::Manifest(format!("internal: slot type of `{}`", P::NAME)))?;
+            .ok_or_else(|| {
+                KernelError::Manifest(format!("internal: slot type of `{}`", P::NAME))
+            })?;
         slot.push(Implementor {
             plugin: Arc::from(plugin),
             imp,
@@ -214,11 +223,15 @@ impl PointsBuilder {
                     KernelError::Manifest(format!("unknown extension point `{point_name}`"))
                 })?;
             for (plugin, spec) in plugins {
-                let slot = point.specs.iter_mut().find(|(p, _)| p == plugin).ok_or_else(|| {
-                    KernelError::Manifest(format!(
-                        "plugin `{plugin}` does not implement extension point `{point_name}`"
-                    ))
-                })?;
+                let slot = point
+                    .specs
+                    .iter_mut()
+                    .find(|(p, _)| p == plugin)
+                    .ok_or_else(|| {
+                        KernelError::Manifest(format!(
+                            "plugin `{plugin}` does not implement extension point `{point_name}`"
+                        ))
+                    })?;
                 slot.1 = spec.clone();
             }
         }
