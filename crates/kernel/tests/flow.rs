@@ -86,7 +86,7 @@ async fn failure_cleans_up_the_failing_step_then_rolls_back_in_reverse() {
     );
     assert_eq!(failure.fault.detail_str("step"), Some("d"));
     assert_eq!(failure.fault.detail_str("flow"), Some("create"));
-    let outcomes: Vec<StepOutcome> = failure.report.steps.iter().map(|s| s.outcome).collect();
+    let outcomes: Vec<StepOutcome> = failure.report.steps().map(|s| s.outcome).collect();
     assert_eq!(
         outcomes,
         [
@@ -130,7 +130,7 @@ async fn success_reports_every_step_with_its_duration() {
     let report = flow.run(&mut Ctx::default()).await.unwrap();
     assert_eq!(report.outcome("a"), Some(StepOutcome::Done));
     assert_eq!(report.outcome("c"), Some(StepOutcome::Skipped));
-    assert!(report.steps[1].duration >= std::time::Duration::from_millis(15));
+    assert!(report.steps().nth(1).unwrap().duration >= std::time::Duration::from_millis(15));
     assert_eq!(flow.steps(), ["a", "slow", "c"]);
 }
 

@@ -32,6 +32,7 @@ use std::collections::HashMap;
 use std::future::IntoFuture;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, PoisonError, RwLock};
+use std::task::Poll;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
@@ -265,10 +266,25 @@ impl Bus {
     ) -> Result<T, Fault> {
         let outcome = match resource {
             None => {
-                let task = tokio::spawn(call);
-                tokio::time::timeout(timeout, task)
-                    .await
-                    .map(|joined| joined.map_err(|e| e.into_panic()))
+                // Start the handler in the caller's task: one that finishes without waiting
+                // costs no task and no timer. One that must wait is moved into a task of its
+                // own, so a caller that gives up never cancels it halfway.
+                let mut call = AssertUnwindSafe(call).catch_unwind();
+                match futures::poll!(&mut call) {
+                    Poll::Ready(result) => Ok::<_, tokio::time::error::Elapsed>(result),
+                    Poll::Pending => {
+                        let task = tokio::spawn(call);
+                        tokio::time::timeout(timeout, task)
+                            .await
+                            .map(|joined| match joined {
+                                Ok(result) => result,
+                                Err(e) if e.is_panic() => Err(e.into_panic()),
+                                Err(_) => {
+                                    Err(Box::new("handler task cancelled") as Box<dyn Any + Send>)
+                                }
+                            })
+                    }
+                }
             }
             Some(id) => {
                 let (tx, rx) = oneshot::channel();

@@ -8,7 +8,10 @@ use futures::FutureExt;
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::{Duration, Instant};
+// quanta reads the TSC: ~12 ns a read here against ~35 ns for `std::time::Instant`,
+// which dominated the per-call overhead (docs/performance.md).
+use quanta::Instant;
+use std::time::Duration;
 use tracing::Instrument;
 
 /// Calls the implementors of extension points, in their assembled order.

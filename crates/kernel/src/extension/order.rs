@@ -133,7 +133,9 @@ mod tests {
                 ("before_early", &before_early),
             ])
             .unwrap(),
-            ["before_early", "early", "late", "after_late"]
+            // `late` is free first and goes; that frees `after_late` (-100), which then
+            // outranks `before_early` (50); `early` waits for `before_early`.
+            ["late", "after_late", "before_early", "early"]
         );
     }
 

@@ -28,7 +28,10 @@ impl CallStats {
         let ns = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
         self.calls.fetch_add(1, Ordering::Relaxed);
         self.total_ns.fetch_add(ns, Ordering::Relaxed);
-        self.max_ns.fetch_max(ns, Ordering::Relaxed);
+        // A new maximum is rare: read first so the common case costs no locked write.
+        if ns > self.max_ns.load(Ordering::Relaxed) {
+            self.max_ns.fetch_max(ns, Ordering::Relaxed);
+        }
     }
 
     fn snapshot(&self) -> StatsSnapshot {
