@@ -38,13 +38,15 @@ impl<T> ConfigKey<T> {
     }
 }
 
+type ParseFn = dyn Fn(Value) -> Result<Arc<dyn Any + Send + Sync>, String> + Send + Sync;
+
 /// A key as the registry keeps it, without its type.
 pub(crate) struct DeclaredKey {
     pub plugin: String,
     pub description: &'static str,
     default: Value,
     /// Decodes and validates a JSON value into the key's type.
-    parse: Box<dyn Fn(Value) -> Result<Arc<dyn Any + Send + Sync>, String> + Send + Sync>,
+    parse: Box<ParseFn>,
 }
 
 /// Collects declarations while plugins build.

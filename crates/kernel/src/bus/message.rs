@@ -46,6 +46,9 @@ pub enum MessageKind {
     Event,
 }
 
+/// Decodes an event from JSON and publishes it to local typed subscribers.
+pub(crate) type PublishJson = fn(&super::Bus, Value) -> Result<(), Fault>;
+
 /// What the registry knows of one message name.
 #[derive(Clone)]
 pub struct MessageInfo {
@@ -56,7 +59,7 @@ pub struct MessageInfo {
     schema: fn() -> Value,
     reply_schema: Option<fn() -> Value>,
     /// Decodes an event from JSON and publishes it to local typed subscribers.
-    pub(crate) publish_json: Option<fn(&super::Bus, Value) -> Result<(), Fault>>,
+    pub(crate) publish_json: Option<PublishJson>,
 }
 
 impl MessageInfo {
