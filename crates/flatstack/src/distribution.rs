@@ -6,6 +6,10 @@ use flatstack_kernel::KernelBuilder;
 /// Adds every plugin compiled into this binary.
 pub fn plugins(builder: KernelBuilder) -> KernelBuilder {
     #[allow(unused_mut)]
-    let mut builder = builder;
-    builder
+    let mut b = builder;
+    #[cfg(feature = "zone")]
+    let b = b.plugin(flatstack_plugin_zone::ZonePlugin);
+    #[cfg(feature = "cluster")]
+    let b = b.plugin(flatstack_plugin_cluster::ClusterPlugin);
+    b
 }

@@ -1,10 +1,12 @@
-//! `flatstack`: the distribution binary.
+//! `flatstack`: the distribution binary — the management node and its command-line client.
 
 mod distribution;
+mod node;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
-use flatstack_kernel::{Kernel, Manifest};
+use flatstack_kernel::Kernel;
+use node::NodeOptions;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -16,49 +18,73 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the management node (HTTP API on --listen, data in --data-dir).
+    Serve {
+        /// Where the node keeps its SQLite database; created on first start.
+        #[arg(long, default_value = "flatstack-data")]
+        data_dir: PathBuf,
+        /// Address of the HTTP API (port 0 picks a free port).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Runtime manifest (TOML): enabled plugins, configuration, extension order.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Assemble the distribution and print its plugins, extension points and driver types.
     Inspect {
-        /// Runtime manifest (TOML): enabled plugins, configuration, extension order.
         #[arg(long)]
         config: Option<PathBuf>,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
+    /// Print the OpenAPI document of the distribution's API.
+    Openapi {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
-fn assemble(config: Option<&PathBuf>) -> anyhow::Result<Kernel> {
-    let manifest = match config {
-        Some(path) => Manifest::load(path)?,
-        None => Manifest::default(),
-    };
-    let kernel = distribution::plugins(Kernel::builder().manifest(manifest))
-        .build()
-        .context("assembling the distribution")?;
-    Ok(kernel)
-}
-
-fn main() -> anyhow::Result<()> {
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
     match Cli::parse().command {
+        Command::Serve {
+            data_dir,
+            listen,
+            config,
+        } => {
+            node::serve(NodeOptions {
+                data_dir,
+                listen,
+                manifest: config,
+            })
+            .await?
+        }
         Command::Inspect { config, json } => {
-            let kernel = assemble(config.as_ref())?;
-            let report = serde_json::json!({
-                "plugins": kernel.plugins(),
-                "extension_points": kernel.extensions().describe(),
-                "types": kernel.drivers().describe(),
-                "services": kernel.bus().services(),
-                "config": kernel.config().entries(),
-            });
+            let kernel = node::assemble(node::load_manifest(config.as_deref())?, None)?;
             if json {
+                let report = serde_json::json!({
+                    "plugins": kernel.plugins(),
+                    "extension_points": kernel.extensions().describe(),
+                    "types": kernel.drivers().describe(),
+                    "services": kernel.bus().services(),
+                    "config": kernel.config().entries(),
+                });
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
                 print_text(&kernel);
             }
+        }
+        Command::Openapi { config } => {
+            let kernel = node::assemble(node::load_manifest(config.as_deref())?, None)?;
+            let doc = flatstack_api::openapi::document(&kernel);
+            println!("{}", serde_json::to_string_pretty(&doc)?);
         }
     }
     Ok(())

@@ -8,6 +8,7 @@ use crate::fault::panic_message;
 use crate::manifest::Manifest;
 use crate::migration::{self, Migration};
 use crate::plugin::{Assembly, Contributions, Plugin, PluginBuilder};
+use crate::registry::{Provided, Registered};
 use crate::KernelError;
 use futures::FutureExt;
 use serde::Serialize;
@@ -53,6 +54,7 @@ pub const START_TIMEOUT_MS: ConfigKey<u64> = ConfigKey::new(
 pub struct KernelBuilder {
     plugins: Vec<Arc<dyn Plugin>>,
     manifest: Manifest,
+    provided: Provided,
 }
 
 impl KernelBuilder {
@@ -68,6 +70,13 @@ impl KernelBuilder {
 
     pub fn manifest(mut self, manifest: Manifest) -> Self {
         self.manifest = manifest;
+        self
+    }
+
+    /// Makes a shared service of the distribution (e.g. the store) available to plugins
+    /// through [`Kernel::get`].
+    pub fn provide<T: Send + Sync + 'static>(mut self, value: Arc<T>) -> Self {
+        self.provided.insert(value);
         self
     }
 
@@ -125,6 +134,8 @@ impl KernelBuilder {
             drivers: asm.drivers,
             config,
             migrations: asm.migrations,
+            registered: asm.registered,
+            provided: self.provided,
             plugins: ordered,
             contributions,
             started: Mutex::new(Vec::new()),
@@ -219,6 +230,8 @@ pub(crate) struct Inner {
     drivers: Drivers,
     config: Config,
     migrations: BTreeMap<String, Vec<Migration>>,
+    registered: Registered,
+    provided: Provided,
     /// In dependency (start) order.
     plugins: Vec<Arc<dyn Plugin>>,
     contributions: BTreeMap<String, Contributions>,
@@ -273,6 +286,17 @@ impl Kernel {
 
     pub fn config(&self) -> &Config {
         &self.0.config
+    }
+
+    /// A shared service the distribution provided, e.g. `kernel.get::<Store>()`.
+    pub fn get<T: Send + Sync + 'static>(&self) -> Option<Arc<T>> {
+        self.0.provided.get::<T>()
+    }
+
+    /// Every `T` that plugins contributed with `PluginBuilder::register`, in plugin
+    /// start order, each with the name of the plugin that contributed it.
+    pub fn registered<T: Send + Sync + 'static>(&self) -> Vec<(&str, &T)> {
+        self.0.registered.all::<T>()
     }
 
     /// Each plugin's migration stream, by plugin name.

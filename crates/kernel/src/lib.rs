@@ -14,6 +14,7 @@ mod kernel;
 pub mod manifest;
 pub mod migration;
 mod plugin;
+mod registry;
 mod type_map;
 
 pub use bus::{Bus, Event, Message, MessageContext, Request};

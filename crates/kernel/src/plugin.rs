@@ -66,6 +66,7 @@ pub(crate) struct Assembly {
     pub config: ConfigBuilder,
     pub migrations: BTreeMap<String, Vec<Migration>>,
     pub contributions: BTreeMap<String, Contributions>,
+    pub registered: crate::registry::Registered,
     pub errors: Vec<KernelError>,
 }
 
@@ -234,6 +235,13 @@ impl PluginBuilder<'_> {
         let result = self.asm.config.declare(self.plugin, key);
         self.check(result);
         self.contributions().config_keys.push(key.name.to_owned());
+        self
+    }
+
+    /// Contributes `item` to the open list of `T`s that some other component reads with
+    /// [`Kernel::registered`] (e.g. the API resources the HTTP layer serves).
+    pub fn register<T: Send + Sync + 'static>(&mut self, item: T) -> &mut Self {
+        self.asm.registered.push(self.plugin, item);
         self
     }
 

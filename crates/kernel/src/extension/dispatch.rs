@@ -70,8 +70,14 @@ impl Extensions {
                 Ok(Err(refusal)) => {
                     e.stats.vetoes.fetch_add(1, Relaxed);
                     tracing::info!(point = P::NAME, plugin = &*e.plugin, %refusal, "vetoed");
+                    // A refusal because of the current state stays a `conflict`; any
+                    // other refusal is a `vetoed`.
+                    let code = match refusal.code {
+                        FaultCode::Conflict => FaultCode::Conflict,
+                        _ => FaultCode::Vetoed,
+                    };
                     return Err(Fault {
-                        code: FaultCode::Vetoed,
+                        code,
                         message: format!(
                             "plugin `{}` vetoed `{}`: {}",
                             e.plugin,

@@ -1,0 +1,110 @@
+//! Asynchronous operations: each state-changing request runs as a job that clients poll
+//! at `/v1/jobs/{uuid}` or wait for with `?wait=<seconds>`.
+
+use flatstack_kernel::Fault;
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+use tokio::sync::watch;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    Running,
+    Succeeded,
+    Failed,
+}
+
+/// A job as `/v1/jobs/{uuid}` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Job {
+    pub uuid: String,
+    /// What it does, e.g. `zone.create`.
+    pub operation: String,
+    pub state: JobState,
+    /// 0 while running, 100 when finished.
+    pub progress: u8,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<Fault>,
+    pub created_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+}
+
+/// The jobs of this node, kept in memory.
+#[derive(Default, Clone)]
+pub struct Jobs {
+    jobs: Arc<Mutex<HashMap<String, (Job, watch::Receiver<bool>)>>>,
+}
+
+impl Jobs {
+    /// Starts `work` as a job and returns its uuid.
+    pub fn start<F>(&self, operation: &str, work: F) -> String
+    where
+        F: Future<Output = Result<Value, Fault>> + Send + 'static,
+    {
+        let uuid = uuid::Uuid::new_v4().simple().to_string();
+        let (done_tx, done_rx) = watch::channel(false);
+        let job = Job {
+            uuid: uuid.clone(),
+            operation: operation.to_owned(),
+            state: JobState::Running,
+            progress: 0,
+            result: None,
+            error: None,
+            created_at: now(),
+            finished_at: None,
+        };
+        self.lock().insert(uuid.clone(), (job, done_rx));
+        let jobs = self.clone();
+        let id = uuid.clone();
+        tokio::spawn(async move {
+            let outcome = work.await;
+            if let Some((job, _)) = jobs.lock().get_mut(&id) {
+                job.progress = 100;
+                job.finished_at = Some(now());
+                match outcome {
+                    Ok(result) => {
+                        job.state = JobState::Succeeded;
+                        job.result = Some(result);
+                    }
+                    Err(fault) => {
+                        job.state = JobState::Failed;
+                        job.error = Some(fault);
+                    }
+                }
+            }
+            let _ = done_tx.send(true);
+        });
+        uuid
+    }
+
+    pub fn get(&self, uuid: &str) -> Option<Job> {
+        self.lock().get(uuid).map(|(job, _)| job.clone())
+    }
+
+    /// The job once finished, or `None` if it is still running after `wait`.
+    pub async fn wait(&self, uuid: &str, wait: Duration) -> Option<Job> {
+        let mut done = self.lock().get(uuid).map(|(_, rx)| rx.clone())?;
+        let finished = tokio::time::timeout(wait, done.wait_for(|d| *d)).await;
+        match finished {
+            Ok(Ok(_)) => self.get(uuid),
+            _ => None,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Job, watch::Receiver<bool>)>> {
+        self.jobs.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+fn now() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}

@@ -1,0 +1,12 @@
+//! The HTTP API (`/v1`) of `../shared/API.md`, as a thin layer over the bus: every route
+//! is generated from the [`ApiResource`]s plugins register and sends a message; nothing
+//! here knows a resource kind. State-changing operations run as jobs.
+
+mod error;
+mod jobs;
+pub mod openapi;
+mod routes;
+
+pub use error::ApiError;
+pub use jobs::Jobs;
+pub use routes::router;

@@ -1,0 +1,43 @@
+//! How a plugin exposes a resource kind over the API. The HTTP layer generates its routes
+//! (and the OpenAPI document) from these descriptors; a plugin registers one with
+//! `PluginBuilder::register(ApiResource { .. })`.
+
+/// A collection `/v1/{path}` served by bus service `service`.
+///
+/// `POST /v1/{path}` sends `create` (a message of the service) with the request body;
+/// `GET`, `PATCH` and `DELETE` send the common [`crate::resource`] messages.
+#[derive(Debug, Clone)]
+pub struct ApiResource {
+    /// The URL segment, plural and kebab-case: `zones`, `l2-networks`.
+    pub path: &'static str,
+    /// The bus service that owns the kind.
+    pub service: &'static str,
+    /// The name of the create message.
+    pub create: &'static str,
+    /// The driver kind whose registered types `GET /v1/{path}/types` lists, if typed.
+    pub driver_kind: Option<&'static str>,
+    /// Query parameters `GET /v1/{path}` accepts as filters (column names).
+    pub filters: &'static [&'static str],
+    /// `POST /v1/{path}/{uuid}/actions` with `{"action": name, ...}`.
+    pub actions: &'static [ApiAction],
+    /// Sub-collections: `/v1/{path}/{uuid}/{child.path}`.
+    pub children: &'static [ApiChild],
+}
+
+/// An action on one resource: the body (without `action`) is sent as `message`, with the
+/// resource's uuid as the addressed resource.
+#[derive(Debug, Clone)]
+pub struct ApiAction {
+    pub name: &'static str,
+    pub message: &'static str,
+}
+
+/// A sub-collection of a resource, e.g. the IP ranges of an L3 network.
+#[derive(Debug, Clone)]
+pub struct ApiChild {
+    pub path: &'static str,
+    /// Create message; the parent's uuid is the addressed resource.
+    pub create: &'static str,
+    /// List message; the parent's uuid is the addressed resource.
+    pub list: &'static str,
+}

@@ -1,0 +1,13 @@
+//! Flatstack's cloud vocabulary, shared by plugins that must not depend on each other:
+//! API resource descriptors, the common resource messages and events, driver kinds and
+//! extension points. No logic lives here.
+
+pub mod api;
+pub mod infra;
+pub mod resource;
+
+pub use api::{ApiAction, ApiChild, ApiResource};
+pub use resource::{
+    points, DeleteResource, GetResource, Inventory, InventoryList, ListResources, ResourceChange,
+    ResourceCreated, ResourceDeleted, ResourceUpdated, UpdateResource,
+};

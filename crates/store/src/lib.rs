@@ -1,0 +1,209 @@
+//! Persistence for Flatstack: SQLite embedded by default, PostgreSQL for several nodes,
+//! both through `sqlx`'s `Any` driver so plugin code is the same on either.
+//!
+//! - Each plugin brings its own migration stream ([`Store::migrate`]).
+//! - Plugins write through a [`Tx`]: records and the canonical events that report them are
+//!   committed together (the outbox, read later by out-of-process delivery); after commit
+//!   the events are published on the in-process bus.
+//! - Generic row helpers map JSON objects to rows, so a resource's inventory is its row.
+//! - Deleting is real and explicit: a row still referenced by a foreign key is refused with
+//!   a `conflict` naming what refers to it.
+
+mod error;
+pub mod resource;
+mod rows;
+mod tx;
+
+pub use error::StoreError;
+pub use tx::{now, Tx};
+
+use flatstack_kernel::migration::Migration;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A foreign key that points at a table: `(table, column)` of the referring rows.
+pub type Referrer = (String, String);
+
+/// The database of a management node.
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+    /// For each table, the tables/columns whose foreign keys refer to it.
+    referrers: RwLock<BTreeMap<String, Vec<Referrer>>>,
+}
+
+impl Store {
+    /// Opens `url` (`sqlite://path` or `postgres://...`).
+    pub async fn open(url: &str) -> Result<Arc<Store>, StoreError> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("postgres") {
+            Backend::Postgres
+        } else {
+            Backend::Sqlite
+        };
+        let pool = AnyPoolOptions::new()
+            // SQLite allows one writer; more connections only queue on its lock.
+            .max_connections(if backend == Backend::Sqlite { 1 } else { 16 })
+            .connect(url)
+            .await?;
+        if backend == Backend::Sqlite {
+            // sqlx turns foreign keys on for SQLite; WAL lets readers run beside the writer.
+            sqlx::query("PRAGMA journal_mode = WAL")
+                .execute(&pool)
+                .await?;
+            sqlx::query("PRAGMA foreign_keys = ON")
+                .execute(&pool)
+                .await?;
+        }
+        Ok(Arc::new(Store {
+            pool,
+            backend,
+            referrers: RwLock::default(),
+        }))
+    }
+
+    /// Opens (creating if needed) the SQLite database `flatstack.db` in `data_dir`.
+    pub async fn open_data_dir(data_dir: &Path) -> Result<Arc<Store>, StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(|e| {
+            StoreError::Io(format!(
+                "cannot create data directory {}: {e}",
+                data_dir.display()
+            ))
+        })?;
+        let file = data_dir.join("flatstack.db");
+        Self::open(&format!("sqlite://{}?mode=rwc", file.display())).await
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Applies every plugin's migrations not yet applied, each in its own transaction,
+    /// in the order of `streams` (plugin start order), and records them.
+    pub async fn migrate(&self, streams: &[(String, Vec<Migration>)]) -> Result<(), StoreError> {
+        let create = "CREATE TABLE IF NOT EXISTS schema_migrations (
+            plugin TEXT NOT NULL, version INTEGER NOT NULL, description TEXT NOT NULL,
+            PRIMARY KEY (plugin, version))";
+        sqlx::query(create).execute(&self.pool).await?;
+        let outbox = match self.backend {
+            Backend::Sqlite => {
+                "CREATE TABLE IF NOT EXISTS event_outbox (
+                seq INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL, body TEXT NOT NULL,
+                created_at TEXT NOT NULL)"
+            }
+            Backend::Postgres => {
+                "CREATE TABLE IF NOT EXISTS event_outbox (
+                seq BIGSERIAL PRIMARY KEY, name TEXT NOT NULL, body TEXT NOT NULL,
+                created_at TEXT NOT NULL)"
+            }
+        };
+        sqlx::query(outbox).execute(&self.pool).await?;
+        for (plugin, stream) in streams {
+            let applied: i64 = sqlx::query(
+                "SELECT COALESCE(MAX(version), 0) AS v FROM schema_migrations WHERE plugin = $1",
+            )
+            .bind(plugin.as_str())
+            .fetch_one(&self.pool)
+            .await?
+            .try_get::<i64, _>("v")?;
+            for m in stream.iter().filter(|m| i64::from(m.version) > applied) {
+                let sql = match (self.backend, m.postgres) {
+                    (Backend::Postgres, Some(pg)) => pg,
+                    _ => m.sql,
+                };
+                let mut tx = self.pool.begin().await?;
+                sqlx::raw_sql(sql)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| StoreError::Migration {
+                        plugin: plugin.clone(),
+                        version: m.version,
+                        reason: e.to_string(),
+                    })?;
+                sqlx::query(
+                    "INSERT INTO schema_migrations (plugin, version, description) VALUES ($1, $2, $3)",
+                )
+                .bind(plugin.as_str())
+                .bind(i64::from(m.version))
+                .bind(m.description)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                tracing::info!(plugin = %plugin, version = m.version, "migration applied");
+            }
+        }
+        self.load_referrers().await
+    }
+
+    /// Reads which foreign keys point at which table, for explicit delete refusals.
+    async fn load_referrers(&self) -> Result<(), StoreError> {
+        let rows: Vec<AnyRow> = match self.backend {
+            Backend::Sqlite => {
+                sqlx::query(
+                    "SELECT m.name AS child, f.\"from\" AS col, f.\"table\" AS parent
+                     FROM sqlite_master m, pragma_foreign_key_list(m.name) f
+                     WHERE m.type = 'table'",
+                )
+                .fetch_all(&self.pool)
+                .await?
+            }
+            Backend::Postgres => {
+                sqlx::query(
+                    "SELECT tc.table_name AS child, kcu.column_name AS col, ccu.table_name AS parent
+                     FROM information_schema.table_constraints tc
+                     JOIN information_schema.key_column_usage kcu ON tc.constraint_name = kcu.constraint_name
+                     JOIN information_schema.constraint_column_usage ccu ON tc.constraint_name = ccu.constraint_name
+                     WHERE tc.constraint_type = 'FOREIGN KEY' AND tc.table_schema = current_schema()",
+                )
+                .fetch_all(&self.pool)
+                .await?
+            }
+        };
+        let mut referrers: BTreeMap<String, Vec<Referrer>> = BTreeMap::new();
+        for row in rows {
+            let parent: String = row.try_get("parent")?;
+            referrers
+                .entry(parent)
+                .or_default()
+                .push((row.try_get("child")?, row.try_get("col")?));
+        }
+        *self.referrers.write().unwrap_or_else(|e| e.into_inner()) = referrers;
+        Ok(())
+    }
+
+    pub(crate) fn referrers_of(&self, table: &str) -> Vec<Referrer> {
+        self.referrers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(table)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Starts a transaction.
+    pub async fn begin(self: &Arc<Self>) -> Result<Tx, StoreError> {
+        Tx::begin(self.clone()).await
+    }
+
+    /// Rows in `table` (for tests and introspection).
+    pub async fn count(&self, table: &str) -> Result<i64, StoreError> {
+        rows::check_ident(table)?;
+        let row = sqlx::query(&format!("SELECT COUNT(*) AS n FROM {table}"))
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get::<i64, _>("n")?)
+    }
+}

@@ -1,0 +1,217 @@
+//! The common life cycle of a resource kind stored in one table: create, get, list,
+//! update, delete — with the life-cycle extension points and canonical events. A plugin
+//! declares a [`ResourceTable`] and calls [`ResourceTable::serve`]; only its create
+//! handler (validation, driver records) is its own.
+
+use crate::{Store, Tx};
+use flatstack_header::points::{Create, CreateCheck, Created, DeleteCheck, Deleted, UpdateCheck};
+use flatstack_header::{
+    DeleteResource, GetResource, Inventory, InventoryList, ListResources, ResourceChange,
+    ResourceCreated, ResourceDeleted, ResourceUpdated, UpdateResource,
+};
+use flatstack_kernel::bus::ServiceBuilder;
+use flatstack_kernel::{Fault, Kernel, MessageContext};
+use futures::future::BoxFuture;
+use serde_json::{Map, Value};
+use std::sync::Arc;
+
+/// A resource kind and the table its base records live in.
+#[derive(Debug)]
+pub struct ResourceTable {
+    /// The API path of the kind, e.g. `zones`.
+    pub kind: &'static str,
+    /// Its table; it has `uuid`, `name`, `description`, `created_at`, `updated_at`.
+    pub table: &'static str,
+    /// Columns a list may filter on.
+    pub filters: &'static [&'static str],
+}
+
+/// The store the distribution provided.
+pub fn store(kernel: &Kernel) -> Result<Arc<Store>, Fault> {
+    kernel
+        .get::<Store>()
+        .ok_or_else(|| Fault::unavailable("no store is configured"))
+}
+
+/// A new resource uuid: 32 lowercase hex characters.
+pub fn new_uuid() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// Refuses an empty or over-long `name`.
+pub fn check_name(name: &str) -> Result<(), Fault> {
+    if name.trim().is_empty() {
+        return Err(Fault::invalid("name", "name must not be empty"));
+    }
+    if name.len() > 255 {
+        return Err(Fault::invalid("name", "name must be at most 255 bytes"));
+    }
+    Ok(())
+}
+
+impl ResourceTable {
+    /// Adds the handlers of the common messages (get, list, update, delete) to a service.
+    pub fn serve<S: Send + Sync + 'static>(&'static self, service: &mut ServiceBuilder<'_, S>) {
+        service
+            .handle::<GetResource, _, _>(move |_, _, cx| async move { self.get(&cx).await })
+            .handle::<ListResources, _, _>(move |_, msg, cx| async move {
+                self.list(&cx.kernel, msg.filters).await
+            })
+            .handle::<UpdateResource, _, _>(
+                move |_, msg, cx| async move { self.update(&cx, msg).await },
+            )
+            .handle::<DeleteResource, _, _>(move |_, _, cx| async move { self.delete(&cx).await });
+    }
+
+    /// Creates a resource: the create veto, the base row (with uuid and timestamps),
+    /// `extra` — the driver's or kind's own rows, written in the same transaction —, the
+    /// create do/undo point, the canonical event, commit, then the created observers.
+    pub async fn create<F>(
+        &self,
+        kernel: &Kernel,
+        mut row: Map<String, Value>,
+        extra: F,
+    ) -> Result<Inventory, Fault>
+    where
+        F: for<'t> FnOnce(&'t mut Tx, &'t str) -> BoxFuture<'t, Result<(), Fault>>,
+    {
+        let uuid = new_uuid();
+        let at = crate::now();
+        row.insert("uuid".into(), Value::String(uuid.clone()));
+        row.insert("created_at".into(), Value::String(at.clone()));
+        row.insert("updated_at".into(), Value::String(at));
+        let mut change = ResourceChange {
+            kind: self.kind,
+            uuid: uuid.clone(),
+            inventory: row.clone(),
+        };
+        kernel.extensions().veto::<CreateCheck>(&change)?;
+
+        let store = store(kernel)?;
+        let mut tx = store.begin().await?;
+        tx.insert(self.table, &row).await?;
+        extra(&mut tx, &uuid).await?;
+        change.inventory = tx
+            .get(self.table, &uuid)
+            .await?
+            .ok_or_else(|| Fault::internal("created row vanished"))?;
+        kernel.extensions().run::<Create>(&mut change).await?;
+        let event = ResourceCreated {
+            kind: self.kind.to_owned(),
+            uuid: uuid.clone(),
+            inventory: change.inventory.clone(),
+        };
+        let committed = async {
+            tx.emit(event).await?;
+            tx.commit(kernel.bus()).await
+        }
+        .await;
+        if let Err(e) = committed {
+            kernel.extensions().undo::<Create>(&mut change).await;
+            return Err(e.into());
+        }
+        kernel.extensions().observe::<Created>(&change).await;
+        Ok(change.inventory)
+    }
+
+    async fn get(&self, cx: &MessageContext) -> Result<Inventory, Fault> {
+        let uuid = cx.resource_id()?;
+        let mut tx = store(&cx.kernel)?.begin().await?;
+        tx.get(self.table, uuid)
+            .await?
+            .ok_or_else(|| self.not_found(uuid))
+    }
+
+    async fn list(
+        &self,
+        kernel: &Kernel,
+        filters: Map<String, Value>,
+    ) -> Result<InventoryList, Fault> {
+        if let Some(bad) = filters.keys().find(|k| !self.filters.contains(&k.as_str())) {
+            return Err(Fault::invalid(
+                bad,
+                format!(
+                    "{} cannot be filtered by `{bad}` (filters: {})",
+                    self.kind,
+                    self.filters.join(", ")
+                ),
+            ));
+        }
+        let mut tx = store(kernel)?.begin().await?;
+        let inventories = tx.list(self.table, &filters).await?;
+        Ok(InventoryList {
+            total: inventories.len() as u64,
+            inventories,
+        })
+    }
+
+    async fn update(&self, cx: &MessageContext, msg: UpdateResource) -> Result<Inventory, Fault> {
+        let uuid = cx.resource_id()?;
+        let mut changes = Map::new();
+        if let Some(name) = msg.name {
+            check_name(&name)?;
+            changes.insert("name".into(), Value::String(name));
+        }
+        if let Some(description) = msg.description {
+            changes.insert("description".into(), Value::String(description));
+        }
+        let kernel = &cx.kernel;
+        let mut tx = store(kernel)?.begin().await?;
+        let mut inventory = tx
+            .get(self.table, uuid)
+            .await?
+            .ok_or_else(|| self.not_found(uuid))?;
+        if changes.is_empty() {
+            return Ok(inventory);
+        }
+        inventory.extend(changes.clone());
+        let change = ResourceChange {
+            kind: self.kind,
+            uuid: uuid.to_owned(),
+            inventory,
+        };
+        kernel.extensions().veto::<UpdateCheck>(&change)?;
+        tx.update(self.table, uuid, &changes).await?;
+        let inventory = tx
+            .get(self.table, uuid)
+            .await?
+            .ok_or_else(|| self.not_found(uuid))?;
+        tx.emit(ResourceUpdated {
+            kind: self.kind.to_owned(),
+            uuid: uuid.to_owned(),
+            inventory: inventory.clone(),
+        })
+        .await?;
+        tx.commit(kernel.bus()).await?;
+        Ok(inventory)
+    }
+
+    async fn delete(&self, cx: &MessageContext) -> Result<(), Fault> {
+        let uuid = cx.resource_id()?;
+        let kernel = &cx.kernel;
+        let mut tx = store(kernel)?.begin().await?;
+        let inventory = tx
+            .get(self.table, uuid)
+            .await?
+            .ok_or_else(|| self.not_found(uuid))?;
+        let change = ResourceChange {
+            kind: self.kind,
+            uuid: uuid.to_owned(),
+            inventory,
+        };
+        kernel.extensions().veto::<DeleteCheck>(&change)?;
+        tx.delete(self.table, uuid).await?;
+        tx.emit(ResourceDeleted {
+            kind: self.kind.to_owned(),
+            uuid: uuid.to_owned(),
+        })
+        .await?;
+        tx.commit(kernel.bus()).await?;
+        kernel.extensions().observe::<Deleted>(&change).await;
+        Ok(())
+    }
+
+    fn not_found(&self, uuid: &str) -> Fault {
+        Fault::not_found(format!("no {} {uuid}", self.kind)).with_detail("uuid", uuid)
+    }
+}

@@ -1,0 +1,79 @@
+//! Clusters: groups of hosts of one hypervisor type, in a zone.
+
+use flatstack_header::infra::{CreateCluster, Hosts};
+use flatstack_header::ApiResource;
+use flatstack_kernel::migration::Migration;
+use flatstack_kernel::{Fault, Message, Plugin, PluginBuilder};
+use flatstack_store::resource::{check_name, store, ResourceTable};
+use serde_json::{json, Value};
+
+static CLUSTERS: ResourceTable = ResourceTable {
+    kind: "clusters",
+    table: "clusters",
+    filters: &["name", "zone_uuid", "hypervisor_type"],
+};
+
+pub struct ClusterPlugin;
+
+impl Plugin for ClusterPlugin {
+    fn name(&self) -> &'static str {
+        "cluster"
+    }
+
+    fn description(&self) -> &'static str {
+        "Clusters of hosts of one hypervisor type."
+    }
+
+    fn requires(&self) -> &'static [&'static str] {
+        // Its table refers to zones.
+        &["zone"]
+    }
+
+    fn build(&self, b: &mut PluginBuilder<'_>) {
+        b.migration(Migration::new(
+            1,
+            "clusters",
+            "CREATE TABLE clusters (
+                uuid TEXT PRIMARY KEY, name TEXT NOT NULL, description TEXT NOT NULL,
+                zone_uuid TEXT NOT NULL REFERENCES zones (uuid),
+                hypervisor_type TEXT NOT NULL,
+                created_at TEXT NOT NULL, updated_at TEXT NOT NULL)",
+        ));
+        let mut service = b.service("cluster", ());
+        CLUSTERS.serve(&mut service);
+        service.handle::<CreateCluster, _, _>(|_, msg, cx| async move {
+            check_name(&msg.name)?;
+            cx.kernel
+                .drivers()
+                .get::<Hosts>(&msg.hypervisor_type)
+                .map_err(|f| Fault::invalid("hypervisor_type", f.message))?;
+            let mut tx = store(&cx.kernel)?.begin().await?;
+            if !tx.exists("zones", &msg.zone_uuid).await? {
+                return Err(Fault::invalid(
+                    "zone_uuid",
+                    format!("no zone {}", msg.zone_uuid),
+                ));
+            }
+            drop(tx);
+            let row = json!({
+                "name": msg.name, "description": msg.description,
+                "zone_uuid": msg.zone_uuid, "hypervisor_type": msg.hypervisor_type,
+            });
+            let Value::Object(row) = row else {
+                return Err(Fault::internal("row is an object"));
+            };
+            CLUSTERS
+                .create(&cx.kernel, row, |_, _| Box::pin(async { Ok(()) }))
+                .await
+        });
+        b.register(ApiResource {
+            path: "clusters",
+            service: "cluster",
+            create: CreateCluster::NAME,
+            driver_kind: None,
+            filters: CLUSTERS.filters,
+            actions: &[],
+            children: &[],
+        });
+    }
+}

@@ -1,0 +1,64 @@
+//! Zones: the top of the infrastructure tree.
+
+use flatstack_header::infra::CreateZone;
+use flatstack_header::{ApiResource, ResourceCreated, ResourceDeleted, ResourceUpdated};
+use flatstack_kernel::migration::Migration;
+use flatstack_kernel::{Message, Plugin, PluginBuilder};
+use flatstack_store::resource::{check_name, ResourceTable};
+use serde_json::{json, Map, Value};
+
+static ZONES: ResourceTable = ResourceTable {
+    kind: "zones",
+    table: "zones",
+    filters: &["name"],
+};
+
+pub struct ZonePlugin;
+
+impl Plugin for ZonePlugin {
+    fn name(&self) -> &'static str {
+        "zone"
+    }
+
+    fn description(&self) -> &'static str {
+        "Zones: the top of the infrastructure tree."
+    }
+
+    fn build(&self, b: &mut PluginBuilder<'_>) {
+        b.migration(Migration::new(
+            1,
+            "zones",
+            "CREATE TABLE zones (
+                uuid TEXT PRIMARY KEY, name TEXT NOT NULL, description TEXT NOT NULL,
+                created_at TEXT NOT NULL, updated_at TEXT NOT NULL)",
+        ));
+        b.event::<ResourceCreated>()
+            .event::<ResourceUpdated>()
+            .event::<ResourceDeleted>();
+        let mut service = b.service("zone", ());
+        ZONES.serve(&mut service);
+        service.handle::<CreateZone, _, _>(|_, msg, cx| async move {
+            check_name(&msg.name)?;
+            let row = as_row(json!({"name": msg.name, "description": msg.description}));
+            ZONES
+                .create(&cx.kernel, row, |_, _| Box::pin(async { Ok(()) }))
+                .await
+        });
+        b.register(ApiResource {
+            path: "zones",
+            service: "zone",
+            create: CreateZone::NAME,
+            driver_kind: None,
+            filters: ZONES.filters,
+            actions: &[],
+            children: &[],
+        });
+    }
+}
+
+fn as_row(value: Value) -> Map<String, Value> {
+    match value {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    }
+}
