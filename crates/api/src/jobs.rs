@@ -36,10 +36,13 @@ pub struct Job {
     pub finished_at: Option<String>,
 }
 
+/// Each job with a receiver that turns `true` when it finishes.
+type JobTable = HashMap<String, (Job, watch::Receiver<bool>)>;
+
 /// The jobs of this node, kept in memory.
 #[derive(Default, Clone)]
 pub struct Jobs {
-    jobs: Arc<Mutex<HashMap<String, (Job, watch::Receiver<bool>)>>>,
+    jobs: Arc<Mutex<JobTable>>,
 }
 
 impl Jobs {
@@ -98,7 +101,7 @@ impl Jobs {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Job, watch::Receiver<bool>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, JobTable> {
         self.jobs.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }

@@ -9,7 +9,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use flatstack_header::{ApiResource, DeleteResource, GetResource, ListResources, UpdateResource};
+use flatstack_header::{
+    ApiAction, ApiActionExtension, ApiResource, DeleteResource, GetResource, ListResources,
+    UpdateResource,
+};
 use flatstack_kernel::bus::Envelope;
 use flatstack_kernel::{Fault, Kernel, Message};
 use serde::Deserialize;
@@ -22,6 +25,8 @@ struct Api {
     kernel: Kernel,
     jobs: Jobs,
     resources: HashMap<&'static str, ApiResource>,
+    /// Actions drivers add to other plugins' kinds: (path, action) → service.
+    extensions: Vec<ApiActionExtension>,
 }
 
 type Shared = State<Arc<Api>>;
@@ -33,10 +38,16 @@ pub fn router(kernel: Kernel) -> Router {
         .into_iter()
         .map(|(_, r)| (r.path, r.clone()))
         .collect();
+    let extensions = kernel
+        .registered::<ApiActionExtension>()
+        .into_iter()
+        .map(|(_, e)| e.clone())
+        .collect();
     let api = Arc::new(Api {
         kernel,
         jobs: Jobs::default(),
         resources,
+        extensions,
     });
     Router::new()
         .route("/v1/openapi.json", get(openapi_doc))
@@ -220,27 +231,32 @@ async fn action(
 ) -> Result<Response, ApiError> {
     let r = api.resource(&kind)?;
     let mut body = object(&body)?;
-    let name = match body.remove("action") {
-        Some(Value::String(name)) => name,
-        _ => {
-            return Err(ApiError(Fault::invalid(
-                "action",
-                "`action` (a string) is required",
-            )))
-        }
+    let Some(Value::String(name)) = body.remove("action") else {
+        return Err(ApiError(Fault::invalid(
+            "action",
+            "`action` (a string) is required",
+        )));
     };
-    let action = r.actions.iter().find(|a| a.name == name).ok_or_else(|| {
-        let known: Vec<&str> = r.actions.iter().map(|a| a.name).collect();
-        ApiError(Fault::invalid(
+    // The kind's own actions, then those drivers added to it.
+    let own = r.actions.iter().map(|a| (r.service, a));
+    let added = api
+        .extensions
+        .iter()
+        .filter(|e| e.path == r.path)
+        .map(|e| (e.service, &e.action));
+    let known: Vec<(&str, &ApiAction)> = own.chain(added).collect();
+    let Some((service, action)) = known.iter().find(|(_, a)| a.name == name) else {
+        let names: Vec<&str> = known.iter().map(|(_, a)| a.name).collect();
+        return Err(ApiError(Fault::invalid(
             "action",
             format!(
                 "unknown action `{name}` on {kind} (known: {})",
-                known.join(", ")
+                names.join(", ")
             ),
-        ))
-    })?;
+        )));
+    };
     let call = (
-        r.service.to_owned(),
+        (*service).to_owned(),
         Some(uuid),
         action.message.to_owned(),
         Value::Object(body),

@@ -11,5 +11,9 @@ pub fn plugins(builder: KernelBuilder) -> KernelBuilder {
     let b = b.plugin(flatstack_plugin_zone::ZonePlugin);
     #[cfg(feature = "cluster")]
     let b = b.plugin(flatstack_plugin_cluster::ClusterPlugin);
+    #[cfg(feature = "host")]
+    let b = b.plugin(flatstack_plugin_host::HostPlugin);
+    #[cfg(feature = "host-simulator")]
+    let b = b.plugin(flatstack_plugin_host_simulator::SimulatorPlugin::default());
     b
 }

@@ -41,3 +41,14 @@ pub struct ApiChild {
     /// List message; the parent's uuid is the addressed resource.
     pub list: &'static str,
 }
+
+/// An action a driver adds to another plugin's resource kind, served by the driver's own
+/// service: e.g. the simulator's failure injection on `/v1/hosts/{uuid}/actions`.
+#[derive(Debug, Clone)]
+pub struct ApiActionExtension {
+    /// The `path` of the resource kind it extends.
+    pub path: &'static str,
+    /// The service that handles it (the resource's uuid is the addressed resource).
+    pub service: &'static str,
+    pub action: ApiAction,
+}

@@ -2,7 +2,7 @@
 
 use crate::resource::Inventory;
 use flatstack_kernel::schemars::{self, JsonSchema};
-use flatstack_kernel::{Message, Request};
+use flatstack_kernel::{DoUndoPoint, ExtensionPoint, Fault, Kernel, Message, Request};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -40,18 +40,71 @@ impl Request for CreateCluster {
 pub struct Hosts;
 impl flatstack_kernel::driver::DriverKind for Hosts {
     const KIND: &'static str = "hosts";
-    type Factory = dyn HostFactory;
+    type Factory = dyn HostDriver;
 }
 
-/// What a hypervisor driver provides. Connecting a host is the driver's business.
+/// What a hypervisor driver provides to the host plugin.
 #[flatstack_kernel::async_trait]
-pub trait HostFactory: Send + Sync {
-    /// Validates the driver's own create fields and returns its own record's columns
-    /// (stored in the driver's table, keyed by the host uuid).
-    fn validate(
-        &self,
-        params: &serde_json::Map<String, serde_json::Value>,
-    ) -> Result<serde_json::Map<String, serde_json::Value>, flatstack_kernel::Fault>;
-    /// The driver's own table (joined to `hosts` by uuid).
-    fn table(&self) -> &'static str;
+pub trait HostDriver: Send + Sync {
+    /// The driver's own table, keyed by the host uuid (joined inheritance), if it has one.
+    fn table(&self) -> Option<&'static str>;
+    /// Validates the driver's own create fields (those the base does not know) and
+    /// returns its own record's columns.
+    fn validate(&self, params: &Inventory) -> Result<Inventory, Fault>;
+    /// Connects to the host; on success the host is `Connected`.
+    async fn connect(&self, kernel: &Kernel, host: &Inventory) -> Result<(), Fault>;
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct CreateHost {
+    /// The hypervisor driver, e.g. `Simulator`.
+    #[serde(rename = "type")]
+    pub host_type: String,
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    pub cluster_uuid: String,
+    pub management_ip: String,
+    /// vCPUs the host offers.
+    pub cpu_capacity: u32,
+    /// Bytes of memory the host offers.
+    pub memory_capacity: u64,
+    /// Driver-specific fields.
+    #[serde(flatten)]
+    pub driver: Inventory,
+}
+impl Message for CreateHost {
+    const NAME: &'static str = "host.create";
+}
+impl Request for CreateHost {
+    type Reply = Inventory;
+}
+
+/// Reconnects a host (addressed to its uuid).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReconnectHost {}
+impl Message for ReconnectHost {
+    const NAME: &'static str = "host.reconnect";
+}
+impl Request for ReconnectHost {
+    type Reply = Inventory;
+}
+
+/// What the host-connect extension point is given.
+#[derive(Debug, Clone)]
+pub struct HostConnection {
+    pub host: Inventory,
+}
+
+/// Connecting a host: plugins prepare it (agents, bridges, storage mounts) and undo that
+/// if the connection fails later.
+pub struct HostConnect;
+impl ExtensionPoint for HostConnect {
+    const NAME: &'static str = "host.connect";
+    const DESCRIPTION: &'static str =
+        "While a host connects, after its driver reached it; undone if the connect fails later.";
+}
+impl DoUndoPoint for HostConnect {
+    type Context = HostConnection;
 }

@@ -6,7 +6,7 @@ pub mod api;
 pub mod infra;
 pub mod resource;
 
-pub use api::{ApiAction, ApiChild, ApiResource};
+pub use api::{ApiAction, ApiActionExtension, ApiChild, ApiResource};
 pub use resource::{
     points, DeleteResource, GetResource, Inventory, InventoryList, ListResources, ResourceChange,
     ResourceCreated, ResourceDeleted, ResourceUpdated, UpdateResource,

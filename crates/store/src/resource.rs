@@ -24,6 +24,9 @@ pub struct ResourceTable {
     pub table: &'static str,
     /// Columns a list may filter on.
     pub filters: &'static [&'static str],
+    /// For typed kinds: the driver's own table for a base row, whose columns join the
+    /// inventory (joined inheritance: the driver's record is keyed by the base uuid).
+    pub joined: Option<fn(&Kernel, &Inventory) -> Option<&'static str>>,
 }
 
 /// The store the distribution provided.
@@ -91,10 +94,7 @@ impl ResourceTable {
         let mut tx = store.begin().await?;
         tx.insert(self.table, &row).await?;
         extra(&mut tx, &uuid).await?;
-        change.inventory = tx
-            .get(self.table, &uuid)
-            .await?
-            .ok_or_else(|| Fault::internal("created row vanished"))?;
+        change.inventory = self.read(kernel, &mut tx, &uuid).await?;
         kernel.extensions().run::<Create>(&mut change).await?;
         let event = ResourceCreated {
             kind: self.kind.to_owned(),
@@ -117,9 +117,39 @@ impl ResourceTable {
     async fn get(&self, cx: &MessageContext) -> Result<Inventory, Fault> {
         let uuid = cx.resource_id()?;
         let mut tx = store(&cx.kernel)?.begin().await?;
-        tx.get(self.table, uuid)
+        self.read(&cx.kernel, &mut tx, uuid).await
+    }
+
+    /// One resource's inventory: its base row joined with its driver's record.
+    pub async fn read(&self, kernel: &Kernel, tx: &mut Tx, uuid: &str) -> Result<Inventory, Fault> {
+        let mut inventory = tx
+            .get(self.table, uuid)
             .await?
-            .ok_or_else(|| self.not_found(uuid))
+            .ok_or_else(|| self.not_found(uuid))?;
+        self.join(kernel, tx, &mut inventory).await?;
+        Ok(inventory)
+    }
+
+    async fn join(
+        &self,
+        kernel: &Kernel,
+        tx: &mut Tx,
+        inventory: &mut Inventory,
+    ) -> Result<(), Fault> {
+        let Some(table) = self.joined.and_then(|joined| joined(kernel, inventory)) else {
+            return Ok(());
+        };
+        let uuid = inventory
+            .get("uuid")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        if let Some(own) = tx.get(table, &uuid).await? {
+            for (column, value) in own {
+                inventory.entry(column).or_insert(value);
+            }
+        }
+        Ok(())
     }
 
     async fn list(
@@ -138,7 +168,10 @@ impl ResourceTable {
             ));
         }
         let mut tx = store(kernel)?.begin().await?;
-        let inventories = tx.list(self.table, &filters).await?;
+        let mut inventories = tx.list(self.table, &filters).await?;
+        for inventory in &mut inventories {
+            self.join(kernel, &mut tx, inventory).await?;
+        }
         Ok(InventoryList {
             total: inventories.len() as u64,
             inventories,
@@ -187,8 +220,12 @@ impl ResourceTable {
     }
 
     async fn delete(&self, cx: &MessageContext) -> Result<(), Fault> {
-        let uuid = cx.resource_id()?;
-        let kernel = &cx.kernel;
+        self.remove(&cx.kernel, cx.resource_id()?).await
+    }
+
+    /// Deletes one resource: the delete veto, the rows (refused while referred to), the
+    /// canonical event, commit, then the deleted observers.
+    pub async fn remove(&self, kernel: &Kernel, uuid: &str) -> Result<(), Fault> {
         let mut tx = store(kernel)?.begin().await?;
         let inventory = tx
             .get(self.table, uuid)
@@ -209,6 +246,28 @@ impl ResourceTable {
         tx.commit(kernel.bus()).await?;
         kernel.extensions().observe::<Deleted>(&change).await;
         Ok(())
+    }
+
+    /// Sets columns of one resource's base row, in a transaction of its own.
+    pub async fn set(
+        &self,
+        kernel: &Kernel,
+        uuid: &str,
+        changes: Map<String, Value>,
+    ) -> Result<Inventory, Fault> {
+        let mut tx = store(kernel)?.begin().await?;
+        if !tx.update(self.table, uuid, &changes).await? {
+            return Err(self.not_found(uuid));
+        }
+        let inventory = self.read(kernel, &mut tx, uuid).await?;
+        tx.emit(ResourceUpdated {
+            kind: self.kind.to_owned(),
+            uuid: uuid.to_owned(),
+            inventory: inventory.clone(),
+        })
+        .await?;
+        tx.commit(kernel.bus()).await?;
+        Ok(inventory)
     }
 
     fn not_found(&self, uuid: &str) -> Fault {

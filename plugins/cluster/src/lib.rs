@@ -11,6 +11,7 @@ static CLUSTERS: ResourceTable = ResourceTable {
     kind: "clusters",
     table: "clusters",
     filters: &["name", "zone_uuid", "hypervisor_type"],
+    joined: None,
 };
 
 pub struct ClusterPlugin;

@@ -11,6 +11,7 @@ static ZONES: ResourceTable = ResourceTable {
     kind: "zones",
     table: "zones",
     filters: &["name"],
+    joined: None,
 };
 
 pub struct ZonePlugin;

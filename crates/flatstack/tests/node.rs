@@ -1,0 +1,550 @@
+//! The real management node, started as a process on an ephemeral port with a temporary
+//! SQLite database, driven over HTTP.
+
+use reqwest::{Client, StatusCode};
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+struct Node {
+    child: Child,
+    base: String,
+    http: Client,
+}
+
+impl Node {
+    fn start(data_dir: &Path) -> Node {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_flatstack"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("flatstack starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("first line");
+        let base = line
+            .trim()
+            .strip_prefix("flatstack listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+            .to_owned();
+        Node {
+            child,
+            base,
+            http: Client::new(),
+        }
+    }
+
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status();
+        let text = resp.text().await.expect("body");
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).expect("JSON body")
+        };
+        (status, value)
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.send(reqwest::Method::GET, path, None).await
+    }
+
+    /// Creates with `?wait=` and returns the inventory, asserting 201.
+    async fn create(&self, kind: &str, body: Value) -> Value {
+        let (status, reply) = self
+            .send(
+                reqwest::Method::POST,
+                &format!("/v1/{kind}?wait=10"),
+                Some(body),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{reply}");
+        reply["inventory"].clone()
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.send(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    async fn count(&self, kind: &str) -> u64 {
+        let (status, list) = self.get(&format!("/v1/{kind}")).await;
+        assert_eq!(status, StatusCode::OK);
+        list["total"].as_u64().expect("total")
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn uuid(inv: &Value) -> String {
+    inv["uuid"].as_str().expect("uuid").to_owned()
+}
+
+/// Rows of `table` in the node's database, read directly.
+async fn rows(data_dir: &Path, table: &str) -> i64 {
+    let url = format!("sqlite://{}", data_dir.join("flatstack.db").display());
+    let store = flatstack_store::Store::open(&url).await.expect("db");
+    store.count(table).await.expect("count")
+}
+
+async fn data_centre(node: &Node) -> (String, String, String) {
+    let zone = node
+        .create("zones", json!({"name": "zone-1", "description": "first"}))
+        .await;
+    let cluster = node
+        .create(
+            "clusters",
+            json!({"name": "c1", "zone_uuid": uuid(&zone), "hypervisor_type": "Simulator"}),
+        )
+        .await;
+    let host = node
+        .create(
+            "hosts",
+            json!({"type": "Simulator", "name": "h1", "cluster_uuid": uuid(&cluster),
+            "management_ip": "10.0.0.1", "cpu_capacity": 64, "memory_capacity": 274877906944u64}),
+        )
+        .await;
+    (uuid(&zone), uuid(&cluster), uuid(&host))
+}
+
+#[tokio::test]
+async fn zones_create_list_show_update_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path());
+    let zone = node
+        .create("zones", json!({"name": "zone-1", "description": "first"}))
+        .await;
+    let id = uuid(&zone);
+    assert_eq!(id.len(), 32);
+    assert!(id
+        .chars()
+        .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+    assert_eq!(zone["name"], "zone-1");
+    assert!(zone["created_at"].is_string() && zone["updated_at"].is_string());
+
+    let (status, list) = node.get("/v1/zones").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(list["total"], 1);
+    assert_eq!(list["inventories"][0]["uuid"], id.as_str());
+    let (_, filtered) = node.get("/v1/zones?name=other").await;
+    assert_eq!(filtered["total"], 0);
+
+    let (status, shown) = node.get(&format!("/v1/zones/{id}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(shown["inventory"]["description"], "first");
+
+    let (status, patched) = node
+        .send(
+            reqwest::Method::PATCH,
+            &format!("/v1/zones/{id}?wait=10"),
+            Some(json!({"name": "renamed"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{patched}");
+    assert_eq!(patched["inventory"]["name"], "renamed");
+    assert_eq!(patched["inventory"]["description"], "first");
+
+    let (status, _) = node
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/v1/zones/{id}?wait=10"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, err) = node.get(&format!("/v1/zones/{id}")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(err["error"]["code"], "not_found");
+    assert_eq!(rows(dir.path(), "zones").await, 0);
+}
+
+#[tokio::test]
+async fn jobs_run_asynchronously_without_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path());
+    let (status, accepted) = node.post("/v1/zones", json!({"name": "z"})).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let location = accepted["location"].as_str().unwrap().to_owned();
+    assert_eq!(
+        location,
+        format!("/v1/jobs/{}", accepted["job_uuid"].as_str().unwrap())
+    );
+    let mut job = Value::Null;
+    for _ in 0..100 {
+        job = node.get(&location).await.1;
+        if job["state"] != "running" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(job["progress"], 100);
+    assert_eq!(job["result"]["name"], "z");
+
+    // A failed job holds the error.
+    let (_, accepted) = node.post("/v1/zones", json!({"name": ""})).await;
+    let location = accepted["location"].as_str().unwrap().to_owned();
+    for _ in 0..100 {
+        job = node.get(&location).await.1;
+        if job["state"] != "running" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(job["state"], "failed");
+    assert_eq!(job["error"]["code"], "invalid_argument");
+    assert_eq!(job["status"], 400);
+}
+
+#[tokio::test]
+async fn bad_input_is_a_clear_error_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path());
+    let (zone, cluster, _host) = data_centre(&node).await;
+    let before = [
+        rows(dir.path(), "zones").await,
+        rows(dir.path(), "clusters").await,
+        rows(dir.path(), "hosts").await,
+        rows(dir.path(), "simulator_hosts").await,
+        rows(dir.path(), "event_outbox").await,
+    ];
+
+    let host = |over: Value| {
+        let mut body = json!({"type": "Simulator", "name": "h2", "cluster_uuid": cluster, "management_ip": "10.0.0.2",
+            "cpu_capacity": 8, "memory_capacity": 1073741824u64});
+        for (k, v) in over.as_object().unwrap() {
+            if v.is_null() {
+                body.as_object_mut().unwrap().remove(k);
+            } else {
+                body[k] = v.clone();
+            }
+        }
+        body
+    };
+    let cases: Vec<(&str, Value, StatusCode, &str)> = vec![
+        ("zones", json!({}), StatusCode::BAD_REQUEST, "name"),
+        ("zones", json!({"name": 5}), StatusCode::BAD_REQUEST, "name"),
+        (
+            "zones",
+            json!({"name": "  "}),
+            StatusCode::BAD_REQUEST,
+            "name",
+        ),
+        (
+            "zones",
+            json!({"name": "z", "colour": "red"}),
+            StatusCode::BAD_REQUEST,
+            "colour",
+        ),
+        (
+            "clusters",
+            json!({"name": "c", "zone_uuid": "0".repeat(32), "hypervisor_type": "Simulator"}),
+            StatusCode::BAD_REQUEST,
+            "zone_uuid",
+        ),
+        (
+            "clusters",
+            json!({"name": "c", "zone_uuid": zone, "hypervisor_type": "Xen"}),
+            StatusCode::BAD_REQUEST,
+            "hypervisor_type",
+        ),
+        (
+            "clusters",
+            json!({"name": "c", "zone_uuid": zone}),
+            StatusCode::BAD_REQUEST,
+            "hypervisor_type",
+        ),
+        (
+            "hosts",
+            host(json!({"type": "KVM"})),
+            StatusCode::BAD_REQUEST,
+            "type",
+        ),
+        (
+            "hosts",
+            host(json!({"management_ip": "not-an-ip"})),
+            StatusCode::BAD_REQUEST,
+            "management_ip",
+        ),
+        (
+            "hosts",
+            host(json!({"management_ip": "10.0.0.1"})),
+            StatusCode::CONFLICT,
+            "management_ip",
+        ),
+        (
+            "hosts",
+            host(json!({"cpu_capacity": 0})),
+            StatusCode::BAD_REQUEST,
+            "cpu_capacity",
+        ),
+        (
+            "hosts",
+            host(json!({"cpu_capacity": "many"})),
+            StatusCode::BAD_REQUEST,
+            "cpu_capacity",
+        ),
+        (
+            "hosts",
+            host(json!({"memory_capacity": null})),
+            StatusCode::BAD_REQUEST,
+            "memory_capacity",
+        ),
+        (
+            "hosts",
+            host(json!({"cluster_uuid": "f".repeat(32)})),
+            StatusCode::BAD_REQUEST,
+            "cluster_uuid",
+        ),
+        (
+            "hosts",
+            host(json!({"latency_ms": -1})),
+            StatusCode::BAD_REQUEST,
+            "latency_ms",
+        ),
+        (
+            "hosts",
+            host(json!({"bogus": 1})),
+            StatusCode::BAD_REQUEST,
+            "bogus",
+        ),
+    ];
+    for (kind, body, expected, field) in cases {
+        let (status, err) = node
+            .post(&format!("/v1/{kind}?wait=10"), body.clone())
+            .await;
+        assert_eq!(status, expected, "{kind} {body}: {err}");
+        assert_eq!(
+            err["error"]["details"]["field"], field,
+            "{kind} {body}: {err}"
+        );
+        assert!(!err["error"]["message"].as_str().unwrap().is_empty());
+    }
+    // Malformed bodies, unknown kinds and actions.
+    let resp = node
+        .http
+        .post(format!("{}/v1/zones?wait=5", node.base))
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        node.post("/v1/zones?wait=5", json!([1, 2])).await.0,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        node.post("/v1/spaceships?wait=5", json!({"name": "x"}))
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+    let (status, err) = node
+        .post(
+            &format!("/v1/zones/{zone}/actions?wait=5"),
+            json!({"action": "explode"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{err}");
+    assert_eq!(err["error"]["details"]["field"], "action");
+
+    let after = [
+        rows(dir.path(), "zones").await,
+        rows(dir.path(), "clusters").await,
+        rows(dir.path(), "hosts").await,
+        rows(dir.path(), "simulator_hosts").await,
+        rows(dir.path(), "event_outbox").await,
+    ];
+    assert_eq!(before, after, "invalid input changed the database");
+}
+
+#[tokio::test]
+async fn deleting_a_parent_with_children_is_a_conflict() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path());
+    let (zone, cluster, host) = data_centre(&node).await;
+    for (kind, id) in [("zones", &zone), ("clusters", &cluster)] {
+        let (status, err) = node
+            .send(
+                reqwest::Method::DELETE,
+                &format!("/v1/{kind}/{id}?wait=10"),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::CONFLICT, "{err}");
+        assert_eq!(err["error"]["code"], "conflict");
+    }
+    assert_eq!(
+        (
+            rows(dir.path(), "zones").await,
+            rows(dir.path(), "clusters").await
+        ),
+        (1, 1)
+    );
+    // Children first, then the parents; the driver's record goes with its host.
+    for (kind, id) in [("hosts", &host), ("clusters", &cluster), ("zones", &zone)] {
+        let (status, err) = node
+            .send(
+                reqwest::Method::DELETE,
+                &format!("/v1/{kind}/{id}?wait=10"),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::NO_CONTENT, "{kind}: {err}");
+    }
+    for table in ["zones", "clusters", "hosts", "simulator_hosts"] {
+        assert_eq!(rows(dir.path(), table).await, 0, "{table}");
+    }
+}
+
+#[tokio::test]
+async fn simulator_hosts_connect_and_failures_can_be_injected() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path());
+    let (_, _, host) = data_centre(&node).await;
+    let (_, shown) = node.get(&format!("/v1/hosts/{host}")).await;
+    let inv = &shown["inventory"];
+    assert_eq!(inv["status"], "Connected");
+    assert_eq!(inv["type"], "Simulator");
+    assert_eq!(inv["latency_ms"], 0, "the driver's own record is joined in");
+    assert_eq!(inv["available_cpu"], 64);
+
+    let actions = format!("/v1/hosts/{host}/actions?wait=10");
+    let (status, reply) = node
+        .post(
+            &actions,
+            json!({"action": "inject_failure", "operation": "connect", "fail": true, "once": true}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    let (status, err) = node.post(&actions, json!({"action": "reconnect"})).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{err}");
+    assert_eq!(err["error"]["details"]["operation"], "connect");
+    assert_eq!(
+        node.get(&format!("/v1/hosts/{host}")).await.1["inventory"]["status"],
+        "Disconnected"
+    );
+    // `once`: the next reconnect works.
+    let (status, reply) = node.post(&actions, json!({"action": "reconnect"})).await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    assert_eq!(reply["inventory"]["status"], "Connected");
+
+    // A slow operation outlasts ?wait= and is answered 202; its job finishes later.
+    node.post(
+        &actions,
+        json!({"action": "inject_failure", "operation": "connect", "delay_ms": 600}),
+    )
+    .await;
+    let (status, accepted) = node
+        .post(
+            &format!("/v1/hosts/{host}/actions?wait=0.05"),
+            json!({"action": "reconnect"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let (_, job) = node.get(accepted["location"].as_str().unwrap()).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    let (status, _) = node
+        .post(&actions, json!({"action": "clear_failures"}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, err) = node
+        .post(
+            &actions,
+            json!({"action": "inject_failure", "operation": "teleport", "fail": true}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{err}");
+}
+
+#[tokio::test]
+async fn a_restart_keeps_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let (zone, cluster, host) = {
+        let node = Node::start(dir.path());
+        data_centre(&node).await
+        // The node is killed here, not shut down: committed data must survive that.
+    };
+    let node = Node::start(dir.path());
+    assert_eq!(node.count("zones").await, 1);
+    assert_eq!(
+        node.get(&format!("/v1/zones/{zone}")).await.1["inventory"]["name"],
+        "zone-1"
+    );
+    assert_eq!(
+        node.get(&format!("/v1/clusters/{cluster}")).await.1["inventory"]["zone_uuid"],
+        zone.as_str()
+    );
+    assert_eq!(
+        node.get(&format!("/v1/hosts/{host}")).await.1["inventory"]["status"],
+        "Connected"
+    );
+    // Migrations are not applied twice, and the node goes on working.
+    node.create("zones", json!({"name": "zone-2"})).await;
+    assert_eq!(node.count("zones").await, 2);
+}
+
+#[tokio::test]
+async fn introspection_and_documents() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path());
+    let (_, plugins) = node.get("/v1/plugins").await;
+    let names: Vec<&str> = plugins["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["zone", "cluster", "host", "host-simulator"],
+        "start order"
+    );
+    let (_, points) = node.get("/v1/extension-points").await;
+    let connect = points["extension_points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "host.connect")
+        .unwrap();
+    assert_eq!(connect["owner"], "host");
+    assert_eq!(connect["semantics"], "do_undo");
+    let (status, types) = node.get("/v1/hosts/types").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(types["types"][0]["name"], "Simulator");
+    assert_eq!(node.get("/v1/zones/types").await.0, StatusCode::NOT_FOUND);
+    let (_, schemas) = node.get("/v1/schemas").await;
+    assert_eq!(
+        schemas["messages"]["zone.create"]["schema"]["properties"]["name"]["type"],
+        "string"
+    );
+    assert_eq!(schemas["messages"]["resource.created"]["kind"], "event");
+    let (_, doc) = node.get("/v1/openapi.json").await;
+    assert_eq!(doc["openapi"], "3.1.0");
+    assert!(doc["paths"]["/v1/hosts/{uuid}/actions"]["post"].is_object());
+    let create_ref = &doc["paths"]["/v1/clusters"]["post"]["requestBody"]["content"]
+        ["application/json"]["schema"]["$ref"];
+    assert_eq!(create_ref, "#/components/schemas/cluster.create");
+}

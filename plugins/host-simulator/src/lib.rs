@@ -1,0 +1,247 @@
+//! The `Simulator` hypervisor: in-process hosts for tests and demos. Every host operation
+//! can be made to fail or to be slow through the API (`inject_failure` on a host), per
+//! host, once or until cleared.
+
+use flatstack_header::infra::{HostDriver, Hosts};
+use flatstack_header::points::Deleted;
+use flatstack_header::{ApiAction, ApiActionExtension, Inventory, ResourceChange};
+use flatstack_kernel::migration::Migration;
+use flatstack_kernel::schemars::{self, JsonSchema};
+use flatstack_kernel::{
+    async_trait, Fault, Kernel, Message, Observe, Plugin, PluginBuilder, Request,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+/// Makes a simulated host operation fail or be slow (addressed to the host's uuid).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InjectFailure {
+    /// The operation: `connect` (more come with the VM life cycle).
+    pub operation: String,
+    /// Fail the operation (after any delay).
+    #[serde(default)]
+    pub fail: bool,
+    /// Delay the operation by this many milliseconds.
+    #[serde(default)]
+    pub delay_ms: u64,
+    /// Apply to the next call only.
+    #[serde(default)]
+    pub once: bool,
+}
+impl Message for InjectFailure {
+    const NAME: &'static str = "simulator.inject-failure";
+}
+impl Request for InjectFailure {
+    type Reply = Inventory;
+}
+
+/// Removes every injected failure of a host.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClearFailures {}
+impl Message for ClearFailures {
+    const NAME: &'static str = "simulator.clear-failures";
+}
+impl Request for ClearFailures {
+    type Reply = Inventory;
+}
+
+/// Operations the simulator can make misbehave.
+pub const OPERATIONS: &[&str] = &["connect"];
+
+#[derive(Debug, Clone)]
+struct Injection {
+    fail: bool,
+    delay: Duration,
+    once: bool,
+}
+
+/// The simulated hosts' injected failures, by (host uuid, operation).
+#[derive(Default)]
+pub struct Simulator {
+    injections: Mutex<HashMap<(String, String), Injection>>,
+}
+
+impl Simulator {
+    fn injections(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Injection>> {
+        self.injections
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Plays what was injected for `operation` on `host`: a delay, then a failure.
+    pub async fn perform(&self, host: &str, operation: &str) -> Result<(), Fault> {
+        let key = (host.to_owned(), operation.to_owned());
+        let injection = {
+            let mut all = self.injections();
+            let found = all.get(&key).cloned();
+            if found.as_ref().is_some_and(|i| i.once) {
+                all.remove(&key);
+            }
+            found
+        };
+        let Some(injection) = injection else {
+            return Ok(());
+        };
+        tokio::time::sleep(injection.delay).await;
+        if injection.fail {
+            return Err(Fault::unavailable(format!(
+                "simulated failure of `{operation}` on host {host}"
+            ))
+            .with_detail("host", host)
+            .with_detail("operation", operation));
+        }
+        Ok(())
+    }
+
+    fn summary(&self, host: &str) -> Inventory {
+        let mut out = Inventory::new();
+        for ((h, op), i) in self.injections().iter() {
+            if h == host {
+                out.insert(
+                    op.clone(),
+                    json!({"fail": i.fail, "delay_ms": i.delay.as_millis() as u64, "once": i.once}),
+                );
+            }
+        }
+        let mut inventory = Inventory::new();
+        inventory.insert("host_uuid".into(), json!(host));
+        inventory.insert("injected".into(), Value::Object(out));
+        inventory
+    }
+}
+
+struct Driver(Arc<Simulator>);
+
+#[async_trait]
+impl HostDriver for Driver {
+    fn table(&self) -> Option<&'static str> {
+        Some("simulator_hosts")
+    }
+
+    fn validate(&self, params: &Inventory) -> Result<Inventory, Fault> {
+        let mut own = Inventory::new();
+        for (key, value) in params {
+            match key.as_str() {
+                "latency_ms" => {
+                    let ms = value.as_u64().filter(|ms| *ms <= 60_000).ok_or_else(|| {
+                        Fault::invalid(
+                            "latency_ms",
+                            "latency_ms must be an integer from 0 to 60000",
+                        )
+                    })?;
+                    own.insert("latency_ms".into(), json!(ms));
+                }
+                other => {
+                    return Err(Fault::invalid(
+                        other,
+                        format!("unknown field `{other}` for a Simulator host"),
+                    ))
+                }
+            }
+        }
+        own.entry("latency_ms").or_insert(json!(0));
+        Ok(own)
+    }
+
+    async fn connect(&self, _kernel: &Kernel, host: &Inventory) -> Result<(), Fault> {
+        let uuid = host.get("uuid").and_then(Value::as_str).unwrap_or_default();
+        let latency = host.get("latency_ms").and_then(Value::as_u64).unwrap_or(0);
+        tokio::time::sleep(Duration::from_millis(latency)).await;
+        self.0.perform(uuid, "connect").await
+    }
+}
+
+/// Forgets a deleted host's injections.
+struct Forget(Arc<Simulator>);
+
+#[async_trait]
+impl Observe<Deleted> for Forget {
+    async fn observe(&self, change: &ResourceChange) -> Result<(), Fault> {
+        if change.kind == "hosts" {
+            self.0
+                .injections()
+                .retain(|(host, _), _| host != &change.uuid);
+        }
+        Ok(())
+    }
+}
+
+pub struct SimulatorPlugin {
+    simulator: Arc<Simulator>,
+}
+
+impl Default for SimulatorPlugin {
+    fn default() -> Self {
+        SimulatorPlugin {
+            simulator: Arc::new(Simulator::default()),
+        }
+    }
+}
+
+impl Plugin for SimulatorPlugin {
+    fn name(&self) -> &'static str {
+        "host-simulator"
+    }
+
+    fn description(&self) -> &'static str {
+        "The Simulator hypervisor: in-process hosts with failure injection."
+    }
+
+    fn requires(&self) -> &'static [&'static str] {
+        // Its table extends `hosts`.
+        &["host"]
+    }
+
+    fn build(&self, b: &mut PluginBuilder<'_>) {
+        b.migration(Migration::new(
+            1,
+            "simulator hosts",
+            "CREATE TABLE simulator_hosts (
+                uuid TEXT PRIMARY KEY REFERENCES hosts (uuid), latency_ms INTEGER NOT NULL)",
+        ));
+        b.driver::<Hosts>("Simulator", Arc::new(Driver(self.simulator.clone())));
+        b.observe::<Deleted>(Forget(self.simulator.clone()));
+        b.service_arc("simulator", self.simulator.clone())
+            .handle::<InjectFailure, _, _>(|sim, msg, cx| async move {
+                let host = cx.resource_id()?.to_owned();
+                if !OPERATIONS.contains(&msg.operation.as_str()) {
+                    return Err(Fault::invalid(
+                        "operation",
+                        format!(
+                            "unknown operation `{}` (known: {})",
+                            msg.operation,
+                            OPERATIONS.join(", ")
+                        ),
+                    ));
+                }
+                let injection = Injection {
+                    fail: msg.fail,
+                    delay: Duration::from_millis(msg.delay_ms),
+                    once: msg.once,
+                };
+                sim.injections()
+                    .insert((host.clone(), msg.operation), injection);
+                Ok(sim.summary(&host))
+            })
+            .handle::<ClearFailures, _, _>(|sim, _, cx| async move {
+                let host = cx.resource_id()?.to_owned();
+                sim.injections().retain(|(h, _), _| h != &host);
+                Ok(sim.summary(&host))
+            });
+        for (name, message) in [
+            ("inject_failure", InjectFailure::NAME),
+            ("clear_failures", ClearFailures::NAME),
+        ] {
+            b.register(ApiActionExtension {
+                path: "hosts",
+                service: "simulator",
+                action: ApiAction { name, message },
+            });
+        }
+    }
+}

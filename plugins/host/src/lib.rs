@@ -1,0 +1,209 @@
+//! Hosts: the hypervisors VMs run on. The host plugin owns the base record and the
+//! connect flow; hypervisor drivers (types of the `Hosts` kind) do the rest.
+
+use flatstack_header::infra::{CreateHost, HostConnect, HostConnection, Hosts, ReconnectHost};
+use flatstack_header::{ApiAction, ApiResource, Inventory};
+use flatstack_kernel::migration::Migration;
+use flatstack_kernel::{Fault, Kernel, Message, Plugin, PluginBuilder};
+use flatstack_store::resource::{check_name, store, ResourceTable};
+use serde_json::{json, Value};
+use std::net::IpAddr;
+
+static HOSTS: ResourceTable = ResourceTable {
+    kind: "hosts",
+    table: "hosts",
+    filters: &["name", "cluster_uuid", "type", "status", "management_ip"],
+    joined: Some(|kernel, host| {
+        let host_type = host.get("type")?.as_str()?;
+        kernel.drivers().get::<Hosts>(host_type).ok()?.table()
+    }),
+};
+
+pub struct HostPlugin;
+
+impl Plugin for HostPlugin {
+    fn name(&self) -> &'static str {
+        "host"
+    }
+
+    fn description(&self) -> &'static str {
+        "Hosts and their connect flow; hypervisors plug in as driver types."
+    }
+
+    fn requires(&self) -> &'static [&'static str] {
+        &["cluster"]
+    }
+
+    fn build(&self, b: &mut PluginBuilder<'_>) {
+        b.migration(Migration::new(
+            1,
+            "hosts",
+            "CREATE TABLE hosts (
+                uuid TEXT PRIMARY KEY, name TEXT NOT NULL, description TEXT NOT NULL,
+                type TEXT NOT NULL, cluster_uuid TEXT NOT NULL REFERENCES clusters (uuid),
+                management_ip TEXT NOT NULL UNIQUE,
+                state TEXT NOT NULL, status TEXT NOT NULL,
+                cpu_capacity INTEGER NOT NULL, memory_capacity INTEGER NOT NULL,
+                available_cpu INTEGER NOT NULL, available_memory INTEGER NOT NULL,
+                created_at TEXT NOT NULL, updated_at TEXT NOT NULL)",
+        ));
+        b.driver_kind::<Hosts>().define_do_undo::<HostConnect>();
+        let mut service = b.service("host", ());
+        HOSTS.serve(&mut service);
+        service
+            .handle::<CreateHost, _, _>(|_, msg, cx| async move { create(&cx.kernel, msg).await })
+            .handle::<ReconnectHost, _, _>(|_, _, cx| async move {
+                connect(&cx.kernel, cx.resource_id()?).await
+            });
+        b.register(ApiResource {
+            path: "hosts",
+            service: "host",
+            create: CreateHost::NAME,
+            driver_kind: Some("hosts"),
+            filters: HOSTS.filters,
+            actions: &[ApiAction {
+                name: "reconnect",
+                message: ReconnectHost::NAME,
+            }],
+            children: &[],
+        });
+    }
+}
+
+async fn create(kernel: &Kernel, msg: CreateHost) -> Result<Inventory, Fault> {
+    check_name(&msg.name)?;
+    let driver = kernel.drivers().get::<Hosts>(&msg.host_type)?;
+    if msg.management_ip.parse::<IpAddr>().is_err() {
+        return Err(Fault::invalid(
+            "management_ip",
+            format!("`{}` is not an IP address", msg.management_ip),
+        ));
+    }
+    if msg.cpu_capacity == 0 {
+        return Err(Fault::invalid(
+            "cpu_capacity",
+            "cpu_capacity must be at least 1",
+        ));
+    }
+    let memory = i64::try_from(msg.memory_capacity)
+        .ok()
+        .filter(|m| *m > 0)
+        .ok_or_else(|| {
+            Fault::invalid(
+                "memory_capacity",
+                "memory_capacity must be between 1 and 2^63-1 bytes",
+            )
+        })?;
+    let own = driver.validate(&msg.driver)?;
+    {
+        let mut tx = store(kernel)?.begin().await?;
+        let cluster = tx
+            .get("clusters", &msg.cluster_uuid)
+            .await?
+            .ok_or_else(|| {
+                Fault::invalid("cluster_uuid", format!("no cluster {}", msg.cluster_uuid))
+            })?;
+        if cluster.get("hypervisor_type").and_then(Value::as_str) != Some(msg.host_type.as_str()) {
+            return Err(Fault::invalid(
+                "type",
+                format!(
+                    "cluster {} holds {} hosts, not {}",
+                    msg.cluster_uuid,
+                    cluster
+                        .get("hypervisor_type")
+                        .and_then(Value::as_str)
+                        .unwrap_or("?"),
+                    msg.host_type
+                ),
+            ));
+        }
+        if tx
+            .count_where("hosts", "management_ip", &json!(msg.management_ip))
+            .await?
+            > 0
+        {
+            return Err(Fault::conflict(format!(
+                "a host with management_ip {} exists",
+                msg.management_ip
+            ))
+            .with_detail("field", "management_ip"));
+        }
+    }
+    let row = json!({
+        "name": msg.name, "description": msg.description, "type": msg.host_type,
+        "cluster_uuid": msg.cluster_uuid, "management_ip": msg.management_ip,
+        "state": "Enabled", "status": "Connecting",
+        "cpu_capacity": msg.cpu_capacity, "memory_capacity": memory,
+        "available_cpu": msg.cpu_capacity, "available_memory": memory,
+    });
+    let Value::Object(row) = row else {
+        return Err(Fault::internal("row is an object"));
+    };
+    let table = driver.table();
+    let host = HOSTS
+        .create(kernel, row, move |tx, uuid| {
+            Box::pin(async move {
+                if let Some(table) = table {
+                    let mut own = own;
+                    own.insert("uuid".into(), json!(uuid));
+                    tx.insert(table, &own).await?;
+                }
+                Ok(())
+            })
+        })
+        .await?;
+    let uuid = host
+        .get("uuid")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    match connect(kernel, &uuid).await {
+        Ok(host) => Ok(host),
+        Err(fault) => {
+            // A host that cannot be reached is not added: nothing is left behind.
+            if let Err(cleanup) = HOSTS.remove(kernel, &uuid).await {
+                tracing::error!(host = %uuid, %cleanup, "cannot remove a host that failed to connect");
+            }
+            Err(fault)
+        }
+    }
+}
+
+/// Connects a host through its driver and the host-connect extension point; the host is
+/// `Connected` on success and `Disconnected` on failure.
+async fn connect(kernel: &Kernel, uuid: &str) -> Result<Inventory, Fault> {
+    let host = {
+        let mut tx = store(kernel)?.begin().await?;
+        HOSTS.read(kernel, &mut tx, uuid).await?
+    };
+    let host_type = host.get("type").and_then(Value::as_str).unwrap_or_default();
+    let driver = kernel.drivers().get::<Hosts>(host_type)?;
+    let mut connection = HostConnection { host };
+    let connected = async {
+        driver.connect(kernel, &connection.host).await?;
+        kernel
+            .extensions()
+            .run::<HostConnect>(&mut connection)
+            .await
+    }
+    .await;
+    let status = if connected.is_ok() {
+        "Connected"
+    } else {
+        "Disconnected"
+    };
+    let mut changes = serde_json::Map::new();
+    changes.insert("status".into(), json!(status));
+    let host = HOSTS.set(kernel, uuid, changes).await;
+    match (connected, host) {
+        (Ok(()), Ok(host)) => Ok(host),
+        (Ok(()), Err(fault)) => {
+            kernel
+                .extensions()
+                .undo::<HostConnect>(&mut connection)
+                .await;
+            Err(fault)
+        }
+        (Err(fault), _) => Err(fault),
+    }
+}
