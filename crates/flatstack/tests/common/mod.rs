@@ -1,0 +1,129 @@
+//! The test harness: the real management node as a process on an ephemeral port with a
+//! temporary SQLite database, driven over HTTP.
+#![allow(dead_code)]
+
+use reqwest::{Client, StatusCode};
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+pub struct Node {
+    child: Child,
+    pub base: String,
+    pub http: Client,
+}
+
+impl Node {
+    pub fn start(data_dir: &Path) -> Node {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_flatstack"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("flatstack starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("first line");
+        let base = line
+            .trim()
+            .strip_prefix("flatstack listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+            .to_owned();
+        Node {
+            child,
+            base,
+            http: Client::new(),
+        }
+    }
+
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status();
+        let text = resp.text().await.expect("body");
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).expect("JSON body")
+        };
+        (status, value)
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.send(reqwest::Method::GET, path, None).await
+    }
+
+    /// Creates with `?wait=` and returns the inventory, asserting 201.
+    pub async fn create(&self, kind: &str, body: Value) -> Value {
+        let (status, reply) = self
+            .send(
+                reqwest::Method::POST,
+                &format!("/v1/{kind}?wait=10"),
+                Some(body),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{reply}");
+        reply["inventory"].clone()
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.send(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    pub async fn count(&self, kind: &str) -> u64 {
+        let (status, list) = self.get(&format!("/v1/{kind}")).await;
+        assert_eq!(status, StatusCode::OK);
+        list["total"].as_u64().expect("total")
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn uuid(inv: &Value) -> String {
+    inv["uuid"].as_str().expect("uuid").to_owned()
+}
+
+/// Rows of `table` in the node's database, read directly.
+pub async fn rows(data_dir: &Path, table: &str) -> i64 {
+    let url = format!("sqlite://{}", data_dir.join("flatstack.db").display());
+    let store = flatstack_store::Store::open(&url).await.expect("db");
+    store.count(table).await.expect("count")
+}
+
+pub async fn data_centre(node: &Node) -> (String, String, String) {
+    let zone = node
+        .create("zones", json!({"name": "zone-1", "description": "first"}))
+        .await;
+    let cluster = node
+        .create(
+            "clusters",
+            json!({"name": "c1", "zone_uuid": uuid(&zone), "hypervisor_type": "Simulator"}),
+        )
+        .await;
+    let host = node
+        .create(
+            "hosts",
+            json!({"type": "Simulator", "name": "h1", "cluster_uuid": uuid(&cluster),
+            "management_ip": "10.0.0.1", "cpu_capacity": 64, "memory_capacity": 274877906944u64}),
+        )
+        .await;
+    (uuid(&zone), uuid(&cluster), uuid(&host))
+}
