@@ -15,5 +15,13 @@ pub fn plugins(builder: KernelBuilder) -> KernelBuilder {
     let b = b.plugin(flatstack_plugin_host::HostPlugin);
     #[cfg(feature = "host-simulator")]
     let b = b.plugin(flatstack_plugin_host_simulator::SimulatorPlugin::default());
+    #[cfg(feature = "storage")]
+    let b = b.plugin(flatstack_plugin_storage::StoragePlugin);
+    #[cfg(feature = "storage-simulator")]
+    let b = b.plugin(flatstack_plugin_storage_simulator::StorageSimulatorPlugin);
+    #[cfg(feature = "image")]
+    let b = b.plugin(flatstack_plugin_image::ImagePlugin);
+    #[cfg(feature = "instance-offering")]
+    let b = b.plugin(flatstack_plugin_instance_offering::InstanceOfferingPlugin);
     b
 }

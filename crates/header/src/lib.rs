@@ -5,6 +5,7 @@
 pub mod api;
 pub mod infra;
 pub mod resource;
+pub mod storage;
 
 pub use api::{ApiAction, ApiActionExtension, ApiChild, ApiResource};
 pub use resource::{

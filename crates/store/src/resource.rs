@@ -27,7 +27,18 @@ pub struct ResourceTable {
     /// For typed kinds: the driver's own table for a base row, whose columns join the
     /// inventory (joined inheritance: the driver's record is keyed by the base uuid).
     pub joined: Option<fn(&Kernel, &Inventory) -> Option<&'static str>>,
+    /// Runs inside the delete's transaction, before the rows go: for a kind that owns rows
+    /// of other tables (an image's placements) or gives capacity back.
+    pub before_delete: Option<BeforeDelete>,
+    /// Adds what the inventory shows beyond the rows (e.g. attached clusters).
+    pub decorate: Option<Decorate>,
 }
+
+/// See [`ResourceTable::decorate`].
+pub type Decorate = for<'t> fn(&'t mut Tx, &'t mut Inventory) -> BoxFuture<'t, Result<(), Fault>>;
+
+/// See [`ResourceTable::before_delete`].
+pub type BeforeDelete = for<'t> fn(&'t mut Tx, &'t Inventory) -> BoxFuture<'t, Result<(), Fault>>;
 
 /// The store the distribution provided.
 pub fn store(kernel: &Kernel) -> Result<Arc<Store>, Fault> {
@@ -39,6 +50,14 @@ pub fn store(kernel: &Kernel) -> Result<Arc<Store>, Fault> {
 /// A new resource uuid: 32 lowercase hex characters.
 pub fn new_uuid() -> String {
     uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// A row from a `json!({...})` object literal.
+pub fn row(value: Value) -> Map<String, Value> {
+    match value {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    }
 }
 
 /// Refuses an empty or over-long `name`.
@@ -114,6 +133,37 @@ impl ResourceTable {
         Ok(change.inventory)
     }
 
+    /// Creates a resource that is one row (see [`ResourceTable::create`]).
+    pub async fn create_row(
+        &self,
+        kernel: &Kernel,
+        row: Map<String, Value>,
+    ) -> Result<Inventory, Fault> {
+        self.create(kernel, row, |_, _| Box::pin(async { Ok(()) }))
+            .await
+    }
+
+    /// Creates a resource of a typed kind: the base row, and the driver's own record
+    /// (`own`, keyed by the new uuid) in `driver_table` in the same transaction.
+    pub async fn create_typed(
+        &self,
+        kernel: &Kernel,
+        row: Map<String, Value>,
+        driver_table: Option<&'static str>,
+        mut own: Inventory,
+    ) -> Result<Inventory, Fault> {
+        self.create(kernel, row, move |tx, uuid| {
+            Box::pin(async move {
+                if let Some(table) = driver_table {
+                    own.insert("uuid".into(), Value::String(uuid.to_owned()));
+                    tx.insert(table, &own).await?;
+                }
+                Ok(())
+            })
+        })
+        .await
+    }
+
     async fn get(&self, cx: &MessageContext) -> Result<Inventory, Fault> {
         let uuid = cx.resource_id()?;
         let mut tx = store(&cx.kernel)?.begin().await?;
@@ -136,6 +186,9 @@ impl ResourceTable {
         tx: &mut Tx,
         inventory: &mut Inventory,
     ) -> Result<(), Fault> {
+        if let Some(decorate) = self.decorate {
+            decorate(tx, inventory).await?;
+        }
         let Some(table) = self.joined.and_then(|joined| joined(kernel, inventory)) else {
             return Ok(());
         };
@@ -237,6 +290,9 @@ impl ResourceTable {
             inventory,
         };
         kernel.extensions().veto::<DeleteCheck>(&change)?;
+        if let Some(before_delete) = self.before_delete {
+            before_delete(&mut tx, &change.inventory).await?;
+        }
         tx.delete(self.table, uuid).await?;
         tx.emit(ResourceDeleted {
             kind: self.kind.to_owned(),

@@ -202,6 +202,46 @@ impl Tx {
         Ok(())
     }
 
+    /// The `value_column` of the rows of reference table `table` where `key_column = key`,
+    /// sorted: e.g. the clusters a storage is attached to.
+    pub async fn list_refs(
+        &mut self,
+        table: &str,
+        key_column: &str,
+        key: &str,
+        value_column: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        for ident in [table, key_column, value_column] {
+            check_ident(ident)?;
+        }
+        let sql = format!(
+            "SELECT {value_column} AS v FROM {table} WHERE {key_column} = $1 ORDER BY {value_column}"
+        );
+        let rows = sqlx::query(&sql).bind(key).fetch_all(&mut *self.tx).await?;
+        rows.iter()
+            .map(|r| r.try_get::<String, _>("v").map_err(StoreError::from))
+            .collect()
+    }
+
+    /// Deletes the rows of `table` where both `column = value` pairs hold; `false` if none.
+    pub async fn delete_ref(
+        &mut self,
+        table: &str,
+        (a, a_value): (&str, &str),
+        (b, b_value): (&str, &str),
+    ) -> Result<bool, StoreError> {
+        for ident in [table, a, b] {
+            check_ident(ident)?;
+        }
+        let sql = format!("DELETE FROM {table} WHERE {a} = $1 AND {b} = $2");
+        let done = sqlx::query(&sql)
+            .bind(a_value)
+            .bind(b_value)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
     /// Records `event` in the outbox, in this transaction; it is published on the bus
     /// after [`Tx::commit`] and never if the transaction rolls back.
     pub async fn emit<E: Event>(&mut self, event: E) -> Result<(), StoreError> {

@@ -4,14 +4,16 @@ use flatstack_header::infra::{CreateCluster, Hosts};
 use flatstack_header::ApiResource;
 use flatstack_kernel::migration::Migration;
 use flatstack_kernel::{Fault, Message, Plugin, PluginBuilder};
-use flatstack_store::resource::{check_name, store, ResourceTable};
-use serde_json::{json, Value};
+use flatstack_store::resource::{check_name, row, store, ResourceTable};
+use serde_json::json;
 
 static CLUSTERS: ResourceTable = ResourceTable {
     kind: "clusters",
     table: "clusters",
     filters: &["name", "zone_uuid", "hypervisor_type"],
     joined: None,
+    before_delete: None,
+    decorate: None,
 };
 
 pub struct ClusterPlugin;
@@ -56,16 +58,11 @@ impl Plugin for ClusterPlugin {
                 ));
             }
             drop(tx);
-            let row = json!({
+            let row = row(json!({
                 "name": msg.name, "description": msg.description,
                 "zone_uuid": msg.zone_uuid, "hypervisor_type": msg.hypervisor_type,
-            });
-            let Value::Object(row) = row else {
-                return Err(Fault::internal("row is an object"));
-            };
-            CLUSTERS
-                .create(&cx.kernel, row, |_, _| Box::pin(async { Ok(()) }))
-                .await
+            }));
+            CLUSTERS.create_row(&cx.kernel, row).await
         });
         b.register(ApiResource {
             path: "clusters",

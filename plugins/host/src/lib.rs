@@ -5,7 +5,7 @@ use flatstack_header::infra::{CreateHost, HostConnect, HostConnection, Hosts, Re
 use flatstack_header::{ApiAction, ApiResource, Inventory};
 use flatstack_kernel::migration::Migration;
 use flatstack_kernel::{Fault, Kernel, Message, Plugin, PluginBuilder};
-use flatstack_store::resource::{check_name, store, ResourceTable};
+use flatstack_store::resource::{check_name, row, store, ResourceTable};
 use serde_json::{json, Value};
 use std::net::IpAddr;
 
@@ -17,6 +17,8 @@ static HOSTS: ResourceTable = ResourceTable {
         let host_type = host.get("type")?.as_str()?;
         kernel.drivers().get::<Hosts>(host_type).ok()?.table()
     }),
+    before_delete: None,
+    decorate: None,
 };
 
 pub struct HostPlugin;
@@ -129,29 +131,14 @@ async fn create(kernel: &Kernel, msg: CreateHost) -> Result<Inventory, Fault> {
             .with_detail("field", "management_ip"));
         }
     }
-    let row = json!({
+    let row = row(json!({
         "name": msg.name, "description": msg.description, "type": msg.host_type,
         "cluster_uuid": msg.cluster_uuid, "management_ip": msg.management_ip,
         "state": "Enabled", "status": "Connecting",
         "cpu_capacity": msg.cpu_capacity, "memory_capacity": memory,
         "available_cpu": msg.cpu_capacity, "available_memory": memory,
-    });
-    let Value::Object(row) = row else {
-        return Err(Fault::internal("row is an object"));
-    };
-    let table = driver.table();
-    let host = HOSTS
-        .create(kernel, row, move |tx, uuid| {
-            Box::pin(async move {
-                if let Some(table) = table {
-                    let mut own = own;
-                    own.insert("uuid".into(), json!(uuid));
-                    tx.insert(table, &own).await?;
-                }
-                Ok(())
-            })
-        })
-        .await?;
+    }));
+    let host = HOSTS.create_typed(kernel, row, driver.table(), own).await?;
     let uuid = host
         .get("uuid")
         .and_then(Value::as_str)

@@ -4,14 +4,16 @@ use flatstack_header::infra::CreateZone;
 use flatstack_header::{ApiResource, ResourceCreated, ResourceDeleted, ResourceUpdated};
 use flatstack_kernel::migration::Migration;
 use flatstack_kernel::{Message, Plugin, PluginBuilder};
-use flatstack_store::resource::{check_name, ResourceTable};
-use serde_json::{json, Map, Value};
+use flatstack_store::resource::{check_name, row, ResourceTable};
+use serde_json::json;
 
 static ZONES: ResourceTable = ResourceTable {
     kind: "zones",
     table: "zones",
     filters: &["name"],
     joined: None,
+    before_delete: None,
+    decorate: None,
 };
 
 pub struct ZonePlugin;
@@ -40,10 +42,8 @@ impl Plugin for ZonePlugin {
         ZONES.serve(&mut service);
         service.handle::<CreateZone, _, _>(|_, msg, cx| async move {
             check_name(&msg.name)?;
-            let row = as_row(json!({"name": msg.name, "description": msg.description}));
-            ZONES
-                .create(&cx.kernel, row, |_, _| Box::pin(async { Ok(()) }))
-                .await
+            let row = row(json!({"name": msg.name, "description": msg.description}));
+            ZONES.create_row(&cx.kernel, row).await
         });
         b.register(ApiResource {
             path: "zones",
@@ -54,12 +54,5 @@ impl Plugin for ZonePlugin {
             actions: &[],
             children: &[],
         });
-    }
-}
-
-fn as_row(value: Value) -> Map<String, Value> {
-    match value {
-        Value::Object(map) => map,
-        _ => Map::new(),
     }
 }

@@ -1,0 +1,133 @@
+//! Primary storage (where volumes live), backup storage (where images live), images and
+//! instance offerings.
+
+use crate::resource::Inventory;
+use flatstack_kernel::driver::DriverKind;
+use flatstack_kernel::schemars::{self, JsonSchema};
+use flatstack_kernel::{Fault, Message, Request};
+use serde::{Deserialize, Serialize};
+
+/// What a storage driver provides to the plugin that owns its kind.
+pub trait StorageDriver: Send + Sync {
+    /// The driver's own table, keyed by the storage uuid (joined inheritance), if any.
+    fn table(&self) -> Option<&'static str>;
+    /// Validates the driver's own create fields and returns its own record's columns.
+    fn validate(&self, url: &str, params: &Inventory) -> Result<Inventory, Fault>;
+}
+
+/// Primary storage: a driver kind (`Simulator`, `LocalStorage`, `NFS`, ...).
+pub struct PrimaryStorages;
+impl DriverKind for PrimaryStorages {
+    const KIND: &'static str = "primary-storage";
+    type Factory = dyn StorageDriver;
+}
+
+/// Backup storage: a driver kind.
+pub struct BackupStorages;
+impl DriverKind for BackupStorages {
+    const KIND: &'static str = "backup-storage";
+    type Factory = dyn StorageDriver;
+}
+
+/// Creates primary or backup storage (the same fields; the service decides which).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct CreateStorage {
+    /// The storage driver, e.g. `Simulator`.
+    #[serde(rename = "type")]
+    pub storage_type: String,
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    pub zone_uuid: String,
+    pub url: String,
+    /// Bytes.
+    pub total_capacity: u64,
+    /// Driver-specific fields.
+    #[serde(flatten)]
+    pub driver: Inventory,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(transparent)]
+pub struct CreatePrimaryStorage(pub CreateStorage);
+impl Message for CreatePrimaryStorage {
+    const NAME: &'static str = "primary-storage.create";
+}
+impl Request for CreatePrimaryStorage {
+    type Reply = Inventory;
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(transparent)]
+pub struct CreateBackupStorage(pub CreateStorage);
+impl Message for CreateBackupStorage {
+    const NAME: &'static str = "backup-storage.create";
+}
+impl Request for CreateBackupStorage {
+    type Reply = Inventory;
+}
+
+/// Attaches primary storage (the addressed resource) to a cluster of its zone.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AttachPrimaryStorage {
+    pub cluster_uuid: String,
+}
+impl Message for AttachPrimaryStorage {
+    const NAME: &'static str = "primary-storage.attach-cluster";
+}
+impl Request for AttachPrimaryStorage {
+    type Reply = Inventory;
+}
+
+/// Detaches primary storage (the addressed resource) from a cluster.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DetachPrimaryStorage {
+    pub cluster_uuid: String,
+}
+impl Message for DetachPrimaryStorage {
+    const NAME: &'static str = "primary-storage.detach-cluster";
+}
+impl Request for DetachPrimaryStorage {
+    type Reply = Inventory;
+}
+
+/// Registers an image on one or more backup storages (taking `size` bytes on each).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateImage {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    pub url: String,
+    /// `qcow2`, `raw`, `iso` or `vmdk`.
+    pub format: String,
+    /// Bytes.
+    pub size: u64,
+    pub backup_storage_uuids: Vec<String>,
+}
+impl Message for CreateImage {
+    const NAME: &'static str = "image.create";
+}
+impl Request for CreateImage {
+    type Reply = Inventory;
+}
+
+/// A CPU/memory shape for VMs.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateInstanceOffering {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    pub cpu_num: u32,
+    /// Bytes.
+    pub memory_size: u64,
+}
+impl Message for CreateInstanceOffering {
+    const NAME: &'static str = "instance-offering.create";
+}
+impl Request for CreateInstanceOffering {
+    type Reply = Inventory;
+}

@@ -1,0 +1,65 @@
+//! Instance offerings: the CPU/memory shapes VMs are created with.
+
+use flatstack_header::storage::CreateInstanceOffering;
+use flatstack_header::ApiResource;
+use flatstack_kernel::migration::Migration;
+use flatstack_kernel::{Fault, Message, Plugin, PluginBuilder};
+use flatstack_store::resource::{check_name, row, ResourceTable};
+use serde_json::json;
+
+static OFFERINGS: ResourceTable = ResourceTable {
+    kind: "instance-offerings",
+    table: "instance_offerings",
+    filters: &["name", "cpu_num"],
+    joined: None,
+    before_delete: None,
+    decorate: None,
+};
+
+pub struct InstanceOfferingPlugin;
+
+impl Plugin for InstanceOfferingPlugin {
+    fn name(&self) -> &'static str {
+        "instance-offering"
+    }
+
+    fn description(&self) -> &'static str {
+        "CPU/memory shapes for VMs."
+    }
+
+    fn build(&self, b: &mut PluginBuilder<'_>) {
+        b.migration(Migration::new(
+            1,
+            "instance offerings",
+            "CREATE TABLE instance_offerings (
+                uuid TEXT PRIMARY KEY, name TEXT NOT NULL, description TEXT NOT NULL,
+                cpu_num INTEGER NOT NULL, memory_size INTEGER NOT NULL,
+                created_at TEXT NOT NULL, updated_at TEXT NOT NULL)",
+        ));
+        let mut service = b.service("instance-offering", ());
+        OFFERINGS.serve(&mut service);
+        service.handle::<CreateInstanceOffering, _, _>(|_, msg, cx| async move {
+            check_name(&msg.name)?;
+            if msg.cpu_num == 0 || msg.cpu_num > 1024 {
+                return Err(Fault::invalid("cpu_num", "cpu_num must be from 1 to 1024"));
+            }
+            let memory = i64::try_from(msg.memory_size)
+                .ok()
+                .filter(|m| *m >= 1 << 20)
+                .ok_or_else(|| Fault::invalid("memory_size", "memory_size must be at least 1 MiB (1048576 bytes)"))?;
+            let row = row(json!({"name": msg.name, "description": msg.description, "cpu_num": msg.cpu_num, "memory_size": memory}));
+                        OFFERINGS
+                .create_row(&cx.kernel, row)
+                .await
+        });
+        b.register(ApiResource {
+            path: "instance-offerings",
+            service: "instance-offering",
+            create: CreateInstanceOffering::NAME,
+            driver_kind: None,
+            filters: OFFERINGS.filters,
+            actions: &[],
+            children: &[],
+        });
+    }
+}

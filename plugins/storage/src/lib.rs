@@ -1,0 +1,253 @@
+//! Primary storage (volumes) and backup storage (images): two typed kinds whose drivers
+//! plug in by type. Primary storage is attached to the clusters that may use it.
+
+use flatstack_header::storage::{
+    AttachPrimaryStorage, BackupStorages, CreateBackupStorage, CreatePrimaryStorage, CreateStorage,
+    DetachPrimaryStorage, PrimaryStorages,
+};
+use flatstack_header::{ApiAction, ApiResource, Inventory};
+use flatstack_kernel::driver::DriverKind;
+use flatstack_kernel::migration::Migration;
+use flatstack_kernel::{Fault, Kernel, Message, MessageContext, Plugin, PluginBuilder};
+use flatstack_store::resource::{check_name, row, store, ResourceTable};
+use flatstack_store::Tx;
+use serde_json::{json, Value};
+
+static PRIMARY: ResourceTable = ResourceTable {
+    kind: "primary-storage",
+    table: "primary_storage",
+    filters: &["name", "zone_uuid", "type"],
+    joined: Some(|kernel, ps| {
+        let t = ps.get("type")?.as_str()?;
+        kernel.drivers().get::<PrimaryStorages>(t).ok()?.table()
+    }),
+    before_delete: None,
+    decorate: Some(|tx, ps| Box::pin(attached_clusters(tx, ps))),
+};
+
+static BACKUP: ResourceTable = ResourceTable {
+    kind: "backup-storage",
+    table: "backup_storage",
+    filters: &["name", "zone_uuid", "type"],
+    joined: Some(|kernel, bs| {
+        let t = bs.get("type")?.as_str()?;
+        kernel.drivers().get::<BackupStorages>(t).ok()?.table()
+    }),
+    before_delete: None,
+    decorate: None,
+};
+
+const STORAGE_COLUMNS: &str =
+    "uuid TEXT PRIMARY KEY, name TEXT NOT NULL, description TEXT NOT NULL,
+    type TEXT NOT NULL, zone_uuid TEXT NOT NULL REFERENCES zones (uuid), url TEXT NOT NULL,
+    status TEXT NOT NULL, total_capacity INTEGER NOT NULL, available_capacity INTEGER NOT NULL,
+    created_at TEXT NOT NULL, updated_at TEXT NOT NULL";
+
+pub struct StoragePlugin;
+
+impl Plugin for StoragePlugin {
+    fn name(&self) -> &'static str {
+        "storage"
+    }
+
+    fn description(&self) -> &'static str {
+        "Primary and backup storage; storage drivers plug in by type."
+    }
+
+    fn requires(&self) -> &'static [&'static str] {
+        &["cluster"]
+    }
+
+    fn build(&self, b: &mut PluginBuilder<'_>) {
+        // Static SQL: the column list is shared by the two kinds' tables.
+        static SCHEMA: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        let schema = SCHEMA.get_or_init(|| {
+            format!(
+                "CREATE TABLE primary_storage ({STORAGE_COLUMNS});
+                 CREATE TABLE backup_storage ({STORAGE_COLUMNS});
+                 CREATE TABLE primary_storage_cluster_refs (
+                    primary_storage_uuid TEXT NOT NULL REFERENCES primary_storage (uuid),
+                    cluster_uuid TEXT NOT NULL REFERENCES clusters (uuid),
+                    created_at TEXT NOT NULL,
+                    PRIMARY KEY (primary_storage_uuid, cluster_uuid));"
+            )
+        });
+        b.migration(Migration::new(1, "storage", schema));
+        b.driver_kind::<PrimaryStorages>()
+            .driver_kind::<BackupStorages>();
+
+        let mut primary = b.service("primary-storage", ());
+        PRIMARY.serve(&mut primary);
+        primary
+            .handle::<CreatePrimaryStorage, _, _>(|_, msg, cx| async move {
+                create::<PrimaryStorages>(&cx.kernel, &PRIMARY, msg.0).await
+            })
+            .handle::<AttachPrimaryStorage, _, _>(|_, msg, cx| async move {
+                attach(&cx, &msg.cluster_uuid).await
+            })
+            .handle::<DetachPrimaryStorage, _, _>(|_, msg, cx| async move {
+                detach(&cx, &msg.cluster_uuid).await
+            });
+        b.register(ApiResource {
+            path: "primary-storage",
+            service: "primary-storage",
+            create: CreatePrimaryStorage::NAME,
+            driver_kind: Some(PrimaryStorages::KIND),
+            filters: PRIMARY.filters,
+            actions: &[
+                ApiAction {
+                    name: "attach_cluster",
+                    message: AttachPrimaryStorage::NAME,
+                },
+                ApiAction {
+                    name: "detach_cluster",
+                    message: DetachPrimaryStorage::NAME,
+                },
+            ],
+            children: &[],
+        });
+
+        let mut backup = b.service("backup-storage", ());
+        BACKUP.serve(&mut backup);
+        backup.handle::<CreateBackupStorage, _, _>(|_, msg, cx| async move {
+            create::<BackupStorages>(&cx.kernel, &BACKUP, msg.0).await
+        });
+        b.register(ApiResource {
+            path: "backup-storage",
+            service: "backup-storage",
+            create: CreateBackupStorage::NAME,
+            driver_kind: Some(BackupStorages::KIND),
+            filters: BACKUP.filters,
+            actions: &[],
+            children: &[],
+        });
+    }
+}
+
+async fn create<K>(
+    kernel: &Kernel,
+    kind: &'static ResourceTable,
+    msg: CreateStorage,
+) -> Result<Inventory, Fault>
+where
+    K: DriverKind<Factory = dyn flatstack_header::storage::StorageDriver>,
+{
+    check_name(&msg.name)?;
+    let driver = kernel.drivers().get::<K>(&msg.storage_type)?;
+    if msg.url.trim().is_empty() {
+        return Err(Fault::invalid("url", "url must not be empty"));
+    }
+    let capacity = i64::try_from(msg.total_capacity)
+        .ok()
+        .filter(|c| *c > 0)
+        .ok_or_else(|| {
+            Fault::invalid(
+                "total_capacity",
+                "total_capacity must be between 1 and 2^63-1 bytes",
+            )
+        })?;
+    let own = driver.validate(&msg.url, &msg.driver)?;
+    if !store(kernel)?
+        .begin()
+        .await?
+        .exists("zones", &msg.zone_uuid)
+        .await?
+    {
+        return Err(Fault::invalid(
+            "zone_uuid",
+            format!("no zone {}", msg.zone_uuid),
+        ));
+    }
+    let row = row(json!({
+        "name": msg.name, "description": msg.description, "type": msg.storage_type,
+        "zone_uuid": msg.zone_uuid, "url": msg.url, "status": "Connected",
+        "total_capacity": capacity, "available_capacity": capacity,
+    }));
+    kind.create_typed(kernel, row, driver.table(), own).await
+}
+
+async fn attach(cx: &MessageContext, cluster_uuid: &str) -> Result<Inventory, Fault> {
+    let ps = cx.resource_id()?;
+    let kernel = &cx.kernel;
+    let mut tx = store(kernel)?.begin().await?;
+    let storage = PRIMARY.read(kernel, &mut tx, ps).await?;
+    let cluster = tx
+        .get("clusters", cluster_uuid)
+        .await?
+        .ok_or_else(|| Fault::invalid("cluster_uuid", format!("no cluster {cluster_uuid}")))?;
+    if cluster.get("zone_uuid") != storage.get("zone_uuid") {
+        return Err(Fault::invalid(
+            "cluster_uuid",
+            "the cluster is in another zone",
+        ));
+    }
+    if attached(&mut tx, ps, cluster_uuid).await? {
+        return Err(Fault::conflict(format!(
+            "{ps} is already attached to cluster {cluster_uuid}"
+        )));
+    }
+    let row = row(
+        json!({"primary_storage_uuid": ps, "cluster_uuid": cluster_uuid, "created_at": flatstack_store::now()}),
+    );
+    tx.insert("primary_storage_cluster_refs", &row).await?;
+    tx.commit(kernel.bus()).await?;
+    with_clusters(kernel, ps).await
+}
+
+async fn detach(cx: &MessageContext, cluster_uuid: &str) -> Result<Inventory, Fault> {
+    let ps = cx.resource_id()?;
+    let kernel = &cx.kernel;
+    let mut tx = store(kernel)?.begin().await?;
+    PRIMARY.read(kernel, &mut tx, ps).await?;
+    if !attached(&mut tx, ps, cluster_uuid).await? {
+        return Err(Fault::invalid(
+            "cluster_uuid",
+            format!("{ps} is not attached to cluster {cluster_uuid}"),
+        ));
+    }
+    tx.delete_ref(
+        "primary_storage_cluster_refs",
+        ("primary_storage_uuid", ps),
+        ("cluster_uuid", cluster_uuid),
+    )
+    .await?;
+    tx.commit(kernel.bus()).await?;
+    with_clusters(kernel, ps).await
+}
+
+async fn attached(tx: &mut flatstack_store::Tx, ps: &str, cluster: &str) -> Result<bool, Fault> {
+    let refs = tx
+        .list_refs(
+            "primary_storage_cluster_refs",
+            "primary_storage_uuid",
+            ps,
+            "cluster_uuid",
+        )
+        .await?;
+    Ok(refs.iter().any(|c| c == cluster))
+}
+
+/// The inventory with the attached clusters' uuids.
+async fn with_clusters(kernel: &Kernel, ps: &str) -> Result<Inventory, Fault> {
+    let mut tx = store(kernel)?.begin().await?;
+    PRIMARY.read(kernel, &mut tx, ps).await
+}
+
+/// Shows which clusters may use the storage.
+async fn attached_clusters(tx: &mut Tx, ps: &mut Inventory) -> Result<(), Fault> {
+    let uuid = ps
+        .get("uuid")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let clusters = tx
+        .list_refs(
+            "primary_storage_cluster_refs",
+            "primary_storage_uuid",
+            &uuid,
+            "cluster_uuid",
+        )
+        .await?;
+    ps.insert("attached_cluster_uuids".into(), json!(clusters));
+    Ok(())
+}
