@@ -1,5 +1,7 @@
 //! `flatstack`: the distribution binary — the management node and its command-line client.
 
+mod cli;
+mod demo;
 mod distribution;
 mod node;
 
@@ -12,6 +14,17 @@ use std::path::PathBuf;
 #[derive(Parser)]
 #[command(name = "flatstack", version, about = "A pluggable IaaS control plane")]
 struct Cli {
+    /// The node the client commands talk to.
+    #[arg(
+        long,
+        global = true,
+        env = "FLATSTACK_ENDPOINT",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    endpoint: String,
+    /// How the client commands print results.
+    #[arg(long, global = true, value_enum, default_value = "table")]
+    output: cli::Output,
     #[command(subcommand)]
     command: Command,
 }
@@ -29,7 +42,19 @@ enum Command {
         /// Runtime manifest (TOML): enabled plugins, configuration, extension order.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Create a small simulated data centre through the API once the node is up.
+        #[arg(long)]
+        demo: bool,
     },
+    /// List the plugins of a running node.
+    Plugins,
+    /// List the extension points of a running node, with their ordered implementors.
+    ExtensionPoints,
+    /// List the driver types of a resource kind, e.g. `flatstack types hosts`.
+    Types { kind: String },
+    /// Resources: `flatstack <kind> create|list|show|update|delete|action ...` (see `flatstack zones`).
+    #[command(external_subcommand)]
+    Resource(Vec<String>),
     /// Assemble the distribution and print its plugins, extension points and driver types.
     Inspect {
         #[arg(long)]
@@ -45,27 +70,88 @@ enum Command {
     },
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            // `{:#}` prints the chain of causes on one line, without a backtrace.
+            eprintln!("{error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Takes `--output X`/`--endpoint X` out of arguments clap passed through untouched
+/// (everything after a resource kind).
+fn take_global_flags(
+    args: &mut Vec<String>,
+    endpoint: &mut String,
+    output: &mut cli::Output,
+) -> anyhow::Result<()> {
+    let mut i = 0;
+    while i < args.len() {
+        let (flag, inline) = match args[i].split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
+            _ => (args[i].clone(), None),
+        };
+        if flag != "--output" && flag != "--endpoint" {
+            i += 1;
+            continue;
+        }
+        let value = match inline {
+            Some(v) => v,
+            None if i + 1 < args.len() => args.remove(i + 1),
+            None => anyhow::bail!("{flag} needs a value"),
+        };
+        args.remove(i);
+        if flag == "--endpoint" {
+            *endpoint = value;
+        } else {
+            *output = <cli::Output as clap::ValueEnum>::from_str(&value, true)
+                .map_err(|e| anyhow::anyhow!("--output: {e}"))?;
+        }
+    }
+    Ok(())
+}
+
+async fn run() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
-    match Cli::parse().command {
+    let mut cli = Cli::parse();
+    if let Command::Resource(args) = &mut cli.command {
+        take_global_flags(args, &mut cli.endpoint, &mut cli.output)?;
+    }
+    let client = cli::Client::new(&cli.endpoint, cli.output);
+    match cli.command {
         Command::Serve {
             data_dir,
             listen,
             config,
+            demo,
         } => {
             node::serve(NodeOptions {
                 data_dir,
                 listen,
                 manifest: config,
+                demo,
             })
             .await?
         }
+        Command::Plugins => client.introspect("plugins").await?,
+        Command::ExtensionPoints => client.introspect("extension-points").await?,
+        Command::Types { kind } => client.run(&[kind, "types".into()]).await?,
+        Command::Resource(args) => client.run(&args).await?,
         Command::Inspect { config, json } => {
             let kernel = node::assemble(node::load_manifest(config.as_deref())?, None)?;
             if json {

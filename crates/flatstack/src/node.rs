@@ -12,6 +12,8 @@ pub struct NodeOptions {
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
     pub manifest: Option<PathBuf>,
+    /// Create the demo data centre once serving.
+    pub demo: bool,
 }
 
 pub fn load_manifest(path: Option<&Path>) -> anyhow::Result<Manifest> {
@@ -66,6 +68,14 @@ pub async fn serve(options: NodeOptions) -> anyhow::Result<()> {
     // The first line of output: scripts and tests read the address from it.
     println!("flatstack listening on http://{address}");
     tracing::info!(%address, data_dir = %options.data_dir.display(), "management node ready");
+    if options.demo {
+        let base = format!("http://{address}");
+        tokio::spawn(async move {
+            if let Err(error) = crate::demo::create(&base).await {
+                tracing::error!(%error, "demo data centre");
+            }
+        });
+    }
     axum::serve(listener, flatstack_api::router(kernel.clone()))
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;

@@ -1,0 +1,400 @@
+//! The command-line client: talks to a node over HTTP, like any other client.
+//!
+//! `flatstack <kind> <verb> [args]`, where `<kind>` is any API path the node serves
+//! (`zones`, `hosts`, `l3-networks`, ...): the client knows no resource kind either.
+//! Fields are `key=value`; a value that parses as JSON is sent as JSON (`cpu_num=2`,
+//! `uuids=["a","b"]`), anything else as a string.
+
+use anyhow::{anyhow, bail, Context};
+use serde_json::{json, Map, Value};
+use std::io::{IsTerminal, Write};
+use std::time::Duration;
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+pub struct Client {
+    http: reqwest::Client,
+    endpoint: String,
+    output: Output,
+}
+
+const USAGE: &str = "usage: flatstack <kind> create key=value...
+       flatstack <kind> list [key=value...]
+       flatstack <kind> show|delete <uuid>
+       flatstack <kind> update <uuid> key=value...
+       flatstack <kind> action <uuid> <action> [key=value...]
+       flatstack <kind> <uuid> <child> list|create [key=value...]";
+
+/// Parses `key=value` pairs into a JSON object.
+pub fn fields(args: &[String]) -> anyhow::Result<Map<String, Value>> {
+    let mut out = Map::new();
+    for arg in args {
+        let (key, value) = arg
+            .split_once('=')
+            .ok_or_else(|| anyhow!("`{arg}` is not key=value"))?;
+        let value = serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.to_owned()));
+        out.insert(key.to_owned(), value);
+    }
+    Ok(out)
+}
+
+impl Client {
+    pub fn new(endpoint: &str, output: Output) -> Self {
+        Client {
+            http: reqwest::Client::new(),
+            endpoint: endpoint.trim_end_matches('/').to_owned(),
+            output,
+        }
+    }
+
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<(u16, Value)> {
+        let url = format!("{}{path}", self.endpoint);
+        let mut request = self.http.request(method, &url);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.with_context(|| {
+            format!(
+                "cannot reach the node at {} (is `flatstack serve` running?)",
+                self.endpoint
+            )
+        })?;
+        let status = response.status().as_u16();
+        let text = response.text().await?;
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        if status >= 400 {
+            bail!(describe_error(status, &value));
+        }
+        Ok((status, value))
+    }
+
+    async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        Ok(self.send(reqwest::Method::GET, path, None).await?.1)
+    }
+
+    /// Starts a job and waits for it, with a spinner on a terminal.
+    async fn job(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
+        let (status, reply) = self.send(method, path, body).await?;
+        if status != 202 {
+            return Ok(reply);
+        }
+        let location = reply["location"]
+            .as_str()
+            .ok_or_else(|| anyhow!("202 without a job location"))?
+            .to_owned();
+        let spinner = std::io::stderr().is_terminal();
+        let frames = ['|', '/', '-', '\\'];
+        for tick in 0usize.. {
+            let job = self.get(&location).await?;
+            match job["state"].as_str() {
+                Some("running") => {
+                    if spinner {
+                        eprint!(
+                            "\r{} {} ",
+                            frames[tick % frames.len()],
+                            job["operation"].as_str().unwrap_or("working")
+                        );
+                        let _ = std::io::stderr().flush();
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Some("succeeded") => {
+                    if spinner {
+                        eprint!("\r\x1b[K");
+                    }
+                    return Ok(json!({"inventory": job["result"]}));
+                }
+                _ => {
+                    if spinner {
+                        eprint!("\r\x1b[K");
+                    }
+                    bail!(describe_error(
+                        job["status"].as_u64().unwrap_or(500) as u16,
+                        &job
+                    ));
+                }
+            }
+        }
+        unreachable!("the loop only ends by returning")
+    }
+
+    pub async fn run(&self, args: &[String]) -> anyhow::Result<()> {
+        let [kind, verb, rest @ ..] = args else {
+            bail!("{USAGE}");
+        };
+        let base = format!("/v1/{kind}");
+        let one = |rest: &[String]| -> anyhow::Result<String> {
+            rest.first()
+                .cloned()
+                .ok_or_else(|| anyhow!("`{kind} {verb}` needs a uuid\n{USAGE}"))
+        };
+        match verb.as_str() {
+            "list" => {
+                let query: Vec<String> = fields(rest)?
+                    .into_iter()
+                    .map(|(k, v)| {
+                        format!(
+                            "{k}={}",
+                            v.as_str()
+                                .map(str::to_owned)
+                                .unwrap_or_else(|| v.to_string())
+                        )
+                    })
+                    .collect();
+                let path = if query.is_empty() {
+                    base
+                } else {
+                    format!("{base}?{}", query.join("&"))
+                };
+                self.print_list(&self.get(&path).await?)
+            }
+            "create" => {
+                let reply = self
+                    .job(
+                        reqwest::Method::POST,
+                        &base,
+                        Some(Value::Object(fields(rest)?)),
+                    )
+                    .await?;
+                self.print_one(&reply["inventory"])
+            }
+            "show" => {
+                let reply = self.get(&format!("{base}/{}", one(rest)?)).await?;
+                self.print_one(&reply["inventory"])
+            }
+            "update" => {
+                let uuid = one(rest)?;
+                let reply = self
+                    .job(
+                        reqwest::Method::PATCH,
+                        &format!("{base}/{uuid}"),
+                        Some(Value::Object(fields(&rest[1..])?)),
+                    )
+                    .await?;
+                self.print_one(&reply["inventory"])
+            }
+            "delete" => {
+                let uuid = one(rest)?;
+                self.job(reqwest::Method::DELETE, &format!("{base}/{uuid}"), None)
+                    .await?;
+                if self.output == Output::Json {
+                    println!("{}", json!({"deleted": uuid}));
+                } else {
+                    println!("deleted {uuid}");
+                }
+                Ok(())
+            }
+            "action" => {
+                let uuid = one(rest)?;
+                let action = rest
+                    .get(1)
+                    .ok_or_else(|| anyhow!("`{kind} action {uuid}` needs an action name"))?;
+                let mut body = fields(&rest[2..])?;
+                body.insert("action".into(), json!(action));
+                let reply = self
+                    .job(
+                        reqwest::Method::POST,
+                        &format!("{base}/{uuid}/actions"),
+                        Some(Value::Object(body)),
+                    )
+                    .await?;
+                self.print_one(&reply["inventory"])
+            }
+            "types" => {
+                let reply = self.get(&format!("{base}/types")).await?;
+                self.print_list(&json!({"inventories": reply["types"]}))
+            }
+            uuid => {
+                // `<kind> <uuid> <child> list|create ...`
+                let (Some(child), Some(child_verb)) = (rest.first(), rest.get(1)) else {
+                    bail!("unknown verb `{uuid}`\n{USAGE}");
+                };
+                let path = format!("{base}/{uuid}/{child}");
+                match child_verb.as_str() {
+                    "list" => self.print_list(&self.get(&path).await?),
+                    "create" => {
+                        let reply = self
+                            .job(
+                                reqwest::Method::POST,
+                                &path,
+                                Some(Value::Object(fields(&rest[2..])?)),
+                            )
+                            .await?;
+                        self.print_one(&reply["inventory"])
+                    }
+                    other => bail!("unknown verb `{other}`\n{USAGE}"),
+                }
+            }
+        }
+    }
+
+    /// `flatstack plugins`, `flatstack extension-points`.
+    pub async fn introspect(&self, what: &str) -> anyhow::Result<()> {
+        let reply = self.get(&format!("/v1/{what}")).await?;
+        if self.output == Output::Json {
+            println!("{}", serde_json::to_string_pretty(&reply)?);
+            return Ok(());
+        }
+        match what {
+            "plugins" => {
+                let rows: Vec<Vec<String>> = reply["plugins"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|p| vec![text(&p["name"]), text(&p["description"])])
+                    .collect();
+                print_table(&["PLUGIN", "DESCRIPTION"], &rows);
+            }
+            _ => {
+                let rows: Vec<Vec<String>> = reply["extension_points"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|p| {
+                        let implementors: Vec<String> = p["implementors"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .map(|i| text(&i["plugin"]))
+                            .collect();
+                        vec![
+                            text(&p["name"]),
+                            text(&p["semantics"]),
+                            text(&p["owner"]),
+                            implementors.join(", "),
+                        ]
+                    })
+                    .collect();
+                print_table(
+                    &["POINT", "SEMANTICS", "OWNER", "IMPLEMENTORS (in order)"],
+                    &rows,
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn print_one(&self, inventory: &Value) -> anyhow::Result<()> {
+        if self.output == Output::Json {
+            println!("{}", serde_json::to_string_pretty(inventory)?);
+            return Ok(());
+        }
+        let rows: Vec<Vec<String>> = inventory
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| vec![k.clone(), text(v)])
+            .collect();
+        print_table(&["FIELD", "VALUE"], &rows);
+        Ok(())
+    }
+
+    fn print_list(&self, list: &Value) -> anyhow::Result<()> {
+        if self.output == Output::Json {
+            println!("{}", serde_json::to_string_pretty(list)?);
+            return Ok(());
+        }
+        let items: Vec<&Map<String, Value>> = list["inventories"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_object)
+            .collect();
+        // uuid and name first, then the other short scalar fields of the first item.
+        let mut columns: Vec<String> = ["uuid", "name"]
+            .iter()
+            .filter(|c| items.first().is_some_and(|i| i.contains_key(**c)))
+            .map(|c| (*c).to_owned())
+            .collect();
+        if let Some(first) = items.first() {
+            for (k, v) in first.iter() {
+                if columns.len() >= 7 {
+                    break;
+                }
+                if !columns.contains(k)
+                    && !matches!(k.as_str(), "description" | "created_at" | "updated_at")
+                    && !v.is_object()
+                {
+                    columns.push(k.clone());
+                }
+            }
+        }
+        let rows: Vec<Vec<String>> = items
+            .iter()
+            .map(|i| {
+                columns
+                    .iter()
+                    .map(|c| text(&i.get(c).cloned().unwrap_or(Value::Null)))
+                    .collect()
+            })
+            .collect();
+        let headers: Vec<String> = columns.iter().map(|c| c.to_uppercase()).collect();
+        let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
+        print_table(&headers, &rows);
+        Ok(())
+    }
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+fn print_table(headers: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        println!("{}", padded.join("  ").trim_end());
+    };
+    line(headers.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}
+
+fn describe_error(status: u16, body: &Value) -> String {
+    let error = &body["error"];
+    match error["message"].as_str() {
+        Some(message) => {
+            let mut out = format!(
+                "error {status} ({}): {message}",
+                error["code"].as_str().unwrap_or("?")
+            );
+            if let Some(field) = error["details"]["field"].as_str().filter(|f| !f.is_empty()) {
+                out.push_str(&format!(" [field: {field}]"));
+            }
+            out
+        }
+        None => format!("error {status}: {body}"),
+    }
+}

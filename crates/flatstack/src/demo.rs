@@ -1,0 +1,136 @@
+//! `flatstack serve --demo`: a small simulated data centre, created through the node's own
+//! API (as any client would), so a new user can create a VM at once.
+
+use anyhow::{bail, Context};
+use serde_json::{json, Value};
+
+struct Api {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Api {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Value,
+    ) -> anyhow::Result<Value> {
+        let response = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .json(&body)
+            .send()
+            .await
+            .with_context(|| format!("demo: {path}"))?;
+        let status = response.status();
+        let reply: Value = response.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            bail!("demo: {path} answered {status}: {reply}");
+        }
+        Ok(reply)
+    }
+
+    async fn create(&self, kind: &str, body: Value) -> anyhow::Result<String> {
+        let reply = self
+            .call(reqwest::Method::POST, &format!("/v1/{kind}?wait=30"), body)
+            .await?;
+        reply["inventory"]["uuid"]
+            .as_str()
+            .map(str::to_owned)
+            .with_context(|| format!("demo: {kind} created without a uuid: {reply}"))
+    }
+
+    async fn act(&self, path: &str, body: Value) -> anyhow::Result<()> {
+        self.call(reqwest::Method::POST, &format!("{path}?wait=30"), body)
+            .await
+            .map(drop)
+    }
+
+    async fn serves(&self, kind: &str) -> bool {
+        matches!(self.http.get(format!("{}/v1/{kind}", self.base)).send().await, Ok(r) if r.status().is_success())
+    }
+}
+
+/// Creates the demo data centre on the node at `base` unless it already has a zone.
+pub async fn create(base: &str) -> anyhow::Result<()> {
+    let api = Api {
+        http: reqwest::Client::new(),
+        base: base.to_owned(),
+    };
+    let zones = api
+        .call(reqwest::Method::GET, "/v1/zones", Value::Null)
+        .await?;
+    if zones["total"].as_u64().unwrap_or(0) > 0 {
+        tracing::info!("the node already has zones; demo data centre not created");
+        return Ok(());
+    }
+    let zone = api
+        .create(
+            "zones",
+            json!({"name": "demo-zone", "description": "flatstack serve --demo"}),
+        )
+        .await?;
+    let cluster = api
+        .create(
+            "clusters",
+            json!({"name": "demo-cluster", "zone_uuid": zone, "hypervisor_type": "Simulator"}),
+        )
+        .await?;
+    for i in 1..=3 {
+        api.create("hosts", json!({"type": "Simulator", "name": format!("demo-host-{i}"), "cluster_uuid": cluster,
+            "management_ip": format!("10.0.0.{}", 10 + i), "cpu_capacity": 64, "memory_capacity": 274877906944u64}))
+            .await?;
+    }
+    let ps = api
+        .create(
+            "primary-storage",
+            json!({"type": "Simulator", "name": "demo-ps", "zone_uuid": zone,
+            "url": "/sim/demo-ps", "total_capacity": 10995116277760u64}),
+        )
+        .await?;
+    api.act(
+        &format!("/v1/primary-storage/{ps}/actions"),
+        json!({"action": "attach_cluster", "cluster_uuid": cluster}),
+    )
+    .await?;
+    let bs = api
+        .create(
+            "backup-storage",
+            json!({"type": "Simulator", "name": "demo-bs", "zone_uuid": zone,
+            "url": "/sim/demo-bs", "total_capacity": 10995116277760u64}),
+        )
+        .await?;
+    api.create(
+        "images",
+        json!({"name": "cirros", "url": "http://example.invalid/cirros.qcow2", "format": "qcow2",
+        "size": 41126400, "backup_storage_uuids": [bs]}),
+    )
+    .await?;
+    api.create(
+        "instance-offerings",
+        json!({"name": "small", "cpu_num": 1, "memory_size": 1073741824u64}),
+    )
+    .await?;
+    if api.serves("l3-networks").await {
+        let l2 = api
+            .create("l2-networks", json!({"type": "L2NoVlanNetwork", "name": "demo-l2", "zone_uuid": zone, "physical_interface": "eth0"}))
+            .await?;
+        api.act(
+            &format!("/v1/l2-networks/{l2}/actions"),
+            json!({"action": "attach_cluster", "cluster_uuid": cluster}),
+        )
+        .await?;
+        let l3 = api
+            .create(
+                "l3-networks",
+                json!({"name": "demo-flat", "l2_network_uuid": l2}),
+            )
+            .await?;
+        api.call(reqwest::Method::POST, &format!("/v1/l3-networks/{l3}/ip-ranges?wait=30"), json!({"name": "demo-range",
+            "start_ip": "192.168.100.10", "end_ip": "192.168.100.250", "netmask": "255.255.255.0", "gateway": "192.168.100.1"}))
+            .await?;
+    }
+    tracing::info!("demo data centre created");
+    Ok(())
+}

@@ -1,0 +1,180 @@
+//! The command-line client against a running node.
+
+mod common;
+
+use assert_cmd::Command;
+use common::Node;
+use serde_json::Value;
+
+fn flatstack(node: &Node) -> Command {
+    let mut cmd = Command::cargo_bin("flatstack").expect("binary");
+    cmd.env("FLATSTACK_ENDPOINT", &node.base)
+        .env("RUST_BACKTRACE", "0");
+    cmd
+}
+
+fn json_of(out: &[u8]) -> Value {
+    serde_json::from_slice(out).expect("JSON output")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn create_list_show_delete_with_tables_and_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path());
+
+    let out = flatstack(&node)
+        .args([
+            "zones",
+            "create",
+            "name=zone-a",
+            "description=the first",
+            "--output",
+            "json",
+        ])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let zone = json_of(&out);
+    assert_eq!(zone["name"], "zone-a");
+    assert_eq!(zone["description"], "the first");
+    let id = zone["uuid"].as_str().unwrap().to_owned();
+
+    // Typed values: numbers are sent as JSON numbers.
+    flatstack(&node)
+        .args([
+            "instance-offerings",
+            "create",
+            "name=small",
+            "cpu_num=2",
+            "memory_size=1073741824",
+        ])
+        .assert()
+        .success();
+
+    let table = String::from_utf8(
+        flatstack(&node)
+            .args(["zones", "list"])
+            .assert()
+            .success()
+            .get_output()
+            .stdout
+            .clone(),
+    )
+    .unwrap();
+    let mut lines = table.lines();
+    assert!(lines.next().unwrap().starts_with("UUID"), "{table}");
+    assert!(lines.next().unwrap().contains("zone-a"), "{table}");
+
+    let shown = String::from_utf8(
+        flatstack(&node)
+            .args(["zones", "show", &id])
+            .assert()
+            .success()
+            .get_output()
+            .stdout
+            .clone(),
+    )
+    .unwrap();
+    assert!(shown.contains("the first"), "{shown}");
+
+    flatstack(&node)
+        .args(["zones", "update", &id, "name=zone-b"])
+        .assert()
+        .success();
+    let out = flatstack(&node)
+        .args(["--output", "json", "zones", "list", "name=zone-b"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    assert_eq!(json_of(&out)["total"], 1);
+
+    flatstack(&node)
+        .args(["zones", "delete", &id])
+        .assert()
+        .success()
+        .stdout(format!("deleted {id}\n"));
+    assert_eq!(node.count("zones").await, 0);
+
+    let plugins = String::from_utf8(
+        flatstack(&node)
+            .arg("plugins")
+            .assert()
+            .success()
+            .get_output()
+            .stdout
+            .clone(),
+    )
+    .unwrap();
+    assert!(plugins.contains("host-simulator"), "{plugins}");
+    let types = String::from_utf8(
+        flatstack(&node)
+            .args(["types", "hosts"])
+            .assert()
+            .success()
+            .get_output()
+            .stdout
+            .clone(),
+    )
+    .unwrap();
+    assert!(types.contains("Simulator"), "{types}");
+    flatstack(&node).arg("extension-points").assert().success();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn errors_are_clear_and_exit_non_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path());
+    let err = flatstack(&node)
+        .args(["zones", "create", "nam=x"])
+        .assert()
+        .failure()
+        .get_output()
+        .stderr
+        .clone();
+    let err = String::from_utf8(err).unwrap();
+    assert!(err.starts_with("error 400 (invalid_argument)"), "{err}");
+    assert!(err.contains("[field: nam]"), "{err}");
+    assert!(!err.contains("backtrace"), "{err}");
+
+    let err = String::from_utf8(
+        flatstack(&node)
+            .args(["spaceships", "list"])
+            .assert()
+            .failure()
+            .get_output()
+            .stderr
+            .clone(),
+    )
+    .unwrap();
+    assert!(err.contains("no resource kind `spaceships`"), "{err}");
+    let err = String::from_utf8(
+        flatstack(&node)
+            .args(["zones", "create", "just-a-word"])
+            .assert()
+            .failure()
+            .get_output()
+            .stderr
+            .clone(),
+    )
+    .unwrap();
+    assert!(err.contains("is not key=value"), "{err}");
+    assert_eq!(node.count("zones").await, 0);
+
+    let err = String::from_utf8(
+        Command::cargo_bin("flatstack")
+            .unwrap()
+            .env("RUST_BACKTRACE", "0")
+            .args(["--endpoint", "http://127.0.0.1:9", "zones", "list"])
+            .assert()
+            .failure()
+            .get_output()
+            .stderr
+            .clone(),
+    )
+    .unwrap();
+    assert!(err.contains("cannot reach the node"), "{err}");
+}
