@@ -1,7 +1,9 @@
 //! The OpenAPI 3.1 document, generated from the registered API resources and the JSON
 //! Schemas of their messages (OpenAPI 3.1 uses JSON Schema 2020-12, as schemars does).
 
-use flatstack_header::{ApiResource, Inventory, InventoryList, UpdateResource};
+use flatstack_header::{
+    ApiAction, ApiActionExtension, ApiResource, Inventory, InventoryList, UpdateResource,
+};
 use flatstack_kernel::schemars::{self, JsonSchema};
 use flatstack_kernel::{Kernel, Message};
 use serde_json::{json, Map, Value};
@@ -194,8 +196,20 @@ impl Doc {
         });
         item["delete"]["responses"]["204"] = response("deleted (with ?wait=)", None);
         self.paths.insert(format!("/v1/{p}/{{uuid}}"), item);
-        if !r.actions.is_empty() {
-            let variants: Vec<Value> = r.actions.iter().map(|a| {
+        // The kind's own actions and those drivers added to it.
+        let extensions = kernel.registered::<ApiActionExtension>();
+        let actions: Vec<&ApiAction> = r
+            .actions
+            .iter()
+            .chain(
+                extensions
+                    .iter()
+                    .filter(|(_, e)| e.path == p)
+                    .map(|(_, e)| &e.action),
+            )
+            .collect();
+        if !actions.is_empty() {
+            let variants: Vec<Value> = actions.iter().map(|a| {
                 let body = self.message(kernel, a.message);
                 json!({"allOf": [body, {"type": "object", "required": ["action"], "properties": {"action": {"const": a.name}}}]})
             }).collect();

@@ -12,8 +12,12 @@ use std::time::Duration;
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Output {
+    /// Aligned columns for people.
     Table,
+    /// The API's JSON.
     Json,
+    /// Only uuids, one per line: for scripts (`ZONE=$(flatstack zones create ... --output uuid)`).
+    Uuid,
 }
 
 pub struct Client {
@@ -195,10 +199,10 @@ impl Client {
                 let uuid = one(rest)?;
                 self.job(reqwest::Method::DELETE, &format!("{base}/{uuid}"), None)
                     .await?;
-                if self.output == Output::Json {
-                    println!("{}", json!({"deleted": uuid}));
-                } else {
-                    println!("deleted {uuid}");
+                match self.output {
+                    Output::Json => println!("{}", json!({"deleted": uuid})),
+                    Output::Uuid => println!("{uuid}"),
+                    Output::Table => println!("deleted {uuid}"),
                 }
                 Ok(())
             }
@@ -293,6 +297,10 @@ impl Client {
     }
 
     fn print_one(&self, inventory: &Value) -> anyhow::Result<()> {
+        if self.output == Output::Uuid {
+            println!("{}", text(&inventory["uuid"]));
+            return Ok(());
+        }
         if self.output == Output::Json {
             println!("{}", serde_json::to_string_pretty(inventory)?);
             return Ok(());
@@ -308,6 +316,12 @@ impl Client {
     }
 
     fn print_list(&self, list: &Value) -> anyhow::Result<()> {
+        if self.output == Output::Uuid {
+            for item in list["inventories"].as_array().into_iter().flatten() {
+                println!("{}", text(&item["uuid"]));
+            }
+            return Ok(());
+        }
         if self.output == Output::Json {
             println!("{}", serde_json::to_string_pretty(list)?);
             return Ok(());
