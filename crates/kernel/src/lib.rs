@@ -36,8 +36,3 @@ pub use plugin::{Contributions, Plugin, PluginBuilder};
 /// Re-exported so plugins need not depend on these crates themselves to implement traits.
 pub use async_trait::async_trait;
 pub use schemars;
-
-/// `docs/plugins.md`, compiled and run as doc tests so the guide stays true.
-#[cfg(doctest)]
-#[doc = include_str!("../../../docs/plugins.md")]
-pub struct PluginsGuide;

@@ -207,3 +207,9 @@ impl Store {
         Ok(row.try_get::<i64, _>("n")?)
     }
 }
+
+/// `docs/plugins.md`, compiled and run as doc tests so the guide stays true. It lives here
+/// because this crate sees every core crate the guide's examples use.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/plugins.md")]
+pub struct PluginsGuide;
