@@ -36,6 +36,9 @@ enum Command {
         /// Where the node keeps its SQLite database; created on first start.
         #[arg(long, default_value = "flatstack-data")]
         data_dir: PathBuf,
+        /// Use this database instead (`postgres://user@host/db`); SQLite in --data-dir if absent.
+        #[arg(long, env = "FLATSTACK_DATABASE_URL")]
+        database_url: Option<String>,
         /// Address of the HTTP API (port 0 picks a free port).
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
@@ -136,12 +139,14 @@ async fn run() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve {
             data_dir,
+            database_url,
             listen,
             config,
             demo,
         } => {
             node::serve(NodeOptions {
                 data_dir,
+                database_url,
                 listen,
                 manifest: config,
                 demo,

@@ -10,6 +10,8 @@ use std::sync::Arc;
 
 pub struct NodeOptions {
     pub data_dir: PathBuf,
+    /// A database URL (`postgres://...`) instead of the SQLite file in `data_dir`.
+    pub database_url: Option<String>,
     pub listen: SocketAddr,
     pub manifest: Option<PathBuf>,
     /// Create the demo data centre once serving.
@@ -37,9 +39,12 @@ pub fn assemble(manifest: Manifest, store: Option<Arc<Store>>) -> anyhow::Result
 /// Opens the store, assembles and starts the plugins, applies their migrations.
 pub async fn start(options: &NodeOptions) -> anyhow::Result<Kernel> {
     let manifest = load_manifest(options.manifest.as_deref())?;
-    let store = Store::open_data_dir(&options.data_dir)
-        .await
-        .with_context(|| format!("opening the store in {}", options.data_dir.display()))?;
+    let store = match &options.database_url {
+        Some(url) => Store::open(url).await.context("opening the database")?,
+        None => Store::open_data_dir(&options.data_dir)
+            .await
+            .with_context(|| format!("opening the store in {}", options.data_dir.display()))?,
+    };
     let kernel = assemble(manifest, Some(store.clone()))?;
     // Migrations in plugin start order, so a table is created before those that refer to it.
     let streams: Vec<_> = kernel

@@ -95,7 +95,7 @@ impl Store {
     /// in the order of `streams` (plugin start order), and records them.
     pub async fn migrate(&self, streams: &[(String, Vec<Migration>)]) -> Result<(), StoreError> {
         let create = "CREATE TABLE IF NOT EXISTS schema_migrations (
-            plugin TEXT NOT NULL, version INTEGER NOT NULL, description TEXT NOT NULL,
+            plugin TEXT NOT NULL, version BIGINT NOT NULL, description TEXT NOT NULL,
             PRIMARY KEY (plugin, version))";
         sqlx::query(create).execute(&self.pool).await?;
         let outbox = match self.backend {
@@ -162,7 +162,8 @@ impl Store {
             }
             Backend::Postgres => {
                 sqlx::query(
-                    "SELECT tc.table_name AS child, kcu.column_name AS col, ccu.table_name AS parent
+                    "SELECT tc.table_name::text AS child, kcu.column_name::text AS col,
+                            ccu.table_name::text AS parent
                      FROM information_schema.table_constraints tc
                      JOIN information_schema.key_column_usage kcu ON tc.constraint_name = kcu.constraint_name
                      JOIN information_schema.constraint_column_usage ccu ON tc.constraint_name = ccu.constraint_name

@@ -202,7 +202,7 @@ impl Plugin for SimulatorPlugin {
             1,
             "simulator hosts",
             "CREATE TABLE simulator_hosts (
-                uuid TEXT PRIMARY KEY REFERENCES hosts (uuid), latency_ms INTEGER NOT NULL)",
+                uuid TEXT PRIMARY KEY REFERENCES hosts (uuid), latency_ms BIGINT NOT NULL)",
         ));
         b.driver::<Hosts>("Simulator", Arc::new(Driver(self.simulator.clone())));
         b.observe::<Deleted>(Forget(self.simulator.clone()));

@@ -45,8 +45,8 @@ impl Plugin for HostPlugin {
                 type TEXT NOT NULL, cluster_uuid TEXT NOT NULL REFERENCES clusters (uuid),
                 management_ip TEXT NOT NULL UNIQUE,
                 state TEXT NOT NULL, status TEXT NOT NULL,
-                cpu_capacity INTEGER NOT NULL, memory_capacity INTEGER NOT NULL,
-                available_cpu INTEGER NOT NULL, available_memory INTEGER NOT NULL,
+                cpu_capacity BIGINT NOT NULL, memory_capacity BIGINT NOT NULL,
+                available_cpu BIGINT NOT NULL, available_memory BIGINT NOT NULL,
                 created_at TEXT NOT NULL, updated_at TEXT NOT NULL)",
         ));
         b.driver_kind::<Hosts>().define_do_undo::<HostConnect>();

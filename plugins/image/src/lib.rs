@@ -44,7 +44,7 @@ impl Plugin for ImagePlugin {
             "images",
             "CREATE TABLE images (
                 uuid TEXT PRIMARY KEY, name TEXT NOT NULL, description TEXT NOT NULL,
-                url TEXT NOT NULL, format TEXT NOT NULL, size INTEGER NOT NULL,
+                url TEXT NOT NULL, format TEXT NOT NULL, size BIGINT NOT NULL,
                 status TEXT NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
              CREATE TABLE image_backup_storage_refs (
                 image_uuid TEXT NOT NULL REFERENCES images (uuid),

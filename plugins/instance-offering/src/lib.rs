@@ -33,7 +33,7 @@ impl Plugin for InstanceOfferingPlugin {
             "instance offerings",
             "CREATE TABLE instance_offerings (
                 uuid TEXT PRIMARY KEY, name TEXT NOT NULL, description TEXT NOT NULL,
-                cpu_num INTEGER NOT NULL, memory_size INTEGER NOT NULL,
+                cpu_num BIGINT NOT NULL, memory_size BIGINT NOT NULL,
                 created_at TEXT NOT NULL, updated_at TEXT NOT NULL)",
         ));
         let mut service = b.service("instance-offering", ());

@@ -40,7 +40,7 @@ static BACKUP: ResourceTable = ResourceTable {
 const STORAGE_COLUMNS: &str =
     "uuid TEXT PRIMARY KEY, name TEXT NOT NULL, description TEXT NOT NULL,
     type TEXT NOT NULL, zone_uuid TEXT NOT NULL REFERENCES zones (uuid), url TEXT NOT NULL,
-    status TEXT NOT NULL, total_capacity INTEGER NOT NULL, available_capacity INTEGER NOT NULL,
+    status TEXT NOT NULL, total_capacity BIGINT NOT NULL, available_capacity BIGINT NOT NULL,
     created_at TEXT NOT NULL, updated_at TEXT NOT NULL";
 
 pub struct StoragePlugin;

@@ -16,9 +16,18 @@ pub struct Node {
 
 impl Node {
     pub fn start(data_dir: &Path) -> Node {
+        Self::start_with(&["--data-dir".as_ref(), data_dir.as_os_str()])
+    }
+
+    /// A node on a PostgreSQL database instead of SQLite.
+    pub fn start_postgres(url: &str) -> Node {
+        Self::start_with(&["--database-url".as_ref(), url.as_ref()])
+    }
+
+    fn start_with(args: &[&std::ffi::OsStr]) -> Node {
         let mut child = Command::new(env!("CARGO_BIN_EXE_flatstack"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -1,0 +1,109 @@
+//! The same node on PostgreSQL: plugins' SQL, migrations, deletes refused while referred
+//! to, restarts. Uses the server at $FLATSTACK_TEST_POSTGRES (default: the local one, as on
+//! the project's machines; `.ci/run` makes sure it is up), in a fresh database per test.
+
+mod common;
+
+use common::{data_centre, uuid, Node};
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+use sqlx::Connection;
+
+fn server() -> String {
+    std::env::var("FLATSTACK_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+/// A new, empty database; dropped by [`drop_database`].
+async fn fresh_database() -> (String, String) {
+    let name = format!("flatstack_test_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = sqlx::PgConnection::connect(&format!("{}/postgres", server()))
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL at {} is needed for this test: {e}", server()));
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .expect("create database");
+    (format!("{}/{name}", server()), name)
+}
+
+async fn drop_database(name: &str) {
+    let mut admin = sqlx::PgConnection::connect(&format!("{}/postgres", server()))
+        .await
+        .expect("connect");
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&mut admin)
+        .await
+        .expect("drop database");
+}
+
+#[tokio::test]
+async fn the_node_runs_on_postgresql() {
+    let (url, name) = fresh_database().await;
+    let (zone, cluster, host) = {
+        let node = Node::start_postgres(&url);
+        let (zone, cluster, host) = data_centre(&node).await;
+        let (_, shown) = node.get(&format!("/v1/hosts/{host}")).await;
+        assert_eq!(
+            shown["inventory"]["memory_capacity"], 274877906944u64,
+            "64-bit columns"
+        );
+        assert_eq!(
+            shown["inventory"]["latency_ms"], 0,
+            "the driver's record is joined"
+        );
+
+        let (status, err) = node
+            .post(
+                "/v1/clusters?wait=10",
+                json!({"name": "c", "zone_uuid": "0".repeat(32), "hypervisor_type": "Simulator"}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{err}");
+        let (status, err) = node
+            .send(Method::DELETE, &format!("/v1/zones/{zone}?wait=10"), None)
+            .await;
+        assert_eq!(status, StatusCode::CONFLICT, "{err}");
+        let bs = node.create("backup-storage", json!({"type": "Simulator", "name": "bs", "zone_uuid": zone, "url": "/sim/bs", "total_capacity": 1000})).await;
+        let image = node.create("images", json!({"name": "i", "url": "http://x/i", "format": "raw", "size": 300, "backup_storage_uuids": [uuid(&bs)]})).await;
+        assert_eq!(
+            node.get(&format!("/v1/backup-storage/{}", uuid(&bs)))
+                .await
+                .1["inventory"]["available_capacity"],
+            700
+        );
+        let (status, _) = node
+            .send(
+                Method::DELETE,
+                &format!("/v1/images/{}?wait=10", uuid(&image)),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        assert_eq!(
+            node.get(&format!("/v1/backup-storage/{}", uuid(&bs)))
+                .await
+                .1["inventory"]["available_capacity"],
+            1000
+        );
+        (zone, cluster, host)
+    };
+    // Restarted on the same database: everything is there, migrations are not re-run.
+    let node = Node::start_postgres(&url);
+    assert_eq!(
+        node.get(&format!("/v1/clusters/{cluster}")).await.1["inventory"]["zone_uuid"],
+        zone.as_str()
+    );
+    assert_eq!(
+        node.get(&format!("/v1/hosts/{host}")).await.1["inventory"]["status"],
+        "Connected"
+    );
+    for (kind, id) in [("hosts", &host), ("clusters", &cluster)] {
+        let (status, err) = node
+            .send(Method::DELETE, &format!("/v1/{kind}/{id}?wait=10"), None)
+            .await;
+        assert_eq!(status, StatusCode::NO_CONTENT, "{kind}: {err}");
+    }
+    drop(node);
+    drop_database(&name).await;
+}
