@@ -4,7 +4,7 @@
 use flatstack_kernel::Fault;
 use serde::Serialize;
 use serde_json::Value;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -36,10 +36,18 @@ pub struct Job {
     pub finished_at: Option<String>,
 }
 
-/// Each job with a receiver that turns `true` when it finishes.
-type JobTable = HashMap<String, (Job, watch::Receiver<bool>)>;
+/// How many finished jobs are kept for clients to read; the oldest go first.
+pub const FINISHED_JOBS_KEPT: usize = 10_000;
 
-/// The jobs of this node, kept in memory.
+/// Each job with a receiver that turns `true` when it finishes, and the finished ones in
+/// the order they finished.
+#[derive(Default)]
+struct JobTable {
+    jobs: HashMap<String, (Job, watch::Receiver<bool>)>,
+    finished: VecDeque<String>,
+}
+
+/// The jobs of this node, kept in memory (not across restarts).
 #[derive(Default, Clone)]
 pub struct Jobs {
     jobs: Arc<Mutex<JobTable>>,
@@ -63,12 +71,13 @@ impl Jobs {
             created_at: now(),
             finished_at: None,
         };
-        self.lock().insert(uuid.clone(), (job, done_rx));
+        self.lock().jobs.insert(uuid.clone(), (job, done_rx));
         let jobs = self.clone();
         let id = uuid.clone();
         tokio::spawn(async move {
             let outcome = work.await;
-            if let Some((job, _)) = jobs.lock().get_mut(&id) {
+            let mut table = jobs.lock();
+            if let Some((job, _)) = table.jobs.get_mut(&id) {
                 job.progress = 100;
                 job.finished_at = Some(now());
                 match outcome {
@@ -82,18 +91,25 @@ impl Jobs {
                     }
                 }
             }
+            table.finished.push_back(id);
+            while table.finished.len() > FINISHED_JOBS_KEPT {
+                if let Some(old) = table.finished.pop_front() {
+                    table.jobs.remove(&old);
+                }
+            }
+            drop(table);
             let _ = done_tx.send(true);
         });
         uuid
     }
 
     pub fn get(&self, uuid: &str) -> Option<Job> {
-        self.lock().get(uuid).map(|(job, _)| job.clone())
+        self.lock().jobs.get(uuid).map(|(job, _)| job.clone())
     }
 
     /// The job once finished, or `None` if it is still running after `wait`.
     pub async fn wait(&self, uuid: &str, wait: Duration) -> Option<Job> {
-        let mut done = self.lock().get(uuid).map(|(_, rx)| rx.clone())?;
+        let mut done = self.lock().jobs.get(uuid).map(|(_, rx)| rx.clone())?;
         let finished = tokio::time::timeout(wait, done.wait_for(|d| *d)).await;
         match finished {
             Ok(Ok(_)) => self.get(uuid),
@@ -110,4 +126,61 @@ fn now() -> String {
     time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[tokio::test]
+    async fn jobs_report_results_and_errors_and_old_ones_are_forgotten() {
+        let jobs = Jobs::default();
+        let ok = jobs.start("op", async { Ok(json!({"x": 1})) });
+        let failed = jobs.start("op", async { Err(Fault::conflict("no")) });
+        let ok = jobs
+            .wait(&ok, Duration::from_secs(5))
+            .await
+            .expect("finished");
+        assert_eq!(
+            (ok.state, ok.progress, ok.result),
+            (JobState::Succeeded, 100, Some(json!({"x": 1})))
+        );
+        let failed = jobs
+            .wait(&failed, Duration::from_secs(5))
+            .await
+            .expect("finished");
+        assert_eq!(failed.state, JobState::Failed);
+        assert_eq!(failed.error.map(|f| f.message), Some("no".to_owned()));
+
+        let slow = jobs.start("slow", async {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            Ok(Value::Null)
+        });
+        assert!(
+            jobs.wait(&slow, Duration::from_millis(10)).await.is_none(),
+            "still running"
+        );
+        assert_eq!(jobs.get(&slow).map(|j| j.state), Some(JobState::Running));
+
+        let first = ok.uuid;
+        let mut last = String::new();
+        for _ in 0..FINISHED_JOBS_KEPT {
+            last = jobs.start("op", async { Ok(Value::Null) });
+        }
+        jobs.wait(&last, Duration::from_secs(5))
+            .await
+            .expect("finished");
+        // Let the other tasks finish too.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            jobs.get(&first).is_none(),
+            "the oldest finished job is forgotten"
+        );
+        assert!(jobs.get(&last).is_some());
+        assert!(
+            jobs.get(&slow).is_some(),
+            "running jobs are never forgotten"
+        );
+    }
 }

@@ -133,13 +133,13 @@ pub mod points {
         type Input = ResourceChange;
     }
 
-    /// While a resource is created, inside its transaction: do work that is undone if the
-    /// create fails later.
+    /// While a resource is created, before it is written: do work that is undone if the
+    /// write fails. The context holds the row about to be written (with its uuid).
     pub struct Create;
     impl ExtensionPoint for Create {
         const NAME: &'static str = "resource.create";
         const DESCRIPTION: &'static str =
-            "Inside the create, after the row is written and before commit; undone if the create fails.";
+            "During a create, before the row is written; undone if the write fails.";
     }
     impl DoUndoPoint for Create {
         type Context = ResourceChange;

@@ -85,9 +85,9 @@ impl ResourceTable {
             .handle::<DeleteResource, _, _>(move |_, _, cx| async move { self.delete(&cx).await });
     }
 
-    /// Creates a resource: the create veto, the base row (with uuid and timestamps),
-    /// `extra` — the driver's or kind's own rows, written in the same transaction —, the
-    /// create do/undo point, the canonical event, commit, then the created observers.
+    /// Creates a resource: the create veto, the create do/undo point, then one
+    /// transaction with the base row (with uuid and timestamps), `extra` — the driver's or
+    /// kind's own rows — and the canonical event; then the created observers.
     pub async fn create<F>(
         &self,
         kernel: &Kernel,
@@ -108,29 +108,43 @@ impl ResourceTable {
             inventory: row.clone(),
         };
         kernel.extensions().veto::<CreateCheck>(&change)?;
-
-        let store = store(kernel)?;
-        let mut tx = store.begin().await?;
-        tx.insert(self.table, &row).await?;
-        extra(&mut tx, &uuid).await?;
-        change.inventory = self.read(kernel, &mut tx, &uuid).await?;
+        // Plugins' work runs before the transaction opens, so that it may use the store
+        // itself; it is undone if the write fails.
         kernel.extensions().run::<Create>(&mut change).await?;
-        let event = ResourceCreated {
-            kind: self.kind.to_owned(),
-            uuid: uuid.clone(),
-            inventory: change.inventory.clone(),
-        };
-        let committed = async {
-            tx.emit(event).await?;
-            tx.commit(kernel.bus()).await
-        }
-        .await;
-        if let Err(e) = committed {
-            kernel.extensions().undo::<Create>(&mut change).await;
-            return Err(e.into());
+        match self.write(kernel, row, extra, &uuid).await {
+            Ok(inventory) => change.inventory = inventory,
+            Err(fault) => {
+                kernel.extensions().undo::<Create>(&mut change).await;
+                return Err(fault);
+            }
         }
         kernel.extensions().observe::<Created>(&change).await;
         Ok(change.inventory)
+    }
+
+    /// The create's one transaction: base row, `extra` rows, the canonical event.
+    async fn write<F>(
+        &self,
+        kernel: &Kernel,
+        row: Map<String, Value>,
+        extra: F,
+        uuid: &str,
+    ) -> Result<Inventory, Fault>
+    where
+        F: for<'t> FnOnce(&'t mut Tx, &'t str) -> BoxFuture<'t, Result<(), Fault>>,
+    {
+        let mut tx = store(kernel)?.begin().await?;
+        tx.insert(self.table, &row).await?;
+        extra(&mut tx, uuid).await?;
+        let inventory = self.read(kernel, &mut tx, uuid).await?;
+        tx.emit(ResourceCreated {
+            kind: self.kind.to_owned(),
+            uuid: uuid.to_owned(),
+            inventory: inventory.clone(),
+        })
+        .await?;
+        tx.commit(kernel.bus()).await?;
+        Ok(inventory)
     }
 
     /// Creates a resource that is one row (see [`ResourceTable::create`]).
