@@ -15,5 +15,11 @@ pub fn plugins(builder: KernelBuilder) -> KernelBuilder {
     let b = b.plugin(flatstack_plugin_host::HostPlugin);
     #[cfg(feature = "host-simulator")]
     let b = b.plugin(flatstack_plugin_host_simulator::SimulatorPlugin::default());
+    #[cfg(feature = "l2-network")]
+    let b = b.plugin(flatstack_plugin_l2_network::L2NetworkPlugin);
+    #[cfg(feature = "l2-vlan")]
+    let b = b.plugin(flatstack_plugin_l2_vlan::L2VlanPlugin);
+    #[cfg(feature = "l3-network")]
+    let b = b.plugin(flatstack_plugin_l3_network::L3NetworkPlugin);
     b
 }
