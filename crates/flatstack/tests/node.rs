@@ -398,7 +398,15 @@ async fn introspection_and_documents() {
         .collect();
     assert_eq!(
         names,
-        ["zone", "cluster", "host", "host-simulator"],
+        [
+            "zone",
+            "cluster",
+            "host",
+            "host-simulator",
+            "l2-network",
+            "l2-vlan",
+            "l3-network"
+        ],
         "start order"
     );
     let (_, points) = node.get("/v1/extension-points").await;
