@@ -23,5 +23,11 @@ pub fn plugins(builder: KernelBuilder) -> KernelBuilder {
     let b = b.plugin(flatstack_plugin_image::ImagePlugin);
     #[cfg(feature = "instance-offering")]
     let b = b.plugin(flatstack_plugin_instance_offering::InstanceOfferingPlugin);
+    #[cfg(feature = "l2-network")]
+    let b = b.plugin(flatstack_plugin_l2_network::L2NetworkPlugin);
+    #[cfg(feature = "l2-vlan")]
+    let b = b.plugin(flatstack_plugin_l2_vlan::L2VlanPlugin);
+    #[cfg(feature = "l3-network")]
+    let b = b.plugin(flatstack_plugin_l3_network::L3NetworkPlugin);
     b
 }

@@ -406,7 +406,9 @@ async fn introspection_and_documents() {
     assert!(
         at("zone") < at("cluster")
             && at("cluster") < at("host")
-            && at("host") < at("host-simulator"),
+            && at("host") < at("host-simulator")
+            && at("l2-network") < at("l2-vlan")
+            && at("l2-network") < at("l3-network"),
         "{names:?}"
     );
     let (_, points) = node.get("/v1/extension-points").await;

@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod infra;
+pub mod network;
 pub mod resource;
 pub mod storage;
 

@@ -131,7 +131,9 @@ impl Veto<CreateCheck> for Imp {
     fn check(&self, input: &u32) -> Result<(), Fault> {
         self.note(&format!("check {input}"));
         match self.behaviour {
-            Behaviour::Fail => Err(Fault::invalid("cpus", "quota exceeded").with_detail("limit", 3)),
+            Behaviour::Fail => {
+                Err(Fault::invalid("cpus", "quota exceeded").with_detail("limit", 3))
+            }
             Behaviour::Panic => panic!("boom in {}", self.name),
             _ => Ok(()),
         }

@@ -1,0 +1,228 @@
+//! L2 networks (typed: `L2NoVlanNetwork`, `L2VlanNetwork`, ...), L3 networks, their IP
+//! ranges, and IP address management.
+
+use crate::resource::{Inventory, InventoryList};
+use flatstack_kernel::driver::{DriverKind, Resource};
+use flatstack_kernel::schemars::{self, JsonSchema};
+use flatstack_kernel::{Event, Fault, Kernel, Message, Request};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// The bus service that owns L2 networks.
+pub const L2_NETWORK_SERVICE: &str = "l2-network";
+/// The bus service that owns L3 networks and their IP addresses.
+pub const L3_NETWORK_SERVICE: &str = "l3-network";
+/// The bus service that owns IP ranges as resources of their own (show, update, delete).
+pub const IP_RANGE_SERVICE: &str = "ip-range";
+/// The base L2 type: a plain bridge on a physical interface, no tagging.
+pub const L2_NO_VLAN: &str = "L2NoVlanNetwork";
+
+/// L2 networks: a driver kind whose types are the ways to build one.
+pub struct L2Networks;
+impl DriverKind for L2Networks {
+    const KIND: &'static str = "l2-networks";
+    type Factory = dyn L2NetworkDriver;
+}
+
+/// What an L2 network type provides to the l2-network plugin.
+pub trait L2NetworkDriver: Send + Sync {
+    /// The driver's own table, keyed by the network uuid (joined inheritance), if any.
+    fn table(&self) -> Option<&'static str>;
+
+    /// Validates the driver's own create fields (those the base does not know) and
+    /// returns its own record's columns.
+    fn validate(&self, params: &Inventory) -> Result<Inventory, Fault>;
+
+    /// Columns of the driver's own record that, with the zone and the physical
+    /// interface, identify a network of this type: a second one is a conflict. The base
+    /// checks it inside the create transaction.
+    fn unique_per_interface(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// The concrete object that handles the messages addressed to `network` (its
+    /// inventory). A driver handles what differs and delegates the rest to the base
+    /// (`L2_NO_VLAN`), which it finds in the kind's type registry.
+    fn resource(&self, kernel: &Kernel, network: Inventory) -> Result<Arc<dyn Resource>, Fault>;
+}
+
+/// Creates an L2 network; `type` names its driver, whose own fields come flattened.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct CreateL2Network {
+    /// The L2 driver, e.g. `L2NoVlanNetwork`, `L2VlanNetwork`.
+    #[serde(rename = "type")]
+    pub l2_type: String,
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    pub zone_uuid: String,
+    /// The hosts' interface the network is built on, e.g. `eth0`.
+    pub physical_interface: String,
+    /// Driver-specific fields (e.g. `vlan`).
+    #[serde(flatten)]
+    pub driver: Inventory,
+}
+impl Message for CreateL2Network {
+    const NAME: &'static str = "l2.create";
+}
+impl Request for CreateL2Network {
+    type Reply = Inventory;
+}
+
+/// Attaches an L2 network (the addressed resource) to a cluster of its zone, so the
+/// cluster's hosts can carry it. Replies with the L2 network.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AttachL2Cluster {
+    pub cluster_uuid: String,
+}
+impl Message for AttachL2Cluster {
+    const NAME: &'static str = "l2.attach-cluster";
+}
+impl Request for AttachL2Cluster {
+    type Reply = Inventory;
+}
+
+/// Detaches an L2 network (the addressed resource) from a cluster.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DetachL2Cluster {
+    pub cluster_uuid: String,
+}
+impl Message for DetachL2Cluster {
+    const NAME: &'static str = "l2.detach-cluster";
+}
+impl Request for DetachL2Cluster {
+    type Reply = Inventory;
+}
+
+/// The clusters an L2 network (the addressed resource) is attached to: rows of
+/// `{l2_network_uuid, cluster_uuid, created_at}`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListL2Clusters {}
+impl Message for ListL2Clusters {
+    const NAME: &'static str = "l2.cluster.list";
+}
+impl Request for ListL2Clusters {
+    type Reply = InventoryList;
+}
+
+/// Canonical event: an L2 network was attached to a cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct L2ClusterAttached {
+    pub l2_network_uuid: String,
+    pub cluster_uuid: String,
+}
+impl Message for L2ClusterAttached {
+    const NAME: &'static str = "l2.cluster-attached";
+}
+impl Event for L2ClusterAttached {}
+
+/// Canonical event: an L2 network was detached from a cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct L2ClusterDetached {
+    pub l2_network_uuid: String,
+    pub cluster_uuid: String,
+}
+impl Message for L2ClusterDetached {
+    const NAME: &'static str = "l2.cluster-detached";
+}
+impl Event for L2ClusterDetached {}
+
+/// Creates an L3 network (an IP subnet) on an L2 network; it takes the L2's zone.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateL3Network {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    pub l2_network_uuid: String,
+}
+impl Message for CreateL3Network {
+    const NAME: &'static str = "l3.create";
+}
+impl Request for CreateL3Network {
+    type Reply = Inventory;
+}
+
+/// Adds an IPv4 range to an L3 network. Addressed to the L3 network (the
+/// `/v1/l3-networks/{uuid}/ip-ranges` route); sent unaddressed to the `ip-range` service
+/// (`POST /v1/ip-ranges`) it needs `l3_network_uuid`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateIpRange {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// The first address handed out, e.g. `192.168.0.10`.
+    pub start_ip: String,
+    /// The last address handed out (inclusive).
+    pub end_ip: String,
+    /// A contiguous IPv4 mask, e.g. `255.255.255.0`.
+    pub netmask: String,
+    /// In the subnet, outside `[start_ip, end_ip]`.
+    pub gateway: String,
+    /// The L3 network, when not given by the address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub l3_network_uuid: Option<String>,
+}
+impl Message for CreateIpRange {
+    const NAME: &'static str = "l3.ip-range.create";
+}
+impl Request for CreateIpRange {
+    type Reply = Inventory;
+}
+
+/// The IP ranges of an L3 network (the addressed resource).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListIpRanges {}
+impl Message for ListIpRanges {
+    const NAME: &'static str = "l3.ip-range.list";
+}
+impl Request for ListIpRanges {
+    type Reply = InventoryList;
+}
+
+/// Allocates an IP address of an L3 network (the addressed resource): the lowest free
+/// one of its ranges, or `ip` if given (`invalid_argument` outside the ranges, `conflict`
+/// if taken). Replies with the allocation: `uuid`, `ip`, `ip_range_uuid`,
+/// `l3_network_uuid`, `netmask`, `gateway`, timestamps.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AllocateIp {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+}
+impl Message for AllocateIp {
+    const NAME: &'static str = "l3.ip.allocate";
+}
+impl Request for AllocateIp {
+    type Reply = Inventory;
+}
+
+/// Returns an allocated IP address to its L3 network (the addressed resource);
+/// `not_found` if it is not allocated.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseIp {
+    pub ip: String,
+}
+impl Message for ReleaseIp {
+    const NAME: &'static str = "l3.ip.release";
+}
+impl Request for ReleaseIp {
+    type Reply = ();
+}
+
+/// The allocated IP addresses of an L3 network (the addressed resource), lowest first.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListIpAddresses {}
+impl Message for ListIpAddresses {
+    const NAME: &'static str = "l3.ip.list";
+}
+impl Request for ListIpAddresses {
+    type Reply = InventoryList;
+}

@@ -1,0 +1,450 @@
+//! L3 networks: IPv4 subnets on L2 networks, their IP ranges, and IP address management
+//! (IPAM) for the plugins that need addresses (the VM plugin, network services).
+//!
+//! Everything that reads and then writes an L3 network's addresses or ranges is a request
+//! addressed to the L3 network, so the bus runs it on that network's queue, one after
+//! another: no locks, and the `UNIQUE (l3_network_uuid, ip)` constraint backs it anyway.
+
+mod ipv4;
+
+use flatstack_header::network::{
+    AllocateIp, CreateIpRange, CreateL3Network, ListIpAddresses, ListIpRanges, ReleaseIp,
+    IP_RANGE_SERVICE, L3_NETWORK_SERVICE,
+};
+use flatstack_header::{ApiChild, ApiResource, Inventory, InventoryList};
+use flatstack_kernel::migration::Migration;
+use flatstack_kernel::{Fault, Kernel, Message, MessageContext, Plugin, PluginBuilder};
+use flatstack_store::resource::{check_name, new_uuid, store, ResourceTable};
+use flatstack_store::{now, Tx};
+use ipv4::{dotted, Range};
+use serde_json::{json, Map, Value};
+
+static L3_NETWORKS: ResourceTable = ResourceTable {
+    kind: "l3-networks",
+    table: "l3_networks",
+    filters: &["name", "l2_network_uuid", "zone_uuid"],
+    joined: None,
+    before_delete: None,
+    decorate: None,
+};
+
+static IP_RANGES: ResourceTable = ResourceTable {
+    kind: "ip-ranges",
+    table: "ip_ranges",
+    filters: &["name", "l3_network_uuid", "network_cidr"],
+    joined: None,
+    before_delete: None,
+    decorate: None,
+};
+
+pub struct L3NetworkPlugin;
+
+impl Plugin for L3NetworkPlugin {
+    fn name(&self) -> &'static str {
+        "l3-network"
+    }
+
+    fn description(&self) -> &'static str {
+        "L3 networks, their IP ranges and IP address management."
+    }
+
+    fn requires(&self) -> &'static [&'static str] {
+        // Its tables refer to L2 networks (and, through them, zones).
+        &["l2-network"]
+    }
+
+    fn build(&self, b: &mut PluginBuilder<'_>) {
+        b.migration(Migration::new(
+            1,
+            "l3 networks",
+            "CREATE TABLE l3_networks (
+                uuid TEXT PRIMARY KEY, name TEXT NOT NULL, description TEXT NOT NULL,
+                l2_network_uuid TEXT NOT NULL REFERENCES l2_networks (uuid),
+                zone_uuid TEXT NOT NULL REFERENCES zones (uuid),
+                created_at TEXT NOT NULL, updated_at TEXT NOT NULL)",
+        ))
+        .migration(Migration::new(
+            2,
+            "ip ranges",
+            "CREATE TABLE ip_ranges (
+                uuid TEXT PRIMARY KEY, name TEXT NOT NULL, description TEXT NOT NULL,
+                l3_network_uuid TEXT NOT NULL REFERENCES l3_networks (uuid),
+                start_ip TEXT NOT NULL, end_ip TEXT NOT NULL, netmask TEXT NOT NULL,
+                gateway TEXT NOT NULL, network_cidr TEXT NOT NULL,
+                created_at TEXT NOT NULL, updated_at TEXT NOT NULL)",
+        ))
+        .migration(Migration::new(
+            3,
+            "ip addresses",
+            "CREATE TABLE ip_addresses (
+                uuid TEXT PRIMARY KEY,
+                l3_network_uuid TEXT NOT NULL REFERENCES l3_networks (uuid),
+                ip_range_uuid TEXT NOT NULL REFERENCES ip_ranges (uuid),
+                ip TEXT NOT NULL,
+                created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
+                UNIQUE (l3_network_uuid, ip))",
+        ));
+
+        let mut l3 = b.service(L3_NETWORK_SERVICE, ());
+        L3_NETWORKS.serve(&mut l3);
+        l3.handle::<CreateL3Network, _, _>(
+            |_, msg, cx| async move { create(&cx.kernel, msg).await },
+        )
+        .handle::<CreateIpRange, _, _>(|_, msg, cx| async move {
+            create_range(&cx.kernel, cx.resource_id()?, msg).await
+        })
+        .handle::<ListIpRanges, _, _>(|_, _, cx| async move {
+            list_ranges(&cx.kernel, cx.resource_id()?).await
+        })
+        .handle::<AllocateIp, _, _>(|_, msg, cx| async move {
+            allocate(&cx.kernel, cx.resource_id()?, msg).await
+        })
+        .handle::<ReleaseIp, _, _>(|_, msg, cx| async move {
+            release(&cx.kernel, cx.resource_id()?, msg).await
+        })
+        .handle::<ListIpAddresses, _, _>(|_, _, cx| async move {
+            list_addresses(&cx.kernel, cx.resource_id()?).await
+        });
+
+        // IP ranges are resources too (show, update, delete); a create sent here is
+        // handed to the L3 network's queue.
+        let mut ranges = b.service(IP_RANGE_SERVICE, ());
+        IP_RANGES.serve(&mut ranges);
+        ranges.handle::<CreateIpRange, _, _>(
+            |_, msg, cx| async move { forward_range(&cx, msg).await },
+        );
+
+        b.register(ApiResource {
+            path: "l3-networks",
+            service: L3_NETWORK_SERVICE,
+            create: CreateL3Network::NAME,
+            driver_kind: None,
+            filters: L3_NETWORKS.filters,
+            actions: &[],
+            children: &[ApiChild {
+                path: "ip-ranges",
+                create: CreateIpRange::NAME,
+                list: ListIpRanges::NAME,
+            }],
+        })
+        .register(ApiResource {
+            path: "ip-ranges",
+            service: IP_RANGE_SERVICE,
+            create: CreateIpRange::NAME,
+            driver_kind: None,
+            filters: IP_RANGES.filters,
+            actions: &[],
+            children: &[],
+        });
+    }
+}
+
+fn object(value: Value) -> Result<Map<String, Value>, Fault> {
+    match value {
+        Value::Object(map) => Ok(map),
+        _ => Err(Fault::internal("row is an object")),
+    }
+}
+
+fn text<'a>(inventory: &'a Inventory, key: &str) -> &'a str {
+    inventory
+        .get(key)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+}
+
+async fn create(kernel: &Kernel, msg: CreateL3Network) -> Result<Inventory, Fault> {
+    check_name(&msg.name)?;
+    let zone = {
+        let mut tx = store(kernel)?.begin().await?;
+        let l2 = tx
+            .get("l2_networks", &msg.l2_network_uuid)
+            .await?
+            .ok_or_else(|| {
+                Fault::invalid(
+                    "l2_network_uuid",
+                    format!("no L2 network {}", msg.l2_network_uuid),
+                )
+            })?;
+        text(&l2, "zone_uuid").to_owned()
+    };
+    let row = object(json!({
+        "name": msg.name, "description": msg.description,
+        "l2_network_uuid": msg.l2_network_uuid, "zone_uuid": zone,
+    }))?;
+    L3_NETWORKS
+        .create(kernel, row, |_, _| Box::pin(async { Ok(()) }))
+        .await
+}
+
+/// A range as stored, with its parsed form.
+struct StoredRange {
+    range: Range,
+    row: Inventory,
+}
+
+impl StoredRange {
+    fn uuid(&self) -> &str {
+        text(&self.row, "uuid")
+    }
+}
+
+/// The ranges of an L3 network, lowest first.
+async fn ranges_of(tx: &mut Tx, l3: &str) -> Result<Vec<StoredRange>, Fault> {
+    let mut filters = Map::new();
+    filters.insert("l3_network_uuid".into(), json!(l3));
+    let mut ranges = Vec::new();
+    for row in tx.list("ip_ranges", &filters).await? {
+        let range = Range::parse(
+            text(&row, "start_ip"),
+            text(&row, "end_ip"),
+            text(&row, "netmask"),
+            text(&row, "gateway"),
+        )
+        .map_err(|f| {
+            Fault::internal(format!(
+                "stored IP range {} is invalid: {}",
+                text(&row, "uuid"),
+                f.message
+            ))
+        })?;
+        ranges.push(StoredRange { range, row });
+    }
+    ranges.sort_by_key(|r| r.range.start);
+    Ok(ranges)
+}
+
+/// Sent unaddressed to the `ip-range` service (`POST /v1/ip-ranges`): hands the create
+/// to the L3 network's queue, where it runs serialised with the network's IPAM.
+async fn forward_range(cx: &MessageContext, msg: CreateIpRange) -> Result<Inventory, Fault> {
+    let Some(l3) = msg.l3_network_uuid.clone() else {
+        return Err(Fault::invalid(
+            "l3_network_uuid",
+            "l3_network_uuid is required (or POST to /v1/l3-networks/{uuid}/ip-ranges)",
+        ));
+    };
+    {
+        let mut tx = store(&cx.kernel)?.begin().await?;
+        if !tx.exists("l3_networks", &l3).await? {
+            return Err(Fault::invalid(
+                "l3_network_uuid",
+                format!("no L3 network {l3}"),
+            ));
+        }
+    }
+    cx.kernel
+        .request(L3_NETWORK_SERVICE, msg)
+        .resource(l3)
+        .await
+}
+
+async fn create_range(kernel: &Kernel, l3: &str, msg: CreateIpRange) -> Result<Inventory, Fault> {
+    check_name(&msg.name)?;
+    if msg
+        .l3_network_uuid
+        .as_deref()
+        .is_some_and(|given| given != l3)
+    {
+        return Err(Fault::invalid(
+            "l3_network_uuid",
+            format!("l3_network_uuid differs from the addressed L3 network {l3}"),
+        ));
+    }
+    let range = Range::parse(&msg.start_ip, &msg.end_ip, &msg.netmask, &msg.gateway)?;
+    {
+        let mut tx = store(kernel)?.begin().await?;
+        L3_NETWORKS.read(kernel, &mut tx, l3).await?;
+        for other in ranges_of(&mut tx, l3).await? {
+            check_fits(&range, &other, l3)?;
+        }
+    }
+    let row = object(json!({
+        "name": msg.name, "description": msg.description, "l3_network_uuid": l3,
+        "start_ip": dotted(range.start), "end_ip": dotted(range.end),
+        "netmask": dotted(range.mask), "gateway": dotted(range.gateway),
+        "network_cidr": range.cidr(),
+    }))?;
+    IP_RANGES
+        .create(kernel, row, |_, _| Box::pin(async { Ok(()) }))
+        .await
+}
+
+/// An L3 network is one subnet with one gateway, and its ranges never overlap: a new
+/// range that breaks this conflicts with an existing one (409, naming the field).
+fn check_fits(new: &Range, other: &StoredRange, l3: &str) -> Result<(), Fault> {
+    let o = &other.range;
+    let clash = |field: &str, why: String| {
+        Err(Fault::conflict(format!("L3 network {l3}: {why}"))
+            .with_detail("field", field)
+            .with_detail("ip_range_uuid", other.uuid()))
+    };
+    if new.mask != o.mask {
+        return clash(
+            "netmask",
+            format!("its subnet is {}, not /{}", o.cidr(), new.prefix()),
+        );
+    }
+    if new.network() != o.network() {
+        return clash(
+            "start_ip",
+            format!("its subnet is {}, not {}", o.cidr(), new.cidr()),
+        );
+    }
+    if new.gateway != o.gateway {
+        return clash(
+            "gateway",
+            format!(
+                "its gateway is {}, not {}",
+                dotted(o.gateway),
+                dotted(new.gateway)
+            ),
+        );
+    }
+    if new.overlaps(o) {
+        return clash(
+            "start_ip",
+            format!(
+                "{}-{} overlaps range {} ({}-{})",
+                dotted(new.start),
+                dotted(new.end),
+                other.uuid(),
+                dotted(o.start),
+                dotted(o.end)
+            ),
+        );
+    }
+    Ok(())
+}
+
+async fn list_ranges(kernel: &Kernel, l3: &str) -> Result<InventoryList, Fault> {
+    let mut tx = store(kernel)?.begin().await?;
+    L3_NETWORKS.read(kernel, &mut tx, l3).await?;
+    let mut filters = Map::new();
+    filters.insert("l3_network_uuid".into(), json!(l3));
+    let inventories = tx.list("ip_ranges", &filters).await?;
+    Ok(InventoryList {
+        total: inventories.len() as u64,
+        inventories,
+    })
+}
+
+/// The allocated addresses of an L3 network, lowest first.
+async fn used_ips(tx: &mut Tx, l3: &str) -> Result<Vec<(u32, Inventory)>, Fault> {
+    let mut filters = Map::new();
+    filters.insert("l3_network_uuid".into(), json!(l3));
+    let mut used = Vec::new();
+    for row in tx.list("ip_addresses", &filters).await? {
+        let ip = ipv4::parse("ip", text(&row, "ip"))
+            .map_err(|f| Fault::internal(format!("stored address: {}", f.message)))?;
+        used.push((ip, row));
+    }
+    used.sort_by_key(|(ip, _)| *ip);
+    Ok(used)
+}
+
+/// An allocation as callers see it: with its range's netmask and gateway, which a NIC needs.
+fn address_inventory(mut row: Inventory, ranges: &[StoredRange]) -> Inventory {
+    let range_uuid = text(&row, "ip_range_uuid").to_owned();
+    if let Some(range) = ranges.iter().find(|r| r.uuid() == range_uuid) {
+        for key in ["netmask", "gateway"] {
+            row.insert(key.into(), json!(text(&range.row, key)));
+        }
+    }
+    row
+}
+
+async fn allocate(kernel: &Kernel, l3: &str, msg: AllocateIp) -> Result<Inventory, Fault> {
+    let requested = msg
+        .ip
+        .as_deref()
+        .map(|ip| ipv4::parse("ip", ip))
+        .transpose()?;
+    let mut tx = store(kernel)?.begin().await?;
+    L3_NETWORKS.read(kernel, &mut tx, l3).await?;
+    let ranges = ranges_of(&mut tx, l3).await?;
+    let used: Vec<u32> = used_ips(&mut tx, l3)
+        .await?
+        .into_iter()
+        .map(|(ip, _)| ip)
+        .collect();
+    let (range, ip) = match requested {
+        Some(ip) => {
+            let range = ranges
+                .iter()
+                .find(|r| r.range.contains(ip))
+                .ok_or_else(|| {
+                    Fault::invalid(
+                        "ip",
+                        format!("{} is in no IP range of L3 network {l3}", dotted(ip)),
+                    )
+                })?;
+            if used.binary_search(&ip).is_ok() {
+                return Err(Fault::conflict(format!(
+                    "{} is already allocated in L3 network {l3}",
+                    dotted(ip)
+                ))
+                .with_detail("field", "ip"));
+            }
+            (range, ip)
+        }
+        None => ranges
+            .iter()
+            .find_map(|r| r.range.lowest_free(&used).map(|ip| (r, ip)))
+            .ok_or_else(|| {
+                let why = if ranges.is_empty() {
+                    format!("L3 network {l3} has no IP range")
+                } else {
+                    format!(
+                        "every address of L3 network {l3} is allocated ({} in {} ranges)",
+                        used.len(),
+                        ranges.len()
+                    )
+                };
+                Fault::conflict(format!("no free IP address: {why}"))
+                    .with_detail("l3_network_uuid", l3)
+            })?,
+    };
+    let at = now();
+    let row = object(json!({
+        "uuid": new_uuid(), "l3_network_uuid": l3, "ip_range_uuid": range.uuid(),
+        "ip": dotted(ip), "created_at": at, "updated_at": at,
+    }))?;
+    tx.insert("ip_addresses", &row).await?;
+    tx.commit(kernel.bus()).await?;
+    Ok(address_inventory(row, &ranges))
+}
+
+async fn release(kernel: &Kernel, l3: &str, msg: ReleaseIp) -> Result<(), Fault> {
+    // Parsed and re-printed, so `10.0.0.010`-style spellings cannot miss the stored form.
+    let ip = dotted(ipv4::parse("ip", &msg.ip)?);
+    let mut tx = store(kernel)?.begin().await?;
+    L3_NETWORKS.read(kernel, &mut tx, l3).await?;
+    let mut filters = Map::new();
+    filters.insert("l3_network_uuid".into(), json!(l3));
+    filters.insert("ip".into(), json!(ip));
+    let found = tx.list("ip_addresses", &filters).await?;
+    let Some(row) = found.first() else {
+        return Err(
+            Fault::not_found(format!("{ip} is not allocated in L3 network {l3}"))
+                .with_detail("field", "ip"),
+        );
+    };
+    tx.delete("ip_addresses", text(row, "uuid")).await?;
+    tx.commit(kernel.bus()).await?;
+    Ok(())
+}
+
+async fn list_addresses(kernel: &Kernel, l3: &str) -> Result<InventoryList, Fault> {
+    let mut tx = store(kernel)?.begin().await?;
+    L3_NETWORKS.read(kernel, &mut tx, l3).await?;
+    let ranges = ranges_of(&mut tx, l3).await?;
+    let inventories: Vec<Inventory> = used_ips(&mut tx, l3)
+        .await?
+        .into_iter()
+        .map(|(_, row)| address_inventory(row, &ranges))
+        .collect();
+    Ok(InventoryList {
+        total: inventories.len() as u64,
+        inventories,
+    })
+}
