@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{data_centre, rows, uuid, Node};
+use common::{data_centre, rows, uuid, with, Node};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use std::path::Path;
@@ -346,17 +346,6 @@ async fn bad_network_input_is_a_clear_error_and_changes_nothing() {
     let before = snapshot(dir.path()).await;
 
     // Valid bodies with one field changed (null removes it).
-    let with = |base: Value, over: Value| {
-        let mut body = base;
-        for (k, v) in over.as_object().unwrap() {
-            if v.is_null() {
-                body.as_object_mut().unwrap().remove(k);
-            } else {
-                body[k] = v.clone();
-            }
-        }
-        body
-    };
     let vlan = |over: Value| with(vlan_l2(&zone, 200), over);
     let flat_body = |over: Value| with(flat_l2(&zone), over);
     let range = |over: Value| with(ip_range("r", "192.168.0.150", "192.168.0.160"), over);

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{data_centre, rows, uuid, Node};
+use common::{data_centre, rows, uuid, with, Node};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -109,18 +109,9 @@ async fn bad_input_is_a_clear_error_and_changes_nothing() {
         rows(dir.path(), "event_outbox").await,
     ];
 
-    let host = |over: Value| {
-        let mut body = json!({"type": "Simulator", "name": "h2", "cluster_uuid": cluster, "management_ip": "10.0.0.2",
-            "cpu_capacity": 8, "memory_capacity": 1073741824u64});
-        for (k, v) in over.as_object().unwrap() {
-            if v.is_null() {
-                body.as_object_mut().unwrap().remove(k);
-            } else {
-                body[k] = v.clone();
-            }
-        }
-        body
-    };
+    let valid = json!({"type": "Simulator", "name": "h2", "cluster_uuid": cluster, "management_ip": "10.0.0.2",
+        "cpu_capacity": 8, "memory_capacity": 1073741824u64});
+    let host = |over: Value| with(valid.clone(), over);
     let cases: Vec<(&str, Value, StatusCode, &str)> = vec![
         ("zones", json!({}), StatusCode::BAD_REQUEST, "name"),
         ("zones", json!({"name": 5}), StatusCode::BAD_REQUEST, "name"),
@@ -308,6 +299,20 @@ async fn simulator_hosts_connect_and_failures_can_be_injected() {
     assert_eq!(inv["type"], "Simulator");
     assert_eq!(inv["latency_ms"], 0, "the driver's own record is joined in");
     assert_eq!(inv["available_cpu"], 64);
+
+    let (status, patched) = node
+        .send(
+            reqwest::Method::PATCH,
+            &format!("/v1/hosts/{host}?wait=10"),
+            Some(json!({"name": "h1-renamed"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{patched}");
+    assert_eq!(patched["inventory"]["name"], "h1-renamed");
+    assert_eq!(
+        patched["inventory"]["latency_ms"], 0,
+        "an update answers the joined inventory too"
+    );
 
     let actions = format!("/v1/hosts/{host}/actions?wait=10");
     let (status, reply) = node

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{data_centre, rows, uuid, Node};
+use common::{data_centre, rows, uuid, with, Node};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -129,17 +129,8 @@ async fn bad_storage_input_changes_nothing() {
     for t in tables {
         before.push(rows(dir.path(), t).await);
     }
-    let storage = |over: Value| {
-        let mut body = json!({"type": "Simulator", "name": "s", "zone_uuid": zone, "url": "/sim/s", "total_capacity": TIB});
-        for (k, v) in over.as_object().unwrap() {
-            if v.is_null() {
-                body.as_object_mut().unwrap().remove(k);
-            } else {
-                body[k] = v.clone();
-            }
-        }
-        body
-    };
+    let valid = json!({"type": "Simulator", "name": "s", "zone_uuid": zone, "url": "/sim/s", "total_capacity": TIB});
+    let storage = |over: Value| with(valid.clone(), over);
     let cases: Vec<(String, Value, StatusCode, &str)> = vec![
         (
             "/v1/primary-storage".into(),

@@ -271,19 +271,7 @@ impl ResourceTable {
             inventory,
         };
         kernel.extensions().veto::<UpdateCheck>(&change)?;
-        tx.update(self.table, uuid, &changes).await?;
-        let inventory = tx
-            .get(self.table, uuid)
-            .await?
-            .ok_or_else(|| self.not_found(uuid))?;
-        tx.emit(ResourceUpdated {
-            kind: self.kind.to_owned(),
-            uuid: uuid.to_owned(),
-            inventory: inventory.clone(),
-        })
-        .await?;
-        tx.commit(kernel.bus()).await?;
-        Ok(inventory)
+        self.apply(kernel, tx, uuid, &changes).await
     }
 
     async fn delete(&self, cx: &MessageContext) -> Result<(), Fault> {
@@ -325,8 +313,20 @@ impl ResourceTable {
         uuid: &str,
         changes: Map<String, Value>,
     ) -> Result<Inventory, Fault> {
-        let mut tx = store(kernel)?.begin().await?;
-        if !tx.update(self.table, uuid, &changes).await? {
+        let tx = store(kernel)?.begin().await?;
+        self.apply(kernel, tx, uuid, &changes).await
+    }
+
+    /// Writes `changes`, then reads the new inventory (joined and decorated), records the
+    /// canonical event and commits.
+    async fn apply(
+        &self,
+        kernel: &Kernel,
+        mut tx: Tx,
+        uuid: &str,
+        changes: &Map<String, Value>,
+    ) -> Result<Inventory, Fault> {
+        if !tx.update(self.table, uuid, changes).await? {
             return Err(self.not_found(uuid));
         }
         let inventory = self.read(kernel, &mut tx, uuid).await?;

@@ -136,3 +136,19 @@ pub async fn data_centre(node: &Node) -> (String, String, String) {
         .await;
     (uuid(&zone), uuid(&cluster), uuid(&host))
 }
+
+/// `base` with the fields of `over` set (a `null` removes the field): one invalid variant
+/// of a valid body at a time.
+pub fn with(base: Value, over: Value) -> Value {
+    let mut body = base;
+    if let (Some(body), Some(over)) = (body.as_object_mut(), over.as_object()) {
+        for (k, v) in over {
+            if v.is_null() {
+                body.remove(k);
+            } else {
+                body.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    body
+}
