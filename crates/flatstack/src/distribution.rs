@@ -5,8 +5,8 @@ use flatstack_kernel::KernelBuilder;
 
 /// Adds every plugin compiled into this binary.
 pub fn plugins(builder: KernelBuilder) -> KernelBuilder {
-    #[allow(unused_mut)]
-    let mut b = builder;
+    // The core: the life cycle every resource kind shares.
+    let b = builder.plugin(flatstack_store::ResourcePlugin);
     #[cfg(feature = "zone")]
     let b = b.plugin(flatstack_plugin_zone::ZonePlugin);
     #[cfg(feature = "cluster")]

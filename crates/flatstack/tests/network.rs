@@ -718,7 +718,7 @@ async fn network_plugins_and_types_are_introspectable() {
     ] {
         assert_eq!(schemas["messages"][name]["kind"], "request", "{name}");
     }
-    assert_eq!(schemas["messages"]["l2.cluster-attached"]["kind"], "event");
+    assert_eq!(schemas["messages"]["resource.attached"]["kind"], "event");
     let (_, doc) = node.get("/v1/openapi.json").await;
     for path in [
         "/v1/l2-networks",

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{data_centre, rows, uuid, with, Node};
+use common::{data_centre, events, rows, uuid, with, Node};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -329,6 +329,17 @@ async fn simulator_hosts_connect_and_failures_can_be_injected() {
         node.get(&format!("/v1/hosts/{host}")).await.1["inventory"]["status"],
         "Disconnected"
     );
+    let changes = events(dir.path(), "resource.state-changed").await;
+    let last = changes.last().expect("a state change was recorded");
+    assert_eq!(
+        (&last["uuid"], &last["field"], &last["from"], &last["to"]),
+        (
+            &json!(host),
+            &json!("status"),
+            &json!("Connected"),
+            &json!("Disconnected")
+        )
+    );
     // `once`: the next reconnect works.
     let (status, reply) = node.post(&actions, json!({"action": "reconnect"})).await;
     assert_eq!(status, StatusCode::OK, "{reply}");
@@ -424,6 +435,24 @@ async fn introspection_and_documents() {
         .find(|p| p["name"] == "host.connect")
         .unwrap();
     assert_eq!(connect["owner"], "host");
+    let owned_by_resource: Vec<&str> = points["extension_points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["owner"] == "resource")
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    for point in [
+        "resource.create",
+        "resource.delete.pre-check",
+        "resource.attached",
+        "resource.state-changed",
+    ] {
+        assert!(
+            owned_by_resource.contains(&point),
+            "{point} in {owned_by_resource:?}"
+        );
+    }
     assert_eq!(connect["semantics"], "do_undo");
     let (status, types) = node.get("/v1/hosts/types").await;
     assert_eq!(status, StatusCode::OK);

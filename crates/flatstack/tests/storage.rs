@@ -83,7 +83,8 @@ async fn primary_storage_attaches_to_clusters_of_its_zone() {
             json!({"action": "detach_cluster", "cluster_uuid": cluster}),
         )
         .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{err}");
+    assert_eq!(status, StatusCode::CONFLICT, "not attached: {err}");
+    assert_eq!(err["error"]["details"]["field"], "cluster_uuid");
     assert_eq!(
         node.send(
             Method::DELETE,

@@ -10,6 +10,7 @@ pub mod storage;
 
 pub use api::{ApiAction, ApiActionExtension, ApiChild, ApiResource};
 pub use resource::{
-    points, DeleteResource, GetResource, Inventory, InventoryList, ListResources, ResourceChange,
-    ResourceCreated, ResourceDeleted, ResourceUpdated, UpdateResource,
+    points, Attachment, DeleteResource, GetResource, Inventory, InventoryList, ListResources,
+    ResourceAttached, ResourceChange, ResourceCreated, ResourceDeleted, ResourceDetached,
+    ResourceStateChanged, ResourceUpdated, StateChange, UpdateResource,
 };

@@ -4,7 +4,7 @@
 use crate::resource::{Inventory, InventoryList};
 use flatstack_kernel::driver::{DriverKind, Resource};
 use flatstack_kernel::schemars::{self, JsonSchema};
-use flatstack_kernel::{Event, Fault, Kernel, Message, Request};
+use flatstack_kernel::{Fault, Kernel, Message, Request};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -107,28 +107,6 @@ impl Message for ListL2Clusters {
 impl Request for ListL2Clusters {
     type Reply = InventoryList;
 }
-
-/// Canonical event: an L2 network was attached to a cluster.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-pub struct L2ClusterAttached {
-    pub l2_network_uuid: String,
-    pub cluster_uuid: String,
-}
-impl Message for L2ClusterAttached {
-    const NAME: &'static str = "l2.cluster-attached";
-}
-impl Event for L2ClusterAttached {}
-
-/// Canonical event: an L2 network was detached from a cluster.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-pub struct L2ClusterDetached {
-    pub l2_network_uuid: String,
-    pub cluster_uuid: String,
-}
-impl Message for L2ClusterDetached {
-    const NAME: &'static str = "l2.cluster-detached";
-}
-impl Event for L2ClusterDetached {}
 
 /// Creates an L3 network (an IP subnet) on an L2 network; it takes the L2's zone.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]

@@ -115,6 +115,56 @@ pub struct ResourceChange {
     pub inventory: Inventory,
 }
 
+/// One resource attached to (or detached from) another: a storage to a cluster, an L2
+/// network to a cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Attachment {
+    /// The API path of the attached resource's kind, e.g. `primary-storage`.
+    pub kind: String,
+    pub uuid: String,
+    /// The API path of the kind it is attached to, e.g. `clusters`.
+    pub target_kind: String,
+    pub target_uuid: String,
+}
+
+/// Canonical event: a resource was attached to another.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(transparent)]
+pub struct ResourceAttached(pub Attachment);
+impl Message for ResourceAttached {
+    const NAME: &'static str = "resource.attached";
+}
+impl Event for ResourceAttached {}
+
+/// Canonical event: a resource was detached from another.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(transparent)]
+pub struct ResourceDetached(pub Attachment);
+impl Message for ResourceDetached {
+    const NAME: &'static str = "resource.detached";
+}
+impl Event for ResourceDetached {}
+
+/// A resource's state or status changed (a host became `Disconnected`, ...).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct StateChange {
+    pub kind: String,
+    pub uuid: String,
+    /// The column that changed, e.g. `status`.
+    pub field: String,
+    pub from: String,
+    pub to: String,
+}
+
+/// Canonical event: a resource's state or status changed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(transparent)]
+pub struct ResourceStateChanged(pub StateChange);
+impl Message for ResourceStateChanged {
+    const NAME: &'static str = "resource.state-changed";
+}
+impl Event for ResourceStateChanged {}
+
 pub mod points {
     //! Life-cycle extension points shared by every resource kind; implementors look at
     //! `kind` to pick the resources they care about.
@@ -174,6 +224,59 @@ pub mod points {
     }
     impl VetoPoint for DeleteCheck {
         type Input = ResourceChange;
+    }
+
+    /// Before a resource is attached to another: refuse to keep them apart.
+    pub struct AttachCheck;
+    impl ExtensionPoint for AttachCheck {
+        const NAME: &'static str = "resource.attach.pre-check";
+        const DESCRIPTION: &'static str =
+            "Before a resource is attached to another (e.g. storage to a cluster).";
+    }
+    impl VetoPoint for AttachCheck {
+        type Input = super::Attachment;
+    }
+
+    /// After a resource was attached to another and committed.
+    pub struct Attached;
+    impl ExtensionPoint for Attached {
+        const NAME: &'static str = "resource.attached";
+        const DESCRIPTION: &'static str = "After a resource is attached to another and committed.";
+    }
+    impl ObservePoint for Attached {
+        type Event = super::Attachment;
+    }
+
+    /// Before a resource is detached from another: refuse to keep them together.
+    pub struct DetachCheck;
+    impl ExtensionPoint for DetachCheck {
+        const NAME: &'static str = "resource.detach.pre-check";
+        const DESCRIPTION: &'static str = "Before a resource is detached from another.";
+    }
+    impl VetoPoint for DetachCheck {
+        type Input = super::Attachment;
+    }
+
+    /// After a resource was detached from another and committed.
+    pub struct Detached;
+    impl ExtensionPoint for Detached {
+        const NAME: &'static str = "resource.detached";
+        const DESCRIPTION: &'static str =
+            "After a resource is detached from another and committed.";
+    }
+    impl ObservePoint for Detached {
+        type Event = super::Attachment;
+    }
+
+    /// After a resource's state or status changed and was committed.
+    pub struct StateChanged;
+    impl ExtensionPoint for StateChanged {
+        const NAME: &'static str = "resource.state-changed";
+        const DESCRIPTION: &'static str =
+            "After a resource's state or status changed (e.g. a host disconnected).";
+    }
+    impl ObservePoint for StateChanged {
+        type Event = super::StateChange;
     }
 
     /// After a resource was deleted and committed.

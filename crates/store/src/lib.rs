@@ -9,6 +9,7 @@
 //! - Deleting is real and explicit: a row still referenced by a foreign key is refused with
 //!   a `conflict` naming what refers to it.
 
+pub mod attach;
 mod error;
 pub mod resource;
 mod rows;
@@ -214,3 +215,40 @@ impl Store {
 #[cfg(doctest)]
 #[doc = include_str!("../../../docs/plugins.md")]
 pub struct PluginsGuide;
+
+/// The core plugin of every distribution with a store: it owns the life-cycle extension
+/// points that all resource kinds share (called through [`resource::ResourceTable`] and
+/// [`attach::Attachments`]) and declares their canonical events.
+pub struct ResourcePlugin;
+
+impl flatstack_kernel::Plugin for ResourcePlugin {
+    fn name(&self) -> &'static str {
+        "resource"
+    }
+
+    fn description(&self) -> &'static str {
+        "The life cycle every resource kind shares: its extension points and canonical events."
+    }
+
+    fn build(&self, b: &mut flatstack_kernel::PluginBuilder<'_>) {
+        use flatstack_header::points::*;
+        use flatstack_header::*;
+        b.define_veto::<CreateCheck>()
+            .define_do_undo::<Create>()
+            .define_observe::<Created>()
+            .define_veto::<UpdateCheck>()
+            .define_veto::<DeleteCheck>()
+            .define_observe::<Deleted>()
+            .define_veto::<AttachCheck>()
+            .define_observe::<Attached>()
+            .define_veto::<DetachCheck>()
+            .define_observe::<Detached>()
+            .define_observe::<StateChanged>();
+        b.event::<ResourceCreated>()
+            .event::<ResourceUpdated>()
+            .event::<ResourceDeleted>()
+            .event::<ResourceAttached>()
+            .event::<ResourceDetached>()
+            .event::<ResourceStateChanged>();
+    }
+}

@@ -4,10 +4,13 @@
 //! handler (validation, driver records) is its own.
 
 use crate::{Store, Tx};
-use flatstack_header::points::{Create, CreateCheck, Created, DeleteCheck, Deleted, UpdateCheck};
+use flatstack_header::points::{
+    Create, CreateCheck, Created, DeleteCheck, Deleted, StateChanged, UpdateCheck,
+};
 use flatstack_header::{
     DeleteResource, GetResource, Inventory, InventoryList, ListResources, ResourceChange,
-    ResourceCreated, ResourceDeleted, ResourceUpdated, UpdateResource,
+    ResourceCreated, ResourceDeleted, ResourceStateChanged, ResourceUpdated, StateChange,
+    UpdateResource,
 };
 use flatstack_kernel::bus::ServiceBuilder;
 use flatstack_kernel::{Fault, Kernel, MessageContext};
@@ -306,15 +309,39 @@ impl ResourceTable {
         Ok(())
     }
 
-    /// Sets columns of one resource's base row, in a transaction of its own.
-    pub async fn set(
+    /// Moves one resource's `field` (a state or status column) to `to`: the update, its
+    /// `resource.updated` and `resource.state-changed` events in one transaction, then the
+    /// state-changed observers. Nothing happens if it is already `to`.
+    pub async fn set_state(
         &self,
         kernel: &Kernel,
         uuid: &str,
-        changes: Map<String, Value>,
+        field: &str,
+        to: &str,
     ) -> Result<Inventory, Fault> {
-        let tx = store(kernel)?.begin().await?;
-        self.apply(kernel, tx, uuid, &changes).await
+        let mut tx = store(kernel)?.begin().await?;
+        let before = self.read(kernel, &mut tx, uuid).await?;
+        let from = before
+            .get(field)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        if from == to {
+            return Ok(before);
+        }
+        let change = StateChange {
+            kind: self.kind.to_owned(),
+            uuid: uuid.to_owned(),
+            field: field.to_owned(),
+            from,
+            to: to.to_owned(),
+        };
+        tx.emit(ResourceStateChanged(change.clone())).await?;
+        let mut changes = Map::new();
+        changes.insert(field.to_owned(), Value::String(to.to_owned()));
+        let inventory = self.apply(kernel, tx, uuid, &changes).await?;
+        kernel.extensions().observe::<StateChanged>(&change).await;
+        Ok(inventory)
     }
 
     /// Writes `changes`, then reads the new inventory (joined and decorated), records the

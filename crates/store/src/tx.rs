@@ -99,6 +99,16 @@ impl Tx {
         table: &str,
         filters: &Map<String, Value>,
     ) -> Result<Vec<Map<String, Value>>, StoreError> {
+        self.list_by(table, filters, &["uuid"]).await
+    }
+
+    /// Like [`Tx::list`], for tables without a `uuid`: sorted by `created_at`, then `order`.
+    pub async fn list_by(
+        &mut self,
+        table: &str,
+        filters: &Map<String, Value>,
+        order: &[&str],
+    ) -> Result<Vec<Map<String, Value>>, StoreError> {
         check_ident(table)?;
         let mut sql = format!("SELECT * FROM {table}");
         for (i, column) in filters.keys().enumerate() {
@@ -106,7 +116,11 @@ impl Tx {
             sql.push_str(if i == 0 { " WHERE " } else { " AND " });
             sql.push_str(&format!("{column} = ${}", i + 1));
         }
-        sql.push_str(" ORDER BY created_at, uuid");
+        sql.push_str(" ORDER BY created_at");
+        for column in order {
+            check_ident(column)?;
+            sql.push_str(&format!(", {column}"));
+        }
         let mut query = sqlx::query(&sql);
         for (column, value) in filters {
             query = bind(query, column, value)?;

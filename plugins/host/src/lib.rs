@@ -179,9 +179,7 @@ async fn connect(kernel: &Kernel, uuid: &str) -> Result<Inventory, Fault> {
     } else {
         "Disconnected"
     };
-    let mut changes = serde_json::Map::new();
-    changes.insert("status".into(), json!(status));
-    let host = HOSTS.set(kernel, uuid, changes).await;
+    let host = HOSTS.set_state(kernel, uuid, "status", status).await;
     match (connected, host) {
         (Ok(()), Ok(host)) => Ok(host),
         (Ok(()), Err(fault)) => {

@@ -3,8 +3,8 @@
 //! validate and store their own fields and hand per-network messages to this base.
 
 use flatstack_header::network::{
-    AttachL2Cluster, CreateL2Network, DetachL2Cluster, L2ClusterAttached, L2ClusterDetached,
-    L2NetworkDriver, L2Networks, ListL2Clusters, L2_NETWORK_SERVICE, L2_NO_VLAN,
+    AttachL2Cluster, CreateL2Network, DetachL2Cluster, L2NetworkDriver, L2Networks, ListL2Clusters,
+    L2_NETWORK_SERVICE, L2_NO_VLAN,
 };
 use flatstack_header::{ApiAction, ApiChild, ApiResource, Inventory, InventoryList};
 use flatstack_kernel::driver::{call, Handled, Incoming, Resource};
@@ -12,8 +12,9 @@ use flatstack_kernel::migration::Migration;
 use flatstack_kernel::{
     async_trait, Fault, Kernel, Message, MessageContext, Plugin, PluginBuilder,
 };
+use flatstack_store::attach::Attachments;
 use flatstack_store::resource::{check_name, store, ResourceTable};
-use flatstack_store::{now, StoreError, Tx};
+use flatstack_store::{StoreError, Tx};
 use serde_json::{json, Value};
 use sqlx::any::AnyArguments;
 use sqlx::query::Query;
@@ -72,7 +73,6 @@ impl Plugin for L2NetworkPlugin {
         ));
         b.driver_kind::<L2Networks>()
             .driver::<L2Networks>(L2_NO_VLAN, Arc::new(NoVlanDriver));
-        b.event::<L2ClusterAttached>().event::<L2ClusterDetached>();
         let mut service = b.service(L2_NETWORK_SERVICE, ());
         L2_NETWORKS.serve(&mut service);
         service
@@ -331,63 +331,26 @@ impl Resource for NoVlan {
     }
 }
 
-async fn is_attached(tx: &mut Tx, network: &str, cluster: &str) -> Result<bool, Fault> {
-    let found = sqlx::query(
-        "SELECT 1 AS one FROM l2_cluster_refs WHERE l2_network_uuid = $1 AND cluster_uuid = $2",
-    )
-    .bind(network)
-    .bind(cluster)
-    .fetch_optional(tx.conn())
-    .await
-    .map_err(StoreError::from)?;
-    Ok(found.is_some())
-}
+/// L2 networks attach to clusters of their zone.
+static CLUSTER_ATTACHMENTS: Attachments = Attachments {
+    kind: "l2-networks",
+    table: "l2_cluster_refs",
+    owner_column: "l2_network_uuid",
+    target_kind: "clusters",
+    target_table: "clusters",
+    target_column: "cluster_uuid",
+    same: Some("zone_uuid"),
+};
 
 async fn attach(
     kernel: &Kernel,
     network: &Inventory,
     msg: AttachL2Cluster,
 ) -> Result<Inventory, Fault> {
-    let uuid = text(network, "uuid");
-    let zone = text(network, "zone_uuid");
-    let mut tx = store(kernel)?.begin().await?;
-    let cluster = tx
-        .get("clusters", &msg.cluster_uuid)
-        .await?
-        .ok_or_else(|| {
-            Fault::invalid("cluster_uuid", format!("no cluster {}", msg.cluster_uuid))
-        })?;
-    let cluster_zone = text(&cluster, "zone_uuid");
-    if cluster_zone != zone {
-        return Err(Fault::invalid(
-            "cluster_uuid",
-            format!(
-                "cluster {} is in zone {cluster_zone}, L2 network {uuid} in zone {zone}",
-                msg.cluster_uuid
-            ),
-        ));
-    }
-    if is_attached(&mut tx, uuid, &msg.cluster_uuid).await? {
-        return Err(Fault::conflict(format!(
-            "L2 network {uuid} is already attached to cluster {}",
-            msg.cluster_uuid
-        ))
-        .with_detail("field", "cluster_uuid"));
-    }
-    let row =
-        json!({"l2_network_uuid": uuid, "cluster_uuid": msg.cluster_uuid, "created_at": now()});
-    let Value::Object(row) = row else {
-        return Err(Fault::internal("row is an object"));
-    };
-    tx.insert("l2_cluster_refs", &row).await?;
-    tx.emit(L2ClusterAttached {
-        l2_network_uuid: uuid.to_owned(),
-        cluster_uuid: msg.cluster_uuid,
-    })
-    .await?;
-    let inventory = L2_NETWORKS.read(kernel, &mut tx, uuid).await?;
-    tx.commit(kernel.bus()).await?;
-    Ok(inventory)
+    CLUSTER_ATTACHMENTS
+        .attach(kernel, network, &msg.cluster_uuid)
+        .await?;
+    reread(kernel, network).await
 }
 
 async fn detach(
@@ -395,60 +358,24 @@ async fn detach(
     network: &Inventory,
     msg: DetachL2Cluster,
 ) -> Result<Inventory, Fault> {
-    let uuid = text(network, "uuid");
+    CLUSTER_ATTACHMENTS
+        .detach(kernel, network, &msg.cluster_uuid)
+        .await?;
+    reread(kernel, network).await
+}
+
+async fn reread(kernel: &Kernel, network: &Inventory) -> Result<Inventory, Fault> {
     let mut tx = store(kernel)?.begin().await?;
-    if !tx.exists("clusters", &msg.cluster_uuid).await? {
-        return Err(Fault::invalid(
-            "cluster_uuid",
-            format!("no cluster {}", msg.cluster_uuid),
-        ));
-    }
-    let done =
-        sqlx::query("DELETE FROM l2_cluster_refs WHERE l2_network_uuid = $1 AND cluster_uuid = $2")
-            .bind(uuid)
-            .bind(msg.cluster_uuid.as_str())
-            .execute(tx.conn())
-            .await
-            .map_err(StoreError::from)?;
-    if done.rows_affected() == 0 {
-        return Err(Fault::conflict(format!(
-            "L2 network {uuid} is not attached to cluster {}",
-            msg.cluster_uuid
-        ))
-        .with_detail("field", "cluster_uuid"));
-    }
-    tx.emit(L2ClusterDetached {
-        l2_network_uuid: uuid.to_owned(),
-        cluster_uuid: msg.cluster_uuid,
-    })
-    .await?;
-    let inventory = L2_NETWORKS.read(kernel, &mut tx, uuid).await?;
-    tx.commit(kernel.bus()).await?;
-    Ok(inventory)
+    L2_NETWORKS
+        .read(kernel, &mut tx, text(network, "uuid"))
+        .await
 }
 
 async fn list_clusters(kernel: &Kernel, uuid: &str) -> Result<InventoryList, Fault> {
-    let mut tx = store(kernel)?.begin().await?;
-    L2_NETWORKS.read(kernel, &mut tx, uuid).await?;
-    let rows = sqlx::query(
-        "SELECT l2_network_uuid, cluster_uuid, created_at FROM l2_cluster_refs
-         WHERE l2_network_uuid = $1 ORDER BY created_at, cluster_uuid",
+    reread(
+        kernel,
+        &Inventory::from_iter([("uuid".to_owned(), json!(uuid))]),
     )
-    .bind(uuid)
-    .fetch_all(tx.conn())
-    .await
-    .map_err(StoreError::from)?;
-    let mut inventories = Vec::with_capacity(rows.len());
-    for row in rows {
-        let mut inventory = Inventory::new();
-        for column in ["l2_network_uuid", "cluster_uuid", "created_at"] {
-            let value: String = row.try_get(column).map_err(StoreError::from)?;
-            inventory.insert(column.into(), Value::String(value));
-        }
-        inventories.push(inventory);
-    }
-    Ok(InventoryList {
-        total: inventories.len() as u64,
-        inventories,
-    })
+    .await?;
+    CLUSTER_ATTACHMENTS.list(kernel, uuid).await
 }

@@ -9,6 +9,7 @@ use flatstack_header::{ApiAction, ApiResource, Inventory};
 use flatstack_kernel::driver::DriverKind;
 use flatstack_kernel::migration::Migration;
 use flatstack_kernel::{Fault, Kernel, Message, MessageContext, Plugin, PluginBuilder};
+use flatstack_store::attach::Attachments;
 use flatstack_store::resource::{check_name, row, store, ResourceTable};
 use flatstack_store::Tx;
 use serde_json::{json, Value};
@@ -166,65 +167,31 @@ where
     kind.create_typed(kernel, row, driver.table(), own).await
 }
 
+/// Primary storage attaches to clusters of its zone.
+static CLUSTER_ATTACHMENTS: Attachments = Attachments {
+    kind: "primary-storage",
+    table: "primary_storage_cluster_refs",
+    owner_column: "primary_storage_uuid",
+    target_kind: "clusters",
+    target_table: "clusters",
+    target_column: "cluster_uuid",
+    same: Some("zone_uuid"),
+};
+
 async fn attach(cx: &MessageContext, cluster_uuid: &str) -> Result<Inventory, Fault> {
-    let ps = cx.resource_id()?;
-    let kernel = &cx.kernel;
-    let mut tx = store(kernel)?.begin().await?;
-    let storage = PRIMARY.read(kernel, &mut tx, ps).await?;
-    let cluster = tx
-        .get("clusters", cluster_uuid)
-        .await?
-        .ok_or_else(|| Fault::invalid("cluster_uuid", format!("no cluster {cluster_uuid}")))?;
-    if cluster.get("zone_uuid") != storage.get("zone_uuid") {
-        return Err(Fault::invalid(
-            "cluster_uuid",
-            "the cluster is in another zone",
-        ));
-    }
-    if attached(&mut tx, ps, cluster_uuid).await? {
-        return Err(Fault::conflict(format!(
-            "{ps} is already attached to cluster {cluster_uuid}"
-        )));
-    }
-    let row = row(
-        json!({"primary_storage_uuid": ps, "cluster_uuid": cluster_uuid, "created_at": flatstack_store::now()}),
-    );
-    tx.insert("primary_storage_cluster_refs", &row).await?;
-    tx.commit(kernel.bus()).await?;
-    with_clusters(kernel, ps).await
+    let ps = with_clusters(&cx.kernel, cx.resource_id()?).await?;
+    CLUSTER_ATTACHMENTS
+        .attach(&cx.kernel, &ps, cluster_uuid)
+        .await?;
+    with_clusters(&cx.kernel, cx.resource_id()?).await
 }
 
 async fn detach(cx: &MessageContext, cluster_uuid: &str) -> Result<Inventory, Fault> {
-    let ps = cx.resource_id()?;
-    let kernel = &cx.kernel;
-    let mut tx = store(kernel)?.begin().await?;
-    PRIMARY.read(kernel, &mut tx, ps).await?;
-    if !attached(&mut tx, ps, cluster_uuid).await? {
-        return Err(Fault::invalid(
-            "cluster_uuid",
-            format!("{ps} is not attached to cluster {cluster_uuid}"),
-        ));
-    }
-    tx.delete_ref(
-        "primary_storage_cluster_refs",
-        ("primary_storage_uuid", ps),
-        ("cluster_uuid", cluster_uuid),
-    )
-    .await?;
-    tx.commit(kernel.bus()).await?;
-    with_clusters(kernel, ps).await
-}
-
-async fn attached(tx: &mut flatstack_store::Tx, ps: &str, cluster: &str) -> Result<bool, Fault> {
-    let refs = tx
-        .list_refs(
-            "primary_storage_cluster_refs",
-            "primary_storage_uuid",
-            ps,
-            "cluster_uuid",
-        )
+    let ps = with_clusters(&cx.kernel, cx.resource_id()?).await?;
+    CLUSTER_ATTACHMENTS
+        .detach(&cx.kernel, &ps, cluster_uuid)
         .await?;
-    Ok(refs.iter().any(|c| c == cluster))
+    with_clusters(&cx.kernel, cx.resource_id()?).await
 }
 
 /// The inventory with the attached clusters' uuids.
@@ -240,14 +207,7 @@ async fn attached_clusters(tx: &mut Tx, ps: &mut Inventory) -> Result<(), Fault>
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_owned();
-    let clusters = tx
-        .list_refs(
-            "primary_storage_cluster_refs",
-            "primary_storage_uuid",
-            &uuid,
-            "cluster_uuid",
-        )
-        .await?;
+    let clusters = CLUSTER_ATTACHMENTS.targets(tx, &uuid).await?;
     ps.insert("attached_cluster_uuids".into(), json!(clusters));
     Ok(())
 }

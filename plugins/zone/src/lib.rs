@@ -1,7 +1,7 @@
 //! Zones: the top of the infrastructure tree.
 
 use flatstack_header::infra::CreateZone;
-use flatstack_header::{ApiResource, ResourceCreated, ResourceDeleted, ResourceUpdated};
+use flatstack_header::ApiResource;
 use flatstack_kernel::migration::Migration;
 use flatstack_kernel::{Message, Plugin, PluginBuilder};
 use flatstack_store::resource::{check_name, row, ResourceTable};
@@ -35,9 +35,6 @@ impl Plugin for ZonePlugin {
                 uuid TEXT PRIMARY KEY, name TEXT NOT NULL, description TEXT NOT NULL,
                 created_at TEXT NOT NULL, updated_at TEXT NOT NULL)",
         ));
-        b.event::<ResourceCreated>()
-            .event::<ResourceUpdated>()
-            .event::<ResourceDeleted>();
         let mut service = b.service("zone", ());
         ZONES.serve(&mut service);
         service.handle::<CreateZone, _, _>(|_, msg, cx| async move {

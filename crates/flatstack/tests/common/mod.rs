@@ -152,3 +152,18 @@ pub fn with(base: Value, over: Value) -> Value {
     }
     body
 }
+
+/// Canonical events named `name` in the node's outbox, read directly.
+pub async fn events(data_dir: &Path, name: &str) -> Vec<Value> {
+    let url = format!("sqlite://{}", data_dir.join("flatstack.db").display());
+    let store = flatstack_store::Store::open(&url).await.expect("db");
+    let rows: Vec<(String,)> =
+        sqlx::query_as("SELECT body FROM event_outbox WHERE name = $1 ORDER BY seq")
+            .bind(name)
+            .fetch_all(store.pool())
+            .await
+            .expect("outbox");
+    rows.iter()
+        .map(|(body,)| serde_json::from_str(body).expect("JSON event"))
+        .collect()
+}

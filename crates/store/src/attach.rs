@@ -1,0 +1,151 @@
+//! Many-to-many attachments kept in a reference table of the attached kind's plugin:
+//! primary storage to clusters, L2 networks to clusters. Attach and detach run the
+//! `resource.attach`/`resource.detach` extension points and write the canonical events in
+//! the same transaction as the reference row.
+
+use crate::resource::{row, store};
+use crate::Tx;
+use flatstack_header::points::{AttachCheck, Attached, DetachCheck, Detached};
+use flatstack_header::{Attachment, Inventory, InventoryList, ResourceAttached, ResourceDetached};
+use flatstack_kernel::{Fault, Kernel};
+use serde_json::{json, Value};
+
+/// How one kind attaches to another.
+#[derive(Debug)]
+pub struct Attachments {
+    /// The attached kind's API path, e.g. `primary-storage`.
+    pub kind: &'static str,
+    /// The reference table: (`owner_column`, `target_column`, `created_at`).
+    pub table: &'static str,
+    pub owner_column: &'static str,
+    /// The kind attached to, its table, and the reference column (also the request's field).
+    pub target_kind: &'static str,
+    pub target_table: &'static str,
+    pub target_column: &'static str,
+    /// A column both must agree on (e.g. `zone_uuid`): attaching across it is refused.
+    pub same: Option<&'static str>,
+}
+
+fn text<'a>(inventory: &'a Inventory, column: &str) -> &'a str {
+    inventory
+        .get(column)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+}
+
+impl Attachments {
+    fn attachment(&self, owner: &str, target: &str) -> Attachment {
+        Attachment {
+            kind: self.kind.to_owned(),
+            uuid: owner.to_owned(),
+            target_kind: self.target_kind.to_owned(),
+            target_uuid: target.to_owned(),
+        }
+    }
+
+    /// Attaches `owner` (an inventory of the attached kind) to `target`.
+    pub async fn attach(
+        &self,
+        kernel: &Kernel,
+        owner: &Inventory,
+        target: &str,
+    ) -> Result<(), Fault> {
+        let uuid = text(owner, "uuid");
+        let mut tx = store(kernel)?.begin().await?;
+        let found = tx.get(self.target_table, target).await?.ok_or_else(|| {
+            Fault::invalid(
+                self.target_column,
+                format!("no {} {target}", self.target_kind),
+            )
+        })?;
+        if let Some(column) = self.same {
+            if text(&found, column) != text(owner, column) {
+                return Err(Fault::invalid(
+                    self.target_column,
+                    format!(
+                        "{} {target} and {} {uuid} differ in {column}",
+                        self.target_kind, self.kind
+                    ),
+                ));
+            }
+        }
+        if self
+            .targets(&mut tx, uuid)
+            .await?
+            .iter()
+            .any(|t| t == target)
+        {
+            return Err(Fault::conflict(format!(
+                "{} {uuid} is already attached to {} {target}",
+                self.kind, self.target_kind
+            ))
+            .with_detail("field", self.target_column));
+        }
+        let attachment = self.attachment(uuid, target);
+        kernel.extensions().veto::<AttachCheck>(&attachment)?;
+        let reference = row(
+            json!({self.owner_column: uuid, self.target_column: target, "created_at": crate::now()}),
+        );
+        tx.insert(self.table, &reference).await?;
+        tx.emit(ResourceAttached(attachment.clone())).await?;
+        tx.commit(kernel.bus()).await?;
+        kernel.extensions().observe::<Attached>(&attachment).await;
+        Ok(())
+    }
+
+    /// Detaches `owner` from `target`; `conflict` if they are not attached.
+    pub async fn detach(
+        &self,
+        kernel: &Kernel,
+        owner: &Inventory,
+        target: &str,
+    ) -> Result<(), Fault> {
+        let uuid = text(owner, "uuid");
+        let attachment = self.attachment(uuid, target);
+        let mut tx = store(kernel)?.begin().await?;
+        if !self
+            .targets(&mut tx, uuid)
+            .await?
+            .iter()
+            .any(|t| t == target)
+        {
+            return Err(Fault::conflict(format!(
+                "{} {uuid} is not attached to {} {target}",
+                self.kind, self.target_kind
+            ))
+            .with_detail("field", self.target_column));
+        }
+        kernel.extensions().veto::<DetachCheck>(&attachment)?;
+        tx.delete_ref(
+            self.table,
+            (self.owner_column, uuid),
+            (self.target_column, target),
+        )
+        .await?;
+        tx.emit(ResourceDetached(attachment.clone())).await?;
+        tx.commit(kernel.bus()).await?;
+        kernel.extensions().observe::<Detached>(&attachment).await;
+        Ok(())
+    }
+
+    /// The uuids `owner` is attached to, sorted.
+    pub async fn targets(&self, tx: &mut Tx, owner: &str) -> Result<Vec<String>, Fault> {
+        Ok(tx
+            .list_refs(self.table, self.owner_column, owner, self.target_column)
+            .await?)
+    }
+
+    /// The reference rows of `owner`, as a list.
+    pub async fn list(&self, kernel: &Kernel, owner: &str) -> Result<InventoryList, Fault> {
+        let mut tx = store(kernel)?.begin().await?;
+        let mut filter = Inventory::new();
+        filter.insert(self.owner_column.into(), json!(owner));
+        let inventories = tx
+            .list_by(self.table, &filter, &[self.target_column])
+            .await?;
+        Ok(InventoryList {
+            total: inventories.len() as u64,
+            inventories,
+        })
+    }
+}
