@@ -29,5 +29,7 @@ pub fn plugins(builder: KernelBuilder) -> KernelBuilder {
     let b = b.plugin(flatstack_plugin_l2_vlan::L2VlanPlugin);
     #[cfg(feature = "l3-network")]
     let b = b.plugin(flatstack_plugin_l3_network::L3NetworkPlugin);
+    #[cfg(feature = "vm")]
+    let b = b.plugin(flatstack_plugin_vm::VmPlugin);
     b
 }

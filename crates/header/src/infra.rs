@@ -1,6 +1,7 @@
 //! Zones and clusters.
 
 use crate::resource::Inventory;
+use crate::vm::VmWork;
 use flatstack_kernel::schemars::{self, JsonSchema};
 use flatstack_kernel::{DoUndoPoint, ExtensionPoint, Fault, Kernel, Message, Request};
 use serde::{Deserialize, Serialize};
@@ -53,6 +54,36 @@ pub trait HostDriver: Send + Sync {
     fn validate(&self, params: &Inventory) -> Result<Inventory, Fault>;
     /// Connects to the host; on success the host is `Connected`.
     async fn connect(&self, kernel: &Kernel, host: &Inventory) -> Result<(), Fault>;
+
+    /// Starts (creates and boots) a VM on the host.
+    async fn start_vm(
+        &self,
+        _kernel: &Kernel,
+        host: &Inventory,
+        _vm: &VmWork,
+    ) -> Result<(), Fault> {
+        Err(unsupported(host, "start VMs"))
+    }
+
+    /// Stops a VM on the host; stopping a VM the host does not run is not an error.
+    async fn stop_vm(&self, _kernel: &Kernel, host: &Inventory, _vm: &VmWork) -> Result<(), Fault> {
+        Err(unsupported(host, "stop VMs"))
+    }
+
+    /// Reboots a running VM on the host.
+    async fn reboot_vm(
+        &self,
+        _kernel: &Kernel,
+        host: &Inventory,
+        _vm: &VmWork,
+    ) -> Result<(), Fault> {
+        Err(unsupported(host, "reboot VMs"))
+    }
+}
+
+fn unsupported(host: &Inventory, what: &str) -> Fault {
+    let host_type = host.get("type").and_then(|t| t.as_str()).unwrap_or("?");
+    Fault::unavailable(format!("{host_type} hosts cannot {what}"))
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -108,3 +139,35 @@ impl ExtensionPoint for HostConnect {
 impl DoUndoPoint for HostConnect {
     type Context = HostConnection;
 }
+
+/// Takes CPU and memory from a host (addressed to it) for a VM; `conflict` if it does not
+/// have them. Requests for one host run one at a time, so capacity is never over-committed.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReserveCapacity {
+    pub cpu_num: u32,
+    pub memory_size: u64,
+}
+impl Message for ReserveCapacity {
+    const NAME: &'static str = "host.capacity.reserve";
+}
+impl Request for ReserveCapacity {
+    type Reply = Inventory;
+}
+
+/// Gives CPU and memory back to a host (addressed to it).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseCapacity {
+    pub cpu_num: u32,
+    pub memory_size: u64,
+}
+impl Message for ReleaseCapacity {
+    const NAME: &'static str = "host.capacity.release";
+}
+impl Request for ReleaseCapacity {
+    type Reply = Inventory;
+}
+
+/// The service that owns hosts.
+pub const HOST_SERVICE: &str = "host";

@@ -7,6 +7,7 @@ pub mod infra;
 pub mod network;
 pub mod resource;
 pub mod storage;
+pub mod vm;
 
 pub use api::{ApiAction, ApiActionExtension, ApiChild, ApiResource};
 pub use resource::{

@@ -77,15 +77,24 @@ pub fn check_name(name: &str) -> Result<(), Fault> {
 impl ResourceTable {
     /// Adds the handlers of the common messages (get, list, update, delete) to a service.
     pub fn serve<S: Send + Sync + 'static>(&'static self, service: &mut ServiceBuilder<'_, S>) {
+        self.serve_reads(service);
+        service
+            .handle::<DeleteResource, _, _>(move |_, _, cx| async move { self.delete(&cx).await });
+    }
+
+    /// Adds get, list and update only: for a kind whose delete is a flow of its own.
+    pub fn serve_reads<S: Send + Sync + 'static>(
+        &'static self,
+        service: &mut ServiceBuilder<'_, S>,
+    ) {
         service
             .handle::<GetResource, _, _>(move |_, _, cx| async move { self.get(&cx).await })
             .handle::<ListResources, _, _>(move |_, msg, cx| async move {
                 self.list(&cx.kernel, msg.filters).await
             })
-            .handle::<UpdateResource, _, _>(
-                move |_, msg, cx| async move { self.update(&cx, msg).await },
-            )
-            .handle::<DeleteResource, _, _>(move |_, _, cx| async move { self.delete(&cx).await });
+            .handle::<UpdateResource, _, _>(move |_, msg, cx| async move {
+                self.update(&cx, msg).await
+            });
     }
 
     /// Creates a resource: the create veto, the create do/undo point, then one

@@ -4,6 +4,7 @@
 
 use flatstack_header::infra::{HostDriver, Hosts};
 use flatstack_header::points::Deleted;
+use flatstack_header::vm::VmWork;
 use flatstack_header::{ApiAction, ApiActionExtension, Inventory, ResourceChange};
 use flatstack_kernel::migration::Migration;
 use flatstack_kernel::schemars::{self, JsonSchema};
@@ -51,7 +52,7 @@ impl Request for ClearFailures {
 }
 
 /// Operations the simulator can make misbehave.
-pub const OPERATIONS: &[&str] = &["connect"];
+pub const OPERATIONS: &[&str] = &["connect", "start_vm", "stop_vm", "reboot_vm"];
 
 #[derive(Debug, Clone)]
 struct Injection {
@@ -60,10 +61,12 @@ struct Injection {
     once: bool,
 }
 
-/// The simulated hosts' injected failures, by (host uuid, operation).
+/// The simulated hosts' injected failures, by (host uuid, operation), and the VMs they run.
 #[derive(Default)]
 pub struct Simulator {
     injections: Mutex<HashMap<(String, String), Injection>>,
+    /// VM uuid → host uuid of every VM a simulated host runs.
+    vms: Mutex<HashMap<String, String>>,
 }
 
 impl Simulator {
@@ -98,6 +101,20 @@ impl Simulator {
         Ok(())
     }
 
+    fn vms(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.vms.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The VMs each simulated host runs, by host uuid (sorted VM uuids).
+    pub fn running(&self) -> std::collections::BTreeMap<String, Vec<String>> {
+        let mut out: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        for (vm, host) in self.vms().iter() {
+            out.entry(host.clone()).or_default().push(vm.clone());
+        }
+        out.values_mut().for_each(|v| v.sort());
+        out
+    }
+
     fn summary(&self, host: &str) -> Inventory {
         let mut out = Inventory::new();
         for ((h, op), i) in self.injections().iter() {
@@ -108,9 +125,17 @@ impl Simulator {
                 );
             }
         }
+        let mut running: Vec<String> = self
+            .vms()
+            .iter()
+            .filter(|(_, h)| *h == host)
+            .map(|(vm, _)| vm.clone())
+            .collect();
+        running.sort();
         let mut inventory = Inventory::new();
         inventory.insert("host_uuid".into(), json!(host));
         inventory.insert("injected".into(), Value::Object(out));
+        inventory.insert("vm_uuids".into(), json!(running));
         inventory
     }
 }
@@ -153,6 +178,37 @@ impl HostDriver for Driver {
         let latency = host.get("latency_ms").and_then(Value::as_u64).unwrap_or(0);
         tokio::time::sleep(Duration::from_millis(latency)).await;
         self.0.perform(uuid, "connect").await
+    }
+
+    async fn start_vm(&self, _kernel: &Kernel, host: &Inventory, vm: &VmWork) -> Result<(), Fault> {
+        let uuid = host.get("uuid").and_then(Value::as_str).unwrap_or_default();
+        self.0.perform(uuid, "start_vm").await?;
+        self.0.vms().insert(vm.vm_uuid.clone(), uuid.to_owned());
+        Ok(())
+    }
+
+    async fn stop_vm(&self, _kernel: &Kernel, host: &Inventory, vm: &VmWork) -> Result<(), Fault> {
+        let uuid = host.get("uuid").and_then(Value::as_str).unwrap_or_default();
+        self.0.perform(uuid, "stop_vm").await?;
+        self.0.vms().remove(&vm.vm_uuid);
+        Ok(())
+    }
+
+    async fn reboot_vm(
+        &self,
+        _kernel: &Kernel,
+        host: &Inventory,
+        vm: &VmWork,
+    ) -> Result<(), Fault> {
+        let uuid = host.get("uuid").and_then(Value::as_str).unwrap_or_default();
+        self.0.perform(uuid, "reboot_vm").await?;
+        if !self.0.vms().contains_key(&vm.vm_uuid) {
+            return Err(Fault::conflict(format!(
+                "host {uuid} does not run VM {}",
+                vm.vm_uuid
+            )));
+        }
+        Ok(())
     }
 }
 

@@ -1,7 +1,9 @@
 //! Hosts: the hypervisors VMs run on. The host plugin owns the base record and the
 //! connect flow; hypervisor drivers (types of the `Hosts` kind) do the rest.
 
-use flatstack_header::infra::{CreateHost, HostConnect, HostConnection, Hosts, ReconnectHost};
+use flatstack_header::infra::{
+    CreateHost, HostConnect, HostConnection, Hosts, ReconnectHost, ReleaseCapacity, ReserveCapacity,
+};
 use flatstack_header::{ApiAction, ApiResource, Inventory};
 use flatstack_kernel::migration::Migration;
 use flatstack_kernel::{Fault, Kernel, Message, Plugin, PluginBuilder};
@@ -56,6 +58,14 @@ impl Plugin for HostPlugin {
             .handle::<CreateHost, _, _>(|_, msg, cx| async move { create(&cx.kernel, msg).await })
             .handle::<ReconnectHost, _, _>(|_, _, cx| async move {
                 connect(&cx.kernel, cx.resource_id()?).await
+            })
+            .handle::<ReserveCapacity, _, _>(|_, msg, cx| async move {
+                let (cpu, memory) = amounts(msg.cpu_num, msg.memory_size)?;
+                change_capacity(&cx.kernel, cx.resource_id()?, -cpu, -memory).await
+            })
+            .handle::<ReleaseCapacity, _, _>(|_, msg, cx| async move {
+                let (cpu, memory) = amounts(msg.cpu_num, msg.memory_size)?;
+                change_capacity(&cx.kernel, cx.resource_id()?, cpu, memory).await
             });
         b.register(ApiResource {
             path: "hosts",
@@ -191,4 +201,48 @@ async fn connect(kernel: &Kernel, uuid: &str) -> Result<Inventory, Fault> {
         }
         (Err(fault), _) => Err(fault),
     }
+}
+
+fn amounts(cpu: u32, memory: u64) -> Result<(i64, i64), Fault> {
+    let memory = i64::try_from(memory)
+        .map_err(|_| Fault::invalid("memory_size", "memory_size is too large"))?;
+    Ok((i64::from(cpu), memory))
+}
+
+/// Adds `cpu` and `memory` (negative: takes) to a host's available capacity. Requests for
+/// one host are serialised by the bus, so read-check-write needs no lock; capacity never
+/// goes below zero nor above the host's total.
+async fn change_capacity(
+    kernel: &Kernel,
+    uuid: &str,
+    cpu: i64,
+    memory: i64,
+) -> Result<Inventory, Fault> {
+    let mut tx = store(kernel)?.begin().await?;
+    let host = HOSTS.read(kernel, &mut tx, uuid).await?;
+    let number = |column: &str| host.get(column).and_then(Value::as_i64).unwrap_or(0);
+    let (available_cpu, available_memory) = (
+        number("available_cpu") + cpu,
+        number("available_memory") + memory,
+    );
+    if available_cpu < 0 || available_memory < 0 {
+        return Err(Fault::conflict(format!(
+            "host {uuid} has {} vCPUs and {} bytes free; {} and {} are needed",
+            number("available_cpu"),
+            number("available_memory"),
+            -cpu,
+            -memory
+        )));
+    }
+    if available_cpu > number("cpu_capacity") || available_memory > number("memory_capacity") {
+        return Err(Fault::internal(format!(
+            "host {uuid}: releasing more capacity than was reserved"
+        )));
+    }
+    let changes =
+        row(json!({"available_cpu": available_cpu, "available_memory": available_memory}));
+    tx.update("hosts", uuid, &changes).await?;
+    let host = HOSTS.read(kernel, &mut tx, uuid).await?;
+    tx.commit(kernel.bus()).await?;
+    Ok(host)
 }

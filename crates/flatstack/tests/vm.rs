@@ -1,0 +1,281 @@
+//! VMs over HTTP: the create flow, the life cycle and its state machine, and rollback that
+//! leaves nothing behind when a step fails.
+
+mod common;
+
+use common::{rows, uuid, Node};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use std::path::Path;
+
+const GIB: u64 = 1 << 30;
+
+struct Dc {
+    hosts: Vec<String>,
+    l3: String,
+    image: String,
+    offering: String,
+}
+
+async fn data_centre(node: &Node) -> Dc {
+    let zone = uuid(&node.create("zones", json!({"name": "z"})).await);
+    let cluster = uuid(
+        &node
+            .create(
+                "clusters",
+                json!({"name": "c", "zone_uuid": zone, "hypervisor_type": "Simulator"}),
+            )
+            .await,
+    );
+    let mut hosts = Vec::new();
+    for i in 1..=2 {
+        let host = node
+            .create("hosts", json!({"type": "Simulator", "name": format!("h{i}"), "cluster_uuid": cluster,
+                "management_ip": format!("10.0.0.{i}"), "cpu_capacity": 8, "memory_capacity": 16 * GIB}))
+            .await;
+        hosts.push(uuid(&host));
+    }
+    let bs = uuid(&node.create("backup-storage", json!({"type": "Simulator", "name": "bs", "zone_uuid": zone, "url": "/sim/bs", "total_capacity": 1u64 << 40})).await);
+    let image = uuid(&node.create("images", json!({"name": "cirros", "url": "http://example.invalid/c.qcow2", "format": "qcow2", "size": 1000, "backup_storage_uuids": [bs]})).await);
+    let offering = uuid(
+        &node
+            .create(
+                "instance-offerings",
+                json!({"name": "small", "cpu_num": 2, "memory_size": 4 * GIB}),
+            )
+            .await,
+    );
+    let l2 = uuid(&node.create("l2-networks", json!({"type": "L2NoVlanNetwork", "name": "l2", "zone_uuid": zone, "physical_interface": "eth0"})).await);
+    let l3 = uuid(
+        &node
+            .create("l3-networks", json!({"name": "l3", "l2_network_uuid": l2}))
+            .await,
+    );
+    let (status, range) = node
+        .post(
+            &format!("/v1/l3-networks/{l3}/ip-ranges?wait=10"),
+            json!({"name": "r", "start_ip": "192.168.0.10",
+            "end_ip": "192.168.0.19", "netmask": "255.255.255.0", "gateway": "192.168.0.1"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{range}");
+    Dc {
+        hosts,
+        l3,
+        image,
+        offering,
+    }
+}
+
+fn vm_body(dc: &Dc, name: &str) -> Value {
+    json!({"name": name, "instance_offering_uuid": dc.offering, "image_uuid": dc.image, "l3_network_uuids": [dc.l3]})
+}
+
+async fn simulated_vms(node: &Node, host: &str) -> Value {
+    // `clear_failures` answers the host's simulator state, including the VMs it runs.
+    let (status, reply) = node
+        .post(
+            &format!("/v1/hosts/{host}/actions?wait=10"),
+            json!({"action": "clear_failures"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    reply["inventory"]["vm_uuids"].clone()
+}
+
+/// Everything a create could leak, as one comparable value.
+async fn snapshot(node: &Node, dir: &Path, dc: &Dc) -> Value {
+    let mut hosts = Vec::new();
+    for h in &dc.hosts {
+        let inv = node.get(&format!("/v1/hosts/{h}")).await.1["inventory"].clone();
+        hosts.push(json!([inv["available_cpu"], inv["available_memory"]]));
+    }
+    let mut simulated = Vec::new();
+    for h in &dc.hosts {
+        simulated.push(simulated_vms(node, h).await);
+    }
+    json!({
+        "hosts": hosts,
+        "simulated_vms": simulated,
+        "vm_instances": rows(dir, "vm_instances").await,
+        "vm_nics": rows(dir, "vm_nics").await,
+        "ip_addresses": rows(dir, "ip_addresses").await,
+    })
+}
+
+async fn act(node: &Node, vm: &str, action: &str) -> (StatusCode, Value) {
+    node.post(
+        &format!("/v1/vm-instances/{vm}/actions?wait=10"),
+        json!({"action": action}),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_vm_lives_its_whole_life_cycle() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path());
+    let dc = data_centre(&node).await;
+    let before = snapshot(&node, dir.path(), &dc).await;
+
+    let vm = node.create("vm-instances", vm_body(&dc, "vm1")).await;
+    let id = uuid(&vm);
+    assert_eq!(vm["state"], "Running");
+    assert_eq!(vm["cpu_num"], 2);
+    let host = vm["host_uuid"].as_str().unwrap().to_owned();
+    assert!(dc.hosts.contains(&host));
+    let nic = &vm["nics"][0];
+    assert_eq!(nic["ip"], "192.168.0.10", "the lowest free address");
+    assert!(nic["mac"].as_str().unwrap().starts_with("02:"));
+    let placed = node.get(&format!("/v1/hosts/{host}")).await.1["inventory"].clone();
+    assert_eq!(
+        (
+            placed["available_cpu"].as_u64(),
+            placed["available_memory"].as_u64()
+        ),
+        (Some(6), Some(12 * GIB))
+    );
+    assert_eq!(simulated_vms(&node, &host).await, json!([id]));
+
+    let (status, err) = act(&node, &id, "start").await;
+    assert_eq!(status, StatusCode::CONFLICT, "starting a running VM: {err}");
+    let (status, stopped) = act(&node, &id, "stop").await;
+    assert_eq!(status, StatusCode::OK, "{stopped}");
+    assert_eq!(stopped["inventory"]["state"], "Stopped");
+    assert_eq!(simulated_vms(&node, &host).await, json!([]));
+    assert_eq!(act(&node, &id, "stop").await.0, StatusCode::CONFLICT);
+    assert_eq!(act(&node, &id, "reboot").await.0, StatusCode::CONFLICT);
+    let (status, started) = act(&node, &id, "start").await;
+    assert_eq!(status, StatusCode::OK, "{started}");
+    assert_eq!(started["inventory"]["state"], "Running");
+    let (status, rebooted) = act(&node, &id, "reboot").await;
+    assert_eq!(status, StatusCode::OK, "{rebooted}");
+    assert_eq!(rebooted["inventory"]["state"], "Running");
+
+    let (status, err) = node
+        .send(
+            Method::DELETE,
+            &format!("/v1/vm-instances/{id}?wait=10"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{err}");
+    assert_eq!(
+        node.get(&format!("/v1/vm-instances/{id}")).await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        snapshot(&node, dir.path(), &dc).await,
+        before,
+        "destroy released everything"
+    );
+    let created = common::events(dir.path(), "resource.created").await;
+    assert!(created.iter().any(|e| e["kind"] == "vm-instances"
+        && e["uuid"] == id.as_str()
+        && e["inventory"]["state"] == "Running"));
+    let deleted = common::events(dir.path(), "resource.deleted").await;
+    assert!(deleted
+        .iter()
+        .any(|e| e["kind"] == "vm-instances" && e["uuid"] == id.as_str()));
+}
+
+#[tokio::test]
+async fn a_failed_create_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path());
+    let dc = data_centre(&node).await;
+    let before = snapshot(&node, dir.path(), &dc).await;
+
+    // The hypervisor refuses to start the VM on every host.
+    for h in &dc.hosts {
+        let (status, _) = node
+            .post(
+                &format!("/v1/hosts/{h}/actions?wait=10"),
+                json!({"action": "inject_failure", "operation": "start_vm", "fail": true}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let (status, err) = node
+        .post("/v1/vm-instances?wait=10", vm_body(&dc, "doomed"))
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{err}");
+    assert_eq!(err["error"]["details"]["step"], "hypervisor.start");
+    assert_eq!(err["error"]["details"]["flow"], "vm.create");
+    assert_eq!(
+        snapshot(&node, dir.path(), &dc).await,
+        before,
+        "rollback left something behind"
+    );
+    let announced = common::events(dir.path(), "resource.created").await;
+    assert!(
+        !announced.iter().any(|e| e["kind"] == "vm-instances"),
+        "a failed create is never announced"
+    );
+
+    // No host can take it: refused before anything is held.
+    let big = uuid(
+        &node
+            .create(
+                "instance-offerings",
+                json!({"name": "big", "cpu_num": 64, "memory_size": 4 * GIB}),
+            )
+            .await,
+    );
+    let mut body = vm_body(&dc, "too-big");
+    body["instance_offering_uuid"] = json!(big);
+    let (status, err) = node.post("/v1/vm-instances?wait=10", body).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{err}");
+    assert_eq!(snapshot(&node, dir.path(), &dc).await, before);
+
+    // Bad input changes nothing either.
+    for (field, value) in [
+        ("instance_offering_uuid", json!("0".repeat(32))),
+        ("image_uuid", json!("0".repeat(32))),
+        ("l3_network_uuids", json!([])),
+        ("l3_network_uuids", json!(["0".repeat(32)])),
+        ("host_uuid", json!("0".repeat(32))),
+    ] {
+        let mut body = vm_body(&dc, "bad");
+        body[field] = value;
+        let (status, err) = node.post("/v1/vm-instances?wait=10", body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{field}: {err}");
+        assert_eq!(err["error"]["details"]["field"], field);
+    }
+    assert_eq!(snapshot(&node, dir.path(), &dc).await, before);
+
+    // Once the failure is cleared, the same create works.
+    for h in &dc.hosts {
+        node.post(
+            &format!("/v1/hosts/{h}/actions?wait=10"),
+            json!({"action": "clear_failures"}),
+        )
+        .await;
+    }
+    node.create("vm-instances", vm_body(&dc, "fine")).await;
+}
+
+#[tokio::test]
+async fn a_failed_stop_keeps_the_vm_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path());
+    let dc = data_centre(&node).await;
+    let mut body = vm_body(&dc, "vm");
+    body["host_uuid"] = json!(dc.hosts[1]);
+    let vm = node.create("vm-instances", body).await;
+    assert_eq!(vm["host_uuid"], dc.hosts[1].as_str(), "placed where asked");
+    let id = uuid(&vm);
+    node.post(
+        &format!("/v1/hosts/{}/actions?wait=10", dc.hosts[1]),
+        json!({"action": "inject_failure", "operation": "stop_vm", "fail": true, "once": true}),
+    )
+    .await;
+    let (status, err) = act(&node, &id, "stop").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{err}");
+    assert_eq!(
+        node.get(&format!("/v1/vm-instances/{id}")).await.1["inventory"]["state"],
+        "Running"
+    );
+    let (status, _) = act(&node, &id, "stop").await;
+    assert_eq!(status, StatusCode::OK);
+}

@@ -1,0 +1,159 @@
+//! VM instances: messages, states, and the extension points of their life cycle.
+
+use crate::resource::Inventory;
+use flatstack_kernel::schemars::{self, JsonSchema};
+use flatstack_kernel::{
+    DoUndoPoint, ExtensionPoint, FilterPoint, Message, ObservePoint, Request, VetoPoint,
+};
+use serde::{Deserialize, Serialize};
+
+/// The service that owns VMs; requests about one VM are addressed to its uuid, so they
+/// run one after another.
+pub const VM_SERVICE: &str = "vm";
+
+/// A VM's life-cycle state.
+pub mod state {
+    pub const CREATING: &str = "Creating";
+    pub const STARTING: &str = "Starting";
+    pub const RUNNING: &str = "Running";
+    pub const STOPPING: &str = "Stopping";
+    pub const STOPPED: &str = "Stopped";
+    pub const DESTROYING: &str = "Destroying";
+    pub const DESTROYED: &str = "Destroyed";
+    pub const UNKNOWN: &str = "Unknown";
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateVm {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    pub instance_offering_uuid: String,
+    pub image_uuid: String,
+    pub l3_network_uuids: Vec<String>,
+    /// Place the VM on this host instead of letting the allocator choose.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_uuid: Option<String>,
+}
+impl Message for CreateVm {
+    const NAME: &'static str = "vm.create";
+}
+impl Request for CreateVm {
+    type Reply = Inventory;
+}
+
+macro_rules! vm_action {
+    ($(#[$doc:meta])* $name:ident, $wire:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+        #[serde(deny_unknown_fields)]
+        pub struct $name {}
+        impl Message for $name {
+            const NAME: &'static str = $wire;
+        }
+        impl Request for $name {
+            type Reply = Inventory;
+        }
+    };
+}
+vm_action!(
+    /// Starts a stopped VM (addressed to its uuid).
+    StartVm, "vm.start"
+);
+vm_action!(
+    /// Stops a running VM (addressed to its uuid).
+    StopVm, "vm.stop"
+);
+vm_action!(
+    /// Reboots a running VM (addressed to its uuid).
+    RebootVm, "vm.reboot"
+);
+
+/// A NIC of a VM on one L3 network.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Nic {
+    pub uuid: String,
+    pub l3_network_uuid: String,
+    pub ip: String,
+    pub mac: String,
+}
+
+/// What the VM's create (and start, stop, destroy) flows carry from step to step; every VM
+/// extension point is given it.
+#[derive(Debug, Clone, Default)]
+pub struct VmWork {
+    pub vm_uuid: String,
+    pub name: String,
+    pub cpu_num: u32,
+    pub memory_size: u64,
+    pub image_uuid: String,
+    pub l3_network_uuids: Vec<String>,
+    /// Asked for by the caller.
+    pub requested_host: Option<String>,
+    /// The host the VM is placed on, once allocated.
+    pub host: Option<Inventory>,
+    /// Its NICs, once allocated.
+    pub nics: Vec<Nic>,
+}
+
+impl VmWork {
+    pub fn host_uuid(&self) -> Option<&str> {
+        self.host
+            .as_ref()
+            .and_then(|h| h.get("uuid"))
+            .and_then(|v| v.as_str())
+    }
+}
+
+macro_rules! point {
+    ($(#[$doc:meta])* $name:ident: $trait:ident, $wire:literal, $description:literal $(, $assoc:ident = $ty:ty)*) => {
+        $(#[$doc])*
+        pub struct $name;
+        impl ExtensionPoint for $name {
+            const NAME: &'static str = $wire;
+            const DESCRIPTION: &'static str = $description;
+        }
+        impl $trait for $name {
+            $(type $assoc = $ty;)*
+        }
+    };
+}
+
+point!(
+    /// Before anything is done for a new VM: quotas and policies refuse here.
+    VmCreateCheck: VetoPoint, "vm.create.pre-check",
+    "Before a VM is created; a refusal stops the create before anything is allocated.",
+    Input = VmWork
+);
+point!(
+    /// Narrows the hosts a VM may be placed on (state, capacity, tags, networks...).
+    HostFilter: FilterPoint, "vm.host-allocate.filter",
+    "Narrows the candidate hosts of a new VM, in order; the first remaining host is used.",
+    Input = VmWork, Candidate = Inventory
+);
+point!(
+    /// After the host and NICs are allocated, before the hypervisor starts the VM:
+    /// network services (DHCP leases, tunnels) are set up here and torn down on failure.
+    VmPreInstantiate: DoUndoPoint, "vm.pre-instantiate",
+    "Before the hypervisor starts a new VM, with its host and NICs; undone if the start fails.",
+    Context = VmWork
+);
+point!(
+    /// A VM is running (after create or start).
+    VmStarted: ObservePoint, "vm.started",
+    "After a VM started (created or started again).",
+    Event = VmWork
+);
+point!(
+    /// A VM stopped.
+    VmStopped: ObservePoint, "vm.stopped",
+    "After a VM stopped.",
+    Event = VmWork
+);
+point!(
+    /// A VM was destroyed and everything it held released.
+    VmDestroyed: ObservePoint, "vm.destroyed",
+    "After a VM was destroyed and its host capacity, IPs and NICs released.",
+    Event = VmWork
+);

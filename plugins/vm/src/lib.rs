@@ -1,0 +1,373 @@
+//! VM instances. The VM plugin knows the minimum: it records the VM, reserves CPU and
+//! memory on a host chosen through the host-filter pipeline, asks the L3 networks for
+//! addresses, lets plugins prepare the host (`vm.pre-instantiate`), and asks the host's
+//! driver to start it — as one flow, rolled back step by step if anything fails.
+//! Requests about one VM are addressed to its uuid, so they run one after another.
+
+mod flow;
+
+use flatstack_header::infra::Hosts;
+use flatstack_header::vm::{
+    state, CreateVm, HostFilter, Nic, RebootVm, StartVm, StopVm, VmCreateCheck, VmDestroyed,
+    VmPreInstantiate, VmStarted, VmStopped, VmWork, VM_SERVICE,
+};
+use flatstack_header::{ApiAction, ApiResource, DeleteResource, Inventory};
+use flatstack_kernel::migration::Migration;
+use flatstack_kernel::{async_trait, Fault, Filter, Kernel, Message, Plugin, PluginBuilder};
+use flatstack_store::resource::{check_name, store, ResourceTable};
+use flatstack_store::Tx;
+use serde_json::{json, Value};
+
+pub(crate) static VMS: ResourceTable = ResourceTable {
+    kind: "vm-instances",
+    table: "vm_instances",
+    filters: &["name", "state", "host_uuid"],
+    joined: None,
+    before_delete: None,
+    decorate: Some(|tx, vm| Box::pin(nics_of(tx, vm))),
+};
+
+pub struct VmPlugin;
+
+impl Plugin for VmPlugin {
+    fn name(&self) -> &'static str {
+        "vm"
+    }
+
+    fn description(&self) -> &'static str {
+        "VM instances: the create flow, start, stop, reboot and destroy."
+    }
+
+    fn requires(&self) -> &'static [&'static str] {
+        // Its tables refer to hosts and L3 networks; it reads images and offerings.
+        &["host", "l3-network", "image", "instance-offering"]
+    }
+
+    fn build(&self, b: &mut PluginBuilder<'_>) {
+        b.migration(Migration::new(
+            1,
+            "vm instances and their nics",
+            "CREATE TABLE vm_instances (
+                uuid TEXT PRIMARY KEY, name TEXT NOT NULL, description TEXT NOT NULL,
+                state TEXT NOT NULL, instance_offering_uuid TEXT NOT NULL,
+                image_uuid TEXT NOT NULL, host_uuid TEXT REFERENCES hosts (uuid),
+                cpu_num BIGINT NOT NULL, memory_size BIGINT NOT NULL,
+                created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
+             CREATE TABLE vm_nics (
+                uuid TEXT PRIMARY KEY,
+                vm_instance_uuid TEXT NOT NULL REFERENCES vm_instances (uuid),
+                l3_network_uuid TEXT NOT NULL REFERENCES l3_networks (uuid),
+                ip TEXT NOT NULL, mac TEXT NOT NULL UNIQUE,
+                created_at TEXT NOT NULL, updated_at TEXT NOT NULL);",
+        ));
+        b.define_veto::<VmCreateCheck>()
+            .define_filter::<HostFilter>()
+            .define_do_undo::<VmPreInstantiate>()
+            .define_observe::<VmStarted>()
+            .define_observe::<VmStopped>()
+            .define_observe::<VmDestroyed>();
+        // The allocator's own filter: enough free CPU and memory. Others (tags, ...) plug in
+        // beside it; it goes first so they see only hosts that could take the VM.
+        b.filter::<HostFilter>(HasCapacity).order(-100);
+
+        let mut service = b.service(VM_SERVICE, ());
+        VMS.serve_reads(&mut service);
+        service
+            .handle::<CreateVm, _, _>(|_, msg, cx| async move { create(&cx.kernel, msg).await })
+            .handle::<StartVm, _, _>(|_, _, cx| async move {
+                start(&cx.kernel, cx.resource_id()?).await
+            })
+            .handle::<StopVm, _, _>(
+                |_, _, cx| async move { stop(&cx.kernel, cx.resource_id()?).await },
+            )
+            .handle::<RebootVm, _, _>(|_, _, cx| async move {
+                reboot(&cx.kernel, cx.resource_id()?).await
+            })
+            .handle::<DeleteResource, _, _>(|_, _, cx| async move {
+                destroy(&cx.kernel, cx.resource_id()?).await
+            });
+        b.register(ApiResource {
+            path: "vm-instances",
+            service: VM_SERVICE,
+            create: CreateVm::NAME,
+            driver_kind: None,
+            filters: VMS.filters,
+            actions: &[
+                ApiAction {
+                    name: "start",
+                    message: StartVm::NAME,
+                },
+                ApiAction {
+                    name: "stop",
+                    message: StopVm::NAME,
+                },
+                ApiAction {
+                    name: "reboot",
+                    message: RebootVm::NAME,
+                },
+            ],
+            children: &[],
+        });
+    }
+}
+
+/// Keeps the hosts with enough free CPU and memory.
+struct HasCapacity;
+
+#[async_trait]
+impl Filter<HostFilter> for HasCapacity {
+    async fn filter(&self, vm: &VmWork, hosts: Vec<Inventory>) -> Result<Vec<Inventory>, Fault> {
+        let free =
+            |host: &Inventory, column: &str| host.get(column).and_then(Value::as_i64).unwrap_or(0);
+        Ok(hosts
+            .into_iter()
+            .filter(|h| {
+                free(h, "available_cpu") >= i64::from(vm.cpu_num)
+                    && free(h, "available_memory") as u64 >= vm.memory_size
+            })
+            .collect())
+    }
+}
+
+fn text<'a>(inventory: &'a Inventory, column: &str) -> &'a str {
+    inventory
+        .get(column)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+}
+
+/// Shows a VM's NICs.
+async fn nics_of(tx: &mut Tx, vm: &mut Inventory) -> Result<(), Fault> {
+    let mut filter = Inventory::new();
+    filter.insert("vm_instance_uuid".into(), json!(text(vm, "uuid")));
+    let nics = tx.list("vm_nics", &filter).await?;
+    vm.insert("nics".into(), json!(nics));
+    Ok(())
+}
+
+async fn create(kernel: &Kernel, msg: CreateVm) -> Result<Inventory, Fault> {
+    check_name(&msg.name)?;
+    let mut work = {
+        let mut tx = store(kernel)?.begin().await?;
+        let offering = tx
+            .get("instance_offerings", &msg.instance_offering_uuid)
+            .await?
+            .ok_or_else(|| {
+                Fault::invalid(
+                    "instance_offering_uuid",
+                    format!("no instance offering {}", msg.instance_offering_uuid),
+                )
+            })?;
+        if !tx.exists("images", &msg.image_uuid).await? {
+            return Err(Fault::invalid(
+                "image_uuid",
+                format!("no image {}", msg.image_uuid),
+            ));
+        }
+        if msg.l3_network_uuids.is_empty() {
+            return Err(Fault::invalid(
+                "l3_network_uuids",
+                "name one or more L3 networks",
+            ));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for l3 in &msg.l3_network_uuids {
+            if !seen.insert(l3) || !tx.exists("l3_networks", l3).await? {
+                return Err(Fault::invalid(
+                    "l3_network_uuids",
+                    format!("no L3 network {l3} (or named twice)"),
+                ));
+            }
+        }
+        if let Some(host) = &msg.host_uuid {
+            if !tx.exists("hosts", host).await? {
+                return Err(Fault::invalid("host_uuid", format!("no host {host}")));
+            }
+        }
+        let number = |column: &str| offering.get(column).and_then(Value::as_u64).unwrap_or(0);
+        VmWork {
+            vm_uuid: flatstack_store::resource::new_uuid(),
+            name: msg.name.clone(),
+            cpu_num: u32::try_from(number("cpu_num")).unwrap_or(u32::MAX),
+            memory_size: number("memory_size"),
+            image_uuid: msg.image_uuid.clone(),
+            l3_network_uuids: msg.l3_network_uuids.clone(),
+            requested_host: msg.host_uuid.clone(),
+            host: None,
+            nics: Vec::new(),
+        }
+    };
+    kernel.extensions().veto::<VmCreateCheck>(&work)?;
+    let flow = flow::create(kernel, &msg);
+    flow.run(&mut work).await.map_err(|failure| failure.fault)?;
+    kernel.extensions().observe::<VmStarted>(&work).await;
+    read(kernel, &work.vm_uuid).await
+}
+
+pub(crate) async fn read(kernel: &Kernel, uuid: &str) -> Result<Inventory, Fault> {
+    let mut tx = store(kernel)?.begin().await?;
+    VMS.read(kernel, &mut tx, uuid).await
+}
+
+/// Rebuilds what the flows carry from a stored VM.
+async fn work_of(kernel: &Kernel, vm: &Inventory) -> Result<VmWork, Fault> {
+    let mut tx = store(kernel)?.begin().await?;
+    let host = match vm.get("host_uuid").and_then(Value::as_str) {
+        Some(h) => tx.get("hosts", h).await?,
+        None => None,
+    };
+    let nics: Vec<Nic> = vm
+        .get("nics")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|n| Nic {
+            uuid: text_value(n, "uuid"),
+            l3_network_uuid: text_value(n, "l3_network_uuid"),
+            ip: text_value(n, "ip"),
+            mac: text_value(n, "mac"),
+        })
+        .collect();
+    Ok(VmWork {
+        vm_uuid: text(vm, "uuid").to_owned(),
+        name: text(vm, "name").to_owned(),
+        cpu_num: vm
+            .get("cpu_num")
+            .and_then(Value::as_u64)
+            .and_then(|c| u32::try_from(c).ok())
+            .unwrap_or(0),
+        memory_size: vm.get("memory_size").and_then(Value::as_u64).unwrap_or(0),
+        image_uuid: text(vm, "image_uuid").to_owned(),
+        l3_network_uuids: nics.iter().map(|n| n.l3_network_uuid.clone()).collect(),
+        requested_host: None,
+        host,
+        nics,
+    })
+}
+
+fn text_value(v: &Value, key: &str) -> String {
+    v.get(key)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// The VM, refused with `conflict` unless it is in one of `allowed`.
+async fn in_state(
+    kernel: &Kernel,
+    uuid: &str,
+    action: &str,
+    allowed: &[&str],
+) -> Result<Inventory, Fault> {
+    let vm = read(kernel, uuid).await?;
+    let current = text(&vm, "state");
+    if !allowed.contains(&current) {
+        return Err(
+            Fault::conflict(format!("cannot {action} VM {uuid}: it is {current}"))
+                .with_detail("state", current),
+        );
+    }
+    Ok(vm)
+}
+
+fn driver_of(
+    kernel: &Kernel,
+    work: &VmWork,
+) -> Result<std::sync::Arc<dyn flatstack_header::infra::HostDriver>, Fault> {
+    let host = work
+        .host
+        .as_ref()
+        .ok_or_else(|| Fault::internal(format!("VM {} has no host", work.vm_uuid)))?;
+    kernel.drivers().get::<Hosts>(text(host, "type"))
+}
+
+async fn start(kernel: &Kernel, uuid: &str) -> Result<Inventory, Fault> {
+    let vm = in_state(kernel, uuid, "start", &[state::STOPPED]).await?;
+    let work = work_of(kernel, &vm).await?;
+    VMS.set_state(kernel, uuid, "state", state::STARTING)
+        .await?;
+    let host = work.host.clone().unwrap_or_default();
+    match driver_of(kernel, &work)?
+        .start_vm(kernel, &host, &work)
+        .await
+    {
+        Ok(()) => {
+            VMS.set_state(kernel, uuid, "state", state::RUNNING).await?;
+            kernel.extensions().observe::<VmStarted>(&work).await;
+            read(kernel, uuid).await
+        }
+        Err(fault) => {
+            VMS.set_state(kernel, uuid, "state", state::STOPPED).await?;
+            Err(fault)
+        }
+    }
+}
+
+async fn stop(kernel: &Kernel, uuid: &str) -> Result<Inventory, Fault> {
+    let vm = in_state(kernel, uuid, "stop", &[state::RUNNING]).await?;
+    let work = work_of(kernel, &vm).await?;
+    VMS.set_state(kernel, uuid, "state", state::STOPPING)
+        .await?;
+    let host = work.host.clone().unwrap_or_default();
+    match driver_of(kernel, &work)?
+        .stop_vm(kernel, &host, &work)
+        .await
+    {
+        Ok(()) => {
+            VMS.set_state(kernel, uuid, "state", state::STOPPED).await?;
+            kernel.extensions().observe::<VmStopped>(&work).await;
+            read(kernel, uuid).await
+        }
+        Err(fault) => {
+            VMS.set_state(kernel, uuid, "state", state::RUNNING).await?;
+            Err(fault)
+        }
+    }
+}
+
+async fn reboot(kernel: &Kernel, uuid: &str) -> Result<Inventory, Fault> {
+    let vm = in_state(kernel, uuid, "reboot", &[state::RUNNING]).await?;
+    let work = work_of(kernel, &vm).await?;
+    let host = work.host.clone().unwrap_or_default();
+    driver_of(kernel, &work)?
+        .reboot_vm(kernel, &host, &work)
+        .await?;
+    read(kernel, uuid).await
+}
+
+/// Stops the VM if it runs, then releases everything it holds, in the reverse order of the
+/// create, and removes it.
+async fn destroy(kernel: &Kernel, uuid: &str) -> Result<(), Fault> {
+    let vm = in_state(
+        kernel,
+        uuid,
+        "destroy",
+        &[state::RUNNING, state::STOPPED, state::UNKNOWN],
+    )
+    .await?;
+    let previous = text(&vm, "state").to_owned();
+    let mut work = work_of(kernel, &vm).await?;
+    VMS.set_state(kernel, uuid, "state", state::DESTROYING)
+        .await?;
+    if previous != state::STOPPED {
+        let host = work.host.clone().unwrap_or_default();
+        if let Err(fault) = driver_of(kernel, &work)?
+            .stop_vm(kernel, &host, &work)
+            .await
+        {
+            VMS.set_state(kernel, uuid, "state", &previous).await?;
+            return Err(fault);
+        }
+    }
+    kernel
+        .extensions()
+        .undo::<VmPreInstantiate>(&mut work)
+        .await;
+    flow::release_nics(kernel, &work).await?;
+    flow::release_host(kernel, &work).await?;
+    VMS.set_state(kernel, uuid, "state", state::DESTROYED)
+        .await?;
+    flow::remove_record(kernel, uuid, true).await?;
+    kernel.extensions().observe::<VmDestroyed>(&work).await;
+    Ok(())
+}
