@@ -31,5 +31,7 @@ pub fn plugins(builder: KernelBuilder) -> KernelBuilder {
     let b = b.plugin(flatstack_plugin_l3_network::L3NetworkPlugin);
     #[cfg(feature = "vm")]
     let b = b.plugin(flatstack_plugin_vm::VmPlugin);
+    #[cfg(feature = "dhcp")]
+    let b = b.plugin(flatstack_plugin_dhcp::DhcpPlugin);
     b
 }

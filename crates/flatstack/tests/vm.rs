@@ -100,6 +100,7 @@ async fn snapshot(node: &Node, dir: &Path, dc: &Dc) -> Value {
         "vm_instances": rows(dir, "vm_instances").await,
         "vm_nics": rows(dir, "vm_nics").await,
         "ip_addresses": rows(dir, "ip_addresses").await,
+        "dhcp_leases": rows(dir, "dhcp_leases").await,
     })
 }
 
@@ -136,6 +137,19 @@ async fn a_vm_lives_its_whole_life_cycle() {
         (Some(6), Some(12 * GIB))
     );
     assert_eq!(simulated_vms(&node, &host).await, json!([id]));
+    // The DHCP plugin took part through `vm.pre-instantiate`, unknown to the VM plugin.
+    let (status, leases) = node
+        .post(
+            &format!("/v1/l3-networks/{}/actions?wait=10", dc.l3),
+            json!({"action": "list_dhcp_leases"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{leases}");
+    let lease = &leases["inventory"]["inventories"][0];
+    assert_eq!(
+        (&lease["ip"], &lease["mac"], &lease["vm_instance_uuid"]),
+        (&nic["ip"], &nic["mac"], &json!(id))
+    );
 
     let (status, err) = act(&node, &id, "start").await;
     assert_eq!(status, StatusCode::CONFLICT, "starting a running VM: {err}");

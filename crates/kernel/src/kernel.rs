@@ -123,6 +123,7 @@ impl KernelBuilder {
             .map(|(id, table)| (id, Arc::new(table)))
             .collect();
         let contributions = asm.contributions;
+        let late = asm.kernel;
         let inner = Arc::new_cyclic(|weak| Inner {
             bus: Bus::new(
                 WeakKernel(weak.clone()),
@@ -140,7 +141,9 @@ impl KernelBuilder {
             contributions,
             started: Mutex::new(Vec::new()),
         });
-        Ok(Kernel(inner))
+        let kernel = Kernel(inner);
+        late.set(kernel.downgrade());
+        Ok(kernel)
     }
 }
 

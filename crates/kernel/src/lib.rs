@@ -31,7 +31,7 @@ pub use kernel::{
     REQUEST_TIMEOUT_MS, START_TIMEOUT_MS,
 };
 pub use manifest::Manifest;
-pub use plugin::{Contributions, Plugin, PluginBuilder};
+pub use plugin::{Contributions, KernelRef, Plugin, PluginBuilder};
 
 /// Re-exported so plugins need not depend on these crates themselves to implement traits.
 pub use async_trait::async_trait;

@@ -67,7 +67,28 @@ pub(crate) struct Assembly {
     pub migrations: BTreeMap<String, Vec<Migration>>,
     pub contributions: BTreeMap<String, Contributions>,
     pub registered: crate::registry::Registered,
+    pub kernel: KernelRef,
     pub errors: Vec<KernelError>,
+}
+
+/// A handle to the kernel being assembled, for implementations a plugin registers in
+/// `build` (extensions, factories) that need the kernel when they are called. It resolves
+/// once assembly is done, and does not keep the kernel alive.
+#[derive(Clone, Default)]
+pub struct KernelRef(Arc<std::sync::OnceLock<crate::WeakKernel>>);
+
+impl KernelRef {
+    pub(crate) fn set(&self, kernel: crate::WeakKernel) {
+        let _ = self.0.set(kernel);
+    }
+
+    /// The kernel, or `unavailable` before assembly is done or after it is dropped.
+    pub fn get(&self) -> Result<Kernel, Fault> {
+        self.0
+            .get()
+            .and_then(crate::WeakKernel::upgrade)
+            .ok_or_else(|| Fault::unavailable("the kernel is not running"))
+    }
 }
 
 /// Handed to [`Plugin::build`]; every call records what the plugin adds.
@@ -77,6 +98,11 @@ pub struct PluginBuilder<'a> {
 }
 
 impl PluginBuilder<'_> {
+    /// A handle to the kernel, usable once assembly is done (see [`KernelRef`]).
+    pub fn kernel(&self) -> KernelRef {
+        self.asm.kernel.clone()
+    }
+
     /// The name of the plugin being built.
     pub fn plugin_name(&self) -> &'static str {
         self.plugin

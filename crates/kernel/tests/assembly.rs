@@ -347,3 +347,30 @@ fn introspection_lists_plugins_with_their_contributions() {
     assert_eq!(types["hosts"][0].name, "Simulator");
     assert_eq!(types["hosts"][0].plugin, "simulator");
 }
+
+#[test]
+fn a_kernel_handle_taken_in_build_resolves_once_assembled() {
+    struct Keeper(Arc<Mutex<Option<flatstack_kernel::KernelRef>>>);
+    impl Plugin for Keeper {
+        fn name(&self) -> &'static str {
+            "keeper"
+        }
+        fn build(&self, b: &mut PluginBuilder<'_>) {
+            let handle = b.kernel();
+            assert!(handle.get().is_err(), "not assembled yet");
+            *self.0.lock().unwrap() = Some(handle);
+        }
+    }
+    let slot = Arc::new(Mutex::new(None));
+    let kernel = Kernel::builder()
+        .plugin(Keeper(slot.clone()))
+        .build()
+        .unwrap();
+    let handle = slot.lock().unwrap().clone().unwrap();
+    assert_eq!(handle.get().unwrap().plugins()[0].name, "keeper");
+    drop(kernel);
+    assert!(
+        handle.get().is_err(),
+        "the handle does not keep the kernel alive"
+    );
+}

@@ -1,0 +1,112 @@
+//! DHCP: the network service that hands each NIC its address. It takes part in the VM's
+//! create through `vm.pre-instantiate` — recording a lease (IP ↔ MAC) for every NIC, and
+//! removing them if the create fails later or when the VM is destroyed. The VM plugin does
+//! not know it exists.
+
+use flatstack_header::vm::{VmPreInstantiate, VmWork};
+use flatstack_header::{ApiAction, ApiActionExtension, Inventory, InventoryList};
+use flatstack_kernel::migration::Migration;
+use flatstack_kernel::schemars::{self, JsonSchema};
+use flatstack_kernel::{
+    async_trait, DoUndo, Fault, KernelRef, Message, Plugin, PluginBuilder, Request,
+};
+use flatstack_store::resource::{row, store};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+const LEASES: &str = "dhcp_leases";
+
+/// The DHCP leases of an L3 network (addressed to it).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListLeases {}
+impl Message for ListLeases {
+    const NAME: &'static str = "dhcp.lease.list";
+}
+impl Request for ListLeases {
+    type Reply = InventoryList;
+}
+
+struct Leases(KernelRef);
+
+#[async_trait]
+impl DoUndo<VmPreInstantiate> for Leases {
+    async fn run(&self, vm: &mut VmWork) -> Result<(), Fault> {
+        let kernel = self.0.get()?;
+        let mut tx = store(&kernel)?.begin().await?;
+        for nic in &vm.nics {
+            let lease = row(json!({
+                "l3_network_uuid": nic.l3_network_uuid, "ip": nic.ip, "mac": nic.mac,
+                "vm_instance_uuid": vm.vm_uuid, "created_at": flatstack_store::now(),
+            }));
+            tx.insert(LEASES, &lease).await?;
+        }
+        tx.commit(kernel.bus()).await?;
+        Ok(())
+    }
+
+    async fn undo(&self, vm: &mut VmWork) -> Result<(), Fault> {
+        let kernel = self.0.get()?;
+        let mut tx = store(&kernel)?.begin().await?;
+        for nic in &vm.nics {
+            tx.delete_ref(
+                LEASES,
+                ("l3_network_uuid", &nic.l3_network_uuid),
+                ("ip", &nic.ip),
+            )
+            .await?;
+        }
+        tx.commit(kernel.bus()).await?;
+        Ok(())
+    }
+}
+
+pub struct DhcpPlugin;
+
+impl Plugin for DhcpPlugin {
+    fn name(&self) -> &'static str {
+        "dhcp"
+    }
+
+    fn description(&self) -> &'static str {
+        "DHCP leases for every VM NIC, set up before the VM starts."
+    }
+
+    fn requires(&self) -> &'static [&'static str] {
+        // Its leases refer to L3 networks.
+        &["l3-network"]
+    }
+
+    fn build(&self, b: &mut PluginBuilder<'_>) {
+        b.migration(Migration::new(
+            1,
+            "dhcp leases",
+            "CREATE TABLE dhcp_leases (
+                l3_network_uuid TEXT NOT NULL REFERENCES l3_networks (uuid),
+                ip TEXT NOT NULL, mac TEXT NOT NULL, vm_instance_uuid TEXT NOT NULL,
+                created_at TEXT NOT NULL,
+                PRIMARY KEY (l3_network_uuid, ip))",
+        ));
+        let kernel = b.kernel();
+        b.do_undo::<VmPreInstantiate>(Leases(kernel));
+        b.service("dhcp", ())
+            .handle::<ListLeases, _, _>(|_, _, cx| async move {
+                let mut tx = store(&cx.kernel)?.begin().await?;
+                let mut filter = Inventory::new();
+                filter.insert("l3_network_uuid".into(), json!(cx.resource_id()?));
+                let inventories = tx.list_by(LEASES, &filter, &["ip"]).await?;
+                Ok(InventoryList {
+                    total: inventories.len() as u64,
+                    inventories,
+                })
+            });
+        b.register(ApiActionExtension {
+            path: "l3-networks",
+            service: "dhcp",
+            action: ApiAction {
+                name: "list_dhcp_leases",
+                message: ListLeases::NAME,
+            },
+        });
+    }
+}
