@@ -33,5 +33,7 @@ pub fn plugins(builder: KernelBuilder) -> KernelBuilder {
     let b = b.plugin(flatstack_plugin_vm::VmPlugin);
     #[cfg(feature = "dhcp")]
     let b = b.plugin(flatstack_plugin_dhcp::DhcpPlugin);
+    #[cfg(feature = "host-tags")]
+    let b = b.plugin(flatstack_plugin_host_tags::HostTagsPlugin);
     b
 }

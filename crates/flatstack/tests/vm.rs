@@ -293,3 +293,62 @@ async fn a_failed_stop_keeps_the_vm_running() {
     let (status, _) = act(&node, &id, "stop").await;
     assert_eq!(status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn host_tags_steer_placement() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path());
+    let dc = data_centre(&node).await;
+    let tagged = &dc.hosts[1];
+    let (status, tags) = node
+        .post(
+            &format!("/v1/hosts/{tagged}/actions?wait=10"),
+            json!({"action": "add_tag", "tag": "ssd"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{tags}");
+    assert_eq!(tags["inventory"]["tags"], json!(["ssd"]));
+    let (status, err) = node
+        .post(
+            &format!("/v1/hosts/{tagged}/actions?wait=10"),
+            json!({"action": "add_tag", "tag": "no spaces"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{err}");
+
+    for i in 0..3 {
+        let mut body = vm_body(&dc, &format!("fast-{i}"));
+        body["host_tags"] = json!(["ssd"]);
+        let vm = node.create("vm-instances", body).await;
+        assert_eq!(
+            vm["host_uuid"],
+            tagged.as_str(),
+            "only the tagged host qualifies"
+        );
+    }
+    let before = snapshot(&node, dir.path(), &dc).await;
+    let mut body = vm_body(&dc, "gpu");
+    body["host_tags"] = json!(["ssd", "gpu"]);
+    let (status, err) = node.post("/v1/vm-instances?wait=10", body).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{err}");
+    assert_eq!(
+        err["error"]["details"]["plugin"], "host-tags",
+        "the filter that emptied the list is named"
+    );
+    assert_eq!(snapshot(&node, dir.path(), &dc).await, before);
+
+    let (status, _) = node
+        .post(
+            &format!("/v1/hosts/{tagged}/actions?wait=10"),
+            json!({"action": "remove_tag", "tag": "ssd"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = node
+        .post(
+            &format!("/v1/hosts/{tagged}/actions?wait=10"),
+            json!({"action": "remove_tag", "tag": "ssd"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "already removed");
+}

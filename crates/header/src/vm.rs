@@ -35,6 +35,9 @@ pub struct CreateVm {
     /// Place the VM on this host instead of letting the allocator choose.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_uuid: Option<String>,
+    /// Place the VM only on hosts that carry every one of these tags.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub host_tags: Vec<String>,
 }
 impl Message for CreateVm {
     const NAME: &'static str = "vm.create";
@@ -91,6 +94,8 @@ pub struct VmWork {
     pub l3_network_uuids: Vec<String>,
     /// Asked for by the caller.
     pub requested_host: Option<String>,
+    /// Tags every candidate host must carry.
+    pub host_tags: Vec<String>,
     /// The host the VM is placed on, once allocated.
     pub host: Option<Inventory>,
     /// Its NICs, once allocated.

@@ -193,6 +193,7 @@ async fn create(kernel: &Kernel, msg: CreateVm) -> Result<Inventory, Fault> {
             image_uuid: msg.image_uuid.clone(),
             l3_network_uuids: msg.l3_network_uuids.clone(),
             requested_host: msg.host_uuid.clone(),
+            host_tags: msg.host_tags.clone(),
             host: None,
             nics: Vec::new(),
         }
@@ -240,6 +241,7 @@ async fn work_of(kernel: &Kernel, vm: &Inventory) -> Result<VmWork, Fault> {
         image_uuid: text(vm, "image_uuid").to_owned(),
         l3_network_uuids: nics.iter().map(|n| n.l3_network_uuid.clone()).collect(),
         requested_host: None,
+        host_tags: Vec::new(),
         host,
         nics,
     })
