@@ -35,5 +35,7 @@ pub fn plugins(builder: KernelBuilder) -> KernelBuilder {
     let b = b.plugin(flatstack_plugin_dhcp::DhcpPlugin);
     #[cfg(feature = "host-tags")]
     let b = b.plugin(flatstack_plugin_host_tags::HostTagsPlugin);
+    #[cfg(feature = "quota")]
+    let b = b.plugin(flatstack_plugin_quota::QuotaPlugin);
     b
 }

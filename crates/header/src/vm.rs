@@ -27,6 +27,9 @@ pub mod state {
 #[serde(deny_unknown_fields)]
 pub struct CreateVm {
     pub name: String,
+    /// Who the VM belongs to (for quotas); `admin` if not given.
+    #[serde(default = "default_owner")]
+    pub owner: String,
     #[serde(default)]
     pub description: String,
     pub instance_offering_uuid: String,
@@ -39,6 +42,10 @@ pub struct CreateVm {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub host_tags: Vec<String>,
 }
+fn default_owner() -> String {
+    "admin".to_owned()
+}
+
 impl Message for CreateVm {
     const NAME: &'static str = "vm.create";
 }
@@ -88,6 +95,7 @@ pub struct Nic {
 pub struct VmWork {
     pub vm_uuid: String,
     pub name: String,
+    pub owner: String,
     pub cpu_num: u32,
     pub memory_size: u64,
     pub image_uuid: String,
@@ -130,6 +138,13 @@ point!(
     VmCreateCheck: VetoPoint, "vm.create.pre-check",
     "Before a VM is created; a refusal stops the create before anything is allocated.",
     Input = VmWork
+);
+point!(
+    /// The first step of a create: take what the VM will count against (quotas); given
+    /// back if the create fails and when the VM is destroyed.
+    VmReserve: DoUndoPoint, "vm.create.reserve",
+    "First step of a VM create, before anything is allocated; undone if the create fails and when the VM is destroyed.",
+    Context = VmWork
 );
 point!(
     /// Narrows the hosts a VM may be placed on (state, capacity, tags, networks...).

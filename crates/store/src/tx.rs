@@ -152,7 +152,20 @@ impl Tx {
         uuid: &str,
         changes: &Map<String, Value>,
     ) -> Result<bool, StoreError> {
+        self.update_where(table, "uuid", uuid, changes).await
+    }
+
+    /// Sets `changes` (and `updated_at`) on the rows where `key_column = key`, for tables
+    /// keyed by something else than a uuid; `false` if none.
+    pub async fn update_where(
+        &mut self,
+        table: &str,
+        key_column: &str,
+        key: &str,
+        changes: &Map<String, Value>,
+    ) -> Result<bool, StoreError> {
         check_ident(table)?;
+        check_ident(key_column)?;
         let mut sets = Vec::new();
         for (i, column) in changes.keys().enumerate() {
             check_ident(column)?;
@@ -160,7 +173,7 @@ impl Tx {
         }
         sets.push(format!("updated_at = ${}", changes.len() + 1));
         let sql = format!(
-            "UPDATE {table} SET {} WHERE uuid = ${}",
+            "UPDATE {table} SET {} WHERE {key_column} = ${}",
             sets.join(", "),
             changes.len() + 2
         );
@@ -168,7 +181,7 @@ impl Tx {
         for (column, value) in changes {
             query = bind(query, column, value)?;
         }
-        let done = query.bind(now()).bind(uuid).execute(&mut *self.tx).await?;
+        let done = query.bind(now()).bind(key).execute(&mut *self.tx).await?;
         Ok(done.rows_affected() > 0)
     }
 

@@ -3,7 +3,7 @@
 use crate::{text, VMS};
 use flatstack_header::infra::{Hosts, ReleaseCapacity, ReserveCapacity, HOST_SERVICE};
 use flatstack_header::network::{AllocateIp, ReleaseIp, L3_NETWORK_SERVICE};
-use flatstack_header::vm::{state, CreateVm, HostFilter, Nic, VmPreInstantiate, VmWork};
+use flatstack_header::vm::{state, CreateVm, HostFilter, Nic, VmPreInstantiate, VmReserve, VmWork};
 use flatstack_header::{Inventory, ResourceCreated, ResourceDeleted};
 use flatstack_kernel::flow::ExtensionStep;
 use flatstack_kernel::{async_trait, Fault, Flow, Kernel, Step};
@@ -13,6 +13,7 @@ use serde_json::json;
 /// The flow for one create request.
 pub(crate) fn create(kernel: &Kernel, msg: &CreateVm) -> Flow<VmWork> {
     Flow::new("vm.create")
+        .step(ExtensionStep::<VmReserve>::new(kernel))
         .step(Record {
             kernel: kernel.clone(),
             msg: msg.clone(),
@@ -40,6 +41,7 @@ impl Step<VmWork> for Record {
         let at = flatstack_store::now();
         let vm = row(json!({
             "uuid": work.vm_uuid, "name": self.msg.name, "description": self.msg.description,
+            "owner": work.owner,
             "state": state::CREATING, "instance_offering_uuid": self.msg.instance_offering_uuid,
             "image_uuid": self.msg.image_uuid, "host_uuid": null,
             "cpu_num": work.cpu_num, "memory_size": work.memory_size,

@@ -9,7 +9,7 @@ mod flow;
 use flatstack_header::infra::Hosts;
 use flatstack_header::vm::{
     state, CreateVm, HostFilter, Nic, RebootVm, StartVm, StopVm, VmCreateCheck, VmDestroyed,
-    VmPreInstantiate, VmStarted, VmStopped, VmWork, VM_SERVICE,
+    VmPreInstantiate, VmReserve, VmStarted, VmStopped, VmWork, VM_SERVICE,
 };
 use flatstack_header::{ApiAction, ApiResource, DeleteResource, Inventory};
 use flatstack_kernel::migration::Migration;
@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 pub(crate) static VMS: ResourceTable = ResourceTable {
     kind: "vm-instances",
     table: "vm_instances",
-    filters: &["name", "state", "host_uuid"],
+    filters: &["name", "state", "host_uuid", "owner"],
     joined: None,
     before_delete: None,
     decorate: Some(|tx, vm| Box::pin(nics_of(tx, vm))),
@@ -49,7 +49,7 @@ impl Plugin for VmPlugin {
             "vm instances and their nics",
             "CREATE TABLE vm_instances (
                 uuid TEXT PRIMARY KEY, name TEXT NOT NULL, description TEXT NOT NULL,
-                state TEXT NOT NULL, instance_offering_uuid TEXT NOT NULL,
+                owner TEXT NOT NULL, state TEXT NOT NULL, instance_offering_uuid TEXT NOT NULL,
                 image_uuid TEXT NOT NULL, host_uuid TEXT REFERENCES hosts (uuid),
                 cpu_num BIGINT NOT NULL, memory_size BIGINT NOT NULL,
                 created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
@@ -61,6 +61,7 @@ impl Plugin for VmPlugin {
                 created_at TEXT NOT NULL, updated_at TEXT NOT NULL);",
         ));
         b.define_veto::<VmCreateCheck>()
+            .define_do_undo::<VmReserve>()
             .define_filter::<HostFilter>()
             .define_do_undo::<VmPreInstantiate>()
             .define_observe::<VmStarted>()
@@ -188,6 +189,7 @@ async fn create(kernel: &Kernel, msg: CreateVm) -> Result<Inventory, Fault> {
         VmWork {
             vm_uuid: flatstack_store::resource::new_uuid(),
             name: msg.name.clone(),
+            owner: msg.owner.clone(),
             cpu_num: u32::try_from(number("cpu_num")).unwrap_or(u32::MAX),
             memory_size: number("memory_size"),
             image_uuid: msg.image_uuid.clone(),
@@ -232,6 +234,7 @@ async fn work_of(kernel: &Kernel, vm: &Inventory) -> Result<VmWork, Fault> {
     Ok(VmWork {
         vm_uuid: text(vm, "uuid").to_owned(),
         name: text(vm, "name").to_owned(),
+        owner: text(vm, "owner").to_owned(),
         cpu_num: vm
             .get("cpu_num")
             .and_then(Value::as_u64)
@@ -367,6 +370,7 @@ async fn destroy(kernel: &Kernel, uuid: &str) -> Result<(), Fault> {
         .await;
     flow::release_nics(kernel, &work).await?;
     flow::release_host(kernel, &work).await?;
+    kernel.extensions().undo::<VmReserve>(&mut work).await;
     VMS.set_state(kernel, uuid, "state", state::DESTROYED)
         .await?;
     flow::remove_record(kernel, uuid, true).await?;
