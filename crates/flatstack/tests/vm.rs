@@ -397,3 +397,65 @@ async fn quotas_refuse_what_would_exceed_them_and_free_on_destroy() {
     assert_eq!(status, StatusCode::NO_CONTENT);
     node.create("vm-instances", body).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_thousand_creates_at_once_never_over_commit_or_leak() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = std::sync::Arc::new(Node::start(dir.path()));
+    let dc = std::sync::Arc::new(data_centre(&node).await);
+    // 2 hosts × (8 vCPUs, 16 GiB) and VMs of (2 vCPUs, 4 GiB): 8 fit; the L3 has 10 addresses.
+    let mut calls = Vec::new();
+    for i in 0..1000 {
+        let (node, dc) = (node.clone(), dc.clone());
+        calls.push(tokio::spawn(async move {
+            node.post(
+                "/v1/vm-instances?wait=120",
+                vm_body(&dc, &format!("vm-{i}")),
+            )
+            .await
+        }));
+    }
+    let mut accepted = Vec::new();
+    for call in calls {
+        let (status, reply) = call.await.unwrap();
+        match status {
+            StatusCode::CREATED => accepted.push(reply["inventory"].clone()),
+            StatusCode::CONFLICT => {}
+            other => panic!("unexpected {other}: {reply}"),
+        }
+    }
+    assert_eq!(accepted.len(), 8, "exactly what fits is accepted");
+    let mut ips: Vec<&str> = accepted
+        .iter()
+        .map(|vm| vm["nics"][0]["ip"].as_str().unwrap())
+        .collect();
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips.len(), 8, "no address given twice");
+    for host in &dc.hosts {
+        let inv = node.get(&format!("/v1/hosts/{host}")).await.1["inventory"].clone();
+        let placed = accepted
+            .iter()
+            .filter(|vm| vm["host_uuid"] == host.as_str())
+            .count() as u64;
+        assert_eq!(
+            inv["available_cpu"].as_u64(),
+            Some(8 - 2 * placed),
+            "host {host}"
+        );
+        assert_eq!(
+            inv["available_memory"].as_u64(),
+            Some(16 * GIB - 4 * GIB * placed),
+            "host {host}"
+        );
+        assert_eq!(
+            simulated_vms(&node, host).await.as_array().unwrap().len() as u64,
+            placed
+        );
+    }
+    // The refused creates left nothing: only the accepted VMs hold rows and addresses.
+    assert_eq!(rows(dir.path(), "vm_instances").await, 8);
+    assert_eq!(rows(dir.path(), "vm_nics").await, 8);
+    assert_eq!(rows(dir.path(), "ip_addresses").await, 8);
+    assert_eq!(rows(dir.path(), "dhcp_leases").await, 8);
+}
