@@ -76,11 +76,11 @@ impl Plugin for VmPlugin {
         service
             .handle::<CreateVm, _, _>(|_, msg, cx| async move { create(&cx.kernel, msg).await })
             .handle::<StartVm, _, _>(|_, _, cx| async move {
-                start(&cx.kernel, cx.resource_id()?).await
+                power(&cx.kernel, cx.resource_id()?, Power::On).await
             })
-            .handle::<StopVm, _, _>(
-                |_, _, cx| async move { stop(&cx.kernel, cx.resource_id()?).await },
-            )
+            .handle::<StopVm, _, _>(|_, _, cx| async move {
+                power(&cx.kernel, cx.resource_id()?, Power::Off).await
+            })
             .handle::<RebootVm, _, _>(|_, _, cx| async move {
                 reboot(&cx.kernel, cx.resource_id()?).await
             })
@@ -286,48 +286,47 @@ fn driver_of(
     kernel.drivers().get::<Hosts>(text(host, "type"))
 }
 
-async fn start(kernel: &Kernel, uuid: &str) -> Result<Inventory, Fault> {
-    let vm = in_state(kernel, uuid, "start", &[state::STOPPED]).await?;
-    let work = work_of(kernel, &vm).await?;
-    VMS.set_state(kernel, uuid, "state", state::STARTING)
-        .await?;
-    let host = work.host.clone().unwrap_or_default();
-    match driver_of(kernel, &work)?
-        .start_vm(kernel, &host, &work)
-        .await
-    {
-        Ok(()) => {
-            VMS.set_state(kernel, uuid, "state", state::RUNNING).await?;
-            kernel.extensions().observe::<VmStarted>(&work).await;
-            read(kernel, uuid).await
-        }
-        Err(fault) => {
-            VMS.set_state(kernel, uuid, "state", state::STOPPED).await?;
-            Err(fault)
+/// Start or stop: the two power transitions, which differ only in their states, the
+/// driver call and the observers told.
+#[derive(Clone, Copy)]
+enum Power {
+    On,
+    Off,
+}
+
+impl Power {
+    /// (verb, from, through, to)
+    fn states(self) -> (&'static str, &'static str, &'static str, &'static str) {
+        match self {
+            Power::On => ("start", state::STOPPED, state::STARTING, state::RUNNING),
+            Power::Off => ("stop", state::RUNNING, state::STOPPING, state::STOPPED),
         }
     }
 }
 
-async fn stop(kernel: &Kernel, uuid: &str) -> Result<Inventory, Fault> {
-    let vm = in_state(kernel, uuid, "stop", &[state::RUNNING]).await?;
+/// Moves a VM `from` → `through` → `to` around the driver call; back to `from` if the
+/// driver fails.
+async fn power(kernel: &Kernel, uuid: &str, power: Power) -> Result<Inventory, Fault> {
+    let (verb, from, through, to) = power.states();
+    let vm = in_state(kernel, uuid, verb, &[from]).await?;
     let work = work_of(kernel, &vm).await?;
-    VMS.set_state(kernel, uuid, "state", state::STOPPING)
-        .await?;
+    VMS.set_state(kernel, uuid, "state", through).await?;
     let host = work.host.clone().unwrap_or_default();
-    match driver_of(kernel, &work)?
-        .stop_vm(kernel, &host, &work)
-        .await
-    {
-        Ok(()) => {
-            VMS.set_state(kernel, uuid, "state", state::STOPPED).await?;
-            kernel.extensions().observe::<VmStopped>(&work).await;
-            read(kernel, uuid).await
-        }
-        Err(fault) => {
-            VMS.set_state(kernel, uuid, "state", state::RUNNING).await?;
-            Err(fault)
-        }
+    let driver = driver_of(kernel, &work)?;
+    let done = match power {
+        Power::On => driver.start_vm(kernel, &host, &work).await,
+        Power::Off => driver.stop_vm(kernel, &host, &work).await,
+    };
+    if let Err(fault) = done {
+        VMS.set_state(kernel, uuid, "state", from).await?;
+        return Err(fault);
     }
+    VMS.set_state(kernel, uuid, "state", to).await?;
+    match power {
+        Power::On => kernel.extensions().observe::<VmStarted>(&work).await,
+        Power::Off => kernel.extensions().observe::<VmStopped>(&work).await,
+    }
+    read(kernel, uuid).await
 }
 
 async fn reboot(kernel: &Kernel, uuid: &str) -> Result<Inventory, Fault> {
