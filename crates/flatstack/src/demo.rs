@@ -107,11 +107,6 @@ pub async fn create(base: &str) -> anyhow::Result<()> {
         "size": 41126400, "backup_storage_uuids": [bs]}),
     )
     .await?;
-    api.create(
-        "instance-offerings",
-        json!({"name": "small", "cpu_num": 1, "memory_size": 1073741824u64}),
-    )
-    .await?;
     if api.serves("l3-networks").await {
         let l2 = api
             .create("l2-networks", json!({"type": "L2NoVlanNetwork", "name": "demo-l2", "zone_uuid": zone, "physical_interface": "eth0"}))
@@ -131,6 +126,12 @@ pub async fn create(base: &str) -> anyhow::Result<()> {
             "start_ip": "192.168.100.10", "end_ip": "192.168.100.250", "netmask": "255.255.255.0", "gateway": "192.168.100.1"}))
             .await?;
     }
+    // Last, so that scripts can tell the demo is complete when the offering exists.
+    api.create(
+        "instance-offerings",
+        json!({"name": "small", "cpu_num": 1, "memory_size": 1073741824u64}),
+    )
+    .await?;
     tracing::info!("demo data centre created");
     Ok(())
 }
