@@ -3,12 +3,12 @@
 //! `resource.attach`/`resource.detach` extension points and write the canonical events in
 //! the same transaction as the reference row.
 
-use crate::resource::{row, store};
+use crate::resource::{row, store, text};
 use crate::Tx;
 use flatstack_header::points::{AttachCheck, Attached, DetachCheck, Detached};
 use flatstack_header::{Attachment, Inventory, InventoryList, ResourceAttached, ResourceDetached};
 use flatstack_kernel::{Fault, Kernel};
-use serde_json::{json, Value};
+use serde_json::json;
 
 /// How one kind attaches to another.
 #[derive(Debug)]
@@ -24,13 +24,6 @@ pub struct Attachments {
     pub target_column: &'static str,
     /// A column both must agree on (e.g. `zone_uuid`): attaching across it is refused.
     pub same: Option<&'static str>,
-}
-
-fn text<'a>(inventory: &'a Inventory, column: &str) -> &'a str {
-    inventory
-        .get(column)
-        .and_then(Value::as_str)
-        .unwrap_or_default()
 }
 
 impl Attachments {

@@ -55,6 +55,14 @@ pub fn new_uuid() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
 
+/// The text in `column` of an inventory or row; empty if it is absent or not text.
+pub fn text<'a>(inventory: &'a Inventory, column: &str) -> &'a str {
+    inventory
+        .get(column)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+}
+
 /// A row from a `json!({...})` object literal.
 pub fn row(value: Value) -> Map<String, Value> {
     match value {

@@ -11,6 +11,7 @@ use flatstack_kernel::schemars::{self, JsonSchema};
 use flatstack_kernel::{
     async_trait, Fault, Kernel, Message, Observe, Plugin, PluginBuilder, Request,
 };
+use flatstack_store::resource::text;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -174,21 +175,21 @@ impl HostDriver for Driver {
     }
 
     async fn connect(&self, _kernel: &Kernel, host: &Inventory) -> Result<(), Fault> {
-        let uuid = host.get("uuid").and_then(Value::as_str).unwrap_or_default();
+        let uuid = text(host, "uuid");
         let latency = host.get("latency_ms").and_then(Value::as_u64).unwrap_or(0);
         tokio::time::sleep(Duration::from_millis(latency)).await;
         self.0.perform(uuid, "connect").await
     }
 
     async fn start_vm(&self, _kernel: &Kernel, host: &Inventory, vm: &VmWork) -> Result<(), Fault> {
-        let uuid = host.get("uuid").and_then(Value::as_str).unwrap_or_default();
+        let uuid = text(host, "uuid");
         self.0.perform(uuid, "start_vm").await?;
         self.0.vms().insert(vm.vm_uuid.clone(), uuid.to_owned());
         Ok(())
     }
 
     async fn stop_vm(&self, _kernel: &Kernel, host: &Inventory, vm: &VmWork) -> Result<(), Fault> {
-        let uuid = host.get("uuid").and_then(Value::as_str).unwrap_or_default();
+        let uuid = text(host, "uuid");
         self.0.perform(uuid, "stop_vm").await?;
         self.0.vms().remove(&vm.vm_uuid);
         Ok(())
@@ -200,7 +201,7 @@ impl HostDriver for Driver {
         host: &Inventory,
         vm: &VmWork,
     ) -> Result<(), Fault> {
-        let uuid = host.get("uuid").and_then(Value::as_str).unwrap_or_default();
+        let uuid = text(host, "uuid");
         self.0.perform(uuid, "reboot_vm").await?;
         if !self.0.vms().contains_key(&vm.vm_uuid) {
             return Err(Fault::conflict(format!(

@@ -10,9 +10,9 @@ use flatstack_kernel::schemars::{self, JsonSchema};
 use flatstack_kernel::{
     async_trait, Fault, Filter, Kernel, KernelRef, Message, Observe, Plugin, PluginBuilder, Request,
 };
-use flatstack_store::resource::{row, store};
+use flatstack_store::resource::{row, store, text};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::json;
 
 const TAGS: &str = "host_tags";
 
@@ -80,11 +80,7 @@ impl Filter<HostFilter> for Tagged {
         let mut tx = store(&kernel)?.begin().await?;
         let mut kept = Vec::new();
         for host in hosts {
-            let uuid = host
-                .get("uuid")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned();
+            let uuid = text(&host, "uuid").to_owned();
             let tags = tx.list_refs(TAGS, "host_uuid", &uuid, "tag").await?;
             if vm.host_tags.iter().all(|t| tags.contains(t)) {
                 kept.push(host);

@@ -7,7 +7,7 @@ use flatstack_header::infra::{
 use flatstack_header::{ApiAction, ApiResource, Inventory};
 use flatstack_kernel::migration::Migration;
 use flatstack_kernel::{Fault, Kernel, Message, Plugin, PluginBuilder};
-use flatstack_store::resource::{check_name, row, store, ResourceTable};
+use flatstack_store::resource::{check_name, row, store, text, ResourceTable};
 use serde_json::{json, Value};
 use std::net::IpAddr;
 
@@ -149,11 +149,7 @@ async fn create(kernel: &Kernel, msg: CreateHost) -> Result<Inventory, Fault> {
         "available_cpu": msg.cpu_capacity, "available_memory": memory,
     }));
     let host = HOSTS.create_typed(kernel, row, driver.table(), own).await?;
-    let uuid = host
-        .get("uuid")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned();
+    let uuid = text(&host, "uuid").to_owned();
     match connect(kernel, &uuid).await {
         Ok(host) => Ok(host),
         Err(fault) => {
@@ -173,7 +169,7 @@ async fn connect(kernel: &Kernel, uuid: &str) -> Result<Inventory, Fault> {
         let mut tx = store(kernel)?.begin().await?;
         HOSTS.read(kernel, &mut tx, uuid).await?
     };
-    let host_type = host.get("type").and_then(Value::as_str).unwrap_or_default();
+    let host_type = text(&host, "type");
     let driver = kernel.drivers().get::<Hosts>(host_type)?;
     let mut connection = HostConnection { host };
     let connected = async {

@@ -5,7 +5,7 @@ use flatstack_header::storage::CreateImage;
 use flatstack_header::{ApiResource, Inventory};
 use flatstack_kernel::migration::Migration;
 use flatstack_kernel::{Fault, Kernel, Message, Plugin, PluginBuilder};
-use flatstack_store::resource::{check_name, row, ResourceTable};
+use flatstack_store::resource::{check_name, row, text, ResourceTable};
 use flatstack_store::Tx;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
@@ -140,10 +140,7 @@ async fn place(
 
 /// Gives each placement's capacity back and removes the placements (before the image goes).
 async fn release(tx: &mut Tx, image: &Inventory) -> Result<(), Fault> {
-    let uuid = image
-        .get("uuid")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
+    let uuid = text(image, "uuid");
     let size = image.get("size").and_then(Value::as_i64).unwrap_or(0);
     for bs in tx
         .list_refs(REFS, "image_uuid", uuid, "backup_storage_uuid")
@@ -166,11 +163,7 @@ async fn release(tx: &mut Tx, image: &Inventory) -> Result<(), Fault> {
 
 /// Shows where the image is.
 async fn placements(tx: &mut Tx, image: &mut Inventory) -> Result<(), Fault> {
-    let uuid = image
-        .get("uuid")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned();
+    let uuid = text(image, "uuid").to_owned();
     let on = tx
         .list_refs(REFS, "image_uuid", &uuid, "backup_storage_uuid")
         .await?;

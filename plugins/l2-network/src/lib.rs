@@ -13,7 +13,7 @@ use flatstack_kernel::{
     async_trait, Fault, Kernel, Message, MessageContext, Plugin, PluginBuilder,
 };
 use flatstack_store::attach::Attachments;
-use flatstack_store::resource::{check_name, store, ResourceTable};
+use flatstack_store::resource::{check_name, store, text, ResourceTable};
 use flatstack_store::{StoreError, Tx};
 use serde_json::{json, Value};
 use sqlx::any::AnyArguments;
@@ -280,13 +280,6 @@ async fn resource_of(cx: &MessageContext) -> Result<Arc<dyn Resource>, Fault> {
             ))
         })?;
     driver.resource(&cx.kernel, network)
-}
-
-fn text<'a>(inventory: &'a Inventory, key: &str) -> &'a str {
-    inventory
-        .get(key)
-        .and_then(Value::as_str)
-        .unwrap_or_default()
 }
 
 /// `L2NoVlanNetwork`: no fields or table of its own.

@@ -14,7 +14,7 @@ use flatstack_header::network::{
 use flatstack_header::{ApiChild, ApiResource, Inventory, InventoryList};
 use flatstack_kernel::migration::Migration;
 use flatstack_kernel::{Fault, Kernel, Message, MessageContext, Plugin, PluginBuilder};
-use flatstack_store::resource::{check_name, new_uuid, store, ResourceTable};
+use flatstack_store::resource::{check_name, new_uuid, store, text, ResourceTable};
 use flatstack_store::{now, Tx};
 use ipv4::{dotted, Range};
 use serde_json::{json, Map, Value};
@@ -144,13 +144,6 @@ fn object(value: Value) -> Result<Map<String, Value>, Fault> {
         Value::Object(map) => Ok(map),
         _ => Err(Fault::internal("row is an object")),
     }
-}
-
-fn text<'a>(inventory: &'a Inventory, key: &str) -> &'a str {
-    inventory
-        .get(key)
-        .and_then(Value::as_str)
-        .unwrap_or_default()
 }
 
 async fn create(kernel: &Kernel, msg: CreateL3Network) -> Result<Inventory, Fault> {

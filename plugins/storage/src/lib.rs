@@ -10,9 +10,9 @@ use flatstack_kernel::driver::DriverKind;
 use flatstack_kernel::migration::Migration;
 use flatstack_kernel::{Fault, Kernel, Message, MessageContext, Plugin, PluginBuilder};
 use flatstack_store::attach::Attachments;
-use flatstack_store::resource::{check_name, row, store, ResourceTable};
+use flatstack_store::resource::{check_name, row, store, text, ResourceTable};
 use flatstack_store::Tx;
-use serde_json::{json, Value};
+use serde_json::json;
 
 static PRIMARY: ResourceTable = ResourceTable {
     kind: "primary-storage",
@@ -202,11 +202,7 @@ async fn with_clusters(kernel: &Kernel, ps: &str) -> Result<Inventory, Fault> {
 
 /// Shows which clusters may use the storage.
 async fn attached_clusters(tx: &mut Tx, ps: &mut Inventory) -> Result<(), Fault> {
-    let uuid = ps
-        .get("uuid")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned();
+    let uuid = text(ps, "uuid").to_owned();
     let clusters = CLUSTER_ATTACHMENTS.targets(tx, &uuid).await?;
     ps.insert("attached_cluster_uuids".into(), json!(clusters));
     Ok(())

@@ -1,13 +1,13 @@
 //! The create-VM flow: each step undone in reverse if a later one fails.
 
-use crate::{text, VMS};
+use crate::VMS;
 use flatstack_header::infra::{Hosts, ReleaseCapacity, ReserveCapacity, HOST_SERVICE};
 use flatstack_header::network::{AllocateIp, ReleaseIp, L3_NETWORK_SERVICE};
 use flatstack_header::vm::{state, CreateVm, HostFilter, Nic, VmPreInstantiate, VmReserve, VmWork};
 use flatstack_header::{Inventory, ResourceCreated, ResourceDeleted};
 use flatstack_kernel::flow::ExtensionStep;
 use flatstack_kernel::{async_trait, Fault, Flow, Kernel, Step};
-use flatstack_store::resource::{new_uuid, row, store};
+use flatstack_store::resource::{new_uuid, row, store, text};
 use serde_json::json;
 
 /// The flow for one create request.

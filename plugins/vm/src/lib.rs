@@ -14,7 +14,7 @@ use flatstack_header::vm::{
 use flatstack_header::{ApiAction, ApiResource, DeleteResource, Inventory};
 use flatstack_kernel::migration::Migration;
 use flatstack_kernel::{async_trait, Fault, Filter, Kernel, Message, Plugin, PluginBuilder};
-use flatstack_store::resource::{check_name, store, ResourceTable};
+use flatstack_store::resource::{check_name, store, text, ResourceTable};
 use flatstack_store::Tx;
 use serde_json::{json, Value};
 
@@ -128,13 +128,6 @@ impl Filter<HostFilter> for HasCapacity {
             })
             .collect())
     }
-}
-
-fn text<'a>(inventory: &'a Inventory, column: &str) -> &'a str {
-    inventory
-        .get(column)
-        .and_then(Value::as_str)
-        .unwrap_or_default()
 }
 
 /// Shows a VM's NICs.
