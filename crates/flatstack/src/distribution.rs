@@ -37,5 +37,9 @@ pub fn plugins(builder: KernelBuilder) -> KernelBuilder {
     let b = b.plugin(flatstack_plugin_host_tags::HostTagsPlugin);
     #[cfg(feature = "quota")]
     let b = b.plugin(flatstack_plugin_quota::QuotaPlugin);
+    #[cfg(feature = "volume")]
+    let b = b.plugin(flatstack_plugin_volume::VolumePlugin);
+    #[cfg(feature = "fault-injection")]
+    let b = b.plugin(flatstack_plugin_fault_injection::FaultInjectionPlugin);
     b
 }

@@ -35,6 +35,14 @@ async fn data_centre(node: &Node) -> Dc {
             .await;
         hosts.push(uuid(&host));
     }
+    let ps = uuid(&node.create("primary-storage", json!({"type": "Simulator", "name": "ps", "zone_uuid": zone, "url": "/sim/ps", "total_capacity": 1u64 << 40})).await);
+    let (status, attached) = node
+        .post(
+            &format!("/v1/primary-storage/{ps}/actions?wait=10"),
+            json!({"action": "attach_cluster", "cluster_uuid": cluster}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{attached}");
     let bs = uuid(&node.create("backup-storage", json!({"type": "Simulator", "name": "bs", "zone_uuid": zone, "url": "/sim/bs", "total_capacity": 1u64 << 40})).await);
     let image = uuid(&node.create("images", json!({"name": "cirros", "url": "http://example.invalid/c.qcow2", "format": "qcow2", "size": 1000, "backup_storage_uuids": [bs]})).await);
     let offering = uuid(

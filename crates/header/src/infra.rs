@@ -79,6 +79,28 @@ pub trait HostDriver: Send + Sync {
     ) -> Result<(), Fault> {
         Err(unsupported(host, "reboot VMs"))
     }
+
+    /// Plugs a volume into a VM on the host (the VM may be running or stopped).
+    async fn attach_volume(
+        &self,
+        _kernel: &Kernel,
+        host: &Inventory,
+        _vm: &VmWork,
+        _volume: &Inventory,
+    ) -> Result<(), Fault> {
+        Err(unsupported(host, "attach volumes"))
+    }
+
+    /// Unplugs a volume from a VM on the host.
+    async fn detach_volume(
+        &self,
+        _kernel: &Kernel,
+        host: &Inventory,
+        _vm: &VmWork,
+        _volume: &Inventory,
+    ) -> Result<(), Fault> {
+        Err(unsupported(host, "detach volumes"))
+    }
 }
 
 fn unsupported(host: &Inventory, what: &str) -> Fault {

@@ -8,6 +8,7 @@ pub mod network;
 pub mod resource;
 pub mod storage;
 pub mod vm;
+pub mod volume;
 
 pub use api::{ApiAction, ApiActionExtension, ApiChild, ApiResource};
 pub use resource::{

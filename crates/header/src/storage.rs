@@ -4,15 +4,72 @@
 use crate::resource::Inventory;
 use flatstack_kernel::driver::DriverKind;
 use flatstack_kernel::schemars::{self, JsonSchema};
-use flatstack_kernel::{Fault, Message, Request};
+use flatstack_kernel::{Fault, Kernel, Message, Request};
 use serde::{Deserialize, Serialize};
 
 /// What a storage driver provides to the plugin that owns its kind.
+#[flatstack_kernel::async_trait]
 pub trait StorageDriver: Send + Sync {
     /// The driver's own table, keyed by the storage uuid (joined inheritance), if any.
     fn table(&self) -> Option<&'static str>;
     /// Validates the driver's own create fields and returns its own record's columns.
     fn validate(&self, url: &str, params: &Inventory) -> Result<Inventory, Fault>;
+
+    /// Creates a volume's bytes on the storage (primary storage only). `volume` is the
+    /// volume's record as it will be stored: `uuid`, `size`, `type`, `image_uuid`...
+    async fn create_volume(
+        &self,
+        _kernel: &Kernel,
+        storage: &Inventory,
+        _volume: &Inventory,
+    ) -> Result<(), Fault> {
+        Err(unsupported(storage, "hold volumes"))
+    }
+
+    /// Deletes a volume's bytes; deleting one that is not there is not an error.
+    async fn delete_volume(
+        &self,
+        _kernel: &Kernel,
+        storage: &Inventory,
+        _volume: &Inventory,
+    ) -> Result<(), Fault> {
+        Err(unsupported(storage, "hold volumes"))
+    }
+}
+
+fn unsupported(storage: &Inventory, what: &str) -> Fault {
+    let kind = storage.get("type").and_then(|t| t.as_str()).unwrap_or("?");
+    Fault::unavailable(format!("{kind} storage cannot {what}"))
+}
+
+/// The service that owns primary storage; capacity requests are addressed to one storage's
+/// uuid, so they run one at a time and never over-commit it.
+pub const PRIMARY_STORAGE_SERVICE: &str = "primary-storage";
+
+/// Takes `size` bytes of the addressed primary storage; `conflict` if it has not got them.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReserveStorage {
+    pub size: u64,
+}
+impl Message for ReserveStorage {
+    const NAME: &'static str = "primary-storage.capacity.reserve";
+}
+impl Request for ReserveStorage {
+    type Reply = Inventory;
+}
+
+/// Gives `size` bytes back to the addressed primary storage.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseStorage {
+    pub size: u64,
+}
+impl Message for ReleaseStorage {
+    const NAME: &'static str = "primary-storage.capacity.release";
+}
+impl Request for ReleaseStorage {
+    type Reply = Inventory;
 }
 
 /// Primary storage: a driver kind (`Simulator`, `LocalStorage`, `NFS`, ...).

@@ -153,10 +153,59 @@ point!(
     Input = VmWork, Candidate = Inventory
 );
 point!(
+    /// After the host is chosen: storage plugins allocate the VM's root volume on primary
+    /// storage the host can reach.
+    VmAllocateVolumes: DoUndoPoint, "vm.volume.allocate",
+    "After a new VM's host is allocated: its root volume is allocated on primary storage the host reaches; undone if the create fails and when the VM is destroyed.",
+    Context = VmWork
+);
+point!(
     /// After the host and NICs are allocated, before the hypervisor starts the VM:
     /// network services (DHCP leases, tunnels) are set up here and torn down on failure.
     VmPreInstantiate: DoUndoPoint, "vm.pre-instantiate",
     "Before the hypervisor starts a new VM, with its host and NICs; undone if the start fails.",
+    Context = VmWork
+);
+point!(
+    /// Before a stopped VM is started: policies refuse here.
+    VmStartCheck: VetoPoint, "vm.start.pre-check",
+    "Before a stopped VM is started; a refusal leaves it stopped.",
+    Input = VmWork
+);
+point!(
+    /// Before the hypervisor starts a stopped VM: set up what it needs on its host.
+    VmPreStart: DoUndoPoint, "vm.pre-start",
+    "Before the hypervisor starts a stopped VM; undone if the start fails.",
+    Context = VmWork
+);
+point!(
+    /// Before a running VM is stopped: policies refuse here.
+    VmStopCheck: VetoPoint, "vm.stop.pre-check",
+    "Before a running VM is stopped; a refusal leaves it running.",
+    Input = VmWork
+);
+point!(
+    /// Before the hypervisor stops a running VM.
+    VmPreStop: DoUndoPoint, "vm.pre-stop",
+    "Before the hypervisor stops a running VM; undone if the stop fails.",
+    Context = VmWork
+);
+point!(
+    /// Before a running VM is rebooted: policies refuse here.
+    VmRebootCheck: VetoPoint, "vm.reboot.pre-check",
+    "Before a running VM is rebooted; a refusal leaves it as it is.",
+    Input = VmWork
+);
+point!(
+    /// Before a VM is destroyed: policies (deletion protection...) refuse here.
+    VmDestroyCheck: VetoPoint, "vm.destroy.pre-check",
+    "Before a VM is destroyed; a refusal leaves it as it is.",
+    Input = VmWork
+);
+point!(
+    /// Before a VM is stopped for good and its resources released.
+    VmPreDestroy: DoUndoPoint, "vm.pre-destroy",
+    "Before a VM is destroyed, while it still holds everything; undone if stopping it fails.",
     Context = VmWork
 );
 point!(
@@ -172,8 +221,14 @@ point!(
     Event = VmWork
 );
 point!(
+    /// A VM rebooted.
+    VmRebooted: ObservePoint, "vm.rebooted",
+    "After a VM rebooted.",
+    Event = VmWork
+);
+point!(
     /// A VM was destroyed and everything it held released.
     VmDestroyed: ObservePoint, "vm.destroyed",
-    "After a VM was destroyed and its host capacity, IPs and NICs released.",
+    "After a VM was destroyed and its host capacity, volumes, IPs and NICs released.",
     Event = VmWork
 );

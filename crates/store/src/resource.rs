@@ -117,7 +117,12 @@ impl ResourceTable {
     where
         F: for<'t> FnOnce(&'t mut Tx, &'t str) -> BoxFuture<'t, Result<(), Fault>>,
     {
-        let uuid = new_uuid();
+        // A kind that must name the resource before writing it (to create its bytes on a
+        // device first, say) passes its uuid in the row.
+        let uuid = match row.get("uuid").and_then(Value::as_str) {
+            Some(uuid) => uuid.to_owned(),
+            None => new_uuid(),
+        };
         let at = crate::now();
         row.insert("uuid".into(), Value::String(uuid.clone()));
         row.insert("created_at".into(), Value::String(at.clone()));

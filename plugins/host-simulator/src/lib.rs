@@ -5,127 +5,55 @@
 use flatstack_header::infra::{HostDriver, Hosts};
 use flatstack_header::points::Deleted;
 use flatstack_header::vm::VmWork;
-use flatstack_header::{ApiAction, ApiActionExtension, Inventory, ResourceChange};
+use flatstack_header::{Inventory, ResourceChange};
 use flatstack_kernel::migration::Migration;
-use flatstack_kernel::schemars::{self, JsonSchema};
-use flatstack_kernel::{
-    async_trait, Fault, Kernel, Message, Observe, Plugin, PluginBuilder, Request,
-};
+use flatstack_kernel::{async_trait, Fault, Kernel, Observe, Plugin, PluginBuilder};
+use flatstack_simulator::{Injections, Simulated};
 use flatstack_store::resource::text;
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-/// Makes a simulated host operation fail or be slow (addressed to the host's uuid).
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct InjectFailure {
-    /// The operation: `connect` (more come with the VM life cycle).
-    pub operation: String,
-    /// Fail the operation (after any delay).
-    #[serde(default)]
-    pub fail: bool,
-    /// Delay the operation by this many milliseconds.
-    #[serde(default)]
-    pub delay_ms: u64,
-    /// Apply to the next call only.
-    #[serde(default)]
-    pub once: bool,
-}
-impl Message for InjectFailure {
-    const NAME: &'static str = "simulator.inject-failure";
-}
-impl Request for InjectFailure {
-    type Reply = Inventory;
-}
-
-/// Removes every injected failure of a host.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ClearFailures {}
-impl Message for ClearFailures {
-    const NAME: &'static str = "simulator.clear-failures";
-}
-impl Request for ClearFailures {
-    type Reply = Inventory;
-}
-
 /// Operations the simulator can make misbehave.
-pub const OPERATIONS: &[&str] = &["connect", "start_vm", "stop_vm", "reboot_vm"];
+pub const OPERATIONS: &[&str] = &[
+    "connect",
+    "start_vm",
+    "stop_vm",
+    "reboot_vm",
+    "attach_volume",
+    "detach_volume",
+];
 
-#[derive(Debug, Clone)]
-struct Injection {
-    fail: bool,
-    delay: Duration,
-    once: bool,
-}
-
-/// The simulated hosts' injected failures, by (host uuid, operation), and the VMs they run.
-#[derive(Default)]
+/// The simulated hosts: their injected failures and the VMs they run.
 pub struct Simulator {
-    injections: Mutex<HashMap<(String, String), Injection>>,
+    injections: Injections,
     /// VM uuid → host uuid of every VM a simulated host runs.
     vms: Mutex<HashMap<String, String>>,
 }
 
-impl Simulator {
-    fn injections(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Injection>> {
-        self.injections
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Plays what was injected for `operation` on `host`: a delay, then a failure.
-    pub async fn perform(&self, host: &str, operation: &str) -> Result<(), Fault> {
-        let key = (host.to_owned(), operation.to_owned());
-        let injection = {
-            let mut all = self.injections();
-            let found = all.get(&key).cloned();
-            if found.as_ref().is_some_and(|i| i.once) {
-                all.remove(&key);
-            }
-            found
-        };
-        let Some(injection) = injection else {
-            return Ok(());
-        };
-        tokio::time::sleep(injection.delay).await;
-        if injection.fail {
-            return Err(Fault::unavailable(format!(
-                "simulated failure of `{operation}` on host {host}"
-            ))
-            .with_detail("host", host)
-            .with_detail("operation", operation));
+impl Default for Simulator {
+    fn default() -> Self {
+        Simulator {
+            injections: Injections::new(OPERATIONS),
+            vms: Mutex::default(),
         }
-        Ok(())
     }
+}
 
+impl Simulator {
     fn vms(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
         self.vms.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
 
-    /// The VMs each simulated host runs, by host uuid (sorted VM uuids).
-    pub fn running(&self) -> std::collections::BTreeMap<String, Vec<String>> {
-        let mut out: std::collections::BTreeMap<String, Vec<String>> = Default::default();
-        for (vm, host) in self.vms().iter() {
-            out.entry(host.clone()).or_default().push(vm.clone());
-        }
-        out.values_mut().for_each(|v| v.sort());
-        out
+impl Simulated for Simulator {
+    fn injections(&self) -> &Injections {
+        &self.injections
     }
 
-    fn summary(&self, host: &str) -> Inventory {
-        let mut out = Inventory::new();
-        for ((h, op), i) in self.injections().iter() {
-            if h == host {
-                out.insert(
-                    op.clone(),
-                    json!({"fail": i.fail, "delay_ms": i.delay.as_millis() as u64, "once": i.once}),
-                );
-            }
-        }
+    /// What is armed for the host and the VMs it runs.
+    fn report(&self, host: &str) -> Inventory {
         let mut running: Vec<String> = self
             .vms()
             .iter()
@@ -135,7 +63,10 @@ impl Simulator {
         running.sort();
         let mut inventory = Inventory::new();
         inventory.insert("host_uuid".into(), json!(host));
-        inventory.insert("injected".into(), Value::Object(out));
+        inventory.insert(
+            "injected".into(),
+            Value::Object(self.injections.summary(host)),
+        );
         inventory.insert("vm_uuids".into(), json!(running));
         inventory
     }
@@ -178,19 +109,19 @@ impl HostDriver for Driver {
         let uuid = text(host, "uuid");
         let latency = host.get("latency_ms").and_then(Value::as_u64).unwrap_or(0);
         tokio::time::sleep(Duration::from_millis(latency)).await;
-        self.0.perform(uuid, "connect").await
+        self.0.injections.perform(uuid, "connect").await
     }
 
     async fn start_vm(&self, _kernel: &Kernel, host: &Inventory, vm: &VmWork) -> Result<(), Fault> {
         let uuid = text(host, "uuid");
-        self.0.perform(uuid, "start_vm").await?;
+        self.0.injections.perform(uuid, "start_vm").await?;
         self.0.vms().insert(vm.vm_uuid.clone(), uuid.to_owned());
         Ok(())
     }
 
     async fn stop_vm(&self, _kernel: &Kernel, host: &Inventory, vm: &VmWork) -> Result<(), Fault> {
         let uuid = text(host, "uuid");
-        self.0.perform(uuid, "stop_vm").await?;
+        self.0.injections.perform(uuid, "stop_vm").await?;
         self.0.vms().remove(&vm.vm_uuid);
         Ok(())
     }
@@ -202,7 +133,7 @@ impl HostDriver for Driver {
         vm: &VmWork,
     ) -> Result<(), Fault> {
         let uuid = text(host, "uuid");
-        self.0.perform(uuid, "reboot_vm").await?;
+        self.0.injections.perform(uuid, "reboot_vm").await?;
         if !self.0.vms().contains_key(&vm.vm_uuid) {
             return Err(Fault::conflict(format!(
                 "host {uuid} does not run VM {}",
@@ -210,6 +141,32 @@ impl HostDriver for Driver {
             )));
         }
         Ok(())
+    }
+
+    async fn attach_volume(
+        &self,
+        _kernel: &Kernel,
+        host: &Inventory,
+        _vm: &VmWork,
+        _volume: &Inventory,
+    ) -> Result<(), Fault> {
+        self.0
+            .injections
+            .perform(text(host, "uuid"), "attach_volume")
+            .await
+    }
+
+    async fn detach_volume(
+        &self,
+        _kernel: &Kernel,
+        host: &Inventory,
+        _vm: &VmWork,
+        _volume: &Inventory,
+    ) -> Result<(), Fault> {
+        self.0
+            .injections
+            .perform(text(host, "uuid"), "detach_volume")
+            .await
     }
 }
 
@@ -220,9 +177,7 @@ struct Forget(Arc<Simulator>);
 impl Observe<Deleted> for Forget {
     async fn observe(&self, change: &ResourceChange) -> Result<(), Fault> {
         if change.kind == "hosts" {
-            self.0
-                .injections()
-                .retain(|(host, _), _| host != &change.uuid);
+            self.0.injections.clear(&change.uuid);
         }
         Ok(())
     }
@@ -263,42 +218,6 @@ impl Plugin for SimulatorPlugin {
         ));
         b.driver::<Hosts>("Simulator", Arc::new(Driver(self.simulator.clone())));
         b.observe::<Deleted>(Forget(self.simulator.clone()));
-        b.service_arc("simulator", self.simulator.clone())
-            .handle::<InjectFailure, _, _>(|sim, msg, cx| async move {
-                let host = cx.resource_id()?.to_owned();
-                if !OPERATIONS.contains(&msg.operation.as_str()) {
-                    return Err(Fault::invalid(
-                        "operation",
-                        format!(
-                            "unknown operation `{}` (known: {})",
-                            msg.operation,
-                            OPERATIONS.join(", ")
-                        ),
-                    ));
-                }
-                let injection = Injection {
-                    fail: msg.fail,
-                    delay: Duration::from_millis(msg.delay_ms),
-                    once: msg.once,
-                };
-                sim.injections()
-                    .insert((host.clone(), msg.operation), injection);
-                Ok(sim.summary(&host))
-            })
-            .handle::<ClearFailures, _, _>(|sim, _, cx| async move {
-                let host = cx.resource_id()?.to_owned();
-                sim.injections().retain(|(h, _), _| h != &host);
-                Ok(sim.summary(&host))
-            });
-        for (name, message) in [
-            ("inject_failure", InjectFailure::NAME),
-            ("clear_failures", ClearFailures::NAME),
-        ] {
-            b.register(ApiActionExtension {
-                path: "hosts",
-                service: "simulator",
-                action: ApiAction { name, message },
-            });
-        }
+        flatstack_simulator::serve(b, "hosts", "simulator", self.simulator.clone());
     }
 }

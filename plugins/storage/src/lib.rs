@@ -3,7 +3,8 @@
 
 use flatstack_header::storage::{
     AttachPrimaryStorage, BackupStorages, CreateBackupStorage, CreatePrimaryStorage, CreateStorage,
-    DetachPrimaryStorage, PrimaryStorages,
+    DetachPrimaryStorage, PrimaryStorages, ReleaseStorage, ReserveStorage,
+    PRIMARY_STORAGE_SERVICE,
 };
 use flatstack_header::{ApiAction, ApiResource, Inventory};
 use flatstack_kernel::driver::DriverKind;
@@ -77,7 +78,7 @@ impl Plugin for StoragePlugin {
         b.driver_kind::<PrimaryStorages>()
             .driver_kind::<BackupStorages>();
 
-        let mut primary = b.service("primary-storage", ());
+        let mut primary = b.service(PRIMARY_STORAGE_SERVICE, ());
         PRIMARY.serve(&mut primary);
         primary
             .handle::<CreatePrimaryStorage, _, _>(|_, msg, cx| async move {
@@ -88,10 +89,16 @@ impl Plugin for StoragePlugin {
             })
             .handle::<DetachPrimaryStorage, _, _>(|_, msg, cx| async move {
                 detach(&cx, &msg.cluster_uuid).await
+            })
+            .handle::<ReserveStorage, _, _>(|_, msg, cx| async move {
+                change_capacity(&cx.kernel, cx.resource_id()?, -bytes(msg.size)?).await
+            })
+            .handle::<ReleaseStorage, _, _>(|_, msg, cx| async move {
+                change_capacity(&cx.kernel, cx.resource_id()?, bytes(msg.size)?).await
             });
         b.register(ApiResource {
             path: "primary-storage",
-            service: "primary-storage",
+            service: PRIMARY_STORAGE_SERVICE,
             create: CreatePrimaryStorage::NAME,
             driver_kind: Some(PrimaryStorages::KIND),
             filters: PRIMARY.filters,
@@ -206,4 +213,38 @@ async fn attached_clusters(tx: &mut Tx, ps: &mut Inventory) -> Result<(), Fault>
     let clusters = CLUSTER_ATTACHMENTS.targets(tx, &uuid).await?;
     ps.insert("attached_cluster_uuids".into(), json!(clusters));
     Ok(())
+}
+
+fn bytes(size: u64) -> Result<i64, Fault> {
+    i64::try_from(size).map_err(|_| Fault::invalid("size", "size must be below 2^63 bytes"))
+}
+
+/// Takes (negative `change`) or gives back bytes of one primary storage; requests for one
+/// storage run one at a time on its queue, so it is never over-committed.
+async fn change_capacity(kernel: &Kernel, uuid: &str, change: i64) -> Result<Inventory, Fault> {
+    let mut tx = store(kernel)?.begin().await?;
+    let ps = PRIMARY.read(kernel, &mut tx, uuid).await?;
+    let number = |column: &str| ps.get(column).and_then(|v| v.as_i64()).unwrap_or(0);
+    let available = number("available_capacity") + change;
+    if available < 0 {
+        return Err(Fault::conflict(format!(
+            "primary storage {uuid} has {} bytes free; {} are needed",
+            number("available_capacity"),
+            -change
+        )));
+    }
+    if available > number("total_capacity") {
+        return Err(Fault::internal(format!(
+            "primary storage {uuid}: releasing more capacity than was reserved"
+        )));
+    }
+    tx.update(
+        "primary_storage",
+        uuid,
+        &row(json!({"available_capacity": available})),
+    )
+    .await?;
+    let ps = PRIMARY.read(kernel, &mut tx, uuid).await?;
+    tx.commit(kernel.bus()).await?;
+    Ok(ps)
 }

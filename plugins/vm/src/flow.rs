@@ -3,7 +3,9 @@
 use crate::VMS;
 use flatstack_header::infra::{Hosts, ReleaseCapacity, ReserveCapacity, HOST_SERVICE};
 use flatstack_header::network::{AllocateIp, ReleaseIp, L3_NETWORK_SERVICE};
-use flatstack_header::vm::{state, CreateVm, HostFilter, Nic, VmPreInstantiate, VmReserve, VmWork};
+use flatstack_header::vm::{
+    state, CreateVm, HostFilter, Nic, VmAllocateVolumes, VmPreInstantiate, VmReserve, VmWork,
+};
 use flatstack_header::{Inventory, ResourceCreated, ResourceDeleted};
 use flatstack_kernel::flow::ExtensionStep;
 use flatstack_kernel::{async_trait, Fault, Flow, Kernel, Step};
@@ -19,9 +21,10 @@ pub(crate) fn create(kernel: &Kernel, msg: &CreateVm) -> Flow<VmWork> {
             msg: msg.clone(),
         })
         .step(AllocateHost(kernel.clone()))
+        .step(ExtensionStep::<VmAllocateVolumes>::new(kernel))
         .step(AllocateNics(kernel.clone()))
         .step(ExtensionStep::<VmPreInstantiate>::new(kernel))
-        .step(StartOnHost(kernel.clone()))
+        .step(Hypervisor::start(kernel))
         .step(MarkRunning(kernel.clone()))
 }
 
@@ -241,31 +244,57 @@ pub(crate) async fn release_nics(kernel: &Kernel, work: &VmWork) -> Result<(), F
     Ok(())
 }
 
-/// Asks the host's driver to start the VM.
-struct StartOnHost(Kernel);
+/// Asks the VM's host's driver to start or to stop it; undone by the opposite.
+pub(crate) struct Hypervisor {
+    kernel: Kernel,
+    start: bool,
+}
+
+impl Hypervisor {
+    pub(crate) fn start(kernel: &Kernel) -> Self {
+        Hypervisor {
+            kernel: kernel.clone(),
+            start: true,
+        }
+    }
+
+    pub(crate) fn stop(kernel: &Kernel) -> Self {
+        Hypervisor {
+            kernel: kernel.clone(),
+            start: false,
+        }
+    }
+
+    async fn power(&self, work: &VmWork, on: bool) -> Result<(), Fault> {
+        let host = work
+            .host
+            .as_ref()
+            .ok_or_else(|| Fault::internal(format!("VM {} has no host", work.vm_uuid)))?;
+        let driver = self.kernel.drivers().get::<Hosts>(text(host, "type"))?;
+        if on {
+            driver.start_vm(&self.kernel, host, work).await
+        } else {
+            driver.stop_vm(&self.kernel, host, work).await
+        }
+    }
+}
 
 #[async_trait]
-impl Step<VmWork> for StartOnHost {
+impl Step<VmWork> for Hypervisor {
     fn name(&self) -> &str {
-        "hypervisor.start"
+        if self.start {
+            "hypervisor.start"
+        } else {
+            "hypervisor.stop"
+        }
     }
 
     async fn run(&self, work: &mut VmWork) -> Result<(), Fault> {
-        let host = work
-            .host
-            .clone()
-            .ok_or_else(|| Fault::internal("no host allocated"))?;
-        let driver = self.0.drivers().get::<Hosts>(text(&host, "type"))?;
-        driver.start_vm(&self.0, &host, work).await
+        self.power(work, self.start).await
     }
 
     async fn rollback(&self, work: &mut VmWork) -> Result<(), Fault> {
-        let host = work
-            .host
-            .clone()
-            .ok_or_else(|| Fault::internal("no host allocated"))?;
-        let driver = self.0.drivers().get::<Hosts>(text(&host, "type"))?;
-        driver.stop_vm(&self.0, &host, work).await
+        self.power(work, !self.start).await
     }
 }
 

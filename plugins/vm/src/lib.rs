@@ -1,19 +1,26 @@
 //! VM instances. The VM plugin knows the minimum: it records the VM, reserves CPU and
-//! memory on a host chosen through the host-filter pipeline, asks the L3 networks for
-//! addresses, lets plugins prepare the host (`vm.pre-instantiate`), and asks the host's
-//! driver to start it — as one flow, rolled back step by step if anything fails.
+//! memory on a host chosen through the host-filter pipeline, lets storage plugins allocate
+//! its root volume (`vm.volume.allocate`), asks the L3 networks for addresses, lets plugins
+//! prepare the host (`vm.pre-instantiate`), and asks the host's driver to start it — as
+//! one flow, rolled back step by step if anything fails. Start, stop, reboot and destroy
+//! each have a veto point before, a do/undo point during and observers after.
 //! Requests about one VM are addressed to its uuid, so they run one after another.
 
 mod flow;
 
 use flatstack_header::infra::Hosts;
 use flatstack_header::vm::{
-    state, CreateVm, HostFilter, Nic, RebootVm, StartVm, StopVm, VmCreateCheck, VmDestroyed,
-    VmPreInstantiate, VmReserve, VmStarted, VmStopped, VmWork, VM_SERVICE,
+    state, CreateVm, HostFilter, Nic, RebootVm, StartVm, StopVm, VmAllocateVolumes,
+    VmCreateCheck, VmDestroyCheck, VmDestroyed, VmPreDestroy, VmPreInstantiate, VmPreStart,
+    VmPreStop, VmRebootCheck, VmRebooted, VmReserve, VmStartCheck, VmStarted, VmStopCheck,
+    VmStopped, VmWork, VM_SERVICE,
 };
 use flatstack_header::{ApiAction, ApiResource, DeleteResource, Inventory};
 use flatstack_kernel::migration::Migration;
-use flatstack_kernel::{async_trait, Fault, Filter, Kernel, Message, Plugin, PluginBuilder};
+use flatstack_kernel::flow::ExtensionStep;
+use flatstack_kernel::{
+    async_trait, Fault, Filter, Flow, Kernel, Message, Plugin, PluginBuilder,
+};
 use flatstack_store::resource::{check_name, store, text, ResourceTable};
 use flatstack_store::Tx;
 use serde_json::{json, Value};
@@ -63,9 +70,18 @@ impl Plugin for VmPlugin {
         b.define_veto::<VmCreateCheck>()
             .define_do_undo::<VmReserve>()
             .define_filter::<HostFilter>()
+            .define_do_undo::<VmAllocateVolumes>()
             .define_do_undo::<VmPreInstantiate>()
+            .define_veto::<VmStartCheck>()
+            .define_do_undo::<VmPreStart>()
+            .define_veto::<VmStopCheck>()
+            .define_do_undo::<VmPreStop>()
+            .define_veto::<VmRebootCheck>()
+            .define_veto::<VmDestroyCheck>()
+            .define_do_undo::<VmPreDestroy>()
             .define_observe::<VmStarted>()
             .define_observe::<VmStopped>()
+            .define_observe::<VmRebooted>()
             .define_observe::<VmDestroyed>();
         // The allocator's own filter: enough free CPU and memory. Others (tags, ...) plug in
         // beside it; it goes first so they see only hosts that could take the VM.
@@ -279,8 +295,8 @@ fn driver_of(
     kernel.drivers().get::<Hosts>(text(host, "type"))
 }
 
-/// Start or stop: the two power transitions, which differ only in their states, the
-/// driver call and the observers told.
+/// Start or stop: the two power transitions, which differ only in their states, their
+/// extension points and the driver call.
 #[derive(Clone, Copy)]
 enum Power {
     On,
@@ -297,22 +313,30 @@ impl Power {
     }
 }
 
-/// Moves a VM `from` → `through` → `to` around the driver call; back to `from` if the
-/// driver fails.
+/// Moves a VM `from` → `through` → `to`: the veto, then a flow of the do/undo point and
+/// the driver call, then the observers; back to `from` if the flow fails.
 async fn power(kernel: &Kernel, uuid: &str, power: Power) -> Result<Inventory, Fault> {
     let (verb, from, through, to) = power.states();
     let vm = in_state(kernel, uuid, verb, &[from]).await?;
-    let work = work_of(kernel, &vm).await?;
-    VMS.set_state(kernel, uuid, "state", through).await?;
-    let host = work.host.clone().unwrap_or_default();
-    let driver = driver_of(kernel, &work)?;
-    let done = match power {
-        Power::On => driver.start_vm(kernel, &host, &work).await,
-        Power::Off => driver.stop_vm(kernel, &host, &work).await,
+    let mut work = work_of(kernel, &vm).await?;
+    let flow = match power {
+        Power::On => {
+            kernel.extensions().veto::<VmStartCheck>(&work)?;
+            Flow::new("vm.start")
+                .step(ExtensionStep::<VmPreStart>::new(kernel))
+                .step(flow::Hypervisor::start(kernel))
+        }
+        Power::Off => {
+            kernel.extensions().veto::<VmStopCheck>(&work)?;
+            Flow::new("vm.stop")
+                .step(ExtensionStep::<VmPreStop>::new(kernel))
+                .step(flow::Hypervisor::stop(kernel))
+        }
     };
-    if let Err(fault) = done {
+    VMS.set_state(kernel, uuid, "state", through).await?;
+    if let Err(failure) = flow.run(&mut work).await {
         VMS.set_state(kernel, uuid, "state", from).await?;
-        return Err(fault);
+        return Err(failure.fault);
     }
     VMS.set_state(kernel, uuid, "state", to).await?;
     match power {
@@ -325,15 +349,18 @@ async fn power(kernel: &Kernel, uuid: &str, power: Power) -> Result<Inventory, F
 async fn reboot(kernel: &Kernel, uuid: &str) -> Result<Inventory, Fault> {
     let vm = in_state(kernel, uuid, "reboot", &[state::RUNNING]).await?;
     let work = work_of(kernel, &vm).await?;
+    kernel.extensions().veto::<VmRebootCheck>(&work)?;
     let host = work.host.clone().unwrap_or_default();
     driver_of(kernel, &work)?
         .reboot_vm(kernel, &host, &work)
         .await?;
+    kernel.extensions().observe::<VmRebooted>(&work).await;
     read(kernel, uuid).await
 }
 
-/// Stops the VM if it runs, then releases everything it holds, in the reverse order of the
-/// create, and removes it.
+/// The veto, then a flow that prepares (`vm.pre-destroy`) and stops the VM, which leaves
+/// it as it was if it fails; then everything it holds is released in the reverse order of
+/// the create, and it is removed.
 async fn destroy(kernel: &Kernel, uuid: &str) -> Result<(), Fault> {
     let vm = in_state(
         kernel,
@@ -344,28 +371,26 @@ async fn destroy(kernel: &Kernel, uuid: &str) -> Result<(), Fault> {
     .await?;
     let previous = text(&vm, "state").to_owned();
     let mut work = work_of(kernel, &vm).await?;
+    kernel.extensions().veto::<VmDestroyCheck>(&work)?;
+    let mut stop = Flow::new("vm.destroy").step(ExtensionStep::<VmPreDestroy>::new(kernel));
+    if previous != state::STOPPED {
+        stop = stop.step(flow::Hypervisor::stop(kernel));
+    }
     VMS.set_state(kernel, uuid, "state", state::DESTROYING)
         .await?;
-    if previous != state::STOPPED {
-        let host = work.host.clone().unwrap_or_default();
-        if let Err(fault) = driver_of(kernel, &work)?
-            .stop_vm(kernel, &host, &work)
-            .await
-        {
-            VMS.set_state(kernel, uuid, "state", &previous).await?;
-            return Err(fault);
-        }
+    if let Err(failure) = stop.run(&mut work).await {
+        VMS.set_state(kernel, uuid, "state", &previous).await?;
+        return Err(failure.fault);
     }
-    kernel
-        .extensions()
-        .undo::<VmPreInstantiate>(&mut work)
-        .await;
+    let extensions = kernel.extensions();
+    extensions.undo::<VmPreInstantiate>(&mut work).await;
     flow::release_nics(kernel, &work).await?;
+    extensions.undo::<VmAllocateVolumes>(&mut work).await;
     flow::release_host(kernel, &work).await?;
-    kernel.extensions().undo::<VmReserve>(&mut work).await;
+    extensions.undo::<VmReserve>(&mut work).await;
     VMS.set_state(kernel, uuid, "state", state::DESTROYED)
         .await?;
     flow::remove_record(kernel, uuid, true).await?;
-    kernel.extensions().observe::<VmDestroyed>(&work).await;
+    extensions.observe::<VmDestroyed>(&work).await;
     Ok(())
 }
