@@ -8,17 +8,16 @@
 //! `disabled = ["fault-injection"]` in the manifest.
 
 use flatstack_header::vm::{
-    HostFilter, VmAllocateVolumes, VmCreateCheck, VmDestroyCheck, VmPreDestroy,
-    VmPreInstantiate, VmPreStart, VmPreStop, VmRebootCheck, VmReserve, VmStartCheck,
-    VmStopCheck,
+    HostFilter, VmAllocateVolumes, VmCreateCheck, VmDestroyCheck, VmPreDestroy, VmPreInstantiate,
+    VmPreStart, VmPreStop, VmRebootCheck, VmReserve, VmStartCheck, VmStopCheck,
 };
 use flatstack_header::{
     ApiResource, DeleteResource, GetResource, Inventory, InventoryList, ListResources,
 };
 use flatstack_kernel::schemars::{self, JsonSchema};
 use flatstack_kernel::{
-    async_trait, DoUndo, DoUndoPoint, ExtensionPoint, Fault, Filter, FilterPoint, Message,
-    Plugin, PluginBuilder, Request, Veto, VetoPoint,
+    async_trait, DoUndo, DoUndoPoint, ExtensionPoint, Fault, Filter, FilterPoint, Message, Plugin,
+    PluginBuilder, Request, Veto, VetoPoint,
 };
 use flatstack_store::resource::new_uuid;
 use serde::{Deserialize, Serialize};
@@ -123,7 +122,10 @@ impl Faults {
         if veto && msg.mode == Mode::Hang {
             return Err(Fault::invalid(
                 "mode",
-                format!("`{}` is a veto point: it can fail or panic, not hang", msg.point),
+                format!(
+                    "`{}` is a veto point: it can fail or panic, not hang",
+                    msg.point
+                ),
             ));
         }
         let mut armed = self.armed();
@@ -292,8 +294,10 @@ impl Plugin for FaultInjectionPlugin {
         b.veto::<VmDestroyCheck>(Trap::new(&faults)).order(LAST);
         b.do_undo::<VmReserve>(Trap::new(&faults)).order(LAST);
         b.filter::<HostFilter>(Trap::new(&faults)).order(LAST);
-        b.do_undo::<VmAllocateVolumes>(Trap::new(&faults)).order(LAST);
-        b.do_undo::<VmPreInstantiate>(Trap::new(&faults)).order(LAST);
+        b.do_undo::<VmAllocateVolumes>(Trap::new(&faults))
+            .order(LAST);
+        b.do_undo::<VmPreInstantiate>(Trap::new(&faults))
+            .order(LAST);
         b.do_undo::<VmPreStart>(Trap::new(&faults)).order(LAST);
         b.do_undo::<VmPreStop>(Trap::new(&faults)).order(LAST);
         b.do_undo::<VmPreDestroy>(Trap::new(&faults)).order(LAST);
@@ -313,9 +317,9 @@ impl Plugin for FaultInjectionPlugin {
                     inventories,
                 })
             })
-            .handle::<GetResource, _, _>(|faults, _, cx| async move {
-                faults.get(cx.resource_id()?)
-            })
+            .handle::<GetResource, _, _>(
+                |faults, _, cx| async move { faults.get(cx.resource_id()?) },
+            )
             .handle::<DeleteResource, _, _>(|faults, _, cx| async move {
                 faults.disarm(cx.resource_id()?)
             });

@@ -3,8 +3,7 @@
 
 use flatstack_header::storage::{
     AttachPrimaryStorage, BackupStorages, CreateBackupStorage, CreatePrimaryStorage, CreateStorage,
-    DetachPrimaryStorage, PrimaryStorages, ReleaseStorage, ReserveStorage,
-    PRIMARY_STORAGE_SERVICE,
+    DetachPrimaryStorage, PrimaryStorages, ReleaseStorage, ReserveStorage, PRIMARY_STORAGE_SERVICE,
 };
 use flatstack_header::{ApiAction, ApiResource, Inventory};
 use flatstack_kernel::driver::DriverKind;

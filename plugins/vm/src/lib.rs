@@ -10,17 +10,15 @@ mod flow;
 
 use flatstack_header::infra::Hosts;
 use flatstack_header::vm::{
-    state, CreateVm, HostFilter, Nic, RebootVm, StartVm, StopVm, VmAllocateVolumes,
-    VmCreateCheck, VmDestroyCheck, VmDestroyed, VmPreDestroy, VmPreInstantiate, VmPreStart,
-    VmPreStop, VmRebootCheck, VmRebooted, VmReserve, VmStartCheck, VmStarted, VmStopCheck,
-    VmStopped, VmWork, VM_SERVICE,
+    state, CreateVm, HostFilter, Nic, RebootVm, StartVm, StopVm, VmAllocateVolumes, VmCreateCheck,
+    VmDestroyCheck, VmDestroyed, VmPreDestroy, VmPreInstantiate, VmPreStart, VmPreStop,
+    VmRebootCheck, VmRebooted, VmReserve, VmStartCheck, VmStarted, VmStopCheck, VmStopped, VmWork,
+    VM_SERVICE,
 };
 use flatstack_header::{ApiAction, ApiResource, DeleteResource, Inventory};
-use flatstack_kernel::migration::Migration;
 use flatstack_kernel::flow::ExtensionStep;
-use flatstack_kernel::{
-    async_trait, Fault, Filter, Flow, Kernel, Message, Plugin, PluginBuilder,
-};
+use flatstack_kernel::migration::Migration;
+use flatstack_kernel::{async_trait, Fault, Filter, Flow, Kernel, Message, Plugin, PluginBuilder};
 use flatstack_store::resource::{check_name, store, text, ResourceTable};
 use flatstack_store::Tx;
 use serde_json::{json, Value};

@@ -130,7 +130,11 @@ impl Storage {
             .request(PRIMARY_STORAGE_SERVICE, ReserveStorage { size })
             .resource(self.uuid())
             .await?;
-        if let Err(fault) = self.driver.create_volume(kernel, &self.record, volume).await {
+        if let Err(fault) = self
+            .driver
+            .create_volume(kernel, &self.record, volume)
+            .await
+        {
             self.release(kernel, size).await?;
             return Err(fault);
         }
@@ -161,7 +165,14 @@ async fn candidates(kernel: &Kernel, cluster: &str, size: u64) -> Result<Vec<Str
     let mut filter = Inventory::new();
     filter.insert("cluster_uuid".into(), json!(cluster));
     let mut found = Vec::new();
-    for reference in tx.list_by("primary_storage_cluster_refs", &filter, &["primary_storage_uuid"]).await? {
+    for reference in tx
+        .list_by(
+            "primary_storage_cluster_refs",
+            &filter,
+            &["primary_storage_uuid"],
+        )
+        .await?
+    {
         let Some(ps) = tx
             .get("primary_storage", text(&reference, "primary_storage_uuid"))
             .await?
@@ -216,7 +227,8 @@ impl DoUndo<VmAllocateVolumes> for RootVolume {
             let Some(storage) = Storage::load(&kernel, &ps).await? else {
                 continue;
             };
-            let mut volume = volume_row(&format!("ROOT-for-{}", vm.name), "", kind::ROOT, size, &ps);
+            let mut volume =
+                volume_row(&format!("ROOT-for-{}", vm.name), "", kind::ROOT, size, &ps);
             volume.insert("vm_instance_uuid".into(), json!(vm.vm_uuid));
             volume.insert("device_id".into(), json!(0));
             volume.insert("image_uuid".into(), json!(vm.image_uuid));
@@ -398,9 +410,13 @@ async fn attach(kernel: &Kernel, uuid: &str, vm_uuid: &str) -> Result<Inventory,
         let mut filter = Inventory::new();
         filter.insert("primary_storage_uuid".into(), json!(ps));
         filter.insert("cluster_uuid".into(), json!(cluster));
-        !tx.list_by("primary_storage_cluster_refs", &filter, &["primary_storage_uuid"])
-            .await?
-            .is_empty()
+        !tx.list_by(
+            "primary_storage_cluster_refs",
+            &filter,
+            &["primary_storage_uuid"],
+        )
+        .await?
+        .is_empty()
     };
     if !reachable {
         return Err(Fault::conflict(format!(

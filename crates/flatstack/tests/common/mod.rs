@@ -2,6 +2,8 @@
 //! temporary SQLite database, driven over HTTP.
 #![allow(dead_code)]
 
+pub mod cloud;
+
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
@@ -22,6 +24,18 @@ impl Node {
     /// A node on a PostgreSQL database instead of SQLite.
     pub fn start_postgres(url: &str) -> Node {
         Self::start_with(&["--database-url".as_ref(), url.as_ref()])
+    }
+
+    /// A node whose manifest is `manifest` (TOML), e.g. a short `extension.timeout_ms`.
+    pub fn start_with_manifest(data_dir: &Path, manifest: &str) -> Node {
+        let path = data_dir.join("flatstack.toml");
+        std::fs::write(&path, manifest).expect("manifest written");
+        Self::start_with(&[
+            "--data-dir".as_ref(),
+            data_dir.as_os_str(),
+            "--config".as_ref(),
+            path.as_os_str(),
+        ])
     }
 
     fn start_with(args: &[&std::ffi::OsStr]) -> Node {
@@ -115,6 +129,25 @@ pub async fn rows(data_dir: &Path, table: &str) -> i64 {
     let url = format!("sqlite://{}", data_dir.join("flatstack.db").display());
     let store = flatstack_store::Store::open(&url).await.expect("db");
     store.count(table).await.expect("count")
+}
+
+/// Every row of `table`, without `updated_at`, in a stable order.
+pub async fn dump(data_dir: &Path, table: &str) -> Vec<Value> {
+    let url = format!("sqlite://{}", data_dir.join("flatstack.db").display());
+    let store = flatstack_store::Store::open(&url).await.expect("db");
+    let mut tx = store.begin().await.expect("tx");
+    let mut rows: Vec<Value> = tx
+        .list_by(table, &serde_json::Map::new(), &[])
+        .await
+        .expect("rows")
+        .into_iter()
+        .map(|mut row| {
+            row.remove("updated_at");
+            Value::Object(row)
+        })
+        .collect();
+    rows.sort_by_key(|row| row.to_string());
+    rows
 }
 
 pub async fn data_centre(node: &Node) -> (String, String, String) {

@@ -1,0 +1,190 @@
+//! Volumes over HTTP: every VM's root volume, data volumes created, attached, detached and
+//! deleted, with primary-storage capacity and the storage simulator kept exact.
+
+mod common;
+
+use common::cloud::{data_centre, simulated_volumes, vm_body, Dc, GIB};
+use common::{uuid, Node};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+async fn free(node: &Node, dc: &Dc) -> u64 {
+    node.get(&format!("/v1/primary-storage/{}", dc.ps)).await.1["inventory"]["available_capacity"]
+        .as_u64()
+        .expect("available_capacity")
+}
+
+async fn volume_action(node: &Node, volume: &str, body: Value) -> (StatusCode, Value) {
+    node.post(&format!("/v1/volumes/{volume}/actions?wait=10"), body)
+        .await
+}
+
+async fn delete(node: &Node, path: &str) -> (StatusCode, Value) {
+    node.send(Method::DELETE, &format!("{path}?wait=10"), None)
+        .await
+}
+
+#[tokio::test]
+async fn volumes_live_with_vms_and_on_their_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path());
+    let dc = data_centre(&node).await;
+    let total = free(&node, &dc).await;
+
+    // A VM gets a root volume the size of its image, on storage its cluster reaches.
+    let vm = uuid(&node.create("vm-instances", vm_body(&dc, "vm")).await);
+    let (_, roots) = node
+        .get(&format!("/v1/volumes?vm_instance_uuid={vm}"))
+        .await;
+    assert_eq!(roots["total"], 1, "{roots}");
+    let root = roots["inventories"][0].clone();
+    assert_eq!(
+        (&root["type"], &root["size"], &root["device_id"]),
+        (&json!("Root"), &json!(1000), &json!(0))
+    );
+    assert_eq!(free(&node, &dc).await, total - 1000);
+
+    // A data volume: bad input is refused and takes nothing.
+    for (body, field) in [
+        (json!({"name": "d", "size": 0}), "size"),
+        (
+            json!({"name": "d", "size": GIB, "primary_storage_uuid": "0".repeat(32)}),
+            "primary_storage_uuid",
+        ),
+        (json!({"name": "", "size": GIB}), "name"),
+    ] {
+        let (status, err) = node.post("/v1/volumes?wait=10", body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{err}");
+        assert_eq!(err["error"]["details"]["field"], field, "{err}");
+    }
+    let (status, err) = node
+        .post(
+            "/v1/volumes?wait=10",
+            json!({"name": "huge", "size": total}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "more than is free: {err}");
+    // A storage that fails to create the bytes holds nothing either.
+    node.post(
+        &format!("/v1/primary-storage/{}/actions?wait=10", dc.ps),
+        json!({"action": "inject_failure", "operation": "create_volume", "fail": true, "once": true}),
+    )
+    .await;
+    let (status, err) = node
+        .post("/v1/volumes?wait=10", json!({"name": "d", "size": GIB}))
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{err}");
+    assert_eq!(node.count("volumes").await, 1);
+    assert_eq!(free(&node, &dc).await, total - 1000);
+
+    let data = node
+        .create("volumes", json!({"name": "data", "size": 10 * GIB}))
+        .await;
+    let data_id = uuid(&data);
+    assert_eq!(
+        (
+            &data["type"],
+            &data["primary_storage_uuid"],
+            &data["vm_instance_uuid"]
+        ),
+        (&json!("Data"), &json!(dc.ps), &Value::Null)
+    );
+    assert_eq!(free(&node, &dc).await, total - 1000 - 10 * GIB);
+
+    // Attach: refused for a root volume, an unknown VM, or while the host fails.
+    let root_id = uuid(&root);
+    let attach = json!({"action": "attach", "vm_instance_uuid": vm});
+    let (status, err) = volume_action(&node, &root_id, attach.clone()).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{err}");
+    let (status, err) = volume_action(
+        &node,
+        &data_id,
+        json!({"action": "attach", "vm_instance_uuid": "0".repeat(32)}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{err}");
+    let host = node.get(&format!("/v1/vm-instances/{vm}")).await.1["inventory"]["host_uuid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    node.post(
+        &format!("/v1/hosts/{host}/actions?wait=10"),
+        json!({"action": "inject_failure", "operation": "attach_volume", "fail": true, "once": true}),
+    )
+    .await;
+    let (status, err) = volume_action(&node, &data_id, attach.clone()).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{err}");
+    assert_eq!(
+        node.get(&format!("/v1/volumes/{data_id}")).await.1["inventory"]["vm_instance_uuid"],
+        Value::Null,
+        "a failed attach leaves it detached"
+    );
+    let (status, attached) = volume_action(&node, &data_id, attach.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{attached}");
+    assert_eq!(
+        (
+            &attached["inventory"]["vm_instance_uuid"],
+            &attached["inventory"]["device_id"]
+        ),
+        (&json!(vm), &json!(1))
+    );
+    assert_eq!(
+        volume_action(&node, &data_id, attach.clone()).await.0,
+        StatusCode::CONFLICT,
+        "already attached"
+    );
+    let (status, err) = delete(&node, &format!("/v1/volumes/{data_id}")).await;
+    assert_eq!(status, StatusCode::CONFLICT, "attached: {err}");
+    let (status, err) = delete(&node, &format!("/v1/volumes/{root_id}")).await;
+    assert_eq!(status, StatusCode::CONFLICT, "a root volume: {err}");
+
+    // Detach, and attach again; a destroyed VM's data volume survives it, detached.
+    let (status, detached) = volume_action(&node, &data_id, json!({"action": "detach"})).await;
+    assert_eq!(status, StatusCode::OK, "{detached}");
+    assert_eq!(detached["inventory"]["vm_instance_uuid"], Value::Null);
+    assert_eq!(
+        volume_action(&node, &data_id, json!({"action": "detach"}))
+            .await
+            .0,
+        StatusCode::CONFLICT
+    );
+    assert_eq!(
+        volume_action(&node, &data_id, attach).await.0,
+        StatusCode::OK
+    );
+    let (status, err) = delete(&node, &format!("/v1/vm-instances/{vm}")).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{err}");
+    let (_, left) = node.get("/v1/volumes").await;
+    assert_eq!(left["total"], 1, "the root volume went with its VM: {left}");
+    assert_eq!(left["inventories"][0]["uuid"], json!(data_id));
+    assert_eq!(left["inventories"][0]["vm_instance_uuid"], Value::Null);
+    assert_eq!(free(&node, &dc).await, total - 10 * GIB);
+    assert_eq!(simulated_volumes(&node, &dc.ps).await, json!([data_id]));
+
+    let (status, err) = delete(&node, &format!("/v1/volumes/{data_id}")).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{err}");
+    assert_eq!(free(&node, &dc).await, total);
+    assert_eq!(simulated_volumes(&node, &dc.ps).await, json!([]));
+    assert_eq!(node.count("volumes").await, 0);
+}
+
+#[tokio::test]
+async fn a_vm_needs_primary_storage_its_cluster_reaches() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path());
+    let dc = data_centre(&node).await;
+    let (status, _) = node
+        .post(
+            &format!("/v1/primary-storage/{}/actions?wait=10", dc.ps),
+            json!({"action": "detach_cluster", "cluster_uuid": dc.cluster}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, err) = node
+        .post("/v1/vm-instances?wait=10", vm_body(&dc, "homeless"))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{err}");
+    assert_eq!(err["error"]["details"]["step"], "vm.volume.allocate");
+    assert_eq!(node.count("vm-instances").await, 0);
+    assert_eq!(node.count("volumes").await, 0);
+}
