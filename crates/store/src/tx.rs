@@ -229,6 +229,21 @@ impl Tx {
         Ok(())
     }
 
+    /// Deletes the rows of `table` where `column = value` (for tables without a `uuid`,
+    /// which nothing refers to); returns how many went.
+    pub async fn delete_where(
+        &mut self,
+        table: &str,
+        column: &str,
+        value: &str,
+    ) -> Result<u64, StoreError> {
+        check_ident(table)?;
+        check_ident(column)?;
+        let sql = format!("DELETE FROM {table} WHERE {column} = $1");
+        let done = sqlx::query(&sql).bind(value).execute(&mut *self.tx).await?;
+        Ok(done.rows_affected())
+    }
+
     /// The `value_column` of the rows of reference table `table` where `key_column = key`,
     /// sorted: e.g. the clusters a storage is attached to.
     pub async fn list_refs(

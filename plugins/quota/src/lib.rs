@@ -143,7 +143,11 @@ async fn change_usage(
     let values = row(
         json!({"vm_num": next.0.max(0), "cpu_num": next.1.max(0), "memory_size": next.2.max(0)}),
     );
-    if usage.is_some() {
+    if next.0 <= 0 && next.1 <= 0 && next.2 <= 0 {
+        // An owner who holds nothing has no usage row: a create that was refused or
+        // rolled back leaves the table as it found it.
+        tx.delete_where("quota_usage", "owner", owner).await?;
+    } else if usage.is_some() {
         tx.update_where("quota_usage", "owner", owner, &values)
             .await?;
     } else {
