@@ -164,6 +164,29 @@ async fn volumes_live_with_vms_and_on_their_own() {
     let (status, err) = delete(&node, &format!("/v1/volumes/{data_id}")).await;
     assert_eq!(status, StatusCode::NO_CONTENT, "{err}");
     assert_eq!(free(&node, &dc).await, total);
+    // Service authors see the data volume's whole life in canonical events.
+    let updates: Vec<Value> = common::events(dir.path(), "resource.updated")
+        .await
+        .into_iter()
+        .filter(|e| e["uuid"] == json!(data_id))
+        .map(|e| e["inventory"]["vm_instance_uuid"].clone())
+        .collect();
+    assert_eq!(
+        updates,
+        [json!(vm), Value::Null, json!(vm), Value::Null],
+        "attach, detach, attach, detached by the VM's destroy"
+    );
+    for name in ["resource.created", "resource.deleted"] {
+        let events = common::events(dir.path(), name).await;
+        assert_eq!(
+            events
+                .iter()
+                .filter(|e| e["uuid"] == json!(data_id))
+                .count(),
+            1,
+            "{name}"
+        );
+    }
     assert_eq!(simulated_volumes(&node, &dc.ps).await, json!([]));
     assert_eq!(node.count("volumes").await, 0);
 }

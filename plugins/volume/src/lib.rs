@@ -10,7 +10,7 @@ use flatstack_header::storage::{
 };
 use flatstack_header::vm::{state as vm_state, VmAllocateVolumes, VmWork};
 use flatstack_header::volume::{kind, AttachVolume, CreateVolume, DetachVolume, VOLUME_SERVICE};
-use flatstack_header::{ApiAction, ApiResource, DeleteResource, Inventory};
+use flatstack_header::{ApiAction, ApiResource, DeleteResource, Inventory, ResourceUpdated};
 use flatstack_kernel::migration::Migration;
 use flatstack_kernel::{
     async_trait, DoUndo, Fault, Kernel, KernelRef, Message, Plugin, PluginBuilder,
@@ -469,6 +469,17 @@ async fn set_attachment(kernel: &Kernel, uuid: &str, vm: Option<&str>) -> Result
             "updated_at": flatstack_store::now()})),
     )
     .await?;
+    // Data volumes are announced (created, updated, deleted); root volumes live and die
+    // inside their VM's announced life cycle.
+    let inventory = VOLUMES.read(kernel, &mut tx, uuid).await?;
+    if text(&inventory, "type") == kind::DATA {
+        tx.emit(ResourceUpdated {
+            kind: VOLUMES.kind.to_owned(),
+            uuid: uuid.to_owned(),
+            inventory,
+        })
+        .await?;
+    }
     tx.commit(kernel.bus()).await?;
     Ok(())
 }
