@@ -192,22 +192,39 @@ async fn volumes_live_with_vms_and_on_their_own() {
 }
 
 #[tokio::test]
-async fn a_vm_needs_primary_storage_its_cluster_reaches() {
+async fn a_vm_goes_only_where_its_networks_and_storage_reach() {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start(dir.path());
     let dc = data_centre(&node).await;
-    let (status, _) = node
-        .post(
-            &format!("/v1/primary-storage/{}/actions?wait=10", dc.ps),
-            json!({"action": "detach_cluster", "cluster_uuid": dc.cluster}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK);
-    let (status, err) = node
-        .post("/v1/vm-instances?wait=10", vm_body(&dc, "homeless"))
-        .await;
-    assert_eq!(status, StatusCode::CONFLICT, "{err}");
-    assert_eq!(err["error"]["details"]["step"], "vm.volume.allocate");
-    assert_eq!(node.count("vm-instances").await, 0);
-    assert_eq!(node.count("volumes").await, 0);
+    let l2 = node.get(&format!("/v1/l3-networks/{}", dc.l3)).await.1["inventory"]
+        ["l2_network_uuid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for (path, plugin) in [
+        (format!("/v1/l2-networks/{l2}"), "l3-network"),
+        (format!("/v1/primary-storage/{}", dc.ps), "volume"),
+    ] {
+        let detach = json!({"action": "detach_cluster", "cluster_uuid": dc.cluster});
+        let (status, reply) = node.post(&format!("{path}/actions?wait=10"), detach).await;
+        assert_eq!(status, StatusCode::OK, "{reply}");
+        let (status, err) = node
+            .post("/v1/vm-instances?wait=10", vm_body(&dc, "homeless"))
+            .await;
+        assert_eq!(status, StatusCode::CONFLICT, "{err}");
+        assert_eq!(err["error"]["details"]["step"], "host.allocate");
+        assert_eq!(
+            err["error"]["details"]["plugin"], plugin,
+            "the filter that left no host is named: {err}"
+        );
+        assert_eq!(node.count("vm-instances").await, 0);
+        assert_eq!(node.count("volumes").await, 0);
+        let attach = json!({"action": "attach_cluster", "cluster_uuid": dc.cluster});
+        let (status, reply) = node.post(&format!("{path}/actions?wait=10"), attach).await;
+        assert_eq!(status, StatusCode::OK, "{reply}");
+    }
+    // Both reachable again: placement spreads VMs, most free memory first.
+    let first = node.create("vm-instances", vm_body(&dc, "a")).await;
+    let second = node.create("vm-instances", vm_body(&dc, "b")).await;
+    assert_ne!(first["host_uuid"], second["host_uuid"]);
 }

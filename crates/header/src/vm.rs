@@ -153,6 +153,13 @@ point!(
     Input = VmWork, Candidate = Inventory
 );
 point!(
+    /// Orders the hosts left by the filters; they are tried in that order until one takes
+    /// the VM (placement strategies: spread, pack, affinity...).
+    HostSort: FilterPoint, "vm.host-allocate.sort",
+    "Orders the candidate hosts a new VM's filters left; the allocator tries them in order.",
+    Input = VmWork, Candidate = Inventory
+);
+point!(
     /// After the host is chosen: storage plugins allocate the VM's root volume on primary
     /// storage the host can reach.
     VmAllocateVolumes: DoUndoPoint, "vm.volume.allocate",

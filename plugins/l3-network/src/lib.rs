@@ -11,9 +11,12 @@ use flatstack_header::network::{
     AllocateIp, CreateIpRange, CreateL3Network, ListIpAddresses, ListIpRanges, ReleaseIp,
     IP_RANGE_SERVICE, L3_NETWORK_SERVICE,
 };
+use flatstack_header::vm::{HostFilter, VmWork};
 use flatstack_header::{ApiChild, ApiResource, Inventory, InventoryList};
 use flatstack_kernel::migration::Migration;
-use flatstack_kernel::{Fault, Kernel, Message, MessageContext, Plugin, PluginBuilder};
+use flatstack_kernel::{
+    async_trait, Fault, Filter, Kernel, KernelRef, Message, MessageContext, Plugin, PluginBuilder,
+};
 use flatstack_store::resource::{check_name, new_uuid, store, text, ResourceTable};
 use flatstack_store::{now, Tx};
 use ipv4::{dotted, Range};
@@ -54,6 +57,10 @@ impl Plugin for L3NetworkPlugin {
     }
 
     fn build(&self, b: &mut PluginBuilder<'_>) {
+        // Only hosts whose cluster is attached to every requested network's L2 can take
+        // a VM: the VM plugin does not know how networks reach hosts.
+        let kernel = b.kernel();
+        b.filter::<HostFilter>(ReachesNetworks(kernel));
         b.migration(Migration::new(
             1,
             "l3 networks",
@@ -440,4 +447,41 @@ async fn list_addresses(kernel: &Kernel, l3: &str) -> Result<InventoryList, Faul
         total: inventories.len() as u64,
         inventories,
     })
+}
+
+/// Keeps the hosts whose cluster is attached to the L2 network of every L3 network the VM
+/// asks for.
+struct ReachesNetworks(KernelRef);
+
+#[async_trait]
+impl Filter<HostFilter> for ReachesNetworks {
+    async fn filter(&self, vm: &VmWork, hosts: Vec<Inventory>) -> Result<Vec<Inventory>, Fault> {
+        let kernel = self.0.get()?;
+        let mut tx = store(&kernel)?.begin().await?;
+        let mut reach: Option<std::collections::BTreeSet<String>> = None;
+        for l3 in &vm.l3_network_uuids {
+            let Some(network) = tx.get("l3_networks", l3).await? else {
+                return Err(Fault::conflict(format!("L3 network {l3} is gone")));
+            };
+            let clusters: std::collections::BTreeSet<String> = tx
+                .list_refs(
+                    "l2_cluster_refs",
+                    "l2_network_uuid",
+                    text(&network, "l2_network_uuid"),
+                    "cluster_uuid",
+                )
+                .await?
+                .into_iter()
+                .collect();
+            reach = Some(match reach {
+                None => clusters,
+                Some(so_far) => so_far.intersection(&clusters).cloned().collect(),
+            });
+        }
+        let reach = reach.unwrap_or_default();
+        Ok(hosts
+            .into_iter()
+            .filter(|h| reach.contains(text(h, "cluster_uuid")))
+            .collect())
+    }
 }

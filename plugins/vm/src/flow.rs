@@ -4,7 +4,8 @@ use crate::VMS;
 use flatstack_header::infra::{Hosts, ReleaseCapacity, ReserveCapacity, HOST_SERVICE};
 use flatstack_header::network::{AllocateIp, ReleaseIp, L3_NETWORK_SERVICE};
 use flatstack_header::vm::{
-    state, CreateVm, HostFilter, Nic, VmAllocateVolumes, VmPreInstantiate, VmReserve, VmWork,
+    state, CreateVm, HostFilter, HostSort, Nic, VmAllocateVolumes, VmPreInstantiate, VmReserve,
+    VmWork,
 };
 use flatstack_header::{Inventory, ResourceCreated, ResourceDeleted};
 use flatstack_kernel::flow::ExtensionStep;
@@ -115,6 +116,10 @@ impl Step<VmWork> for AllocateHost {
         candidates = kernel
             .extensions()
             .filter::<HostFilter>(work, candidates)
+            .await?;
+        candidates = kernel
+            .extensions()
+            .filter::<HostSort>(work, candidates)
             .await?;
         // Another create may have taken a candidate's capacity since it was read: the
         // reservation, serialised per host, is what decides.

@@ -10,10 +10,10 @@ mod flow;
 
 use flatstack_header::infra::Hosts;
 use flatstack_header::vm::{
-    state, CreateVm, HostFilter, Nic, RebootVm, StartVm, StopVm, VmAllocateVolumes, VmCreateCheck,
-    VmDestroyCheck, VmDestroyed, VmPreDestroy, VmPreInstantiate, VmPreStart, VmPreStop,
-    VmRebootCheck, VmRebooted, VmReserve, VmStartCheck, VmStarted, VmStopCheck, VmStopped, VmWork,
-    VM_SERVICE,
+    state, CreateVm, HostFilter, HostSort, Nic, RebootVm, StartVm, StopVm, VmAllocateVolumes,
+    VmCreateCheck, VmDestroyCheck, VmDestroyed, VmPreDestroy, VmPreInstantiate, VmPreStart,
+    VmPreStop, VmRebootCheck, VmRebooted, VmReserve, VmStartCheck, VmStarted, VmStopCheck,
+    VmStopped, VmWork, VM_SERVICE,
 };
 use flatstack_header::{ApiAction, ApiResource, DeleteResource, Inventory};
 use flatstack_kernel::flow::ExtensionStep;
@@ -68,6 +68,7 @@ impl Plugin for VmPlugin {
         b.define_veto::<VmCreateCheck>()
             .define_do_undo::<VmReserve>()
             .define_filter::<HostFilter>()
+            .define_filter::<HostSort>()
             .define_do_undo::<VmAllocateVolumes>()
             .define_do_undo::<VmPreInstantiate>()
             .define_veto::<VmStartCheck>()
@@ -84,6 +85,9 @@ impl Plugin for VmPlugin {
         // The allocator's own filter: enough free CPU and memory. Others (tags, ...) plug in
         // beside it; it goes first so they see only hosts that could take the VM.
         b.filter::<HostFilter>(HasCapacity).order(-100);
+        // The default placement spreads VMs: most free memory first. A strategy plugin's
+        // sort placed after it has the last word.
+        b.filter::<HostSort>(MostFreeMemory).order(-100);
 
         let mut service = b.service(VM_SERVICE, ());
         VMS.serve_reads(&mut service);
@@ -141,6 +145,22 @@ impl Filter<HostFilter> for HasCapacity {
                     && free(h, "available_memory") as u64 >= vm.memory_size
             })
             .collect())
+    }
+}
+
+/// Orders hosts by free memory, most first.
+struct MostFreeMemory;
+
+#[async_trait]
+impl Filter<HostSort> for MostFreeMemory {
+    async fn filter(&self, _: &VmWork, mut hosts: Vec<Inventory>) -> Result<Vec<Inventory>, Fault> {
+        let free = |host: &Inventory| {
+            host.get("available_memory")
+                .and_then(Value::as_i64)
+                .unwrap_or(0)
+        };
+        hosts.sort_by_key(|h| std::cmp::Reverse(free(h)));
+        Ok(hosts)
     }
 }
 

@@ -8,12 +8,12 @@ use flatstack_header::infra::Hosts;
 use flatstack_header::storage::{
     PrimaryStorages, ReleaseStorage, ReserveStorage, StorageDriver, PRIMARY_STORAGE_SERVICE,
 };
-use flatstack_header::vm::{state as vm_state, VmAllocateVolumes, VmWork};
+use flatstack_header::vm::{state as vm_state, HostFilter, VmAllocateVolumes, VmWork};
 use flatstack_header::volume::{kind, AttachVolume, CreateVolume, DetachVolume, VOLUME_SERVICE};
 use flatstack_header::{ApiAction, ApiResource, DeleteResource, Inventory, ResourceUpdated};
 use flatstack_kernel::migration::Migration;
 use flatstack_kernel::{
-    async_trait, DoUndo, Fault, Kernel, KernelRef, Message, Plugin, PluginBuilder,
+    async_trait, DoUndo, Fault, Filter, Kernel, KernelRef, Message, Plugin, PluginBuilder,
 };
 use flatstack_store::resource::{check_name, new_uuid, row, store, text, ResourceTable};
 use serde_json::{json, Value};
@@ -63,7 +63,10 @@ impl Plugin for VolumePlugin {
                 created_at TEXT NOT NULL, updated_at TEXT NOT NULL)",
         ));
         let kernel = b.kernel();
-        b.do_undo::<VmAllocateVolumes>(RootVolume(kernel));
+        b.do_undo::<VmAllocateVolumes>(RootVolume(kernel.clone()));
+        // Only hosts whose cluster reaches primary storage with room for the root volume
+        // are candidates, so the allocator does not pick one the volume step would refuse.
+        b.filter::<HostFilter>(ReachesStorage(kernel));
         let mut service = b.service(VOLUME_SERVICE, ());
         VOLUMES.serve_reads(&mut service);
         service
@@ -191,6 +194,45 @@ async fn candidates(kernel: &Kernel, cluster: &str, size: u64) -> Result<Vec<Str
     Ok(found.into_iter().map(|(_, uuid)| uuid).collect())
 }
 
+/// The size of the root volume of a VM of `image`.
+async fn image_size(kernel: &Kernel, image: &str) -> Result<u64, Fault> {
+    let mut tx = store(kernel)?.begin().await?;
+    let image = tx
+        .get("images", image)
+        .await?
+        .ok_or_else(|| Fault::conflict(format!("image {image} is gone")))?;
+    Ok(image.get("size").and_then(Value::as_u64).unwrap_or(0))
+}
+
+/// Keeps the hosts whose cluster reaches connected primary storage with room for the VM's
+/// root volume.
+struct ReachesStorage(KernelRef);
+
+#[async_trait]
+impl Filter<HostFilter> for ReachesStorage {
+    async fn filter(&self, vm: &VmWork, hosts: Vec<Inventory>) -> Result<Vec<Inventory>, Fault> {
+        let kernel = self.0.get()?;
+        let size = image_size(&kernel, &vm.image_uuid).await?;
+        let mut reachable = std::collections::BTreeMap::new();
+        let mut kept = Vec::new();
+        for host in hosts {
+            let cluster = text(&host, "cluster_uuid").to_owned();
+            let ok = match reachable.get(&cluster) {
+                Some(ok) => *ok,
+                None => {
+                    let ok = !candidates(&kernel, &cluster, size).await?.is_empty();
+                    reachable.insert(cluster, ok);
+                    ok
+                }
+            };
+            if ok {
+                kept.push(host);
+            }
+        }
+        Ok(kept)
+    }
+}
+
 fn volume_row(name: &str, description: &str, volume_type: &str, size: u64, ps: &str) -> Inventory {
     let at = flatstack_store::now();
     row(json!({
@@ -212,13 +254,7 @@ impl DoUndo<VmAllocateVolumes> for RootVolume {
             .host
             .clone()
             .ok_or_else(|| Fault::internal("the VM has no host yet"))?;
-        let image = {
-            let mut tx = store(&kernel)?.begin().await?;
-            tx.get("images", &vm.image_uuid)
-                .await?
-                .ok_or_else(|| Fault::conflict(format!("image {} is gone", vm.image_uuid)))?
-        };
-        let size = image.get("size").and_then(Value::as_u64).unwrap_or(0);
+        let size = image_size(&kernel, &vm.image_uuid).await?;
         let cluster = text(&host, "cluster_uuid");
         // Another create may take the space first: the reservation, one at a time per
         // storage, is what decides.

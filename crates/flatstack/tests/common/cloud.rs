@@ -56,6 +56,13 @@ pub async fn data_centre(node: &Node) -> Dc {
             .await,
     );
     let l2 = uuid(&node.create("l2-networks", json!({"type": "L2NoVlanNetwork", "name": "l2", "zone_uuid": zone, "physical_interface": "eth0"})).await);
+    let (status, attached) = node
+        .post(
+            &format!("/v1/l2-networks/{l2}/actions?wait=10"),
+            json!({"action": "attach_cluster", "cluster_uuid": cluster}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{attached}");
     let l3 = uuid(
         &node
             .create("l3-networks", json!({"name": "l3", "l2_network_uuid": l2}))
