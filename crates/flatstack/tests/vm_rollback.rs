@@ -142,6 +142,8 @@ async fn a_failure_at_any_step_of_any_operation_leaves_nothing_behind() {
         ("vm.host-allocate.filter", "host.allocate"),
         ("vm.volume.allocate", "vm.volume.allocate"),
         ("vm.pre-instantiate", "vm.pre-instantiate"),
+        // After the hypervisor started it: the VM is stopped again.
+        ("vm.post-instantiate", "vm.post-instantiate"),
     ] {
         for mode in MODES {
             let inject = Inject::Point(point, mode);

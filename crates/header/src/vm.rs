@@ -174,6 +174,14 @@ point!(
     Context = VmWork
 );
 point!(
+    /// After the hypervisor started a new VM, before it is marked running: plugins that
+    /// need the VM up (guest agents, monitoring) join here, and are undone — the VM
+    /// stopped again — if they fail.
+    VmPostInstantiate: DoUndoPoint, "vm.post-instantiate",
+    "After the hypervisor started a new VM, before it is Running; undone, and the VM stopped, if a later step fails.",
+    Context = VmWork
+);
+point!(
     /// Before a stopped VM is started: policies refuse here.
     VmStartCheck: VetoPoint, "vm.start.pre-check",
     "Before a stopped VM is started; a refusal leaves it stopped.",

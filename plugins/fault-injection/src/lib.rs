@@ -8,8 +8,8 @@
 //! `disabled = ["fault-injection"]` in the manifest.
 
 use flatstack_header::vm::{
-    HostFilter, VmAllocateVolumes, VmCreateCheck, VmDestroyCheck, VmPreDestroy, VmPreInstantiate,
-    VmPreStart, VmPreStop, VmRebootCheck, VmReserve, VmStartCheck, VmStopCheck,
+    HostFilter, VmAllocateVolumes, VmCreateCheck, VmDestroyCheck, VmPostInstantiate, VmPreDestroy,
+    VmPreInstantiate, VmPreStart, VmPreStop, VmRebootCheck, VmReserve, VmStartCheck, VmStopCheck,
 };
 use flatstack_header::{
     ApiResource, DeleteResource, GetResource, Inventory, InventoryList, ListResources,
@@ -277,6 +277,7 @@ impl Plugin for FaultInjectionPlugin {
             HostFilter::NAME,
             VmAllocateVolumes::NAME,
             VmPreInstantiate::NAME,
+            VmPostInstantiate::NAME,
             VmPreStart::NAME,
             VmPreStop::NAME,
             VmPreDestroy::NAME,
@@ -295,6 +296,8 @@ impl Plugin for FaultInjectionPlugin {
         b.do_undo::<VmReserve>(Trap::new(&faults)).order(LAST);
         b.filter::<HostFilter>(Trap::new(&faults)).order(LAST);
         b.do_undo::<VmAllocateVolumes>(Trap::new(&faults))
+            .order(LAST);
+        b.do_undo::<VmPostInstantiate>(Trap::new(&faults))
             .order(LAST);
         b.do_undo::<VmPreInstantiate>(Trap::new(&faults))
             .order(LAST);

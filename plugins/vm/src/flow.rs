@@ -4,8 +4,8 @@ use crate::VMS;
 use flatstack_header::infra::{Hosts, ReleaseCapacity, ReserveCapacity, HOST_SERVICE};
 use flatstack_header::network::{AllocateIp, ReleaseIp, L3_NETWORK_SERVICE};
 use flatstack_header::vm::{
-    state, CreateVm, HostFilter, HostSort, Nic, VmAllocateVolumes, VmPreInstantiate, VmReserve,
-    VmWork,
+    state, CreateVm, HostFilter, HostSort, Nic, VmAllocateVolumes, VmPostInstantiate,
+    VmPreInstantiate, VmReserve, VmWork,
 };
 use flatstack_header::{Inventory, ResourceCreated, ResourceDeleted};
 use flatstack_kernel::flow::ExtensionStep;
@@ -26,6 +26,7 @@ pub(crate) fn create(kernel: &Kernel, msg: &CreateVm) -> Flow<VmWork> {
         .step(AllocateNics(kernel.clone()))
         .step(ExtensionStep::<VmPreInstantiate>::new(kernel))
         .step(Hypervisor::start(kernel))
+        .step(ExtensionStep::<VmPostInstantiate>::new(kernel))
         .step(MarkRunning(kernel.clone()))
 }
 

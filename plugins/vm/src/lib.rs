@@ -11,9 +11,9 @@ mod flow;
 use flatstack_header::infra::Hosts;
 use flatstack_header::vm::{
     state, CreateVm, HostFilter, HostSort, Nic, RebootVm, StartVm, StopVm, VmAllocateVolumes,
-    VmCreateCheck, VmDestroyCheck, VmDestroyed, VmPreDestroy, VmPreInstantiate, VmPreStart,
-    VmPreStop, VmRebootCheck, VmRebooted, VmReserve, VmStartCheck, VmStarted, VmStopCheck,
-    VmStopped, VmWork, VM_SERVICE,
+    VmCreateCheck, VmDestroyCheck, VmDestroyed, VmPostInstantiate, VmPreDestroy, VmPreInstantiate,
+    VmPreStart, VmPreStop, VmRebootCheck, VmRebooted, VmReserve, VmStartCheck, VmStarted,
+    VmStopCheck, VmStopped, VmWork, VM_SERVICE,
 };
 use flatstack_header::{ApiAction, ApiResource, DeleteResource, Inventory};
 use flatstack_kernel::flow::ExtensionStep;
@@ -71,6 +71,7 @@ impl Plugin for VmPlugin {
             .define_filter::<HostSort>()
             .define_do_undo::<VmAllocateVolumes>()
             .define_do_undo::<VmPreInstantiate>()
+            .define_do_undo::<VmPostInstantiate>()
             .define_veto::<VmStartCheck>()
             .define_do_undo::<VmPreStart>()
             .define_veto::<VmStopCheck>()
