@@ -271,6 +271,14 @@ async fn fault_injections_are_checked_and_listed() {
     let (status, shown) = node.get(&format!("/v1/fault-injections/{id}")).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(shown["inventory"]["point"], "vm.pre-start");
+    let (status, err) = node
+        .send(
+            Method::PATCH,
+            &format!("/v1/fault-injections/{id}?wait=10"),
+            Some(json!({"name": "x"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{err}");
     let (status, _) = node
         .send(
             Method::DELETE,

@@ -13,6 +13,7 @@ use flatstack_header::vm::{
 };
 use flatstack_header::{
     ApiResource, DeleteResource, GetResource, Inventory, InventoryList, ListResources,
+    UpdateResource,
 };
 use flatstack_kernel::schemars::{self, JsonSchema};
 use flatstack_kernel::{
@@ -323,6 +324,11 @@ impl Plugin for FaultInjectionPlugin {
             .handle::<GetResource, _, _>(
                 |faults, _, cx| async move { faults.get(cx.resource_id()?) },
             )
+            .handle::<UpdateResource, _, _>(|_, _, _| async move {
+                Err::<Inventory, _>(Fault::conflict(
+                    "a fault injection cannot be changed: delete it and arm the point again",
+                ))
+            })
             .handle::<DeleteResource, _, _>(|faults, _, cx| async move {
                 faults.disarm(cx.resource_id()?)
             });
