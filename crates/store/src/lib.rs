@@ -23,6 +23,7 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +41,9 @@ pub struct Store {
     backend: Backend,
     /// For each table, the tables/columns whose foreign keys refer to it.
     referrers: RwLock<BTreeMap<String, Vec<Referrer>>>,
+    /// Transactions begun and committed through [`Tx`] (see [`Store::transactions`]).
+    begun: AtomicU64,
+    commits: AtomicU64,
 }
 
 impl Store {
@@ -69,6 +73,8 @@ impl Store {
             pool,
             backend,
             referrers: RwLock::default(),
+            begun: AtomicU64::new(0),
+            commits: AtomicU64::new(0),
         }))
     }
 
@@ -198,6 +204,26 @@ impl Store {
     /// Starts a transaction.
     pub async fn begin(self: &Arc<Self>) -> Result<Tx, StoreError> {
         Tx::begin(self.clone()).await
+    }
+
+    /// How many [`Tx`] have committed since the store was opened (migrations are not
+    /// counted): what a workload writes, e.g. for benchmarks.
+    pub fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
+    }
+
+    /// How many [`Tx`] have begun since the store was opened, committed or not (a
+    /// transaction dropped without commit, as reads are, rolls back).
+    pub fn transactions(&self) -> u64 {
+        self.begun.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn count_begin(&self) {
+        self.begun.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn count_commit(&self) {
+        self.commits.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Rows in `table` (for tests and introspection).

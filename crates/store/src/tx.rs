@@ -31,6 +31,7 @@ pub fn now() -> String {
 impl Tx {
     pub(crate) async fn begin(store: Arc<Store>) -> Result<Tx, StoreError> {
         let tx = store.pool.begin().await?;
+        store.count_begin();
         Ok(Tx {
             store,
             tx,
@@ -290,6 +291,7 @@ impl Tx {
     /// Commits, then publishes the emitted events in process.
     pub async fn commit(self, bus: &Bus) -> Result<(), StoreError> {
         self.tx.commit().await?;
+        self.store.count_commit();
         for publish in self.publish {
             publish(bus);
         }
