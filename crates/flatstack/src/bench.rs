@@ -7,6 +7,7 @@
 use crate::demo::Api;
 use crate::node::{self, NodeOptions};
 use anyhow::{bail, Context};
+use flatstack_kernel::Kernel;
 use flatstack_store::Store;
 use futures::stream::{self, StreamExt};
 use serde_json::{json, Value};
@@ -70,7 +71,7 @@ pub async fn create_vms(options: CreateVms) -> anyhow::Result<()> {
     }));
     let base = format!("http://{address}");
 
-    let outcome = run(&options, &base, &store, temp.path()).await;
+    let outcome = run(&options, &base, &kernel, &store, temp.path()).await;
     let _ = stop.send(());
     match server.await {
         Ok(served) => served?,
@@ -106,6 +107,7 @@ struct Report {
 async fn run(
     options: &CreateVms,
     base: &str,
+    kernel: &Kernel,
     store: &Arc<Store>,
     dir: &std::path::Path,
 ) -> anyhow::Result<Report> {
@@ -146,7 +148,7 @@ async fn run(
     }
     latencies.sort_unstable();
     let vm_rows = store.count("vm_instances").await?;
-    let raw = raw_transactions(dir, commits, options.concurrency).await?;
+    let raw = raw_transactions(kernel, dir, commits, options.concurrency).await?;
     Ok(Report {
         succeeded,
         failed,
@@ -288,10 +290,12 @@ fn ip_range(count: u32) -> (String, String, String) {
     )
 }
 
-/// Times `n` transactions on a fresh SQLite database opened as the store opens its own
-/// (same pragmas, the same one-connection pool), each inserting one row the size of a
-/// typical record, `concurrency` at a time.
+/// Times `n` transactions on a fresh SQLite database opened as the node's store is (same
+/// pragmas, the same one transaction connection), each inserting one row the size of a
+/// typical record, `concurrency` at a time: the database's own cost of as many commits,
+/// through the store's `Tx` but without anything of Flatstack's on top.
 async fn raw_transactions(
+    kernel: &Kernel,
     dir: &std::path::Path,
     n: u64,
     concurrency: usize,
@@ -308,23 +312,29 @@ async fn raw_transactions(
     // A few hundred bytes of JSON-like text, as a VM or NIC row is.
     let filler = "x".repeat(240);
     let started = Instant::now();
-    let results: Vec<Result<(), sqlx::Error>> = stream::iter(0..n)
+    let results: Vec<Result<(), flatstack_store::StoreError>> = stream::iter(0..n)
         .map(|i| {
-            let pool = raw.pool().clone();
+            let (raw, kernel) = (raw.clone(), kernel.clone());
             let body = format!(r#"{{"seq": {i}, "state": "Running", "filler": "{filler}"}}"#);
             tokio::spawn(async move {
-                let mut tx = pool.begin().await?;
+                let mut tx = raw.begin().await?;
                 sqlx::query("INSERT INTO raw_rows (uuid, body, created_at) VALUES ($1, $2, $3)")
                     .bind(format!("{i:032x}"))
                     .bind(body)
                     .bind(flatstack_store::now())
-                    .execute(&mut *tx)
+                    .execute(tx.conn())
                     .await?;
-                tx.commit().await
+                tx.commit(kernel.bus()).await
             })
         })
         .buffer_unordered(concurrency)
-        .map(|joined| joined.unwrap_or_else(|e| Err(sqlx::Error::Protocol(format!("task: {e}")))))
+        .map(|joined| {
+            joined.unwrap_or_else(|e| {
+                Err(flatstack_store::StoreError::Io(format!(
+                    "raw baseline task: {e}"
+                )))
+            })
+        })
         .collect()
         .await;
     let elapsed = started.elapsed();
