@@ -4,13 +4,22 @@
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
 
-struct Api {
+/// A small client of the node's API for the commands that build a data centre through it
+/// (the demo, the benchmark).
+pub(crate) struct Api {
     http: reqwest::Client,
     base: String,
 }
 
 impl Api {
-    async fn call(
+    pub(crate) fn new(base: &str) -> Api {
+        Api {
+            http: reqwest::Client::new(),
+            base: base.to_owned(),
+        }
+    }
+
+    pub(crate) async fn call(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -22,26 +31,26 @@ impl Api {
             .json(&body)
             .send()
             .await
-            .with_context(|| format!("demo: {path}"))?;
+            .with_context(|| path.to_owned())?;
         let status = response.status();
         let reply: Value = response.json().await.unwrap_or(Value::Null);
         if !status.is_success() {
-            bail!("demo: {path} answered {status}: {reply}");
+            bail!("{path} answered {status}: {reply}");
         }
         Ok(reply)
     }
 
-    async fn create(&self, kind: &str, body: Value) -> anyhow::Result<String> {
+    pub(crate) async fn create(&self, kind: &str, body: Value) -> anyhow::Result<String> {
         let reply = self
             .call(reqwest::Method::POST, &format!("/v1/{kind}?wait=30"), body)
             .await?;
         reply["inventory"]["uuid"]
             .as_str()
             .map(str::to_owned)
-            .with_context(|| format!("demo: {kind} created without a uuid: {reply}"))
+            .with_context(|| format!("{kind} created without a uuid: {reply}"))
     }
 
-    async fn act(&self, path: &str, body: Value) -> anyhow::Result<()> {
+    pub(crate) async fn act(&self, path: &str, body: Value) -> anyhow::Result<()> {
         self.call(reqwest::Method::POST, &format!("{path}?wait=30"), body)
             .await
             .map(drop)
@@ -54,10 +63,7 @@ impl Api {
 
 /// Creates the demo data centre on the node at `base` unless it already has a zone.
 pub async fn create(base: &str) -> anyhow::Result<()> {
-    let api = Api {
-        http: reqwest::Client::new(),
-        base: base.to_owned(),
-    };
+    let api = Api::new(base);
     let zones = api
         .call(reqwest::Method::GET, "/v1/zones", Value::Null)
         .await?;

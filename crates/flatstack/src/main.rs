@@ -1,5 +1,6 @@
 //! `flatstack`: the distribution binary — the management node and its command-line client.
 
+mod bench;
 mod cli;
 mod demo;
 mod distribution;
@@ -70,6 +71,30 @@ enum Command {
     Openapi {
         #[arg(long)]
         config: Option<PathBuf>,
+    },
+    /// Benchmarks against a node started in process on a temporary SQLite database.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Create VMs through the HTTP API on Simulator hosts; report VMs/s, latency and the
+    /// raw cost of the SQLite transactions they committed.
+    CreateVms {
+        /// How many VMs to create.
+        #[arg(long, default_value_t = 1000)]
+        count: u32,
+        /// How many creates are in flight at once.
+        #[arg(long, default_value_t = 100)]
+        concurrency: usize,
+        /// How many Simulator hosts share the VMs.
+        #[arg(long, default_value_t = 10)]
+        hosts: u32,
+        /// Where the temporary data directory is made (the system's temporary directory
+        /// if absent); it is removed afterwards.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
     },
 }
 
@@ -171,6 +196,20 @@ async fn run() -> anyhow::Result<()> {
             } else {
                 print_text(&kernel);
             }
+        }
+        Command::Bench(BenchCommand::CreateVms {
+            count,
+            concurrency,
+            hosts,
+            data_dir,
+        }) => {
+            bench::create_vms(bench::CreateVms {
+                count,
+                concurrency,
+                hosts,
+                data_dir,
+            })
+            .await?
         }
         Command::Openapi { config } => {
             let kernel = node::assemble(node::load_manifest(config.as_deref())?, None)?;

@@ -63,13 +63,31 @@ pub async fn start(options: &NodeOptions) -> anyhow::Result<Kernel> {
     Ok(kernel)
 }
 
+/// Binds the API's listener; port 0 picks a free port (the address says which).
+pub async fn bind(listen: SocketAddr) -> anyhow::Result<(tokio::net::TcpListener, SocketAddr)> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("listening on {listen}"))?;
+    let address = listener.local_addr()?;
+    Ok((listener, address))
+}
+
+/// Serves `kernel`'s HTTP API on `listener` until `shutdown` completes.
+pub async fn serve_api(
+    listener: tokio::net::TcpListener,
+    kernel: Kernel,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    axum::serve(listener, flatstack_api::router(kernel))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("serving the API")
+}
+
 /// Serves the API until Ctrl-C, then stops the plugins.
 pub async fn serve(options: NodeOptions) -> anyhow::Result<()> {
     let kernel = start(&options).await?;
-    let listener = tokio::net::TcpListener::bind(options.listen)
-        .await
-        .with_context(|| format!("listening on {}", options.listen))?;
-    let address = listener.local_addr()?;
+    let (listener, address) = bind(options.listen).await?;
     // The first line of output: scripts and tests read the address from it.
     println!("flatstack listening on http://{address}");
     tracing::info!(%address, data_dir = %options.data_dir.display(), "management node ready");
@@ -81,11 +99,10 @@ pub async fn serve(options: NodeOptions) -> anyhow::Result<()> {
             }
         });
     }
-    axum::serve(listener, flatstack_api::router(kernel.clone()))
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
+    serve_api(listener, kernel.clone(), async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await?;
     kernel.stop().await;
     Ok(())
 }

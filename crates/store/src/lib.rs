@@ -20,9 +20,10 @@ pub use tx::{now, Tx};
 
 use flatstack_kernel::migration::Migration;
 use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{AnyPool, Row};
+use sqlx::{AnyConnection, AnyPool, Connection, Row};
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,15 +32,47 @@ pub enum Backend {
     Postgres,
 }
 
+/// What every SQLite connection of a store runs first. WAL lets readers run beside the
+/// writer. In WAL mode `synchronous = NORMAL` syncs the log at checkpoints rather than at
+/// every commit: a commit is durable across a crash of the node, and the database always
+/// consistent, but the last commits before a power failure or an OS crash may be lost
+/// (`FULL`, SQLite's default, pays one fsync per commit for that: see
+/// docs/performance.md). sqlx turns foreign keys on for SQLite; said again to be sure.
+pub const SQLITE_PRAGMAS: &[&str] = &[
+    "PRAGMA journal_mode = WAL",
+    "PRAGMA synchronous = NORMAL",
+    "PRAGMA foreign_keys = ON",
+];
+
 /// A foreign key that points at a table: `(table, column)` of the referring rows.
 pub type Referrer = (String, String);
+
+/// How long [`Store::begin`] waits for the connection before it answers "busy", as the
+/// pool's acquire timeout does.
+const BEGIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// SQLite's one connection for transactions, used by one [`Tx`] at a time.
+pub(crate) struct Writer {
+    pub(crate) conn: AnyConnection,
+    /// A transaction may still be open on it (its [`Tx`] was dropped without commit, or
+    /// the commit failed): the next [`Tx`] rolls it back first.
+    pub(crate) open: bool,
+}
 
 /// The database of a management node.
 pub struct Store {
     pool: AnyPool,
+    /// SQLite: the connection every [`Tx`] runs on, held directly rather than taken from
+    /// the pool and given back for each transaction (which costs sqlx a spawned task and
+    /// two round trips to the connection's thread: see docs/performance.md). The pool
+    /// serves the rest (migrations, [`Store::count`], [`Store::pool`]).
+    writer: Option<Arc<tokio::sync::Mutex<Writer>>>,
     backend: Backend,
     /// For each table, the tables/columns whose foreign keys refer to it.
     referrers: RwLock<BTreeMap<String, Vec<Referrer>>>,
+    /// Transactions begun and committed through [`Tx`] (see [`Store::transactions`]).
+    begun: AtomicU64,
+    commits: AtomicU64,
 }
 
 impl Store {
@@ -51,24 +84,42 @@ impl Store {
         } else {
             Backend::Sqlite
         };
-        let pool = AnyPoolOptions::new()
+        let mut options = AnyPoolOptions::new()
             // SQLite allows one writer; more connections only queue on its lock.
-            .max_connections(if backend == Backend::Sqlite { 1 } else { 16 })
-            .connect(url)
-            .await?;
+            .max_connections(if backend == Backend::Sqlite { 1 } else { 16 });
         if backend == Backend::Sqlite {
-            // sqlx turns foreign keys on for SQLite; WAL lets readers run beside the writer.
-            sqlx::query("PRAGMA journal_mode = WAL")
-                .execute(&pool)
-                .await?;
-            sqlx::query("PRAGMA foreign_keys = ON")
-                .execute(&pool)
-                .await?;
+            // On every connection the pool opens (it replaces them over time), since
+            // `synchronous` and `foreign_keys` hold per connection.
+            options = options.after_connect(|conn, _| {
+                Box::pin(async move {
+                    for pragma in SQLITE_PRAGMAS {
+                        sqlx::query(pragma).execute(&mut *conn).await?;
+                    }
+                    Ok(())
+                })
+            });
         }
+        let pool = options.connect(url).await?;
+        let writer = match backend {
+            Backend::Sqlite => {
+                let mut conn = AnyConnection::connect(url).await?;
+                for pragma in SQLITE_PRAGMAS {
+                    sqlx::query(pragma).execute(&mut conn).await?;
+                }
+                Some(Arc::new(tokio::sync::Mutex::new(Writer {
+                    conn,
+                    open: false,
+                })))
+            }
+            Backend::Postgres => None,
+        };
         Ok(Arc::new(Store {
             pool,
+            writer,
             backend,
             referrers: RwLock::default(),
+            begun: AtomicU64::new(0),
+            commits: AtomicU64::new(0),
         }))
     }
 
@@ -182,7 +233,45 @@ impl Store {
                 .or_default()
                 .push((row.try_get("child")?, row.try_get("col")?));
         }
+        if self.backend == Backend::Sqlite {
+            self.index_foreign_keys(&referrers).await?;
+        }
         *self.referrers.write().unwrap_or_else(|e| e.into_inner()) = referrers;
+        Ok(())
+    }
+
+    /// Indexes every foreign-key column that no index starts with (SQLite indexes none
+    /// by itself), so that finding the rows referring to one — a VM's NICs, the refusal
+    /// of a delete — reads those rows, not the whole table.
+    async fn index_foreign_keys(
+        &self,
+        referrers: &BTreeMap<String, Vec<Referrer>>,
+    ) -> Result<(), StoreError> {
+        let rows = sqlx::query(
+            "SELECT m.name AS tbl, i.name AS col
+             FROM sqlite_master m, pragma_index_list(m.name) l, pragma_index_info(l.name) i
+             WHERE m.type = 'table' AND i.seqno = 0",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut indexed = std::collections::BTreeSet::new();
+        for row in rows {
+            indexed.insert((
+                row.try_get::<String, _>("tbl")?,
+                row.try_get::<String, _>("col")?,
+            ));
+        }
+        for (child, column) in referrers.values().flatten() {
+            if indexed.contains(&(child.clone(), column.clone())) {
+                continue;
+            }
+            rows::check_ident(child)?;
+            rows::check_ident(column)?;
+            let sql =
+                format!("CREATE INDEX IF NOT EXISTS fk_{child}_{column} ON {child} ({column})");
+            sqlx::query(&sql).execute(&self.pool).await?;
+            indexed.insert((child.clone(), column.clone()));
+        }
         Ok(())
     }
 
@@ -198,6 +287,39 @@ impl Store {
     /// Starts a transaction.
     pub async fn begin(self: &Arc<Self>) -> Result<Tx, StoreError> {
         Tx::begin(self.clone()).await
+    }
+
+    /// How many [`Tx`] have committed since the store was opened (migrations are not
+    /// counted): what a workload writes, e.g. for benchmarks.
+    pub fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
+    }
+
+    /// How many [`Tx`] have begun since the store was opened, committed or not (a
+    /// transaction dropped without commit, as reads are, rolls back).
+    pub fn transactions(&self) -> u64 {
+        self.begun.load(Ordering::Relaxed)
+    }
+
+    /// SQLite's transaction connection, once the previous [`Tx`] is done with it.
+    pub(crate) async fn writer(
+        &self,
+    ) -> Result<Option<tokio::sync::OwnedMutexGuard<Writer>>, StoreError> {
+        let Some(writer) = &self.writer else {
+            return Ok(None);
+        };
+        tokio::time::timeout(BEGIN_TIMEOUT, writer.clone().lock_owned())
+            .await
+            .map(Some)
+            .map_err(|_| StoreError::Database(sqlx::Error::PoolTimedOut))
+    }
+
+    pub(crate) fn count_begin(&self) {
+        self.begun.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn count_commit(&self) {
+        self.commits.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Rows in `table` (for tests and introspection).

@@ -1,20 +1,47 @@
 //! A transaction: records and the events that report them, committed together.
 
 use crate::rows::{bind, check_ident, to_json};
-use crate::{Store, StoreError};
+use crate::{Store, StoreError, Writer};
 use flatstack_kernel::bus::Bus;
 use flatstack_kernel::{Event, Fault};
 use serde_json::{Map, Value};
 use sqlx::{Any, AnyConnection, Row, Transaction};
 use std::sync::Arc;
+use tokio::sync::OwnedMutexGuard;
 
 type Publish = Box<dyn FnOnce(&Bus) + Send>;
 
 pub struct Tx {
     store: Arc<Store>,
-    tx: Transaction<'static, Any>,
+    tx: Conn,
     /// Events to publish in process once the transaction has committed.
     publish: Vec<Publish>,
+}
+
+/// Where a transaction runs: SQLite's one transaction connection, or one from the pool.
+enum Conn {
+    Writer(OwnedMutexGuard<Writer>),
+    Pooled(Transaction<'static, Any>),
+}
+
+impl std::ops::Deref for Conn {
+    type Target = AnyConnection;
+
+    fn deref(&self) -> &AnyConnection {
+        match self {
+            Conn::Writer(writer) => &writer.conn,
+            Conn::Pooled(tx) => tx,
+        }
+    }
+}
+
+impl std::ops::DerefMut for Conn {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        match self {
+            Conn::Writer(writer) => &mut writer.conn,
+            Conn::Pooled(tx) => &mut *tx,
+        }
+    }
 }
 
 /// Now, as RFC 3339 in UTC with milliseconds: sortable as text on every backend.
@@ -30,7 +57,25 @@ pub fn now() -> String {
 
 impl Tx {
     pub(crate) async fn begin(store: Arc<Store>) -> Result<Tx, StoreError> {
-        let tx = store.pool.begin().await?;
+        let tx = match store.writer().await? {
+            Some(mut writer) => {
+                // One left open by a dropped Tx (every read-only one) or a failed commit is
+                // rolled back first, in the same round trip to the connection's thread.
+                let rolled_back = writer.open
+                    && sqlx::Executor::execute(&mut writer.conn, "ROLLBACK; BEGIN")
+                        .await
+                        .is_ok();
+                if !rolled_back {
+                    // An error above only says no transaction was left to roll back.
+                    writer.open = false;
+                    sqlx::query("BEGIN").execute(&mut writer.conn).await?;
+                }
+                writer.open = true;
+                Conn::Writer(writer)
+            }
+            None => Conn::Pooled(store.pool.begin().await?),
+        };
+        store.count_begin();
         Ok(Tx {
             store,
             tx,
@@ -304,7 +349,14 @@ impl Tx {
 
     /// Commits, then publishes the emitted events in process.
     pub async fn commit(self, bus: &Bus) -> Result<(), StoreError> {
-        self.tx.commit().await?;
+        match self.tx {
+            Conn::Writer(mut writer) => {
+                sqlx::query("COMMIT").execute(&mut writer.conn).await?;
+                writer.open = false;
+            }
+            Conn::Pooled(tx) => tx.commit().await?,
+        }
+        self.store.count_commit();
         for publish in self.publish {
             publish(bus);
         }

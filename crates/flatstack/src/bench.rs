@@ -1,0 +1,459 @@
+//! `flatstack bench create-vms`: creates VMs through the HTTP API of a management node
+//! started in process (SQLite in a temporary directory, the whole distribution: DHCP,
+//! quota, host tags, the allocator) on Simulator hosts, and reports throughput and
+//! latency beside the raw cost, in the same run, of as many SQLite transactions as the
+//! creates committed.
+
+use crate::demo::Api;
+use crate::node::{self, NodeOptions};
+use anyhow::{bail, Context};
+use flatstack_kernel::Kernel;
+use flatstack_store::Store;
+use futures::stream::{self, StreamExt};
+use serde_json::{json, Value};
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What `flatstack bench create-vms` was asked for.
+pub struct CreateVms {
+    pub count: u32,
+    pub concurrency: usize,
+    pub hosts: u32,
+    /// Where the temporary data directory goes (the system's temporary directory if absent).
+    pub data_dir: Option<PathBuf>,
+}
+
+const MIB: u64 = 1 << 20;
+/// Each VM's shape: small, so that hosts of a plausible size take many.
+const VM_CPU: u64 = 1;
+const VM_MEMORY: u64 = 64 * MIB;
+/// The owner the VMs are created for, and whose quota is set.
+const OWNER: &str = "bench";
+/// How long one create may take before it counts as failed (`?wait=`).
+const WAIT_SECONDS: u64 = 120;
+/// The first address of the VMs' IP range: 10.0.0.0/8 is enough for any count accepted.
+/// The network exists only in the simulator; nothing is ever sent to it.
+const NETWORK: u32 = 0x0a00_0000;
+
+/// Runs the benchmark and prints its report on stdout.
+pub async fn create_vms(options: CreateVms) -> anyhow::Result<()> {
+    if options.count == 0 || options.concurrency == 0 || options.hosts == 0 {
+        bail!("--count, --concurrency and --hosts must be at least 1");
+    }
+    // The range starts at .2 of a /8 (network, gateway) and stops before its broadcast.
+    if options.count > (1 << 24) - 3 {
+        bail!("--count is at most {} (one /8 of addresses)", (1 << 24) - 3);
+    }
+    let parent = options.data_dir.clone().unwrap_or_else(std::env::temp_dir);
+    std::fs::create_dir_all(&parent).with_context(|| format!("creating {}", parent.display()))?;
+    let temp = tempfile::Builder::new()
+        .prefix("flatstack-bench-")
+        .tempdir_in(&parent)
+        .with_context(|| format!("creating a temporary directory in {}", parent.display()))?;
+
+    let node_options = NodeOptions {
+        data_dir: temp.path().join("node"),
+        database_url: None,
+        listen: ([127, 0, 0, 1], 0).into(),
+        manifest: None,
+        demo: false,
+    };
+    let kernel = node::start(&node_options).await?;
+    let store = kernel
+        .get::<Store>()
+        .context("the node was started without a store")?;
+    let (listener, address) = node::bind(node_options.listen).await?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(node::serve_api(listener, kernel.clone(), async {
+        let _ = stopped.await;
+    }));
+    let base = format!("http://{address}");
+
+    let outcome = run(&options, &base, &kernel, &store, temp.path()).await;
+    let _ = stop.send(());
+    match server.await {
+        Ok(served) => served?,
+        Err(e) => bail!("the API server task failed: {e}"),
+    }
+    kernel.stop().await;
+    let report = outcome?;
+    report.print(&options);
+    if report.failed > 0 {
+        bail!(
+            "{} of {} creates failed; the first: {}",
+            report.failed,
+            options.count,
+            report.first_error.as_deref().unwrap_or("?")
+        );
+    }
+    Ok(())
+}
+
+struct Report {
+    succeeded: u64,
+    failed: u64,
+    first_error: Option<String>,
+    vm_rows: i64,
+    wall: Duration,
+    /// Every request's latency, sorted.
+    latencies: Vec<Duration>,
+    commits: u64,
+    transactions: u64,
+    raw: Duration,
+}
+
+async fn run(
+    options: &CreateVms,
+    base: &str,
+    kernel: &Kernel,
+    store: &Arc<Store>,
+    dir: &std::path::Path,
+) -> anyhow::Result<Report> {
+    let body = data_centre(base, options).await?;
+    let url = format!("{base}/v1/vm-instances?wait={WAIT_SECONDS}");
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(options.concurrency)
+        .build()
+        .context("building the HTTP client")?;
+
+    let (commits, transactions) = (store.commits(), store.transactions());
+    let started = Instant::now();
+    let outcomes: Vec<(Duration, Result<(), String>)> = stream::iter(0..options.count)
+        .map(|i| {
+            let mut body = body.clone();
+            body["name"] = json!(format!("bench-vm-{i}"));
+            tokio::spawn(create_one(http.clone(), url.clone(), body))
+        })
+        .buffer_unordered(options.concurrency)
+        .map(|joined| joined.unwrap_or_else(|e| (Duration::ZERO, Err(format!("task: {e}")))))
+        .collect()
+        .await;
+    let wall = started.elapsed();
+    let commits = store.commits() - commits;
+    let transactions = store.transactions() - transactions;
+
+    let mut latencies = Vec::with_capacity(outcomes.len());
+    let (mut succeeded, mut failed, mut first_error) = (0, 0, None);
+    for (latency, outcome) in outcomes {
+        latencies.push(latency);
+        match outcome {
+            Ok(()) => succeeded += 1,
+            Err(e) => {
+                failed += 1;
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    latencies.sort_unstable();
+    let vm_rows = store.count("vm_instances").await?;
+    let raw = raw_transactions(kernel, dir, commits, options.concurrency).await?;
+    Ok(Report {
+        succeeded,
+        failed,
+        first_error,
+        vm_rows,
+        wall,
+        latencies,
+        commits,
+        transactions,
+        raw,
+    })
+}
+
+/// One create, timed from sending the request to the end of the response.
+async fn create_one(
+    http: reqwest::Client,
+    url: String,
+    body: Value,
+) -> (Duration, Result<(), String>) {
+    let started = Instant::now();
+    let outcome = async {
+        let response = http
+            .post(&url)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| format!("request: {e}"))?;
+        let status = response.status();
+        let text = response
+            .text()
+            .await
+            .map_err(|e| format!("response: {e}"))?;
+        if status == reqwest::StatusCode::CREATED {
+            Ok(())
+        } else {
+            Err(format!("{status}: {text}"))
+        }
+    }
+    .await;
+    (started.elapsed(), outcome)
+}
+
+/// Builds, through the API, a data centre that takes every VM, and returns the body of a
+/// VM create (its `name` is set per VM).
+async fn data_centre(base: &str, options: &CreateVms) -> anyhow::Result<Value> {
+    let api = Api::new(base);
+    let count = u64::from(options.count);
+    let zone = api.create("zones", json!({"name": "bench-zone"})).await?;
+    let cluster = api
+        .create(
+            "clusters",
+            json!({"name": "bench-cluster", "zone_uuid": zone, "hypervisor_type": "Simulator"}),
+        )
+        .await?;
+    let per_host = count.div_ceil(u64::from(options.hosts));
+    let cpu_capacity = u32::try_from(per_host * VM_CPU).context("too many VMs per host")?;
+    for i in 0..options.hosts {
+        // Management addresses of the simulated hosts: only names, never contacted.
+        let ip = Ipv4Addr::from(0xac10_0000 + i + 1);
+        api.create(
+            "hosts",
+            json!({"type": "Simulator", "name": format!("bench-host-{i}"), "cluster_uuid": cluster,
+                "management_ip": ip.to_string(), "cpu_capacity": cpu_capacity,
+                "memory_capacity": per_host * VM_MEMORY}),
+        )
+        .await?;
+    }
+    // Every VM's root volume (the image's size) lives on primary storage its cluster reaches.
+    let ps = api
+        .create(
+            "primary-storage",
+            json!({"type": "Simulator", "name": "bench-ps", "zone_uuid": zone,
+                "url": "/sim/bench-ps", "total_capacity": 1u64 << 50}),
+        )
+        .await?;
+    api.act(
+        &format!("/v1/primary-storage/{ps}/actions"),
+        json!({"action": "attach_cluster", "cluster_uuid": cluster}),
+    )
+    .await?;
+    let bs = api
+        .create(
+            "backup-storage",
+            json!({"type": "Simulator", "name": "bench-bs", "zone_uuid": zone,
+                "url": "/sim/bench-bs", "total_capacity": 1u64 << 40}),
+        )
+        .await?;
+    let image = api
+        .create(
+            "images",
+            json!({"name": "bench-image", "url": "http://example.invalid/bench.qcow2",
+                "format": "qcow2", "size": 41126400, "backup_storage_uuids": [bs]}),
+        )
+        .await?;
+    let offering = api
+        .create(
+            "instance-offerings",
+            json!({"name": "bench-offering", "cpu_num": VM_CPU, "memory_size": VM_MEMORY}),
+        )
+        .await?;
+    let l2 = api
+        .create(
+            "l2-networks",
+            json!({"type": "L2NoVlanNetwork", "name": "bench-l2", "zone_uuid": zone,
+                "physical_interface": "eth0"}),
+        )
+        .await?;
+    api.act(
+        &format!("/v1/l2-networks/{l2}/actions"),
+        json!({"action": "attach_cluster", "cluster_uuid": cluster}),
+    )
+    .await?;
+    let l3 = api
+        .create(
+            "l3-networks",
+            json!({"name": "bench-l3", "l2_network_uuid": l2}),
+        )
+        .await?;
+    let (start, end, netmask) = ip_range(options.count);
+    api.call(
+        reqwest::Method::POST,
+        &format!("/v1/l3-networks/{l3}/ip-ranges?wait=30"),
+        json!({"name": "bench-range", "start_ip": start, "end_ip": end, "netmask": netmask,
+            "gateway": Ipv4Addr::from(NETWORK + 1).to_string()}),
+    )
+    .await?;
+    api.create(
+        "quotas",
+        json!({"name": "bench-quota", "owner": OWNER, "max_vm_num": options.count,
+            "max_cpu_num": count * VM_CPU, "max_memory_size": count * VM_MEMORY}),
+    )
+    .await?;
+    Ok(
+        json!({"name": "", "owner": OWNER, "instance_offering_uuid": offering,
+        "image_uuid": image, "l3_network_uuids": [l3]}),
+    )
+}
+
+/// The smallest subnet of 10.0.0.0/8 whose range (from .2, after the gateway) holds
+/// `count` addresses: (start, end, netmask).
+fn ip_range(count: u32) -> (String, String, String) {
+    // Network, gateway and broadcast are not handed out.
+    let needed = u64::from(count) + 3;
+    let host_bits = needed.next_power_of_two().trailing_zeros().max(2);
+    let mask = u32::MAX << host_bits;
+    let start = NETWORK + 2;
+    let end = start + count - 1;
+    (
+        Ipv4Addr::from(start).to_string(),
+        Ipv4Addr::from(end).to_string(),
+        Ipv4Addr::from(mask).to_string(),
+    )
+}
+
+/// Times `n` transactions on a fresh SQLite database opened as the node's store is (same
+/// pragmas, the same one transaction connection), each inserting one row the size of a
+/// typical record, `concurrency` at a time: the database's own cost of as many commits,
+/// through the store's `Tx` but without anything of Flatstack's on top.
+async fn raw_transactions(
+    kernel: &Kernel,
+    dir: &std::path::Path,
+    n: u64,
+    concurrency: usize,
+) -> anyhow::Result<Duration> {
+    let raw = Store::open_data_dir(&dir.join("raw"))
+        .await
+        .context("opening the raw baseline's database")?;
+    sqlx::query(
+        "CREATE TABLE raw_rows (uuid TEXT PRIMARY KEY, body TEXT NOT NULL, created_at TEXT NOT NULL)",
+    )
+    .execute(raw.pool())
+    .await
+    .context("creating the raw baseline's table")?;
+    // A few hundred bytes of JSON-like text, as a VM or NIC row is.
+    let filler = "x".repeat(240);
+    let started = Instant::now();
+    let results: Vec<Result<(), flatstack_store::StoreError>> = stream::iter(0..n)
+        .map(|i| {
+            let (raw, kernel) = (raw.clone(), kernel.clone());
+            let body = format!(r#"{{"seq": {i}, "state": "Running", "filler": "{filler}"}}"#);
+            tokio::spawn(async move {
+                let mut tx = raw.begin().await?;
+                sqlx::query("INSERT INTO raw_rows (uuid, body, created_at) VALUES ($1, $2, $3)")
+                    .bind(format!("{i:032x}"))
+                    .bind(body)
+                    .bind(flatstack_store::now())
+                    .execute(tx.conn())
+                    .await?;
+                tx.commit(kernel.bus()).await
+            })
+        })
+        .buffer_unordered(concurrency)
+        .map(|joined| {
+            joined.unwrap_or_else(|e| {
+                Err(flatstack_store::StoreError::Io(format!(
+                    "raw baseline task: {e}"
+                )))
+            })
+        })
+        .collect()
+        .await;
+    let elapsed = started.elapsed();
+    for result in results {
+        result.context("a raw baseline transaction")?;
+    }
+    raw.pool().close().await;
+    Ok(elapsed)
+}
+
+/// The `p`-quantile (0..=1) of sorted `values`, nearest rank.
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = (p * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn millis(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+impl Report {
+    /// One `key: number [unit]` per line, so scripts (and the test) can read it.
+    fn print(&self, options: &CreateVms) {
+        let count = f64::from(options.count);
+        let wall = self.wall.as_secs_f64();
+        let raw = self.raw.as_secs_f64();
+        println!(
+            "bench create-vms: {} VMs over HTTP, concurrency {}, {} Simulator hosts, SQLite",
+            options.count, options.concurrency, options.hosts
+        );
+        println!("count: {}", options.count);
+        println!("concurrency: {}", options.concurrency);
+        println!("succeeded: {}", self.succeeded);
+        println!("failed: {}", self.failed);
+        if let Some(error) = &self.first_error {
+            println!("first error: {error}");
+        }
+        println!("vm rows: {}", self.vm_rows);
+        println!("wall time: {wall:.3} s");
+        println!("throughput: {:.1} VMs/s", count / wall.max(f64::EPSILON));
+        println!(
+            "latency p50: {:.1} ms",
+            millis(percentile(&self.latencies, 0.50))
+        );
+        println!(
+            "latency p99: {:.1} ms",
+            millis(percentile(&self.latencies, 0.99))
+        );
+        println!(
+            "latency max: {:.1} ms",
+            millis(self.latencies.last().copied().unwrap_or_default())
+        );
+        println!("commits: {}", self.commits);
+        println!("commits per create: {:.2}", self.commits as f64 / count);
+        println!(
+            "transactions per create (with read-only): {:.2}",
+            self.transactions as f64 / count
+        );
+        println!("raw transactions: {}", self.commits);
+        println!("raw time: {raw:.3} s");
+        println!(
+            "raw throughput: {:.1} tx/s",
+            self.commits as f64 / raw.max(f64::EPSILON)
+        );
+        println!("ratio create/raw: {:.2}", wall / raw.max(f64::EPSILON));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_range_fits_the_count_in_the_smallest_subnet() {
+        assert_eq!(
+            ip_range(1),
+            (
+                "10.0.0.2".into(),
+                "10.0.0.2".into(),
+                "255.255.255.252".into()
+            )
+        );
+        assert_eq!(
+            ip_range(10_000),
+            (
+                "10.0.0.2".into(),
+                "10.0.39.17".into(),
+                "255.255.192.0".into()
+            )
+        );
+        let (_, end, mask) = ip_range((1 << 24) - 3);
+        assert_eq!(
+            (end.as_str(), mask.as_str()),
+            ("10.255.255.254", "255.0.0.0")
+        );
+    }
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let values: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        assert_eq!(percentile(&values, 0.5), Duration::from_millis(50));
+        assert_eq!(percentile(&values, 0.99), Duration::from_millis(99));
+        assert_eq!(percentile(&values[..1], 0.99), Duration::from_millis(1));
+        assert_eq!(percentile(&[], 0.5), Duration::ZERO);
+    }
+}

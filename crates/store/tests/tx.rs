@@ -1,0 +1,100 @@
+//! Transactions on SQLite's one transaction connection: a dropped `Tx` leaves nothing,
+//! whatever came before it, and the counters count what began and what committed.
+
+use flatstack_kernel::Kernel;
+use flatstack_store::resource::row;
+use flatstack_store::Store;
+use serde_json::json;
+use std::sync::Arc;
+
+async fn store(dir: &std::path::Path) -> Arc<Store> {
+    let store = Store::open_data_dir(dir).await.expect("store");
+    sqlx::query("CREATE TABLE things (uuid TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE)")
+        .execute(store.pool())
+        .await
+        .expect("table");
+    store
+}
+
+fn thing(uuid: &str, name: &str) -> serde_json::Map<String, serde_json::Value> {
+    row(json!({"uuid": uuid, "name": name}))
+}
+
+#[tokio::test]
+async fn a_dropped_tx_leaves_nothing_and_the_next_one_is_atomic() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = store(dir.path()).await;
+    let kernel = Kernel::builder().build().expect("kernel");
+
+    // A read-only Tx dropped (as every read is), then a write dropped: neither stays.
+    {
+        let mut tx = store.begin().await.expect("begin");
+        assert!(!tx.exists("things", "a").await.expect("read"));
+    }
+    {
+        let mut tx = store.begin().await.expect("begin");
+        tx.insert("things", &thing("a", "one"))
+            .await
+            .expect("insert");
+    }
+    assert_eq!(store.count("things").await.expect("count"), 0);
+
+    // After a dropped Tx, the next one is still one transaction: dropped, nothing stays.
+    {
+        let mut tx = store.begin().await.expect("begin");
+        tx.insert("things", &thing("b", "two"))
+            .await
+            .expect("insert");
+        tx.insert("things", &thing("c", "three"))
+            .await
+            .expect("insert");
+    }
+    let mut tx = store.begin().await.expect("begin");
+    assert!(!tx.exists("things", "b").await.expect("read"));
+    tx.insert("things", &thing("d", "four"))
+        .await
+        .expect("insert");
+    tx.commit(kernel.bus()).await.expect("commit");
+    assert_eq!(store.count("things").await.expect("count"), 1);
+
+    // A failed statement, then the Tx dropped: the rows before it in the Tx go too.
+    {
+        let mut tx = store.begin().await.expect("begin");
+        tx.insert("things", &thing("e", "five"))
+            .await
+            .expect("insert");
+        assert!(tx.insert("things", &thing("f", "four")).await.is_err());
+    }
+    let mut tx = store.begin().await.expect("begin");
+    assert!(!tx.exists("things", "e").await.expect("read"));
+    drop(tx);
+    assert_eq!(store.count("things").await.expect("count"), 1);
+    assert_eq!((store.transactions(), store.commits()), (6, 1));
+}
+
+#[tokio::test]
+async fn concurrent_transactions_take_turns() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = store(dir.path()).await;
+    let kernel = Kernel::builder().build().expect("kernel");
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let (store, kernel) = (store.clone(), kernel.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut tx = store.begin().await.expect("begin");
+            let uuid = format!("t{i}");
+            tx.insert("things", &thing(&uuid, &uuid))
+                .await
+                .expect("insert");
+            tokio::task::yield_now().await;
+            if i % 2 == 0 {
+                tx.commit(kernel.bus()).await.expect("commit");
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("task");
+    }
+    assert_eq!(store.count("things").await.expect("count"), 25);
+    assert_eq!((store.transactions(), store.commits()), (50, 25));
+}
