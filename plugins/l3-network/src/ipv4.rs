@@ -114,23 +114,6 @@ impl Range {
     pub fn overlaps(&self, other: &Range) -> bool {
         self.start <= other.end && other.start <= self.end
     }
-
-    /// The lowest address of the range not in `used` (sorted ascending).
-    pub fn lowest_free(&self, used: &[u32]) -> Option<u32> {
-        // u64: the range may end at 255.255.255.255 (a /31 or /32).
-        let mut candidate = u64::from(self.start);
-        let from = used.partition_point(|u| *u < self.start);
-        for &u in &used[from..] {
-            let u = u64::from(u);
-            if u > candidate {
-                break;
-            }
-            if u == candidate {
-                candidate += 1;
-            }
-        }
-        u32::try_from(candidate).ok().filter(|c| *c <= self.end)
-    }
 }
 
 #[cfg(test)]
@@ -197,32 +180,11 @@ mod tests {
     }
 
     #[test]
-    fn overlap_and_lowest_free() {
+    fn overlap() {
         let a = Range::parse("10.0.0.10", "10.0.0.20", "255.255.255.0", "10.0.0.1").unwrap();
         let b = Range::parse("10.0.0.20", "10.0.0.30", "255.255.255.0", "10.0.0.1").unwrap();
         let c = Range::parse("10.0.0.21", "10.0.0.30", "255.255.255.0", "10.0.0.1").unwrap();
         assert!(a.overlaps(&b) && b.overlaps(&a));
         assert!(!a.overlaps(&c));
-        let ip = |s: &str| parse("ip", s).unwrap();
-        assert_eq!(a.lowest_free(&[]), Some(ip("10.0.0.10")));
-        assert_eq!(
-            a.lowest_free(&[
-                ip("10.0.0.2"),
-                ip("10.0.0.10"),
-                ip("10.0.0.11"),
-                ip("10.0.0.13")
-            ]),
-            Some(ip("10.0.0.12"))
-        );
-        let all: Vec<u32> = (ip("10.0.0.10")..=ip("10.0.0.20")).collect();
-        assert_eq!(a.lowest_free(&all), None);
-        let top = Range::parse(
-            "255.255.255.255",
-            "255.255.255.255",
-            "255.255.255.254",
-            "255.255.255.254",
-        )
-        .unwrap();
-        assert_eq!(top.lowest_free(&[u32::MAX]), None, "no overflow at the top");
     }
 }

@@ -21,6 +21,8 @@ use flatstack_store::resource::{check_name, new_uuid, store, text, ResourceTable
 use flatstack_store::{now, Tx};
 use ipv4::{dotted, Range};
 use serde_json::{json, Map, Value};
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 static L3_NETWORKS: ResourceTable = ResourceTable {
     kind: "l3-networks",
@@ -92,22 +94,25 @@ impl Plugin for L3NetworkPlugin {
                 UNIQUE (l3_network_uuid, ip))",
         ));
 
-        let mut l3 = b.service(L3_NETWORK_SERVICE, ());
+        let mut l3 = b.service(L3_NETWORK_SERVICE, Hints::default());
         L3_NETWORKS.serve(&mut l3);
         l3.handle::<CreateL3Network, _, _>(
             |_, msg, cx| async move { create(&cx.kernel, msg).await },
         )
-        .handle::<CreateIpRange, _, _>(|_, msg, cx| async move {
-            create_range(&cx.kernel, cx.resource_id()?, msg).await
+        .handle::<CreateIpRange, _, _>(|hints, msg, cx| async move {
+            let l3 = cx.resource_id()?;
+            // A new range may offer addresses below the hint.
+            hints.forget(l3);
+            create_range(&cx.kernel, l3, msg).await
         })
         .handle::<ListIpRanges, _, _>(|_, _, cx| async move {
             list_ranges(&cx.kernel, cx.resource_id()?).await
         })
-        .handle::<AllocateIp, _, _>(|_, msg, cx| async move {
-            allocate(&cx.kernel, cx.resource_id()?, msg).await
+        .handle::<AllocateIp, _, _>(|hints, msg, cx| async move {
+            allocate(&cx.kernel, &hints, cx.resource_id()?, msg).await
         })
-        .handle::<ReleaseIp, _, _>(|_, msg, cx| async move {
-            release(&cx.kernel, cx.resource_id()?, msg).await
+        .handle::<ReleaseIp, _, _>(|hints, msg, cx| async move {
+            release(&cx.kernel, &hints, cx.resource_id()?, msg).await
         })
         .handle::<ListIpAddresses, _, _>(|_, _, cx| async move {
             list_addresses(&cx.kernel, cx.resource_id()?).await
@@ -353,7 +358,74 @@ fn address_inventory(mut row: Inventory, ranges: &[StoredRange]) -> Inventory {
     row
 }
 
-async fn allocate(kernel: &Kernel, l3: &str, msg: AllocateIp) -> Result<Inventory, Fault> {
+/// Per L3 network, an address below which every address of its ranges is taken: where
+/// the search for the lowest free one starts, so an allocation costs a few indexed lookups
+/// instead of reading every allocated address. Only requests on the network's queue read
+/// or move it, one at a time. Without a hint (after a restart, or once a range is added)
+/// the search starts from the bottom; the `UNIQUE (l3_network_uuid, ip)` constraint, not
+/// the hint, is what guarantees an address is never given twice.
+#[derive(Default)]
+struct Hints(Mutex<HashMap<String, u32>>);
+
+impl Hints {
+    fn map(&self) -> MutexGuard<'_, HashMap<String, u32>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn floor(&self, l3: &str) -> u32 {
+        self.map().get(l3).copied().unwrap_or(0)
+    }
+
+    fn taken_below(&self, l3: &str, ip: u32) {
+        self.map().insert(l3.to_owned(), ip);
+    }
+
+    fn freed(&self, l3: &str, ip: u32) {
+        if let Some(floor) = self.map().get_mut(l3) {
+            *floor = (*floor).min(ip);
+        }
+    }
+
+    fn forget(&self, l3: &str) {
+        self.map().remove(l3);
+    }
+}
+
+/// Whether `ip` is allocated in `l3` (one lookup on the unique index).
+async fn taken(tx: &mut Tx, l3: &str, ip: u32) -> Result<bool, Fault> {
+    let mut filters = Map::new();
+    filters.insert("l3_network_uuid".into(), json!(l3));
+    filters.insert("ip".into(), json!(dotted(ip)));
+    Ok(!tx.list("ip_addresses", &filters).await?.is_empty())
+}
+
+/// The lowest free address of the ranges (lowest first) at or above `floor`.
+async fn lowest_free<'r>(
+    tx: &mut Tx,
+    l3: &str,
+    ranges: &'r [StoredRange],
+    floor: u32,
+) -> Result<Option<(&'r StoredRange, u32)>, Fault> {
+    for range in ranges {
+        // u64: a range may end at 255.255.255.255.
+        let mut ip = u64::from(range.range.start.max(floor));
+        while ip <= u64::from(range.range.end) {
+            let candidate = u32::try_from(ip).map_err(|_| Fault::internal("address overflow"))?;
+            if !taken(tx, l3, candidate).await? {
+                return Ok(Some((range, candidate)));
+            }
+            ip += 1;
+        }
+    }
+    Ok(None)
+}
+
+async fn allocate(
+    kernel: &Kernel,
+    hints: &Hints,
+    l3: &str,
+    msg: AllocateIp,
+) -> Result<Inventory, Fault> {
     let requested = msg
         .ip
         .as_deref()
@@ -362,11 +434,6 @@ async fn allocate(kernel: &Kernel, l3: &str, msg: AllocateIp) -> Result<Inventor
     let mut tx = store(kernel)?.begin().await?;
     L3_NETWORKS.read(kernel, &mut tx, l3).await?;
     let ranges = ranges_of(&mut tx, l3).await?;
-    let used: Vec<u32> = used_ips(&mut tx, l3)
-        .await?
-        .into_iter()
-        .map(|(ip, _)| ip)
-        .collect();
     let (range, ip) = match requested {
         Some(ip) => {
             let range = ranges
@@ -378,7 +445,7 @@ async fn allocate(kernel: &Kernel, l3: &str, msg: AllocateIp) -> Result<Inventor
                         format!("{} is in no IP range of L3 network {l3}", dotted(ip)),
                     )
                 })?;
-            if used.binary_search(&ip).is_ok() {
+            if taken(&mut tx, l3, ip).await? {
                 return Err(Fault::conflict(format!(
                     "{} is already allocated in L3 network {l3}",
                     dotted(ip)
@@ -387,22 +454,24 @@ async fn allocate(kernel: &Kernel, l3: &str, msg: AllocateIp) -> Result<Inventor
             }
             (range, ip)
         }
-        None => ranges
-            .iter()
-            .find_map(|r| r.range.lowest_free(&used).map(|ip| (r, ip)))
-            .ok_or_else(|| {
+        None => match lowest_free(&mut tx, l3, &ranges, hints.floor(l3)).await? {
+            Some(found) => found,
+            None => {
                 let why = if ranges.is_empty() {
                     format!("L3 network {l3} has no IP range")
                 } else {
+                    let used = tx
+                        .count_where("ip_addresses", "l3_network_uuid", &json!(l3))
+                        .await?;
                     format!(
-                        "every address of L3 network {l3} is allocated ({} in {} ranges)",
-                        used.len(),
+                        "every address of L3 network {l3} is allocated ({used} in {} ranges)",
                         ranges.len()
                     )
                 };
-                Fault::conflict(format!("no free IP address: {why}"))
-                    .with_detail("l3_network_uuid", l3)
-            })?,
+                return Err(Fault::conflict(format!("no free IP address: {why}"))
+                    .with_detail("l3_network_uuid", l3));
+            }
+        },
     };
     let at = now();
     let row = object(json!({
@@ -411,12 +480,16 @@ async fn allocate(kernel: &Kernel, l3: &str, msg: AllocateIp) -> Result<Inventor
     }))?;
     tx.insert("ip_addresses", &row).await?;
     tx.commit(kernel.bus()).await?;
+    if requested.is_none() {
+        hints.taken_below(l3, ip.saturating_add(1));
+    }
     Ok(address_inventory(row, &ranges))
 }
 
-async fn release(kernel: &Kernel, l3: &str, msg: ReleaseIp) -> Result<(), Fault> {
+async fn release(kernel: &Kernel, hints: &Hints, l3: &str, msg: ReleaseIp) -> Result<(), Fault> {
     // Parsed and re-printed, so `10.0.0.010`-style spellings cannot miss the stored form.
-    let ip = dotted(ipv4::parse("ip", &msg.ip)?);
+    let parsed = ipv4::parse("ip", &msg.ip)?;
+    let ip = dotted(parsed);
     let mut tx = store(kernel)?.begin().await?;
     L3_NETWORKS.read(kernel, &mut tx, l3).await?;
     let mut filters = Map::new();
@@ -431,6 +504,7 @@ async fn release(kernel: &Kernel, l3: &str, msg: ReleaseIp) -> Result<(), Fault>
     };
     tx.delete("ip_addresses", text(row, "uuid")).await?;
     tx.commit(kernel.bus()).await?;
+    hints.freed(l3, parsed);
     Ok(())
 }
 
