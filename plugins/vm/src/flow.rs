@@ -136,14 +136,7 @@ impl Step<VmWork> for AllocateHost {
                 .await
             {
                 Ok(host) => {
-                    let mut tx = store(kernel)?.begin().await?;
-                    tx.update(
-                        VMS.table,
-                        &work.vm_uuid,
-                        &row(json!({"host_uuid": host["uuid"]})),
-                    )
-                    .await?;
-                    tx.commit(kernel.bus()).await?;
+                    // Recorded on the VM's row when it is marked running.
                     work.host = Some(host);
                     return Ok(());
                 }
@@ -203,15 +196,8 @@ impl Step<VmWork> for AllocateNics {
                 ip: text(&address, "ip").to_owned(),
                 mac,
             };
-            // Recorded in the work before the row, so a failure below still releases the IP.
-            work.nics.push(nic.clone());
-            let at = flatstack_store::now();
-            let nic_row = row(json!({"uuid": nic.uuid, "vm_instance_uuid": work.vm_uuid,
-                "l3_network_uuid": nic.l3_network_uuid, "ip": nic.ip, "mac": nic.mac,
-                "created_at": at, "updated_at": at}));
-            let mut tx = store(kernel)?.begin().await?;
-            tx.insert("vm_nics", &nic_row).await?;
-            tx.commit(kernel.bus()).await?;
+            // The NIC rows are written when the VM is marked running.
+            work.nics.push(nic);
         }
         Ok(())
     }
@@ -304,7 +290,9 @@ impl Step<VmWork> for Hypervisor {
     }
 }
 
-/// The VM is running: its state and its `resource.created` event, in one transaction.
+/// The VM is running: its host, its NICs, its state and its `resource.created` event, in
+/// one transaction (the earlier steps keep them in the flow's work: fewer commits per
+/// create, and a VM is never seen half-made).
 struct MarkRunning(Kernel);
 
 #[async_trait]
@@ -316,10 +304,17 @@ impl Step<VmWork> for MarkRunning {
     async fn run(&self, work: &mut VmWork) -> Result<(), Fault> {
         let kernel = &self.0;
         let mut tx = store(kernel)?.begin().await?;
+        let at = flatstack_store::now();
+        for nic in &work.nics {
+            let nic_row = row(json!({"uuid": nic.uuid, "vm_instance_uuid": work.vm_uuid,
+                "l3_network_uuid": nic.l3_network_uuid, "ip": nic.ip, "mac": nic.mac,
+                "created_at": at, "updated_at": at}));
+            tx.insert("vm_nics", &nic_row).await?;
+        }
         tx.update(
             VMS.table,
             &work.vm_uuid,
-            &row(json!({"state": state::RUNNING})),
+            &row(json!({"state": state::RUNNING, "host_uuid": work.host_uuid(), "updated_at": at})),
         )
         .await?;
         let inventory = VMS.read(kernel, &mut tx, &work.vm_uuid).await?;

@@ -163,7 +163,7 @@ impl Storage {
 }
 
 /// Connected primary storage attached to `cluster` with `size` bytes free, most free first.
-async fn candidates(kernel: &Kernel, cluster: &str, size: u64) -> Result<Vec<String>, Fault> {
+async fn candidates(kernel: &Kernel, cluster: &str, size: u64) -> Result<Vec<Storage>, Fault> {
     let mut tx = store(kernel)?.begin().await?;
     let mut filter = Inventory::new();
     filter.insert("cluster_uuid".into(), json!(cluster));
@@ -187,11 +187,19 @@ async fn candidates(kernel: &Kernel, cluster: &str, size: u64) -> Result<Vec<Str
             .and_then(Value::as_u64)
             .unwrap_or(0);
         if text(&ps, "status") == "Connected" && free >= size {
-            found.push((free, text(&ps, "uuid").to_owned()));
+            found.push((free, ps));
         }
     }
-    found.sort_by(|a, b| b.cmp(a));
-    Ok(found.into_iter().map(|(_, uuid)| uuid).collect())
+    found.sort_by_key(|(free, _)| std::cmp::Reverse(*free));
+    found
+        .into_iter()
+        .map(|(_, record)| {
+            let driver = kernel
+                .drivers()
+                .get::<PrimaryStorages>(text(&record, "type"))?;
+            Ok(Storage { record, driver })
+        })
+        .collect()
 }
 
 /// The size of the root volume of a VM of `image`.
@@ -259,10 +267,8 @@ impl DoUndo<VmAllocateVolumes> for RootVolume {
         // Another create may take the space first: the reservation, one at a time per
         // storage, is what decides.
         let mut last = None;
-        for ps in candidates(&kernel, cluster, size).await? {
-            let Some(storage) = Storage::load(&kernel, &ps).await? else {
-                continue;
-            };
+        for storage in candidates(&kernel, cluster, size).await? {
+            let ps = storage.uuid().to_owned();
             let mut volume =
                 volume_row(&format!("ROOT-for-{}", vm.name), "", kind::ROOT, size, &ps);
             volume.insert("vm_instance_uuid".into(), json!(vm.vm_uuid));
