@@ -3,6 +3,11 @@
 //! trip to a driver thread (sqlx's SQLite driver costs ~30–50 µs of thread wake-ups per
 //! statement on a small VM; the statements themselves take a few µs: see
 //! docs/performance.md).
+//!
+//! What may block the worker longer: a `COMMIT` that triggers WAL's automatic checkpoint
+//! (every ~1,000 pages of log) syncs the database file, and a statement that meets a lock
+//! held by another connection (the pool's, e.g. migrations) waits up to SQLite's busy
+//! timeout (5 s). Both are rare while the node serves: the pool does not write then.
 
 use crate::rows::{sqlite_to_json, Param};
 use crate::{StoreError, SQLITE_PRAGMAS};

@@ -214,11 +214,13 @@ impl Tx {
         check_ident(column)?;
         let sql = format!("SELECT COUNT(*) AS n FROM {table} WHERE {column} = $1");
         let rows = self.fetch(&sql, &[Param::of(column, value)?], true).await?;
-        Ok(rows
-            .first()
+        rows.first()
             .and_then(|row| row.get("n"))
             .and_then(Value::as_i64)
-            .unwrap_or(0))
+            .ok_or_else(|| StoreError::Value {
+                column: "n".into(),
+                reason: format!("COUNT(*) of {table} gave no integer"),
+            })
     }
 
     /// Sets `changes` on the row with this uuid (and `updated_at`); `false` if none.
