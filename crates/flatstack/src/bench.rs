@@ -330,13 +330,16 @@ async fn raw_transactions(
             let (raw, kernel) = (raw.clone(), kernel.clone());
             let body = format!(r#"{{"seq": {i}, "state": "Running", "filler": "{filler}"}}"#);
             tokio::spawn(async move {
+                let row = serde_json::Map::from_iter([
+                    ("uuid".to_owned(), Value::String(format!("{i:032x}"))),
+                    ("body".to_owned(), Value::String(body)),
+                    (
+                        "created_at".to_owned(),
+                        Value::String(flatstack_store::now()),
+                    ),
+                ]);
                 let mut tx = raw.begin().await?;
-                sqlx::query("INSERT INTO raw_rows (uuid, body, created_at) VALUES ($1, $2, $3)")
-                    .bind(format!("{i:032x}"))
-                    .bind(body)
-                    .bind(flatstack_store::now())
-                    .execute(tx.conn())
-                    .await?;
+                tx.insert("raw_rows", &row).await?;
                 tx.commit(kernel.bus()).await
             })
         })

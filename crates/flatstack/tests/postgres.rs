@@ -64,6 +64,16 @@ async fn the_node_runs_on_postgresql() {
             .send(Method::DELETE, &format!("/v1/zones/{zone}?wait=10"), None)
             .await;
         assert_eq!(status, StatusCode::CONFLICT, "{err}");
+        // A second network with the VLAN of another on the same interface (the check is a
+        // join through `Tx::query`) is refused.
+        let vlan = |name: &str| {
+            json!({"type": "L2VlanNetwork", "name": name, "zone_uuid": zone,
+                   "physical_interface": "eth0", "vlan": 100})
+        };
+        node.create("l2-networks", vlan("v")).await;
+        let (status, err) = node.post("/v1/l2-networks?wait=10", vlan("w")).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{err}");
+        assert_eq!(err["error"]["details"]["field"], "vlan", "{err}");
         let bs = node.create("backup-storage", json!({"type": "Simulator", "name": "bs", "zone_uuid": zone, "url": "/sim/bs", "total_capacity": 1000})).await;
         let image = node.create("images", json!({"name": "i", "url": "http://x/i", "format": "raw", "size": 300, "backup_storage_uuids": [uuid(&bs)]})).await;
         assert_eq!(

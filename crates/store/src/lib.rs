@@ -1,5 +1,7 @@
 //! Persistence for Flatstack: SQLite embedded by default, PostgreSQL for several nodes,
-//! both through `sqlx`'s `Any` driver so plugin code is the same on either.
+//! behind one API ([`Tx`]) so plugin code is the same on either. Transactions run on
+//! SQLite through `rusqlite`, inline on the calling task, and on PostgreSQL through
+//! `sqlx`; migrations and [`Store::pool`] use `sqlx`'s `Any` driver on both.
 //!
 //! - Each plugin brings its own migration stream ([`Store::migrate`]).
 //! - Plugins write through a [`Tx`]: records and the canonical events that report them are
@@ -13,6 +15,7 @@ pub mod attach;
 mod error;
 pub mod resource;
 mod rows;
+mod sqlite;
 mod tx;
 
 pub use error::StoreError;
@@ -20,9 +23,11 @@ pub use tx::{now, Tx};
 
 use flatstack_kernel::migration::Migration;
 use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{AnyConnection, AnyPool, Connection, Row};
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{AnyPool, Row};
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -51,21 +56,20 @@ pub type Referrer = (String, String);
 /// pool's acquire timeout does.
 const BEGIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// SQLite's one connection for transactions, used by one [`Tx`] at a time.
+/// SQLite's one connection for transactions, used by one [`Tx`] at a time, which runs
+/// its statements inline (see `sqlite.rs`).
 pub(crate) struct Writer {
-    pub(crate) conn: AnyConnection,
-    /// A transaction may still be open on it (its [`Tx`] was dropped without commit, or
-    /// the commit failed): the next [`Tx`] rolls it back first.
-    pub(crate) open: bool,
+    pub(crate) conn: rusqlite::Connection,
 }
 
 /// The database of a management node.
 pub struct Store {
     pool: AnyPool,
-    /// SQLite: the connection every [`Tx`] runs on, held directly rather than taken from
-    /// the pool and given back for each transaction (which costs sqlx a spawned task and
-    /// two round trips to the connection's thread: see docs/performance.md). The pool
-    /// serves the rest (migrations, [`Store::count`], [`Store::pool`]).
+    /// SQLite: the connection every [`Tx`] runs on, a `rusqlite` one whose statements run
+    /// on the calling task's thread, where sqlx's driver costs a round trip to the
+    /// connection's own thread for every statement, `BEGIN` and `COMMIT` (see
+    /// docs/performance.md). The pool serves the rest (migrations, [`Store::count`],
+    /// [`Store::pool`]).
     writer: Option<Arc<tokio::sync::Mutex<Writer>>>,
     backend: Backend,
     /// For each table, the tables/columns whose foreign keys refer to it.
@@ -102,14 +106,10 @@ impl Store {
         let pool = options.connect(url).await?;
         let writer = match backend {
             Backend::Sqlite => {
-                let mut conn = AnyConnection::connect(url).await?;
-                for pragma in SQLITE_PRAGMAS {
-                    sqlx::query(pragma).execute(&mut conn).await?;
-                }
-                Some(Arc::new(tokio::sync::Mutex::new(Writer {
-                    conn,
-                    open: false,
-                })))
+                // The same file as the pool's (which has created it if asked to).
+                let options = SqliteConnectOptions::from_str(url)?;
+                let conn = sqlite::open(options.get_filename())?;
+                Some(Arc::new(tokio::sync::Mutex::new(Writer { conn })))
             }
             Backend::Postgres => None,
         };

@@ -1,11 +1,11 @@
 //! A transaction: records and the events that report them, committed together.
 
-use crate::rows::{bind, check_ident, to_json};
-use crate::{Store, StoreError, Writer};
+use crate::rows::{check_ident, to_json, Param};
+use crate::{sqlite, Store, StoreError, Writer};
 use flatstack_kernel::bus::Bus;
 use flatstack_kernel::{Event, Fault};
 use serde_json::{Map, Value};
-use sqlx::{Any, AnyConnection, Row, Transaction};
+use sqlx::{Any, Transaction};
 use std::sync::Arc;
 use tokio::sync::OwnedMutexGuard;
 
@@ -18,29 +18,20 @@ pub struct Tx {
     publish: Vec<Publish>,
 }
 
-/// Where a transaction runs: SQLite's one transaction connection, or one from the pool.
+/// Where a transaction runs: SQLite's one transaction connection (statements run inline,
+/// see `sqlite.rs`), or a PostgreSQL connection from the pool.
 enum Conn {
-    Writer(OwnedMutexGuard<Writer>),
-    Pooled(Transaction<'static, Any>),
+    Sqlite(SqliteTx),
+    Postgres(Transaction<'static, Any>),
 }
 
-impl std::ops::Deref for Conn {
-    type Target = AnyConnection;
+/// The SQLite connection with a transaction open on it, rolled back (inline, before the
+/// connection is released) if it is dropped without commit.
+struct SqliteTx(OwnedMutexGuard<Writer>);
 
-    fn deref(&self) -> &AnyConnection {
-        match self {
-            Conn::Writer(writer) => &writer.conn,
-            Conn::Pooled(tx) => tx,
-        }
-    }
-}
-
-impl std::ops::DerefMut for Conn {
-    fn deref_mut(&mut self) -> &mut AnyConnection {
-        match self {
-            Conn::Writer(writer) => &mut writer.conn,
-            Conn::Pooled(tx) => &mut *tx,
-        }
+impl Drop for SqliteTx {
+    fn drop(&mut self) {
+        sqlite::rollback(&self.0.conn);
     }
 }
 
@@ -58,22 +49,13 @@ pub fn now() -> String {
 impl Tx {
     pub(crate) async fn begin(store: Arc<Store>) -> Result<Tx, StoreError> {
         let tx = match store.writer().await? {
-            Some(mut writer) => {
-                // One left open by a dropped Tx (every read-only one) or a failed commit is
-                // rolled back first, in the same round trip to the connection's thread.
-                let rolled_back = writer.open
-                    && sqlx::Executor::execute(&mut writer.conn, "ROLLBACK; BEGIN")
-                        .await
-                        .is_ok();
-                if !rolled_back {
-                    // An error above only says no transaction was left to roll back.
-                    writer.open = false;
-                    sqlx::query("BEGIN").execute(&mut writer.conn).await?;
-                }
-                writer.open = true;
-                Conn::Writer(writer)
+            Some(writer) => {
+                // Dropped transactions roll back as they go; this is only a safety net.
+                sqlite::rollback(&writer.conn);
+                sqlite::execute(&writer.conn, "BEGIN", &[])?;
+                Conn::Sqlite(SqliteTx(writer))
             }
-            None => Conn::Pooled(store.pool.begin().await?),
+            None => Conn::Postgres(store.pool.begin().await?),
         };
         store.count_begin();
         Ok(Tx {
@@ -83,9 +65,64 @@ impl Tx {
         })
     }
 
-    /// The connection, for queries the helpers below do not cover.
-    pub fn conn(&mut self) -> &mut AnyConnection {
-        &mut self.tx
+    /// Runs a statement that returns no rows; how many rows it changed.
+    async fn execute(&mut self, sql: &str, params: &[Param<'_>]) -> Result<u64, StoreError> {
+        match &mut self.tx {
+            Conn::Sqlite(writer) => sqlite::execute(&writer.0.conn, sql, params),
+            Conn::Postgres(tx) => {
+                let mut query = sqlx::query(sql);
+                for param in params {
+                    query = param.bind(query);
+                }
+                Ok(query.execute(&mut **tx).await?.rows_affected())
+            }
+        }
+    }
+
+    /// The rows of a query, as JSON objects; at most one if `one`.
+    async fn fetch(
+        &mut self,
+        sql: &str,
+        params: &[Param<'_>],
+        one: bool,
+    ) -> Result<Vec<Map<String, Value>>, StoreError> {
+        match &mut self.tx {
+            Conn::Sqlite(writer) => sqlite::fetch(
+                &writer.0.conn,
+                sql,
+                params,
+                if one { 1 } else { usize::MAX },
+            ),
+            Conn::Postgres(tx) => {
+                let mut query = sqlx::query(sql);
+                for param in params {
+                    query = param.bind(query);
+                }
+                if one {
+                    let row = query.fetch_optional(&mut **tx).await?;
+                    row.as_ref().map(to_json).into_iter().collect()
+                } else {
+                    let rows = query.fetch_all(&mut **tx).await?;
+                    rows.iter().map(to_json).collect()
+                }
+            }
+        }
+    }
+
+    /// Rows of a query the helpers below do not cover (a join, a condition other than
+    /// equality), as JSON objects: `$1`, `$2`… take `params` in order. Write it in SQL
+    /// that SQLite and PostgreSQL both run.
+    pub async fn query(
+        &mut self,
+        sql: &str,
+        params: &[Value],
+    ) -> Result<Vec<Map<String, Value>>, StoreError> {
+        let params = params
+            .iter()
+            .enumerate()
+            .map(|(i, value)| Param::of(&format!("${}", i + 1), value))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.fetch(sql, &params, false).await
     }
 
     /// Inserts `row` (column → value) into `table`.
@@ -97,21 +134,19 @@ impl Tx {
         check_ident(table)?;
         let mut columns = Vec::with_capacity(row.len());
         let mut marks = Vec::with_capacity(row.len());
-        for (i, column) in row.keys().enumerate() {
+        let mut params = Vec::with_capacity(row.len());
+        for (i, (column, value)) in row.iter().enumerate() {
             check_ident(column)?;
             columns.push(column.as_str());
             marks.push(format!("${}", i + 1));
+            params.push(Param::of(column, value)?);
         }
         let sql = format!(
             "INSERT INTO {table} ({}) VALUES ({})",
             columns.join(", "),
             marks.join(", ")
         );
-        let mut query = sqlx::query(&sql);
-        for (column, value) in row {
-            query = bind(query, column, value)?;
-        }
-        query.execute(&mut *self.tx).await?;
+        self.execute(&sql, &params).await?;
         Ok(())
     }
 
@@ -123,11 +158,8 @@ impl Tx {
     ) -> Result<Option<Map<String, Value>>, StoreError> {
         check_ident(table)?;
         let sql = format!("SELECT * FROM {table} WHERE uuid = $1");
-        let row = sqlx::query(&sql)
-            .bind(uuid)
-            .fetch_optional(&mut *self.tx)
-            .await?;
-        row.as_ref().map(to_json).transpose()
+        let rows = self.fetch(&sql, &[Param::text(uuid)], true).await?;
+        Ok(rows.into_iter().next())
     }
 
     /// Whether `table` has a row with this uuid.
@@ -156,22 +188,19 @@ impl Tx {
     ) -> Result<Vec<Map<String, Value>>, StoreError> {
         check_ident(table)?;
         let mut sql = format!("SELECT * FROM {table}");
-        for (i, column) in filters.keys().enumerate() {
+        let mut params = Vec::with_capacity(filters.len());
+        for (i, (column, value)) in filters.iter().enumerate() {
             check_ident(column)?;
             sql.push_str(if i == 0 { " WHERE " } else { " AND " });
             sql.push_str(&format!("{column} = ${}", i + 1));
+            params.push(Param::of(column, value)?);
         }
         sql.push_str(" ORDER BY created_at");
         for column in order {
             check_ident(column)?;
             sql.push_str(&format!(", {column}"));
         }
-        let mut query = sqlx::query(&sql);
-        for (column, value) in filters {
-            query = bind(query, column, value)?;
-        }
-        let rows = query.fetch_all(&mut *self.tx).await?;
-        rows.iter().map(to_json).collect()
+        self.fetch(&sql, &params, false).await
     }
 
     /// Rows of `table` where `column = value`.
@@ -184,10 +213,14 @@ impl Tx {
         check_ident(table)?;
         check_ident(column)?;
         let sql = format!("SELECT COUNT(*) AS n FROM {table} WHERE {column} = $1");
-        let row = bind(sqlx::query(&sql), column, value)?
-            .fetch_one(&mut *self.tx)
-            .await?;
-        Ok(row.try_get::<i64, _>("n")?)
+        let rows = self.fetch(&sql, &[Param::of(column, value)?], true).await?;
+        rows.first()
+            .and_then(|row| row.get("n"))
+            .and_then(Value::as_i64)
+            .ok_or_else(|| StoreError::Value {
+                column: "n".into(),
+                reason: format!("COUNT(*) of {table} gave no integer"),
+            })
     }
 
     /// Sets `changes` on the row with this uuid (and `updated_at`); `false` if none.
@@ -211,10 +244,12 @@ impl Tx {
     ) -> Result<bool, StoreError> {
         check_ident(table)?;
         check_ident(key_column)?;
-        let mut sets = Vec::new();
-        for (i, column) in changes.keys().enumerate() {
+        let mut sets = Vec::with_capacity(changes.len() + 1);
+        let mut params = Vec::with_capacity(changes.len() + 2);
+        for (i, (column, value)) in changes.iter().enumerate() {
             check_ident(column)?;
             sets.push(format!("{column} = ${}", i + 1));
+            params.push(Param::of(column, value)?);
         }
         sets.push(format!("updated_at = ${}", changes.len() + 1));
         let sql = format!(
@@ -222,12 +257,9 @@ impl Tx {
             sets.join(", "),
             changes.len() + 2
         );
-        let mut query = sqlx::query(&sql);
-        for (column, value) in changes {
-            query = bind(query, column, value)?;
-        }
-        let done = query.bind(now()).bind(key).execute(&mut *self.tx).await?;
-        Ok(done.rows_affected() > 0)
+        params.push(Param::Text(now().into()));
+        params.push(Param::text(key));
+        Ok(self.execute(&sql, &params).await? > 0)
     }
 
     /// Deletes the row with this uuid. Refused with a `conflict` naming the referring
@@ -255,20 +287,12 @@ impl Tx {
         }
         for (child, column) in self.store.referrers_of(table) {
             if column == "uuid" {
-                sqlx::query(&format!("DELETE FROM {child} WHERE uuid = $1"))
-                    .bind(uuid)
-                    .execute(&mut *self.tx)
-                    .await
-                    .map_err(StoreError::from)?;
+                let sql = format!("DELETE FROM {child} WHERE uuid = $1");
+                self.execute(&sql, &[Param::text(uuid)]).await?;
             }
         }
         let sql = format!("DELETE FROM {table} WHERE uuid = $1");
-        let done = sqlx::query(&sql)
-            .bind(uuid)
-            .execute(&mut *self.tx)
-            .await
-            .map_err(StoreError::from)?;
-        if done.rows_affected() == 0 {
+        if self.execute(&sql, &[Param::text(uuid)]).await? == 0 {
             return Err(Fault::not_found(format!("no {table} {uuid}")));
         }
         Ok(())
@@ -285,8 +309,7 @@ impl Tx {
         check_ident(table)?;
         check_ident(column)?;
         let sql = format!("DELETE FROM {table} WHERE {column} = $1");
-        let done = sqlx::query(&sql).bind(value).execute(&mut *self.tx).await?;
-        Ok(done.rows_affected())
+        self.execute(&sql, &[Param::text(value)]).await
     }
 
     /// The `value_column` of the rows of reference table `table` where `key_column = key`,
@@ -304,9 +327,15 @@ impl Tx {
         let sql = format!(
             "SELECT {value_column} AS v FROM {table} WHERE {key_column} = $1 ORDER BY {value_column}"
         );
-        let rows = sqlx::query(&sql).bind(key).fetch_all(&mut *self.tx).await?;
-        rows.iter()
-            .map(|r| r.try_get::<String, _>("v").map_err(StoreError::from))
+        let rows = self.fetch(&sql, &[Param::text(key)], false).await?;
+        rows.into_iter()
+            .map(|mut row| match row.remove("v") {
+                Some(Value::String(s)) => Ok(s),
+                other => Err(StoreError::Value {
+                    column: value_column.to_owned(),
+                    reason: format!("expected text, found {}", other.unwrap_or(Value::Null)),
+                }),
+            })
             .collect()
     }
 
@@ -321,12 +350,8 @@ impl Tx {
             check_ident(ident)?;
         }
         let sql = format!("DELETE FROM {table} WHERE {a} = $1 AND {b} = $2");
-        let done = sqlx::query(&sql)
-            .bind(a_value)
-            .bind(b_value)
-            .execute(&mut *self.tx)
-            .await?;
-        Ok(done.rows_affected() > 0)
+        let params = [Param::text(a_value), Param::text(b_value)];
+        Ok(self.execute(&sql, &params).await? > 0)
     }
 
     /// Records `event` in the outbox, in this transaction; it is published on the bus
@@ -336,12 +361,16 @@ impl Tx {
             column: "body".into(),
             reason: e.to_string(),
         })?;
-        sqlx::query("INSERT INTO event_outbox (name, body, created_at) VALUES ($1, $2, $3)")
-            .bind(E::NAME)
-            .bind(body)
-            .bind(now())
-            .execute(&mut *self.tx)
-            .await?;
+        let params = [
+            Param::text(E::NAME),
+            Param::Text(body.into()),
+            Param::Text(now().into()),
+        ];
+        self.execute(
+            "INSERT INTO event_outbox (name, body, created_at) VALUES ($1, $2, $3)",
+            &params,
+        )
+        .await?;
         self.publish
             .push(Box::new(move |bus: &Bus| bus.publish(event)));
         Ok(())
@@ -350,11 +379,11 @@ impl Tx {
     /// Commits, then publishes the emitted events in process.
     pub async fn commit(self, bus: &Bus) -> Result<(), StoreError> {
         match self.tx {
-            Conn::Writer(mut writer) => {
-                sqlx::query("COMMIT").execute(&mut writer.conn).await?;
-                writer.open = false;
+            // If COMMIT fails, dropping the connection rolls the transaction back.
+            Conn::Sqlite(writer) => {
+                sqlite::execute(&writer.0.conn, "COMMIT", &[])?;
             }
-            Conn::Pooled(tx) => tx.commit().await?,
+            Conn::Postgres(tx) => tx.commit().await?,
         }
         self.store.count_commit();
         for publish in self.publish {

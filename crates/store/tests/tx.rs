@@ -98,3 +98,70 @@ async fn concurrent_transactions_take_turns() {
     assert_eq!(store.count("things").await.expect("count"), 25);
     assert_eq!((store.transactions(), store.commits()), (50, 25));
 }
+
+#[tokio::test]
+async fn constraint_failures_are_conflicts_and_rows_come_back_as_json() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = store(dir.path()).await;
+    sqlx::query(
+        "CREATE TABLE parts (uuid TEXT PRIMARY KEY, thing_uuid TEXT NOT NULL REFERENCES things (uuid),
+         size BIGINT, weight REAL, note TEXT)",
+    )
+    .execute(store.pool())
+    .await
+    .expect("table");
+    let kernel = Kernel::builder().build().expect("kernel");
+
+    let mut tx = store.begin().await.expect("begin");
+    tx.insert("things", &thing("a", "one"))
+        .await
+        .expect("insert");
+    tx.insert(
+        "parts",
+        &row(json!({"uuid": "p", "thing_uuid": "a", "size": 3, "weight": 1.5, "note": null})),
+    )
+    .await
+    .expect("insert");
+    tx.commit(kernel.bus()).await.expect("commit");
+
+    let mut tx = store.begin().await.expect("begin");
+    let duplicate = tx
+        .insert("things", &thing("b", "one"))
+        .await
+        .expect_err("a second `one`");
+    let fault = flatstack_kernel::Fault::from(duplicate);
+    assert_eq!(
+        fault.code,
+        flatstack_kernel::FaultCode::Conflict,
+        "{fault:?}"
+    );
+    assert!(fault.message.contains("already exists"), "{fault:?}");
+    let dangling = tx
+        .insert("parts", &row(json!({"uuid": "q", "thing_uuid": "nothing"})))
+        .await
+        .expect_err("no such thing");
+    let fault = flatstack_kernel::Fault::from(dangling);
+    assert_eq!(
+        fault.code,
+        flatstack_kernel::FaultCode::Conflict,
+        "{fault:?}"
+    );
+
+    // Values keep their JSON types; `$n` take their parameter wherever they are.
+    let part = tx.get("parts", "p").await.expect("get").expect("row");
+    assert_eq!(
+        serde_json::Value::Object(part),
+        json!({"uuid": "p", "thing_uuid": "a", "size": 3, "weight": 1.5, "note": null})
+    );
+    let rows = tx
+        .query(
+            "SELECT t.name AS name, p.size AS size FROM parts p JOIN things t ON t.uuid = p.thing_uuid
+             WHERE p.size = $2 AND t.uuid = $1",
+            &[json!("a"), json!(3)],
+        )
+        .await
+        .expect("query");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].get("name"), Some(&json!("one")));
+    assert!(tx.query("SELECT $1, $2", &[json!(1)]).await.is_err());
+}

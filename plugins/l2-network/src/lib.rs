@@ -14,11 +14,8 @@ use flatstack_kernel::{
 };
 use flatstack_store::attach::Attachments;
 use flatstack_store::resource::{check_name, store, text, ResourceTable};
-use flatstack_store::{StoreError, Tx};
+use flatstack_store::Tx;
 use serde_json::{json, Value};
-use sqlx::any::AnyArguments;
-use sqlx::query::Query;
-use sqlx::{Any, Row};
 use std::sync::Arc;
 
 static L2_NETWORKS: ResourceTable = ResourceTable {
@@ -211,19 +208,23 @@ async fn check_unique(
     for (i, column) in columns.iter().enumerate() {
         sql.push_str(&format!(" AND d.{column} = ${}", i + 3));
     }
-    let mut query = sqlx::query(&sql).bind(place.zone).bind(place.interface);
+    let mut params = vec![
+        Value::String(place.zone.to_owned()),
+        Value::String(place.interface.to_owned()),
+    ];
     let mut described = Vec::new();
     for column in columns {
         let value = own.get(*column).unwrap_or(&Value::Null);
         described.push(format!("{column} {value}"));
-        query = bind(query, value);
+        params.push(value.clone());
     }
-    let existing = query
-        .fetch_optional(tx.conn())
-        .await
-        .map_err(StoreError::from)?;
+    let existing = tx.query(&sql, &params).await?.into_iter().next();
     if let Some(row) = existing {
-        let uuid: String = row.try_get("uuid").map_err(StoreError::from)?;
+        let uuid = row
+            .get("uuid")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
         return Err(Fault::conflict(format!(
             "{} {uuid} already uses {} on {} in zone {}",
             place.l2_type,
@@ -243,22 +244,6 @@ fn is_identifier(name: &str) -> bool {
         && name
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-}
-
-fn bind<'q>(
-    query: Query<'q, Any, AnyArguments<'q>>,
-    value: &Value,
-) -> Query<'q, Any, AnyArguments<'q>> {
-    match value {
-        Value::Bool(b) => query.bind(*b),
-        Value::Number(n) => match n.as_i64() {
-            Some(i) => query.bind(i),
-            None => query.bind(n.as_f64().unwrap_or_default()),
-        },
-        Value::String(s) => query.bind(s.clone()),
-        Value::Null => query.bind(None::<String>),
-        other => query.bind(other.to_string()),
-    }
 }
 
 /// The concrete resource of the addressed network, from its driver.
