@@ -238,7 +238,9 @@ async fn change_capacity(
     let changes =
         row(json!({"available_cpu": available_cpu, "available_memory": available_memory}));
     tx.update("hosts", uuid, &changes).await?;
-    let host = HOSTS.read(kernel, &mut tx, uuid).await?;
     tx.commit(kernel.bus()).await?;
+    // The host as it now is, without reading it again.
+    let mut host = host;
+    host.extend(changes);
     Ok(host)
 }

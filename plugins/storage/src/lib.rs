@@ -237,13 +237,11 @@ async fn change_capacity(kernel: &Kernel, uuid: &str, change: i64) -> Result<Inv
             "primary storage {uuid}: releasing more capacity than was reserved"
         )));
     }
-    tx.update(
-        "primary_storage",
-        uuid,
-        &row(json!({"available_capacity": available})),
-    )
-    .await?;
-    let ps = PRIMARY.read(kernel, &mut tx, uuid).await?;
+    let changes = row(json!({"available_capacity": available}));
+    tx.update("primary_storage", uuid, &changes).await?;
     tx.commit(kernel.bus()).await?;
+    // The storage as it now is, without reading it again.
+    let mut ps = ps;
+    ps.extend(changes);
     Ok(ps)
 }

@@ -13,8 +13,11 @@ use flatstack_kernel::{async_trait, Fault, Flow, Kernel, Step};
 use flatstack_store::resource::{new_uuid, row, store, text};
 use serde_json::json;
 
-/// The flow for one create request.
-pub(crate) fn create(kernel: &Kernel, msg: &CreateVm) -> Flow<VmWork> {
+/// Where the create flow leaves the new VM's inventory, as its last step read it.
+pub(crate) type Created = std::sync::Arc<std::sync::Mutex<Option<Inventory>>>;
+
+/// The flow for one create request; `created` receives the VM's inventory.
+pub(crate) fn create(kernel: &Kernel, msg: &CreateVm, created: &Created) -> Flow<VmWork> {
     Flow::new("vm.create")
         .step(ExtensionStep::<VmReserve>::new(kernel))
         .step(Record {
@@ -27,7 +30,10 @@ pub(crate) fn create(kernel: &Kernel, msg: &CreateVm) -> Flow<VmWork> {
         .step(ExtensionStep::<VmPreInstantiate>::new(kernel))
         .step(Hypervisor::start(kernel))
         .step(ExtensionStep::<VmPostInstantiate>::new(kernel))
-        .step(MarkRunning(kernel.clone()))
+        .step(MarkRunning {
+            kernel: kernel.clone(),
+            created: created.clone(),
+        })
 }
 
 /// Writes the VM's row, `Creating`; removed again on rollback.
@@ -293,7 +299,10 @@ impl Step<VmWork> for Hypervisor {
 /// The VM is running: its host, its NICs, its state and its `resource.created` event, in
 /// one transaction (the earlier steps keep them in the flow's work: fewer commits per
 /// create, and a VM is never seen half-made).
-struct MarkRunning(Kernel);
+struct MarkRunning {
+    kernel: Kernel,
+    created: Created,
+}
 
 #[async_trait]
 impl Step<VmWork> for MarkRunning {
@@ -302,7 +311,7 @@ impl Step<VmWork> for MarkRunning {
     }
 
     async fn run(&self, work: &mut VmWork) -> Result<(), Fault> {
-        let kernel = &self.0;
+        let kernel = &self.kernel;
         let mut tx = store(kernel)?.begin().await?;
         let at = flatstack_store::now();
         for nic in &work.nics {
@@ -321,10 +330,14 @@ impl Step<VmWork> for MarkRunning {
         tx.emit(ResourceCreated {
             kind: VMS.kind.to_owned(),
             uuid: work.vm_uuid.clone(),
-            inventory,
+            inventory: inventory.clone(),
         })
         .await?;
         tx.commit(kernel.bus()).await?;
+        *self
+            .created
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(inventory);
         Ok(())
     }
 }

@@ -229,10 +229,18 @@ async fn create(kernel: &Kernel, msg: CreateVm) -> Result<Inventory, Fault> {
         }
     };
     kernel.extensions().veto::<VmCreateCheck>(&work)?;
-    let flow = flow::create(kernel, &msg);
+    let created = flow::Created::default();
+    let flow = flow::create(kernel, &msg, &created);
     flow.run(&mut work).await.map_err(|failure| failure.fault)?;
     kernel.extensions().observe::<VmStarted>(&work).await;
-    read(kernel, &work.vm_uuid).await
+    let inventory = created
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take();
+    match inventory {
+        Some(inventory) => Ok(inventory),
+        None => read(kernel, &work.vm_uuid).await,
+    }
 }
 
 pub(crate) async fn read(kernel: &Kernel, uuid: &str) -> Result<Inventory, Fault> {
