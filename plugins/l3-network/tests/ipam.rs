@@ -283,3 +283,23 @@ async fn allocated_addresses_keep_their_range_and_network() {
         assert_eq!(node.store.count(table).await.unwrap(), 0, "{table}");
     }
 }
+
+#[tokio::test]
+async fn a_range_added_below_the_allocated_ones_is_used_first() {
+    let node = node().await;
+    let k = &node.kernel;
+    let (l3, _) = l3_with_range(k, "10.0.0.20", "10.0.0.30").await;
+    assert_eq!(allocate(k, &l3, None).await.unwrap(), "10.0.0.20");
+    assert_eq!(allocate(k, &l3, None).await.unwrap(), "10.0.0.21");
+    // Added through the ranges' own route, which hands it to the network's queue.
+    let mut lower = range("r0", "10.0.0.10", "10.0.0.11");
+    lower.l3_network_uuid = Some(l3.clone());
+    k.request(IP_RANGE_SERVICE, lower).await.unwrap();
+    assert_eq!(allocate(k, &l3, None).await.unwrap(), "10.0.0.10");
+    assert_eq!(allocate(k, &l3, None).await.unwrap(), "10.0.0.11");
+    assert_eq!(allocate(k, &l3, None).await.unwrap(), "10.0.0.22");
+    // A freed address below the next candidate is found again.
+    release(k, &l3, "10.0.0.20").await.unwrap();
+    assert_eq!(allocate(k, &l3, None).await.unwrap(), "10.0.0.20");
+    assert_eq!(allocate(k, &l3, None).await.unwrap(), "10.0.0.23");
+}
