@@ -43,10 +43,15 @@ pub enum Backend {
 /// consistent, but the last commits before a power failure or an OS crash may be lost
 /// (`FULL`, SQLite's default, pays one fsync per commit for that: see
 /// docs/performance.md). sqlx turns foreign keys on for SQLite; said again to be sure.
+/// The log is copied back into the database (a checkpoint, with its fsync) every 10,000
+/// pages (~40 MB) rather than SQLite's 1,000: a burst of creates pays a tenth of the
+/// checkpoints (10,000 VMs: 8.2–9.0 s against 9.9–10.0 s, docs/performance.md), for a
+/// larger log file between checkpoints.
 pub const SQLITE_PRAGMAS: &[&str] = &[
     "PRAGMA journal_mode = WAL",
     "PRAGMA synchronous = NORMAL",
     "PRAGMA foreign_keys = ON",
+    "PRAGMA wal_autocheckpoint = 10000",
 ];
 
 /// A foreign key that points at a table: `(table, column)` of the referring rows.
