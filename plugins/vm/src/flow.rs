@@ -1,7 +1,7 @@
 //! The create-VM flow: each step undone in reverse if a later one fails.
 
 use crate::VMS;
-use flatstack_header::infra::{Hosts, ReleaseCapacity, ReserveCapacity, HOST_SERVICE};
+use flatstack_header::infra::{HostDriver, Hosts, ReleaseCapacity, ReserveCapacity, HOST_SERVICE};
 use flatstack_header::network::{AllocateIp, ReleaseIp, L3_NETWORK_SERVICE};
 use flatstack_header::vm::{
     state, CreateVm, HostFilter, HostSort, Nic, VmAllocateVolumes, VmPostInstantiate,
@@ -242,6 +242,18 @@ pub(crate) async fn release_nics(kernel: &Kernel, work: &VmWork) -> Result<(), F
     Ok(())
 }
 
+/// The VM's host and its hypervisor driver.
+pub(crate) fn host_driver<'w>(
+    kernel: &Kernel,
+    work: &'w VmWork,
+) -> Result<(&'w Inventory, std::sync::Arc<dyn HostDriver>), Fault> {
+    let host = work
+        .host
+        .as_ref()
+        .ok_or_else(|| Fault::internal(format!("VM {} has no host", work.vm_uuid)))?;
+    Ok((host, kernel.drivers().get::<Hosts>(text(host, "type"))?))
+}
+
 /// Asks the VM's host's driver to start or to stop it; undone by the opposite.
 pub(crate) struct Hypervisor {
     kernel: Kernel,
@@ -264,11 +276,7 @@ impl Hypervisor {
     }
 
     async fn power(&self, work: &VmWork, on: bool) -> Result<(), Fault> {
-        let host = work
-            .host
-            .as_ref()
-            .ok_or_else(|| Fault::internal(format!("VM {} has no host", work.vm_uuid)))?;
-        let driver = self.kernel.drivers().get::<Hosts>(text(host, "type"))?;
+        let (host, driver) = host_driver(&self.kernel, work)?;
         if on {
             driver.start_vm(&self.kernel, host, work).await
         } else {

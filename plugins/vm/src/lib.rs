@@ -8,7 +8,6 @@
 
 mod flow;
 
-use flatstack_header::infra::Hosts;
 use flatstack_header::vm::{
     state, CreateVm, HostFilter, HostSort, Nic, RebootVm, StartVm, StopVm, VmAllocateVolumes,
     VmCreateCheck, VmDestroyCheck, VmDestroyed, VmPostInstantiate, VmPreDestroy, VmPreInstantiate,
@@ -311,17 +310,6 @@ async fn in_state(
     Ok(vm)
 }
 
-fn driver_of(
-    kernel: &Kernel,
-    work: &VmWork,
-) -> Result<std::sync::Arc<dyn flatstack_header::infra::HostDriver>, Fault> {
-    let host = work
-        .host
-        .as_ref()
-        .ok_or_else(|| Fault::internal(format!("VM {} has no host", work.vm_uuid)))?;
-    kernel.drivers().get::<Hosts>(text(host, "type"))
-}
-
 /// Start or stop: the two power transitions, which differ only in their states, their
 /// extension points and the driver call.
 #[derive(Clone, Copy)]
@@ -377,10 +365,8 @@ async fn reboot(kernel: &Kernel, uuid: &str) -> Result<Inventory, Fault> {
     let vm = in_state(kernel, uuid, "reboot", &[state::RUNNING]).await?;
     let work = work_of(kernel, &vm).await?;
     kernel.extensions().veto::<VmRebootCheck>(&work)?;
-    let host = work.host.clone().unwrap_or_default();
-    driver_of(kernel, &work)?
-        .reboot_vm(kernel, &host, &work)
-        .await?;
+    let (host, driver) = flow::host_driver(kernel, &work)?;
+    driver.reboot_vm(kernel, host, &work).await?;
     kernel.extensions().observe::<VmRebooted>(&work).await;
     read(kernel, uuid).await
 }
