@@ -62,12 +62,12 @@ pub trait HostDriver: Send + Sync {
         host: &Inventory,
         _vm: &VmWork,
     ) -> Result<(), Fault> {
-        Err(unsupported(host, "start VMs"))
+        Err(unsupported(host, "hosts", "start VMs"))
     }
 
     /// Stops a VM on the host; stopping a VM the host does not run is not an error.
     async fn stop_vm(&self, _kernel: &Kernel, host: &Inventory, _vm: &VmWork) -> Result<(), Fault> {
-        Err(unsupported(host, "stop VMs"))
+        Err(unsupported(host, "hosts", "stop VMs"))
     }
 
     /// Reboots a running VM on the host.
@@ -77,7 +77,7 @@ pub trait HostDriver: Send + Sync {
         host: &Inventory,
         _vm: &VmWork,
     ) -> Result<(), Fault> {
-        Err(unsupported(host, "reboot VMs"))
+        Err(unsupported(host, "hosts", "reboot VMs"))
     }
 
     /// Plugs a volume into a VM on the host (the VM may be running or stopped).
@@ -88,7 +88,7 @@ pub trait HostDriver: Send + Sync {
         _vm: &VmWork,
         _volume: &Inventory,
     ) -> Result<(), Fault> {
-        Err(unsupported(host, "attach volumes"))
+        Err(unsupported(host, "hosts", "attach volumes"))
     }
 
     /// Unplugs a volume from a VM on the host.
@@ -99,13 +99,15 @@ pub trait HostDriver: Send + Sync {
         _vm: &VmWork,
         _volume: &Inventory,
     ) -> Result<(), Fault> {
-        Err(unsupported(host, "detach volumes"))
+        Err(unsupported(host, "hosts", "detach volumes"))
     }
 }
 
-fn unsupported(host: &Inventory, what: &str) -> Fault {
-    let host_type = host.get("type").and_then(|t| t.as_str()).unwrap_or("?");
-    Fault::unavailable(format!("{host_type} hosts cannot {what}"))
+/// What a driver's default method answers: `<type> <things> cannot <what>`, e.g.
+/// "KVM hosts cannot attach volumes".
+pub(crate) fn unsupported(resource: &Inventory, things: &str, what: &str) -> Fault {
+    let driver_type = resource.get("type").and_then(|t| t.as_str()).unwrap_or("?");
+    Fault::unavailable(format!("{driver_type} {things} cannot {what}"))
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]

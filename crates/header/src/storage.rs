@@ -1,6 +1,7 @@
 //! Primary storage (where volumes live), backup storage (where images live), images and
 //! instance offerings.
 
+use crate::infra::unsupported;
 use crate::resource::Inventory;
 use flatstack_kernel::driver::DriverKind;
 use flatstack_kernel::schemars::{self, JsonSchema};
@@ -23,7 +24,7 @@ pub trait StorageDriver: Send + Sync {
         storage: &Inventory,
         _volume: &Inventory,
     ) -> Result<(), Fault> {
-        Err(unsupported(storage, "hold volumes"))
+        Err(unsupported(storage, "storage", "hold volumes"))
     }
 
     /// Deletes a volume's bytes; deleting one that is not there is not an error.
@@ -33,13 +34,8 @@ pub trait StorageDriver: Send + Sync {
         storage: &Inventory,
         _volume: &Inventory,
     ) -> Result<(), Fault> {
-        Err(unsupported(storage, "hold volumes"))
+        Err(unsupported(storage, "storage", "hold volumes"))
     }
-}
-
-fn unsupported(storage: &Inventory, what: &str) -> Fault {
-    let kind = storage.get("type").and_then(|t| t.as_str()).unwrap_or("?");
-    Fault::unavailable(format!("{kind} storage cannot {what}"))
 }
 
 /// The service that owns primary storage; capacity requests are addressed to one storage's
