@@ -224,11 +224,8 @@ async fn data_centre(base: &str, options: &CreateVms) -> anyhow::Result<Value> {
                 "url": "/sim/bench-ps", "total_capacity": 1u64 << 50}),
         )
         .await?;
-    api.act(
-        &format!("/v1/primary-storage/{ps}/actions"),
-        json!({"action": "attach_cluster", "cluster_uuid": cluster}),
-    )
-    .await?;
+    api.attach_cluster(&format!("/v1/primary-storage/{ps}"), &cluster)
+        .await?;
     let bs = api
         .create(
             "backup-storage",
@@ -249,32 +246,10 @@ async fn data_centre(base: &str, options: &CreateVms) -> anyhow::Result<Value> {
             json!({"name": "bench-offering", "cpu_num": VM_CPU, "memory_size": VM_MEMORY}),
         )
         .await?;
-    let l2 = api
-        .create(
-            "l2-networks",
-            json!({"type": "L2NoVlanNetwork", "name": "bench-l2", "zone_uuid": zone,
-                "physical_interface": "eth0"}),
-        )
-        .await?;
-    api.act(
-        &format!("/v1/l2-networks/{l2}/actions"),
-        json!({"action": "attach_cluster", "cluster_uuid": cluster}),
-    )
-    .await?;
-    let l3 = api
-        .create(
-            "l3-networks",
-            json!({"name": "bench-l3", "l2_network_uuid": l2}),
-        )
-        .await?;
     let (start, end, netmask) = ip_range(options.count);
-    api.call(
-        reqwest::Method::POST,
-        &format!("/v1/l3-networks/{l3}/ip-ranges?wait=30"),
-        json!({"name": "bench-range", "start_ip": start, "end_ip": end, "netmask": netmask,
-            "gateway": Ipv4Addr::from(NETWORK + 1).to_string()}),
-    )
-    .await?;
+    let range = json!({"name": "bench-range", "start_ip": start, "end_ip": end,
+        "netmask": netmask, "gateway": Ipv4Addr::from(NETWORK + 1).to_string()});
+    let l3 = api.flat_network(&zone, &cluster, "bench-l3", range).await?;
     api.create(
         "quotas",
         json!({"name": "bench-quota", "owner": OWNER, "max_vm_num": options.count,

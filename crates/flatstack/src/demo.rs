@@ -56,6 +56,45 @@ impl Api {
             .map(drop)
     }
 
+    /// Attaches the resource at `path` (e.g. `/v1/l2-networks/<uuid>`) to `cluster`.
+    pub(crate) async fn attach_cluster(&self, path: &str, cluster: &str) -> anyhow::Result<()> {
+        self.act(
+            &format!("{path}/actions"),
+            json!({"action": "attach_cluster", "cluster_uuid": cluster}),
+        )
+        .await
+    }
+
+    /// A flat network the hosts of `cluster` reach: an `L2NoVlanNetwork` on `eth0` attached
+    /// to the cluster, an L3 network `name` on it and the IP range `range`; its L3 uuid.
+    pub(crate) async fn flat_network(
+        &self,
+        zone: &str,
+        cluster: &str,
+        name: &str,
+        range: Value,
+    ) -> anyhow::Result<String> {
+        let l2 = self
+            .create(
+                "l2-networks",
+                json!({"type": "L2NoVlanNetwork", "name": format!("{name}-l2"),
+                    "zone_uuid": zone, "physical_interface": "eth0"}),
+            )
+            .await?;
+        self.attach_cluster(&format!("/v1/l2-networks/{l2}"), cluster)
+            .await?;
+        let l3 = self
+            .create("l3-networks", json!({"name": name, "l2_network_uuid": l2}))
+            .await?;
+        self.call(
+            reqwest::Method::POST,
+            &format!("/v1/l3-networks/{l3}/ip-ranges?wait=30"),
+            range,
+        )
+        .await?;
+        Ok(l3)
+    }
+
     async fn serves(&self, kind: &str) -> bool {
         matches!(self.http.get(format!("{}/v1/{kind}", self.base)).send().await, Ok(r) if r.status().is_success())
     }
@@ -95,11 +134,8 @@ pub async fn create(base: &str) -> anyhow::Result<()> {
             "url": "/sim/demo-ps", "total_capacity": 10995116277760u64}),
         )
         .await?;
-    api.act(
-        &format!("/v1/primary-storage/{ps}/actions"),
-        json!({"action": "attach_cluster", "cluster_uuid": cluster}),
-    )
-    .await?;
+    api.attach_cluster(&format!("/v1/primary-storage/{ps}"), &cluster)
+        .await?;
     let bs = api
         .create(
             "backup-storage",
@@ -114,22 +150,9 @@ pub async fn create(base: &str) -> anyhow::Result<()> {
     )
     .await?;
     if api.serves("l3-networks").await {
-        let l2 = api
-            .create("l2-networks", json!({"type": "L2NoVlanNetwork", "name": "demo-l2", "zone_uuid": zone, "physical_interface": "eth0"}))
-            .await?;
-        api.act(
-            &format!("/v1/l2-networks/{l2}/actions"),
-            json!({"action": "attach_cluster", "cluster_uuid": cluster}),
-        )
-        .await?;
-        let l3 = api
-            .create(
-                "l3-networks",
-                json!({"name": "demo-flat", "l2_network_uuid": l2}),
-            )
-            .await?;
-        api.call(reqwest::Method::POST, &format!("/v1/l3-networks/{l3}/ip-ranges?wait=30"), json!({"name": "demo-range",
-            "start_ip": "192.168.100.10", "end_ip": "192.168.100.250", "netmask": "255.255.255.0", "gateway": "192.168.100.1"}))
+        let range = json!({"name": "demo-range", "start_ip": "192.168.100.10",
+            "end_ip": "192.168.100.250", "netmask": "255.255.255.0", "gateway": "192.168.100.1"});
+        api.flat_network(&zone, &cluster, "demo-flat", range)
             .await?;
     }
     // Last, so that scripts can tell the demo is complete when the offering exists.
