@@ -30,7 +30,7 @@ enum Inject {
 }
 
 async fn arm(node: &Node, dc: &Dc, inject: Inject) {
-    let (path, body) = match inject {
+    let (paths, body): (Vec<String>, Value) = match inject {
         Inject::Point(point, mode) => {
             let (status, reply) = node
                 .post(
@@ -51,7 +51,6 @@ async fn arm(node: &Node, dc: &Dc, inject: Inject) {
         ),
         Inject::Nothing => return,
     };
-    let paths: Vec<String> = path;
     for p in paths {
         let (status, reply) = node
             .post(&format!("{p}/actions?wait=10"), body.clone())

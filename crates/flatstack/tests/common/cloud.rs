@@ -92,15 +92,20 @@ pub fn vm_body(dc: &Dc, name: &str) -> Value {
 }
 
 pub async fn simulated_vms(node: &Node, host: &str) -> Value {
-    // `clear_failures` answers the host's simulator state, including the VMs it runs.
+    simulator_state(node, &format!("hosts/{host}"), "vm_uuids").await
+}
+
+/// `field` of what a simulator holds for the resource at `path` (`clear_failures`
+/// answers its state: the VMs a host runs, the volumes a storage holds).
+async fn simulator_state(node: &Node, path: &str, field: &str) -> Value {
     let (status, reply) = node
         .post(
-            &format!("/v1/hosts/{host}/actions?wait=10"),
+            &format!("/v1/{path}/actions?wait=10"),
             json!({"action": "clear_failures"}),
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{reply}");
-    reply["inventory"]["vm_uuids"].clone()
+    reply["inventory"][field].clone()
 }
 
 /// Everything an operation could leak or change, as one comparable value: capacities,
@@ -134,14 +139,7 @@ pub async fn snapshot(node: &Node, dir: &Path, dc: &Dc) -> Value {
 
 /// The volumes the storage simulator holds on `ps`.
 pub async fn simulated_volumes(node: &Node, ps: &str) -> Value {
-    let (status, reply) = node
-        .post(
-            &format!("/v1/primary-storage/{ps}/actions?wait=10"),
-            json!({"action": "clear_failures"}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{reply}");
-    reply["inventory"]["volume_uuids"].clone()
+    simulator_state(node, &format!("primary-storage/{ps}"), "volume_uuids").await
 }
 
 pub async fn act(node: &Node, vm: &str, action: &str) -> (StatusCode, Value) {
