@@ -56,6 +56,9 @@ fn bench_create_vms_creates_every_vm_and_reports_numbers() {
         "raw time",
         "raw throughput",
         "ratio create/raw",
+        "raw statements",
+        "single-row commits time",
+        "ratio create/single-row commits",
     ] {
         assert!(get(key) > 0.0, "{key} in\n{stdout}");
     }
@@ -63,7 +66,10 @@ fn bench_create_vms_creates_every_vm_and_reports_numbers() {
     assert!(get("latency p99") <= get("latency max"));
     let per_create = get("commits per create");
     assert!(per_create >= 1.0, "a create commits something: {stdout}");
+    // The replay is of every transaction the creates committed, each of one statement at
+    // least.
     assert_eq!(get("raw transactions"), get("commits"));
+    assert!(get("raw statements") >= get("raw transactions"), "{stdout}");
     assert!(
         std::fs::read_dir(dir.path()).expect("dir").next().is_none(),
         "the temporary data directory is removed"

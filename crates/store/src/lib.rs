@@ -13,12 +13,14 @@
 
 pub mod attach;
 mod error;
+mod journal;
 pub mod resource;
 mod rows;
 mod sqlite;
 mod tx;
 
 pub use error::StoreError;
+pub use journal::Journal;
 pub use tx::{now, Tx};
 
 use flatstack_kernel::migration::Migration;
@@ -61,12 +63,6 @@ pub type Referrer = (String, String);
 /// pool's acquire timeout does.
 const BEGIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// SQLite's one connection for transactions, used by one [`Tx`] at a time, which runs
-/// its statements inline (see `sqlite.rs`).
-pub(crate) struct Writer {
-    pub(crate) conn: rusqlite::Connection,
-}
-
 /// The database of a management node.
 pub struct Store {
     pool: AnyPool,
@@ -75,7 +71,7 @@ pub struct Store {
     /// connection's own thread for every statement, `BEGIN` and `COMMIT` (see
     /// docs/performance.md). The pool serves the rest (migrations, [`Store::count`],
     /// [`Store::pool`]).
-    writer: Option<Arc<tokio::sync::Mutex<Writer>>>,
+    writer: Option<Arc<tokio::sync::Mutex<sqlite::Writer>>>,
     backend: Backend,
     /// For each table, the tables/columns whose foreign keys refer to it.
     referrers: RwLock<BTreeMap<String, Vec<Referrer>>>,
@@ -113,8 +109,8 @@ impl Store {
             Backend::Sqlite => {
                 // The same file as the pool's (which has created it if asked to).
                 let options = SqliteConnectOptions::from_str(url)?;
-                let conn = sqlite::open(options.get_filename())?;
-                Some(Arc::new(tokio::sync::Mutex::new(Writer { conn })))
+                let writer = sqlite::Writer::open(options.get_filename())?;
+                Some(Arc::new(tokio::sync::Mutex::new(writer)))
             }
             Backend::Postgres => None,
         };
@@ -309,7 +305,7 @@ impl Store {
     /// SQLite's transaction connection, once the previous [`Tx`] is done with it.
     pub(crate) async fn writer(
         &self,
-    ) -> Result<Option<tokio::sync::OwnedMutexGuard<Writer>>, StoreError> {
+    ) -> Result<Option<tokio::sync::OwnedMutexGuard<sqlite::Writer>>, StoreError> {
         let Some(writer) = &self.writer else {
             return Ok(None);
         };
@@ -317,6 +313,34 @@ impl Store {
             .await
             .map(Some)
             .map_err(|_| StoreError::Database(sqlx::Error::PoolTimedOut))
+    }
+
+    /// SQLite's transaction connection, or an error naming `what` needs it.
+    async fn sqlite_writer(
+        &self,
+        what: &str,
+    ) -> Result<tokio::sync::OwnedMutexGuard<sqlite::Writer>, StoreError> {
+        self.writer()
+            .await?
+            .ok_or_else(|| StoreError::Io(format!("{what} is for SQLite stores only")))
+    }
+
+    /// Copies the database into a new SQLite file at `path`, between transactions
+    /// (`VACUUM INTO`): e.g. the starting point on which to replay a [`Journal`].
+    pub async fn snapshot(&self, path: &Path) -> Result<(), StoreError> {
+        self.sqlite_writer("a snapshot").await?.snapshot(path)
+    }
+
+    /// From now on, records what every committed transaction executes, until
+    /// [`Store::take_journal`] (SQLite only): for benchmarks, which replay it raw.
+    pub async fn keep_journal(&self) -> Result<(), StoreError> {
+        self.sqlite_writer("a journal").await?.keep_journal();
+        Ok(())
+    }
+
+    /// The journal kept since [`Store::keep_journal`], if any; stops keeping it.
+    pub async fn take_journal(&self) -> Result<Option<Journal>, StoreError> {
+        Ok(self.sqlite_writer("a journal").await?.take_journal())
     }
 
     pub(crate) fn count_begin(&self) {

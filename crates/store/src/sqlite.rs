@@ -5,10 +5,11 @@
 //! docs/performance.md).
 //!
 //! What may block the worker longer: a `COMMIT` that triggers WAL's automatic checkpoint
-//! (every ~1,000 pages of log) syncs the database file, and a statement that meets a lock
+//! (every 10,000 pages of log) syncs the database file, and a statement that meets a lock
 //! held by another connection (the pool's, e.g. migrations) waits up to SQLite's busy
 //! timeout (5 s). Both are rare while the node serves: the pool does not write then.
 
+use crate::journal::Journal;
 use crate::rows::{sqlite_to_json, Param};
 use crate::{StoreError, SQLITE_PRAGMAS};
 use rusqlite::Connection;
@@ -19,8 +20,7 @@ use std::path::Path;
 /// distribution, with room to spare (a statement not in it is only prepared again).
 const STATEMENT_CACHE: usize = 512;
 
-/// Opens the database file at `path` as the store's transaction connection, with the
-/// store's pragmas.
+/// Opens the database file at `path` with the store's pragmas.
 pub(crate) fn open(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open(path)?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
@@ -33,66 +33,133 @@ pub(crate) fn open(path: &Path) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
-/// Binds `params` to `statement`: `$n` (or `?n`) takes `params[n - 1]`, wherever it is in
-/// the text, as sqlx does; any other parameter takes the next one in order.
-fn bind(statement: &mut rusqlite::Statement<'_>, params: &[Param<'_>]) -> Result<(), StoreError> {
+/// SQLite's one connection for transactions, used by one `Tx` at a time, and what its
+/// committed transactions executed while a [`Journal`] is kept.
+pub(crate) struct Writer {
+    conn: Connection,
+    journal: Option<Journal>,
+}
+
+impl Writer {
+    pub(crate) fn open(path: &Path) -> Result<Writer, StoreError> {
+        Ok(Writer {
+            conn: open(path)?,
+            journal: None,
+        })
+    }
+
+    pub(crate) fn begin(&mut self) -> Result<(), StoreError> {
+        // Dropped transactions roll back as they go; this is only a safety net.
+        self.rollback();
+        self.conn.prepare_cached("BEGIN")?.raw_execute()?;
+        if let Some(journal) = &mut self.journal {
+            journal.begin();
+        }
+        Ok(())
+    }
+
+    pub(crate) fn commit(&mut self) -> Result<(), StoreError> {
+        self.conn.prepare_cached("COMMIT")?.raw_execute()?;
+        if let Some(journal) = &mut self.journal {
+            journal.commit();
+        }
+        Ok(())
+    }
+
+    /// Rolls back the transaction left open, if any.
+    pub(crate) fn rollback(&self) {
+        if !self.conn.is_autocommit() {
+            if let Err(e) = self.conn.execute_batch("ROLLBACK") {
+                tracing::warn!(error = %e, "rolling back a dropped transaction failed");
+            }
+        }
+    }
+
+    /// Runs a statement that returns no rows; how many rows it changed.
+    pub(crate) fn execute(&mut self, sql: &str, params: &[Param<'_>]) -> Result<u64, StoreError> {
+        let mut statement = self.conn.prepare_cached(sql)?;
+        let params = ordered(&statement, params)?;
+        if let Some(journal) = &mut self.journal {
+            journal.record(sql, &params, None);
+        }
+        bind(&mut statement, &params)?;
+        Ok(statement.raw_execute()? as u64)
+    }
+
+    /// The rows of a query as JSON objects, at most `limit`.
+    pub(crate) fn fetch(
+        &mut self,
+        sql: &str,
+        params: &[Param<'_>],
+        limit: usize,
+    ) -> Result<Vec<Map<String, Value>>, StoreError> {
+        let mut statement = self.conn.prepare_cached(sql)?;
+        let params = ordered(&statement, params)?;
+        if let Some(journal) = &mut self.journal {
+            journal.record(sql, &params, Some(limit));
+        }
+        bind(&mut statement, &params)?;
+        let names: Vec<String> = statement
+            .column_names()
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        let mut rows = statement.raw_query();
+        let mut out = Vec::new();
+        while out.len() < limit {
+            match rows.next()? {
+                Some(row) => out.push(sqlite_to_json(row, &names)?),
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// Copies the database, as it is between transactions, into a new file at `path`.
+    pub(crate) fn snapshot(&self, path: &Path) -> Result<(), StoreError> {
+        let path = path
+            .to_str()
+            .ok_or_else(|| StoreError::Io(format!("not a UTF-8 path: {}", path.display())))?;
+        self.conn.execute("VACUUM INTO ?1", [path])?;
+        Ok(())
+    }
+
+    pub(crate) fn keep_journal(&mut self) {
+        self.journal = Some(Journal::default());
+    }
+
+    pub(crate) fn take_journal(&mut self) -> Option<Journal> {
+        self.journal.take()
+    }
+}
+
+/// The statement's parameters in order: `$n` (or `?n`) takes `params[n - 1]`, wherever it
+/// is in the text, as sqlx does; any other parameter takes the next one in order.
+fn ordered<'p, 'a>(
+    statement: &rusqlite::Statement<'_>,
+    params: &'p [Param<'a>],
+) -> Result<Vec<&'p Param<'a>>, StoreError> {
     let count = statement.parameter_count();
-    for index in 1..=count {
-        let n = statement
-            .parameter_name(index)
-            .and_then(|name| name.strip_prefix(['$', '?']))
-            .and_then(|n| n.parse::<usize>().ok())
-            .unwrap_or(index);
-        let param = n
-            .checked_sub(1)
-            .and_then(|i| params.get(i))
-            .ok_or(rusqlite::Error::InvalidParameterCount(params.len(), count))?;
-        statement.raw_bind_parameter(index, param)?;
+    (1..=count)
+        .map(|index| {
+            let n = statement
+                .parameter_name(index)
+                .and_then(|name| name.strip_prefix(['$', '?']))
+                .and_then(|n| n.parse::<usize>().ok())
+                .unwrap_or(index);
+            n.checked_sub(1)
+                .and_then(|i| params.get(i))
+                .ok_or(StoreError::Sqlite(rusqlite::Error::InvalidParameterCount(
+                    params.len(),
+                    count,
+                )))
+        })
+        .collect()
+}
+
+fn bind(statement: &mut rusqlite::Statement<'_>, params: &[&Param<'_>]) -> Result<(), StoreError> {
+    for (index, param) in params.iter().enumerate() {
+        statement.raw_bind_parameter(index + 1, param)?;
     }
     Ok(())
-}
-
-/// Runs a statement that returns no rows; how many rows it changed.
-pub(crate) fn execute(
-    conn: &Connection,
-    sql: &str,
-    params: &[Param<'_>],
-) -> Result<u64, StoreError> {
-    let mut statement = conn.prepare_cached(sql)?;
-    bind(&mut statement, params)?;
-    Ok(statement.raw_execute()? as u64)
-}
-
-/// The rows of a query as JSON objects, at most `limit`.
-pub(crate) fn fetch(
-    conn: &Connection,
-    sql: &str,
-    params: &[Param<'_>],
-    limit: usize,
-) -> Result<Vec<Map<String, Value>>, StoreError> {
-    let mut statement = conn.prepare_cached(sql)?;
-    bind(&mut statement, params)?;
-    let names: Vec<String> = statement
-        .column_names()
-        .into_iter()
-        .map(str::to_owned)
-        .collect();
-    let mut rows = statement.raw_query();
-    let mut out = Vec::new();
-    while out.len() < limit {
-        match rows.next()? {
-            Some(row) => out.push(sqlite_to_json(row, &names)?),
-            None => break,
-        }
-    }
-    Ok(out)
-}
-
-/// Rolls back the transaction left open on `conn`, if any.
-pub(crate) fn rollback(conn: &Connection) {
-    if !conn.is_autocommit() {
-        if let Err(e) = conn.execute_batch("ROLLBACK") {
-            tracing::warn!(error = %e, "rolling back a dropped transaction failed");
-        }
-    }
 }

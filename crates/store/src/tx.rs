@@ -1,7 +1,8 @@
 //! A transaction: records and the events that report them, committed together.
 
 use crate::rows::{check_ident, to_json, Param};
-use crate::{sqlite, Store, StoreError, Writer};
+use crate::sqlite::Writer;
+use crate::{Store, StoreError};
 use flatstack_kernel::bus::Bus;
 use flatstack_kernel::{Event, Fault};
 use serde_json::{Map, Value};
@@ -31,7 +32,7 @@ struct SqliteTx(OwnedMutexGuard<Writer>);
 
 impl Drop for SqliteTx {
     fn drop(&mut self) {
-        sqlite::rollback(&self.0.conn);
+        self.0.rollback();
     }
 }
 
@@ -49,10 +50,8 @@ pub fn now() -> String {
 impl Tx {
     pub(crate) async fn begin(store: Arc<Store>) -> Result<Tx, StoreError> {
         let tx = match store.writer().await? {
-            Some(writer) => {
-                // Dropped transactions roll back as they go; this is only a safety net.
-                sqlite::rollback(&writer.conn);
-                sqlite::execute(&writer.conn, "BEGIN", &[])?;
+            Some(mut writer) => {
+                writer.begin()?;
                 Conn::Sqlite(SqliteTx(writer))
             }
             None => Conn::Postgres(store.pool.begin().await?),
@@ -68,7 +67,7 @@ impl Tx {
     /// Runs a statement that returns no rows; how many rows it changed.
     async fn execute(&mut self, sql: &str, params: &[Param<'_>]) -> Result<u64, StoreError> {
         match &mut self.tx {
-            Conn::Sqlite(writer) => sqlite::execute(&writer.0.conn, sql, params),
+            Conn::Sqlite(writer) => writer.0.execute(sql, params),
             Conn::Postgres(tx) => {
                 let mut query = sqlx::query(sql);
                 for param in params {
@@ -87,12 +86,7 @@ impl Tx {
         one: bool,
     ) -> Result<Vec<Map<String, Value>>, StoreError> {
         match &mut self.tx {
-            Conn::Sqlite(writer) => sqlite::fetch(
-                &writer.0.conn,
-                sql,
-                params,
-                if one { 1 } else { usize::MAX },
-            ),
+            Conn::Sqlite(writer) => writer.0.fetch(sql, params, if one { 1 } else { usize::MAX }),
             Conn::Postgres(tx) => {
                 let mut query = sqlx::query(sql);
                 for param in params {
@@ -380,9 +374,7 @@ impl Tx {
     pub async fn commit(self, bus: &Bus) -> Result<(), StoreError> {
         match self.tx {
             // If COMMIT fails, dropping the connection rolls the transaction back.
-            Conn::Sqlite(writer) => {
-                sqlite::execute(&writer.0.conn, "COMMIT", &[])?;
-            }
+            Conn::Sqlite(mut writer) => writer.0.commit()?,
             Conn::Postgres(tx) => tx.commit().await?,
         }
         self.store.count_commit();
