@@ -100,6 +100,8 @@ struct Report {
     first_error: Option<String>,
     vm_rows: i64,
     wall: Duration,
+    /// CPU time the process (node and client) spent over the creates.
+    cpu: Duration,
     /// Every request's latency, sorted.
     latencies: Vec<Duration>,
     commits: u64,
@@ -134,6 +136,7 @@ async fn run(
     store.snapshot(&before).await?;
     store.keep_journal().await?;
     let (commits, transactions) = (store.commits(), store.transactions());
+    let cpu = cpu_time::ProcessTime::try_now().context("reading the process's CPU time")?;
     let started = Instant::now();
     let outcomes: Vec<(Duration, Result<(), String>)> = stream::iter(0..options.count)
         .map(|i| {
@@ -146,6 +149,7 @@ async fn run(
         .collect()
         .await;
     let wall = started.elapsed();
+    let cpu = cpu.try_elapsed().context("reading the process's CPU time")?;
     let commits = store.commits() - commits;
     let transactions = store.transactions() - transactions;
 
@@ -175,6 +179,7 @@ async fn run(
         first_error,
         vm_rows,
         wall,
+        cpu,
         latencies,
         commits,
         transactions,
@@ -417,6 +422,11 @@ impl Report {
         println!("vm rows: {}", self.vm_rows);
         println!("wall time: {wall:.3} s");
         println!("throughput: {:.1} VMs/s", count / wall.max(f64::EPSILON));
+        // Steadier than the wall time on a shared machine: what to compare across changes.
+        println!(
+            "cpu per create: {:.1} µs (node and HTTP client, all threads)",
+            self.cpu.as_secs_f64() * 1e6 / count
+        );
         println!(
             "latency p50: {:.1} ms",
             millis(percentile(&self.latencies, 0.50))

@@ -18,6 +18,8 @@ pub enum StoreError {
     },
     #[error("{0}")]
     Io(String),
+    #[error("a read-only transaction cannot run `{0}`")]
+    ReadOnly(String),
     #[error("not a valid SQL identifier: `{0}`")]
     Identifier(String),
     #[error("cannot store value of column `{column}`: {reason}")]

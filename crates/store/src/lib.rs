@@ -72,6 +72,8 @@ pub struct Store {
     /// docs/performance.md). The pool serves the rest (migrations, [`Store::count`],
     /// [`Store::pool`]).
     writer: Option<Arc<tokio::sync::Mutex<sqlite::Writer>>>,
+    /// SQLite: connections for [`Store::read`], which read beside the writer.
+    readers: Option<Arc<sqlite::Readers>>,
     backend: Backend,
     /// For each table, the tables/columns whose foreign keys refer to it.
     referrers: RwLock<BTreeMap<String, Vec<Referrer>>>,
@@ -105,18 +107,22 @@ impl Store {
             });
         }
         let pool = options.connect(url).await?;
-        let writer = match backend {
+        let (writer, readers) = match backend {
             Backend::Sqlite => {
                 // The same file as the pool's (which has created it if asked to).
                 let options = SqliteConnectOptions::from_str(url)?;
                 let writer = sqlite::Writer::open(options.get_filename())?;
-                Some(Arc::new(tokio::sync::Mutex::new(writer)))
+                (
+                    Some(Arc::new(tokio::sync::Mutex::new(writer))),
+                    Some(sqlite::Readers::new(options.get_filename())),
+                )
             }
-            Backend::Postgres => None,
+            Backend::Postgres => (None, None),
         };
         Ok(Arc::new(Store {
             pool,
             writer,
+            readers,
             backend,
             referrers: RwLock::default(),
             begun: AtomicU64::new(0),
@@ -288,6 +294,14 @@ impl Store {
     /// Starts a transaction.
     pub async fn begin(self: &Arc<Self>) -> Result<Tx, StoreError> {
         Tx::begin(self.clone()).await
+    }
+
+    /// Starts a read-only transaction: it sees the database as of its first read and
+    /// refuses to write. On SQLite it runs on a connection of its own, beside the writer,
+    /// so it neither waits for [`Store::begin`]'s transactions nor holds them up. For reads
+    /// that decide a write, use [`Store::begin`]: they must see what the write will change.
+    pub async fn read(self: &Arc<Self>) -> Result<Tx, StoreError> {
+        Tx::read(self.clone()).await
     }
 
     /// How many [`Tx`] have committed since the store was opened (migrations are not

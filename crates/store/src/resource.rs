@@ -205,7 +205,7 @@ impl ResourceTable {
 
     async fn get(&self, cx: &MessageContext) -> Result<Inventory, Fault> {
         let uuid = cx.resource_id()?;
-        let mut tx = store(&cx.kernel)?.begin().await?;
+        let mut tx = store(&cx.kernel)?.read().await?;
         self.read(&cx.kernel, &mut tx, uuid).await
     }
 
@@ -259,7 +259,7 @@ impl ResourceTable {
                 ),
             ));
         }
-        let mut tx = store(kernel)?.begin().await?;
+        let mut tx = store(kernel)?.read().await?;
         let mut inventories = tx.list(self.table, &filters).await?;
         for inventory in &mut inventories {
             self.join(kernel, &mut tx, inventory).await?;

@@ -14,7 +14,8 @@ use crate::rows::{sqlite_to_json, Param};
 use crate::{StoreError, SQLITE_PRAGMAS};
 use rusqlite::Connection;
 use serde_json::{Map, Value};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// Distinct statements kept prepared: every helper of `Tx` over every table of the
 /// distribution, with room to spare (a statement not in it is only prepared again).
@@ -99,20 +100,7 @@ impl Writer {
             journal.record(sql, &params, Some(limit));
         }
         bind(&mut statement, &params)?;
-        let names: Vec<String> = statement
-            .column_names()
-            .into_iter()
-            .map(str::to_owned)
-            .collect();
-        let mut rows = statement.raw_query();
-        let mut out = Vec::new();
-        while out.len() < limit {
-            match rows.next()? {
-                Some(row) => out.push(sqlite_to_json(row, &names)?),
-                None => break,
-            }
-        }
-        Ok(out)
+        read_rows(statement, limit)
     }
 
     /// Copies the database, as it is between transactions, into a new file at `path`.
@@ -155,6 +143,105 @@ fn ordered<'p, 'a>(
                 )))
         })
         .collect()
+}
+
+/// The rows of a bound statement as JSON objects, at most `limit`.
+fn read_rows(
+    mut statement: rusqlite::CachedStatement<'_>,
+    limit: usize,
+) -> Result<Vec<Map<String, Value>>, StoreError> {
+    let names: Vec<String> = statement
+        .column_names()
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    let mut rows = statement.raw_query();
+    let mut out = Vec::new();
+    while out.len() < limit {
+        match rows.next()? {
+            Some(row) => out.push(sqlite_to_json(row, &names)?),
+            None => break,
+        }
+    }
+    Ok(out)
+}
+
+/// Connections for read-only transactions, beside the writer: in WAL mode they read a
+/// consistent snapshot while it writes, so reads neither wait for the writer nor hold it
+/// up. One per read transaction in progress, opened on demand and kept for the next.
+pub(crate) struct Readers {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+/// Idle read connections kept open: as many as there are usually reads at once.
+const IDLE_READERS: usize = 8;
+
+impl Readers {
+    pub(crate) fn new(path: &Path) -> Arc<Readers> {
+        Arc::new(Readers {
+            path: path.to_owned(),
+            idle: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// A read connection with a transaction begun on it.
+    pub(crate) fn begin(self: &Arc<Self>) -> Result<Reader, StoreError> {
+        let idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner).pop();
+        let conn = match idle {
+            Some(conn) => conn,
+            None => {
+                let conn = open(&self.path)?;
+                // Refuse writes in SQLite too, not only in `Tx`.
+                conn.execute_batch("PRAGMA query_only = ON")?;
+                conn
+            }
+        };
+        conn.prepare_cached("BEGIN")?.raw_execute()?;
+        Ok(Reader {
+            conn: Some(conn),
+            readers: self.clone(),
+        })
+    }
+}
+
+/// A read connection in a transaction; it ends the transaction and goes back to the
+/// idle ones when dropped.
+pub(crate) struct Reader {
+    conn: Option<Connection>,
+    readers: Arc<Readers>,
+}
+
+impl Reader {
+    pub(crate) fn fetch(
+        &mut self,
+        sql: &str,
+        params: &[Param<'_>],
+        limit: usize,
+    ) -> Result<Vec<Map<String, Value>>, StoreError> {
+        let conn = self
+            .conn
+            .as_ref()
+            .ok_or_else(|| StoreError::Io("read connection already released".into()))?;
+        let mut statement = conn.prepare_cached(sql)?;
+        let params = ordered(&statement, params)?;
+        bind(&mut statement, &params)?;
+        read_rows(statement, limit)
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        let Some(conn) = self.conn.take() else { return };
+        // A connection whose transaction cannot end is not reused.
+        if !conn.is_autocommit() && conn.execute_batch("ROLLBACK").is_err() {
+            return;
+        }
+        let mut idle = self.readers.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        if idle.len() < IDLE_READERS {
+            idle.push(conn);
+        }
+    }
 }
 
 fn bind(statement: &mut rusqlite::Statement<'_>, params: &[&Param<'_>]) -> Result<(), StoreError> {

@@ -1,7 +1,7 @@
 //! A transaction: records and the events that report them, committed together.
 
 use crate::rows::{check_ident, to_json, Param};
-use crate::sqlite::Writer;
+use crate::sqlite::{self, Writer};
 use crate::{Store, StoreError};
 use flatstack_kernel::bus::Bus;
 use flatstack_kernel::{Event, Fault};
@@ -15,6 +15,8 @@ type Publish = Box<dyn FnOnce(&Bus) + Send>;
 pub struct Tx {
     store: Arc<Store>,
     tx: Conn,
+    /// Begun by [`Store::read`]: statements that write are refused.
+    read_only: bool,
     /// Events to publish in process once the transaction has committed.
     publish: Vec<Publish>,
 }
@@ -23,6 +25,7 @@ pub struct Tx {
 /// see `sqlite.rs`), or a PostgreSQL connection from the pool.
 enum Conn {
     Sqlite(SqliteTx),
+    SqliteRead(sqlite::Reader),
     Postgres(Transaction<'static, Any>),
 }
 
@@ -60,13 +63,32 @@ impl Tx {
         Ok(Tx {
             store,
             tx,
+            read_only: false,
+            publish: Vec::new(),
+        })
+    }
+
+    pub(crate) async fn read(store: Arc<Store>) -> Result<Tx, StoreError> {
+        let tx = match &store.readers {
+            Some(readers) => Conn::SqliteRead(readers.begin()?),
+            None => Conn::Postgres(store.pool.begin().await?),
+        };
+        store.count_begin();
+        Ok(Tx {
+            store,
+            tx,
+            read_only: true,
             publish: Vec::new(),
         })
     }
 
     /// Runs a statement that returns no rows; how many rows it changed.
     async fn execute(&mut self, sql: &str, params: &[Param<'_>]) -> Result<u64, StoreError> {
+        if self.read_only {
+            return Err(StoreError::ReadOnly(sql.to_owned()));
+        }
         match &mut self.tx {
+            Conn::SqliteRead(_) => Err(StoreError::ReadOnly(sql.to_owned())),
             Conn::Sqlite(writer) => writer.0.execute(sql, params),
             Conn::Postgres(tx) => {
                 let mut query = sqlx::query(sql);
@@ -87,6 +109,7 @@ impl Tx {
     ) -> Result<Vec<Map<String, Value>>, StoreError> {
         match &mut self.tx {
             Conn::Sqlite(writer) => writer.0.fetch(sql, params, if one { 1 } else { usize::MAX }),
+            Conn::SqliteRead(reader) => reader.fetch(sql, params, if one { 1 } else { usize::MAX }),
             Conn::Postgres(tx) => {
                 let mut query = sqlx::query(sql);
                 for param in params {
@@ -375,6 +398,8 @@ impl Tx {
         match self.tx {
             // If COMMIT fails, dropping the connection rolls the transaction back.
             Conn::Sqlite(mut writer) => writer.0.commit()?,
+            // Nothing to commit: ending it is releasing the connection.
+            Conn::SqliteRead(_) => return Ok(()),
             Conn::Postgres(tx) => tx.commit().await?,
         }
         self.store.count_commit();

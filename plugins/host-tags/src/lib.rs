@@ -59,7 +59,7 @@ fn check_tag(tag: &str) -> Result<(), Fault> {
 }
 
 async fn tags_of(kernel: &Kernel, host: &str) -> Result<Inventory, Fault> {
-    let mut tx = store(kernel)?.begin().await?;
+    let mut tx = store(kernel)?.read().await?;
     let tags = tx.list_refs(TAGS, "host_uuid", host, "tag").await?;
     let mut out = Inventory::new();
     out.insert("host_uuid".into(), json!(host));
@@ -77,7 +77,7 @@ impl Filter<HostFilter> for Tagged {
             return Ok(hosts);
         }
         let kernel = self.0.get()?;
-        let mut tx = store(&kernel)?.begin().await?;
+        let mut tx = store(&kernel)?.read().await?;
         let mut kept = Vec::new();
         for host in hosts {
             let uuid = text(&host, "uuid").to_owned();

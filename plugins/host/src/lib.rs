@@ -166,7 +166,7 @@ async fn create(kernel: &Kernel, msg: CreateHost) -> Result<Inventory, Fault> {
 /// `Connected` on success and `Disconnected` on failure.
 async fn connect(kernel: &Kernel, uuid: &str) -> Result<Inventory, Fault> {
     let host = {
-        let mut tx = store(kernel)?.begin().await?;
+        let mut tx = store(kernel)?.read().await?;
         HOSTS.read(kernel, &mut tx, uuid).await?
     };
     let host_type = text(&host, "type");

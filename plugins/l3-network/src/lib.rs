@@ -531,7 +531,7 @@ struct ReachesNetworks(KernelRef);
 impl Filter<HostFilter> for ReachesNetworks {
     async fn filter(&self, vm: &VmWork, hosts: Vec<Inventory>) -> Result<Vec<Inventory>, Fault> {
         let kernel = self.0.get()?;
-        let mut tx = store(&kernel)?.begin().await?;
+        let mut tx = store(&kernel)?.read().await?;
         let mut reach: Option<std::collections::BTreeSet<String>> = None;
         for l3 in &vm.l3_network_uuids {
             let Some(network) = tx.get("l3_networks", l3).await? else {

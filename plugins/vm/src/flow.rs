@@ -106,7 +106,7 @@ impl Step<VmWork> for AllocateHost {
     async fn run(&self, work: &mut VmWork) -> Result<(), Fault> {
         let kernel = &self.0;
         let mut candidates = {
-            let mut tx = store(kernel)?.begin().await?;
+            let mut tx = store(kernel)?.read().await?;
             let mut filter = Inventory::new();
             filter.insert("status".into(), json!("Connected"));
             filter.insert("state".into(), json!("Enabled"));

@@ -176,7 +176,7 @@ async fn nics_of(tx: &mut Tx, vm: &mut Inventory) -> Result<(), Fault> {
 async fn create(kernel: &Kernel, msg: CreateVm) -> Result<Inventory, Fault> {
     check_name(&msg.name)?;
     let mut work = {
-        let mut tx = store(kernel)?.begin().await?;
+        let mut tx = store(kernel)?.read().await?;
         let offering = tx
             .get("instance_offerings", &msg.instance_offering_uuid)
             .await?
@@ -243,13 +243,13 @@ async fn create(kernel: &Kernel, msg: CreateVm) -> Result<Inventory, Fault> {
 }
 
 pub(crate) async fn read(kernel: &Kernel, uuid: &str) -> Result<Inventory, Fault> {
-    let mut tx = store(kernel)?.begin().await?;
+    let mut tx = store(kernel)?.read().await?;
     VMS.read(kernel, &mut tx, uuid).await
 }
 
 /// Rebuilds what the flows carry from a stored VM.
 async fn work_of(kernel: &Kernel, vm: &Inventory) -> Result<VmWork, Fault> {
-    let mut tx = store(kernel)?.begin().await?;
+    let mut tx = store(kernel)?.read().await?;
     let host = match vm.get("host_uuid").and_then(Value::as_str) {
         Some(h) => tx.get("hosts", h).await?,
         None => None,

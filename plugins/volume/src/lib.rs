@@ -16,6 +16,7 @@ use flatstack_kernel::{
     async_trait, DoUndo, Fault, Filter, Kernel, KernelRef, Message, Plugin, PluginBuilder,
 };
 use flatstack_store::resource::{check_name, new_uuid, row, store, text, ResourceTable};
+use flatstack_store::Tx;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
@@ -163,8 +164,12 @@ impl Storage {
 }
 
 /// Connected primary storage attached to `cluster` with `size` bytes free, most free first.
-async fn candidates(kernel: &Kernel, cluster: &str, size: u64) -> Result<Vec<Storage>, Fault> {
-    let mut tx = store(kernel)?.begin().await?;
+async fn candidates(
+    kernel: &Kernel,
+    tx: &mut Tx,
+    cluster: &str,
+    size: u64,
+) -> Result<Vec<Storage>, Fault> {
     let mut filter = Inventory::new();
     filter.insert("cluster_uuid".into(), json!(cluster));
     let mut found = Vec::new();
@@ -203,8 +208,7 @@ async fn candidates(kernel: &Kernel, cluster: &str, size: u64) -> Result<Vec<Sto
 }
 
 /// The size of the root volume of a VM of `image`.
-async fn image_size(kernel: &Kernel, image: &str) -> Result<u64, Fault> {
-    let mut tx = store(kernel)?.begin().await?;
+async fn image_size(tx: &mut Tx, image: &str) -> Result<u64, Fault> {
     let image = tx
         .get("images", image)
         .await?
@@ -220,7 +224,8 @@ struct ReachesStorage(KernelRef);
 impl Filter<HostFilter> for ReachesStorage {
     async fn filter(&self, vm: &VmWork, hosts: Vec<Inventory>) -> Result<Vec<Inventory>, Fault> {
         let kernel = self.0.get()?;
-        let size = image_size(&kernel, &vm.image_uuid).await?;
+        let mut tx = store(&kernel)?.read().await?;
+        let size = image_size(&mut tx, &vm.image_uuid).await?;
         let mut reachable = std::collections::BTreeMap::new();
         let mut kept = Vec::new();
         for host in hosts {
@@ -228,7 +233,9 @@ impl Filter<HostFilter> for ReachesStorage {
             let ok = match reachable.get(&cluster) {
                 Some(ok) => *ok,
                 None => {
-                    let ok = !candidates(&kernel, &cluster, size).await?.is_empty();
+                    let ok = !candidates(&kernel, &mut tx, &cluster, size)
+                        .await?
+                        .is_empty();
                     reachable.insert(cluster, ok);
                     ok
                 }
@@ -262,12 +269,16 @@ impl DoUndo<VmAllocateVolumes> for RootVolume {
             .host
             .clone()
             .ok_or_else(|| Fault::internal("the VM has no host yet"))?;
-        let size = image_size(&kernel, &vm.image_uuid).await?;
         let cluster = text(&host, "cluster_uuid");
+        let (size, candidates) = {
+            let mut tx = store(&kernel)?.read().await?;
+            let size = image_size(&mut tx, &vm.image_uuid).await?;
+            (size, candidates(&kernel, &mut tx, cluster, size).await?)
+        };
         // Another create may take the space first: the reservation, one at a time per
         // storage, is what decides.
         let mut last = None;
-        for storage in candidates(&kernel, cluster, size).await? {
+        for storage in candidates {
             let ps = storage.uuid().to_owned();
             let mut volume =
                 volume_row(&format!("ROOT-for-{}", vm.name), "", kind::ROOT, size, &ps);
