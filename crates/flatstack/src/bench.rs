@@ -149,7 +149,9 @@ async fn run(
         .collect()
         .await;
     let wall = started.elapsed();
-    let cpu = cpu.try_elapsed().context("reading the process's CPU time")?;
+    let cpu = cpu
+        .try_elapsed()
+        .context("reading the process's CPU time")?;
     let commits = store.commits() - commits;
     let transactions = store.transactions() - transactions;
 

@@ -187,7 +187,11 @@ impl Readers {
 
     /// A read connection with a transaction begun on it.
     pub(crate) fn begin(self: &Arc<Self>) -> Result<Reader, StoreError> {
-        let idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner).pop();
+        let idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
         let conn = match idle {
             Some(conn) => conn,
             None => {
@@ -237,7 +241,11 @@ impl Drop for Reader {
         if !conn.is_autocommit() && conn.execute_batch("ROLLBACK").is_err() {
             return;
         }
-        let mut idle = self.readers.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut idle = self
+            .readers
+            .idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if idle.len() < IDLE_READERS {
             idle.push(conn);
         }

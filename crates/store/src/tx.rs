@@ -108,7 +108,9 @@ impl Tx {
         one: bool,
     ) -> Result<Vec<Map<String, Value>>, StoreError> {
         match &mut self.tx {
-            Conn::Sqlite(writer) => writer.0.fetch(sql, params, if one { 1 } else { usize::MAX }),
+            Conn::Sqlite(writer) => writer
+                .0
+                .fetch(sql, params, if one { 1 } else { usize::MAX }),
             Conn::SqliteRead(reader) => reader.fetch(sql, params, if one { 1 } else { usize::MAX }),
             Conn::Postgres(tx) => {
                 let mut query = sqlx::query(sql);
