@@ -355,3 +355,157 @@ async fn a_thousand_creates_at_once_never_over_commit_or_leak() {
     assert_eq!(rows(dir.path(), "ip_addresses").await, 8);
     assert_eq!(rows(dir.path(), "dhcp_leases").await, 8);
 }
+
+/// Polls the VM until it is in `state` (the VM plugin settles VMs after a host's status
+/// changes, on each VM's queue), or fails after a few seconds.
+async fn wait_for_state(node: &Node, vm: &str, state: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let now = node.get(&format!("/v1/vm-instances/{vm}")).await.1["inventory"]["state"].clone();
+        if now == state {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "VM {vm} is still {now}, not {state}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn vms_of_a_lost_host_are_unknown_until_it_reconnects() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path());
+    let dc = data_centre(&node).await;
+    let host = &dc.hosts[0];
+    let on_host = |name: &str| {
+        let mut body = vm_body(&dc, name);
+        body["host_uuid"] = json!(host);
+        body
+    };
+    let running = uuid(&node.create("vm-instances", on_host("running")).await);
+    let stopped = uuid(&node.create("vm-instances", on_host("stopped")).await);
+    assert_eq!(act(&node, &stopped, "stop").await.0, StatusCode::OK);
+    let elsewhere = {
+        let mut body = vm_body(&dc, "elsewhere");
+        body["host_uuid"] = json!(dc.hosts[1]);
+        uuid(&node.create("vm-instances", body).await)
+    };
+
+    // The host cannot be reached: it is Disconnected, and what it was running is Unknown.
+    let actions = format!("/v1/hosts/{host}/actions?wait=10");
+    node.post(
+        &actions,
+        json!({"action": "inject_failure", "operation": "connect", "fail": true}),
+    )
+    .await;
+    let (status, err) = node.post(&actions, json!({"action": "reconnect"})).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{err}");
+    assert_eq!(
+        node.get(&format!("/v1/hosts/{host}")).await.1["inventory"]["status"],
+        "Disconnected"
+    );
+    wait_for_state(&node, &running, "Unknown").await;
+    let state_of = |vm: String| {
+        let node = &node;
+        async move { node.get(&format!("/v1/vm-instances/{vm}")).await.1["inventory"]["state"].clone() }
+    };
+    assert_eq!(
+        state_of(stopped.clone()).await,
+        "Stopped",
+        "not running: nothing unknown"
+    );
+    assert_eq!(
+        state_of(elsewhere.clone()).await,
+        "Running",
+        "on another host"
+    );
+
+    // An Unknown VM may be running: it cannot be started or rebooted; it cannot be
+    // stopped or destroyed while its host is lost either, and each refusal changes nothing.
+    let before = tables(dir.path()).await;
+    for action in ["start", "reboot"] {
+        let (status, err) = act(&node, &running, action).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{action}: {err}");
+        assert_eq!(err["error"]["details"]["state"], "Unknown", "{err}");
+    }
+    let (status, err) = act(&node, &running, "stop").await;
+    assert_eq!(status, StatusCode::CONFLICT, "{err}");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("reconnect"),
+        "{err}"
+    );
+    let (status, err) = node
+        .send(
+            Method::DELETE,
+            &format!("/v1/vm-instances/{running}?wait=10"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{err}");
+    assert_eq!(state_of(running.clone()).await, "Unknown");
+    assert_eq!(tables(dir.path()).await, before);
+
+    // Back: the host still runs the VM, so it is Running again.
+    node.post(&actions, json!({"action": "clear_failures"}))
+        .await;
+    let (status, reply) = node.post(&actions, json!({"action": "reconnect"})).await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    wait_for_state(&node, &running, "Running").await;
+    assert_eq!(state_of(stopped.clone()).await, "Stopped");
+
+    // Lost again, and the VM powers off on the host meanwhile (a guest shutdown, say):
+    // once the host is back, the VM is Stopped, and starts as any stopped VM does.
+    node.post(
+        &actions,
+        json!({"action": "inject_failure", "operation": "connect", "fail": true}),
+    )
+    .await;
+    node.post(&actions, json!({"action": "reconnect"})).await;
+    wait_for_state(&node, &running, "Unknown").await;
+    let (status, reply) = node
+        .post(
+            &actions,
+            json!({"action": "power_off_vm", "vm_uuid": running}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    let (status, err) = node
+        .post(
+            &actions,
+            json!({"action": "power_off_vm", "vm_uuid": running}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "no longer runs it: {err}");
+    node.post(&actions, json!({"action": "clear_failures"}))
+        .await;
+    let (status, reply) = node.post(&actions, json!({"action": "reconnect"})).await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    wait_for_state(&node, &running, "Stopped").await;
+    let (status, started) = act(&node, &running, "start").await;
+    assert_eq!(status, StatusCode::OK, "{started}");
+    assert_eq!(simulated_vms(&node, host).await, json!([running.clone()]));
+    assert_eq!(state_of(elsewhere).await, "Running");
+}
+
+/// The tables a refused operation must leave as they were, capacities included (not the
+/// simulators' state: it is read through `clear_failures`, which would disarm the
+/// injection under test).
+async fn tables(dir: &std::path::Path) -> serde_json::Value {
+    let mut tables = serde_json::Map::new();
+    for table in [
+        "vm_instances",
+        "vm_nics",
+        "ip_addresses",
+        "dhcp_leases",
+        "volumes",
+        "hosts",
+    ] {
+        tables.insert(table.into(), json!(common::dump(dir, table).await));
+    }
+    json!(tables)
+}

@@ -70,6 +70,12 @@ pub trait HostDriver: Send + Sync {
         Err(unsupported(host, "hosts", "stop VMs"))
     }
 
+    /// The uuids of the VMs the host runs now: after the host reconnects, VMs left
+    /// `Unknown` while it was lost become `Running` or `Stopped` by this answer.
+    async fn running_vms(&self, _kernel: &Kernel, host: &Inventory) -> Result<Vec<String>, Fault> {
+        Err(unsupported(host, "hosts", "report the VMs they run"))
+    }
+
     /// Reboots a running VM on the host.
     async fn reboot_vm(
         &self,

@@ -5,11 +5,15 @@
 use flatstack_header::infra::{HostDriver, Hosts};
 use flatstack_header::points::Deleted;
 use flatstack_header::vm::VmWork;
-use flatstack_header::{Inventory, ResourceChange};
+use flatstack_header::{ApiAction, ApiActionExtension, Inventory, ResourceChange};
 use flatstack_kernel::migration::Migration;
-use flatstack_kernel::{async_trait, Fault, Kernel, Observe, Plugin, PluginBuilder};
+use flatstack_kernel::schemars::{self, JsonSchema};
+use flatstack_kernel::{
+    async_trait, Fault, Kernel, Message, Observe, Plugin, PluginBuilder, Request,
+};
 use flatstack_simulator::{Injections, Simulated};
 use flatstack_store::resource::text;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -126,6 +130,17 @@ impl HostDriver for Driver {
         Ok(())
     }
 
+    async fn running_vms(&self, _kernel: &Kernel, host: &Inventory) -> Result<Vec<String>, Fault> {
+        let uuid = text(host, "uuid");
+        Ok(self
+            .0
+            .vms()
+            .iter()
+            .filter(|(_, h)| h.as_str() == uuid)
+            .map(|(vm, _)| vm.clone())
+            .collect())
+    }
+
     async fn reboot_vm(
         &self,
         _kernel: &Kernel,
@@ -168,6 +183,22 @@ impl HostDriver for Driver {
             .perform(text(host, "uuid"), "detach_volume")
             .await
     }
+}
+
+/// Powers a VM off on the addressed simulated host behind the management node's back, as
+/// a guest shutdown or a crash would: what a test needs to see the node find out.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PowerOffVm {
+    pub vm_uuid: String,
+}
+
+impl Message for PowerOffVm {
+    const NAME: &'static str = "simulator.power-off-vm";
+}
+
+impl Request for PowerOffVm {
+    type Reply = Inventory;
 }
 
 /// Forgets a deleted host's injections.
@@ -219,5 +250,28 @@ impl Plugin for SimulatorPlugin {
         b.driver::<Hosts>("Simulator", Arc::new(Driver(self.simulator.clone())));
         b.observe::<Deleted>(Forget(self.simulator.clone()));
         flatstack_simulator::serve(b, "hosts", "simulator", self.simulator.clone());
+        b.service_arc("simulator-vms", self.simulator.clone())
+            .handle::<PowerOffVm, _, _>(|simulator, msg, cx| async move {
+                let host = cx.resource_id()?;
+                let mut vms = simulator.vms();
+                if vms.get(&msg.vm_uuid).map(String::as_str) != Some(host) {
+                    return Err(Fault::not_found(format!(
+                        "simulated host {host} does not run VM {}",
+                        msg.vm_uuid
+                    ))
+                    .with_detail("field", "vm_uuid"));
+                }
+                vms.remove(&msg.vm_uuid);
+                drop(vms);
+                Ok(simulator.report(host))
+            });
+        b.register(ApiActionExtension {
+            path: "hosts",
+            service: "simulator-vms",
+            action: ApiAction {
+                name: "power_off_vm",
+                message: PowerOffVm::NAME,
+            },
+        });
     }
 }

@@ -242,7 +242,8 @@ pub(crate) async fn release_nics(kernel: &Kernel, work: &VmWork) -> Result<(), F
     Ok(())
 }
 
-/// The VM's host and its hypervisor driver.
+/// The VM's host and its hypervisor driver; refused while the host is not `Connected`
+/// (what the VM does there cannot be known, let alone changed).
 pub(crate) fn host_driver<'w>(
     kernel: &Kernel,
     work: &'w VmWork,
@@ -251,6 +252,15 @@ pub(crate) fn host_driver<'w>(
         .host
         .as_ref()
         .ok_or_else(|| Fault::internal(format!("VM {} has no host", work.vm_uuid)))?;
+    let status = text(host, "status");
+    if status != "Connected" {
+        return Err(Fault::conflict(format!(
+            "host {} of VM {} is {status}: reconnect it first",
+            text(host, "uuid"),
+            work.vm_uuid
+        ))
+        .with_detail("host_status", status));
+    }
     Ok((host, kernel.drivers().get::<Hosts>(text(host, "type"))?))
 }
 

@@ -5,8 +5,11 @@
 //! one flow, rolled back step by step if anything fails. Start, stop, reboot and destroy
 //! each have a veto point before, a do/undo point during and observers after.
 //! Requests about one VM are addressed to its uuid, so they run one after another.
+//! A VM whose host is lost becomes `Unknown` until the host is back and says whether it
+//! runs the VM (`host_status.rs`).
 
 mod flow;
+mod host_status;
 
 use flatstack_header::vm::{
     state, CreateVm, HostFilter, HostSort, Nic, RebootVm, StartVm, StopVm, VmAllocateVolumes,
@@ -88,6 +91,7 @@ impl Plugin for VmPlugin {
         // The default placement spreads VMs: most free memory first. A strategy plugin's
         // sort placed after it has the last word.
         b.filter::<HostSort>(MostFreeMemory).order(-100);
+        b.observe::<flatstack_header::points::StateChanged>(host_status::HostStatus(b.kernel()));
 
         let mut service = b.service(VM_SERVICE, ());
         VMS.serve_reads(&mut service);
@@ -101,6 +105,9 @@ impl Plugin for VmPlugin {
             })
             .handle::<RebootVm, _, _>(|_, _, cx| async move {
                 reboot(&cx.kernel, cx.resource_id()?).await
+            })
+            .handle::<host_status::SettleVm, _, _>(|_, msg, cx| async move {
+                host_status::settle(&cx.kernel, cx.resource_id()?, msg.running).await
             })
             .handle::<DeleteResource, _, _>(|_, _, cx| async move {
                 destroy(&cx.kernel, cx.resource_id()?).await
@@ -319,11 +326,24 @@ enum Power {
 }
 
 impl Power {
-    /// (verb, from, through, to)
-    fn states(self) -> (&'static str, &'static str, &'static str, &'static str) {
+    /// (verb, the states it starts from, through, to). A VM left `Unknown` by a lost host
+    /// can be stopped once the host is back, not started: it may be running.
+    fn states(
+        self,
+    ) -> (
+        &'static str,
+        &'static [&'static str],
+        &'static str,
+        &'static str,
+    ) {
         match self {
-            Power::On => ("start", state::STOPPED, state::STARTING, state::RUNNING),
-            Power::Off => ("stop", state::RUNNING, state::STOPPING, state::STOPPED),
+            Power::On => ("start", &[state::STOPPED], state::STARTING, state::RUNNING),
+            Power::Off => (
+                "stop",
+                &[state::RUNNING, state::UNKNOWN],
+                state::STOPPING,
+                state::STOPPED,
+            ),
         }
     }
 }
@@ -331,9 +351,12 @@ impl Power {
 /// Moves a VM `from` → `through` → `to`: the veto, then a flow of the do/undo point and
 /// the driver call, then the observers; back to `from` if the flow fails.
 async fn power(kernel: &Kernel, uuid: &str, power: Power) -> Result<Inventory, Fault> {
-    let (verb, from, through, to) = power.states();
-    let vm = in_state(kernel, uuid, verb, &[from]).await?;
+    let (verb, allowed, through, to) = power.states();
+    let vm = in_state(kernel, uuid, verb, allowed).await?;
+    let from = text(&vm, "state").to_owned();
     let mut work = work_of(kernel, &vm).await?;
+    // Refused before any state changes if the host is not there to ask.
+    flow::host_driver(kernel, &work)?;
     let flow = match power {
         Power::On => {
             kernel.extensions().veto::<VmStartCheck>(&work)?;
@@ -350,7 +373,7 @@ async fn power(kernel: &Kernel, uuid: &str, power: Power) -> Result<Inventory, F
     };
     VMS.set_state(kernel, uuid, "state", through).await?;
     if let Err(failure) = flow.run(&mut work).await {
-        VMS.set_state(kernel, uuid, "state", from).await?;
+        VMS.set_state(kernel, uuid, "state", &from).await?;
         return Err(failure.fault);
     }
     VMS.set_state(kernel, uuid, "state", to).await?;
@@ -387,6 +410,7 @@ async fn destroy(kernel: &Kernel, uuid: &str) -> Result<(), Fault> {
     kernel.extensions().veto::<VmDestroyCheck>(&work)?;
     let mut stop = Flow::new("vm.destroy").step(ExtensionStep::<VmPreDestroy>::new(kernel));
     if previous != state::STOPPED {
+        flow::host_driver(kernel, &work)?;
         stop = stop.step(flow::Hypervisor::stop(kernel));
     }
     VMS.set_state(kernel, uuid, "state", state::DESTROYING)
