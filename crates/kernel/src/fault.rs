@@ -28,6 +28,18 @@ pub enum FaultCode {
 }
 
 impl FaultCode {
+    /// A refusal of the request as it stands (bad input, no such thing, a conflict with
+    /// the current state, a veto), as opposed to something that went wrong.
+    pub fn is_refusal(self) -> bool {
+        matches!(
+            self,
+            FaultCode::InvalidArgument
+                | FaultCode::NotFound
+                | FaultCode::Conflict
+                | FaultCode::Vetoed
+        )
+    }
+
     /// The stable snake_case spelling used on the wire.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -110,5 +122,35 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         s.clone()
     } else {
         "non-string panic payload".to_owned()
+    }
+}
+
+#[cfg(test)]
+mod refusal_tests {
+    use super::FaultCode;
+
+    #[test]
+    fn refusals_are_the_callers_and_the_rest_are_failures() {
+        let refusals: Vec<FaultCode> = [
+            FaultCode::InvalidArgument,
+            FaultCode::NotFound,
+            FaultCode::Conflict,
+            FaultCode::Vetoed,
+            FaultCode::Unavailable,
+            FaultCode::Timeout,
+            FaultCode::Internal,
+        ]
+        .into_iter()
+        .filter(|code| code.is_refusal())
+        .collect();
+        assert_eq!(
+            refusals,
+            [
+                FaultCode::InvalidArgument,
+                FaultCode::NotFound,
+                FaultCode::Conflict,
+                FaultCode::Vetoed
+            ]
+        );
     }
 }

@@ -167,7 +167,13 @@ impl<C: Send + 'static> Flow<C> {
             records[i].1 = clock - begun;
             if let Err(fault) = result {
                 records[i].0 = StepOutcome::Failed;
-                tracing::warn!(flow = %self.name, step = step.name(), %fault, "step failed; rolling back");
+                // A refusal (no room, a veto, bad input) is the flow working as meant; the
+                // rest is worth an operator's look.
+                if fault.code.is_refusal() {
+                    tracing::debug!(flow = %self.name, step = step.name(), %fault, "step refused; rolling back");
+                } else {
+                    tracing::warn!(flow = %self.name, step = step.name(), %fault, "step failed; rolling back");
+                }
                 if contained(step.name(), step.cleanup(ctx)).await.is_err() {
                     records[i].0 = StepOutcome::RollbackFailed;
                 }
