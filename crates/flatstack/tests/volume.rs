@@ -43,6 +43,7 @@ async fn volumes_live_with_vms_and_on_their_own() {
         (&json!("Root"), &json!(1000), &json!(0))
     );
     assert_eq!(free(&node, &dc).await, total - 1000);
+    let root_uuid = root["uuid"].clone();
 
     // A data volume: bad input is refused and takes nothing.
     for (body, field) in [
@@ -175,6 +176,22 @@ async fn volumes_live_with_vms_and_on_their_own() {
         updates,
         [json!(vm), Value::Null, json!(vm), Value::Null],
         "attach, detach, attach, detached by the VM's destroy"
+    );
+    // And the root volume's, created with its VM and deleted with it.
+    let root_events = |events: Vec<Value>| {
+        events
+            .into_iter()
+            .filter(|e| e["uuid"] == root_uuid)
+            .map(|e| (e["kind"].clone(), e["inventory"]["type"].clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        root_events(common::events(dir.path(), "resource.created").await),
+        [(json!("volumes"), json!("Root"))]
+    );
+    assert_eq!(
+        root_events(common::events(dir.path(), "resource.deleted").await),
+        [(json!("volumes"), Value::Null)]
     );
     for name in ["resource.created", "resource.deleted"] {
         let events = common::events(dir.path(), name).await;

@@ -10,7 +10,10 @@ use flatstack_header::storage::{
 };
 use flatstack_header::vm::{state as vm_state, HostFilter, VmAllocateVolumes, VmWork};
 use flatstack_header::volume::{kind, AttachVolume, CreateVolume, DetachVolume, VOLUME_SERVICE};
-use flatstack_header::{ApiAction, ApiResource, DeleteResource, Inventory, ResourceUpdated};
+use flatstack_header::{
+    ApiAction, ApiResource, DeleteResource, Inventory, ResourceCreated, ResourceDeleted,
+    ResourceUpdated,
+};
 use flatstack_kernel::migration::Migration;
 use flatstack_kernel::{
     async_trait, DoUndo, Fault, Filter, Kernel, KernelRef, Message, Plugin, PluginBuilder,
@@ -288,8 +291,17 @@ impl DoUndo<VmAllocateVolumes> for RootVolume {
             match storage.allocate(&kernel, &volume).await {
                 Ok(()) => {
                     let written = async {
+                        // Announced with its row, as every volume is: billing and other
+                        // services see root volumes too (and their removal if the
+                        // VM's create is undone).
                         let mut tx = store(&kernel)?.begin().await?;
                         tx.insert(VOLUMES.table, &volume).await?;
+                        tx.emit(ResourceCreated {
+                            kind: VOLUMES.kind.to_owned(),
+                            uuid: text(&volume, "uuid").to_owned(),
+                            inventory: volume.clone(),
+                        })
+                        .await?;
                         tx.commit(kernel.bus()).await?;
                         Ok::<(), Fault>(())
                     }
@@ -318,7 +330,7 @@ impl DoUndo<VmAllocateVolumes> for RootVolume {
     async fn undo(&self, vm: &mut VmWork) -> Result<(), Fault> {
         let kernel = self.0.get()?;
         let volumes = {
-            let mut tx = store(&kernel)?.begin().await?;
+            let mut tx = store(&kernel)?.read().await?;
             let mut filter = Inventory::new();
             filter.insert("vm_instance_uuid".into(), json!(vm.vm_uuid));
             tx.list(VOLUMES.table, &filter).await?
@@ -333,6 +345,11 @@ impl DoUndo<VmAllocateVolumes> for RootVolume {
                 }
                 let mut tx = store(&kernel)?.begin().await?;
                 tx.delete(VOLUMES.table, uuid).await?;
+                tx.emit(ResourceDeleted {
+                    kind: VOLUMES.kind.to_owned(),
+                    uuid: uuid.to_owned(),
+                })
+                .await?;
                 tx.commit(kernel.bus()).await?;
             } else {
                 set_attachment(&kernel, uuid, None).await?;
