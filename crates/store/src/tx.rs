@@ -397,6 +397,7 @@ impl Tx {
 
     /// Commits, then publishes the emitted events in process.
     pub async fn commit(self, bus: &Bus) -> Result<(), StoreError> {
+        let handed_over = matches!(self.tx, Conn::Sqlite(_));
         match self.tx {
             // If COMMIT fails, dropping the connection rolls the transaction back.
             Conn::Sqlite(mut writer) => writer.0.commit()?,
@@ -407,6 +408,13 @@ impl Tx {
         self.store.count_commit();
         for publish in self.publish {
             publish(bus);
+        }
+        if handed_over {
+            // The SQLite connection now belongs to the next waiting transaction, woken on
+            // this worker; until it runs, the one writer idles. Yielding lets it run now,
+            // not after whatever this task does next: 10,000 VMs in 8.3 – 10.0 s against
+            // 11.1 – 13.0 s without (docs/performance.md).
+            tokio::task::yield_now().await;
         }
         Ok(())
     }
