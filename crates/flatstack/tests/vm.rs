@@ -509,3 +509,59 @@ async fn tables(dir: &std::path::Path) -> serde_json::Value {
     }
     json!(tables)
 }
+
+#[tokio::test]
+async fn a_create_whose_rollback_fails_says_what_it_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path());
+    let dc = data_centre(&node).await;
+    let host = &dc.hosts[0];
+    let mut body = vm_body(&dc, "doomed");
+    body["host_uuid"] = json!(host);
+    // A step after the start fails, and the host will not stop the VM again.
+    let (status, reply) = node
+        .post(
+            "/v1/fault-injections?wait=10",
+            json!({"point": "vm.post-instantiate", "mode": "fail", "once": true}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{reply}");
+    node.post(
+        &format!("/v1/hosts/{host}/actions?wait=10"),
+        json!({"action": "inject_failure", "operation": "stop_vm", "fail": true}),
+    )
+    .await;
+
+    let (status, err) = node.post("/v1/vm-instances?wait=10", body).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{err}");
+    let details = &err["error"]["details"];
+    assert_eq!(details["step"], "vm.post-instantiate", "{err}");
+    assert_eq!(details["rollback"], "incomplete", "{err}");
+    assert_eq!(
+        details["rollback_failed"],
+        json!(["hypervisor.start"]),
+        "{err}"
+    );
+    // What the error names is indeed left: the VM runs on the host. Everything else the
+    // other steps held was released.
+    assert_eq!(
+        simulated_vms(&node, host).await.as_array().map(Vec::len),
+        Some(1)
+    );
+    assert_eq!(rows(dir.path(), "vm_instances").await, 0);
+    assert_eq!(rows(dir.path(), "ip_addresses").await, 0);
+
+    // A rollback that completes adds nothing to the error (reading the simulator above
+    // cleared its injections: the host stops VMs again).
+    node.post(
+        "/v1/fault-injections?wait=10",
+        json!({"point": "vm.post-instantiate", "mode": "fail", "once": true}),
+    )
+    .await;
+    let mut body = vm_body(&dc, "doomed-too");
+    body["host_uuid"] = json!(host);
+    let (status, err) = node.post("/v1/vm-instances?wait=10", body).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{err}");
+    assert_eq!(err["error"]["details"]["step"], "vm.post-instantiate");
+    assert!(err["error"]["details"].get("rollback").is_none(), "{err}");
+}

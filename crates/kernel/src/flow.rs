@@ -266,7 +266,6 @@ impl<P: DoUndoPoint> Step<P::Context> for ExtensionStep<P> {
     }
 
     async fn rollback(&self, ctx: &mut P::Context) -> Result<(), Fault> {
-        self.kernel.extensions().undo::<P>(ctx).await;
-        Ok(())
+        self.kernel.extensions().undo::<P>(ctx).await
     }
 }

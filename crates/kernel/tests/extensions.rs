@@ -295,7 +295,12 @@ async fn undo_after_success_reverses_all_and_goes_on_past_undo_errors() {
     ]);
     let mut work = Work::default();
     k.extensions().run::<Instantiate>(&mut work).await.unwrap();
-    k.extensions().undo::<Instantiate>(&mut work).await;
+    let failed = k
+        .extensions()
+        .undo::<Instantiate>(&mut work)
+        .await
+        .expect_err("b's undo failed");
+    assert!(failed.message.contains("plugin `b`"), "{failed:?}");
     assert_eq!(
         work.log,
         ["run a", "run b", "run c", "undo c", "undo b", "undo a"]

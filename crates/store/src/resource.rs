@@ -139,7 +139,8 @@ impl ResourceTable {
         match self.write(kernel, row, extra, &uuid).await {
             Ok(inventory) => change.inventory = inventory,
             Err(fault) => {
-                kernel.extensions().undo::<Create>(&mut change).await;
+                // A failed undo is logged by the dispatcher; the write's fault is the answer.
+                let _ = kernel.extensions().undo::<Create>(&mut change).await;
                 return Err(fault);
             }
         }

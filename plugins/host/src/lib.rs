@@ -189,7 +189,9 @@ async fn connect(kernel: &Kernel, uuid: &str) -> Result<Inventory, Fault> {
     match (connected, host) {
         (Ok(()), Ok(host)) => Ok(host),
         (Ok(()), Err(fault)) => {
-            kernel
+            // A failed undo is logged by the dispatcher; the status write's fault is the
+            // answer.
+            let _ = kernel
                 .extensions()
                 .undo::<HostConnect>(&mut connection)
                 .await;

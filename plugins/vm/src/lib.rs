@@ -18,7 +18,7 @@ use flatstack_header::vm::{
     VmStopCheck, VmStopped, VmWork, VM_SERVICE,
 };
 use flatstack_header::{ApiAction, ApiResource, DeleteResource, Inventory};
-use flatstack_kernel::flow::ExtensionStep;
+use flatstack_kernel::flow::{ExtensionStep, StepOutcome};
 use flatstack_kernel::migration::Migration;
 use flatstack_kernel::{async_trait, Fault, Filter, Flow, Kernel, Message, Plugin, PluginBuilder};
 use flatstack_store::resource::{check_name, store, text, ResourceTable};
@@ -237,7 +237,24 @@ async fn create(kernel: &Kernel, msg: CreateVm) -> Result<Inventory, Fault> {
     kernel.extensions().veto::<VmCreateCheck>(&work)?;
     let created = flow::Created::default();
     let flow = flow::create(kernel, &msg, &created);
-    flow.run(&mut work).await.map_err(|failure| failure.fault)?;
+    flow.run(&mut work).await.map_err(|failure| {
+        // Steps whose undo failed left something held: say so, naming them, so the caller
+        // does not take the error for "nothing happened" (each is in the log too).
+        let unreleased: Vec<String> = failure
+            .report
+            .steps()
+            .filter(|s| s.outcome == StepOutcome::RollbackFailed)
+            .map(|s| s.step.to_owned())
+            .collect();
+        if unreleased.is_empty() {
+            return failure.fault;
+        }
+        tracing::error!(vm = %work.vm_uuid, steps = ?unreleased, "the create's rollback is incomplete");
+        failure
+            .fault
+            .with_detail("rollback", "incomplete")
+            .with_detail("rollback_failed", json!(unreleased))
+    })?;
     kernel.extensions().observe::<VmStarted>(&work).await;
     let inventory = created
         .lock()
@@ -419,12 +436,15 @@ async fn destroy(kernel: &Kernel, uuid: &str) -> Result<(), Fault> {
         VMS.set_state(kernel, uuid, "state", &previous).await?;
         return Err(failure.fault);
     }
+    // The create's releases in reverse. A plugin whose release fails is logged (by the
+    // dispatcher) and the destroy goes on: the VM is gone either way, and what that plugin
+    // held is left for its operator to see in the log.
     let extensions = kernel.extensions();
-    extensions.undo::<VmPreInstantiate>(&mut work).await;
+    let _ = extensions.undo::<VmPreInstantiate>(&mut work).await;
     flow::release_nics(kernel, &work).await?;
-    extensions.undo::<VmAllocateVolumes>(&mut work).await;
+    let _ = extensions.undo::<VmAllocateVolumes>(&mut work).await;
     flow::release_host(kernel, &work).await?;
-    extensions.undo::<VmReserve>(&mut work).await;
+    let _ = extensions.undo::<VmReserve>(&mut work).await;
     VMS.set_state(kernel, uuid, "state", state::DESTROYED)
         .await?;
     flow::remove_record(kernel, uuid, true).await?;

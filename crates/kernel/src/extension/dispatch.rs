@@ -107,7 +107,8 @@ impl Extensions {
         let timeout = timeout.unwrap_or(self.default_timeout);
         for (done, e) in imps.iter().enumerate() {
             if let Err(fault) = guarded(P::NAME, e, timeout, e.imp.run(ctx)).await {
-                undo_all(P::NAME, &imps[..done], timeout, ctx).await;
+                // An undo that fails here is logged; the caller needs the run's fault.
+                let _ = undo_all(P::NAME, &imps[..done], timeout, ctx).await;
                 return Err(fault);
             }
         }
@@ -115,10 +116,14 @@ impl Extensions {
     }
 
     /// Undoes every implementor of `P` in reverse order: a later step failed after a
-    /// successful [`Extensions::run`]. Undo errors are logged and the rollback goes on.
-    pub async fn undo<P: DoUndoPoint>(&self, ctx: &mut P::Context) {
-        if let Some((imps, timeout)) = self.registry.implementors::<dyn DoUndo<P>>() {
-            undo_all(P::NAME, imps, timeout.unwrap_or(self.default_timeout), ctx).await;
+    /// successful [`Extensions::run`]. Undo errors are logged and the rollback goes on;
+    /// the first is returned once every implementor has been undone (or tried).
+    pub async fn undo<P: DoUndoPoint>(&self, ctx: &mut P::Context) -> Result<(), Fault> {
+        match self.registry.implementors::<dyn DoUndo<P>>() {
+            Some((imps, timeout)) => {
+                undo_all(P::NAME, imps, timeout.unwrap_or(self.default_timeout), ctx).await
+            }
+            None => Ok(()),
         }
     }
 
@@ -170,12 +175,15 @@ async fn undo_all<P: DoUndoPoint>(
     done: &[Implementor<dyn DoUndo<P>>],
     timeout: Duration,
     ctx: &mut P::Context,
-) {
+) -> Result<(), Fault> {
+    let mut first = None;
     for e in done.iter().rev() {
         if let Err(fault) = guarded(point, e, timeout, e.imp.undo(ctx)).await {
             tracing::error!(point, plugin = &*e.plugin, %fault, "undo failed; rollback goes on");
+            first.get_or_insert(fault);
         }
     }
+    first.map_or(Ok(()), Err)
 }
 
 /// Runs one async extension call with a span, metrics, a timeout and panic containment.
