@@ -496,18 +496,18 @@ async fn vms_of_a_lost_host_are_unknown_until_it_reconnects() {
 /// simulators' state: it is read through `clear_failures`, which would disarm the
 /// injection under test).
 async fn tables(dir: &std::path::Path) -> serde_json::Value {
-    let mut tables = serde_json::Map::new();
-    for table in [
-        "vm_instances",
-        "vm_nics",
-        "ip_addresses",
-        "dhcp_leases",
-        "volumes",
-        "hosts",
-    ] {
-        tables.insert(table.into(), json!(common::dump(dir, table).await));
-    }
-    json!(tables)
+    common::cloud::dump_tables(
+        dir,
+        &[
+            "vm_instances",
+            "vm_nics",
+            "ip_addresses",
+            "dhcp_leases",
+            "volumes",
+            "hosts",
+        ],
+    )
+    .await
 }
 
 #[tokio::test]

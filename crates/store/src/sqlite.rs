@@ -78,12 +78,7 @@ impl Writer {
 
     /// Runs a statement that returns no rows; how many rows it changed.
     pub(crate) fn execute(&mut self, sql: &str, params: &[Param<'_>]) -> Result<u64, StoreError> {
-        let mut statement = self.conn.prepare_cached(sql)?;
-        let params = ordered(&statement, params)?;
-        if let Some(journal) = &mut self.journal {
-            journal.record(sql, &params, None);
-        }
-        bind(&mut statement, &params)?;
+        let mut statement = prepare(&self.conn, sql, params, self.journal.as_mut(), None)?;
         Ok(statement.raw_execute()? as u64)
     }
 
@@ -94,12 +89,7 @@ impl Writer {
         params: &[Param<'_>],
         limit: usize,
     ) -> Result<Vec<Map<String, Value>>, StoreError> {
-        let mut statement = self.conn.prepare_cached(sql)?;
-        let params = ordered(&statement, params)?;
-        if let Some(journal) = &mut self.journal {
-            journal.record(sql, &params, Some(limit));
-        }
-        bind(&mut statement, &params)?;
+        let statement = prepare(&self.conn, sql, params, self.journal.as_mut(), Some(limit))?;
         read_rows(statement, limit)
     }
 
@@ -119,6 +109,26 @@ impl Writer {
     pub(crate) fn take_journal(&mut self) -> Option<Journal> {
         self.journal.take()
     }
+}
+
+/// `sql` from the connection's cache with `params` bound, recorded in `journal` if one is
+/// kept (`rows`: how many rows a query will read; `None` for a statement run for effect).
+fn prepare<'c>(
+    conn: &'c Connection,
+    sql: &str,
+    params: &[Param<'_>],
+    journal: Option<&mut Journal>,
+    rows: Option<usize>,
+) -> Result<rusqlite::CachedStatement<'c>, StoreError> {
+    let mut statement = conn.prepare_cached(sql)?;
+    let params = ordered(&statement, params)?;
+    if let Some(journal) = journal {
+        journal.record(sql, &params, rows);
+    }
+    for (index, param) in params.iter().enumerate() {
+        statement.raw_bind_parameter(index + 1, param)?;
+    }
+    Ok(statement)
 }
 
 /// The statement's parameters in order: `$n` (or `?n`) takes `params[n - 1]`, wherever it
@@ -227,10 +237,7 @@ impl Reader {
             .conn
             .as_ref()
             .ok_or_else(|| StoreError::Io("read connection already released".into()))?;
-        let mut statement = conn.prepare_cached(sql)?;
-        let params = ordered(&statement, params)?;
-        bind(&mut statement, &params)?;
-        read_rows(statement, limit)
+        read_rows(prepare(conn, sql, params, None, Some(limit))?, limit)
     }
 }
 
@@ -250,11 +257,4 @@ impl Drop for Reader {
             idle.push(conn);
         }
     }
-}
-
-fn bind(statement: &mut rusqlite::Statement<'_>, params: &[&Param<'_>]) -> Result<(), StoreError> {
-    for (index, param) in params.iter().enumerate() {
-        statement.raw_bind_parameter(index + 1, param)?;
-    }
-    Ok(())
 }

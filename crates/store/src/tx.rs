@@ -107,11 +107,10 @@ impl Tx {
         params: &[Param<'_>],
         one: bool,
     ) -> Result<Vec<Map<String, Value>>, StoreError> {
+        let limit = if one { 1 } else { usize::MAX };
         match &mut self.tx {
-            Conn::Sqlite(writer) => writer
-                .0
-                .fetch(sql, params, if one { 1 } else { usize::MAX }),
-            Conn::SqliteRead(reader) => reader.fetch(sql, params, if one { 1 } else { usize::MAX }),
+            Conn::Sqlite(writer) => writer.0.fetch(sql, params, limit),
+            Conn::SqliteRead(reader) => reader.fetch(sql, params, limit),
             Conn::Postgres(tx) => {
                 let mut query = sqlx::query(sql);
                 for param in params {

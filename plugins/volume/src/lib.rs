@@ -115,14 +115,19 @@ struct Storage {
 
 impl Storage {
     async fn load(kernel: &Kernel, uuid: &str) -> Result<Option<Storage>, Fault> {
-        let mut tx = store(kernel)?.begin().await?;
-        let Some(record) = tx.get("primary_storage", uuid).await? else {
-            return Ok(None);
-        };
+        let mut tx = store(kernel)?.read().await?;
+        tx.get("primary_storage", uuid)
+            .await?
+            .map(|record| Storage::of(kernel, record))
+            .transpose()
+    }
+
+    /// The storage of `record`, with its type's driver.
+    fn of(kernel: &Kernel, record: Inventory) -> Result<Storage, Fault> {
         let driver = kernel
             .drivers()
             .get::<PrimaryStorages>(text(&record, "type"))?;
-        Ok(Some(Storage { record, driver }))
+        Ok(Storage { record, driver })
     }
 
     fn uuid(&self) -> &str {
@@ -201,12 +206,7 @@ async fn candidates(
     found.sort_by_key(|(free, _)| std::cmp::Reverse(*free));
     found
         .into_iter()
-        .map(|(_, record)| {
-            let driver = kernel
-                .drivers()
-                .get::<PrimaryStorages>(text(&record, "type"))?;
-            Ok(Storage { record, driver })
-        })
+        .map(|(_, record)| Storage::of(kernel, record))
         .collect()
 }
 

@@ -119,22 +119,32 @@ pub async fn snapshot(node: &Node, dir: &Path, dc: &Dc) -> Value {
         hosts.push(simulated_vms(node, h).await);
     }
     let ps = node.get(&format!("/v1/primary-storage/{}", dc.ps)).await.1["inventory"].clone();
-    let mut tables = serde_json::Map::new();
-    for table in [
-        "vm_instances",
-        "vm_nics",
-        "ip_addresses",
-        "dhcp_leases",
-        "volumes",
-        "quota_usage",
-    ] {
-        tables.insert(table.into(), json!(dump(dir, table).await));
-    }
+    let tables = dump_tables(
+        dir,
+        &[
+            "vm_instances",
+            "vm_nics",
+            "ip_addresses",
+            "dhcp_leases",
+            "volumes",
+            "quota_usage",
+        ],
+    )
+    .await;
     json!({
         "hosts": hosts,
         "primary_storage": [ps["available_capacity"], simulated_volumes(node, &dc.ps).await],
         "tables": tables,
     })
+}
+
+/// Each of `tables`, dumped whole (without `updated_at`), by name.
+pub async fn dump_tables(dir: &Path, tables: &[&str]) -> Value {
+    let mut dumped = serde_json::Map::new();
+    for table in tables {
+        dumped.insert((*table).into(), json!(dump(dir, table).await));
+    }
+    Value::Object(dumped)
 }
 
 /// The volumes the storage simulator holds on `ps`.
