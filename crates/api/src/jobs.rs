@@ -1,7 +1,13 @@
-//! Asynchronous operations: each state-changing request runs as a job that clients poll
-//! at `/v1/jobs/{uuid}` or wait for with `?wait=<seconds>`.
+//! Asynchronous operations: each state-changing request runs as a job that clients poll at
+//! `/v1/jobs/{uuid}` or wait for with `?wait=<seconds>`. A job **is** the durable operation
+//! of the store's journal (`flatstack_store::operation`): recorded before its work starts,
+//! closed with its result, readable after a restart (when recovery closed what a stopped
+//! node left running). Jobs still running in this process are also kept in memory, so that
+//! waiting for one is a wake-up, not polling.
 
 use flatstack_kernel::Fault;
+use flatstack_store::operation::{Begun, NewOperation, Operation, OperationFilter, OperationState};
+use flatstack_store::Store;
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::{HashMap, VecDeque};
@@ -10,33 +16,53 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::watch;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum JobState {
-    Running,
-    Succeeded,
-    Failed,
-}
-
 /// A job as `/v1/jobs/{uuid}` shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Job {
     pub uuid: String,
-    /// What it does, e.g. `zone.create`.
+    /// What it does: the request's message, e.g. `vm.create`.
     pub operation: String,
-    pub state: JobState,
+    pub state: OperationState,
     /// 0 while running, 100 when finished.
     pub progress: u8,
+    /// The resource it acts on (for a create, the one it made, once known).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resource_uuid: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub result: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<Fault>,
+    /// Closed by recovery after the node stopped while it ran.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub recovered: bool,
     pub created_at: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<String>,
 }
 
-/// How many finished jobs are kept for clients to read; the oldest go first.
+impl From<Operation> for Job {
+    fn from(op: Operation) -> Job {
+        Job {
+            progress: if op.state == OperationState::Running {
+                0
+            } else {
+                100
+            },
+            uuid: op.uuid,
+            operation: op.kind,
+            state: op.state,
+            resource_uuid: op.resource_uuid,
+            result: op.result,
+            error: op.error,
+            recovered: op.recovered,
+            created_at: op.created_at,
+            finished_at: op.finished_at,
+        }
+    }
+}
+
+/// How many finished jobs are also kept in memory (the journal keeps them all, for its
+/// retention window): enough for the clients that wait on them as they finish.
 pub const FINISHED_JOBS_KEPT: usize = 10_000;
 
 /// Each job with a receiver that turns `true` when it finishes, and the finished ones in
@@ -47,140 +73,270 @@ struct JobTable {
     finished: VecDeque<String>,
 }
 
-/// The jobs of this node, kept in memory (not across restarts).
-#[derive(Default, Clone)]
+/// A job that [`Jobs::start`] began, or found (same idempotency key and request).
+#[derive(Debug, Clone)]
+pub struct Started {
+    pub uuid: String,
+    /// An earlier request's job, answered again instead of doing the work twice.
+    pub existing: bool,
+}
+
+/// The jobs of this node: in the store's journal if the kernel has a store, and in memory
+/// while they run.
+#[derive(Clone)]
 pub struct Jobs {
-    jobs: Arc<Mutex<JobTable>>,
+    store: Option<Arc<Store>>,
+    table: Arc<Mutex<JobTable>>,
 }
 
 impl Jobs {
-    /// Starts `work` as a job and returns its uuid.
-    pub fn start<F>(&self, operation: &str, work: F) -> String
+    /// Jobs journaled in `store` (none: in memory only, forgotten by a restart).
+    pub fn new(store: Option<Arc<Store>>) -> Jobs {
+        Jobs {
+            store,
+            table: Arc::default(),
+        }
+    }
+
+    /// Records the operation, then runs `work` (given the operation's uuid) as its job.
+    /// With an idempotency key already used for the same request, answers that job
+    /// instead (`existing`); for another request, `422`.
+    pub async fn start<F, Fut>(&self, new: NewOperation, work: F) -> Result<Started, Fault>
     where
-        F: Future<Output = Result<Value, Fault>> + Send + 'static,
+        F: FnOnce(String) -> Fut,
+        Fut: Future<Output = Result<Value, Fault>> + Send + 'static,
     {
-        let uuid = uuid::Uuid::new_v4().simple().to_string();
-        let (done_tx, done_rx) = watch::channel(false);
-        let job = Job {
-            uuid: uuid.clone(),
-            operation: operation.to_owned(),
-            state: JobState::Running,
-            progress: 0,
-            result: None,
-            error: None,
-            created_at: now(),
-            finished_at: None,
+        let op = match &self.store {
+            Some(store) => match store.begin_operation(new).await? {
+                Begun::New(op) => op,
+                Begun::Existing(op) => {
+                    return Ok(Started {
+                        uuid: op.uuid,
+                        existing: true,
+                    })
+                }
+            },
+            None => Operation {
+                uuid: flatstack_store::resource::new_uuid(),
+                kind: new.kind,
+                service: new.service,
+                verb: new.verb,
+                resource_uuid: new.resource_uuid,
+                state: OperationState::Running,
+                request: new.request,
+                result: None,
+                error: None,
+                idempotency_key: new.idempotency_key,
+                recovered: false,
+                created_at: flatstack_store::now(),
+                updated_at: flatstack_store::now(),
+                finished_at: None,
+            },
         };
-        self.lock().jobs.insert(uuid.clone(), (job, done_rx));
+        let uuid = op.uuid.clone();
+        let (done_tx, done_rx) = watch::channel(false);
+        self.lock()
+            .jobs
+            .insert(uuid.clone(), (Job::from(op), done_rx));
+        let work = work(uuid.clone());
         let jobs = self.clone();
         let id = uuid.clone();
         tokio::spawn(async move {
             let outcome = work.await;
-            let mut table = jobs.lock();
-            if let Some((job, _)) = table.jobs.get_mut(&id) {
-                job.progress = 100;
-                job.finished_at = Some(now());
-                match outcome {
-                    Ok(result) => {
-                        job.state = JobState::Succeeded;
-                        job.result = Some(result);
-                    }
-                    Err(fault) => {
-                        job.state = JobState::Failed;
-                        job.error = Some(fault);
-                    }
-                }
-            }
-            table.finished.push_back(id);
-            while table.finished.len() > FINISHED_JOBS_KEPT {
-                if let Some(old) = table.finished.pop_front() {
-                    table.jobs.remove(&old);
-                }
-            }
-            drop(table);
+            jobs.finish(&id, outcome).await;
             let _ = done_tx.send(true);
         });
-        uuid
+        Ok(Started {
+            uuid,
+            existing: false,
+        })
     }
 
-    pub fn get(&self, uuid: &str) -> Option<Job> {
-        self.lock().jobs.get(uuid).map(|(job, _)| job.clone())
-    }
-
-    /// The job once finished, or `None` if it is still running after `wait`.
-    pub async fn wait(&self, uuid: &str, wait: Duration) -> Option<Job> {
-        let mut done = self.lock().jobs.get(uuid).map(|(_, rx)| rx.clone())?;
-        let finished = tokio::time::timeout(wait, done.wait_for(|d| *d)).await;
-        match finished {
-            Ok(Ok(_)) => self.get(uuid),
-            _ => None,
+    /// Closes a job: in the journal first (retried while the store is busy: a result must
+    /// not be lost to a moment's contention), then in memory.
+    async fn finish(&self, uuid: &str, outcome: Result<Value, Fault>) {
+        if let Some(store) = &self.store {
+            let recorded = flatstack_store::recovery::retry("record a job's result", 8, || async {
+                Ok(store.finish_operation(uuid, &outcome, false).await?)
+            })
+            .await;
+            if let Err(fault) = recorded {
+                // Left running in the journal: recovery closes it at the next start.
+                tracing::error!(job = %uuid, %fault, "cannot record a job's result");
+            }
+        }
+        let mut table = self.lock();
+        if let Some((job, _)) = table.jobs.get_mut(uuid) {
+            job.progress = 100;
+            job.finished_at = Some(flatstack_store::now());
+            if let Some(made) = outcome
+                .as_ref()
+                .ok()
+                .and_then(|v| v.get("uuid"))
+                .and_then(Value::as_str)
+            {
+                job.resource_uuid.get_or_insert_with(|| made.to_owned());
+            }
+            match outcome {
+                Ok(result) => {
+                    job.state = OperationState::Succeeded;
+                    job.result = Some(result);
+                }
+                Err(fault) => {
+                    job.state = OperationState::Failed;
+                    job.error = Some(fault);
+                }
+            }
+        }
+        table.finished.push_back(uuid.to_owned());
+        while table.finished.len() > FINISHED_JOBS_KEPT {
+            if let Some(old) = table.finished.pop_front() {
+                table.jobs.remove(&old);
+            }
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, JobTable> {
-        self.jobs.lock().unwrap_or_else(PoisonError::into_inner)
+    /// The job `uuid`: from memory if this process runs (or just ran) it, else from the
+    /// journal.
+    pub async fn get(&self, uuid: &str) -> Result<Option<Job>, Fault> {
+        if let Some((job, _)) = self.lock().jobs.get(uuid) {
+            return Ok(Some(job.clone()));
+        }
+        match &self.store {
+            Some(store) => Ok(store.operation(uuid).await?.map(Job::from)),
+            None => Ok(None),
+        }
     }
-}
 
-fn now() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
+    /// The job once finished, or `None` if it is still running after `wait` (or unknown).
+    pub async fn wait(&self, uuid: &str, wait: Duration) -> Result<Option<Job>, Fault> {
+        let done = self.lock().jobs.get(uuid).map(|(_, rx)| rx.clone());
+        if let Some(mut done) = done {
+            let finished = tokio::time::timeout(wait, done.wait_for(|d| *d)).await;
+            if !matches!(finished, Ok(Ok(_))) {
+                return Ok(None);
+            }
+        }
+        Ok(self
+            .get(uuid)
+            .await?
+            .filter(|job| job.state != OperationState::Running))
+    }
+
+    /// Jobs matching `filter`, newest first: a page of at most `limit`, the cursor of the
+    /// next page if there may be one, and how many match in all.
+    pub async fn list(
+        &self,
+        filter: &OperationFilter,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<(Vec<Job>, Option<String>, i64), Fault> {
+        let Some(store) = &self.store else {
+            let mut jobs: Vec<Job> = self
+                .lock()
+                .jobs
+                .values()
+                .map(|(job, _)| job.clone())
+                .collect();
+            jobs.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+            let total = jobs.len() as i64;
+            jobs.truncate(limit);
+            return Ok((jobs, None, total));
+        };
+        let page = store.operations(filter, limit, cursor).await?;
+        let next = (page.len() >= limit)
+            .then(|| page.last().map(Operation::cursor))
+            .flatten();
+        let total = store.count_operations(filter).await?;
+        Ok((page.into_iter().map(Job::from).collect(), next, total))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, JobTable> {
+        self.table.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use flatstack_store::operation::Verb;
     use serde_json::json;
 
+    fn new(kind: &str) -> NewOperation {
+        NewOperation {
+            kind: kind.to_owned(),
+            service: "svc".to_owned(),
+            verb: Verb::Action,
+            resource_uuid: None,
+            request: json!({}),
+            idempotency_key: None,
+        }
+    }
+
     #[tokio::test]
-    async fn jobs_report_results_and_errors_and_old_ones_are_forgotten() {
-        let jobs = Jobs::default();
-        let ok = jobs.start("op", async { Ok(json!({"x": 1})) });
-        let failed = jobs.start("op", async { Err(Fault::conflict("no")) });
+    async fn jobs_report_results_and_errors_and_old_ones_leave_memory() {
+        let jobs = Jobs::new(None);
+        let ok = jobs
+            .start(new("op"), |_| async { Ok(json!({"x": 1})) })
+            .await
+            .expect("started")
+            .uuid;
+        let failed = jobs
+            .start(new("op"), |_| async { Err(Fault::conflict("no")) })
+            .await
+            .expect("started")
+            .uuid;
         let ok = jobs
             .wait(&ok, Duration::from_secs(5))
             .await
+            .expect("read")
             .expect("finished");
         assert_eq!(
             (ok.state, ok.progress, ok.result),
-            (JobState::Succeeded, 100, Some(json!({"x": 1})))
+            (OperationState::Succeeded, 100, Some(json!({"x": 1})))
         );
         let failed = jobs
             .wait(&failed, Duration::from_secs(5))
             .await
+            .expect("read")
             .expect("finished");
-        assert_eq!(failed.state, JobState::Failed);
+        assert_eq!(failed.state, OperationState::Failed);
         assert_eq!(failed.error.map(|f| f.message), Some("no".to_owned()));
 
-        let slow = jobs.start("slow", async {
-            tokio::time::sleep(Duration::from_secs(60)).await;
-            Ok(Value::Null)
-        });
+        let slow = jobs
+            .start(new("slow"), |_| async {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                Ok(Value::Null)
+            })
+            .await
+            .expect("started")
+            .uuid;
         assert!(
-            jobs.wait(&slow, Duration::from_millis(10)).await.is_none(),
+            jobs.wait(&slow, Duration::from_millis(10))
+                .await
+                .expect("read")
+                .is_none(),
             "still running"
         );
-        assert_eq!(jobs.get(&slow).map(|j| j.state), Some(JobState::Running));
 
         let first = ok.uuid;
         let mut last = String::new();
         for _ in 0..FINISHED_JOBS_KEPT {
-            last = jobs.start("op", async { Ok(Value::Null) });
+            last = jobs
+                .start(new("op"), |_| async { Ok(Value::Null) })
+                .await
+                .expect("started")
+                .uuid;
         }
         jobs.wait(&last, Duration::from_secs(5))
             .await
+            .expect("read")
             .expect("finished");
-        // Let the other tasks finish too.
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(
-            jobs.get(&first).is_none(),
-            "the oldest finished job is forgotten"
+            jobs.get(&first).await.expect("read").is_none(),
+            "without a store, the oldest finished job is forgotten"
         );
-        assert!(jobs.get(&last).is_some());
-        assert!(
-            jobs.get(&slow).is_some(),
-            "running jobs are never forgotten"
-        );
+        assert!(jobs.get(&slow).await.expect("read").is_some());
     }
 }

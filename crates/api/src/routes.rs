@@ -1,11 +1,11 @@
 //! Routes generated from the registered API resources.
 
 use crate::error::{body_of, status_of, ApiError};
-use crate::jobs::{JobState, Jobs};
+use crate::jobs::Jobs;
 use crate::openapi;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -15,6 +15,7 @@ use flatstack_header::{
 };
 use flatstack_kernel::bus::Envelope;
 use flatstack_kernel::{Fault, Kernel, Message};
+use flatstack_store::operation::{NewOperation, OperationFilter, OperationState, Verb};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
@@ -43,9 +44,10 @@ pub fn router(kernel: Kernel) -> Router {
         .into_iter()
         .map(|(_, e)| e.clone())
         .collect();
+    let jobs = Jobs::new(kernel.get::<flatstack_store::Store>());
     let api = Arc::new(Api {
         kernel,
-        jobs: Jobs::default(),
+        jobs,
         resources,
         extensions,
     });
@@ -54,6 +56,7 @@ pub fn router(kernel: Kernel) -> Router {
         .route("/v1/schemas", get(schemas))
         .route("/v1/plugins", get(plugins))
         .route("/v1/extension-points", get(extension_points))
+        .route("/v1/jobs", get(list_jobs))
         .route("/v1/jobs/{uuid}", get(job))
         .route("/v1/{kind}", get(list).post(create))
         .route("/v1/{kind}/types", get(types))
@@ -91,37 +94,60 @@ impl Api {
             resource: resource.map(str::to_owned),
             message: message.to_owned(),
             body,
+            operation: None,
         };
         self.kernel.bus().request_json(envelope, None).await
     }
 
-    /// Runs a state-changing message as a job; answers 202, or the result if `?wait=`
-    /// is given and the job ends in time.
-    async fn job(
-        self: &Arc<Self>,
-        wait: Option<f64>,
-        success: StatusCode,
-        (service, resource, message, body): (String, Option<String>, String, Value),
-    ) -> Response {
+    /// Runs a state-changing message as a job — a durable operation, recorded before it
+    /// starts; answers 202, or the result if `?wait=` is given and the job ends in time. A
+    /// retry with the client's idempotency key answers the first request's job.
+    async fn job(self: &Arc<Self>, wait: Option<f64>, success: StatusCode, call: Call) -> Response {
+        let new = NewOperation {
+            kind: call.message.clone(),
+            service: call.service.clone(),
+            verb: call.verb,
+            resource_uuid: call.resource.clone(),
+            request: call.body.clone(),
+            idempotency_key: call.idempotency_key.clone(),
+        };
         let api = self.clone();
-        let operation = message.clone();
-        let uuid = self.jobs.start(&operation, async move {
-            api.call(&service, resource.as_deref(), &message, body)
-                .await
-        });
+        let started = self
+            .jobs
+            .start(new, move |operation| async move {
+                let envelope = Envelope {
+                    service: call.service,
+                    resource: call.resource,
+                    message: call.message,
+                    body: call.body,
+                    operation: Some(operation),
+                };
+                api.kernel.bus().request_json(envelope, None).await
+            })
+            .await;
+        let uuid = match started {
+            Ok(started) => started.uuid,
+            Err(fault) => return ApiError(fault).into_response(),
+        };
         if let Some(seconds) = wait.filter(|s| s.is_finite() && *s > 0.0) {
             let wait = Duration::from_secs_f64(seconds.min(3600.0));
-            if let Some(job) = self.jobs.wait(&uuid, wait).await {
-                return match (job.state, job.result, job.error) {
-                    (JobState::Succeeded, Some(Value::Null) | None, _) => {
-                        StatusCode::NO_CONTENT.into_response()
-                    }
-                    (JobState::Succeeded, Some(result), _) => {
-                        (success, Json(json!({"inventory": result}))).into_response()
-                    }
-                    (_, _, Some(fault)) => ApiError(fault).into_response(),
-                    _ => ApiError(Fault::internal("job ended without a result")).into_response(),
-                };
+            match self.jobs.wait(&uuid, wait).await {
+                Ok(Some(job)) => {
+                    return match (job.state, job.result, job.error) {
+                        (OperationState::Succeeded, Some(Value::Null) | None, _) => {
+                            StatusCode::NO_CONTENT.into_response()
+                        }
+                        (OperationState::Succeeded, Some(result), _) => {
+                            (success, Json(json!({"inventory": result}))).into_response()
+                        }
+                        (_, _, Some(fault)) => ApiError(fault).into_response(),
+                        _ => {
+                            ApiError(Fault::internal("job ended without a result")).into_response()
+                        }
+                    };
+                }
+                Ok(None) => {}
+                Err(fault) => return ApiError(fault).into_response(),
             }
         }
         (
@@ -130,6 +156,24 @@ impl Api {
         )
             .into_response()
     }
+}
+
+/// A state-changing request on its way to becoming a job.
+struct Call {
+    service: String,
+    resource: Option<String>,
+    message: String,
+    body: Value,
+    verb: Verb,
+    idempotency_key: Option<String>,
+}
+
+/// The client's `Idempotency-Key`, if it sent one (not valid text: refused with the key
+/// checks of the journal, as an empty key).
+fn idempotency_key(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("idempotency-key")
+        .map(|v| v.to_str().unwrap_or_default().to_owned())
 }
 
 /// Parses a JSON object body; a malformed one is a 400 naming the problem.
@@ -151,11 +195,18 @@ async fn create(
     State(api): Shared,
     Path(kind): Path<String>,
     Query(q): Query<WaitQuery>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let r = api.resource(&kind)?;
-    let body = Value::Object(object(&body)?);
-    let call = (r.service.to_owned(), None, r.create.to_owned(), body);
+    let call = Call {
+        service: r.service.to_owned(),
+        resource: None,
+        message: r.create.to_owned(),
+        body: Value::Object(object(&body)?),
+        verb: Verb::Create,
+        idempotency_key: idempotency_key(&headers),
+    };
     Ok(api.job(q.wait, StatusCode::CREATED, call).await)
 }
 
@@ -195,16 +246,18 @@ async fn update(
     State(api): Shared,
     Path((kind, uuid)): Path<(String, String)>,
     Query(q): Query<WaitQuery>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let r = api.resource(&kind)?;
-    let body = Value::Object(object(&body)?);
-    let call = (
-        r.service.to_owned(),
-        Some(uuid),
-        UpdateResource::NAME.to_owned(),
-        body,
-    );
+    let call = Call {
+        service: r.service.to_owned(),
+        resource: Some(uuid),
+        message: UpdateResource::NAME.to_owned(),
+        body: Value::Object(object(&body)?),
+        verb: Verb::Update,
+        idempotency_key: idempotency_key(&headers),
+    };
     Ok(api.job(q.wait, StatusCode::OK, call).await)
 }
 
@@ -212,14 +265,17 @@ async fn delete(
     State(api): Shared,
     Path((kind, uuid)): Path<(String, String)>,
     Query(q): Query<WaitQuery>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let r = api.resource(&kind)?;
-    let call = (
-        r.service.to_owned(),
-        Some(uuid),
-        DeleteResource::NAME.to_owned(),
-        json!({}),
-    );
+    let call = Call {
+        service: r.service.to_owned(),
+        resource: Some(uuid),
+        message: DeleteResource::NAME.to_owned(),
+        body: json!({}),
+        verb: Verb::Delete,
+        idempotency_key: idempotency_key(&headers),
+    };
     Ok(api.job(q.wait, StatusCode::OK, call).await)
 }
 
@@ -227,6 +283,7 @@ async fn action(
     State(api): Shared,
     Path((kind, uuid)): Path<(String, String)>,
     Query(q): Query<WaitQuery>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let r = api.resource(&kind)?;
@@ -255,12 +312,14 @@ async fn action(
             ),
         )));
     };
-    let call = (
-        (*service).to_owned(),
-        Some(uuid),
-        action.message.to_owned(),
-        Value::Object(body),
-    );
+    let call = Call {
+        service: (*service).to_owned(),
+        resource: Some(uuid),
+        message: action.message.to_owned(),
+        body: Value::Object(body),
+        verb: Verb::Action,
+        idempotency_key: idempotency_key(&headers),
+    };
     Ok(api.job(q.wait, StatusCode::OK, call).await)
 }
 
@@ -290,16 +349,19 @@ async fn create_child(
     State(api): Shared,
     Path((kind, uuid, sub)): Path<(String, String, String)>,
     Query(q): Query<WaitQuery>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let r = api.resource(&kind)?;
     let c = child(r, &kind, &sub)?;
-    let call = (
-        r.service.to_owned(),
-        Some(uuid),
-        c.create.to_owned(),
-        Value::Object(object(&body)?),
-    );
+    let call = Call {
+        service: r.service.to_owned(),
+        resource: Some(uuid),
+        message: c.create.to_owned(),
+        body: Value::Object(object(&body)?),
+        verb: Verb::Action,
+        idempotency_key: idempotency_key(&headers),
+    };
     Ok(api.job(q.wait, StatusCode::CREATED, call).await)
 }
 
@@ -323,14 +385,71 @@ async fn job(State(api): Shared, Path(uuid): Path<String>) -> Result<Json<Value>
     let job = api
         .jobs
         .get(&uuid)
+        .await?
         .ok_or_else(|| ApiError(Fault::not_found(format!("no job {uuid}"))))?;
+    Ok(Json(job_view(&job)?))
+}
+
+/// A job as clients see it: its error in the API's error shape, with the HTTP status it
+/// would have had.
+fn job_view(job: &crate::jobs::Job) -> Result<Value, ApiError> {
     let mut view =
-        serde_json::to_value(&job).map_err(|e| ApiError(Fault::internal(e.to_string())))?;
+        serde_json::to_value(job).map_err(|e| ApiError(Fault::internal(e.to_string())))?;
     if let Some(fault) = &job.error {
         view["error"] = body_of(fault)["error"].clone();
         view["status"] = json!(status_of(fault.code).as_u16());
     }
-    Ok(Json(view))
+    Ok(view)
+}
+
+#[derive(Deserialize)]
+struct JobsQuery {
+    state: Option<String>,
+    kind: Option<String>,
+    resource_uuid: Option<String>,
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+/// The most jobs one page holds.
+const MAX_JOBS_PAGE: usize = 1000;
+
+/// `GET /v1/jobs`: newest first, filtered by state, kind and resource, paged.
+async fn list_jobs(
+    State(api): Shared,
+    Query(q): Query<JobsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let state = q
+        .state
+        .as_deref()
+        .map(|s| {
+            OperationState::parse(s).ok_or_else(|| {
+                ApiError(Fault::invalid(
+                    "state",
+                    format!("unknown job state `{s}` (running, succeeded, failed)"),
+                ))
+            })
+        })
+        .transpose()?;
+    let limit = q.limit.unwrap_or(100);
+    if limit == 0 || limit > MAX_JOBS_PAGE {
+        return Err(ApiError(Fault::invalid(
+            "limit",
+            format!("limit is 1 to {MAX_JOBS_PAGE}"),
+        )));
+    }
+    let filter = OperationFilter {
+        state,
+        kind: q.kind,
+        resource_uuid: q.resource_uuid,
+    };
+    let (page, next, total) = api.jobs.list(&filter, limit, q.cursor.as_deref()).await?;
+    let inventories = page.iter().map(job_view).collect::<Result<Vec<_>, _>>()?;
+    let mut answer = json!({"inventories": inventories, "total": total});
+    if let Some(next) = next {
+        answer["next"] = json!(next);
+    }
+    Ok(Json(answer))
 }
 
 async fn plugins(State(api): Shared) -> Json<Value> {

@@ -56,13 +56,7 @@ pub async fn create_vms(options: CreateVms) -> anyhow::Result<()> {
         .tempdir_in(&parent)
         .with_context(|| format!("creating a temporary directory in {}", parent.display()))?;
 
-    let node_options = NodeOptions {
-        data_dir: temp.path().join("node"),
-        database_url: None,
-        listen: ([127, 0, 0, 1], 0).into(),
-        manifest: None,
-        demo: false,
-    };
+    let node_options = NodeOptions::new(temp.path().join("node"), ([127, 0, 0, 1], 0).into());
     let kernel = node::start(&node_options).await?;
     let store = kernel
         .get::<Store>()

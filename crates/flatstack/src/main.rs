@@ -49,6 +49,13 @@ enum Command {
         /// Create a small simulated data centre through the API once the node is up.
         #[arg(long)]
         demo: bool,
+        /// Seconds between periodic reconciliations (hosts checked, VMs compared with what
+        /// their hosts run, VMs left in transient states recovered).
+        #[arg(long, env = "FLATSTACK_RECONCILE_INTERVAL", default_value_t = 60)]
+        reconcile_interval: u64,
+        /// Seconds finished jobs are kept (`GET /v1/jobs`), default 7 days.
+        #[arg(long, env = "FLATSTACK_JOBS_RETENTION", default_value_t = 604_800)]
+        jobs_retention: u64,
     },
     /// List the plugins of a running node.
     Plugins,
@@ -168,13 +175,16 @@ async fn run() -> anyhow::Result<()> {
             listen,
             config,
             demo,
+            reconcile_interval,
+            jobs_retention,
         } => {
             node::serve(NodeOptions {
-                data_dir,
                 database_url,
-                listen,
                 manifest: config,
                 demo,
+                reconcile_interval: std::time::Duration::from_secs(reconcile_interval),
+                jobs_retention: std::time::Duration::from_secs(jobs_retention),
+                ..NodeOptions::new(data_dir, listen)
             })
             .await?
         }
@@ -183,7 +193,7 @@ async fn run() -> anyhow::Result<()> {
         Command::Types { kind } => client.run(&[kind, "types".into()]).await?,
         Command::Resource(args) => client.run(&args).await?,
         Command::Inspect { config, json } => {
-            let kernel = node::assemble(node::load_manifest(config.as_deref())?, None)?;
+            let kernel = node::assemble(node::load_manifest(config.as_deref())?, None, None)?;
             if json {
                 let report = serde_json::json!({
                     "plugins": kernel.plugins(),
@@ -212,7 +222,7 @@ async fn run() -> anyhow::Result<()> {
             .await?
         }
         Command::Openapi { config } => {
-            let kernel = node::assemble(node::load_manifest(config.as_deref())?, None)?;
+            let kernel = node::assemble(node::load_manifest(config.as_deref())?, None, None)?;
             let doc = flatstack_api::openapi::document(&kernel);
             println!("{}", serde_json::to_string_pretty(&doc)?);
         }

@@ -2,11 +2,13 @@
 
 use crate::distribution;
 use anyhow::Context;
+use flatstack_header::DataDir;
 use flatstack_kernel::{Kernel, Manifest};
-use flatstack_store::Store;
+use flatstack_store::{recovery, Store};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 pub struct NodeOptions {
     pub data_dir: PathBuf,
@@ -16,6 +18,26 @@ pub struct NodeOptions {
     pub manifest: Option<PathBuf>,
     /// Create the demo data centre once serving.
     pub demo: bool,
+    /// How often the periodic reconcilers run (hosts checked, VMs compared with what
+    /// their hosts run, VMs left in transient states recovered).
+    pub reconcile_interval: Duration,
+    /// How long finished jobs are kept in the journal.
+    pub jobs_retention: Duration,
+}
+
+impl NodeOptions {
+    /// The options of a node on `data_dir`, listening on `listen`, everything else default.
+    pub fn new(data_dir: PathBuf, listen: SocketAddr) -> NodeOptions {
+        NodeOptions {
+            data_dir,
+            database_url: None,
+            listen,
+            manifest: None,
+            demo: false,
+            reconcile_interval: Duration::from_secs(60),
+            jobs_retention: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
 }
 
 pub fn load_manifest(path: Option<&Path>) -> anyhow::Result<Manifest> {
@@ -25,11 +47,18 @@ pub fn load_manifest(path: Option<&Path>) -> anyhow::Result<Manifest> {
     })
 }
 
-/// Assembles the distribution with `store` provided to the plugins.
-pub fn assemble(manifest: Manifest, store: Option<Arc<Store>>) -> anyhow::Result<Kernel> {
+/// Assembles the distribution with `store` and the data directory provided to the plugins.
+pub fn assemble(
+    manifest: Manifest,
+    store: Option<Arc<Store>>,
+    data_dir: Option<&Path>,
+) -> anyhow::Result<Kernel> {
     let mut builder = Kernel::builder().manifest(manifest);
     if let Some(store) = store {
         builder = builder.provide(store);
+    }
+    if let Some(dir) = data_dir {
+        builder = builder.provide(Arc::new(DataDir(dir.to_owned())));
     }
     distribution::plugins(builder)
         .build()
@@ -45,7 +74,9 @@ pub async fn start(options: &NodeOptions) -> anyhow::Result<Kernel> {
             .await
             .with_context(|| format!("opening the store in {}", options.data_dir.display()))?,
     };
-    let kernel = assemble(manifest, Some(store.clone()))?;
+    std::fs::create_dir_all(&options.data_dir)
+        .with_context(|| format!("creating the data directory {}", options.data_dir.display()))?;
+    let kernel = assemble(manifest, Some(store.clone()), Some(&options.data_dir))?;
     // Migrations in plugin start order, so a table is created before those that refer to it.
     let streams: Vec<_> = kernel
         .plugins()
@@ -60,7 +91,50 @@ pub async fn start(options: &NodeOptions) -> anyhow::Result<Kernel> {
         .await
         .context("applying migrations")?;
     kernel.start().await.context("starting the plugins")?;
+    // Before the API accepts a request: what a stopped node left in flight is finished or
+    // undone, and every operation it left running is closed.
+    let recovered = recovery::recover(&kernel)
+        .await
+        .context("recovering interrupted operations")?;
+    if let Some(fault) = &recovered.failure {
+        tracing::error!(%fault, "recovery left something unsettled; it is retried periodically");
+    }
+    tracing::info!(
+        operations = recovered.operations,
+        elapsed_ms = recovered.elapsed.as_millis() as u64,
+        "recovery done"
+    );
+    tokio::spawn(housekeeping(
+        kernel.clone(),
+        store,
+        options.reconcile_interval,
+        options.jobs_retention,
+    ));
     Ok(kernel)
+}
+
+/// Every `interval`: the periodic reconcilers, and the journal's finished jobs older than
+/// `retention` removed (in batches, so the writer is never held long).
+async fn housekeeping(kernel: Kernel, store: Arc<Store>, interval: Duration, retention: Duration) {
+    let mut ticks = tokio::time::interval(interval.max(Duration::from_secs(1)));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        if let Err(fault) = recovery::sync(&kernel).await {
+            tracing::warn!(%fault, "periodic reconciliation");
+        }
+        loop {
+            match store.prune_operations(retention, 1000).await {
+                Ok(1000) => tokio::task::yield_now().await,
+                Ok(_) => break,
+                Err(error) => {
+                    tracing::warn!(%error, "pruning finished jobs");
+                    break;
+                }
+            }
+        }
+    }
 }
 
 /// Binds the API's listener; port 0 picks a free port (the address says which).

@@ -170,11 +170,15 @@ impl DoUndoPoint for HostConnect {
     type Context = HostConnection;
 }
 
-/// Takes CPU and memory from a host (addressed to it) for a VM; `conflict` if it does not
-/// have them. Requests for one host run one at a time, so capacity is never over-committed.
+/// Takes CPU and memory from a host (addressed to it) for a consumer (a VM's uuid);
+/// `conflict` if it does not have them. The host records what the consumer holds in the
+/// same transaction, so the take is never lost nor doubled: asking again for the same
+/// consumer on the same host answers the host as it is and takes nothing more. The check
+/// and the take are one conditional update, race-free across nodes.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReserveCapacity {
+    pub consumer: String,
     pub cpu_num: u32,
     pub memory_size: u64,
 }
@@ -185,18 +189,19 @@ impl Request for ReserveCapacity {
     type Reply = Inventory;
 }
 
-/// Gives CPU and memory back to a host (addressed to it).
+/// Gives back whatever a consumer holds on any host (sent to the host service, addressed
+/// to no host: the host's record knows where). Idempotent: `true` if something was given
+/// back, `false` if the consumer held nothing (already released, or never taken).
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReleaseCapacity {
-    pub cpu_num: u32,
-    pub memory_size: u64,
+    pub consumer: String,
 }
 impl Message for ReleaseCapacity {
     const NAME: &'static str = "host.capacity.release";
 }
 impl Request for ReleaseCapacity {
-    type Reply = Inventory;
+    type Reply = bool;
 }
 
 /// The service that owns hosts.

@@ -11,6 +11,12 @@ pub mod vm;
 pub mod volume;
 
 pub use api::{ApiAction, ApiActionExtension, ApiChild, ApiResource};
+
+/// The node's data directory, provided to the kernel (`KernelBuilder::provide`) for plugins
+/// that keep files of their own there (the Simulator's hosts keep the VMs they run, as real
+/// hosts outlive the management node). A kernel assembled without one (tests) has none.
+#[derive(Debug, Clone)]
+pub struct DataDir(pub std::path::PathBuf);
 pub use resource::{
     points, Attachment, DeleteResource, GetResource, Inventory, InventoryList, ListResources,
     ResourceAttached, ResourceChange, ResourceCreated, ResourceDeleted, ResourceDetached,

@@ -166,12 +166,16 @@ impl Request for ListIpRanges {
 /// Allocates an IP address of an L3 network (the addressed resource): the lowest free
 /// one of its ranges, or `ip` if given (`invalid_argument` outside the ranges, `conflict`
 /// if taken). Replies with the allocation: `uuid`, `ip`, `ip_range_uuid`,
-/// `l3_network_uuid`, `netmask`, `gateway`, timestamps.
+/// `l3_network_uuid`, `netmask`, `gateway`, timestamps. The address is recorded with its
+/// `consumer` (a VM's uuid) in the same transaction, so [`ReleaseIps`] finds it whatever
+/// happened after.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AllocateIp {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumer: Option<String>,
 }
 impl Message for AllocateIp {
     const NAME: &'static str = "l3.ip.allocate";
@@ -192,6 +196,20 @@ impl Message for ReleaseIp {
 }
 impl Request for ReleaseIp {
     type Reply = ();
+}
+
+/// Returns every address a consumer holds, on any L3 network (addressed to none).
+/// Idempotent: replies how many were returned (0 if none were held).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseIps {
+    pub consumer: String,
+}
+impl Message for ReleaseIps {
+    const NAME: &'static str = "l3.ip.release-consumer";
+}
+impl Request for ReleaseIps {
+    type Reply = u64;
 }
 
 /// The allocated IP addresses of an L3 network (the addressed resource), lowest first.

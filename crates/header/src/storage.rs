@@ -42,10 +42,13 @@ pub trait StorageDriver: Send + Sync {
 /// uuid, so they run one at a time and never over-commit it.
 pub const PRIMARY_STORAGE_SERVICE: &str = "primary-storage";
 
-/// Takes `size` bytes of the addressed primary storage; `conflict` if it has not got them.
+/// Takes `size` bytes of the addressed primary storage for a consumer (a volume's uuid);
+/// `conflict` if it has not got them. Recorded per consumer in the same transaction, as
+/// host capacity is: asking again for the same consumer takes nothing more.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReserveStorage {
+    pub consumer: String,
     pub size: u64,
 }
 impl Message for ReserveStorage {
@@ -55,17 +58,18 @@ impl Request for ReserveStorage {
     type Reply = Inventory;
 }
 
-/// Gives `size` bytes back to the addressed primary storage.
+/// Gives back whatever bytes a consumer holds on any primary storage (addressed to none).
+/// Idempotent: `true` if something was given back.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReleaseStorage {
-    pub size: u64,
+    pub consumer: String,
 }
 impl Message for ReleaseStorage {
     const NAME: &'static str = "primary-storage.capacity.release";
 }
 impl Request for ReleaseStorage {
-    type Reply = Inventory;
+    type Reply = bool;
 }
 
 /// Primary storage: a driver kind (`Simulator`, `LocalStorage`, `NFS`, ...).

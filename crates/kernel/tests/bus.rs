@@ -212,6 +212,7 @@ async fn json_requests_decode_by_name_and_name_bad_fields() {
         resource: None,
         message: "calc.add".into(),
         body,
+        operation: None,
     };
     let reply = k
         .bus()

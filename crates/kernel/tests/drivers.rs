@@ -141,6 +141,7 @@ fn cx(k: &Kernel) -> MessageContext {
     MessageContext {
         kernel: k.clone(),
         resource: None,
+        operation: None,
     }
 }
 

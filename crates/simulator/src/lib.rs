@@ -204,3 +204,159 @@ pub fn serve<S: Simulated>(
         });
     }
 }
+
+/// What simulated resources keep that outlives the management node — the VMs a simulated
+/// host runs, as a real host keeps running them while the node restarts: a map kept in
+/// memory and, once [`Ledger::open`]ed, in an append-only file of the data directory
+/// (`+key value` / `-key` lines), replayed and compacted when opened. Appends are not
+/// synced: like a real host's state they survive the node's crash, not the machine's.
+#[derive(Default)]
+pub struct Ledger {
+    entries: Mutex<HashMap<String, String>>,
+    file: Mutex<Option<std::fs::File>>,
+}
+
+impl Ledger {
+    /// Loads the entries kept in `path` (if any) in place of those in memory, rewrites the
+    /// file with just them, and from now on records every change there.
+    pub fn open(&self, path: &std::path::Path) -> std::io::Result<()> {
+        use std::io::Write;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut entries = HashMap::new();
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                // A last line without its newline was cut short by a crash: skipped.
+                for line in text
+                    .split_inclusive('\n')
+                    .filter_map(|l| l.strip_suffix('\n'))
+                {
+                    if let Some((key, value)) =
+                        line.strip_prefix('+').and_then(|l| l.split_once(' '))
+                    {
+                        entries.insert(key.to_owned(), value.to_owned());
+                    } else if let Some(key) = line.strip_prefix('-') {
+                        entries.remove(key);
+                    }
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        // Compacted through a new file and a rename, so a crash now loses nothing.
+        let fresh = path.with_extension("new");
+        let mut file = std::fs::File::create(&fresh)?;
+        let mut text = String::new();
+        for (key, value) in &entries {
+            text.push_str(&format!("+{key} {value}\n"));
+        }
+        file.write_all(text.as_bytes())?;
+        file.sync_all()?;
+        std::fs::rename(&fresh, path)?;
+        let file = std::fs::OpenOptions::new().append(true).open(path)?;
+        *self.lock_entries() = entries;
+        *self.file.lock().unwrap_or_else(PoisonError::into_inner) = Some(file);
+        Ok(())
+    }
+
+    fn lock_entries(&self) -> MutexGuard<'_, HashMap<String, String>> {
+        self.entries.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn record(&self, line: String) {
+        use std::io::Write;
+        if let Some(file) = self
+            .file
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_mut()
+        {
+            if let Err(error) = file.write_all(line.as_bytes()) {
+                tracing::error!(%error, "the simulator cannot record its state");
+            }
+        }
+    }
+
+    /// Keys and values are uuids: nothing else is accepted (they are written as lines).
+    fn checked(text: &str) -> bool {
+        !text.is_empty() && text.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    }
+
+    /// Sets `key` to `value`.
+    pub fn insert(&self, key: &str, value: &str) {
+        if !Self::checked(key) || !Self::checked(value) {
+            tracing::error!(key, value, "the simulator keeps only uuids");
+            return;
+        }
+        let mut entries = self.lock_entries();
+        entries.insert(key.to_owned(), value.to_owned());
+        // Under the entries' lock, so the file's order is the map's.
+        self.record(format!("+{key} {value}\n"));
+    }
+
+    /// Removes `key`; its value if it had one.
+    pub fn remove(&self, key: &str) -> Option<String> {
+        let mut entries = self.lock_entries();
+        let removed = entries.remove(key);
+        if removed.is_some() {
+            self.record(format!("-{key}\n"));
+        }
+        removed
+    }
+
+    /// The value of `key`.
+    pub fn get(&self, key: &str) -> Option<String> {
+        self.lock_entries().get(key).cloned()
+    }
+
+    /// The keys whose value is `value`, sorted.
+    pub fn keys_with(&self, value: &str) -> Vec<String> {
+        let mut keys: Vec<String> = self
+            .lock_entries()
+            .iter()
+            .filter(|(_, v)| v.as_str() == value)
+            .map(|(k, _)| k.clone())
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    /// Removes every key whose value is `value`.
+    pub fn remove_with(&self, value: &str) {
+        for key in self.keys_with(value) {
+            self.remove(&key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod ledger_tests {
+    use super::Ledger;
+
+    #[test]
+    fn a_ledger_reopened_has_what_was_recorded_and_skips_a_torn_line() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("sim").join("vms.log");
+        let ledger = Ledger::default();
+        ledger.open(&path).expect("open");
+        ledger.insert("vm1", "host1");
+        ledger.insert("vm2", "host1");
+        ledger.insert("vm3", "host2");
+        ledger.remove("vm2");
+        ledger.insert("bad key", "host1");
+        drop(ledger);
+        // A crash in the middle of a line.
+        std::fs::write(
+            &path,
+            std::fs::read_to_string(&path).expect("read") + "+vm4 ho",
+        )
+        .expect("write");
+        let again = Ledger::default();
+        again.open(&path).expect("reopen");
+        assert_eq!(again.keys_with("host1"), vec!["vm1".to_owned()]);
+        assert_eq!(again.keys_with("host2"), vec!["vm3".to_owned()]);
+        assert_eq!(again.get("vm4"), None, "a torn last line is skipped");
+        assert_eq!(again.get("bad key"), None);
+    }
+}

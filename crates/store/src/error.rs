@@ -26,6 +26,20 @@ pub enum StoreError {
     Value { column: String, reason: String },
 }
 
+impl StoreError {
+    /// Whether a unique (or primary-key) constraint refused the statement.
+    pub fn is_unique_violation(&self) -> bool {
+        match self {
+            StoreError::Database(sqlx::Error::Database(db)) => db.is_unique_violation(),
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(failure, _)) => matches!(
+                failure.extended_code,
+                SQLITE_CONSTRAINT_UNIQUE | SQLITE_CONSTRAINT_PRIMARYKEY
+            ),
+            _ => false,
+        }
+    }
+}
+
 impl From<StoreError> for Fault {
     fn from(e: StoreError) -> Fault {
         match &e {

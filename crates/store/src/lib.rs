@@ -14,6 +14,8 @@
 pub mod attach;
 mod error;
 mod journal;
+pub mod operation;
+pub mod recovery;
 pub mod resource;
 mod rows;
 mod sqlite;
@@ -170,6 +172,9 @@ impl Store {
             }
         };
         sqlx::query(outbox).execute(&self.pool).await?;
+        for statement in operation::SCHEMA {
+            sqlx::query(statement).execute(&self.pool).await?;
+        }
         for (plugin, stream) in streams {
             let applied: i64 = sqlx::query(
                 "SELECT COALESCE(MAX(version), 0) AS v FROM schema_migrations WHERE plugin = $1",

@@ -55,6 +55,18 @@ pub fn new_uuid() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
 
+/// The uuid a resource derives from another for one `purpose` (a VM's root volume): the
+/// same every time, so what was taken for it can be found from the other's uuid alone,
+/// even if the node stopped before the derived resource's row was written.
+pub fn derived_uuid(base: &str, purpose: &str) -> String {
+    uuid::Uuid::new_v5(
+        &uuid::Uuid::NAMESPACE_OID,
+        format!("{base}/{purpose}").as_bytes(),
+    )
+    .simple()
+    .to_string()
+}
+
 /// The text in `column` of an inventory or row; empty if it is absent or not text.
 pub fn text<'a>(inventory: &'a Inventory, column: &str) -> &'a str {
     inventory

@@ -41,7 +41,12 @@ impl Drop for SqliteTx {
 
 /// Now, as RFC 3339 in UTC with milliseconds: sortable as text on every backend.
 pub fn now() -> String {
-    let now = time::OffsetDateTime::now_utc();
+    timestamp(time::OffsetDateTime::now_utc())
+}
+
+/// `now` as [`now`] writes it.
+pub(crate) fn timestamp(now: time::OffsetDateTime) -> String {
+    let now = now.to_offset(time::UtcOffset::UTC);
     let millis = now.millisecond();
     let now = now
         .replace_nanosecond(u32::from(millis) * 1_000_000)
@@ -141,6 +146,19 @@ impl Tx {
             .map(|(i, value)| Param::of(&format!("${}", i + 1), value))
             .collect::<Result<Vec<_>, _>>()?;
         self.fetch(sql, &params, false).await
+    }
+
+    /// Runs a statement the helpers do not cover and that returns no rows — typically a
+    /// conditional `UPDATE ... WHERE available >= $1`, which changes a counter only if the
+    /// condition still holds, race-free on both backends; how many rows it changed. `$1`,
+    /// `$2`… take `params` in order. Write it in SQL that SQLite and PostgreSQL both run.
+    pub async fn statement(&mut self, sql: &str, params: &[Value]) -> Result<u64, StoreError> {
+        let params = params
+            .iter()
+            .enumerate()
+            .map(|(i, value)| Param::of(&format!("${}", i + 1), value))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.execute(sql, &params).await
     }
 
     /// Inserts `row` (column → value) into `table`.
@@ -396,6 +414,26 @@ impl Tx {
 
     /// Commits, then publishes the emitted events in process.
     pub async fn commit(self, bus: &Bus) -> Result<(), StoreError> {
+        self.commit_then(|publish| {
+            for publish in publish {
+                publish(bus);
+            }
+        })
+        .await
+    }
+
+    /// Commits a transaction that emitted no event (the store's own bookkeeping, which has
+    /// no bus at hand); an emitted event would be dropped, so it is an error.
+    pub(crate) async fn commit_quietly(self) -> Result<(), StoreError> {
+        if !self.publish.is_empty() {
+            return Err(StoreError::Io(
+                "a transaction that emitted events needs the bus to commit".into(),
+            ));
+        }
+        self.commit_then(|_| {}).await
+    }
+
+    async fn commit_then(self, publish: impl FnOnce(Vec<Publish>)) -> Result<(), StoreError> {
         let handed_over = matches!(self.tx, Conn::Sqlite(_));
         match self.tx {
             // If COMMIT fails, dropping the connection rolls the transaction back.
@@ -405,9 +443,7 @@ impl Tx {
             Conn::Postgres(tx) => tx.commit().await?,
         }
         self.store.count_commit();
-        for publish in self.publish {
-            publish(bus);
-        }
+        publish(self.publish);
         if handed_over {
             // The SQLite connection now belongs to the next waiting transaction, woken on
             // this worker; until it runs, the one writer idles. Yielding lets it run now,

@@ -45,17 +45,13 @@ impl DoUndo<VmPreInstantiate> for Leases {
         Ok(())
     }
 
+    /// Removes the VM's leases, found by its uuid (not from the NICs in memory): after a
+    /// restart, or run twice, it is the same.
     async fn undo(&self, vm: &mut VmWork) -> Result<(), Fault> {
         let kernel = self.0.get()?;
         let mut tx = store(&kernel)?.begin().await?;
-        for nic in &vm.nics {
-            tx.delete_ref(
-                LEASES,
-                ("l3_network_uuid", &nic.l3_network_uuid),
-                ("ip", &nic.ip),
-            )
+        tx.delete_where(LEASES, "vm_instance_uuid", &vm.vm_uuid)
             .await?;
-        }
         tx.commit(kernel.bus()).await?;
         Ok(())
     }
@@ -86,6 +82,11 @@ impl Plugin for DhcpPlugin {
                 ip TEXT NOT NULL, mac TEXT NOT NULL, vm_instance_uuid TEXT NOT NULL,
                 created_at TEXT NOT NULL,
                 PRIMARY KEY (l3_network_uuid, ip))",
+        ));
+        b.migration(Migration::new(
+            2,
+            "dhcp leases by vm",
+            "CREATE INDEX dhcp_leases_by_vm ON dhcp_leases (vm_instance_uuid)",
         ));
         let kernel = b.kernel();
         b.do_undo::<VmPreInstantiate>(Leases(kernel));

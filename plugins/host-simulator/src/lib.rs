@@ -5,18 +5,17 @@
 use flatstack_header::infra::{HostDriver, Hosts};
 use flatstack_header::points::Deleted;
 use flatstack_header::vm::VmWork;
-use flatstack_header::{ApiAction, ApiActionExtension, Inventory, ResourceChange};
+use flatstack_header::{ApiAction, ApiActionExtension, DataDir, Inventory, ResourceChange};
 use flatstack_kernel::migration::Migration;
 use flatstack_kernel::schemars::{self, JsonSchema};
 use flatstack_kernel::{
     async_trait, Fault, Kernel, Message, Observe, Plugin, PluginBuilder, Request,
 };
-use flatstack_simulator::{Injections, Simulated};
+use flatstack_simulator::{Injections, Ledger, Simulated};
 use flatstack_store::resource::text;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Operations the simulator can make misbehave.
@@ -33,21 +32,17 @@ pub const OPERATIONS: &[&str] = &[
 pub struct Simulator {
     injections: Injections,
     /// VM uuid → host uuid of every VM a simulated host runs.
-    vms: Mutex<HashMap<String, String>>,
+    /// VM uuid → the uuid of the simulated host that runs it; kept in the data directory,
+    /// since hosts outlive the management node.
+    vms: Ledger,
 }
 
 impl Default for Simulator {
     fn default() -> Self {
         Simulator {
             injections: Injections::new(OPERATIONS),
-            vms: Mutex::default(),
+            vms: Ledger::default(),
         }
-    }
-}
-
-impl Simulator {
-    fn vms(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
-        self.vms.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -58,13 +53,7 @@ impl Simulated for Simulator {
 
     /// What is armed for the host and the VMs it runs.
     fn report(&self, host: &str) -> Inventory {
-        let mut running: Vec<String> = self
-            .vms()
-            .iter()
-            .filter(|(_, h)| *h == host)
-            .map(|(vm, _)| vm.clone())
-            .collect();
-        running.sort();
+        let running = self.vms.keys_with(host);
         let mut inventory = Inventory::new();
         inventory.insert("host_uuid".into(), json!(host));
         inventory.insert(
@@ -119,26 +108,20 @@ impl HostDriver for Driver {
     async fn start_vm(&self, _kernel: &Kernel, host: &Inventory, vm: &VmWork) -> Result<(), Fault> {
         let uuid = text(host, "uuid");
         self.0.injections.perform(uuid, "start_vm").await?;
-        self.0.vms().insert(vm.vm_uuid.clone(), uuid.to_owned());
+        self.0.vms.insert(&vm.vm_uuid, uuid);
         Ok(())
     }
 
     async fn stop_vm(&self, _kernel: &Kernel, host: &Inventory, vm: &VmWork) -> Result<(), Fault> {
         let uuid = text(host, "uuid");
         self.0.injections.perform(uuid, "stop_vm").await?;
-        self.0.vms().remove(&vm.vm_uuid);
+        self.0.vms.remove(&vm.vm_uuid);
         Ok(())
     }
 
     async fn running_vms(&self, _kernel: &Kernel, host: &Inventory) -> Result<Vec<String>, Fault> {
         let uuid = text(host, "uuid");
-        Ok(self
-            .0
-            .vms()
-            .iter()
-            .filter(|(_, h)| h.as_str() == uuid)
-            .map(|(vm, _)| vm.clone())
-            .collect())
+        Ok(self.0.vms.keys_with(uuid))
     }
 
     async fn reboot_vm(
@@ -149,7 +132,7 @@ impl HostDriver for Driver {
     ) -> Result<(), Fault> {
         let uuid = text(host, "uuid");
         self.0.injections.perform(uuid, "reboot_vm").await?;
-        if !self.0.vms().contains_key(&vm.vm_uuid) {
+        if self.0.vms.get(&vm.vm_uuid).is_none() {
             return Err(Fault::conflict(format!(
                 "host {uuid} does not run VM {}",
                 vm.vm_uuid
@@ -209,6 +192,7 @@ impl Observe<Deleted> for Forget {
     async fn observe(&self, change: &ResourceChange) -> Result<(), Fault> {
         if change.kind == "hosts" {
             self.0.injections.clear(&change.uuid);
+            self.0.vms.remove_with(&change.uuid);
         }
         Ok(())
     }
@@ -226,6 +210,7 @@ impl Default for SimulatorPlugin {
     }
 }
 
+#[async_trait]
 impl Plugin for SimulatorPlugin {
     fn name(&self) -> &'static str {
         "host-simulator"
@@ -238,6 +223,21 @@ impl Plugin for SimulatorPlugin {
     fn requires(&self) -> &'static [&'static str] {
         // Its table extends `hosts`.
         &["host"]
+    }
+
+    /// Reopens what the simulated hosts ran before the node stopped, from the data
+    /// directory (none: they start empty, as in tests that assemble a kernel alone).
+    async fn start(&self, kernel: &Kernel) -> Result<(), Fault> {
+        if let Some(dir) = kernel.get::<DataDir>() {
+            let path = dir.0.join("simulator").join("host-vms.log");
+            self.simulator.vms.open(&path).map_err(|e| {
+                Fault::unavailable(format!(
+                    "cannot open the simulator's state {}: {e}",
+                    path.display()
+                ))
+            })?;
+        }
+        Ok(())
     }
 
     fn build(&self, b: &mut PluginBuilder<'_>) {
@@ -253,16 +253,14 @@ impl Plugin for SimulatorPlugin {
         b.service_arc("simulator-vms", self.simulator.clone())
             .handle::<PowerOffVm, _, _>(|simulator, msg, cx| async move {
                 let host = cx.resource_id()?;
-                let mut vms = simulator.vms();
-                if vms.get(&msg.vm_uuid).map(String::as_str) != Some(host) {
+                if simulator.vms.get(&msg.vm_uuid).as_deref() != Some(host) {
                     return Err(Fault::not_found(format!(
                         "simulated host {host} does not run VM {}",
                         msg.vm_uuid
                     ))
                     .with_detail("field", "vm_uuid"));
                 }
-                vms.remove(&msg.vm_uuid);
-                drop(vms);
+                simulator.vms.remove(&msg.vm_uuid);
                 Ok(simulator.report(host))
             });
         b.register(ApiActionExtension {

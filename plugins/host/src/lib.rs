@@ -7,6 +7,7 @@ use flatstack_header::infra::{
 use flatstack_header::{ApiAction, ApiResource, Inventory};
 use flatstack_kernel::migration::Migration;
 use flatstack_kernel::{Fault, Kernel, Message, Plugin, PluginBuilder};
+use flatstack_store::recovery::Reconciler;
 use flatstack_store::resource::{check_name, row, store, text, ResourceTable};
 use serde_json::{json, Value};
 use std::net::IpAddr;
@@ -51,7 +52,24 @@ impl Plugin for HostPlugin {
                 available_cpu BIGINT NOT NULL, available_memory BIGINT NOT NULL,
                 created_at TEXT NOT NULL, updated_at TEXT NOT NULL)",
         ));
+        b.migration(Migration::new(
+            2,
+            "what each consumer holds of a host",
+            // One row per consumer (a VM), written in the transaction that takes the
+            // capacity and removed in the one that gives it back: a release that runs twice
+            // frees once, and a host with a row cannot be deleted.
+            "CREATE TABLE host_allocations (
+                consumer_uuid TEXT PRIMARY KEY,
+                host_uuid TEXT NOT NULL REFERENCES hosts (uuid),
+                cpu_num BIGINT NOT NULL, memory_size BIGINT NOT NULL,
+                created_at TEXT NOT NULL)",
+        ));
         b.driver_kind::<Hosts>().define_do_undo::<HostConnect>();
+        // At start and then periodically: a host marked connected that no longer answers
+        // its driver is `Disconnected` (its VMs become `Unknown`).
+        b.register(Reconciler::periodic("hosts still answer", |kernel| {
+            Box::pin(check_hosts(kernel))
+        }));
         let mut service = b.service("host", ());
         HOSTS.serve(&mut service);
         service
@@ -60,12 +78,10 @@ impl Plugin for HostPlugin {
                 connect(&cx.kernel, cx.resource_id()?).await
             })
             .handle::<ReserveCapacity, _, _>(|_, msg, cx| async move {
-                let (cpu, memory) = amounts(msg.cpu_num, msg.memory_size)?;
-                change_capacity(&cx.kernel, cx.resource_id()?, -cpu, -memory).await
+                reserve(&cx.kernel, cx.resource_id()?, msg).await
             })
             .handle::<ReleaseCapacity, _, _>(|_, msg, cx| async move {
-                let (cpu, memory) = amounts(msg.cpu_num, msg.memory_size)?;
-                change_capacity(&cx.kernel, cx.resource_id()?, cpu, memory).await
+                release(&cx.kernel, &msg.consumer).await
             });
         b.register(ApiResource {
             path: "hosts",
@@ -201,48 +217,118 @@ async fn connect(kernel: &Kernel, uuid: &str) -> Result<Inventory, Fault> {
     }
 }
 
-fn amounts(cpu: u32, memory: u64) -> Result<(i64, i64), Fault> {
-    let memory = i64::try_from(memory)
+/// Takes a consumer's CPU and memory from a host: one conditional update (never below
+/// zero, whatever else runs, on any node) and the consumer's record, in one transaction.
+async fn reserve(kernel: &Kernel, uuid: &str, msg: ReserveCapacity) -> Result<Inventory, Fault> {
+    let memory = i64::try_from(msg.memory_size)
         .map_err(|_| Fault::invalid("memory_size", "memory_size is too large"))?;
-    Ok((i64::from(cpu), memory))
+    let cpu = i64::from(msg.cpu_num);
+    let mut tx = store(kernel)?.begin().await?;
+    let held = tx
+        .query(
+            "SELECT host_uuid FROM host_allocations WHERE consumer_uuid = $1",
+            &[json!(msg.consumer)],
+        )
+        .await?;
+    if let Some(held) = held.first() {
+        let on = text(held, "host_uuid");
+        if on == uuid {
+            // Asked again (a retried request): it already holds it.
+            return HOSTS.read(kernel, &mut tx, uuid).await;
+        }
+        return Err(Fault::conflict(format!(
+            "{} already holds capacity on host {on}",
+            msg.consumer
+        )));
+    }
+    let taken = tx
+        .statement(
+            "UPDATE hosts SET available_cpu = available_cpu - $1,
+                 available_memory = available_memory - $2, updated_at = $3
+             WHERE uuid = $4 AND available_cpu >= $1 AND available_memory >= $2",
+            &[
+                json!(cpu),
+                json!(memory),
+                json!(flatstack_store::now()),
+                json!(uuid),
+            ],
+        )
+        .await?;
+    let host = HOSTS.read(kernel, &mut tx, uuid).await?;
+    if taken == 0 {
+        let free = |column: &str| host.get(column).and_then(Value::as_i64).unwrap_or(0);
+        return Err(Fault::conflict(format!(
+            "host {uuid} has {} vCPUs and {} bytes free; {cpu} and {memory} are needed",
+            free("available_cpu"),
+            free("available_memory"),
+        )));
+    }
+    let record = row(json!({
+        "consumer_uuid": msg.consumer, "host_uuid": uuid, "cpu_num": cpu,
+        "memory_size": memory, "created_at": flatstack_store::now(),
+    }));
+    tx.insert("host_allocations", &record).await?;
+    tx.commit(kernel.bus()).await?;
+    Ok(host)
 }
 
-/// Adds `cpu` and `memory` (negative: takes) to a host's available capacity. Requests for
-/// one host are serialised by the bus, so read-check-write needs no lock; capacity never
-/// goes below zero nor above the host's total.
-async fn change_capacity(
-    kernel: &Kernel,
-    uuid: &str,
-    cpu: i64,
-    memory: i64,
-) -> Result<Inventory, Fault> {
+/// Gives back what a consumer holds, wherever it is; `false` if it holds nothing. The
+/// record's delete decides, so two releases of one consumer free once.
+async fn release(kernel: &Kernel, consumer: &str) -> Result<bool, Fault> {
     let mut tx = store(kernel)?.begin().await?;
-    let host = HOSTS.read(kernel, &mut tx, uuid).await?;
-    let number = |column: &str| host.get(column).and_then(Value::as_i64).unwrap_or(0);
-    let (available_cpu, available_memory) = (
-        number("available_cpu") + cpu,
-        number("available_memory") + memory,
-    );
-    if available_cpu < 0 || available_memory < 0 {
-        return Err(Fault::conflict(format!(
-            "host {uuid} has {} vCPUs and {} bytes free; {} and {} are needed",
-            number("available_cpu"),
-            number("available_memory"),
-            -cpu,
-            -memory
-        )));
+    let held = tx
+        .query(
+            "SELECT * FROM host_allocations WHERE consumer_uuid = $1",
+            &[json!(consumer)],
+        )
+        .await?;
+    let Some(held) = held.first() else {
+        return Ok(false);
+    };
+    let gone = tx
+        .statement(
+            "DELETE FROM host_allocations WHERE consumer_uuid = $1",
+            &[json!(consumer)],
+        )
+        .await?;
+    if gone == 0 {
+        return Ok(false);
     }
-    if available_cpu > number("cpu_capacity") || available_memory > number("memory_capacity") {
-        return Err(Fault::internal(format!(
-            "host {uuid}: releasing more capacity than was reserved"
-        )));
-    }
-    let changes =
-        row(json!({"available_cpu": available_cpu, "available_memory": available_memory}));
-    tx.update("hosts", uuid, &changes).await?;
+    let amount = |column: &str| held.get(column).and_then(Value::as_i64).unwrap_or(0);
+    tx.statement(
+        "UPDATE hosts SET available_cpu = available_cpu + $1,
+             available_memory = available_memory + $2, updated_at = $3
+         WHERE uuid = $4",
+        &[
+            json!(amount("cpu_num")),
+            json!(amount("memory_size")),
+            json!(flatstack_store::now()),
+            json!(text(held, "host_uuid")),
+        ],
+    )
+    .await?;
     tx.commit(kernel.bus()).await?;
-    // The host as it now is, without reading it again.
-    let mut host = host;
-    host.extend(changes);
-    Ok(host)
+    Ok(true)
+}
+
+/// Asks each connected host's driver whether it still answers; one that does not is
+/// `Disconnected` (and its VMs `Unknown`).
+async fn check_hosts(kernel: Kernel) -> Result<(), Fault> {
+    let hosts = {
+        let mut tx = store(&kernel)?.read().await?;
+        let mut filter = Inventory::new();
+        filter.insert("status".into(), json!("Connected"));
+        tx.list("hosts", &filter).await?
+    };
+    for host in hosts {
+        let uuid = text(&host, "uuid");
+        let driver = kernel.drivers().get::<Hosts>(text(&host, "type"))?;
+        if let Err(fault) = driver.connect(&kernel, &host).await {
+            tracing::warn!(host = %uuid, %fault, "a connected host does not answer: Disconnected");
+            HOSTS
+                .set_state(&kernel, uuid, "status", "Disconnected")
+                .await?;
+        }
+    }
+    Ok(())
 }

@@ -9,7 +9,7 @@ mod ipv4;
 
 use flatstack_header::network::{
     AllocateIp, CreateIpRange, CreateL3Network, ListIpAddresses, ListIpRanges, ReleaseIp,
-    IP_RANGE_SERVICE, L3_NETWORK_SERVICE,
+    ReleaseIps, IP_RANGE_SERVICE, L3_NETWORK_SERVICE,
 };
 use flatstack_header::vm::{HostFilter, VmWork};
 use flatstack_header::{ApiChild, ApiResource, Inventory, InventoryList};
@@ -92,6 +92,14 @@ impl Plugin for L3NetworkPlugin {
                 ip TEXT NOT NULL,
                 created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
                 UNIQUE (l3_network_uuid, ip))",
+        ))
+        .migration(Migration::new(
+            4,
+            "who holds each ip address",
+            // Written with the address, so that what a consumer (a VM) holds can be given
+            // back from this record alone: after a restart, or twice, it is the same.
+            "ALTER TABLE ip_addresses ADD COLUMN consumer_uuid TEXT;
+             CREATE INDEX ip_addresses_by_consumer ON ip_addresses (consumer_uuid);",
         ));
 
         let mut l3 = b.service(L3_NETWORK_SERVICE, Hints::default());
@@ -113,6 +121,9 @@ impl Plugin for L3NetworkPlugin {
         })
         .handle::<ReleaseIp, _, _>(|hints, msg, cx| async move {
             release(&cx.kernel, &hints, cx.resource_id()?, msg).await
+        })
+        .handle::<ReleaseIps, _, _>(|hints, msg, cx| async move {
+            release_consumer(&cx.kernel, &hints, &msg.consumer).await
         })
         .handle::<ListIpAddresses, _, _>(|_, _, cx| async move {
             list_addresses(&cx.kernel, cx.resource_id()?).await
@@ -476,7 +487,7 @@ async fn allocate(
     let at = now();
     let row = object(json!({
         "uuid": new_uuid(), "l3_network_uuid": l3, "ip_range_uuid": range.uuid(),
-        "ip": dotted(ip), "created_at": at, "updated_at": at,
+        "ip": dotted(ip), "consumer_uuid": msg.consumer, "created_at": at, "updated_at": at,
     }))?;
     tx.insert("ip_addresses", &row).await?;
     tx.commit(kernel.bus()).await?;
@@ -506,6 +517,32 @@ async fn release(kernel: &Kernel, hints: &Hints, l3: &str, msg: ReleaseIp) -> Re
     tx.commit(kernel.bus()).await?;
     hints.freed(l3, parsed);
     Ok(())
+}
+
+/// Gives back every address `consumer` holds, on any network; how many. Not on a network's
+/// queue (a recovery does not know the networks): the delete decides, and lowering a hint
+/// is always safe.
+async fn release_consumer(kernel: &Kernel, hints: &Hints, consumer: &str) -> Result<u64, Fault> {
+    let mut tx = store(kernel)?.begin().await?;
+    let held = tx
+        .query(
+            "SELECT l3_network_uuid, ip FROM ip_addresses WHERE consumer_uuid = $1",
+            &[json!(consumer)],
+        )
+        .await?;
+    let gone = tx
+        .statement(
+            "DELETE FROM ip_addresses WHERE consumer_uuid = $1",
+            &[json!(consumer)],
+        )
+        .await?;
+    tx.commit(kernel.bus()).await?;
+    for address in &held {
+        if let Ok(ip) = ipv4::parse("ip", text(address, "ip")) {
+            hints.freed(text(address, "l3_network_uuid"), ip);
+        }
+    }
+    Ok(gone)
 }
 
 async fn list_addresses(kernel: &Kernel, l3: &str) -> Result<InventoryList, Fault> {

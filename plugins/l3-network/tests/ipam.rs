@@ -117,6 +117,7 @@ async fn allocate(k: &Kernel, l3: &str, ip: Option<&str>) -> Result<String, Faul
             L3_NETWORK_SERVICE,
             AllocateIp {
                 ip: ip.map(str::to_owned),
+                consumer: None,
             },
         )
         .resource(l3)

@@ -1,8 +1,8 @@
 //! Quotas: how many VMs, vCPUs and bytes of memory an owner may hold. A create takes its
 //! share in `vm.create.reserve` (the first step of the create, so a refusal costs
 //! nothing) and gives it back if the create fails or the VM is destroyed. Reservations for
-//! one owner are requests addressed to that owner, so they run one at a time: concurrent
-//! creates can never exceed a quota together.
+//! one owner are conditional updates, recorded per VM: concurrent creates, on any number of
+//! nodes, can never exceed a quota together, and a return that runs twice frees once.
 
 use flatstack_header::vm::{VmReserve, VmWork};
 use flatstack_header::{ApiResource, Inventory};
@@ -13,6 +13,7 @@ use flatstack_kernel::{
     Request,
 };
 use flatstack_store::resource::{check_name, row, store, ResourceTable};
+use flatstack_store::Tx;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -45,122 +46,209 @@ impl Request for CreateQuota {
     type Reply = Inventory;
 }
 
-/// Takes (or, negative, gives back) usage for the addressed owner.
+/// Takes a consumer's (a VM's) share of the addressed owner's quota: refused if it would
+/// exceed it. Recorded per consumer, so asking again takes nothing more.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct ChangeUsage {
+pub struct TakeUsage {
+    pub consumer: String,
     pub vm_num: i64,
     pub cpu_num: i64,
     pub memory_size: i64,
 }
-impl Message for ChangeUsage {
-    const NAME: &'static str = "quota.usage.change";
+impl Message for TakeUsage {
+    const NAME: &'static str = "quota.usage.take";
 }
-impl Request for ChangeUsage {
-    type Reply = Inventory;
+impl Request for TakeUsage {
+    type Reply = ();
+}
+
+/// Gives back a consumer's share, whichever owner it counted against; `true` if it held
+/// one. Idempotent.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReturnUsage {
+    pub consumer: String,
+}
+impl Message for ReturnUsage {
+    const NAME: &'static str = "quota.usage.return";
+}
+impl Request for ReturnUsage {
+    type Reply = bool;
 }
 
 const SERVICE: &str = "quota";
 
 struct Reserve(KernelRef);
 
-impl Reserve {
-    async fn change(&self, vm: &VmWork, sign: i64) -> Result<(), Fault> {
+#[async_trait]
+impl DoUndo<VmReserve> for Reserve {
+    async fn run(&self, vm: &mut VmWork) -> Result<(), Fault> {
         let memory = i64::try_from(vm.memory_size)
             .map_err(|_| Fault::invalid("memory_size", "too large"))?;
-        let change = ChangeUsage {
-            vm_num: sign,
-            cpu_num: sign * i64::from(vm.cpu_num),
-            memory_size: sign * memory,
+        let take = TakeUsage {
+            consumer: vm.vm_uuid.clone(),
+            vm_num: 1,
+            cpu_num: i64::from(vm.cpu_num),
+            memory_size: memory,
         };
         self.0
             .get()?
-            .request(SERVICE, change)
+            .request(SERVICE, take)
             .resource(vm.owner.as_str())
-            .await?;
+            .await
+    }
+
+    /// Works from the consumer's record alone: after a restart, or twice, it is the same.
+    async fn undo(&self, vm: &mut VmWork) -> Result<(), Fault> {
+        let release = ReturnUsage {
+            consumer: vm.vm_uuid.clone(),
+        };
+        self.0.get()?.request(SERVICE, release).await?;
         Ok(())
     }
 }
 
-#[async_trait]
-impl DoUndo<VmReserve> for Reserve {
-    async fn run(&self, vm: &mut VmWork) -> Result<(), Fault> {
-        self.change(vm, 1).await
+/// Takes a consumer's usage for one owner: a conditional update that refuses to pass the
+/// owner's quota (race-free on any number of nodes) and the consumer's record, in one
+/// transaction.
+async fn take_usage(kernel: &Kernel, owner: &str, take: TakeUsage) -> Result<(), Fault> {
+    let mut tx = store(kernel)?.begin().await?;
+    let held = tx
+        .query(
+            "SELECT owner FROM quota_allocations WHERE consumer_uuid = $1",
+            &[json!(take.consumer)],
+        )
+        .await?;
+    if !held.is_empty() {
+        return Ok(());
     }
-    async fn undo(&self, vm: &mut VmWork) -> Result<(), Fault> {
-        self.change(vm, -1).await
+    let at = flatstack_store::now();
+    tx.statement(
+        "INSERT INTO quota_usage (owner, vm_num, cpu_num, memory_size, created_at, updated_at)
+         VALUES ($1, 0, 0, 0, $2, $2) ON CONFLICT (owner) DO NOTHING",
+        &[json!(owner), json!(at)],
+    )
+    .await?;
+    let amounts = [
+        json!(take.vm_num),
+        json!(take.cpu_num),
+        json!(take.memory_size),
+    ];
+    let taken = tx
+        .statement(
+            "UPDATE quota_usage SET vm_num = vm_num + $1, cpu_num = cpu_num + $2,
+                 memory_size = memory_size + $3, updated_at = $4
+             WHERE owner = $5 AND NOT EXISTS (SELECT 1 FROM quotas q WHERE q.owner = $5 AND (
+                 quota_usage.vm_num + $1 > q.max_vm_num OR quota_usage.cpu_num + $2 > q.max_cpu_num
+                 OR quota_usage.memory_size + $3 > q.max_memory_size))",
+            &[
+                amounts[0].clone(),
+                amounts[1].clone(),
+                amounts[2].clone(),
+                json!(at),
+                json!(owner),
+            ],
+        )
+        .await?;
+    if taken == 0 {
+        return Err(refusal(&mut tx, owner, &take).await);
     }
+    let record = row(json!({
+        "consumer_uuid": take.consumer, "owner": owner, "vm_num": take.vm_num,
+        "cpu_num": take.cpu_num, "memory_size": take.memory_size, "created_at": at,
+    }));
+    tx.insert("quota_allocations", &record).await?;
+    tx.commit(kernel.bus()).await?;
+    Ok(())
 }
 
-/// Applies a usage change for one owner; refuses one that would exceed the owner's quota.
-async fn change_usage(
-    kernel: &Kernel,
-    owner: &str,
-    change: ChangeUsage,
-) -> Result<Inventory, Fault> {
-    let mut tx = store(kernel)?.begin().await?;
+/// Why `take` does not fit the owner's quota: the first limit it would pass.
+async fn refusal(tx: &mut Tx, owner: &str, take: &TakeUsage) -> Fault {
     let mut filter = Inventory::new();
     filter.insert("owner".into(), json!(owner));
-    let usage = tx.list_by("quota_usage", &filter, &["owner"]).await?.pop();
-    let used = |column: &str| {
-        usage
-            .as_ref()
-            .and_then(|u| u.get(column))
-            .and_then(Value::as_i64)
-            .unwrap_or(0)
+    let (usage, quota) = match (
+        tx.list_by("quota_usage", &filter, &["owner"]).await,
+        tx.list("quotas", &filter).await,
+    ) {
+        (Ok(mut usage), Ok(mut quota)) => (usage.pop().unwrap_or_default(), quota.pop()),
+        (Err(e), _) | (_, Err(e)) => return e.into(),
     };
-    let next = (
-        used("vm_num") + change.vm_num,
-        used("cpu_num") + change.cpu_num,
-        used("memory_size") + change.memory_size,
-    );
-    if change.vm_num > 0 || change.cpu_num > 0 || change.memory_size > 0 {
-        if let Some(quota) = tx.list("quotas", &filter).await?.pop() {
-            let limit = |column: &str| {
-                quota
-                    .get(column)
-                    .and_then(Value::as_i64)
-                    .unwrap_or(i64::MAX)
-            };
-            for (what, value, column) in [
-                ("VMs", next.0, "max_vm_num"),
-                ("vCPUs", next.1, "max_cpu_num"),
-                ("bytes of memory", next.2, "max_memory_size"),
-            ] {
-                if value > limit(column) {
-                    return Err(Fault::new(
-                        FaultCode::Vetoed,
-                        format!(
-                            "owner `{owner}` may hold {} {what}; this would make {value}",
-                            limit(column)
-                        ),
-                    )
-                    .with_detail("quota", column));
-                }
-            }
+    let Some(quota) = quota else {
+        return Fault::internal(format!("owner `{owner}`: usage refused without a quota"));
+    };
+    let number = |row: &Inventory, column: &str| row.get(column).and_then(Value::as_i64);
+    for (what, column, limit, wanted) in [
+        ("VMs", "vm_num", "max_vm_num", take.vm_num),
+        ("vCPUs", "cpu_num", "max_cpu_num", take.cpu_num),
+        (
+            "bytes of memory",
+            "memory_size",
+            "max_memory_size",
+            take.memory_size,
+        ),
+    ] {
+        let next = number(&usage, column).unwrap_or(0) + wanted;
+        let limit_value = number(&quota, limit).unwrap_or(i64::MAX);
+        if next > limit_value {
+            return Fault::new(
+                FaultCode::Vetoed,
+                format!("owner `{owner}` may hold {limit_value} {what}; this would make {next}"),
+            )
+            .with_detail("quota", limit);
         }
     }
-    let values = row(
-        json!({"vm_num": next.0.max(0), "cpu_num": next.1.max(0), "memory_size": next.2.max(0)}),
-    );
-    if next.0 <= 0 && next.1 <= 0 && next.2 <= 0 {
-        // An owner who holds nothing has no usage row: a create that was refused or
-        // rolled back leaves the table as it found it.
-        tx.delete_where("quota_usage", "owner", owner).await?;
-    } else if usage.is_some() {
-        tx.update_where("quota_usage", "owner", owner, &values)
-            .await?;
-    } else {
-        let mut new = values.clone();
-        new.insert("owner".into(), json!(owner));
-        new.insert("created_at".into(), json!(flatstack_store::now()));
-        new.insert("updated_at".into(), json!(flatstack_store::now()));
-        tx.insert("quota_usage", &new).await?;
+    Fault::conflict(format!(
+        "owner `{owner}`: the quota changed meanwhile; retry"
+    ))
+}
+
+/// Gives back a consumer's usage; `false` if it held none. The record's delete decides, so
+/// two returns free once. An owner who holds nothing has no usage row: a create that was
+/// refused or rolled back leaves the table as it found it.
+async fn return_usage(kernel: &Kernel, consumer: &str) -> Result<bool, Fault> {
+    let mut tx = store(kernel)?.begin().await?;
+    let held = tx
+        .query(
+            "SELECT * FROM quota_allocations WHERE consumer_uuid = $1",
+            &[json!(consumer)],
+        )
+        .await?;
+    let Some(held) = held.first() else {
+        return Ok(false);
+    };
+    let gone = tx
+        .statement(
+            "DELETE FROM quota_allocations WHERE consumer_uuid = $1",
+            &[json!(consumer)],
+        )
+        .await?;
+    if gone == 0 {
+        return Ok(false);
     }
+    let owner = held.get("owner").cloned().unwrap_or(Value::Null);
+    let amount = |column: &str| held.get(column).cloned().unwrap_or(json!(0));
+    tx.statement(
+        "UPDATE quota_usage SET vm_num = vm_num - $1, cpu_num = cpu_num - $2,
+             memory_size = memory_size - $3, updated_at = $4
+         WHERE owner = $5",
+        &[
+            amount("vm_num"),
+            amount("cpu_num"),
+            amount("memory_size"),
+            json!(flatstack_store::now()),
+            owner.clone(),
+        ],
+    )
+    .await?;
+    tx.statement(
+        "DELETE FROM quota_usage WHERE owner = $1 AND vm_num <= 0 AND cpu_num <= 0
+             AND memory_size <= 0",
+        &[owner],
+    )
+    .await?;
     tx.commit(kernel.bus()).await?;
-    let mut out = values;
-    out.insert("owner".into(), json!(owner));
-    Ok(out)
+    Ok(true)
 }
 
 pub struct QuotaPlugin;
@@ -186,6 +274,16 @@ impl Plugin for QuotaPlugin {
                 owner TEXT PRIMARY KEY, vm_num BIGINT NOT NULL, cpu_num BIGINT NOT NULL,
                 memory_size BIGINT NOT NULL, created_at TEXT, updated_at TEXT NOT NULL);",
         ));
+        b.migration(Migration::new(
+            2,
+            "what each consumer holds of its owner's quota",
+            // Written with the usage it takes, removed with the usage it gives back: a
+            // return that runs twice frees once.
+            "CREATE TABLE quota_allocations (
+                consumer_uuid TEXT PRIMARY KEY, owner TEXT NOT NULL,
+                vm_num BIGINT NOT NULL, cpu_num BIGINT NOT NULL, memory_size BIGINT NOT NULL,
+                created_at TEXT NOT NULL)",
+        ));
         b.do_undo::<VmReserve>(Reserve(b.kernel()));
         let mut service = b.service(SERVICE, ());
         QUOTAS.serve(&mut service);
@@ -201,8 +299,11 @@ impl Plugin for QuotaPlugin {
                     "max_vm_num": msg.max_vm_num, "max_cpu_num": msg.max_cpu_num, "max_memory_size": memory}));
                 QUOTAS.create_row(&cx.kernel, quota).await
             })
-            .handle::<ChangeUsage, _, _>(|_, msg, cx| async move {
-                change_usage(&cx.kernel, cx.resource_id()?, msg).await
+            .handle::<TakeUsage, _, _>(|_, msg, cx| async move {
+                take_usage(&cx.kernel, cx.resource_id()?, msg).await
+            })
+            .handle::<ReturnUsage, _, _>(|_, msg, cx| async move {
+                return_usage(&cx.kernel, &msg.consumer).await
             });
         b.register(ApiResource {
             path: "quotas",

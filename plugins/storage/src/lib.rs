@@ -74,6 +74,16 @@ impl Plugin for StoragePlugin {
             )
         });
         b.migration(Migration::new(1, "storage", schema));
+        b.migration(Migration::new(
+            2,
+            "what each consumer holds of primary storage",
+            // One row per consumer (a volume), written with the take and removed with the
+            // give-back: a release that runs twice frees once.
+            "CREATE TABLE primary_storage_allocations (
+                consumer_uuid TEXT PRIMARY KEY,
+                primary_storage_uuid TEXT NOT NULL REFERENCES primary_storage (uuid),
+                size BIGINT NOT NULL, created_at TEXT NOT NULL)",
+        ));
         b.driver_kind::<PrimaryStorages>()
             .driver_kind::<BackupStorages>();
 
@@ -90,10 +100,16 @@ impl Plugin for StoragePlugin {
                 detach(&cx, &msg.cluster_uuid).await
             })
             .handle::<ReserveStorage, _, _>(|_, msg, cx| async move {
-                change_capacity(&cx.kernel, cx.resource_id()?, -bytes(msg.size)?).await
+                reserve(
+                    &cx.kernel,
+                    cx.resource_id()?,
+                    &msg.consumer,
+                    bytes(msg.size)?,
+                )
+                .await
             })
             .handle::<ReleaseStorage, _, _>(|_, msg, cx| async move {
-                change_capacity(&cx.kernel, cx.resource_id()?, bytes(msg.size)?).await
+                release(&cx.kernel, &msg.consumer).await
             });
         b.register(ApiResource {
             path: "primary-storage",
@@ -218,30 +234,89 @@ fn bytes(size: u64) -> Result<i64, Fault> {
     i64::try_from(size).map_err(|_| Fault::invalid("size", "size must be below 2^63 bytes"))
 }
 
-/// Takes (negative `change`) or gives back bytes of one primary storage; requests for one
-/// storage run one at a time on its queue, so it is never over-committed.
-async fn change_capacity(kernel: &Kernel, uuid: &str, change: i64) -> Result<Inventory, Fault> {
+/// Takes a consumer's bytes of one primary storage: a conditional update (never below
+/// zero, whatever else runs, on any node) and the consumer's record, in one transaction.
+/// Asked again for the same consumer, it takes nothing more.
+async fn reserve(
+    kernel: &Kernel,
+    uuid: &str,
+    consumer: &str,
+    size: i64,
+) -> Result<Inventory, Fault> {
     let mut tx = store(kernel)?.begin().await?;
-    let ps = PRIMARY.read(kernel, &mut tx, uuid).await?;
-    let number = |column: &str| ps.get(column).and_then(|v| v.as_i64()).unwrap_or(0);
-    let available = number("available_capacity") + change;
-    if available < 0 {
+    let held = tx
+        .query(
+            "SELECT primary_storage_uuid FROM primary_storage_allocations WHERE consumer_uuid = $1",
+            &[json!(consumer)],
+        )
+        .await?;
+    if let Some(held) = held.first() {
+        let on = text(held, "primary_storage_uuid");
+        if on == uuid {
+            return PRIMARY.read(kernel, &mut tx, uuid).await;
+        }
         return Err(Fault::conflict(format!(
-            "primary storage {uuid} has {} bytes free; {} are needed",
-            number("available_capacity"),
-            -change
+            "{consumer} already holds bytes of primary storage {on}"
         )));
     }
-    if available > number("total_capacity") {
-        return Err(Fault::internal(format!(
-            "primary storage {uuid}: releasing more capacity than was reserved"
+    let taken = tx
+        .statement(
+            "UPDATE primary_storage SET available_capacity = available_capacity - $1,
+                 updated_at = $2
+             WHERE uuid = $3 AND available_capacity >= $1",
+            &[json!(size), json!(flatstack_store::now()), json!(uuid)],
+        )
+        .await?;
+    let ps = PRIMARY.read(kernel, &mut tx, uuid).await?;
+    if taken == 0 {
+        return Err(Fault::conflict(format!(
+            "primary storage {uuid} has {} bytes free; {size} are needed",
+            ps.get("available_capacity")
+                .and_then(|v| v.as_i64())
+                .unwrap_or(0),
         )));
     }
-    let changes = row(json!({"available_capacity": available}));
-    tx.update("primary_storage", uuid, &changes).await?;
+    let record = row(json!({
+        "consumer_uuid": consumer, "primary_storage_uuid": uuid, "size": size,
+        "created_at": flatstack_store::now(),
+    }));
+    tx.insert("primary_storage_allocations", &record).await?;
     tx.commit(kernel.bus()).await?;
-    // The storage as it now is, without reading it again.
-    let mut ps = ps;
-    ps.extend(changes);
     Ok(ps)
+}
+
+/// Gives back the bytes a consumer holds, wherever they are; `false` if it holds none. The
+/// record's delete decides, so two releases of one consumer free once.
+async fn release(kernel: &Kernel, consumer: &str) -> Result<bool, Fault> {
+    let mut tx = store(kernel)?.begin().await?;
+    let held = tx
+        .query(
+            "SELECT * FROM primary_storage_allocations WHERE consumer_uuid = $1",
+            &[json!(consumer)],
+        )
+        .await?;
+    let Some(held) = held.first() else {
+        return Ok(false);
+    };
+    let gone = tx
+        .statement(
+            "DELETE FROM primary_storage_allocations WHERE consumer_uuid = $1",
+            &[json!(consumer)],
+        )
+        .await?;
+    if gone == 0 {
+        return Ok(false);
+    }
+    tx.statement(
+        "UPDATE primary_storage SET available_capacity = available_capacity + $1, updated_at = $2
+         WHERE uuid = $3",
+        &[
+            held.get("size").cloned().unwrap_or(json!(0)),
+            json!(flatstack_store::now()),
+            json!(text(held, "primary_storage_uuid")),
+        ],
+    )
+    .await?;
+    tx.commit(kernel.bus()).await?;
+    Ok(true)
 }

@@ -2,7 +2,7 @@
 
 use crate::VMS;
 use flatstack_header::infra::{HostDriver, Hosts, ReleaseCapacity, ReserveCapacity, HOST_SERVICE};
-use flatstack_header::network::{AllocateIp, ReleaseIp, L3_NETWORK_SERVICE};
+use flatstack_header::network::{AllocateIp, ReleaseIps, L3_NETWORK_SERVICE};
 use flatstack_header::vm::{
     state, CreateVm, HostFilter, HostSort, Nic, VmAllocateVolumes, VmPostInstantiate,
     VmPreInstantiate, VmReserve, VmWork,
@@ -10,20 +10,30 @@ use flatstack_header::vm::{
 use flatstack_header::{Inventory, ResourceCreated, ResourceDeleted};
 use flatstack_kernel::flow::ExtensionStep;
 use flatstack_kernel::{async_trait, Fault, Flow, Kernel, Step};
+use flatstack_store::recovery::retry;
 use flatstack_store::resource::{new_uuid, row, store, text};
 use serde_json::json;
 
 /// Where the create flow leaves the new VM's inventory, as its last step read it.
 pub(crate) type Created = std::sync::Arc<std::sync::Mutex<Option<Inventory>>>;
 
-/// The flow for one create request; `created` receives the VM's inventory.
-pub(crate) fn create(kernel: &Kernel, msg: &CreateVm, created: &Created) -> Flow<VmWork> {
+/// The flow for one create request, done as `operation` if the request names one;
+/// `created` receives the VM's inventory. The VM's row comes first, so that whatever is
+/// taken for it after is taken by a VM recovery can find (`Creating`), whatever instant
+/// the node stops at.
+pub(crate) fn create(
+    kernel: &Kernel,
+    msg: &CreateVm,
+    operation: Option<&str>,
+    created: &Created,
+) -> Flow<VmWork> {
     Flow::new("vm.create")
-        .step(ExtensionStep::<VmReserve>::new(kernel))
         .step(Record {
             kernel: kernel.clone(),
             msg: msg.clone(),
+            operation: operation.map(str::to_owned),
         })
+        .step(ExtensionStep::<VmReserve>::new(kernel))
         .step(AllocateHost(kernel.clone()))
         .step(ExtensionStep::<VmAllocateVolumes>::new(kernel))
         .step(AllocateNics(kernel.clone()))
@@ -36,10 +46,11 @@ pub(crate) fn create(kernel: &Kernel, msg: &CreateVm, created: &Created) -> Flow
         })
 }
 
-/// Writes the VM's row, `Creating`; removed again on rollback.
+/// Writes the VM's row, `Creating`, and links it to the operation; removed on rollback.
 struct Record {
     kernel: Kernel,
     msg: CreateVm,
+    operation: Option<String>,
 }
 
 #[async_trait]
@@ -60,6 +71,9 @@ impl Step<VmWork> for Record {
         }));
         let mut tx = store(&self.kernel)?.begin().await?;
         tx.insert(VMS.table, &vm).await?;
+        if let Some(operation) = &self.operation {
+            tx.link_operation(operation, &work.vm_uuid).await?;
+        }
         tx.commit(self.kernel.bus()).await?;
         Ok(())
     }
@@ -70,18 +84,17 @@ impl Step<VmWork> for Record {
 }
 
 /// Removes a VM's row and its NIC rows; `announce` records `resource.deleted` (a VM whose
-/// create failed was never announced, so its removal is not either).
+/// create failed was never announced, so its removal is not either). Already gone is done.
 pub(crate) async fn remove_record(
     kernel: &Kernel,
     uuid: &str,
     announce: bool,
 ) -> Result<(), Fault> {
     let mut tx = store(kernel)?.begin().await?;
-    let mut filter = Inventory::new();
-    filter.insert("vm_instance_uuid".into(), json!(uuid));
-    for nic in tx.list("vm_nics", &filter).await? {
-        tx.delete("vm_nics", text(&nic, "uuid")).await?;
+    if !tx.exists(VMS.table, uuid).await? {
+        return Ok(());
     }
+    tx.delete_where("vm_nics", "vm_instance_uuid", uuid).await?;
     tx.delete(VMS.table, uuid).await?;
     if announce {
         tx.emit(ResourceDeleted {
@@ -133,6 +146,7 @@ impl Step<VmWork> for AllocateHost {
         let mut last = None;
         for host in candidates {
             let reserve = ReserveCapacity {
+                consumer: work.vm_uuid.clone(),
                 cpu_num: work.cpu_num,
                 memory_size: work.memory_size,
             };
@@ -142,7 +156,7 @@ impl Step<VmWork> for AllocateHost {
                 .await
             {
                 Ok(host) => {
-                    // Recorded on the VM's row when it is marked running.
+                    // Recorded on the VM's row with its NICs.
                     work.host = Some(host);
                     return Ok(());
                 }
@@ -153,24 +167,28 @@ impl Step<VmWork> for AllocateHost {
     }
 
     async fn rollback(&self, work: &mut VmWork) -> Result<(), Fault> {
-        release_host(&self.0, work).await
+        release_host(&self.0, &work.vm_uuid).await
     }
 }
 
-/// Gives the VM's CPU and memory back to its host.
-pub(crate) async fn release_host(kernel: &Kernel, work: &VmWork) -> Result<(), Fault> {
-    let Some(host) = work.host_uuid() else {
-        return Ok(());
-    };
-    let release = ReleaseCapacity {
-        cpu_num: work.cpu_num,
-        memory_size: work.memory_size,
-    };
-    kernel.request(HOST_SERVICE, release).resource(host).await?;
+/// Gives back the CPU and memory the VM holds, on whichever host: from the host's record
+/// of what the VM holds, so it is the same after a restart or when run twice.
+pub(crate) async fn release_host(kernel: &Kernel, vm_uuid: &str) -> Result<(), Fault> {
+    retry("release host capacity", RETRIES, || async {
+        let release = ReleaseCapacity {
+            consumer: vm_uuid.to_owned(),
+        };
+        kernel.request(HOST_SERVICE, release).await
+    })
+    .await?;
     Ok(())
 }
 
-/// Asks each L3 network for an address and records a NIC for it.
+/// How often a release is tried while the store answers that it is busy.
+pub(crate) const RETRIES: u32 = 8;
+
+/// Asks each L3 network for an address (held in the VM's name), then records the NICs and
+/// the host on the VM's row: from then on the VM is seen with its host and NICs.
 struct AllocateNics(Kernel);
 
 #[async_trait]
@@ -182,8 +200,12 @@ impl Step<VmWork> for AllocateNics {
     async fn run(&self, work: &mut VmWork) -> Result<(), Fault> {
         let kernel = &self.0;
         for l3 in work.l3_network_uuids.clone() {
+            let allocate = AllocateIp {
+                ip: None,
+                consumer: Some(work.vm_uuid.clone()),
+            };
             let address = kernel
-                .request(L3_NETWORK_SERVICE, AllocateIp { ip: None })
+                .request(L3_NETWORK_SERVICE, allocate)
                 .resource(l3.as_str())
                 .await?;
             let nic_uuid = new_uuid();
@@ -196,49 +218,54 @@ impl Step<VmWork> for AllocateNics {
                 &nic_uuid[6..8],
                 &nic_uuid[8..10]
             );
-            let nic = Nic {
+            work.nics.push(Nic {
                 uuid: nic_uuid,
                 l3_network_uuid: l3.clone(),
                 ip: text(&address, "ip").to_owned(),
                 mac,
-            };
-            // The NIC rows are written when the VM is marked running.
-            work.nics.push(nic);
+            });
         }
+        let mut tx = store(kernel)?.begin().await?;
+        let at = flatstack_store::now();
+        for nic in &work.nics {
+            let nic_row = row(json!({"uuid": nic.uuid, "vm_instance_uuid": work.vm_uuid,
+                "l3_network_uuid": nic.l3_network_uuid, "ip": nic.ip, "mac": nic.mac,
+                "created_at": at, "updated_at": at}));
+            tx.insert("vm_nics", &nic_row).await?;
+        }
+        tx.update(
+            VMS.table,
+            &work.vm_uuid,
+            &row(json!({"host_uuid": work.host_uuid(), "updated_at": at})),
+        )
+        .await?;
+        tx.commit(kernel.bus()).await?;
         Ok(())
     }
 
     async fn rollback(&self, work: &mut VmWork) -> Result<(), Fault> {
-        release_nics(&self.0, work).await
+        release_nics(&self.0, &work.vm_uuid).await
     }
 
     async fn cleanup(&self, work: &mut VmWork) -> Result<(), Fault> {
-        release_nics(&self.0, work).await
+        release_nics(&self.0, &work.vm_uuid).await
     }
 }
 
-/// Removes the VM's NIC rows and gives their addresses back.
-pub(crate) async fn release_nics(kernel: &Kernel, work: &VmWork) -> Result<(), Fault> {
-    let mut tx = store(kernel)?.begin().await?;
-    for nic in &work.nics {
-        if tx.exists("vm_nics", &nic.uuid).await? {
-            tx.delete("vm_nics", &nic.uuid).await?;
-        }
-    }
-    tx.commit(kernel.bus()).await?;
-    for nic in &work.nics {
-        let release = ReleaseIp { ip: nic.ip.clone() };
-        if let Err(fault) = kernel
-            .request(L3_NETWORK_SERVICE, release)
-            .resource(nic.l3_network_uuid.as_str())
-            .await
-        {
-            // Already released (e.g. a rollback that ran twice) is not an error here.
-            if fault.code != flatstack_kernel::FaultCode::NotFound {
-                return Err(fault);
-            }
-        }
-    }
+/// Removes the VM's NIC rows and gives back every address it holds: found by the VM's uuid,
+/// so it is the same after a restart or when run twice.
+pub(crate) async fn release_nics(kernel: &Kernel, vm_uuid: &str) -> Result<(), Fault> {
+    retry("release NICs", RETRIES, || async {
+        let mut tx = store(kernel)?.begin().await?;
+        tx.delete_where("vm_nics", "vm_instance_uuid", vm_uuid)
+            .await?;
+        tx.commit(kernel.bus()).await?;
+        let release = ReleaseIps {
+            consumer: vm_uuid.to_owned(),
+        };
+        kernel.request(L3_NETWORK_SERVICE, release).await
+    })
+    .await?;
     Ok(())
 }
 
@@ -314,9 +341,7 @@ impl Step<VmWork> for Hypervisor {
     }
 }
 
-/// The VM is running: its host, its NICs, its state and its `resource.created` event, in
-/// one transaction (the earlier steps keep them in the flow's work: fewer commits per
-/// create, and a VM is never seen half-made).
+/// The VM is running: its state and its `resource.created` event, in one transaction.
 struct MarkRunning {
     kernel: Kernel,
     created: Created,
@@ -331,17 +356,10 @@ impl Step<VmWork> for MarkRunning {
     async fn run(&self, work: &mut VmWork) -> Result<(), Fault> {
         let kernel = &self.kernel;
         let mut tx = store(kernel)?.begin().await?;
-        let at = flatstack_store::now();
-        for nic in &work.nics {
-            let nic_row = row(json!({"uuid": nic.uuid, "vm_instance_uuid": work.vm_uuid,
-                "l3_network_uuid": nic.l3_network_uuid, "ip": nic.ip, "mac": nic.mac,
-                "created_at": at, "updated_at": at}));
-            tx.insert("vm_nics", &nic_row).await?;
-        }
         tx.update(
             VMS.table,
             &work.vm_uuid,
-            &row(json!({"state": state::RUNNING, "host_uuid": work.host_uuid(), "updated_at": at})),
+            &row(json!({"state": state::RUNNING, "updated_at": flatstack_store::now()})),
         )
         .await?;
         let inventory = VMS.read(kernel, &mut tx, &work.vm_uuid).await?;

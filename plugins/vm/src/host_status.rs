@@ -22,7 +22,8 @@ use serde_json::json;
 pub(crate) struct SettleVm {
     /// `None`: the host is lost (a `Running` VM becomes `Unknown`). `Some(running)`: the
     /// host is back and runs the VM or not (an `Unknown` VM becomes `Running` or
-    /// `Stopped`).
+    /// `Stopped`); `Some(false)` for a `Running` VM: the host sync found it not running
+    /// (it becomes `Stopped` if the host, asked again, says so).
     pub(crate) running: Option<bool>,
 }
 
@@ -44,6 +45,21 @@ pub(crate) async fn settle(
         (state::RUNNING, None) => state::UNKNOWN,
         (state::UNKNOWN, Some(true)) => state::RUNNING,
         (state::UNKNOWN, Some(false)) => state::STOPPED,
+        // The host sync saw it not running: ask again, now that nothing else can change
+        // the VM (this runs on its queue), before calling it stopped.
+        (state::RUNNING, Some(false)) => {
+            let work = crate::work_of(kernel, &vm).await?;
+            let (host, driver) = crate::flow::host_driver(kernel, &work)?;
+            if driver
+                .running_vms(kernel, host)
+                .await?
+                .contains(&work.vm_uuid)
+            {
+                return Ok(vm);
+            }
+            tracing::warn!(vm = %uuid, "the VM's host does not run it: it is Stopped");
+            state::STOPPED
+        }
         _ => return Ok(vm),
     };
     VMS.set_state(kernel, uuid, "state", to).await

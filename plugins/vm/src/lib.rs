@@ -10,6 +10,7 @@
 
 mod flow;
 mod host_status;
+mod recovery;
 
 use flatstack_header::vm::{
     state, CreateVm, HostFilter, HostSort, Nic, RebootVm, StartVm, StopVm, VmAllocateVolumes,
@@ -21,6 +22,7 @@ use flatstack_header::{ApiAction, ApiResource, DeleteResource, Inventory};
 use flatstack_kernel::flow::{ExtensionStep, StepOutcome};
 use flatstack_kernel::migration::Migration;
 use flatstack_kernel::{async_trait, Fault, Filter, Flow, Kernel, Message, Plugin, PluginBuilder};
+use flatstack_store::recovery::Reconciler;
 use flatstack_store::resource::{check_name, store, text, ResourceTable};
 use flatstack_store::Tx;
 use serde_json::{json, Value};
@@ -96,7 +98,9 @@ impl Plugin for VmPlugin {
         let mut service = b.service(VM_SERVICE, ());
         VMS.serve_reads(&mut service);
         service
-            .handle::<CreateVm, _, _>(|_, msg, cx| async move { create(&cx.kernel, msg).await })
+            .handle::<CreateVm, _, _>(|_, msg, cx| async move {
+                create(&cx.kernel, cx.operation.as_deref(), msg).await
+            })
             .handle::<StartVm, _, _>(|_, _, cx| async move {
                 power(&cx.kernel, cx.resource_id()?, Power::On).await
             })
@@ -109,9 +113,19 @@ impl Plugin for VmPlugin {
             .handle::<host_status::SettleVm, _, _>(|_, msg, cx| async move {
                 host_status::settle(&cx.kernel, cx.resource_id()?, msg.running).await
             })
+            .handle::<recovery::RecoverVm, _, _>(|_, _, cx| async move {
+                recovery::recover_vm(&cx.kernel, cx.resource_id()?).await
+            })
             .handle::<DeleteResource, _, _>(|_, _, cx| async move {
                 destroy(&cx.kernel, cx.resource_id()?).await
             });
+        b.register(Reconciler::periodic("VMs in transient states", |kernel| {
+            Box::pin(recovery::reconcile(kernel))
+        }));
+        b.register(Reconciler::periodic(
+            "VMs against what their hosts run",
+            |kernel| Box::pin(recovery::sync_hosts(kernel)),
+        ));
         b.register(ApiResource {
             path: "vm-instances",
             service: VM_SERVICE,
@@ -180,7 +194,11 @@ async fn nics_of(tx: &mut Tx, vm: &mut Inventory) -> Result<(), Fault> {
     Ok(())
 }
 
-async fn create(kernel: &Kernel, msg: CreateVm) -> Result<Inventory, Fault> {
+async fn create(
+    kernel: &Kernel,
+    operation: Option<&str>,
+    msg: CreateVm,
+) -> Result<Inventory, Fault> {
     check_name(&msg.name)?;
     let mut work = {
         let mut tx = store(kernel)?.read().await?;
@@ -236,7 +254,10 @@ async fn create(kernel: &Kernel, msg: CreateVm) -> Result<Inventory, Fault> {
     };
     kernel.extensions().veto::<VmCreateCheck>(&work)?;
     let created = flow::Created::default();
-    let flow = flow::create(kernel, &msg, &created);
+    let flow = flow::create(kernel, &msg, operation, &created);
+    // Periodic recovery leaves this VM alone while its create runs (a create runs on no
+    // VM's queue: the VM has no uuid until it starts).
+    let _live = recovery::Creating::mark(&work.vm_uuid);
     flow.run(&mut work).await.map_err(|failure| {
         // Steps whose undo failed left something held: say so, naming them, so the caller
         // does not take the error for "nothing happened" (each is in the log too).
@@ -413,7 +434,8 @@ async fn reboot(kernel: &Kernel, uuid: &str) -> Result<Inventory, Fault> {
 
 /// The veto, then a flow that prepares (`vm.pre-destroy`) and stops the VM, which leaves
 /// it as it was if it fails; then everything it holds is released in the reverse order of
-/// the create, and it is removed.
+/// the create, and it is removed. From `Destroying` on, a stop of the node at any instant
+/// is finished by recovery.
 async fn destroy(kernel: &Kernel, uuid: &str) -> Result<(), Fault> {
     let vm = in_state(
         kernel,
@@ -436,18 +458,5 @@ async fn destroy(kernel: &Kernel, uuid: &str) -> Result<(), Fault> {
         VMS.set_state(kernel, uuid, "state", &previous).await?;
         return Err(failure.fault);
     }
-    // The create's releases in reverse. A plugin whose release fails is logged (by the
-    // dispatcher) and the destroy goes on: the VM is gone either way, and what that plugin
-    // held is left for its operator to see in the log.
-    let extensions = kernel.extensions();
-    let _ = extensions.undo::<VmPreInstantiate>(&mut work).await;
-    flow::release_nics(kernel, &work).await?;
-    let _ = extensions.undo::<VmAllocateVolumes>(&mut work).await;
-    flow::release_host(kernel, &work).await?;
-    let _ = extensions.undo::<VmReserve>(&mut work).await;
-    VMS.set_state(kernel, uuid, "state", state::DESTROYED)
-        .await?;
-    flow::remove_record(kernel, uuid, true).await?;
-    extensions.observe::<VmDestroyed>(&work).await;
-    Ok(())
+    recovery::finish_destroy(kernel, &mut work).await
 }

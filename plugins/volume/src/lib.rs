@@ -18,7 +18,10 @@ use flatstack_kernel::migration::Migration;
 use flatstack_kernel::{
     async_trait, DoUndo, Fault, Filter, Kernel, KernelRef, Message, Plugin, PluginBuilder,
 };
-use flatstack_store::resource::{check_name, new_uuid, row, store, text, ResourceTable};
+use flatstack_store::recovery::{retry, Reconciler};
+use flatstack_store::resource::{
+    check_name, derived_uuid, new_uuid, row, store, text, ResourceTable,
+};
 use flatstack_store::Tx;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -71,11 +74,15 @@ impl Plugin for VolumePlugin {
         // Only hosts whose cluster reaches primary storage with room for the root volume
         // are candidates, so the allocator does not pick one the volume step would refuse.
         b.filter::<HostFilter>(ReachesStorage(kernel));
+        b.register(Reconciler::at_start(
+            "volumes in transient states",
+            |kernel| Box::pin(reconcile(kernel)),
+        ));
         let mut service = b.service(VOLUME_SERVICE, ());
         VOLUMES.serve_reads(&mut service);
         service
             .handle::<CreateVolume, _, _>(|_, msg, cx| async move {
-                create_data_volume(&cx.kernel, msg).await
+                create_data_volume(&cx.kernel, cx.operation.as_deref(), msg).await
             })
             .handle::<AttachVolume, _, _>(|_, msg, cx| async move {
                 attach(&cx.kernel, cx.resource_id()?, &msg.vm_instance_uuid).await
@@ -134,41 +141,63 @@ impl Storage {
         text(&self.record, "uuid")
     }
 
-    /// Reserves the volume's bytes, then has the driver create it; nothing is held if
-    /// either fails.
-    async fn allocate(&self, kernel: &Kernel, volume: &Inventory) -> Result<(), Fault> {
-        let size = volume.get("size").and_then(Value::as_u64).unwrap_or(0);
+    /// Takes `size` bytes of this storage for volume `consumer`; asking again for the same
+    /// volume takes nothing more.
+    async fn reserve(&self, kernel: &Kernel, consumer: &str, size: u64) -> Result<(), Fault> {
+        let reserve = ReserveStorage {
+            consumer: consumer.to_owned(),
+            size,
+        };
         kernel
-            .request(PRIMARY_STORAGE_SERVICE, ReserveStorage { size })
+            .request(PRIMARY_STORAGE_SERVICE, reserve)
             .resource(self.uuid())
             .await?;
-        if let Err(fault) = self
+        Ok(())
+    }
+}
+
+/// Gives back the bytes volume `consumer` holds, wherever they are; safe to run twice, and
+/// retried while the store is briefly unavailable.
+async fn release(kernel: &Kernel, consumer: &str) -> Result<(), Fault> {
+    retry("release primary storage", 5, || async {
+        let release = ReleaseStorage {
+            consumer: consumer.to_owned(),
+        };
+        kernel.request(PRIMARY_STORAGE_SERVICE, release).await
+    })
+    .await?;
+    Ok(())
+}
+
+/// Deletes a volume's bytes (if its storage is still there) and gives back what it holds;
+/// safe to run twice.
+async fn free(kernel: &Kernel, volume: &Inventory) -> Result<(), Fault> {
+    if let Some(storage) = Storage::load(kernel, text(volume, "primary_storage_uuid")).await? {
+        storage
             .driver
-            .create_volume(kernel, &self.record, volume)
-            .await
-        {
-            self.release(kernel, size).await?;
-            return Err(fault);
-        }
-        Ok(())
-    }
-
-    /// Deletes the volume's bytes and gives its capacity back.
-    async fn free(&self, kernel: &Kernel, volume: &Inventory) -> Result<(), Fault> {
-        self.driver
-            .delete_volume(kernel, &self.record, volume)
+            .delete_volume(kernel, &storage.record, volume)
             .await?;
-        let size = volume.get("size").and_then(Value::as_u64).unwrap_or(0);
-        self.release(kernel, size).await
     }
+    release(kernel, text(volume, "uuid")).await
+}
 
-    async fn release(&self, kernel: &Kernel, size: u64) -> Result<(), Fault> {
-        kernel
-            .request(PRIMARY_STORAGE_SERVICE, ReleaseStorage { size })
-            .resource(self.uuid())
-            .await?;
-        Ok(())
+/// Removes a volume's row; `announce` records `resource.deleted` (a volume that was never
+/// announced is not either).
+async fn remove_row(kernel: &Kernel, uuid: &str, announce: bool) -> Result<(), Fault> {
+    let mut tx = store(kernel)?.begin().await?;
+    if !tx.exists(VOLUMES.table, uuid).await? {
+        return Ok(());
     }
+    tx.delete(VOLUMES.table, uuid).await?;
+    if announce {
+        tx.emit(ResourceDeleted {
+            kind: VOLUMES.kind.to_owned(),
+            uuid: uuid.to_owned(),
+        })
+        .await?;
+    }
+    tx.commit(kernel.bus()).await?;
+    Ok(())
 }
 
 /// Connected primary storage attached to `cluster` with `size` bytes free, most free first.
@@ -261,7 +290,15 @@ fn volume_row(name: &str, description: &str, volume_type: &str, size: u64, ps: &
     }))
 }
 
+/// The uuid of a VM's root volume: derived from the VM's, so that the bytes taken for it
+/// are found from the VM alone, even if the node stopped before the volume's row was written.
+fn root_volume_uuid(vm: &str) -> String {
+    derived_uuid(vm, "root-volume")
+}
+
 /// The root volume of a new VM: the image's size, on primary storage the VM's host reaches.
+/// Its bytes are reserved first (the reservation, one at a time per storage, decides among
+/// concurrent creates), then its row is written and announced, then the driver makes it.
 struct RootVolume(KernelRef);
 
 #[async_trait]
@@ -278,39 +315,14 @@ impl DoUndo<VmAllocateVolumes> for RootVolume {
             let size = image_size(&mut tx, &vm.image_uuid).await?;
             (size, candidates(&kernel, &mut tx, cluster, size).await?)
         };
-        // Another create may take the space first: the reservation, one at a time per
-        // storage, is what decides.
+        let uuid = root_volume_uuid(&vm.vm_uuid);
+        let mut chosen = None;
         let mut last = None;
         for storage in candidates {
-            let ps = storage.uuid().to_owned();
-            let mut volume =
-                volume_row(&format!("ROOT-for-{}", vm.name), "", kind::ROOT, size, &ps);
-            volume.insert("vm_instance_uuid".into(), json!(vm.vm_uuid));
-            volume.insert("device_id".into(), json!(0));
-            volume.insert("image_uuid".into(), json!(vm.image_uuid));
-            match storage.allocate(&kernel, &volume).await {
+            match storage.reserve(&kernel, &uuid, size).await {
                 Ok(()) => {
-                    let written = async {
-                        // Announced with its row, as every volume is: billing and other
-                        // services see root volumes too (and their removal if the
-                        // VM's create is undone).
-                        let mut tx = store(&kernel)?.begin().await?;
-                        tx.insert(VOLUMES.table, &volume).await?;
-                        tx.emit(ResourceCreated {
-                            kind: VOLUMES.kind.to_owned(),
-                            uuid: text(&volume, "uuid").to_owned(),
-                            inventory: volume.clone(),
-                        })
-                        .await?;
-                        tx.commit(kernel.bus()).await?;
-                        Ok::<(), Fault>(())
-                    }
-                    .await;
-                    if let Err(fault) = written {
-                        storage.free(&kernel, &volume).await?;
-                        return Err(fault);
-                    }
-                    return Ok(());
+                    chosen = Some(storage);
+                    break;
                 }
                 Err(fault) if fault.code == flatstack_kernel::FaultCode::Conflict => {
                     last = Some(fault)
@@ -318,48 +330,96 @@ impl DoUndo<VmAllocateVolumes> for RootVolume {
                 Err(fault) => return Err(fault),
             }
         }
-        Err(last.unwrap_or_else(|| {
-            Fault::conflict(format!(
-                "no connected primary storage attached to cluster {cluster} has {size} bytes free"
-            ))
-        }))
+        let Some(storage) = chosen else {
+            return Err(last.unwrap_or_else(|| {
+                Fault::conflict(format!(
+                    "no connected primary storage attached to cluster {cluster} has {size} bytes free"
+                ))
+            }));
+        };
+        let mut volume = volume_row(
+            &format!("ROOT-for-{}", vm.name),
+            "",
+            kind::ROOT,
+            size,
+            storage.uuid(),
+        );
+        volume.insert("uuid".into(), json!(uuid));
+        volume.insert("vm_instance_uuid".into(), json!(vm.vm_uuid));
+        volume.insert("device_id".into(), json!(0));
+        volume.insert("image_uuid".into(), json!(vm.image_uuid));
+        let made = async {
+            // Announced with its row, as every volume is: billing and other services see
+            // root volumes too (and their removal if the VM's create is undone).
+            let mut tx = store(&kernel)?.begin().await?;
+            tx.insert(VOLUMES.table, &volume).await?;
+            tx.emit(ResourceCreated {
+                kind: VOLUMES.kind.to_owned(),
+                uuid: uuid.clone(),
+                inventory: volume.clone(),
+            })
+            .await?;
+            tx.commit(kernel.bus()).await?;
+            storage
+                .driver
+                .create_volume(&kernel, &storage.record, &volume)
+                .await
+        }
+        .await;
+        if let Err(fault) = made {
+            // This implementor failed, so the flow will not undo it: leave nothing held.
+            discard_root_volume(&kernel, &vm.vm_uuid).await?;
+            return Err(fault);
+        }
+        Ok(())
     }
 
     /// Deletes the VM's root volume and detaches its data volumes (a destroyed VM's data
-    /// volumes outlive it).
+    /// volumes outlive it). Works from the stored rows and the root volume's derived uuid,
+    /// so it is the same after a restart or when run twice.
     async fn undo(&self, vm: &mut VmWork) -> Result<(), Fault> {
         let kernel = self.0.get()?;
-        let volumes = {
-            let mut tx = store(&kernel)?.read().await?;
-            let mut filter = Inventory::new();
-            filter.insert("vm_instance_uuid".into(), json!(vm.vm_uuid));
-            tx.list(VOLUMES.table, &filter).await?
-        };
-        for volume in volumes {
-            let uuid = text(&volume, "uuid");
-            if text(&volume, "type") == kind::ROOT {
-                if let Some(storage) =
-                    Storage::load(&kernel, text(&volume, "primary_storage_uuid")).await?
-                {
-                    storage.free(&kernel, &volume).await?;
-                }
-                let mut tx = store(&kernel)?.begin().await?;
-                tx.delete(VOLUMES.table, uuid).await?;
-                tx.emit(ResourceDeleted {
-                    kind: VOLUMES.kind.to_owned(),
-                    uuid: uuid.to_owned(),
-                })
-                .await?;
-                tx.commit(kernel.bus()).await?;
-            } else {
-                set_attachment(&kernel, uuid, None).await?;
-            }
+        discard_root_volume(&kernel, &vm.vm_uuid).await?;
+        for volume in volumes_of(&kernel, &vm.vm_uuid).await? {
+            set_attachment(&kernel, text(&volume, "uuid"), None).await?;
         }
         Ok(())
     }
 }
 
-async fn create_data_volume(kernel: &Kernel, msg: CreateVolume) -> Result<Inventory, Fault> {
+/// The volumes attached to (or being attached to) a VM.
+async fn volumes_of(kernel: &Kernel, vm: &str) -> Result<Vec<Inventory>, Fault> {
+    let mut tx = store(kernel)?.read().await?;
+    let mut filter = Inventory::new();
+    filter.insert("vm_instance_uuid".into(), json!(vm));
+    Ok(tx.list(VOLUMES.table, &filter).await?)
+}
+
+/// Deletes a VM's root volume, if it has one, and gives back the bytes reserved for it,
+/// whether or not its row was written.
+async fn discard_root_volume(kernel: &Kernel, vm: &str) -> Result<(), Fault> {
+    let uuid = root_volume_uuid(vm);
+    let stored = {
+        let mut tx = store(kernel)?.read().await?;
+        tx.get(VOLUMES.table, &uuid).await?
+    };
+    match stored {
+        Some(volume) => {
+            free(kernel, &volume).await?;
+            remove_row(kernel, &uuid, true).await
+        }
+        None => release(kernel, &uuid).await,
+    }
+}
+
+/// A data volume: its row first (`Creating`, linked to the operation, not announced), then
+/// its bytes and the driver's volume, then `Ready` and announced. A stop at any instant
+/// leaves a `Creating` row that recovery undoes.
+async fn create_data_volume(
+    kernel: &Kernel,
+    operation: Option<&str>,
+    msg: CreateVolume,
+) -> Result<Inventory, Fault> {
     check_name(&msg.name)?;
     if msg.size == 0 || i64::try_from(msg.size).is_err() {
         return Err(Fault::invalid(
@@ -370,7 +430,7 @@ async fn create_data_volume(kernel: &Kernel, msg: CreateVolume) -> Result<Invent
     let ps = match &msg.primary_storage_uuid {
         Some(ps) => ps.clone(),
         None => {
-            let mut tx = store(kernel)?.begin().await?;
+            let mut tx = store(kernel)?.read().await?;
             let mut filter = Inventory::new();
             filter.insert("status".into(), json!("Connected"));
             let all = tx.list("primary_storage", &filter).await?;
@@ -388,15 +448,78 @@ async fn create_data_volume(kernel: &Kernel, msg: CreateVolume) -> Result<Invent
     let storage = Storage::load(kernel, &ps).await?.ok_or_else(|| {
         Fault::invalid("primary_storage_uuid", format!("no primary storage {ps}"))
     })?;
-    let volume = volume_row(&msg.name, &msg.description, kind::DATA, msg.size, &ps);
-    storage.allocate(kernel, &volume).await?;
-    match VOLUMES.create_row(kernel, volume.clone()).await {
-        Ok(inventory) => Ok(inventory),
-        Err(fault) => {
-            storage.free(kernel, &volume).await?;
-            Err(fault)
+    let mut volume = volume_row(&msg.name, &msg.description, kind::DATA, msg.size, &ps);
+    volume.insert("status".into(), json!(status::CREATING));
+    let uuid = text(&volume, "uuid").to_owned();
+    {
+        let mut tx = store(kernel)?.begin().await?;
+        tx.insert(VOLUMES.table, &volume).await?;
+        if let Some(operation) = operation {
+            tx.link_operation(operation, &uuid).await?;
         }
+        tx.commit(kernel.bus()).await?;
     }
+    let made = async {
+        storage.reserve(kernel, &uuid, msg.size).await?;
+        storage
+            .driver
+            .create_volume(kernel, &storage.record, &volume)
+            .await
+    }
+    .await;
+    if let Err(fault) = made {
+        free(kernel, &volume).await?;
+        remove_row(kernel, &uuid, false).await?;
+        return Err(fault);
+    }
+    let mut tx = store(kernel)?.begin().await?;
+    tx.update(VOLUMES.table, &uuid, &row(json!({"status": status::READY})))
+        .await?;
+    let inventory = VOLUMES.read(kernel, &mut tx, &uuid).await?;
+    tx.emit(ResourceCreated {
+        kind: VOLUMES.kind.to_owned(),
+        uuid: uuid.clone(),
+        inventory: inventory.clone(),
+    })
+    .await?;
+    tx.commit(kernel.bus()).await?;
+    Ok(inventory)
+}
+
+/// A volume's status while it is stable (`Ready`) and while an operation is on it.
+mod status {
+    pub const READY: &str = "Ready";
+    pub const CREATING: &str = "Creating";
+    pub const DELETING: &str = "Deleting";
+    pub const ATTACHING: &str = "Attaching";
+    pub const DETACHING: &str = "Detaching";
+}
+
+/// Moves a volume from status `from` to `to` if it is still in `from` (one conditional
+/// update); `conflict` naming its status otherwise.
+async fn transition(kernel: &Kernel, uuid: &str, from: &str, to: &str) -> Result<(), Fault> {
+    let mut tx = store(kernel)?.begin().await?;
+    let moved = tx
+        .statement(
+            "UPDATE volumes SET status = $1, updated_at = $2 WHERE uuid = $3 AND status = $4",
+            &[
+                json!(to),
+                json!(flatstack_store::now()),
+                json!(uuid),
+                json!(from),
+            ],
+        )
+        .await?;
+    if moved == 0 {
+        let current = VOLUMES.read(kernel, &mut tx, uuid).await?;
+        let status = text(&current, "status");
+        return Err(
+            Fault::conflict(format!("volume {uuid} is {status}, not {from}"))
+                .with_detail("status", status),
+        );
+    }
+    tx.commit(kernel.bus()).await?;
+    Ok(())
 }
 
 async fn read(kernel: &Kernel, uuid: &str) -> Result<Inventory, Fault> {
@@ -416,6 +539,7 @@ async fn data_volume(kernel: &Kernel, uuid: &str, action: &str) -> Result<Invent
     Ok(volume)
 }
 
+/// `Deleting` first, so that a stop in the middle is finished by recovery.
 async fn delete_data_volume(kernel: &Kernel, uuid: &str) -> Result<(), Fault> {
     let volume = data_volume(kernel, uuid, "delete").await?;
     if let Some(vm) = volume.get("vm_instance_uuid").and_then(Value::as_str) {
@@ -423,10 +547,9 @@ async fn delete_data_volume(kernel: &Kernel, uuid: &str) -> Result<(), Fault> {
             "volume {uuid} is attached to VM {vm}; detach it first"
         )));
     }
-    if let Some(storage) = Storage::load(kernel, text(&volume, "primary_storage_uuid")).await? {
-        storage.free(kernel, &volume).await?;
-    }
-    VOLUMES.remove(kernel, uuid).await
+    transition(kernel, uuid, status::READY, status::DELETING).await?;
+    free(kernel, &volume).await?;
+    remove_row(kernel, uuid, true).await
 }
 
 /// The VM a volume is to be (or is) attached to, its host, and the host's driver.
@@ -465,6 +588,8 @@ async fn target(kernel: &Kernel, vm_uuid: &str, field: &str) -> Result<Target, F
     Ok(Target { work, host, driver })
 }
 
+/// Marks the volume `Attaching` to the VM (while the VM is running or stopped: a VM being
+/// destroyed gets no new volume), asks the host's driver, then records it attached.
 async fn attach(kernel: &Kernel, uuid: &str, vm_uuid: &str) -> Result<Inventory, Fault> {
     let volume = data_volume(kernel, uuid, "attach").await?;
     if let Some(vm) = volume.get("vm_instance_uuid").and_then(Value::as_str) {
@@ -476,7 +601,7 @@ async fn attach(kernel: &Kernel, uuid: &str, vm_uuid: &str) -> Result<Inventory,
     let cluster = text(&target.host, "cluster_uuid");
     let ps = text(&volume, "primary_storage_uuid");
     let reachable = {
-        let mut tx = store(kernel)?.begin().await?;
+        let mut tx = store(kernel)?.read().await?;
         let mut filter = Inventory::new();
         filter.insert("primary_storage_uuid".into(), json!(ps));
         filter.insert("cluster_uuid".into(), json!(cluster));
@@ -493,26 +618,136 @@ async fn attach(kernel: &Kernel, uuid: &str, vm_uuid: &str) -> Result<Inventory,
             "VM {vm_uuid}'s cluster {cluster} cannot reach primary storage {ps}"
         )));
     }
-    target
+    {
+        let mut tx = store(kernel)?.begin().await?;
+        let marked = tx
+            .statement(
+                "UPDATE volumes SET status = $1, vm_instance_uuid = $2, updated_at = $3
+                 WHERE uuid = $4 AND status = $5 AND vm_instance_uuid IS NULL
+                   AND EXISTS (SELECT 1 FROM vm_instances
+                               WHERE uuid = $2 AND state IN ($6, $7))",
+                &[
+                    json!(status::ATTACHING),
+                    json!(vm_uuid),
+                    json!(flatstack_store::now()),
+                    json!(uuid),
+                    json!(status::READY),
+                    json!(vm_state::RUNNING),
+                    json!(vm_state::STOPPED),
+                ],
+            )
+            .await?;
+        if marked == 0 {
+            return Err(Fault::conflict(format!(
+                "volume {uuid} cannot be attached to VM {vm_uuid} now: one of them changed"
+            )));
+        }
+        tx.commit(kernel.bus()).await?;
+    }
+    if let Err(fault) = target
         .driver
         .attach_volume(kernel, &target.host, &target.work, &volume)
-        .await?;
+        .await
+    {
+        abandon_attach(kernel, uuid).await?;
+        return Err(fault);
+    }
     set_attachment(kernel, uuid, Some(vm_uuid)).await?;
     read(kernel, uuid).await
 }
 
+/// Back from `Attaching` to detached, as it was: it never was attached, so nothing is
+/// announced.
+async fn abandon_attach(kernel: &Kernel, uuid: &str) -> Result<(), Fault> {
+    let mut tx = store(kernel)?.begin().await?;
+    tx.statement(
+        "UPDATE volumes SET status = $1, vm_instance_uuid = NULL, device_id = NULL,
+             updated_at = $2
+         WHERE uuid = $3 AND status = $4",
+        &[
+            json!(status::READY),
+            json!(flatstack_store::now()),
+            json!(uuid),
+            json!(status::ATTACHING),
+        ],
+    )
+    .await?;
+    tx.commit(kernel.bus()).await?;
+    Ok(())
+}
+
+/// Marks the volume `Detaching`, asks the host's driver, then records it detached.
 async fn detach(kernel: &Kernel, uuid: &str) -> Result<Inventory, Fault> {
     let volume = data_volume(kernel, uuid, "detach").await?;
     let Some(vm_uuid) = volume.get("vm_instance_uuid").and_then(Value::as_str) else {
         return Err(Fault::conflict(format!("volume {uuid} is not attached")));
     };
     let target = target(kernel, vm_uuid, "vm_instance_uuid").await?;
-    target
+    transition(kernel, uuid, status::READY, status::DETACHING).await?;
+    if let Err(fault) = target
         .driver
         .detach_volume(kernel, &target.host, &target.work, &volume)
-        .await?;
+        .await
+    {
+        transition(kernel, uuid, status::DETACHING, status::READY).await?;
+        return Err(fault);
+    }
     set_attachment(kernel, uuid, None).await?;
     read(kernel, uuid).await
+}
+
+/// Recovery at start: settles every volume an interrupted operation left in a transient
+/// status. A create is undone, a delete finished; an attach or a detach ends detached (the
+/// host is asked to detach it, if it can be reached).
+async fn reconcile(kernel: Kernel) -> Result<(), Fault> {
+    let pending = {
+        let mut tx = store(&kernel)?.read().await?;
+        tx.query(
+            "SELECT * FROM volumes WHERE status IN ($1, $2, $3, $4) ORDER BY uuid",
+            &[
+                json!(status::CREATING),
+                json!(status::DELETING),
+                json!(status::ATTACHING),
+                json!(status::DETACHING),
+            ],
+        )
+        .await?
+    };
+    for volume in pending {
+        let uuid = text(&volume, "uuid");
+        match text(&volume, "status") {
+            status::CREATING => {
+                free(&kernel, &volume).await?;
+                remove_row(&kernel, uuid, false).await?;
+            }
+            status::DELETING => {
+                free(&kernel, &volume).await?;
+                remove_row(&kernel, uuid, true).await?;
+            }
+            _ => {
+                if let Some(vm) = volume.get("vm_instance_uuid").and_then(Value::as_str) {
+                    let detached = async {
+                        let target = target(&kernel, vm, "vm_instance_uuid").await?;
+                        target
+                            .driver
+                            .detach_volume(&kernel, &target.host, &target.work, &volume)
+                            .await
+                    }
+                    .await;
+                    if let Err(fault) = detached {
+                        tracing::warn!(volume = %uuid, vm, %fault, "recovery could not ask the host to detach a volume");
+                    }
+                }
+                if text(&volume, "status") == status::ATTACHING {
+                    abandon_attach(&kernel, uuid).await?;
+                } else {
+                    set_attachment(&kernel, uuid, None).await?;
+                }
+            }
+        }
+        tracing::info!(volume = %uuid, status = text(&volume, "status"), "recovered a volume");
+    }
+    Ok(())
 }
 
 /// Records a data volume as attached to `vm` (with the next free device id) or detached.
@@ -535,8 +770,10 @@ async fn set_attachment(kernel: &Kernel, uuid: &str, vm: Option<&str>) -> Result
     tx.update(
         VOLUMES.table,
         uuid,
-        &row(json!({"vm_instance_uuid": vm, "device_id": device,
-            "updated_at": flatstack_store::now()})),
+        &row(
+            json!({"vm_instance_uuid": vm, "device_id": device, "status": status::READY,
+            "updated_at": flatstack_store::now()}),
+        ),
     )
     .await?;
     // Data volumes are announced (created, updated, deleted); root volumes live and die

@@ -30,6 +30,10 @@ pub struct Envelope {
     pub resource: Option<String>,
     pub message: String,
     pub body: Value,
+    /// The durable operation (job) this request does, if any: handlers that span several
+    /// steps journal their progress under it (see `MessageContext::operation`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation: Option<String>,
 }
 
 /// An event as it crosses a transport or reaches a pattern subscriber.

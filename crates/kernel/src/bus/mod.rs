@@ -114,6 +114,7 @@ impl Bus {
             bus: self,
             service: service.to_owned(),
             resource: None,
+            operation: None,
             timeout: None,
             msg,
         }
@@ -138,7 +139,8 @@ impl Bus {
         let table = self.local(&envelope.service)?;
         let handler = table.json_handler(&envelope.message)?;
         let resource = envelope.resource.map(Arc::from);
-        let call = handler(envelope.body, self.context(resource.clone())?);
+        let operation = envelope.operation.map(Arc::from);
+        let call = handler(envelope.body, self.context(resource.clone(), operation)?);
         self.dispatch(&table.id, resource, call, timeout, &envelope.message)
             .await
     }
@@ -246,12 +248,20 @@ impl Bus {
         })
     }
 
-    fn context(&self, resource: Option<Arc<str>>) -> Result<MessageContext, Fault> {
+    fn context(
+        &self,
+        resource: Option<Arc<str>>,
+        operation: Option<Arc<str>>,
+    ) -> Result<MessageContext, Fault> {
         let kernel = self
             .kernel
             .upgrade()
             .ok_or_else(|| Fault::unavailable("kernel is shutting down"))?;
-        Ok(MessageContext { kernel, resource })
+        Ok(MessageContext {
+            kernel,
+            resource,
+            operation,
+        })
     }
 
     /// Runs a handler's future in its own task (so a caller that gives up does not cancel
@@ -380,6 +390,7 @@ pub struct RequestBuilder<'a, M: Request> {
     bus: &'a Bus,
     service: String,
     resource: Option<String>,
+    operation: Option<String>,
     timeout: Option<Duration>,
     msg: M,
 }
@@ -388,6 +399,12 @@ impl<'a, M: Request> RequestBuilder<'a, M> {
     /// Addresses one resource: the request is serialised with others for the same id.
     pub fn resource(mut self, id: impl Into<String>) -> Self {
         self.resource = Some(id.into());
+        self
+    }
+
+    /// Names the durable operation this request does (see [`MessageContext::operation`]).
+    pub fn operation(mut self, id: impl Into<String>) -> Self {
+        self.operation = Some(id.into());
         self
     }
 
@@ -406,13 +423,18 @@ impl<'a, M: Request> RequestBuilder<'a, M> {
                 resource: self.resource,
                 message: M::NAME.to_owned(),
                 body: encode(M::NAME, &self.msg)?,
+                operation: self.operation,
             };
             let reply = bus.transport()?.request(envelope, timeout).await?;
             return decode(M::NAME, reply);
         };
         let handler = table.typed_handler::<M>()?;
         let resource = self.resource.map(Arc::<str>::from);
-        let call = handler(Box::new(self.msg), bus.context(resource.clone())?);
+        let operation = self.operation.map(Arc::<str>::from);
+        let call = handler(
+            Box::new(self.msg),
+            bus.context(resource.clone(), operation)?,
+        );
         let reply = bus
             .dispatch(&table.id, resource, call, timeout, M::NAME)
             .await?;

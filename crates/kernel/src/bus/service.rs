@@ -19,6 +19,10 @@ pub struct MessageContext {
     pub kernel: Kernel,
     /// The resource the request was addressed to, if any.
     pub resource: Option<Arc<str>>,
+    /// The durable operation (the job an API request answers with) this request does, if
+    /// the caller named one: a multi-step handler links what it creates to it, so that
+    /// recovery after a crash can tell what the operation had done.
+    pub operation: Option<Arc<str>>,
 }
 
 impl MessageContext {
