@@ -51,14 +51,38 @@ struct JobTable {
 #[derive(Default, Clone)]
 pub struct Jobs {
     jobs: Arc<Mutex<JobTable>>,
+    admission: Arc<Admission>,
+}
+
+/// Whether new jobs are accepted, and how many run: what a stopping node closes and then
+/// waits on ([`Jobs::close`], [`Jobs::drain`]). One watched value, so that refusing after
+/// close and counting a job in are one step: no job can start once a drain has begun.
+#[derive(Default)]
+struct Admission(watch::Sender<Gate>);
+
+#[derive(Default, Clone, Copy)]
+struct Gate {
+    closed: bool,
+    running: usize,
+}
+
+/// A job counted as running until dropped: at the end of its task, or as a panic unwinds it.
+struct Admitted(Arc<Admission>);
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.0 .0.send_modify(|gate| gate.running -= 1);
+    }
 }
 
 impl Jobs {
-    /// Starts `work` as a job and returns its uuid.
-    pub fn start<F>(&self, operation: &str, work: F) -> String
+    /// Starts `work` as a job and returns its uuid; refused (`unavailable`) once the jobs
+    /// are closed.
+    pub fn start<F>(&self, operation: &str, work: F) -> Result<String, Fault>
     where
         F: Future<Output = Result<Value, Fault>> + Send + 'static,
     {
+        let admitted = self.admit()?;
         let uuid = uuid::Uuid::new_v4().simple().to_string();
         let (done_tx, done_rx) = watch::channel(false);
         let job = Job {
@@ -75,6 +99,8 @@ impl Jobs {
         let jobs = self.clone();
         let id = uuid.clone();
         tokio::spawn(async move {
+            // Dropped last, once the job's end is recorded and announced.
+            let _admitted = admitted;
             let outcome = work.await;
             let mut table = jobs.lock();
             if let Some((job, _)) = table.jobs.get_mut(&id) {
@@ -100,7 +126,50 @@ impl Jobs {
             drop(table);
             let _ = done_tx.send(true);
         });
-        uuid
+        Ok(uuid)
+    }
+
+    /// Counts a new job in, unless the jobs are closed.
+    fn admit(&self) -> Result<Admitted, Fault> {
+        let admitted = self.admission.0.send_if_modified(|gate| {
+            if !gate.closed {
+                gate.running += 1;
+            }
+            !gate.closed
+        });
+        if admitted {
+            Ok(Admitted(self.admission.clone()))
+        } else {
+            Err(Fault::unavailable(
+                "the node is stopping: it accepts no new operations",
+            ))
+        }
+    }
+
+    /// Refuses every job started from now on; those running go on.
+    pub fn close(&self) {
+        self.admission.0.send_modify(|gate| gate.closed = true);
+    }
+
+    /// Waits until no job runs, at most `timeout`; how many still run then. Meant after
+    /// [`Jobs::close`], when no new job can start.
+    pub async fn drain(&self, timeout: Duration) -> usize {
+        let mut gate = self.admission.0.subscribe();
+        let _ = tokio::time::timeout(timeout, gate.wait_for(|g| g.running == 0)).await;
+        self.admission.0.borrow().running
+    }
+
+    /// The jobs still running, oldest first.
+    pub fn running(&self) -> Vec<Job> {
+        let mut running: Vec<Job> = self
+            .lock()
+            .jobs
+            .values()
+            .filter(|(job, _)| job.state == JobState::Running)
+            .map(|(job, _)| job.clone())
+            .collect();
+        running.sort_by(|a, b| a.created_at.cmp(&b.created_at));
+        running
     }
 
     pub fn get(&self, uuid: &str) -> Option<Job> {
@@ -136,8 +205,10 @@ mod tests {
     #[tokio::test]
     async fn jobs_report_results_and_errors_and_old_ones_are_forgotten() {
         let jobs = Jobs::default();
-        let ok = jobs.start("op", async { Ok(json!({"x": 1})) });
-        let failed = jobs.start("op", async { Err(Fault::conflict("no")) });
+        let ok = jobs.start("op", async { Ok(json!({"x": 1})) }).unwrap();
+        let failed = jobs
+            .start("op", async { Err(Fault::conflict("no")) })
+            .unwrap();
         let ok = jobs
             .wait(&ok, Duration::from_secs(5))
             .await
@@ -153,10 +224,12 @@ mod tests {
         assert_eq!(failed.state, JobState::Failed);
         assert_eq!(failed.error.map(|f| f.message), Some("no".to_owned()));
 
-        let slow = jobs.start("slow", async {
-            tokio::time::sleep(Duration::from_secs(60)).await;
-            Ok(Value::Null)
-        });
+        let slow = jobs
+            .start("slow", async {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                Ok(Value::Null)
+            })
+            .unwrap();
         assert!(
             jobs.wait(&slow, Duration::from_millis(10)).await.is_none(),
             "still running"
@@ -166,7 +239,7 @@ mod tests {
         let first = ok.uuid;
         let mut last = String::new();
         for _ in 0..FINISHED_JOBS_KEPT {
-            last = jobs.start("op", async { Ok(Value::Null) });
+            last = jobs.start("op", async { Ok(Value::Null) }).unwrap();
         }
         jobs.wait(&last, Duration::from_secs(5))
             .await
@@ -182,5 +255,50 @@ mod tests {
             jobs.get(&slow).is_some(),
             "running jobs are never forgotten"
         );
+    }
+
+    #[tokio::test]
+    async fn closed_jobs_refuse_new_ones_and_drain_waits_for_those_running() {
+        let jobs = Jobs::default();
+        let quick = jobs
+            .start("quick", async {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                Ok(Value::Null)
+            })
+            .unwrap();
+        let stuck = jobs
+            .start("stuck", async {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                Ok(Value::Null)
+            })
+            .unwrap();
+        jobs.start("panics", async { panic!("a job that panics") })
+            .unwrap();
+        jobs.close();
+        let refused = jobs
+            .start("late", async { Ok(Value::Null) })
+            .expect_err("closed");
+        assert_eq!(refused.code, flatstack_kernel::FaultCode::Unavailable);
+        assert!(refused.message.contains("stopping"), "{}", refused.message);
+
+        let started = std::time::Instant::now();
+        // The panicked job is not counted (though its record still says running).
+        assert_eq!(jobs.drain(Duration::from_secs(2)).await, 1, "the stuck one");
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_secs(2) && waited < Duration::from_secs(3),
+            "{waited:?}"
+        );
+        assert_eq!(
+            jobs.get(&quick).map(|j| j.state),
+            Some(JobState::Succeeded),
+            "the running job finished"
+        );
+        let running: Vec<String> = jobs.running().into_iter().map(|j| j.uuid).collect();
+        assert!(running.contains(&stuck) && !running.contains(&quick));
+
+        let idle = Jobs::default();
+        idle.close();
+        assert_eq!(idle.drain(Duration::from_secs(5)).await, 0);
     }
 }

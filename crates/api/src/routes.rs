@@ -33,6 +33,12 @@ type Shared = State<Arc<Api>>;
 
 /// The `/v1` router of `kernel`'s registered API resources.
 pub fn router(kernel: Kernel) -> Router {
+    router_with_jobs(kernel).0
+}
+
+/// The router, and its jobs: a stopping node closes them (new state-changing requests
+/// are then refused with `503`) and drains them ([`Jobs::close`], [`Jobs::drain`]).
+pub fn router_with_jobs(kernel: Kernel) -> (Router, Jobs) {
     let resources = kernel
         .registered::<ApiResource>()
         .into_iter()
@@ -43,13 +49,14 @@ pub fn router(kernel: Kernel) -> Router {
         .into_iter()
         .map(|(_, e)| e.clone())
         .collect();
+    let jobs = Jobs::default();
     let api = Arc::new(Api {
         kernel,
-        jobs: Jobs::default(),
+        jobs: jobs.clone(),
         resources,
         extensions,
     });
-    Router::new()
+    let router = Router::new()
         .route("/v1/openapi.json", get(openapi_doc))
         .route("/v1/schemas", get(schemas))
         .route("/v1/plugins", get(plugins))
@@ -64,7 +71,8 @@ pub fn router(kernel: Kernel) -> Router {
             get(list_children).post(create_child),
         )
         .fallback(|| async { ApiError(Fault::not_found("no such route")) })
-        .with_state(api)
+        .with_state(api);
+    (router, jobs)
 }
 
 #[derive(Deserialize)]
@@ -105,10 +113,15 @@ impl Api {
     ) -> Response {
         let api = self.clone();
         let operation = message.clone();
-        let uuid = self.jobs.start(&operation, async move {
+        let started = self.jobs.start(&operation, async move {
             api.call(&service, resource.as_deref(), &message, body)
                 .await
         });
+        let uuid = match started {
+            Ok(uuid) => uuid,
+            // The node is stopping.
+            Err(fault) => return ApiError(fault).into_response(),
+        };
         if let Some(seconds) = wait.filter(|s| s.is_finite() && *s > 0.0) {
             let wait = Duration::from_secs_f64(seconds.min(3600.0));
             if let Some(job) = self.jobs.wait(&uuid, wait).await {
