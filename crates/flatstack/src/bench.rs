@@ -11,7 +11,7 @@ use crate::demo::Api;
 use crate::node::{self, NodeOptions};
 use anyhow::{bail, Context};
 use flatstack_kernel::Kernel;
-use flatstack_store::Store;
+use flatstack_store::{EventRetention, Store};
 use futures::stream::{self, StreamExt};
 use serde_json::{json, Value};
 use std::net::Ipv4Addr;
@@ -62,8 +62,10 @@ pub async fn create_vms(options: CreateVms) -> anyhow::Result<()> {
         listen: ([127, 0, 0, 1], 0).into(),
         manifest: None,
         demo: false,
+        shutdown_timeout: Duration::from_secs(30),
+        events: EventRetention::DEFAULT,
     };
-    let kernel = node::start(&node_options).await?;
+    let (kernel, _lock) = node::start(&node_options).await?;
     let store = kernel
         .get::<Store>()
         .context("the node was started without a store")?;
