@@ -151,11 +151,11 @@ pub async fn serve(options: NodeOptions) -> anyhow::Result<()> {
     };
     let deadline = tokio::time::Instant::now() + options.shutdown_timeout;
     jobs.close();
-    let left = tokio::select! {
-        left = jobs.drain(options.shutdown_timeout) => left,
+    let (left, hurried) = tokio::select! {
+        left = jobs.drain(options.shutdown_timeout) => (left, false),
         signal = signals.next() => {
             tracing::warn!(signal, "second signal: not waiting for the operations in flight");
-            jobs.running().len()
+            (jobs.drain(Duration::ZERO).await, true)
         }
     };
     if left > 0 {
@@ -170,15 +170,19 @@ pub async fn serve(options: NodeOptions) -> anyhow::Result<()> {
         tracing::warn!(unfinished = left, "operations left unfinished");
     }
     // Requests waiting on a finished job get their answer; only those on an unfinished
-    // one would wait longer, and they are cut at the deadline.
+    // one would wait longer, and they are cut at the deadline (at once when hurried).
     let _ = close_api.send(());
     let outcome = match served {
         Some(Ok(served)) => served.context("serving the API"),
         Some(Err(failed)) => Err(anyhow::Error::new(failed).context("the API server task failed")),
         None => {
-            let grace = deadline
-                .saturating_duration_since(tokio::time::Instant::now())
-                .max(Duration::from_secs(1));
+            let grace = if hurried {
+                Duration::ZERO
+            } else {
+                deadline.saturating_duration_since(tokio::time::Instant::now())
+            }
+            // Time enough to write the answers of the jobs that just finished.
+            .max(Duration::from_secs(1));
             match tokio::time::timeout(grace, &mut server).await {
                 Ok(Ok(Ok(()))) => {}
                 Ok(Ok(Err(error))) => tracing::warn!(%error, "closing the API"),

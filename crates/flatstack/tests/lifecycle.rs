@@ -164,7 +164,12 @@ async fn the_wait_for_operations_in_flight_is_bounded() {
     let dc = data_centre(&node).await;
     // Far longer than the node waits.
     slow_hosts(&node, &dc.hosts, Duration::from_secs(60)).await;
-    let create = create_vm(&node, vm_body(&dc, "endless"));
+    let waiting = tokio::spawn(
+        node.http
+            .post(format!("{}/v1/vm-instances?wait=60", node.base))
+            .json(&vm_body(&dc, "endless"))
+            .send(),
+    );
     until_recorded(&node, "endless").await;
 
     node.signal(libc::SIGTERM);
@@ -179,7 +184,39 @@ async fn the_wait_for_operations_in_flight_is_bounded() {
         took >= Duration::from_secs(2) && took < Duration::from_secs(10),
         "stopped after {took:?} with a 2 s timeout"
     );
-    create.abort();
+    let cut = waiting.await.expect("the request's task");
+    assert!(cut.is_err(), "no answer: {cut:?}");
+}
+
+#[tokio::test]
+async fn a_second_signal_stops_waiting() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = Node::start(dir.path());
+    let dc = data_centre(&node).await;
+    slow_hosts(&node, &dc.hosts, Duration::from_secs(60)).await;
+    // A client waiting on it too: its request is cut, not waited for.
+    let waiting = tokio::spawn(
+        node.http
+            .post(format!("{}/v1/vm-instances?wait=60", node.base))
+            .json(&vm_body(&dc, "endless"))
+            .send(),
+    );
+    until_recorded(&node, "endless").await;
+
+    node.signal(libc::SIGTERM);
+    refused_after_signal(&node).await;
+    // The operator loses patience with the default 30 s.
+    let signalled = Instant::now();
+    node.signal(libc::SIGINT);
+    let exit = node
+        .wait_exit(Duration::from_secs(15))
+        .await
+        .expect("the node exits at the second signal");
+    assert!(exit.success(), "{exit:?}");
+    let took = signalled.elapsed();
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    let cut = waiting.await.expect("the request's task");
+    assert!(cut.is_err(), "no answer: {cut:?}");
 }
 
 /// `flatstack serve` with `args`, expected to exit by itself: its status and stderr.
