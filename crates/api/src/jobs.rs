@@ -87,6 +87,28 @@ pub struct Started {
 pub struct Jobs {
     store: Option<Arc<Store>>,
     table: Arc<Mutex<JobTable>>,
+    admission: Arc<Admission>,
+}
+
+/// Whether new jobs are accepted, and how many run: what a stopping node closes and then
+/// waits on ([`Jobs::close`], [`Jobs::drain`]). One watched value, so that refusing after
+/// close and counting a job in are one step: no job can start once a drain has begun.
+#[derive(Default)]
+struct Admission(watch::Sender<Gate>);
+
+#[derive(Default, Clone, Copy)]
+struct Gate {
+    closed: bool,
+    running: usize,
+}
+
+/// A job counted as running until dropped: at the end of its task, or as a panic unwinds it.
+struct Admitted(Arc<Admission>);
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.0 .0.send_modify(|gate| gate.running -= 1);
+    }
 }
 
 impl Jobs {
@@ -95,17 +117,20 @@ impl Jobs {
         Jobs {
             store,
             table: Arc::default(),
+            admission: Arc::default(),
         }
     }
 
     /// Records the operation, then runs `work` (given the operation's uuid) as its job.
     /// With an idempotency key already used for the same request, answers that job
-    /// instead (`existing`); for another request, `422`.
+    /// instead (`existing`); for another request, `422`. Refused (`unavailable`) once the
+    /// jobs are closed.
     pub async fn start<F, Fut>(&self, new: NewOperation, work: F) -> Result<Started, Fault>
     where
         F: FnOnce(String) -> Fut,
         Fut: Future<Output = Result<Value, Fault>> + Send + 'static,
     {
+        let admitted = self.admit()?;
         let op = match &self.store {
             Some(store) => match store.begin_operation(new).await? {
                 Begun::New(op) => op,
@@ -142,6 +167,8 @@ impl Jobs {
         let jobs = self.clone();
         let id = uuid.clone();
         tokio::spawn(async move {
+            // Dropped last, once the job's end is recorded and announced.
+            let _admitted = admitted;
             let outcome = work.await;
             jobs.finish(&id, outcome).await;
             let _ = done_tx.send(true);
@@ -150,6 +177,49 @@ impl Jobs {
             uuid,
             existing: false,
         })
+    }
+
+    /// Counts a new job in, unless the jobs are closed.
+    fn admit(&self) -> Result<Admitted, Fault> {
+        let admitted = self.admission.0.send_if_modified(|gate| {
+            if !gate.closed {
+                gate.running += 1;
+            }
+            !gate.closed
+        });
+        if admitted {
+            Ok(Admitted(self.admission.clone()))
+        } else {
+            Err(Fault::unavailable(
+                "the node is stopping: it accepts no new operations",
+            ))
+        }
+    }
+
+    /// Refuses every job started from now on; those running go on.
+    pub fn close(&self) {
+        self.admission.0.send_modify(|gate| gate.closed = true);
+    }
+
+    /// Waits until no job runs, at most `timeout`; how many still run then. Meant after
+    /// [`Jobs::close`], when no new job can start.
+    pub async fn drain(&self, timeout: Duration) -> usize {
+        let mut gate = self.admission.0.subscribe();
+        let _ = tokio::time::timeout(timeout, gate.wait_for(|g| g.running == 0)).await;
+        self.admission.0.borrow().running
+    }
+
+    /// The jobs still running in this process, oldest first.
+    pub fn running(&self) -> Vec<Job> {
+        let mut running: Vec<Job> = self
+            .lock()
+            .jobs
+            .values()
+            .filter(|(job, _)| job.state == OperationState::Running)
+            .map(|(job, _)| job.clone())
+            .collect();
+        running.sort_by(|a, b| a.created_at.cmp(&b.created_at));
+        running
     }
 
     /// Closes a job: in the journal first (retried while the store is busy: a result must
@@ -338,5 +408,56 @@ mod tests {
             "without a store, the oldest finished job is forgotten"
         );
         assert!(jobs.get(&slow).await.expect("read").is_some());
+    }
+
+    #[tokio::test]
+    async fn closed_jobs_refuse_new_ones_and_drain_waits_for_those_running() {
+        let jobs = Jobs::new(None);
+        let quick = jobs
+            .start(new("quick"), |_| async {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                Ok(Value::Null)
+            })
+            .await
+            .unwrap()
+            .uuid;
+        let stuck = jobs
+            .start(new("stuck"), |_| async {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                Ok(Value::Null)
+            })
+            .await
+            .unwrap()
+            .uuid;
+        jobs.start(new("panics"), |_| async { panic!("a job that panics") })
+            .await
+            .unwrap();
+        jobs.close();
+        let refused = jobs
+            .start(new("late"), |_| async { Ok(Value::Null) })
+            .await
+            .expect_err("closed");
+        assert_eq!(refused.code, flatstack_kernel::FaultCode::Unavailable);
+        assert!(refused.message.contains("stopping"), "{}", refused.message);
+
+        let started = std::time::Instant::now();
+        // The panicked job is not counted (though its record still says running).
+        assert_eq!(jobs.drain(Duration::from_secs(2)).await, 1, "the stuck one");
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_secs(2) && waited < Duration::from_secs(3),
+            "{waited:?}"
+        );
+        assert_eq!(
+            jobs.get(&quick).await.unwrap().map(|j| j.state),
+            Some(OperationState::Succeeded),
+            "the running job finished"
+        );
+        let running: Vec<String> = jobs.running().into_iter().map(|j| j.uuid).collect();
+        assert!(running.contains(&stuck) && !running.contains(&quick));
+
+        let idle = Jobs::new(None);
+        idle.close();
+        assert_eq!(idle.drain(Duration::from_secs(5)).await, 0);
     }
 }

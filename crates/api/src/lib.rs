@@ -9,4 +9,4 @@ mod routes;
 
 pub use error::ApiError;
 pub use jobs::Jobs;
-pub use routes::router;
+pub use routes::{router, router_with_jobs};

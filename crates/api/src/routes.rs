@@ -34,6 +34,12 @@ type Shared = State<Arc<Api>>;
 
 /// The `/v1` router of `kernel`'s registered API resources.
 pub fn router(kernel: Kernel) -> Router {
+    router_with_jobs(kernel).0
+}
+
+/// The router, and its jobs: a stopping node closes them (new state-changing requests
+/// are then refused with `503`) and drains them ([`Jobs::close`], [`Jobs::drain`]).
+pub fn router_with_jobs(kernel: Kernel) -> (Router, Jobs) {
     let resources = kernel
         .registered::<ApiResource>()
         .into_iter()
@@ -47,11 +53,11 @@ pub fn router(kernel: Kernel) -> Router {
     let jobs = Jobs::new(kernel.get::<flatstack_store::Store>());
     let api = Arc::new(Api {
         kernel,
-        jobs,
+        jobs: jobs.clone(),
         resources,
         extensions,
     });
-    Router::new()
+    let router = Router::new()
         .route("/v1/openapi.json", get(openapi_doc))
         .route("/v1/schemas", get(schemas))
         .route("/v1/plugins", get(plugins))
@@ -67,7 +73,8 @@ pub fn router(kernel: Kernel) -> Router {
             get(list_children).post(create_child),
         )
         .fallback(|| async { ApiError(Fault::not_found("no such route")) })
-        .with_state(api)
+        .with_state(api);
+    (router, jobs)
 }
 
 #[derive(Deserialize)]

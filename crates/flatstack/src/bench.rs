@@ -57,7 +57,7 @@ pub async fn create_vms(options: CreateVms) -> anyhow::Result<()> {
         .with_context(|| format!("creating a temporary directory in {}", parent.display()))?;
 
     let node_options = NodeOptions::new(temp.path().join("node"), ([127, 0, 0, 1], 0).into());
-    let kernel = node::start(&node_options).await?;
+    let (kernel, _lock) = node::start(&node_options).await?;
     let store = kernel
         .get::<Store>()
         .context("the node was started without a store")?;

@@ -4,13 +4,16 @@ mod bench;
 mod cli;
 mod demo;
 mod distribution;
+mod lock;
 mod node;
 
 use clap::{Parser, Subcommand};
 use flatstack_kernel::Kernel;
+use flatstack_store::EventRetention;
 use node::NodeOptions;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 #[derive(Parser)]
 #[command(name = "flatstack", version, about = "A pluggable IaaS control plane")]
@@ -49,6 +52,20 @@ enum Command {
         /// Create a small simulated data centre through the API once the node is up.
         #[arg(long)]
         demo: bool,
+        /// On SIGTERM or Ctrl-C, how many seconds the operations in flight may take to
+        /// finish before the node stops anyway.
+        #[arg(long, env = "FLATSTACK_SHUTDOWN_TIMEOUT", default_value_t = 30)]
+        shutdown_timeout: u64,
+        /// Events older than this many seconds are pruned from the outbox (0: no limit).
+        #[arg(long, env = "FLATSTACK_EVENTS_RETENTION_SECS", default_value_t = 7 * 24 * 3600)]
+        events_retention_secs: u64,
+        /// The outbox keeps at most this many of the newest events (0: no limit).
+        #[arg(
+            long,
+            env = "FLATSTACK_EVENTS_RETENTION_COUNT",
+            default_value_t = 1_000_000
+        )]
+        events_retention_count: u64,
         /// Seconds between periodic reconciliations (hosts checked, VMs compared with what
         /// their hosts run, VMs left in transient states recovered).
         #[arg(long, env = "FLATSTACK_RECONCILE_INTERVAL", default_value_t = 60)]
@@ -175,16 +192,26 @@ async fn run() -> anyhow::Result<()> {
             listen,
             config,
             demo,
+            shutdown_timeout,
+            events_retention_secs,
+            events_retention_count,
             reconcile_interval,
             jobs_retention,
         } => {
             node::serve(NodeOptions {
+                data_dir,
                 database_url,
+                listen,
                 manifest: config,
                 demo,
-                reconcile_interval: std::time::Duration::from_secs(reconcile_interval),
-                jobs_retention: std::time::Duration::from_secs(jobs_retention),
-                ..NodeOptions::new(data_dir, listen)
+                shutdown_timeout: Duration::from_secs(shutdown_timeout),
+                events: EventRetention {
+                    max_age: Some(Duration::from_secs(events_retention_secs))
+                        .filter(|age| !age.is_zero()),
+                    max_count: Some(events_retention_count).filter(|count| *count > 0),
+                },
+                reconcile_interval: Duration::from_secs(reconcile_interval),
+                jobs_retention: Duration::from_secs(jobs_retention),
             })
             .await?
         }

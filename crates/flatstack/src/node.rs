@@ -1,16 +1,20 @@
 //! `flatstack serve`: the management node.
 
 use crate::distribution;
+use crate::lock::DataDirLock;
 use anyhow::Context;
 use flatstack_header::DataDir;
 use flatstack_kernel::{Kernel, Manifest};
-use flatstack_store::{recovery, Store};
+use flatstack_store::{recovery, EventRetention, Store};
+use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
 pub struct NodeOptions {
+    /// Locked for the node's lifetime; the SQLite file lives here unless `database_url`.
     pub data_dir: PathBuf,
     /// A database URL (`postgres://...`) instead of the SQLite file in `data_dir`.
     pub database_url: Option<String>,
@@ -18,6 +22,10 @@ pub struct NodeOptions {
     pub manifest: Option<PathBuf>,
     /// Create the demo data centre once serving.
     pub demo: bool,
+    /// On SIGTERM or SIGINT, how long the operations in flight may take to finish.
+    pub shutdown_timeout: Duration,
+    /// What the event outbox keeps.
+    pub events: EventRetention,
     /// How often the periodic reconcilers run (hosts checked, VMs compared with what
     /// their hosts run, VMs left in transient states recovered).
     pub reconcile_interval: Duration,
@@ -34,11 +42,16 @@ impl NodeOptions {
             listen,
             manifest: None,
             demo: false,
+            shutdown_timeout: Duration::from_secs(30),
+            events: EventRetention::DEFAULT,
             reconcile_interval: Duration::from_secs(60),
             jobs_retention: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }
+
+/// How often the node prunes the event outbox (and once at start).
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 pub fn load_manifest(path: Option<&Path>) -> anyhow::Result<Manifest> {
     Ok(match path {
@@ -65,8 +78,12 @@ pub fn assemble(
         .context("assembling the distribution")
 }
 
-/// Opens the store, assembles and starts the plugins, applies their migrations.
-pub async fn start(options: &NodeOptions) -> anyhow::Result<Kernel> {
+/// Locks the data directory, opens the store, assembles and starts the plugins, applies
+/// their migrations, and recovers what a stopped node left in flight. The node owns the
+/// data directory while the lock is held.
+pub async fn start(options: &NodeOptions) -> anyhow::Result<(Kernel, DataDirLock)> {
+    let lock = DataDirLock::acquire(&options.data_dir)?;
+    tracing::debug!(lock = %lock.path().display(), "data directory locked");
     let manifest = load_manifest(options.manifest.as_deref())?;
     let store = match &options.database_url {
         Some(url) => Store::open(url).await.context("opening the database")?,
@@ -74,8 +91,6 @@ pub async fn start(options: &NodeOptions) -> anyhow::Result<Kernel> {
             .await
             .with_context(|| format!("opening the store in {}", options.data_dir.display()))?,
     };
-    std::fs::create_dir_all(&options.data_dir)
-        .with_context(|| format!("creating the data directory {}", options.data_dir.display()))?;
     let kernel = assemble(manifest, Some(store.clone()), Some(&options.data_dir))?;
     // Migrations in plugin start order, so a table is created before those that refer to it.
     let streams: Vec<_> = kernel
@@ -104,13 +119,7 @@ pub async fn start(options: &NodeOptions) -> anyhow::Result<Kernel> {
         elapsed_ms = recovered.elapsed.as_millis() as u64,
         "recovery done"
     );
-    tokio::spawn(housekeeping(
-        kernel.clone(),
-        store,
-        options.reconcile_interval,
-        options.jobs_retention,
-    ));
-    Ok(kernel)
+    Ok((kernel, lock))
 }
 
 /// Every `interval`: the periodic reconcilers, and the journal's finished jobs older than
@@ -158,10 +167,40 @@ pub async fn serve_api(
         .context("serving the API")
 }
 
-/// Serves the API until Ctrl-C, then stops the plugins.
+/// Serves the API until SIGTERM or SIGINT (Ctrl-C), then stops cleanly: new operations
+/// are refused (`503`) while those in flight finish, for at most `shutdown_timeout` (a
+/// second signal stops waiting); then the API closes and the plugins stop in reverse order.
 pub async fn serve(options: NodeOptions) -> anyhow::Result<()> {
-    let kernel = start(&options).await?;
+    let (kernel, _lock) = start(&options).await?;
     let (listener, address) = bind(options.listen).await?;
+    // Before the address is announced: a signal sent from then on stops the node cleanly.
+    let mut signals = match StopSignals::new() {
+        Ok(signals) => signals,
+        Err(e) => {
+            kernel.stop().await;
+            return Err(e).context("handling SIGTERM and SIGINT");
+        }
+    };
+    let (router, jobs) = flatstack_api::router_with_jobs(kernel.clone());
+    let (close_api, api_closed) = tokio::sync::oneshot::channel::<()>();
+    let mut server = tokio::spawn(
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async {
+                let _ = api_closed.await;
+            })
+            .into_future(),
+    );
+    let pruner = kernel
+        .get::<Store>()
+        .map(|store| tokio::spawn(prune_events(store, options.events)));
+    let housekeeper = kernel.get::<Store>().map(|store| {
+        tokio::spawn(housekeeping(
+            kernel.clone(),
+            store,
+            options.reconcile_interval,
+            options.jobs_retention,
+        ))
+    });
     // The first line of output: scripts and tests read the address from it.
     println!("flatstack listening on http://{address}");
     tracing::info!(%address, data_dir = %options.data_dir.display(), "management node ready");
@@ -173,10 +212,106 @@ pub async fn serve(options: NodeOptions) -> anyhow::Result<()> {
             }
         });
     }
-    serve_api(listener, kernel.clone(), async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
-    .await?;
+
+    let served = tokio::select! {
+        signal = signals.next() => {
+            tracing::info!(
+                signal,
+                timeout_s = options.shutdown_timeout.as_secs_f64(),
+                "stopping: refusing new operations, waiting for those in flight"
+            );
+            None
+        }
+        // The server does not end by itself; if it does, it failed.
+        served = &mut server => Some(served),
+    };
+    let deadline = tokio::time::Instant::now() + options.shutdown_timeout;
+    jobs.close();
+    let (left, hurried) = tokio::select! {
+        left = jobs.drain(options.shutdown_timeout) => (left, false),
+        signal = signals.next() => {
+            tracing::warn!(signal, "second signal: not waiting for the operations in flight");
+            (jobs.drain(Duration::ZERO).await, true)
+        }
+    };
+    if left > 0 {
+        for job in jobs.running() {
+            tracing::warn!(
+                job = %job.uuid,
+                operation = %job.operation,
+                created_at = %job.created_at,
+                "left unfinished: its resources may be in a transitional state"
+            );
+        }
+        tracing::warn!(unfinished = left, "operations left unfinished");
+    }
+    // Requests waiting on a finished job get their answer; only those on an unfinished
+    // one would wait longer, and they are cut at the deadline (at once when hurried).
+    let _ = close_api.send(());
+    let outcome = match served {
+        Some(Ok(served)) => served.context("serving the API"),
+        Some(Err(failed)) => Err(anyhow::Error::new(failed).context("the API server task failed")),
+        None => {
+            let grace = if hurried {
+                Duration::ZERO
+            } else {
+                deadline.saturating_duration_since(tokio::time::Instant::now())
+            }
+            // Time enough to write the answers of the jobs that just finished.
+            .max(Duration::from_secs(1));
+            match tokio::time::timeout(grace, &mut server).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(error))) => tracing::warn!(%error, "closing the API"),
+                Ok(Err(error)) => tracing::warn!(%error, "the API server task failed"),
+                Err(_) => {
+                    server.abort();
+                    tracing::warn!("requests still open at the deadline were cut");
+                }
+            }
+            Ok(())
+        }
+    };
+    for task in [pruner, housekeeper].into_iter().flatten() {
+        task.abort();
+    }
     kernel.stop().await;
-    Ok(())
+    tracing::info!(unfinished = left, "management node stopped");
+    outcome
+}
+
+/// SIGTERM (what systemd and container runtimes send) and SIGINT (Ctrl-C).
+struct StopSignals {
+    term: Signal,
+    int: Signal,
+}
+
+impl StopSignals {
+    fn new() -> std::io::Result<StopSignals> {
+        Ok(StopSignals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// The name of the next signal received.
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
+    }
+}
+
+/// Keeps the event outbox to `retention`: at once, then every [`PRUNE_EVERY`].
+async fn prune_events(store: Arc<Store>, retention: EventRetention) {
+    let mut every = tokio::time::interval(PRUNE_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        match store.prune_events(&retention).await {
+            Ok(0) => {}
+            Ok(deleted) => tracing::info!(deleted, "event outbox pruned"),
+            Err(error) => tracing::warn!(%error, "pruning the event outbox failed"),
+        }
+    }
 }

@@ -6,7 +6,8 @@
 //! - Each plugin brings its own migration stream ([`Store::migrate`]).
 //! - Plugins write through a [`Tx`]: records and the canonical events that report them are
 //!   committed together (the outbox, read later by out-of-process delivery); after commit
-//!   the events are published on the in-process bus.
+//!   the events are published on the in-process bus. [`Store::prune_events`] keeps the
+//!   outbox to a retention by age and count.
 //! - Generic row helpers map JSON objects to rows, so a resource's inventory is its row.
 //! - Deleting is real and explicit: a row still referenced by a foreign key is refused with
 //!   a `conflict` naming what refers to it.
@@ -15,6 +16,7 @@ pub mod attach;
 mod error;
 mod journal;
 pub mod operation;
+mod outbox;
 pub mod recovery;
 pub mod resource;
 mod rows;
@@ -23,6 +25,7 @@ mod tx;
 
 pub use error::StoreError;
 pub use journal::Journal;
+pub use outbox::{EventRetention, PRUNE_BATCH};
 pub use tx::{now, Tx};
 
 use flatstack_kernel::migration::Migration;

@@ -14,6 +14,9 @@ pub struct Node {
     child: Child,
     pub base: String,
     pub http: Client,
+    /// The data directory of a node whose database is elsewhere (PostgreSQL): the node
+    /// still locks one, so each gets its own.
+    _data_dir: Option<tempfile::TempDir>,
 }
 
 impl Node {
@@ -23,7 +26,15 @@ impl Node {
 
     /// A node on a PostgreSQL database instead of SQLite.
     pub fn start_postgres(url: &str) -> Node {
-        Self::start_with(&["--database-url".as_ref(), url.as_ref()])
+        let dir = tempfile::tempdir().expect("data directory");
+        let mut node = Self::start_with(&[
+            "--database-url".as_ref(),
+            url.as_ref(),
+            "--data-dir".as_ref(),
+            dir.path().as_os_str(),
+        ]);
+        node._data_dir = Some(dir);
+        node
     }
 
     /// A node whose manifest is `manifest` (TOML), e.g. a short `extension.timeout_ms`.
@@ -39,10 +50,16 @@ impl Node {
     }
 
     fn start_with(args: &[&std::ffi::OsStr]) -> Node {
+        Self::start_custom(args, &[])
+    }
+
+    /// `flatstack serve --listen 127.0.0.1:0` with `args`, and `env` set.
+    pub fn start_custom(args: &[&std::ffi::OsStr], env: &[(&str, &str)]) -> Node {
         let mut child = Command::new(env!("CARGO_BIN_EXE_flatstack"))
             .args(["serve", "--listen", "127.0.0.1:0"])
             .args(args)
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -61,6 +78,36 @@ impl Node {
             child,
             base,
             http: Client::new(),
+            _data_dir: None,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `signal` (`libc::SIGTERM`, ...) to the node.
+    pub fn signal(&self, signal: i32) {
+        let pid = i32::try_from(self.child.id()).expect("pid");
+        // SAFETY: kill(2) only reads its two integer arguments.
+        let sent = unsafe { libc::kill(pid, signal) };
+        assert_eq!(sent, 0, "kill({pid}, {signal}) failed");
+    }
+
+    /// How the node exited, if it did within `within`.
+    pub async fn wait_exit(
+        &mut self,
+        within: std::time::Duration,
+    ) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
     }
 
