@@ -1,0 +1,152 @@
+//! What still uses a resource, by kind and uuid: what a refusal to delete or detach it
+//! names (never a table). The store finds the users its foreign keys know of
+//! ([`crate::Tx::users_of`]); a plugin whose resources use another's without a foreign key
+//! finds its own and refuses through an asynchronous `resource.delete.pre-check` or
+//! `resource.detach.pre-check` veto, with the same [`Users::refusal`].
+
+use flatstack_kernel::Fault;
+use serde_json::{json, Map, Value};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// How many uuids of each kind a refusal shows; its count says how many there are.
+pub const SHOWN: usize = 5;
+
+/// Says that the rows of `table` stand for resources of `kind`, whose uuid is in `column`:
+/// `uuid` for a kind's own table, e.g. `vm_instance_uuid` for the NICs of VMs. A plugin
+/// registers one for each of its tables that refers to others
+/// (`b.register(VMS.table_kind())`), so that a delete refused because of those rows names
+/// the resources, not the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TableKind {
+    pub table: &'static str,
+    /// The API path of the kind, e.g. `vm-instances`.
+    pub kind: &'static str,
+    pub column: &'static str,
+}
+
+impl TableKind {
+    /// A kind's own table: each row is one of its resources.
+    pub const fn own(table: &'static str, kind: &'static str) -> TableKind {
+        TableKind {
+            table,
+            kind,
+            column: "uuid",
+        }
+    }
+
+    /// A table whose rows are parts of resources of `kind`, named in `column` (a VM's
+    /// NICs, an L2 network's cluster attachments).
+    pub const fn part(table: &'static str, kind: &'static str, column: &'static str) -> TableKind {
+        TableKind {
+            table,
+            kind,
+            column,
+        }
+    }
+}
+
+/// The resources that use another, by kind: each counted once, the first few named.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Users {
+    kinds: BTreeMap<String, Kind>,
+    /// Rows of tables no [`TableKind`] names, by table.
+    rows: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Kind {
+    /// How many, when a query counted more than it listed.
+    counted: u64,
+    uuids: BTreeSet<String>,
+}
+
+impl Kind {
+    fn count(&self) -> u64 {
+        self.counted.max(self.uuids.len() as u64)
+    }
+}
+
+impl Users {
+    pub fn new() -> Users {
+        Users::default()
+    }
+
+    /// One user; adding it again changes nothing.
+    pub fn add(&mut self, kind: &str, uuid: &str) -> &mut Self {
+        self.kinds
+            .entry(kind.to_owned())
+            .or_default()
+            .uuids
+            .insert(uuid.to_owned());
+        self
+    }
+
+    /// `count` users of `kind`, of which `some` are named (a query counted them all and
+    /// listed a few).
+    pub fn add_counted(
+        &mut self,
+        kind: &str,
+        count: u64,
+        some: impl IntoIterator<Item = String>,
+    ) -> &mut Self {
+        let entry = self.kinds.entry(kind.to_owned()).or_default();
+        entry.counted = entry.counted.max(count);
+        entry.uuids.extend(some);
+        self
+    }
+
+    /// `count` rows of a table no [`TableKind`] names.
+    pub(crate) fn add_rows(&mut self, table: &str, count: u64) {
+        *self.rows.entry(table.to_owned()).or_default() += count;
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.kinds.is_empty() && self.rows.is_empty()
+    }
+
+    /// How many users of `kind`.
+    pub fn count(&self, kind: &str) -> u64 {
+        self.kinds.get(kind).map_or(0, Kind::count)
+    }
+
+    /// `Ok` if nothing uses it; otherwise [`Users::refusal`].
+    pub fn check(&self, what: &str) -> Result<(), Fault> {
+        if self.is_empty() {
+            Ok(())
+        } else {
+            Err(self.refusal(what))
+        }
+    }
+
+    /// The `conflict` that refuses `what` (e.g. "cannot delete image 1f…") while these use
+    /// it: the message names each kind with its count and first uuids; `details.users`
+    /// lists those as `{kind, uuid}`, and `details.user_counts` counts each kind.
+    pub fn refusal(&self, what: &str) -> Fault {
+        let mut parts = Vec::new();
+        let mut users = Vec::new();
+        let mut counts = Map::new();
+        for (kind, found) in &self.kinds {
+            let shown: Vec<&str> = found.uuids.iter().take(SHOWN).map(String::as_str).collect();
+            let count = found.count();
+            let more = if count > shown.len() as u64 {
+                ", …"
+            } else {
+                ""
+            };
+            parts.push(format!("{count} {kind} ({}{more})", shown.join(", ")));
+            users.extend(shown.iter().map(|uuid| json!({"kind": kind, "uuid": uuid})));
+            counts.insert(kind.clone(), json!(count));
+        }
+        for (table, count) in &self.rows {
+            parts.push(format!("{count} rows of {table}"));
+        }
+        let mut fault =
+            Fault::conflict(format!("{what}: it is still used by {}", parts.join(", ")))
+                .with_detail("users", Value::Array(users))
+                .with_detail("user_counts", Value::Object(counts));
+        if !self.rows.is_empty() {
+            fault = fault.with_detail("rows", json!(self.rows));
+        }
+        fault
+    }
+}
