@@ -342,28 +342,11 @@ impl Tx {
         }
         // One query per kind, so that a resource referring through several tables (a VM
         // through its NICs and its leases) counts once.
+        let id = [Value::String(uuid.to_owned())];
         for (kind, selects) in by_kind {
-            let union = selects.join(" UNION ");
-            let sql = format!("SELECT COUNT(*) AS n FROM ({union}) AS t");
-            let rows = self.fetch(&sql, &[Param::text(uuid)], true).await?;
-            let count = rows
-                .first()
-                .and_then(|row| row.get("n"))
-                .and_then(Value::as_u64)
-                .unwrap_or(0);
-            if count == 0 {
-                continue;
-            }
-            let sql = format!("{union} ORDER BY u LIMIT {}", crate::users::SHOWN);
-            let some = self
-                .fetch(&sql, &[Param::text(uuid)], false)
-                .await?
-                .into_iter()
-                .filter_map(|mut row| match row.remove("u") {
-                    Some(Value::String(u)) => Some(u),
-                    _ => None,
-                });
-            users.add_counted(kind, count, some);
+            users
+                .query(self, kind, &selects.join(" UNION "), &id)
+                .await?;
         }
         Ok(users)
     }

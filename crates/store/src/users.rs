@@ -4,6 +4,7 @@
 //! finds its own and refuses through an asynchronous `resource.delete.pre-check` or
 //! `resource.detach.pre-check` veto, with the same [`Users::refusal`].
 
+use crate::{StoreError, Tx};
 use flatstack_kernel::Fault;
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -95,6 +96,42 @@ impl Users {
         self
     }
 
+    /// The users of `kind` that `select` finds: a query (SQL both backends run, `$1`… taking
+    /// `params`) whose one column `u` is their uuids, each once (`SELECT DISTINCT`, or a
+    /// `UNION`). Counted in the database and the first [`SHOWN`] read, so that a resource
+    /// used by thousands costs two small reads.
+    pub async fn query(
+        &mut self,
+        tx: &mut Tx,
+        kind: &str,
+        select: &str,
+        params: &[Value],
+    ) -> Result<&mut Self, StoreError> {
+        let counted = tx
+            .query(
+                &format!("SELECT COUNT(*) AS n FROM ({select}) AS t"),
+                params,
+            )
+            .await?;
+        let count = counted
+            .first()
+            .and_then(|row| row.get("n"))
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        if count == 0 {
+            return Ok(self);
+        }
+        let some = tx
+            .query(&format!("{select} ORDER BY u LIMIT {SHOWN}"), params)
+            .await?
+            .into_iter()
+            .filter_map(|mut row| match row.remove("u") {
+                Some(Value::String(u)) => Some(u),
+                _ => None,
+            });
+        Ok(self.add_counted(kind, count, some))
+    }
+
     /// `count` rows of a table no [`TableKind`] names.
     pub(crate) fn add_rows(&mut self, table: &str, count: u64) {
         *self.rows.entry(table.to_owned()).or_default() += count;
@@ -138,7 +175,8 @@ impl Users {
             counts.insert(kind.clone(), json!(count));
         }
         for (table, count) in &self.rows {
-            parts.push(format!("{count} rows of {table}"));
+            let rows = if *count == 1 { "row" } else { "rows" };
+            parts.push(format!("{count} {rows} of {table}"));
         }
         let mut fault =
             Fault::conflict(format!("{what}: it is still used by {}", parts.join(", ")))

@@ -222,7 +222,7 @@ async fn a_delete_refused_by_foreign_keys_names_kinds_and_uuids_once_each() {
     assert_eq!(refused.details["rows"], json!({"cables": 1}));
     assert!(
         refused.message.starts_with(&format!(
-            "cannot delete racks {rack}: it is still used by 7 servers ({}, …), 1 rows of cables",
+            "cannot delete racks {rack}: it is still used by 7 servers ({}, …), 1 row of cables",
             servers[..5].join(", ")
         )),
         "{}",

@@ -10,6 +10,7 @@
 
 mod flow;
 mod host_status;
+mod in_use;
 
 use flatstack_header::vm::{
     state, CreateVm, HostFilter, HostSort, Nic, RebootVm, StartVm, StopVm, VmAllocateVolumes,
@@ -134,6 +135,7 @@ impl Plugin for VmPlugin {
             ],
             children: &[],
         });
+        in_use::build(b);
     }
 }
 
