@@ -48,8 +48,10 @@ fn vm_users(vms: &[&String]) -> Vec<(String, String)> {
 /// A readable message, naming the kind and each VM, and never a table.
 fn names_vms(error: &Value, vms: &[&String]) {
     let message = error["message"].as_str().unwrap();
+    let mut first = vms.to_vec();
+    first.sort();
     assert!(
-        message.contains(&format!("{} vm-instances", vms.len())),
+        message.contains(&format!("it is still used by vm-instances {}", first[0])),
         "{message}"
     );
     for vm in vms {

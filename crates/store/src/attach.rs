@@ -27,10 +27,14 @@ pub struct Attachments {
 }
 
 impl Attachments {
-    /// Names the reference table's rows as parts of the attached kind, for refusals that
+    /// Names the reference table's rows as links between the two kinds, for refusals that
     /// name resources: `b.register(ATTACHMENTS.table_kind())` in the plugin's `build`.
     pub const fn table_kind(&self) -> crate::TableKind {
-        crate::TableKind::part(self.table, self.kind, self.owner_column)
+        crate::TableKind::link(
+            self.table,
+            (self.kind, self.owner_column),
+            (self.target_kind, self.target_column),
+        )
     }
 
     fn attachment(&self, owner: &str, target: &str) -> Attachment {

@@ -293,7 +293,9 @@ impl Tx {
                 Some(own) if own.column == "uuid" => format!("{} {uuid}", own.kind),
                 _ => uuid.to_owned(),
             };
-            return Err(users.refusal(&format!("cannot delete {what}")));
+            let mut refusal = users.refusal(&format!("cannot delete {what}"));
+            refusal.message.push_str("; delete or detach those first");
+            return Err(refusal);
         }
         for (child, column) in self.store.referrers_of(table) {
             if column == "uuid" {
@@ -322,12 +324,15 @@ impl Tx {
             }
             check_ident(&child)?;
             check_ident(&column)?;
-            match self.store.table_kind(&child) {
-                Some(named) => {
-                    check_ident(named.column)?;
-                    by_kind.entry(named.kind).or_default().push(format!(
-                        "SELECT {owner} AS u FROM {child} WHERE {column} = $1 AND {owner} IS NOT NULL",
-                        owner = named.column
+            let named = self
+                .store
+                .table_kind(&child)
+                .and_then(|named| named.users_through(&column));
+            match named {
+                Some((kind, owner)) => {
+                    check_ident(owner)?;
+                    by_kind.entry(kind).or_default().push(format!(
+                        "SELECT {owner} AS u FROM {child} WHERE {column} = $1 AND {owner} IS NOT NULL"
                     ));
                 }
                 None => {

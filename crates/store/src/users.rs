@@ -23,6 +23,10 @@ pub struct TableKind {
     /// The API path of the kind, e.g. `vm-instances`.
     pub kind: &'static str,
     pub column: &'static str,
+    /// For a table of links between two kinds (attachments): the other kind and its
+    /// column. A row that refers to the one being deleted through `column` stands for the
+    /// other side: a cluster's attachment names the storage, the storage's the cluster.
+    pub link: Option<(&'static str, &'static str)>,
 }
 
 impl TableKind {
@@ -32,6 +36,7 @@ impl TableKind {
             table,
             kind,
             column: "uuid",
+            link: None,
         }
     }
 
@@ -42,7 +47,32 @@ impl TableKind {
             table,
             kind,
             column,
+            link: None,
         }
+    }
+
+    /// A table of links between resources of two kinds, each `(kind, column)`: a storage
+    /// attached to a cluster, an image placed on a backup storage.
+    pub const fn link(
+        table: &'static str,
+        (kind, column): (&'static str, &'static str),
+        other: (&'static str, &'static str),
+    ) -> TableKind {
+        TableKind {
+            table,
+            kind,
+            column,
+            link: Some(other),
+        }
+    }
+
+    /// The kind and column that name the users among the rows referring through
+    /// `through`; `None` if those rows are parts of the very resource they refer to.
+    pub(crate) fn users_through(&self, through: &str) -> Option<(&'static str, &'static str)> {
+        if self.column != through {
+            return Some((self.kind, self.column));
+        }
+        self.link.filter(|(_, column)| *column != through)
     }
 }
 
@@ -155,9 +185,10 @@ impl Users {
         }
     }
 
-    /// The `conflict` that refuses `what` (e.g. "cannot delete image 1f…") while these use
-    /// it: the message names each kind with its count and first uuids; `details.users`
-    /// lists those as `{kind, uuid}`, and `details.user_counts` counts each kind.
+    /// The `conflict` that refuses `what` (e.g. "cannot delete images 1f…") while these use
+    /// it: the message names each kind with its first uuids and how many more ("it is
+    /// still used by vm-instances 0a…, 3c… and 10 more"); `details.users` lists those as
+    /// `{kind, uuid}`, and `details.user_counts` counts each kind.
     pub fn refusal(&self, what: &str) -> Fault {
         let mut parts = Vec::new();
         let mut users = Vec::new();
@@ -165,12 +196,13 @@ impl Users {
         for (kind, found) in &self.kinds {
             let shown: Vec<&str> = found.uuids.iter().take(SHOWN).map(String::as_str).collect();
             let count = found.count();
-            let more = if count > shown.len() as u64 {
-                ", …"
+            let more = count.saturating_sub(shown.len() as u64);
+            let more = if more > 0 {
+                format!(" and {more} more")
             } else {
-                ""
+                String::new()
             };
-            parts.push(format!("{count} {kind} ({}{more})", shown.join(", ")));
+            parts.push(format!("{kind} {}{more}", shown.join(", ")));
             users.extend(shown.iter().map(|uuid| json!({"kind": kind, "uuid": uuid})));
             counts.insert(kind.clone(), json!(count));
         }
@@ -179,7 +211,7 @@ impl Users {
             parts.push(format!("{count} {rows} of {table}"));
         }
         let mut fault =
-            Fault::conflict(format!("{what}: it is still used by {}", parts.join(", ")))
+            Fault::conflict(format!("{what}: it is still used by {}", parts.join("; ")))
                 .with_detail("users", Value::Array(users))
                 .with_detail("user_counts", Value::Object(counts));
         if !self.rows.is_empty() {

@@ -67,8 +67,11 @@ impl Plugin for ImagePlugin {
             children: &[],
         });
         // What refusals call the rows of these tables (kinds, not tables).
-        b.register(IMAGES.table_kind())
-            .register(TableKind::part(REFS, IMAGES.kind, "image_uuid"));
+        b.register(IMAGES.table_kind()).register(TableKind::link(
+            REFS,
+            (IMAGES.kind, "image_uuid"),
+            ("backup-storage", "backup_storage_uuid"),
+        ));
     }
 }
 
