@@ -562,3 +562,44 @@ async fn a_delete_refused_by_the_store_names_resources_not_tables() {
     assert_eq!(node.count("hosts").await, 2);
     assert_eq!(node.count("l3-networks").await, 1);
 }
+
+/// The vetoes are listed with the others, marked asynchronous, with their metrics.
+#[tokio::test]
+async fn the_asynchronous_vetoes_are_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path());
+    let dc = data_centre(&node).await;
+    let (status, _) = node
+        .send(
+            Method::DELETE,
+            &format!("/v1/images/{}?wait=10", dc.image),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (_, points) = node.get("/v1/extension-points").await;
+    let implementors = |point: &str| -> Vec<Value> {
+        points["extension_points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == point)
+            .unwrap_or_else(|| panic!("{point} listed"))["implementors"]
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    let delete = implementors("resource.delete.pre-check");
+    let vm = delete
+        .iter()
+        .find(|i| i["plugin"] == "vm")
+        .expect("the VM plugin's veto");
+    assert_eq!(vm["async_veto"], true);
+    assert_eq!(vm["stats"]["calls"], 1, "asked about the image: {vm}");
+    let detach: Vec<String> = implementors("resource.detach.pre-check")
+        .into_iter()
+        .filter(|i| i["async_veto"] == true)
+        .map(|i| i["plugin"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(detach, ["vm", "volume"]);
+}
