@@ -162,20 +162,24 @@ async fn l2_networks_attach_to_clusters_of_their_zone() {
     assert_eq!(status, StatusCode::CONFLICT, "{err}");
     assert_eq!(err["error"]["details"]["field"], "cluster_uuid");
 
-    // Attached things cannot be deleted.
-    for path in [
-        format!("/v1/l2-networks/{vlan}"),
-        format!("/v1/clusters/{cluster}"),
+    // Attached things cannot be deleted; each refusal names the other side.
+    let mut both = [flat.as_str(), vlan.as_str()];
+    both.sort();
+    for (path, user) in [
+        (
+            format!("/v1/l2-networks/{vlan}"),
+            format!("used by clusters {cluster};"),
+        ),
+        (
+            format!("/v1/clusters/{cluster}"),
+            format!("; l2-networks {};", both.join(", ")),
+        ),
     ] {
         let (status, err) = delete(&node, &path).await;
         assert_eq!(status, StatusCode::CONFLICT, "{path}: {err}");
-        assert!(
-            err["error"]["message"]
-                .as_str()
-                .unwrap()
-                .contains("l2_cluster_refs"),
-            "{err}"
-        );
+        let message = err["error"]["message"].as_str().unwrap();
+        assert!(message.contains(&user), "{err}");
+        assert!(!message.contains("l2_cluster_refs"), "{err}");
     }
     assert_eq!(rows(dir.path(), "l2_networks").await, 2);
 
@@ -283,11 +287,12 @@ async fn l3_networks_and_ip_ranges_create_list_show_update_delete() {
     assert_eq!(status, StatusCode::OK, "{patched}");
     assert_eq!(patched["inventory"]["name"], "first");
 
-    // Referenced things cannot be deleted: the L2 under an L3, an L3 with ranges.
+    // Referenced things cannot be deleted: the L2 under an L3, an L3 with ranges. The
+    // refusal names the kind that refers to it.
     for (path, referrer) in [
-        (format!("/v1/l2-networks/{l2}"), "l3_networks"),
-        (format!("/v1/l3-networks/{l3}"), "ip_ranges"),
-        (format!("/v1/zones/{zone}"), "l2_networks"),
+        (format!("/v1/l2-networks/{l2}"), "used by l3-networks "),
+        (format!("/v1/l3-networks/{l3}"), "used by ip-ranges "),
+        (format!("/v1/zones/{zone}"), "; l2-networks "),
     ] {
         let (status, err) = delete(&node, &path).await;
         assert_eq!(status, StatusCode::CONFLICT, "{path}: {err}");

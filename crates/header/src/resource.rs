@@ -170,7 +170,7 @@ pub mod points {
     //! `kind` to pick the resources they care about.
 
     use super::ResourceChange;
-    use flatstack_kernel::{DoUndoPoint, ExtensionPoint, ObservePoint, VetoPoint};
+    use flatstack_kernel::{AsyncVetoPoint, DoUndoPoint, ExtensionPoint, ObservePoint, VetoPoint};
 
     /// Before a resource is created: refuse to stop it (nothing is written yet).
     pub struct CreateCheck;
@@ -216,15 +216,21 @@ pub mod points {
         type Input = ResourceChange;
     }
 
-    /// Before a resource is deleted: refuse to keep it.
+    /// Before a resource is deleted: refuse to keep it — e.g. because resources of the
+    /// implementor's own kinds still use it (a VM its image). The owner awaits it inside
+    /// the delete's transaction, so an asynchronous veto reads the store through
+    /// `Store::read` (never `begin`: the owner holds the writer), and on SQLite reads
+    /// exactly what the delete will change.
     pub struct DeleteCheck;
     impl ExtensionPoint for DeleteCheck {
         const NAME: &'static str = "resource.delete.pre-check";
-        const DESCRIPTION: &'static str = "Before a resource is deleted; a refusal keeps it.";
+        const DESCRIPTION: &'static str =
+            "Before a resource is deleted; a refusal (e.g. it is still in use) keeps it. May be asynchronous: read the store, never write it.";
     }
     impl VetoPoint for DeleteCheck {
         type Input = ResourceChange;
     }
+    impl AsyncVetoPoint for DeleteCheck {}
 
     /// Before a resource is attached to another: refuse to keep them apart.
     pub struct AttachCheck;
@@ -247,15 +253,20 @@ pub mod points {
         type Event = super::Attachment;
     }
 
-    /// Before a resource is detached from another: refuse to keep them together.
+    /// Before a resource is detached from another: refuse to keep them together — e.g.
+    /// because resources of the implementor's kinds use the one through the other (the
+    /// volumes of a cluster's VMs on a primary storage). Awaited like [`DeleteCheck`],
+    /// inside the detach's transaction.
     pub struct DetachCheck;
     impl ExtensionPoint for DetachCheck {
         const NAME: &'static str = "resource.detach.pre-check";
-        const DESCRIPTION: &'static str = "Before a resource is detached from another.";
+        const DESCRIPTION: &'static str =
+            "Before a resource is detached from another; a refusal (e.g. it is still used through it) keeps them attached. May be asynchronous: read the store, never write it.";
     }
     impl VetoPoint for DetachCheck {
         type Input = super::Attachment;
     }
+    impl AsyncVetoPoint for DetachCheck {}
 
     /// After a resource was detached from another and committed.
     pub struct Detached;

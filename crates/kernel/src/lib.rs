@@ -21,8 +21,8 @@ pub use bus::{Bus, Event, Message, MessageContext, Request};
 pub use config::ConfigKey;
 pub use error::KernelError;
 pub use extension::{
-    DoUndo, DoUndoPoint, ExtensionPoint, Extensions, Filter, FilterPoint, Observe, ObservePoint,
-    Semantics, Veto, VetoPoint,
+    AsyncVeto, AsyncVetoPoint, DoUndo, DoUndoPoint, ExtensionPoint, Extensions, Filter,
+    FilterPoint, Observe, ObservePoint, Semantics, Veto, VetoPoint,
 };
 pub use fault::{Fault, FaultCode};
 pub use flow::{Flow, Step};

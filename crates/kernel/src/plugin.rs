@@ -4,8 +4,8 @@ use crate::bus::{Event, MessageInfo, MessageRegistry, ServiceBuilder, ServiceTab
 use crate::config::{ConfigBuilder, ConfigKey};
 use crate::driver::{DriverKind, Drivers};
 use crate::extension::{
-    DoUndo, DoUndoPoint, ExtensionPoint, Filter, FilterPoint, Observe, ObservePoint, OrderSpec,
-    PointsBuilder, Semantics, Veto, VetoPoint,
+    AsyncVeto, AsyncVetoPoint, DoUndo, DoUndoPoint, ExtensionPoint, Filter, FilterPoint, Observe,
+    ObservePoint, OrderSpec, PointsBuilder, Semantics, Veto, VetoImp, VetoPoint,
 };
 use crate::migration::Migration;
 use crate::{Fault, Kernel, KernelError};
@@ -136,18 +136,27 @@ impl PluginBuilder<'_> {
         semantics: Semantics,
         imp: Arc<I>,
     ) -> &mut OrderSpec {
+        self.implement_as::<P, I>(semantics, imp, false)
+    }
+
+    fn implement_as<P: ExtensionPoint, I: ?Sized + Send + Sync + 'static>(
+        &mut self,
+        semantics: Semantics,
+        imp: Arc<I>,
+        async_veto: bool,
+    ) -> &mut OrderSpec {
         let plugin = self.plugin;
         self.contributions()
             .implements_points
             .push(P::NAME.to_owned());
         let asm = &mut *self.asm;
         asm.points
-            .add::<P, I>(semantics, plugin, imp, &mut asm.errors)
+            .add::<P, I>(semantics, plugin, (imp, async_veto), &mut asm.errors)
     }
 
     /// Declares that this plugin owns (and calls) veto point `P`.
     pub fn define_veto<P: VetoPoint>(&mut self) -> &mut Self {
-        self.define::<P, dyn Veto<P>>(Semantics::Veto)
+        self.define::<P, VetoImp<P>>(Semantics::Veto)
     }
     /// Declares that this plugin owns (and calls) do/undo point `P`.
     pub fn define_do_undo<P: DoUndoPoint>(&mut self) -> &mut Self {
@@ -164,7 +173,13 @@ impl PluginBuilder<'_> {
 
     /// Implements veto point `P`; the returned spec sets its order.
     pub fn veto<P: VetoPoint>(&mut self, imp: impl Veto<P>) -> &mut OrderSpec {
-        self.implement::<P, dyn Veto<P>>(Semantics::Veto, Arc::new(imp))
+        self.implement::<P, VetoImp<P>>(Semantics::Veto, Arc::new(VetoImp::Sync(Box::new(imp))))
+    }
+    /// Implements veto point `P` with a check that waits (e.g. reads the store): `P`'s
+    /// owner awaits it, after the synchronous ones. The returned spec sets its order.
+    pub fn veto_async<P: AsyncVetoPoint>(&mut self, imp: impl AsyncVeto<P>) -> &mut OrderSpec {
+        let imp = Arc::new(VetoImp::Async(Box::new(imp)));
+        self.implement_as::<P, VetoImp<P>>(Semantics::Veto, imp, true)
     }
     /// Implements do/undo point `P`; the returned spec sets its order.
     pub fn do_undo<P: DoUndoPoint>(&mut self, imp: impl DoUndo<P>) -> &mut OrderSpec {

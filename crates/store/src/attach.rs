@@ -27,6 +27,16 @@ pub struct Attachments {
 }
 
 impl Attachments {
+    /// Names the reference table's rows as links between the two kinds, for refusals that
+    /// name resources: `b.register(ATTACHMENTS.table_kind())` in the plugin's `build`.
+    pub const fn table_kind(&self) -> crate::TableKind {
+        crate::TableKind::link(
+            self.table,
+            (self.kind, self.owner_column),
+            (self.target_kind, self.target_column),
+        )
+    }
+
     fn attachment(&self, owner: &str, target: &str) -> Attachment {
         Attachment {
             kind: self.kind.to_owned(),
@@ -86,7 +96,8 @@ impl Attachments {
         Ok(())
     }
 
-    /// Detaches `owner` from `target`; `conflict` if they are not attached.
+    /// Detaches `owner` from `target`; `conflict` if they are not attached, or if a plugin
+    /// refuses because its resources use the one through the other.
     pub async fn detach(
         &self,
         kernel: &Kernel,
@@ -108,7 +119,12 @@ impl Attachments {
             ))
             .with_detail("field", self.target_column));
         }
-        kernel.extensions().veto::<DetachCheck>(&attachment)?;
+        // Awaited inside the transaction, which holds SQLite's one writer: an asynchronous
+        // veto's read (through `Store::read`) sees exactly what this detach will change.
+        kernel
+            .extensions()
+            .veto_async::<DetachCheck>(&attachment)
+            .await?;
         tx.delete_ref(
             self.table,
             (self.owner_column, uuid),

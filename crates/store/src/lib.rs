@@ -10,7 +10,7 @@
 //!   outbox to a retention by age and count.
 //! - Generic row helpers map JSON objects to rows, so a resource's inventory is its row.
 //! - Deleting is real and explicit: a row still referenced by a foreign key is refused with
-//!   a `conflict` naming what refers to it.
+//!   a `conflict` naming the resources (kinds and uuids) that refer to it ([`users`]).
 
 pub mod attach;
 mod error;
@@ -22,11 +22,13 @@ pub mod resource;
 mod rows;
 mod sqlite;
 mod tx;
+pub mod users;
 
 pub use error::StoreError;
 pub use journal::Journal;
 pub use outbox::{EventRetention, PRUNE_BATCH};
 pub use tx::{now, Tx};
+pub use users::{TableKind, Users};
 
 use flatstack_kernel::migration::Migration;
 use sqlx::any::{AnyPoolOptions, AnyRow};
@@ -82,6 +84,8 @@ pub struct Store {
     backend: Backend,
     /// For each table, the tables/columns whose foreign keys refer to it.
     referrers: RwLock<BTreeMap<String, Vec<Referrer>>>,
+    /// For each table plugins named, the resource kind its rows stand for.
+    table_kinds: RwLock<BTreeMap<&'static str, TableKind>>,
     /// Transactions begun and committed through [`Tx`] (see [`Store::transactions`]).
     begun: AtomicU64,
     commits: AtomicU64,
@@ -130,6 +134,7 @@ impl Store {
             readers,
             backend,
             referrers: RwLock::default(),
+            table_kinds: RwLock::default(),
             begun: AtomicU64::new(0),
             commits: AtomicU64::new(0),
         }))
@@ -299,6 +304,36 @@ impl Store {
             .unwrap_or_default()
     }
 
+    /// Names the resource kind the rows of each table stand for (the [`TableKind`]s
+    /// plugins registered; the `resource` plugin does this as it starts), so that a refused
+    /// delete names resources, not tables. The first naming of a table is kept.
+    pub fn name_tables(&self, kinds: impl IntoIterator<Item = TableKind>) {
+        let mut named = self.table_kinds.write().unwrap_or_else(|e| e.into_inner());
+        for kind in kinds {
+            if let Some(first) = named.get(kind.table) {
+                if *first != kind {
+                    tracing::warn!(
+                        table = kind.table,
+                        first = first.kind,
+                        second = kind.kind,
+                        "a table named twice; the first naming is kept"
+                    );
+                }
+                continue;
+            }
+            named.insert(kind.table, kind);
+        }
+    }
+
+    /// The kind the rows of `table` stand for, if a plugin named it.
+    pub fn table_kind(&self, table: &str) -> Option<TableKind> {
+        self.table_kinds
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(table)
+            .copied()
+    }
+
     /// Starts a transaction.
     pub async fn begin(self: &Arc<Self>) -> Result<Tx, StoreError> {
         Tx::begin(self.clone()).await
@@ -391,9 +426,11 @@ pub struct PluginsGuide;
 
 /// The core plugin of every distribution with a store: it owns the life-cycle extension
 /// points that all resource kinds share (called through [`resource::ResourceTable`] and
-/// [`attach::Attachments`]) and declares their canonical events.
+/// [`attach::Attachments`]), declares their canonical events, and hands the store the
+/// [`TableKind`]s plugins registered.
 pub struct ResourcePlugin;
 
+#[flatstack_kernel::async_trait]
 impl flatstack_kernel::Plugin for ResourcePlugin {
     fn name(&self) -> &'static str {
         "resource"
@@ -423,5 +460,20 @@ impl flatstack_kernel::Plugin for ResourcePlugin {
             .event::<ResourceAttached>()
             .event::<ResourceDetached>()
             .event::<ResourceStateChanged>();
+    }
+
+    async fn start(
+        &self,
+        kernel: &flatstack_kernel::Kernel,
+    ) -> Result<(), flatstack_kernel::Fault> {
+        if let Some(store) = kernel.get::<Store>() {
+            store.name_tables(
+                kernel
+                    .registered::<TableKind>()
+                    .into_iter()
+                    .map(|(_, k)| *k),
+            );
+        }
+        Ok(())
     }
 }

@@ -37,6 +37,14 @@ pub struct ResourceTable {
     pub decorate: Option<Decorate>,
 }
 
+impl ResourceTable {
+    /// Names this kind's table, for refusals that name resources rather than tables:
+    /// `b.register(TABLE.table_kind())` in the plugin's `build`.
+    pub const fn table_kind(&self) -> crate::TableKind {
+        crate::TableKind::own(self.table, self.kind)
+    }
+}
+
 /// See [`ResourceTable::decorate`].
 pub type Decorate = for<'t> fn(&'t mut Tx, &'t mut Inventory) -> BoxFuture<'t, Result<(), Fault>>;
 
@@ -316,8 +324,9 @@ impl ResourceTable {
         self.remove(&cx.kernel, cx.resource_id()?).await
     }
 
-    /// Deletes one resource: the delete veto, the rows (refused while referred to), the
-    /// canonical event, commit, then the deleted observers.
+    /// Deletes one resource: the delete veto (awaited: plugins whose resources use it may
+    /// read the store to refuse), the rows (refused while referred to, naming the users),
+    /// the canonical event, commit, then the deleted observers.
     pub async fn remove(&self, kernel: &Kernel, uuid: &str) -> Result<(), Fault> {
         let mut tx = store(kernel)?.begin().await?;
         let inventory = tx
@@ -329,7 +338,12 @@ impl ResourceTable {
             uuid: uuid.to_owned(),
             inventory,
         };
-        kernel.extensions().veto::<DeleteCheck>(&change)?;
+        // Inside the transaction, which holds SQLite's one writer: an asynchronous veto's
+        // read (through `Store::read`) sees exactly what this delete will change.
+        kernel
+            .extensions()
+            .veto_async::<DeleteCheck>(&change)
+            .await?;
         if let Some(before_delete) = self.before_delete {
             before_delete(&mut tx, &change.inventory).await?;
         }

@@ -2,11 +2,12 @@
 
 use crate::rows::{check_ident, to_json, Param};
 use crate::sqlite::{self, Writer};
-use crate::{Store, StoreError};
+use crate::{Store, StoreError, Users};
 use flatstack_kernel::bus::Bus;
 use flatstack_kernel::{Event, Fault};
 use serde_json::{Map, Value};
 use sqlx::{Any, Transaction};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio::sync::OwnedMutexGuard;
 
@@ -298,28 +299,21 @@ impl Tx {
         Ok(self.execute(&sql, &params).await? > 0)
     }
 
-    /// Deletes the row with this uuid. Refused with a `conflict` naming the referring
-    /// tables while foreign keys still point at it; `not_found` if there is no such row.
+    /// Deletes the row with this uuid. Refused with a `conflict` naming the resources
+    /// (kinds and uuids, see [`Tx::users_of`]) whose rows still refer to it through foreign
+    /// keys; `not_found` if there is no such row. A driver's own record (keyed by the base
+    /// uuid) goes with it.
     pub async fn delete(&mut self, table: &str, uuid: &str) -> Result<(), Fault> {
         check_ident(table)?;
-        let id = Value::String(uuid.to_owned());
-        let mut holders = Vec::new();
-        for (child, column) in self.store.referrers_of(table) {
-            // A driver's own record (keyed by the base uuid) goes with its base row.
-            if column == "uuid" {
-                continue;
-            }
-            let n = self.count_where(&child, &column, &id).await?;
-            if n > 0 {
-                holders.push(format!("{n} in {child}"));
-            }
-        }
-        if !holders.is_empty() {
-            return Err(Fault::conflict(format!(
-                "{uuid} is still referred to ({}); delete or detach those first",
-                holders.join(", ")
-            ))
-            .with_detail("referrers", holders));
+        let users = self.users_of(table, uuid).await?;
+        if !users.is_empty() {
+            let what = match self.store.table_kind(table) {
+                Some(own) if own.column == "uuid" => format!("{} {uuid}", own.kind),
+                _ => uuid.to_owned(),
+            };
+            let mut refusal = users.refusal(&format!("cannot delete {what}"));
+            refusal.message.push_str("; delete or detach those first");
+            return Err(refusal);
         }
         for (child, column) in self.store.referrers_of(table) {
             if column == "uuid" {
@@ -332,6 +326,52 @@ impl Tx {
             return Err(Fault::not_found(format!("no {table} {uuid}")));
         }
         Ok(())
+    }
+
+    /// The resources whose rows refer to row `uuid` of `table` through foreign keys, by
+    /// kind: each referring table stands for the kind a plugin named it with
+    /// ([`crate::TableKind`]); rows of a table nobody named are counted by table. A
+    /// driver's own record (keyed by the base uuid) is not a user.
+    pub async fn users_of(&mut self, table: &str, uuid: &str) -> Result<Users, StoreError> {
+        check_ident(table)?;
+        let mut users = Users::new();
+        let mut by_kind: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
+        for (child, column) in self.store.referrers_of(table) {
+            if column == "uuid" {
+                continue;
+            }
+            check_ident(&child)?;
+            check_ident(&column)?;
+            let named = self
+                .store
+                .table_kind(&child)
+                .and_then(|named| named.users_through(&column));
+            match named {
+                Some((kind, owner)) => {
+                    check_ident(owner)?;
+                    by_kind.entry(kind).or_default().push(format!(
+                        "SELECT {owner} AS u FROM {child} WHERE {column} = $1 AND {owner} IS NOT NULL"
+                    ));
+                }
+                None => {
+                    let n = self
+                        .count_where(&child, &column, &Value::String(uuid.to_owned()))
+                        .await?;
+                    if n > 0 {
+                        users.add_rows(&child, n.unsigned_abs());
+                    }
+                }
+            }
+        }
+        // One query per kind, so that a resource referring through several tables (a VM
+        // through its NICs and its leases) counts once.
+        let id = [Value::String(uuid.to_owned())];
+        for (kind, selects) in by_kind {
+            users
+                .query(self, kind, &selects.join(" UNION "), &id)
+                .await?;
+        }
+        Ok(users)
     }
 
     /// Deletes the rows of `table` where `column = value` (for tables without a `uuid`,

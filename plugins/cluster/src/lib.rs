@@ -73,5 +73,7 @@ impl Plugin for ClusterPlugin {
             actions: &[],
             children: &[],
         });
+        // What refusals call the rows of these tables (kinds, not tables).
+        b.register(CLUSTERS.table_kind());
     }
 }

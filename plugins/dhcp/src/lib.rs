@@ -11,6 +11,7 @@ use flatstack_kernel::{
     async_trait, DoUndo, Fault, KernelRef, Message, Plugin, PluginBuilder, Request,
 };
 use flatstack_store::resource::{row, store};
+use flatstack_store::TableKind;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -109,5 +110,7 @@ impl Plugin for DhcpPlugin {
                 message: ListLeases::NAME,
             },
         });
+        // What refusals call the rows of these tables (kinds, not tables).
+        b.register(TableKind::part(LEASES, "vm-instances", "vm_instance_uuid"));
     }
 }

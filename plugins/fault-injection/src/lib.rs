@@ -1,7 +1,7 @@
 //! Fault injection at extension points, for testing rollback: arm a point through the API
 //! (`POST /v1/fault-injections {"point": "vm.pre-instantiate", "mode": "panic"}`) and the
-//! next call of that point (or every call, until the injection is deleted) fails, panics
-//! or hangs inside this plugin's implementor — which runs after every other implementor of
+//! next call of that point (or every call, until the injection is deleted) fails, panics,
+//! hangs or is delayed inside this plugin's implementor — which runs after every other implementor of
 //! the point, so theirs are undone. Unarmed, each call costs one atomic load.
 //!
 //! Meant for test and staging clouds: disable it in production with
@@ -42,6 +42,9 @@ pub enum Mode {
     /// Fail as a busy database would (`unavailable`): a transient failure, which releases
     /// and undos try again.
     Busy,
+    /// Wait `delay_ms`, then go on as if unarmed (to widen a race window); not for veto
+    /// points either.
+    Delay,
 }
 
 /// Arms an extension point.
@@ -58,6 +61,9 @@ pub struct CreateFaultInjection {
     /// does when giving back fails.
     #[serde(default)]
     pub undo: bool,
+    /// How long `delay` waits, in milliseconds.
+    #[serde(default)]
+    pub delay_ms: u64,
 }
 impl Message for CreateFaultInjection {
     const NAME: &'static str = "fault-injection.create";
@@ -71,6 +77,7 @@ struct Armed {
     uuid: String,
     mode: Mode,
     once: bool,
+    delay_ms: u64,
     fired: u64,
 }
 
@@ -87,6 +94,9 @@ impl Armed {
         inventory.insert("undo".into(), json!(undo));
         inventory.insert("mode".into(), json!(self.mode));
         inventory.insert("once".into(), json!(self.once));
+        if self.mode == Mode::Delay {
+            inventory.insert("delay_ms".into(), json!(self.delay_ms));
+        }
         inventory.insert("fired".into(), json!(self.fired));
         inventory
     }
@@ -106,15 +116,15 @@ impl Faults {
         self.armed.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The mode to play at `point` now, if it is armed (disarming a `once`).
-    fn take(&self, point: &str) -> Option<Mode> {
+    /// The mode to play at `point` now, and its delay, if it is armed (disarming a `once`).
+    fn take(&self, point: &str) -> Option<(Mode, u64)> {
         if !self.any.load(Ordering::Acquire) {
             return None;
         }
         let mut armed = self.armed();
         let entry = armed.get_mut(point)?;
         entry.fired += 1;
-        let mode = entry.mode;
+        let mode = (entry.mode, entry.delay_ms);
         if entry.once {
             armed.remove(point);
             self.any.store(!armed.is_empty(), Ordering::Release);
@@ -148,11 +158,11 @@ impl Faults {
                 format!("`{}` is a veto point: it has no undo", msg.point),
             ));
         }
-        if veto && msg.mode == Mode::Hang {
+        if veto && matches!(msg.mode, Mode::Hang | Mode::Delay) {
             return Err(Fault::invalid(
                 "mode",
                 format!(
-                    "`{}` is a veto point: it can fail or panic, not hang",
+                    "`{}` is a veto point: it can fail or panic, not hang or wait",
                     msg.point
                 ),
             ));
@@ -169,6 +179,7 @@ impl Faults {
             uuid: new_uuid(),
             mode: msg.mode,
             once: msg.once,
+            delay_ms: msg.delay_ms,
             fired: 0,
         };
         let inventory = entry.inventory(&key);
@@ -210,14 +221,21 @@ fn injected(point: &str) -> Fault {
     Fault::internal(format!("fault injected at `{point}`")).with_detail("injected", point)
 }
 
-/// Plays `mode`: the error to return, or a panic, or a wait that never ends.
-async fn play(point: &str, mode: Mode) -> Fault {
+/// Plays `mode`: the error to return, or a panic, or a wait that never ends, or a wait of
+/// `delay_ms` before going on.
+async fn play(point: &str, (mode, delay_ms): (Mode, u64)) -> Result<(), Fault> {
     match mode {
-        Mode::Fail => injected(point),
-        Mode::Busy => Fault::unavailable(format!("fault injected at `{point}`: busy"))
-            .with_detail("injected", point),
+        Mode::Fail => Err(injected(point)),
+        Mode::Busy => Err(
+            Fault::unavailable(format!("fault injected at `{point}`: busy"))
+                .with_detail("injected", point),
+        ),
         Mode::Panic => panic!("fault injected at `{point}`"),
         Mode::Hang => std::future::pending().await,
+        Mode::Delay => {
+            tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
+            Ok(())
+        }
     }
 }
 
@@ -240,7 +258,7 @@ impl<P: VetoPoint> Veto<P> for Trap<P> {
     fn check(&self, _: &P::Input) -> Result<(), Fault> {
         match self.faults.take(P::NAME) {
             None => Ok(()),
-            Some(Mode::Panic) => panic!("fault injected at `{}`", P::NAME),
+            Some((Mode::Panic, _)) => panic!("fault injected at `{}`", P::NAME),
             Some(_) => Err(injected(P::NAME)),
         }
     }
@@ -251,7 +269,7 @@ impl<P: DoUndoPoint> DoUndo<P> for Trap<P> {
     async fn run(&self, _: &mut P::Context) -> Result<(), Fault> {
         match self.faults.take(P::NAME) {
             None => Ok(()),
-            Some(mode) => Err(play(P::NAME, mode).await),
+            Some(mode) => play(P::NAME, mode).await,
         }
     }
 
@@ -259,7 +277,7 @@ impl<P: DoUndoPoint> DoUndo<P> for Trap<P> {
         let key = Faults::key(P::NAME, true);
         match self.faults.take(&key) {
             None => Ok(()),
-            Some(mode) => Err(play(&key, mode).await),
+            Some(mode) => play(&key, mode).await,
         }
     }
 }
@@ -273,7 +291,7 @@ impl<P: FilterPoint> Filter<P> for Trap<P> {
     ) -> Result<Vec<P::Candidate>, Fault> {
         match self.faults.take(P::NAME) {
             None => Ok(candidates),
-            Some(mode) => Err(play(P::NAME, mode).await),
+            Some(mode) => play(P::NAME, mode).await.map(|()| candidates),
         }
     }
 }

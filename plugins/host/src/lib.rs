@@ -95,6 +95,8 @@ impl Plugin for HostPlugin {
             }],
             children: &[],
         });
+        // What refusals call the rows of these tables (kinds, not tables).
+        b.register(HOSTS.table_kind());
     }
 }
 

@@ -6,6 +6,7 @@ use flatstack_header::{ApiResource, Inventory};
 use flatstack_kernel::migration::Migration;
 use flatstack_kernel::{Fault, Kernel, Message, Plugin, PluginBuilder};
 use flatstack_store::resource::{check_name, row, text, ResourceTable};
+use flatstack_store::TableKind;
 use flatstack_store::Tx;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
@@ -65,6 +66,12 @@ impl Plugin for ImagePlugin {
             actions: &[],
             children: &[],
         });
+        // What refusals call the rows of these tables (kinds, not tables).
+        b.register(IMAGES.table_kind()).register(TableKind::link(
+            REFS,
+            (IMAGES.kind, "image_uuid"),
+            ("backup-storage", "backup_storage_uuid"),
+        ));
     }
 }
 

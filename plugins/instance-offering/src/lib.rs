@@ -61,5 +61,7 @@ impl Plugin for InstanceOfferingPlugin {
             actions: &[],
             children: &[],
         });
+        // What refusals call the rows of these tables (kinds, not tables).
+        b.register(OFFERINGS.table_kind());
     }
 }

@@ -109,6 +109,9 @@ impl Plugin for L2NetworkPlugin {
                 list: ListL2Clusters::NAME,
             }],
         });
+        // What refusals call the rows of these tables (kinds, not tables).
+        b.register(L2_NETWORKS.table_kind())
+            .register(CLUSTER_ATTACHMENTS.table_kind());
     }
 }
 

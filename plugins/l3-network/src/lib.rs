@@ -159,6 +159,9 @@ impl Plugin for L3NetworkPlugin {
             actions: &[],
             children: &[],
         });
+        // What refusals call the rows of these tables (kinds, not tables).
+        b.register(L3_NETWORKS.table_kind())
+            .register(IP_RANGES.table_kind());
     }
 }
 

@@ -144,6 +144,10 @@ impl Plugin for StoragePlugin {
             actions: &[],
             children: &[],
         });
+        // What refusals call the rows of these tables (kinds, not tables).
+        b.register(PRIMARY.table_kind())
+            .register(BACKUP.table_kind())
+            .register(CLUSTER_ATTACHMENTS.table_kind());
     }
 }
 

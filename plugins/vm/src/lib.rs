@@ -10,6 +10,7 @@
 
 mod flow;
 mod host_status;
+mod in_use;
 mod recovery;
 
 use flatstack_header::vm::{
@@ -148,6 +149,7 @@ impl Plugin for VmPlugin {
             ],
             children: &[],
         });
+        in_use::build(b);
     }
 }
 

@@ -4,6 +4,8 @@
 //! A volume's bytes are its storage driver's business; its capacity is the primary storage
 //! service's, reserved through requests addressed to the storage so it never over-commits.
 
+mod in_use;
+
 use flatstack_header::infra::Hosts;
 use flatstack_header::storage::{
     PrimaryStorages, ReleaseStorage, ReserveStorage, StorageDriver, PRIMARY_STORAGE_SERVICE,
@@ -111,6 +113,7 @@ impl Plugin for VolumePlugin {
             ],
             children: &[],
         });
+        in_use::build(b);
     }
 }
 

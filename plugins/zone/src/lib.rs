@@ -51,5 +51,7 @@ impl Plugin for ZonePlugin {
             actions: &[],
             children: &[],
         });
+        // What refusals call the rows of these tables (kinds, not tables).
+        b.register(ZONES.table_kind());
     }
 }

@@ -1,7 +1,10 @@
 //! The one dispatcher every extension call goes through.
 
-use super::registry::{Implementor, PointDescription, PointRegistry};
-use super::{DoUndo, DoUndoPoint, Filter, FilterPoint, Observe, ObservePoint, Veto, VetoPoint};
+use super::registry::{CallStats, Implementor, PointDescription, PointRegistry};
+use super::{
+    AsyncVeto, AsyncVetoPoint, DoUndo, DoUndoPoint, Filter, FilterPoint, Observe, ObservePoint,
+    Veto, VetoPoint,
+};
 use crate::fault::panic_message;
 use crate::{Fault, FaultCode};
 use futures::FutureExt;
@@ -13,6 +16,12 @@ use std::sync::atomic::Ordering::Relaxed;
 use quanta::Instant;
 use std::time::Duration;
 use tracing::Instrument;
+
+/// One implementor of a veto point: both kinds share the point's one order.
+pub(crate) enum VetoImp<P: VetoPoint> {
+    Sync(Box<dyn Veto<P>>),
+    Async(Box<dyn AsyncVeto<P>>),
+}
 
 /// Calls the implementors of extension points, in their assembled order.
 pub struct Extensions {
@@ -35,7 +44,7 @@ impl Extensions {
 
     /// The plugins implementing veto point `P`, in calling order.
     pub fn veto_implementors<P: VetoPoint>(&self) -> Vec<String> {
-        self.plugins::<dyn Veto<P>>()
+        self.plugins::<VetoImp<P>>()
     }
 
     /// The plugins implementing do/undo point `P`, in calling order.
@@ -51,48 +60,42 @@ impl Extensions {
     }
 
     /// Asks every implementor of `P`; the first refusal stops and is returned as a
-    /// `vetoed` fault naming the plugin and the point. A panic is an `internal` fault.
+    /// `vetoed` fault naming the plugin and the point (a `conflict` stays one). A panic is
+    /// an `internal` fault. A point with asynchronous implementors is checked with
+    /// [`Extensions::veto_async`]: here it is refused (`internal`), never half-checked.
     pub fn veto<P: VetoPoint>(&self, input: &P::Input) -> Result<(), Fault> {
-        let Some((imps, _)) = self.registry.implementors::<dyn Veto<P>>() else {
+        let Some((imps, _)) = self.registry.implementors::<VetoImp<P>>() else {
             return Ok(());
         };
-        let mut start = Instant::now();
+        if let Some(e) = imps.iter().find(|e| matches!(*e.imp, VetoImp::Async(_))) {
+            return Err(Fault::internal(format!(
+                "`{}` has an asynchronous veto (plugin `{}`): its owner must await `veto_async`",
+                P::NAME,
+                e.plugin
+            ))
+            .with_detail("plugin", &*e.plugin)
+            .with_detail("point", P::NAME));
+        }
+        check_sync::<P>(imps, input)
+    }
+
+    /// Like [`Extensions::veto`], awaiting the asynchronous implementors too: first every
+    /// synchronous one (cheap; a refusal there spares the reads), then each asynchronous
+    /// one, each in the point's order. An asynchronous check runs as every async extension
+    /// call does: in a span, measured, bounded by the point's timeout and panic-contained;
+    /// a time-out (`timeout`) or a panic (`internal`) refuses, naming plugin and point.
+    pub async fn veto_async<P: AsyncVetoPoint>(&self, input: &P::Input) -> Result<(), Fault> {
+        let Some((imps, timeout)) = self.registry.implementors::<VetoImp<P>>() else {
+            return Ok(());
+        };
+        check_sync::<P>(imps, input)?;
+        let timeout = timeout.unwrap_or(self.default_timeout);
         for e in imps {
-            let span = tracing::debug_span!("extension", point = P::NAME, plugin = &*e.plugin);
-            let entered = span.enter();
-            let result = catch_unwind(AssertUnwindSafe(|| e.imp.check(input)));
-            drop(entered);
-            let now = Instant::now();
-            e.stats.record(now - start);
-            start = now;
-            match result {
-                Ok(Ok(())) => {}
-                Ok(Err(refusal)) => {
-                    e.stats.vetoes.fetch_add(1, Relaxed);
-                    tracing::info!(point = P::NAME, plugin = &*e.plugin, %refusal, "vetoed");
-                    // A refusal because of the current state stays a `conflict`; any
-                    // other refusal is a `vetoed`.
-                    let code = match refusal.code {
-                        FaultCode::Conflict => FaultCode::Conflict,
-                        _ => FaultCode::Vetoed,
-                    };
-                    return Err(Fault {
-                        code,
-                        message: format!(
-                            "plugin `{}` vetoed `{}`: {}",
-                            e.plugin,
-                            P::NAME,
-                            refusal.message
-                        ),
-                        details: refusal.details,
-                    }
-                    .with_detail("plugin", &*e.plugin)
-                    .with_detail("point", P::NAME));
-                }
-                Err(payload) => {
-                    e.stats.panics.fetch_add(1, Relaxed);
-                    return Err(panicked(P::NAME, &e.plugin, &*payload));
-                }
+            let VetoImp::Async(imp) = &*e.imp else {
+                continue;
+            };
+            if let Err(refusal) = contained(P::NAME, e, timeout, imp.check(input)).await? {
+                return Err(refused(P::NAME, &e.plugin, &e.stats, refusal));
             }
         }
         Ok(())
@@ -170,6 +173,53 @@ impl Extensions {
     }
 }
 
+/// The synchronous implementors of veto point `P`, in order; asynchronous ones are skipped.
+fn check_sync<P: VetoPoint>(
+    imps: &[Implementor<VetoImp<P>>],
+    input: &P::Input,
+) -> Result<(), Fault> {
+    let mut start = Instant::now();
+    for e in imps {
+        let VetoImp::Sync(imp) = &*e.imp else {
+            continue;
+        };
+        let span = tracing::debug_span!("extension", point = P::NAME, plugin = &*e.plugin);
+        let entered = span.enter();
+        let result = catch_unwind(AssertUnwindSafe(|| imp.check(input)));
+        drop(entered);
+        let now = Instant::now();
+        e.stats.record(now - start);
+        start = now;
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(refusal)) => return Err(refused(P::NAME, &e.plugin, &e.stats, refusal)),
+            Err(payload) => {
+                e.stats.panics.fetch_add(1, Relaxed);
+                return Err(panicked(P::NAME, &e.plugin, &*payload));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A veto's refusal, counted and logged, as the fault the owner returns: a refusal because
+/// of the current state stays a `conflict`; any other is a `vetoed`. Its details survive.
+fn refused(point: &'static str, plugin: &str, stats: &CallStats, refusal: Fault) -> Fault {
+    stats.vetoes.fetch_add(1, Relaxed);
+    tracing::info!(point, plugin, %refusal, "vetoed");
+    let code = match refusal.code {
+        FaultCode::Conflict => FaultCode::Conflict,
+        _ => FaultCode::Vetoed,
+    };
+    Fault {
+        code,
+        message: format!("plugin `{plugin}` vetoed `{point}`: {}", refusal.message),
+        details: refusal.details,
+    }
+    .with_detail("plugin", plugin)
+    .with_detail("point", point)
+}
+
 async fn undo_all<P: DoUndoPoint>(
     point: &'static str,
     done: &[Implementor<dyn DoUndo<P>>],
@@ -186,46 +236,59 @@ async fn undo_all<P: DoUndoPoint>(
     first.map_or(Ok(()), Err)
 }
 
-/// Runs one async extension call with a span, metrics, a timeout and panic containment.
+/// Runs one async extension call with a span, metrics, a timeout and panic containment;
+/// the call's own error is counted and named.
 async fn guarded<I: ?Sized, T>(
     point: &'static str,
     e: &Implementor<I>,
     timeout: Duration,
     call: impl Future<Output = Result<T, Fault>>,
 ) -> Result<T, Fault> {
+    contained(point, e, timeout, call).await?.map_err(|fault| {
+        e.stats.errors.fetch_add(1, Relaxed);
+        Fault {
+            message: format!(
+                "plugin `{}` failed at `{point}`: {}",
+                e.plugin, fault.message
+            ),
+            ..fault
+        }
+        .with_detail("plugin", &*e.plugin)
+        .with_detail("point", point)
+    })
+}
+
+/// Runs one async extension call in a span, measured, bounded by `timeout` and
+/// panic-contained: `Err` is a panic or a time-out (counted, naming plugin and point);
+/// `Ok` holds what the call returned, for the caller to judge.
+async fn contained<I: ?Sized, T>(
+    point: &'static str,
+    e: &Implementor<I>,
+    timeout: Duration,
+    call: impl Future<Output = Result<T, Fault>>,
+) -> Result<Result<T, Fault>, Fault> {
     let span = tracing::debug_span!("extension", point, plugin = &*e.plugin);
     let start = Instant::now();
     let outcome = tokio::time::timeout(timeout, AssertUnwindSafe(call).catch_unwind())
         .instrument(span)
         .await;
     e.stats.record(start.elapsed());
-    let fault = match outcome {
-        Ok(Ok(Ok(value))) => return Ok(value),
-        Ok(Ok(Err(fault))) => {
-            e.stats.errors.fetch_add(1, Relaxed);
-            Fault {
-                message: format!(
-                    "plugin `{}` failed at `{point}`: {}",
-                    e.plugin, fault.message
-                ),
-                ..fault
-            }
-        }
+    match outcome {
+        Ok(Ok(result)) => Ok(result),
         Ok(Err(payload)) => {
             e.stats.panics.fetch_add(1, Relaxed);
-            panicked(point, &e.plugin, &*payload)
+            Err(panicked(point, &e.plugin, &*payload))
         }
         Err(_) => {
             e.stats.timeouts.fetch_add(1, Relaxed);
-            Fault::timeout(format!(
+            Err(Fault::timeout(format!(
                 "plugin `{}` did not finish `{point}` within {timeout:?}",
                 e.plugin
             ))
+            .with_detail("plugin", &*e.plugin)
+            .with_detail("point", point))
         }
-    };
-    Err(fault
-        .with_detail("plugin", &*e.plugin)
-        .with_detail("point", point))
+    }
 }
 
 fn panicked(point: &str, plugin: &str, payload: &(dyn std::any::Any + Send)) -> Fault {

@@ -4,6 +4,8 @@
 //! semantic traits ([`VetoPoint`], [`DoUndoPoint`], [`ObservePoint`], [`FilterPoint`]). Its
 //! implementors implement the matching trait ([`Veto`], [`DoUndo`], [`Observe`], [`Filter`])
 //! for that marker, so the compiler checks every call; nothing is looked up by string.
+//! A veto point whose owner awaits its check ([`AsyncVetoPoint`]) also takes [`AsyncVeto`]s:
+//! refusals that must first read something (the store, another service).
 //!
 //! Every call goes through [`Extensions`], the one dispatcher: it opens a `tracing` span,
 //! records per-(point, plugin) metrics, bounds async calls with a timeout and turns a panic
@@ -14,6 +16,7 @@ mod order;
 mod registry;
 
 pub use dispatch::Extensions;
+pub(crate) use dispatch::VetoImp;
 pub use order::OrderSpec;
 pub(crate) use registry::PointsBuilder;
 pub use registry::{ImplementorDescription, PointDescription, StatsSnapshot};
@@ -27,7 +30,8 @@ use std::time::Duration;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Semantics {
-    /// Synchronous pre-check; the first refusal stops the flow.
+    /// Pre-check; the first refusal stops the flow. Synchronous, or also asynchronous on
+    /// an [`AsyncVetoPoint`] (its synchronous implementors first, then the others).
     Veto,
     /// Asynchronous work with compensation (`run`, then `undo` in reverse on failure).
     DoUndo,
@@ -52,6 +56,12 @@ pub trait VetoPoint: ExtensionPoint {
     type Input: ?Sized + Sync + 'static;
 }
 
+/// A veto point whose owner calls [`Extensions::veto_async`], so that its implementors may
+/// also be [`AsyncVeto`]s, which wait — typically for a read of the store. The owner awaits
+/// the check where it would have called [`Extensions::veto`]; a synchronous call on a point
+/// with asynchronous implementors is refused as a bug (`internal`), never half-checked.
+pub trait AsyncVetoPoint: VetoPoint {}
+
 /// A point whose implementors do work that can be undone if a later step fails.
 pub trait DoUndoPoint: ExtensionPoint {
     type Context: Send + 'static;
@@ -72,6 +82,20 @@ pub trait FilterPoint: ExtensionPoint {
 pub trait Veto<P: VetoPoint>: Send + Sync + 'static {
     /// `Err` refuses; the dispatcher turns it into a `vetoed` fault naming plugin and point.
     fn check(&self, input: &P::Input) -> Result<(), Fault>;
+}
+
+/// Implemented by a plugin that may refuse the operation of point `P` only once it has read
+/// something: e.g. the store, to find what still uses a resource about to be deleted.
+/// Registered with `PluginBuilder::veto_async` on an [`AsyncVetoPoint`]; called after the
+/// point's synchronous vetoes, in the point's order, each bounded by the point's timeout
+/// (the kernel's `extension.timeout_ms` by default) and panic-contained. A time-out or a
+/// panic stops the check as a refusal would (`timeout`, `internal`), so nothing goes
+/// unchecked. The owner may hold resources while it waits (the store's owners hold the
+/// one writer): read, never write, and never wait for something the owner holds.
+#[async_trait]
+pub trait AsyncVeto<P: VetoPoint>: Send + Sync + 'static {
+    /// `Err` refuses, exactly as [`Veto::check`] does.
+    async fn check(&self, input: &P::Input) -> Result<(), Fault>;
 }
 
 /// Implemented by a plugin that takes part in the work of point `P` and can undo it.

@@ -96,6 +96,8 @@ struct Point {
     owner: Option<String>,
     specs: Vec<(String, OrderSpec)>,
     stats: Vec<Arc<CallStats>>,
+    /// Per implementor: an asynchronous veto (shown by introspection).
+    async_veto: Vec<bool>,
     slot: Box<dyn Slot>,
 }
 
@@ -109,6 +111,7 @@ impl Point {
             owner: None,
             specs: Vec::new(),
             stats: Vec::new(),
+            async_veto: Vec::new(),
             slot: Box::new(Vec::<Implementor<I>>::new()),
         }
     }
@@ -122,7 +125,8 @@ pub(crate) struct PointsBuilder {
 }
 
 impl PointsBuilder {
-    /// `I` is the implementor trait object (`dyn Veto<P>`, ...), which also fixes the semantics.
+    /// `I` is the implementor trait object (`dyn DoUndo<P>`, ...; `VetoImp<P>` for vetoes),
+    /// which also fixes the semantics.
     pub fn define<P: ExtensionPoint, I: ?Sized + Send + Sync + 'static>(
         &mut self,
         semantics: Semantics,
@@ -145,15 +149,16 @@ impl PointsBuilder {
         }
     }
 
-    /// Registers `imp`; on error records it in `errors` and hands out a throw-away spec.
+    /// Registers `imp` (`async_veto`: an asynchronous veto, for introspection); on error
+    /// records it in `errors` and hands out a throw-away spec.
     pub fn add<P: ExtensionPoint, I: ?Sized + Send + Sync + 'static>(
         &mut self,
         semantics: Semantics,
         plugin: &str,
-        imp: Arc<I>,
+        (imp, async_veto): (Arc<I>, bool),
         errors: &mut Vec<KernelError>,
     ) -> &mut OrderSpec {
-        match self.try_add::<P, I>(semantics, plugin, imp) {
+        match self.try_add::<P, I>(semantics, plugin, imp, async_veto) {
             Ok(index) => {
                 &mut self
                     .points
@@ -174,6 +179,7 @@ impl PointsBuilder {
         semantics: Semantics,
         plugin: &str,
         imp: Arc<I>,
+        async_veto: bool,
     ) -> Result<usize, KernelError> {
         let point = self
             .points
@@ -199,6 +205,7 @@ impl PointsBuilder {
             stats: stats.clone(),
         });
         point.stats.push(stats);
+        point.async_veto.push(async_veto);
         point.specs.push((plugin.to_owned(), OrderSpec::default()));
         Ok(point.specs.len() - 1)
     }
@@ -248,6 +255,7 @@ impl PointsBuilder {
             point.specs = order.iter().filter_map(|&i| specs[i].take()).collect();
             let mut stats: Vec<Option<Arc<CallStats>>> = point.stats.drain(..).map(Some).collect();
             point.stats = order.iter().filter_map(|&i| stats[i].take()).collect();
+            point.async_veto = order.iter().map(|&i| point.async_veto[i]).collect();
         }
         Ok(PointRegistry {
             points: self.points,
@@ -284,11 +292,15 @@ impl PointRegistry {
                     .specs
                     .iter()
                     .zip(&p.stats)
-                    .map(|((plugin, spec), stats)| ImplementorDescription {
-                        plugin: plugin.clone(),
-                        order: spec.clone(),
-                        stats: stats.snapshot(),
-                    })
+                    .zip(&p.async_veto)
+                    .map(
+                        |(((plugin, spec), stats), async_veto)| ImplementorDescription {
+                            plugin: plugin.clone(),
+                            order: spec.clone(),
+                            async_veto: *async_veto,
+                            stats: stats.snapshot(),
+                        },
+                    )
                     .collect(),
             })
             .collect();
@@ -313,5 +325,8 @@ pub struct PointDescription {
 pub struct ImplementorDescription {
     pub plugin: String,
     pub order: OrderSpec,
+    /// An asynchronous veto ([`super::AsyncVeto`]); shown only when true.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub async_veto: bool,
     pub stats: StatsSnapshot,
 }

@@ -1,0 +1,211 @@
+//! What VMs use, kept from going while they use it: the VM plugin knows its VMs use their
+//! image, their instance offering, and — through their NICs' L3 networks — the L2 network
+//! those are on, in their host's cluster. So it refuses, through asynchronous vetoes that
+//! read the store, to delete an image or an offering that a VM uses, or to detach an L2
+//! network from a cluster while NICs of VMs there use it; the refusal (`409`) names the
+//! VMs. A VM counts from the moment its row exists (`Creating`); one being created counts
+//! even before it has NICs and a host.
+//!
+//! Why vetoes and not foreign keys: the owner's delete awaits them inside its transaction,
+//! which holds SQLite's one writer, so their read sees exactly what the delete changes;
+//! adding a foreign key to `vm_instances` would mean rebuilding the table on SQLite (with a
+//! fixed column list, while its schema is still changing). The create's side of the race
+//! is closed by [`StillThere`]: a create checked its image and offering before recording
+//! its row, so it checks again once the row is committed.
+
+use crate::VMS;
+use flatstack_header::points::{DeleteCheck, DetachCheck};
+use flatstack_header::vm::{VmAllocateVolumes, VmReserve, VmStarted, VmWork};
+use flatstack_header::{Attachment, ResourceChange};
+use flatstack_kernel::{async_trait, AsyncVeto, DoUndo, Fault, KernelRef, Observe, PluginBuilder};
+use flatstack_store::resource::{store, text};
+use flatstack_store::{TableKind, Users};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, PoisonError};
+
+/// Registers the vetoes, what they need to know of VMs being created, and the names of
+/// the VM plugin's tables.
+pub(crate) fn build(b: &mut PluginBuilder<'_>) {
+    let kernel = b.kernel();
+    let creating = Creating::default();
+    b.register(VMS.table_kind())
+        .register(TableKind::part("vm_nics", VMS.kind, "vm_instance_uuid"));
+    b.veto_async::<DeleteCheck>(Sources(kernel.clone()));
+    b.veto_async::<DetachCheck>(Networks {
+        kernel: kernel.clone(),
+        creating: creating.clone(),
+    });
+    // Known before the VM's row is recorded, forgotten once its NICs and host are.
+    b.do_undo::<VmReserve>(Track(creating.clone())).order(-100);
+    b.observe::<VmStarted>(Track(creating));
+    // Before anything is made from the image (the root volume is, at this point).
+    b.do_undo::<VmAllocateVolumes>(StillThere(kernel))
+        .order(-100);
+}
+
+/// The L3 networks of each VM being created, by VM: its NICs are recorded only when it
+/// runs, with its host.
+#[derive(Clone, Default)]
+struct Creating(Arc<Mutex<BTreeMap<String, Vec<String>>>>);
+
+impl Creating {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Vec<String>>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Keeps [`Creating`] up to date: from the create's first step until the VM runs (its
+/// NICs and host recorded) or the create is undone.
+struct Track(Creating);
+
+#[async_trait]
+impl DoUndo<VmReserve> for Track {
+    async fn run(&self, vm: &mut VmWork) -> Result<(), Fault> {
+        self.0
+            .lock()
+            .insert(vm.vm_uuid.clone(), vm.l3_network_uuids.clone());
+        Ok(())
+    }
+
+    async fn undo(&self, vm: &mut VmWork) -> Result<(), Fault> {
+        self.0.lock().remove(&vm.vm_uuid);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Observe<VmStarted> for Track {
+    async fn observe(&self, vm: &VmWork) -> Result<(), Fault> {
+        self.0.lock().remove(&vm.vm_uuid);
+        Ok(())
+    }
+}
+
+/// Refuses to delete an image or an instance offering while VMs (in any state, `Creating`
+/// included) were made from it.
+struct Sources(KernelRef);
+
+#[async_trait]
+impl AsyncVeto<DeleteCheck> for Sources {
+    async fn check(&self, change: &ResourceChange) -> Result<(), Fault> {
+        let column = match change.kind {
+            "images" => "image_uuid",
+            "instance-offerings" => "instance_offering_uuid",
+            _ => return Ok(()),
+        };
+        let kernel = self.0.get()?;
+        // The delete holds the writer: read beside it, never begin.
+        let mut tx = store(&kernel)?.read().await?;
+        let mut users = Users::new();
+        users
+            .query(
+                &mut tx,
+                VMS.kind,
+                &format!("SELECT uuid AS u FROM vm_instances WHERE {column} = $1"),
+                &[json!(change.uuid)],
+            )
+            .await?;
+        users.check(&format!("cannot delete {} {}", change.kind, change.uuid))
+    }
+}
+
+/// Refuses to detach an L2 network from a cluster while NICs of VMs in that cluster (or
+/// VMs not yet placed) are on an L3 network on it.
+struct Networks {
+    kernel: KernelRef,
+    creating: Creating,
+}
+
+#[async_trait]
+impl AsyncVeto<DetachCheck> for Networks {
+    async fn check(&self, attachment: &Attachment) -> Result<(), Fault> {
+        if attachment.kind != "l2-networks" || attachment.target_kind != "clusters" {
+            return Ok(());
+        }
+        let (l2, cluster) = (&attachment.uuid, &attachment.target_uuid);
+        let kernel = self.kernel.get()?;
+        let mut tx = store(&kernel)?.read().await?;
+        let mut users = Users::new();
+        // A VM without a host has not been placed yet: it may be placed in this cluster.
+        users
+            .query(
+                &mut tx,
+                VMS.kind,
+                "SELECT DISTINCT v.uuid AS u FROM vm_nics n
+                   JOIN l3_networks l ON l.uuid = n.l3_network_uuid
+                   JOIN vm_instances v ON v.uuid = n.vm_instance_uuid
+                   LEFT JOIN hosts h ON h.uuid = v.host_uuid
+                  WHERE l.l2_network_uuid = $1 AND (v.host_uuid IS NULL OR h.cluster_uuid = $2)",
+                &[json!(l2), json!(cluster)],
+            )
+            .await?;
+        // VMs being created, whose NICs are not recorded yet. One that starts after this
+        // read records its row only once this detach has committed (the detach holds the
+        // writer), and then its host filters see the network detached.
+        let creating: Vec<(String, Vec<String>)> = self
+            .creating
+            .lock()
+            .iter()
+            .map(|(vm, l3s)| (vm.clone(), l3s.clone()))
+            .collect();
+        if !creating.is_empty() {
+            let on_l2: BTreeSet<String> = tx
+                .query(
+                    "SELECT uuid FROM l3_networks WHERE l2_network_uuid = $1",
+                    &[json!(l2)],
+                )
+                .await?
+                .iter()
+                .map(|l3| text(l3, "uuid").to_owned())
+                .collect();
+            for (vm, l3s) in creating {
+                if l3s.iter().any(|l3| on_l2.contains(l3)) {
+                    users.add(VMS.kind, &vm);
+                }
+            }
+        }
+        users.check(&format!(
+            "cannot detach l2-networks {l2} from clusters {cluster}"
+        ))
+    }
+}
+
+/// A create checks its image and offering before recording its VM's row, beside the
+/// writer; a delete may have committed in between, and its veto did not see the row yet.
+/// Checked again once the row is committed (so any later delete's veto sees it), before
+/// anything is made from them: if either went, the create fails (`409`) and rolls back.
+struct StillThere(KernelRef);
+
+#[async_trait]
+impl DoUndo<VmAllocateVolumes> for StillThere {
+    async fn run(&self, vm: &mut VmWork) -> Result<(), Fault> {
+        let kernel = self.0.get()?;
+        let mut tx = store(&kernel)?.read().await?;
+        let Some(row) = tx.get(VMS.table, &vm.vm_uuid).await? else {
+            return Err(Fault::conflict(format!("VM {} is gone", vm.vm_uuid)));
+        };
+        for (table, column, kind) in [
+            ("images", "image_uuid", "image"),
+            (
+                "instance_offerings",
+                "instance_offering_uuid",
+                "instance offering",
+            ),
+        ] {
+            let uuid = row.get(column).and_then(Value::as_str).unwrap_or_default();
+            if !tx.exists(table, uuid).await? {
+                return Err(Fault::conflict(format!(
+                    "{kind} {uuid} was deleted while VM {} was being created",
+                    vm.vm_uuid
+                ))
+                .with_detail("field", column));
+            }
+        }
+        Ok(())
+    }
+
+    async fn undo(&self, _: &mut VmWork) -> Result<(), Fault> {
+        Ok(())
+    }
+}
