@@ -409,3 +409,55 @@ async fn a_vm_its_host_no_longer_runs_is_found_stopped() {
     assert_eq!(status, StatusCode::OK, "{started}");
     assert_eq!(simulated_vms(&node, host).await, json!([uuid(&vm)]));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_host_a_vm_is_being_placed_on_cannot_be_deleted() {
+    let dir = tempfile::tempdir().expect("dir");
+    let node = Node::start(dir.path());
+    let dc = data_centre(&node).await;
+    // Held right after its host is chosen and its capacity taken, before its row names
+    // the host.
+    arm(
+        &node,
+        json!({"point": "vm.volume.allocate", "mode": "delay", "delay_ms": 1500, "once": true}),
+    )
+    .await;
+    let job = start_job(
+        &node,
+        Method::POST,
+        "/v1/vm-instances",
+        Some(vm_body(&dc, "placed")),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let host = loop {
+        let mut taken = None;
+        for h in &dc.hosts {
+            let (_, inv) = node.get(&format!("/v1/hosts/{h}")).await;
+            if inv["inventory"]["available_cpu"] != 8 {
+                taken = Some(h.clone());
+            }
+        }
+        if let Some(h) = taken {
+            break h;
+        }
+        assert!(Instant::now() < deadline, "no host was ever taken");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let vm = vm_when(&node, "placed", |vm| vm["state"] == "Creating").await;
+    let (status, refused) = node
+        .send(Method::DELETE, &format!("/v1/hosts/{host}?wait=10"), None)
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{refused}");
+    assert_eq!(
+        refused["error"]["details"]["users"],
+        json!([{"kind": "vm-instances", "uuid": vm["uuid"]}]),
+        "{refused}"
+    );
+    let done = finished_job(&node, &job).await;
+    assert_eq!(
+        done["state"], "succeeded",
+        "the create was not disturbed: {done}"
+    );
+    assert_eq!(done["result"]["host_uuid"], json!(host));
+}

@@ -9,6 +9,7 @@ use flatstack_kernel::migration::Migration;
 use flatstack_kernel::{Fault, Kernel, Message, Plugin, PluginBuilder};
 use flatstack_store::recovery::Reconciler;
 use flatstack_store::resource::{check_name, row, store, text, ResourceTable};
+use flatstack_store::TableKind;
 use serde_json::{json, Value};
 use std::net::IpAddr;
 
@@ -96,7 +97,13 @@ impl Plugin for HostPlugin {
             children: &[],
         });
         // What refusals call the rows of these tables (kinds, not tables).
-        b.register(HOSTS.table_kind());
+        // A host's allocations stand for the VMs that hold them (a VM being placed has one
+        // before its row names the host): a delete refused for them names the VMs.
+        b.register(HOSTS.table_kind()).register(TableKind::part(
+            "host_allocations",
+            "vm-instances",
+            "consumer_uuid",
+        ));
     }
 }
 

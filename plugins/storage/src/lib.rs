@@ -11,7 +11,7 @@ use flatstack_kernel::migration::Migration;
 use flatstack_kernel::{Fault, Kernel, Message, MessageContext, Plugin, PluginBuilder};
 use flatstack_store::attach::Attachments;
 use flatstack_store::resource::{check_name, row, store, text, ResourceTable};
-use flatstack_store::Tx;
+use flatstack_store::{TableKind, Tx};
 use serde_json::json;
 
 static PRIMARY: ResourceTable = ResourceTable {
@@ -147,7 +147,13 @@ impl Plugin for StoragePlugin {
         // What refusals call the rows of these tables (kinds, not tables).
         b.register(PRIMARY.table_kind())
             .register(BACKUP.table_kind())
-            .register(CLUSTER_ATTACHMENTS.table_kind());
+            .register(CLUSTER_ATTACHMENTS.table_kind())
+            // Bytes held stand for the volumes that hold them.
+            .register(TableKind::part(
+                "primary_storage_allocations",
+                "volumes",
+                "consumer_uuid",
+            ));
     }
 }
 
