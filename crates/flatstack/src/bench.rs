@@ -241,7 +241,7 @@ async fn create_one(
 
 /// Builds, through the API, a data centre that takes every VM, and returns the body of a
 /// VM create (its `name` is set per VM).
-async fn data_centre(base: &str, options: &CreateVms) -> anyhow::Result<Value> {
+pub(crate) async fn data_centre(base: &str, options: &CreateVms) -> anyhow::Result<Value> {
     let api = Api::new(base);
     let count = u64::from(options.count);
     let zone = api.create("zones", json!({"name": "bench-zone"})).await?;

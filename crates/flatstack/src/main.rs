@@ -1,6 +1,7 @@
 //! `flatstack`: the distribution binary — the management node and its command-line client.
 
 mod bench;
+mod bench_recovery;
 mod cli;
 mod demo;
 mod distribution;
@@ -112,6 +113,20 @@ enum BenchCommand {
         /// How many creates are in flight at once.
         #[arg(long, default_value_t = 100)]
         concurrency: usize,
+        /// How many Simulator hosts share the VMs.
+        #[arg(long, default_value_t = 10)]
+        hosts: u32,
+        /// Where the temporary data directory is made (the system's temporary directory
+        /// if absent); it is removed afterwards.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Crash a node with VM creates in flight, start a new one on the same data, and
+    /// report how long its recovery takes (and that nothing is left held).
+    Recovery {
+        /// How many creates are in flight at the crash.
+        #[arg(long, default_value_t = 1000)]
+        count: u32,
         /// How many Simulator hosts share the VMs.
         #[arg(long, default_value_t = 10)]
         hosts: u32,
@@ -243,6 +258,18 @@ async fn run() -> anyhow::Result<()> {
             bench::create_vms(bench::CreateVms {
                 count,
                 concurrency,
+                hosts,
+                data_dir,
+            })
+            .await?
+        }
+        Command::Bench(BenchCommand::Recovery {
+            count,
+            hosts,
+            data_dir,
+        }) => {
+            bench_recovery::recovery(bench_recovery::Recovery {
+                count,
                 hosts,
                 data_dir,
             })

@@ -82,6 +82,25 @@ pub fn assemble(
 /// their migrations, and recovers what a stopped node left in flight. The node owns the
 /// data directory while the lock is held.
 pub async fn start(options: &NodeOptions) -> anyhow::Result<(Kernel, DataDirLock)> {
+    let (kernel, lock) = open(options).await?;
+    // Before the API accepts a request: what a stopped node left in flight is finished or
+    // undone, and every operation it left running is closed.
+    let recovered = recovery::recover(&kernel)
+        .await
+        .context("recovering interrupted operations")?;
+    if let Some(fault) = &recovered.failure {
+        tracing::error!(%fault, "recovery left something unsettled; it is retried periodically");
+    }
+    tracing::info!(
+        operations = recovered.operations,
+        elapsed_ms = recovered.elapsed.as_millis() as u64,
+        "recovery done"
+    );
+    Ok((kernel, lock))
+}
+
+/// [`start`] without the recovery: locked, migrated, the plugins started.
+pub async fn open(options: &NodeOptions) -> anyhow::Result<(Kernel, DataDirLock)> {
     let lock = DataDirLock::acquire(&options.data_dir)?;
     tracing::debug!(lock = %lock.path().display(), "data directory locked");
     let manifest = load_manifest(options.manifest.as_deref())?;
@@ -106,19 +125,6 @@ pub async fn start(options: &NodeOptions) -> anyhow::Result<(Kernel, DataDirLock
         .await
         .context("applying migrations")?;
     kernel.start().await.context("starting the plugins")?;
-    // Before the API accepts a request: what a stopped node left in flight is finished or
-    // undone, and every operation it left running is closed.
-    let recovered = recovery::recover(&kernel)
-        .await
-        .context("recovering interrupted operations")?;
-    if let Some(fault) = &recovered.failure {
-        tracing::error!(%fault, "recovery left something unsettled; it is retried periodically");
-    }
-    tracing::info!(
-        operations = recovered.operations,
-        elapsed_ms = recovered.elapsed.as_millis() as u64,
-        "recovery done"
-    );
     Ok((kernel, lock))
 }
 
