@@ -60,7 +60,7 @@ async fn snapshot(dir: &Path) -> Vec<i64> {
 
 #[tokio::test]
 async fn l2_networks_of_both_types_create_list_show_update_delete() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::data_dir();
     let node = Node::start(dir.path());
     let (zone, _, _) = data_centre(&node).await;
 
@@ -131,7 +131,7 @@ async fn l2_networks_of_both_types_create_list_show_update_delete() {
 
 #[tokio::test]
 async fn l2_networks_attach_to_clusters_of_their_zone() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::data_dir();
     let node = Node::start(dir.path());
     let (zone, cluster, host) = data_centre(&node).await;
     let vlan = uuid(&node.create("l2-networks", vlan_l2(&zone, 10)).await);
@@ -208,7 +208,7 @@ async fn l2_networks_attach_to_clusters_of_their_zone() {
 
 #[tokio::test]
 async fn l3_networks_and_ip_ranges_create_list_show_update_delete() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::data_dir();
     let node = Node::start(dir.path());
     let (zone, _, _) = data_centre(&node).await;
     let l2 = uuid(&node.create("l2-networks", vlan_l2(&zone, 100)).await);
@@ -317,7 +317,7 @@ async fn l3_networks_and_ip_ranges_create_list_show_update_delete() {
 
 #[tokio::test]
 async fn bad_network_input_is_a_clear_error_and_changes_nothing() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::data_dir();
     let node = Node::start(dir.path());
     let (zone, cluster, _) = data_centre(&node).await;
     let zone2 = uuid(&node.create("zones", json!({"name": "zone-2"})).await);
@@ -689,7 +689,7 @@ async fn bad_network_input_is_a_clear_error_and_changes_nothing() {
 
 #[tokio::test]
 async fn network_plugins_and_types_are_introspectable() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::data_dir();
     let node = Node::start(dir.path());
     let (status, types) = node.get("/v1/l2-networks/types").await;
     assert_eq!(status, StatusCode::OK);

@@ -26,7 +26,7 @@ async fn delete(node: &Node, path: &str) -> (StatusCode, Value) {
 
 #[tokio::test]
 async fn volumes_live_with_vms_and_on_their_own() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::data_dir();
     let node = Node::start(dir.path());
     let dc = data_centre(&node).await;
     let total = free(&node, &dc).await;
@@ -210,7 +210,7 @@ async fn volumes_live_with_vms_and_on_their_own() {
 
 #[tokio::test]
 async fn a_vm_goes_only_where_its_networks_and_storage_reach() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::data_dir();
     let node = Node::start(dir.path());
     let dc = data_centre(&node).await;
     let l2 = node.get(&format!("/v1/l3-networks/{}", dc.l3)).await.1["inventory"]

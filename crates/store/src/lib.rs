@@ -19,7 +19,7 @@ mod rows;
 mod sqlite;
 mod tx;
 
-pub use error::StoreError;
+pub use error::{Constraint, ConstraintKind, StoreError};
 pub use journal::Journal;
 pub use tx::{now, Tx};
 
@@ -59,6 +59,38 @@ pub const SQLITE_PRAGMAS: &[&str] = &[
 /// A foreign key that points at a table: `(table, column)` of the referring rows.
 pub type Referrer = (String, String);
 
+/// A foreign key of a table: its column, and the table and column it refers to.
+pub(crate) type Reference = (String, String, String);
+
+/// What a column holds, from its declared type, as far as JSON values go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ColumnType {
+    Integer,
+    Real,
+    Text,
+    /// Anything else (BOOLEAN, BLOB...): values are bound as they come.
+    Other,
+}
+
+impl ColumnType {
+    /// SQLite's rules for a declared type's affinity, which PostgreSQL's names fit too.
+    fn of(declared: &str) -> ColumnType {
+        let declared = declared.to_ascii_uppercase();
+        if declared.contains("INT") {
+            ColumnType::Integer
+        } else if ["CHAR", "CLOB", "TEXT"].iter().any(|t| declared.contains(t)) {
+            ColumnType::Text
+        } else if ["REAL", "FLOA", "DOUB"].iter().any(|t| declared.contains(t)) {
+            ColumnType::Real
+        } else {
+            ColumnType::Other
+        }
+    }
+}
+
+/// Each table's columns and their types.
+pub(crate) type Columns = Arc<BTreeMap<String, ColumnType>>;
+
 /// How long [`Store::begin`] waits for the connection before it answers "busy", as the
 /// pool's acquire timeout does.
 const BEGIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -77,6 +109,10 @@ pub struct Store {
     backend: Backend,
     /// For each table, the tables/columns whose foreign keys refer to it.
     referrers: RwLock<BTreeMap<String, Vec<Referrer>>>,
+    /// For each table, its foreign keys (to say which one a refused write broke).
+    references: RwLock<BTreeMap<String, Vec<Reference>>>,
+    /// For each table, its columns' types (see [`Tx`]'s use of them).
+    columns: RwLock<BTreeMap<String, Columns>>,
     /// Transactions begun and committed through [`Tx`] (see [`Store::transactions`]).
     begun: AtomicU64,
     commits: AtomicU64,
@@ -125,6 +161,8 @@ impl Store {
             readers,
             backend,
             referrers: RwLock::default(),
+            references: RwLock::default(),
+            columns: RwLock::default(),
             begun: AtomicU64::new(0),
             commits: AtomicU64::new(0),
         }))
@@ -204,7 +242,44 @@ impl Store {
                 tracing::info!(plugin = %plugin, version = m.version, "migration applied");
             }
         }
-        self.load_referrers().await
+        self.load_referrers().await?;
+        self.load_columns().await
+    }
+
+    /// Reads every table's columns and their declared types.
+    async fn load_columns(&self) -> Result<(), StoreError> {
+        let sql = match self.backend {
+            Backend::Sqlite => {
+                "SELECT m.name AS tbl, c.name AS col, c.type AS ty
+                 FROM sqlite_master m, pragma_table_info(m.name) c WHERE m.type = 'table'"
+            }
+            Backend::Postgres => {
+                "SELECT table_name::text AS tbl, column_name::text AS col, data_type::text AS ty
+                 FROM information_schema.columns WHERE table_schema = current_schema()"
+            }
+        };
+        let mut tables: BTreeMap<String, BTreeMap<String, ColumnType>> = BTreeMap::new();
+        for row in sqlx::query(sql).fetch_all(&self.pool).await? {
+            let declared: String = row.try_get("ty")?;
+            tables
+                .entry(row.try_get("tbl")?)
+                .or_default()
+                .insert(row.try_get("col")?, ColumnType::of(&declared));
+        }
+        *self.columns.write().unwrap_or_else(|e| e.into_inner()) = tables
+            .into_iter()
+            .map(|(table, columns)| (table, Arc::new(columns)))
+            .collect();
+        Ok(())
+    }
+
+    /// The columns of `table`, if the store has read them (after [`Store::migrate`]).
+    pub(crate) fn columns_of(&self, table: &str) -> Option<Columns> {
+        self.columns
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(table)
+            .cloned()
     }
 
     /// Reads which foreign keys point at which table, for explicit delete refusals.
@@ -212,7 +287,8 @@ impl Store {
         let rows: Vec<AnyRow> = match self.backend {
             Backend::Sqlite => {
                 sqlx::query(
-                    "SELECT m.name AS child, f.\"from\" AS col, f.\"table\" AS parent
+                    "SELECT m.name AS child, f.\"from\" AS col, f.\"table\" AS parent,
+                            COALESCE(f.\"to\", 'uuid') AS parent_col
                      FROM sqlite_master m, pragma_foreign_key_list(m.name) f
                      WHERE m.type = 'table'",
                 )
@@ -222,7 +298,7 @@ impl Store {
             Backend::Postgres => {
                 sqlx::query(
                     "SELECT tc.table_name::text AS child, kcu.column_name::text AS col,
-                            ccu.table_name::text AS parent
+                            ccu.table_name::text AS parent, ccu.column_name::text AS parent_col
                      FROM information_schema.table_constraints tc
                      JOIN information_schema.key_column_usage kcu ON tc.constraint_name = kcu.constraint_name
                      JOIN information_schema.constraint_column_usage ccu ON tc.constraint_name = ccu.constraint_name
@@ -233,17 +309,23 @@ impl Store {
             }
         };
         let mut referrers: BTreeMap<String, Vec<Referrer>> = BTreeMap::new();
+        let mut references: BTreeMap<String, Vec<Reference>> = BTreeMap::new();
         for row in rows {
             let parent: String = row.try_get("parent")?;
-            referrers
-                .entry(parent)
-                .or_default()
-                .push((row.try_get("child")?, row.try_get("col")?));
+            let child: String = row.try_get("child")?;
+            let column: String = row.try_get("col")?;
+            references.entry(child.clone()).or_default().push((
+                column.clone(),
+                parent.clone(),
+                row.try_get("parent_col")?,
+            ));
+            referrers.entry(parent).or_default().push((child, column));
         }
         if self.backend == Backend::Sqlite {
             self.index_foreign_keys(&referrers).await?;
         }
         *self.referrers.write().unwrap_or_else(|e| e.into_inner()) = referrers;
+        *self.references.write().unwrap_or_else(|e| e.into_inner()) = references;
         Ok(())
     }
 
@@ -284,6 +366,15 @@ impl Store {
 
     pub(crate) fn referrers_of(&self, table: &str) -> Vec<Referrer> {
         self.referrers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(table)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn references_of(&self, table: &str) -> Vec<Reference> {
+        self.references
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(table)
