@@ -730,3 +730,30 @@ async fn network_plugins_and_types_are_introspectable() {
         assert!(doc["paths"][path].is_object(), "{path}");
     }
 }
+
+/// The VLAN of a network is unique on its interface even when creates race: the check
+/// and the insert are one write transaction, which no other write overlaps (on
+/// PostgreSQL too, where transactions otherwise run side by side under READ COMMITTED).
+#[tokio::test]
+async fn racing_creates_of_one_vlan_make_one_network() {
+    let dir = common::data_dir();
+    let node = std::sync::Arc::new(Node::start(dir.path()));
+    let zone = uuid(&node.create("zones", json!({"name": "z"})).await);
+    let creates: Vec<_> = (0..8)
+        .map(|_| {
+            let (node, zone) = (node.clone(), zone.clone());
+            tokio::spawn(async move { node.post("/v1/l2-networks?wait=10", vlan_l2(&zone, 300)).await })
+        })
+        .collect();
+    let mut made = 0;
+    for create in creates {
+        let (status, reply) = create.await.expect("task");
+        match status {
+            StatusCode::CREATED => made += 1,
+            StatusCode::CONFLICT => assert_eq!(reply["error"]["details"]["field"], "vlan", "{reply}"),
+            other => panic!("{other}: {reply}"),
+        }
+    }
+    assert_eq!(made, 1);
+    assert_eq!(rows(dir.path(), "l2_vlan_networks").await, 1);
+}

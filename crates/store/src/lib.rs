@@ -95,6 +95,19 @@ pub(crate) type Columns = Arc<BTreeMap<String, ColumnType>>;
 /// pool's acquire timeout does.
 const BEGIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// How a write transaction begins on PostgreSQL: it waits (at most as long as
+/// [`BEGIN_TIMEOUT`]) for the database-wide write lock, held until it commits or rolls
+/// back, so that write transactions run one at a time as on SQLite, on every node sharing
+/// the database. Plugins rely on that: a check and the write it decides share a `Tx`
+/// (a free VLAN, the next device id), and under READ COMMITTED two such transactions
+/// would both pass the check. One round trip: `BEGIN` is sent as a simple query.
+const POSTGRES_WRITE_BEGIN: &str = "BEGIN; SET LOCAL lock_timeout = '30s'; \
+     SELECT pg_advisory_xact_lock(7380095427620824941)";
+
+/// How a read transaction begins on PostgreSQL: on one snapshot, as of its first read, as
+/// on SQLite; and PostgreSQL refuses writes in it too.
+const POSTGRES_READ_BEGIN: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY";
+
 /// The database of a management node.
 pub struct Store {
     pool: AnyPool,
@@ -106,6 +119,10 @@ pub struct Store {
     writer: Option<Arc<tokio::sync::Mutex<sqlite::Writer>>>,
     /// SQLite: connections for [`Store::read`], which read beside the writer.
     readers: Option<Arc<sqlite::Readers>>,
+    /// PostgreSQL: this node's turn to write. Write transactions wait for it before they
+    /// take a connection and the database's write lock, so that waiting writers do not
+    /// hold every pooled connection while the one writing may need one for a read.
+    postgres_writer: Option<Arc<tokio::sync::Mutex<()>>>,
     backend: Backend,
     /// For each table, the tables/columns whose foreign keys refer to it.
     referrers: RwLock<BTreeMap<String, Vec<Referrer>>>,
@@ -155,10 +172,13 @@ impl Store {
             }
             Backend::Postgres => (None, None),
         };
+        let postgres_writer =
+            (backend == Backend::Postgres).then(|| Arc::new(tokio::sync::Mutex::new(())));
         Ok(Arc::new(Store {
             pool,
             writer,
             readers,
+            postgres_writer,
             backend,
             referrers: RwLock::default(),
             references: RwLock::default(),
@@ -418,6 +438,36 @@ impl Store {
             .await
             .map(Some)
             .map_err(|_| StoreError::Database(sqlx::Error::PoolTimedOut))
+    }
+
+    /// PostgreSQL: a write transaction, begun once this node's previous one is done, with
+    /// the database's write lock ([`POSTGRES_WRITE_BEGIN`]); and this node's turn, to hold
+    /// until it ends.
+    pub(crate) async fn postgres_write(
+        &self,
+    ) -> Result<
+        (
+            sqlx::Transaction<'static, sqlx::Any>,
+            Option<tokio::sync::OwnedMutexGuard<()>>,
+        ),
+        StoreError,
+    > {
+        let turn = match &self.postgres_writer {
+            Some(turn) => Some(
+                tokio::time::timeout(BEGIN_TIMEOUT, turn.clone().lock_owned())
+                    .await
+                    .map_err(|_| StoreError::Database(sqlx::Error::PoolTimedOut))?,
+            ),
+            None => None,
+        };
+        Ok((self.pool.begin_with(POSTGRES_WRITE_BEGIN).await?, turn))
+    }
+
+    /// PostgreSQL: a read transaction ([`POSTGRES_READ_BEGIN`]).
+    pub(crate) async fn postgres_read(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
+        Ok(self.pool.begin_with(POSTGRES_READ_BEGIN).await?)
     }
 
     /// SQLite's transaction connection, or an error naming `what` needs it.

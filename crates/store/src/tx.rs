@@ -22,11 +22,12 @@ pub struct Tx {
 }
 
 /// Where a transaction runs: SQLite's one transaction connection (statements run inline,
-/// see `sqlite.rs`), or a PostgreSQL connection from the pool.
+/// see `sqlite.rs`), or a PostgreSQL connection from the pool, with this node's turn to
+/// write if it writes (given back after the transaction, which is dropped first).
 enum Conn {
     Sqlite(SqliteTx),
     SqliteRead(sqlite::Reader),
-    Postgres(Transaction<'static, Any>),
+    Postgres(Transaction<'static, Any>, Option<OwnedMutexGuard<()>>),
 }
 
 /// The SQLite connection with a transaction open on it, rolled back (inline, before the
@@ -62,7 +63,10 @@ impl Tx {
                 writer.begin()?;
                 Conn::Sqlite(SqliteTx(writer))
             }
-            None => Conn::Postgres(store.pool.begin().await?),
+            None => {
+                let (tx, turn) = store.postgres_write().await?;
+                Conn::Postgres(tx, turn)
+            }
         };
         store.count_begin();
         Ok(Tx {
@@ -76,7 +80,7 @@ impl Tx {
     pub(crate) async fn read(store: Arc<Store>) -> Result<Tx, StoreError> {
         let tx = match &store.readers {
             Some(readers) => Conn::SqliteRead(readers.begin()?),
-            None => Conn::Postgres(store.pool.begin().await?),
+            None => Conn::Postgres(store.postgres_read().await?, None),
         };
         store.count_begin();
         Ok(Tx {
@@ -96,7 +100,7 @@ impl Tx {
         let result = match &mut self.tx {
             Conn::SqliteRead(_) => Err(StoreError::ReadOnly(sql.to_owned())),
             Conn::Sqlite(writer) => writer.0.execute(sql, params),
-            Conn::Postgres(tx) => {
+            Conn::Postgres(tx, _) => {
                 let (statement, params) = postgres_statement(sql, params);
                 let mut query = sqlx::query(&statement);
                 for param in params {
@@ -123,7 +127,7 @@ impl Tx {
         let result = match &mut self.tx {
             Conn::Sqlite(writer) => writer.0.fetch(sql, params, limit),
             Conn::SqliteRead(reader) => reader.fetch(sql, params, limit),
-            Conn::Postgres(tx) => {
+            Conn::Postgres(tx, _) => {
                 let (statement, params) = postgres_statement(sql, params);
                 let mut query = sqlx::query(&statement);
                 for param in params {
@@ -490,7 +494,8 @@ impl Tx {
             Conn::Sqlite(mut writer) => writer.0.commit()?,
             // Nothing to commit: ending it is releasing the connection.
             Conn::SqliteRead(_) => return Ok(()),
-            Conn::Postgres(tx) => tx.commit().await?,
+            // The turn goes once the transaction has ended.
+            Conn::Postgres(tx, _turn) => tx.commit().await?,
         }
         self.store.count_commit();
         for publish in self.publish {
