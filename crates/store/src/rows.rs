@@ -262,7 +262,12 @@ pub(crate) fn to_json(row: &AnyRow) -> Result<Map<String, Value>, StoreError> {
             AnyTypeInfoKind::SmallInt | AnyTypeInfoKind::Integer | AnyTypeInfoKind::BigInt => row
                 .try_get::<Option<i64>, _>(i)?
                 .map_or(Value::Null, |n| Value::Number(n.into())),
-            AnyTypeInfoKind::Real | AnyTypeInfoKind::Double => row
+            // PostgreSQL's REAL is 4 bytes (SQLite's 8, as DOUBLE PRECISION is).
+            AnyTypeInfoKind::Real => row
+                .try_get::<Option<f32>, _>(i)?
+                .and_then(|f| Number::from_f64(f64::from(f)))
+                .map_or(Value::Null, Value::Number),
+            AnyTypeInfoKind::Double => row
                 .try_get::<Option<f64>, _>(i)?
                 .and_then(Number::from_f64)
                 .map_or(Value::Null, Value::Number),
