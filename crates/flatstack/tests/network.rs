@@ -742,7 +742,10 @@ async fn racing_creates_of_one_vlan_make_one_network() {
     let creates: Vec<_> = (0..8)
         .map(|_| {
             let (node, zone) = (node.clone(), zone.clone());
-            tokio::spawn(async move { node.post("/v1/l2-networks?wait=10", vlan_l2(&zone, 300)).await })
+            tokio::spawn(async move {
+                node.post("/v1/l2-networks?wait=10", vlan_l2(&zone, 300))
+                    .await
+            })
         })
         .collect();
     let mut made = 0;
@@ -750,7 +753,9 @@ async fn racing_creates_of_one_vlan_make_one_network() {
         let (status, reply) = create.await.expect("task");
         match status {
             StatusCode::CREATED => made += 1,
-            StatusCode::CONFLICT => assert_eq!(reply["error"]["details"]["field"], "vlan", "{reply}"),
+            StatusCode::CONFLICT => {
+                assert_eq!(reply["error"]["details"]["field"], "vlan", "{reply}")
+            }
             other => panic!("{other}: {reply}"),
         }
     }

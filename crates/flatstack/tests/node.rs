@@ -488,7 +488,14 @@ async fn a_refused_unique_key_is_a_conflict_about_the_data() {
     assert_eq!(err["error"]["details"]["field"], "owner", "{err}");
     assert_eq!(err["error"]["details"]["value"], "alice", "{err}");
     let text = err.to_string();
-    for leak in ["constraint", "_key", "INSERT", "UNIQUE", "flatstack.db", "$1"] {
+    for leak in [
+        "constraint",
+        "_key",
+        "INSERT",
+        "UNIQUE",
+        "flatstack.db",
+        "$1",
+    ] {
         assert!(!text.contains(leak), "`{leak}` in {err}");
     }
     assert_eq!(node.count("quotas").await, 1);
@@ -518,7 +525,10 @@ async fn a_refused_unique_key_is_a_conflict_about_the_data() {
         match status {
             StatusCode::CREATED => made += 1,
             StatusCode::CONFLICT => {
-                assert_eq!(reply["error"]["details"]["field"], "management_ip", "{reply}");
+                assert_eq!(
+                    reply["error"]["details"]["field"], "management_ip",
+                    "{reply}"
+                );
                 assert!(!reply.to_string().contains("constraint"), "{reply}");
             }
             other => panic!("{other}: {reply}"),

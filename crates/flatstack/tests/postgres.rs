@@ -103,7 +103,10 @@ async fn vms_volumes_and_conflicts_on_a_fresh_database() {
     let data = node
         .create("volumes", json!({"name": "data", "size": 1 << 30}))
         .await;
-    assert_eq!((&data["vm_instance_uuid"], &data["device_id"]), (&json!(null), &json!(null)));
+    assert_eq!(
+        (&data["vm_instance_uuid"], &data["device_id"]),
+        (&json!(null), &json!(null))
+    );
     let vm = node.create("vm-instances", vm_body(&dc, "vm")).await;
     assert_eq!(vm["state"], "Running", "{vm}");
     let (status, attached) = node
@@ -125,5 +128,8 @@ async fn vms_volumes_and_conflicts_on_a_fresh_database() {
     assert_eq!(err["error"]["details"]["field"], "owner", "{err}");
     assert_eq!(err["error"]["details"]["value"], "alice", "{err}");
     let text = err.to_string();
-    assert!(!text.contains("quotas_owner_key") && !text.contains("INSERT"), "{err}");
+    assert!(
+        !text.contains("quotas_owner_key") && !text.contains("INSERT"),
+        "{err}"
+    );
 }

@@ -258,14 +258,23 @@ async fn racing_attaches_to_one_vm_get_distinct_device_ids() {
     let mut volumes = Vec::new();
     for i in 0..6 {
         let name = format!("d{i}");
-        volumes.push(uuid(&node.create("volumes", json!({"name": name, "size": GIB})).await));
+        volumes.push(uuid(
+            &node
+                .create("volumes", json!({"name": name, "size": GIB}))
+                .await,
+        ));
     }
     let attaches: Vec<_> = volumes
         .iter()
         .map(|volume| {
             let (node, volume, vm) = (node.clone(), volume.clone(), vm.clone());
             tokio::spawn(async move {
-                volume_action(&node, &volume, json!({"action": "attach", "vm_instance_uuid": vm})).await
+                volume_action(
+                    &node,
+                    &volume,
+                    json!({"action": "attach", "vm_instance_uuid": vm}),
+                )
+                .await
             })
         })
         .collect();

@@ -190,7 +190,10 @@ impl StoreError {
     /// This error as a [`StoreError::Constraint`] if a unique or foreign-key constraint
     /// refused `sql`; any other error as it is.
     pub(crate) fn classify(self, sql: &str) -> StoreError {
-        let deleting = sql.trim_start().get(..6).is_some_and(|w| w.eq_ignore_ascii_case("delete"));
+        let deleting = sql
+            .trim_start()
+            .get(..6)
+            .is_some_and(|w| w.eq_ignore_ascii_case("delete"));
         let foreign_key = if deleting {
             ConstraintKind::StillReferenced
         } else {

@@ -78,9 +78,15 @@ impl ColumnType {
         let declared = declared.to_ascii_uppercase();
         if declared.contains("INT") {
             ColumnType::Integer
-        } else if ["CHAR", "CLOB", "TEXT"].iter().any(|t| declared.contains(t)) {
+        } else if ["CHAR", "CLOB", "TEXT"]
+            .iter()
+            .any(|t| declared.contains(t))
+        {
             ColumnType::Text
-        } else if ["REAL", "FLOA", "DOUB"].iter().any(|t| declared.contains(t)) {
+        } else if ["REAL", "FLOA", "DOUB"]
+            .iter()
+            .any(|t| declared.contains(t))
+        {
             ColumnType::Real
         } else {
             ColumnType::Other

@@ -92,10 +92,7 @@ impl<'a> Param<'a> {
     pub(crate) fn never_equals(&self, ty: Option<ColumnType>) -> bool {
         matches!(
             (ty, self),
-            (
-                Some(ColumnType::Integer | ColumnType::Real),
-                Param::Text(_)
-            )
+            (Some(ColumnType::Integer | ColumnType::Real), Param::Text(_))
         )
     }
 
@@ -177,7 +174,9 @@ pub(crate) fn postgres_statement<'p, 'a>(
                 }
             }
             b'/' if bytes.get(i + 1) == Some(&b'*') => {
-                i = sql[i + 2..].find("*/").map_or(bytes.len(), |end| i + 2 + end + 2);
+                i = sql[i + 2..]
+                    .find("*/")
+                    .map_or(bytes.len(), |end| i + 2 + end + 2);
             }
             b'$' if bytes.get(i + 1).is_some_and(u8::is_ascii_digit) => {
                 i += 1;

@@ -70,7 +70,9 @@ async fn nulls_booleans_and_numbers_as_text_fit_every_column_on_both() {
         // and a number into a TEXT one, as SQLite's affinity converts them.
         tx.insert(
             "parts",
-            &row(json!({"uuid": "p", "thing_uuid": "a", "slot": true, "label": 7, "weight": "1.5"})),
+            &row(
+                json!({"uuid": "p", "thing_uuid": "a", "slot": true, "label": 7, "weight": "1.5"}),
+            ),
         )
         .await
         .unwrap_or_else(|e| panic!("{backend:?}: {e}"));
@@ -114,7 +116,11 @@ async fn nulls_booleans_and_numbers_as_text_fit_every_column_on_both() {
 
         // `updated_at` is set once: the caller's if it gives one, now otherwise.
         assert!(tx
-            .update("things", "a", &row(json!({"size": 3, "updated_at": "then"})))
+            .update(
+                "things",
+                "a",
+                &row(json!({"size": 3, "updated_at": "then"}))
+            )
             .await
             .unwrap_or_else(|e| panic!("{backend:?}: {e}")));
         assert!(tx
@@ -125,7 +131,9 @@ async fn nulls_booleans_and_numbers_as_text_fit_every_column_on_both() {
         let b = tx.get("things", "b").await.expect("get").expect("row");
         assert_eq!((&a["size"], &a["updated_at"]), (&json!(3), &json!("then")));
         assert_eq!(b["size"], Value::Null, "{backend:?}");
-        assert!(b["updated_at"].as_str().is_some_and(|t| t.starts_with("20")));
+        assert!(b["updated_at"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("20")));
         tx.commit(kernel.bus()).await.expect("commit");
     }
 }
@@ -191,9 +199,12 @@ async fn refused_constraints_are_conflicts_about_the_data_on_both() {
         // Any other database error is internal, and tells nothing of the statement.
         let mut tx = store.begin().await.expect("begin");
         let fault = Fault::from(
-            tx.query("SELECT nonsense FROM nowhere WHERE secret = $1", &[json!(1)])
-                .await
-                .expect_err("no such table"),
+            tx.query(
+                "SELECT nonsense FROM nowhere WHERE secret = $1",
+                &[json!(1)],
+            )
+            .await
+            .expect_err("no such table"),
         );
         assert_eq!(fault.code, FaultCode::Internal, "{backend:?}: {fault:?}");
         assert_clean(&fault, backend);
@@ -204,7 +215,16 @@ async fn refused_constraints_are_conflicts_about_the_data_on_both() {
 /// No constraint name, statement or file path in what a client would see.
 fn assert_clean(fault: &Fault, backend: Backend) {
     let text = serde_json::to_string(fault).expect("JSON");
-    for leak in ["_key", "_fkey", "constraint", "INSERT", "DELETE", "SELECT", "/tmp", ".db"] {
+    for leak in [
+        "_key",
+        "_fkey",
+        "constraint",
+        "INSERT",
+        "DELETE",
+        "SELECT",
+        "/tmp",
+        ".db",
+    ] {
         assert!(!text.contains(leak), "{backend:?}: `{leak}` in {text}");
     }
 }
@@ -299,7 +319,9 @@ impl Database {
                  another server's URL."
             );
         }
-        let base = admin.rsplit_once('/').map_or(admin.as_str(), |(base, _)| base);
+        let base = admin
+            .rsplit_once('/')
+            .map_or(admin.as_str(), |(base, _)| base);
         Database {
             url: format!("{base}/{name}"),
             admin,

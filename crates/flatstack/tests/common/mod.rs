@@ -185,9 +185,8 @@ fn with_database(url: &str, name: &str) -> String {
 
 /// The node's store, opened directly (by the helpers that read it).
 async fn open_store(data_dir: &Path) -> Arc<flatstack_store::Store> {
-    let url = database_url(data_dir).unwrap_or_else(|| {
-        format!("sqlite://{}", data_dir.join("flatstack.db").display())
-    });
+    let url = database_url(data_dir)
+        .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("flatstack.db").display()));
     flatstack_store::Store::open(&url).await.expect("db")
 }
 
