@@ -347,28 +347,35 @@ impl Store {
             ));
             referrers.entry(parent).or_default().push((child, column));
         }
-        if self.backend == Backend::Sqlite {
-            self.index_foreign_keys(&referrers).await?;
-        }
+        self.index_foreign_keys(&referrers).await?;
         *self.referrers.write().unwrap_or_else(|e| e.into_inner()) = referrers;
         *self.references.write().unwrap_or_else(|e| e.into_inner()) = references;
         Ok(())
     }
 
-    /// Indexes every foreign-key column that no index starts with (SQLite indexes none
-    /// by itself), so that finding the rows referring to one — a VM's NICs, the refusal
-    /// of a delete — reads those rows, not the whole table.
+    /// Indexes every foreign-key column that no index starts with (neither SQLite nor
+    /// PostgreSQL indexes the referring side by itself), so that finding the rows referring
+    /// to one — a VM's NICs, the refusal of a delete — reads those rows, not the whole table.
     async fn index_foreign_keys(
         &self,
         referrers: &BTreeMap<String, Vec<Referrer>>,
     ) -> Result<(), StoreError> {
-        let rows = sqlx::query(
-            "SELECT m.name AS tbl, i.name AS col
-             FROM sqlite_master m, pragma_index_list(m.name) l, pragma_index_info(l.name) i
-             WHERE m.type = 'table' AND i.seqno = 0",
-        )
-        .fetch_all(&self.pool)
-        .await?;
+        let first_columns = match self.backend {
+            Backend::Sqlite => {
+                "SELECT m.name AS tbl, i.name AS col
+                 FROM sqlite_master m, pragma_index_list(m.name) l, pragma_index_info(l.name) i
+                 WHERE m.type = 'table' AND i.seqno = 0"
+            }
+            Backend::Postgres => {
+                "SELECT t.relname::text AS tbl, a.attname::text AS col
+                 FROM pg_index x
+                 JOIN pg_class t ON t.oid = x.indrelid
+                 JOIN pg_namespace n ON n.oid = t.relnamespace
+                 JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = x.indkey[0]
+                 WHERE n.nspname = current_schema()"
+            }
+        };
+        let rows = sqlx::query(first_columns).fetch_all(&self.pool).await?;
         let mut indexed = std::collections::BTreeSet::new();
         for row in rows {
             indexed.insert((

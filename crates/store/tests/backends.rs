@@ -17,7 +17,8 @@ const SCHEMA: &str = "CREATE TABLE things (uuid TEXT PRIMARY KEY, name TEXT NOT 
         size BIGINT, note TEXT, created_at TEXT, updated_at TEXT);
      CREATE TABLE parts (uuid TEXT PRIMARY KEY, thing_uuid TEXT REFERENCES things (uuid),
         slot BIGINT, label TEXT, weight REAL, created_at TEXT, updated_at TEXT,
-        UNIQUE (thing_uuid, slot));";
+        UNIQUE (thing_uuid, slot));
+     CREATE TABLE notes (uuid TEXT PRIMARY KEY, thing_uuid TEXT REFERENCES things (uuid));";
 
 /// Where a test store's data lives, removed when the test ends.
 enum Place {
@@ -209,6 +210,36 @@ async fn refused_constraints_are_conflicts_about_the_data_on_both() {
         assert_eq!(fault.code, FaultCode::Internal, "{backend:?}: {fault:?}");
         assert_clean(&fault, backend);
         assert!(!fault.message.contains("nowhere"), "{fault:?}");
+    }
+}
+
+#[tokio::test]
+async fn foreign_keys_no_index_starts_with_are_indexed_on_both() {
+    for (store, _place) in stores().await {
+        let backend = store.backend();
+        let indexes = match backend {
+            Backend::Sqlite => "SELECT name AS name FROM sqlite_master WHERE type = 'index'",
+            Backend::Postgres => {
+                "SELECT indexname::text AS name FROM pg_indexes WHERE schemaname = current_schema()"
+            }
+        };
+        let mut tx = store.read().await.expect("read");
+        let names: Vec<Value> = tx
+            .query(indexes, &[])
+            .await
+            .expect("indexes")
+            .into_iter()
+            .filter_map(|mut row| row.remove("name"))
+            .collect();
+        assert!(
+            names.contains(&json!("fk_notes_thing_uuid")),
+            "{backend:?}: {names:?}"
+        );
+        // `parts.thing_uuid` leads its UNIQUE index already.
+        assert!(
+            !names.contains(&json!("fk_parts_thing_uuid")),
+            "{backend:?}: {names:?}"
+        );
     }
 }
 
