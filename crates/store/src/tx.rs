@@ -152,7 +152,10 @@ impl Tx {
 
     /// Rows of a query the helpers below do not cover (a join, a condition other than
     /// equality), as JSON objects: `$1`, `$2`… take `params` in order. Write it in SQL
-    /// that SQLite and PostgreSQL both run.
+    /// that SQLite and PostgreSQL both run, and that yields integers, reals, text or
+    /// booleans (cast an aggregate such as `SUM` to `BIGINT`: PostgreSQL's `NUMERIC` is not
+    /// mapped). Unlike the helpers, it does not convert `params` to their columns' types:
+    /// give numbers for numeric columns.
     pub async fn query(
         &mut self,
         sql: &str,
