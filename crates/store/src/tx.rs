@@ -2,7 +2,7 @@
 
 use crate::rows::{check_ident, postgres_statement, to_json, Param};
 use crate::sqlite::{self, Writer};
-use crate::{ColumnType, Columns, ConstraintKind, Store, StoreError};
+use crate::{Backend, ColumnType, Columns, ConstraintKind, Store, StoreError};
 use flatstack_kernel::bus::Bus;
 use flatstack_kernel::{Event, Fault};
 use serde_json::{Map, Value};
@@ -296,12 +296,24 @@ impl Tx {
             }
             params.push(param);
         }
-        sql.push_str(" ORDER BY created_at");
+        sql.push_str(" ORDER BY ");
+        sql.push_str(&self.sort_key(&types, "created_at"));
         for column in order {
             check_ident(column)?;
-            sql.push_str(&format!(", {column}"));
+            sql.push_str(", ");
+            sql.push_str(&self.sort_key(&types, column));
         }
         self.fetch(&sql, &params, false).await
+    }
+
+    /// `column` as an `ORDER BY` term that sorts text byte by byte, as SQLite does: on
+    /// PostgreSQL text sorts by the database's collation otherwise (`en_US` puts `db`
+    /// before `Web` and ignores punctuation), so lists would come in another order.
+    fn sort_key(&self, types: &Option<Columns>, column: &str) -> String {
+        match (self.store.backend(), type_of(types, column)) {
+            (Backend::Postgres, Some(ColumnType::Text)) => format!("{column} COLLATE \"C\""),
+            _ => column.to_owned(),
+        }
     }
 
     /// Rows of `table` where `column = value`.
@@ -437,8 +449,9 @@ impl Tx {
         for ident in [table, key_column, value_column] {
             check_ident(ident)?;
         }
+        let order = self.sort_key(&self.store.columns_of(table), value_column);
         let sql = format!(
-            "SELECT {value_column} AS v FROM {table} WHERE {key_column} = $1 ORDER BY {value_column}"
+            "SELECT {value_column} AS v FROM {table} WHERE {key_column} = $1 ORDER BY {order}"
         );
         let rows = self.fetch(&sql, &[Param::text(key)], false).await?;
         rows.into_iter()

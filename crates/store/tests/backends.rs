@@ -37,7 +37,18 @@ async fn stores() -> Vec<(Arc<Store>, Place)> {
         (sqlite, Place::Dir(dir)),
         (postgres, Place::Database(database)),
     ] {
-        let stream = vec![Migration::new(1, "things and parts", SCHEMA)];
+        let stream = vec![
+            Migration::new(1, "things and parts", SCHEMA),
+            // On PostgreSQL, text that a collation would sort unlike SQLite.
+            Migration::new(
+                2,
+                "tags",
+                "CREATE TABLE tags (owner TEXT, tag TEXT, created_at TEXT)",
+            )
+            .postgres(
+                "CREATE TABLE tags (owner TEXT, tag TEXT COLLATE \"und-x-icu\", created_at TEXT)",
+            ),
+        ];
         store
             .migrate(&[("test".to_owned(), stream)])
             .await
@@ -210,6 +221,37 @@ async fn refused_constraints_are_conflicts_about_the_data_on_both() {
         assert_eq!(fault.code, FaultCode::Internal, "{backend:?}: {fault:?}");
         assert_clean(&fault, backend);
         assert!(!fault.message.contains("nowhere"), "{fault:?}");
+    }
+}
+
+#[tokio::test]
+async fn lists_sort_text_byte_by_byte_on_both() {
+    let kernel = Kernel::builder().build().expect("kernel");
+    for (store, _place) in stores().await {
+        let backend = store.backend();
+        let mut tx = store.begin().await.expect("begin");
+        for tag in ["db", "ab", "Web", "a-b"] {
+            let tag = row(json!({"owner": "o", "tag": tag, "created_at": "t"}));
+            tx.insert("tags", &tag).await.expect("insert");
+        }
+        tx.commit(kernel.bus()).await.expect("commit");
+        let mut tx = store.read().await.expect("read");
+        let sorted = ["Web", "a-b", "ab", "db"];
+        assert_eq!(
+            tx.list_refs("tags", "owner", "o", "tag")
+                .await
+                .expect("refs"),
+            sorted,
+            "{backend:?}"
+        );
+        let listed: Vec<Value> = tx
+            .list_by("tags", &row(json!({"owner": "o"})), &["tag"])
+            .await
+            .expect("list")
+            .into_iter()
+            .map(|row| row["tag"].clone())
+            .collect();
+        assert_eq!(listed, sorted.map(|t| json!(t)), "{backend:?}");
     }
 }
 
