@@ -392,11 +392,19 @@ impl Database {
                  another server's URL."
             );
         }
-        let base = admin
-            .rsplit_once('/')
-            .map_or(admin.as_str(), |(base, _)| base);
+        // The admin URL with the new database as its path, its parameters kept.
+        let (base, query) = admin.split_once('?').unwrap_or((admin.as_str(), ""));
+        let authority = base.find("://").map_or(0, |i| i + 3);
+        let end = base[authority..]
+            .find('/')
+            .map_or(base.len(), |i| authority + i);
+        let query = if query.is_empty() {
+            String::new()
+        } else {
+            format!("?{query}")
+        };
         Database {
-            url: format!("{base}/{name}"),
+            url: format!("{}/{name}{query}", &base[..end]),
             admin,
             name,
         }
