@@ -311,6 +311,8 @@ impl Store {
     /// Reads which foreign keys point at which table, for explicit delete refusals.
     async fn load_referrers(&self) -> Result<(), StoreError> {
         let rows: Vec<AnyRow> = match self.backend {
+            // A key that names no parent column refers to the parent's primary key: `uuid`
+            // in every table that is referred to.
             Backend::Sqlite => {
                 sqlx::query(
                     "SELECT m.name AS child, f.\"from\" AS col, f.\"table\" AS parent,
