@@ -216,11 +216,11 @@ impl StoreError {
                     Some(d) if d.contains("is not present") => ConstraintKind::MissingReference,
                     _ => kind,
                 };
-                StoreError::Constraint(Constraint::from_postgres(
-                    kind,
-                    pg.and_then(|pg| pg.table()),
-                    detail,
-                ))
+                StoreError::Constraint(match pg {
+                    Some(pg) => Constraint::from_postgres(kind, pg.table(), detail),
+                    // SQLite through the pool (sqlx's driver), not through `Tx`.
+                    None => Constraint::from_sqlite(kind, Some(db.message())),
+                })
             }
             StoreError::Sqlite(rusqlite::Error::SqliteFailure(failure, message)) => {
                 let kind = match failure.extended_code {
