@@ -103,7 +103,11 @@ async fn creates_in_flight(options: &NodeOptions, count: u32, hosts: u32) -> any
         .get::<Store>()
         .context("the node was started without a store")?;
     let (listener, address) = node::bind(options.listen).await?;
-    tokio::spawn(node::serve_api(listener, kernel.clone(), std::future::pending()));
+    tokio::spawn(node::serve_api(
+        listener,
+        kernel.clone(),
+        std::future::pending(),
+    ));
     let base = format!("http://{address}");
     let shape = CreateVms {
         count,

@@ -19,7 +19,7 @@ fn json_of(out: &[u8]) -> Value {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn create_list_show_delete_with_tables_and_json() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::data_dir();
     let node = Node::start(dir.path());
 
     let out = flatstack(&node)
@@ -126,7 +126,7 @@ async fn create_list_show_delete_with_tables_and_json() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn errors_are_clear_and_exit_non_zero() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::data_dir();
     let node = Node::start(dir.path());
     let err = flatstack(&node)
         .args(["zones", "create", "nam=x"])

@@ -73,7 +73,7 @@ async fn arm(node: &Node, injection: Value) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_create_cut_by_a_kill_is_undone_and_every_job_answers_after_the_restart() {
-    let dir = tempfile::tempdir().expect("dir");
+    let dir = common::data_dir();
     let node = Node::start(dir.path());
     let dc = data_centre(&node).await;
     let done = start_job(
@@ -134,7 +134,7 @@ async fn a_create_cut_by_a_kill_is_undone_and_every_job_answers_after_the_restar
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_destroy_cut_by_a_kill_is_finished_and_a_stop_is_settled_from_the_host() {
-    let dir = tempfile::tempdir().expect("dir");
+    let dir = common::data_dir();
     let node = Node::start(dir.path());
     let dc = data_centre(&node).await;
     let gone = uuid(&node.create("vm-instances", vm_body(&dc, "gone")).await);
@@ -201,11 +201,8 @@ async fn a_destroy_cut_by_a_kill_is_finished_and_a_stop_is_settled_from_the_host
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_release_that_fails_is_retried_later_and_frees_once() {
-    let dir = tempfile::tempdir().expect("dir");
-    let node = Node::start_custom(
-        &["--data-dir".as_ref(), dir.path().as_os_str()],
-        &[("FLATSTACK_RECONCILE_INTERVAL", "1")],
-    );
+    let dir = common::data_dir();
+    let node = Node::start_custom(dir.path(), &[], &[("FLATSTACK_RECONCILE_INTERVAL", "1")]);
     let dc = data_centre(&node).await;
     let before = snapshot(&node, dir.path(), &dc).await;
     let vm = uuid(&node.create("vm-instances", vm_body(&dc, "v")).await);
@@ -242,7 +239,7 @@ async fn a_release_that_fails_is_retried_later_and_frees_once() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_undo_that_fails_transiently_is_retried_and_the_rollback_completes() {
-    let dir = tempfile::tempdir().expect("dir");
+    let dir = common::data_dir();
     let node = Node::start(dir.path());
     let dc = data_centre(&node).await;
     let before = snapshot(&node, dir.path(), &dc).await;
@@ -275,7 +272,7 @@ async fn an_undo_that_fails_transiently_is_retried_and_the_rollback_completes() 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_idempotency_key_makes_a_retry_answer_the_first_request() {
-    let dir = tempfile::tempdir().expect("dir");
+    let dir = common::data_dir();
     let node = Node::start(dir.path());
     let send = |key: &'static str, body: Value| {
         let request = node
@@ -328,7 +325,7 @@ async fn an_idempotency_key_makes_a_retry_answer_the_first_request() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn jobs_are_listed_filtered_and_paged() {
-    let dir = tempfile::tempdir().expect("dir");
+    let dir = common::data_dir();
     let node = Node::start(dir.path());
     let mut made = Vec::new();
     for name in ["a", "b", "c"] {
@@ -386,11 +383,8 @@ async fn jobs_are_listed_filtered_and_paged() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_vm_its_host_no_longer_runs_is_found_stopped() {
-    let dir = tempfile::tempdir().expect("dir");
-    let node = Node::start_custom(
-        &["--data-dir".as_ref(), dir.path().as_os_str()],
-        &[("FLATSTACK_RECONCILE_INTERVAL", "1")],
-    );
+    let dir = common::data_dir();
+    let node = Node::start_custom(dir.path(), &[], &[("FLATSTACK_RECONCILE_INTERVAL", "1")]);
     let dc = data_centre(&node).await;
     let vm = node.create("vm-instances", vm_body(&dc, "v")).await;
     let host = vm["host_uuid"].as_str().expect("host");
@@ -412,7 +406,7 @@ async fn a_vm_its_host_no_longer_runs_is_found_stopped() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_host_a_vm_is_being_placed_on_cannot_be_deleted() {
-    let dir = tempfile::tempdir().expect("dir");
+    let dir = common::data_dir();
     let node = Node::start(dir.path());
     let dc = data_centre(&node).await;
     // Held right after its host is chosen and its capacity taken, before its row names

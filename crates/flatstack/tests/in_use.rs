@@ -121,7 +121,7 @@ async fn empty_cluster(node: &Node, dc: &Dc) -> String {
 
 #[tokio::test]
 async fn an_image_or_offering_that_vms_use_cannot_be_deleted() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::data_dir();
     let node = Node::start(dir.path());
     let dc = data_centre(&node).await;
     let a = uuid(&node.create("vm-instances", vm_body(&dc, "a")).await);
@@ -186,7 +186,7 @@ async fn an_image_or_offering_that_vms_use_cannot_be_deleted() {
 
 #[tokio::test]
 async fn primary_storage_holding_the_volumes_of_a_clusters_vms_stays_attached_to_it() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::data_dir();
     let node = Node::start(dir.path());
     let dc = data_centre(&node).await;
     let other = empty_cluster(&node, &dc).await;
@@ -259,7 +259,7 @@ async fn primary_storage_holding_the_volumes_of_a_clusters_vms_stays_attached_to
 
 #[tokio::test]
 async fn an_l2_network_that_nics_of_a_clusters_vms_use_stays_attached_to_it() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::data_dir();
     let node = Node::start(dir.path());
     let dc = data_centre(&node).await;
     let l2 = format!("/v1/l2-networks/{}", l2_of(&node, &dc).await);
@@ -320,7 +320,7 @@ async fn an_l2_network_that_nics_of_a_clusters_vms_use_stays_attached_to_it() {
 /// keeps everything it is being made of.
 #[tokio::test]
 async fn a_vm_being_created_is_a_user_already() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::data_dir();
     let node = Node::start_with_manifest(dir.path(), "[config]\nextension.timeout_ms = 4000\n");
     let dc = data_centre(&node).await;
     let l2 = format!("/v1/l2-networks/{}", l2_of(&node, &dc).await);
@@ -413,7 +413,7 @@ async fn a_vm_being_created_is_a_user_already() {
 /// the create goes on to make a whole VM.
 #[tokio::test]
 async fn a_create_holds_its_offering_from_its_first_step() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::data_dir();
     let node = Node::start(dir.path());
     let dc = data_centre(&node).await;
     let (status, reply) = node
@@ -468,7 +468,7 @@ async fn a_create_holds_its_offering_from_its_first_step() {
 /// each VM once), a zone's clusters and networks.
 #[tokio::test]
 async fn a_delete_refused_by_the_store_names_resources_not_tables() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::data_dir();
     let node = Node::start(dir.path());
     let dc = data_centre(&node).await;
     let a = uuid(&node.create("vm-instances", vm_body(&dc, "a")).await);
@@ -557,7 +557,7 @@ async fn a_delete_refused_by_the_store_names_resources_not_tables() {
 /// The vetoes are listed with the others, marked asynchronous, with their metrics.
 #[tokio::test]
 async fn the_asynchronous_vetoes_are_listed() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::data_dir();
     let node = Node::start(dir.path());
     let dc = data_centre(&node).await;
     let (status, _) = node

@@ -16,9 +16,8 @@ use std::time::{Duration, Instant};
 const SLOW_START: Duration = Duration::from_secs(3);
 
 fn node_on(dir: &std::path::Path, extra: &[&str], env: &[(&str, &str)]) -> Node {
-    let mut args: Vec<&OsStr> = vec!["--data-dir".as_ref(), dir.as_os_str()];
-    args.extend(extra.iter().map(OsStr::new));
-    Node::start_custom(&args, env)
+    let args: Vec<&OsStr> = extra.iter().map(OsStr::new).collect();
+    Node::start_custom(dir, &args, env)
 }
 
 /// Makes every host of the data centre take `delay` to start a VM.

@@ -60,7 +60,7 @@ async fn snapshot(dir: &Path) -> Vec<i64> {
 
 #[tokio::test]
 async fn l2_networks_of_both_types_create_list_show_update_delete() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::data_dir();
     let node = Node::start(dir.path());
     let (zone, _, _) = data_centre(&node).await;
 
@@ -131,7 +131,7 @@ async fn l2_networks_of_both_types_create_list_show_update_delete() {
 
 #[tokio::test]
 async fn l2_networks_attach_to_clusters_of_their_zone() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::data_dir();
     let node = Node::start(dir.path());
     let (zone, cluster, host) = data_centre(&node).await;
     let vlan = uuid(&node.create("l2-networks", vlan_l2(&zone, 10)).await);
@@ -212,7 +212,7 @@ async fn l2_networks_attach_to_clusters_of_their_zone() {
 
 #[tokio::test]
 async fn l3_networks_and_ip_ranges_create_list_show_update_delete() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::data_dir();
     let node = Node::start(dir.path());
     let (zone, _, _) = data_centre(&node).await;
     let l2 = uuid(&node.create("l2-networks", vlan_l2(&zone, 100)).await);
@@ -322,7 +322,7 @@ async fn l3_networks_and_ip_ranges_create_list_show_update_delete() {
 
 #[tokio::test]
 async fn bad_network_input_is_a_clear_error_and_changes_nothing() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::data_dir();
     let node = Node::start(dir.path());
     let (zone, cluster, _) = data_centre(&node).await;
     let zone2 = uuid(&node.create("zones", json!({"name": "zone-2"})).await);
@@ -694,7 +694,7 @@ async fn bad_network_input_is_a_clear_error_and_changes_nothing() {
 
 #[tokio::test]
 async fn network_plugins_and_types_are_introspectable() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::data_dir();
     let node = Node::start(dir.path());
     let (status, types) = node.get("/v1/l2-networks/types").await;
     assert_eq!(status, StatusCode::OK);
@@ -734,4 +734,36 @@ async fn network_plugins_and_types_are_introspectable() {
     ] {
         assert!(doc["paths"][path].is_object(), "{path}");
     }
+}
+
+/// The VLAN of a network is unique on its interface even when creates race: the check
+/// and the insert are one write transaction, which no other write overlaps (on
+/// PostgreSQL too, where transactions otherwise run side by side under READ COMMITTED).
+#[tokio::test]
+async fn racing_creates_of_one_vlan_make_one_network() {
+    let dir = common::data_dir();
+    let node = std::sync::Arc::new(Node::start(dir.path()));
+    let zone = uuid(&node.create("zones", json!({"name": "z"})).await);
+    let creates: Vec<_> = (0..8)
+        .map(|_| {
+            let (node, zone) = (node.clone(), zone.clone());
+            tokio::spawn(async move {
+                node.post("/v1/l2-networks?wait=10", vlan_l2(&zone, 300))
+                    .await
+            })
+        })
+        .collect();
+    let mut made = 0;
+    for create in creates {
+        let (status, reply) = create.await.expect("task");
+        match status {
+            StatusCode::CREATED => made += 1,
+            StatusCode::CONFLICT => {
+                assert_eq!(reply["error"]["details"]["field"], "vlan", "{reply}")
+            }
+            other => panic!("{other}: {reply}"),
+        }
+    }
+    assert_eq!(made, 1);
+    assert_eq!(rows(dir.path(), "l2_vlan_networks").await, 1);
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 #[tokio::test]
 async fn zones_create_list_show_update_delete() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::data_dir();
     let node = Node::start(dir.path());
     let zone = node
         .create("zones", json!({"name": "zone-1", "description": "first"}))
@@ -60,7 +60,7 @@ async fn zones_create_list_show_update_delete() {
 
 #[tokio::test]
 async fn jobs_run_asynchronously_without_wait() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::data_dir();
     let node = Node::start(dir.path());
     let (status, accepted) = node.post("/v1/zones", json!({"name": "z"})).await;
     assert_eq!(status, StatusCode::ACCEPTED);
@@ -98,7 +98,7 @@ async fn jobs_run_asynchronously_without_wait() {
 
 #[tokio::test]
 async fn bad_input_is_a_clear_error_and_changes_nothing() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::data_dir();
     let node = Node::start(dir.path());
     let (zone, cluster, _host) = data_centre(&node).await;
     let before = [
@@ -251,7 +251,7 @@ async fn bad_input_is_a_clear_error_and_changes_nothing() {
 
 #[tokio::test]
 async fn deleting_a_parent_with_children_is_a_conflict() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::data_dir();
     let node = Node::start(dir.path());
     let (zone, cluster, host) = data_centre(&node).await;
     for (kind, id) in [("zones", &zone), ("clusters", &cluster)] {
@@ -290,7 +290,7 @@ async fn deleting_a_parent_with_children_is_a_conflict() {
 
 #[tokio::test]
 async fn simulator_hosts_connect_and_failures_can_be_injected() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::data_dir();
     let node = Node::start(dir.path());
     let (_, _, host) = data_centre(&node).await;
     let (_, shown) = node.get(&format!("/v1/hosts/{host}")).await;
@@ -376,7 +376,7 @@ async fn simulator_hosts_connect_and_failures_can_be_injected() {
 
 #[tokio::test]
 async fn a_restart_keeps_everything() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::data_dir();
     let (zone, cluster, host) = {
         let node = Node::start(dir.path());
         data_centre(&node).await
@@ -403,7 +403,7 @@ async fn a_restart_keeps_everything() {
 
 #[tokio::test]
 async fn introspection_and_documents() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::data_dir();
     let node = Node::start(dir.path());
     let (_, plugins) = node.get("/v1/plugins").await;
     let names: Vec<&str> = plugins["plugins"]
@@ -470,4 +470,69 @@ async fn introspection_and_documents() {
     let create_ref = &doc["paths"]["/v1/clusters"]["post"]["requestBody"]["content"]
         ["application/json"]["schema"]["$ref"];
     assert_eq!(create_ref, "#/components/schemas/cluster.create");
+}
+
+/// A write a UNIQUE column refuses is a `409` naming the field and the value, on either
+/// backend: never the constraint's name, the statement or a file path.
+#[tokio::test]
+async fn a_refused_unique_key_is_a_conflict_about_the_data() {
+    let dir = common::data_dir();
+    let node = Node::start(dir.path());
+    // The quota plugin does not look first: only the UNIQUE (owner) column refuses this.
+    let quota = json!({"name": "q", "owner": "alice", "max_vm_num": 1, "max_cpu_num": 1,
+                       "max_memory_size": 1 << 30});
+    node.create("quotas", quota.clone()).await;
+    let (status, err) = node.post("/v1/quotas?wait=10", quota).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{err}");
+    assert_eq!(err["error"]["code"], "conflict", "{err}");
+    assert_eq!(err["error"]["details"]["field"], "owner", "{err}");
+    assert_eq!(err["error"]["details"]["value"], "alice", "{err}");
+    let text = err.to_string();
+    for leak in [
+        "constraint",
+        "_key",
+        "INSERT",
+        "UNIQUE",
+        "flatstack.db",
+        "$1",
+    ] {
+        assert!(!text.contains(leak), "`{leak}` in {err}");
+    }
+    assert_eq!(node.count("quotas").await, 1);
+
+    // Hosts with one management IP, created at once: the host plugin looks first, then
+    // writes in another transaction, so the key decides a race; either way one is made
+    // and the others are conflicts about `management_ip`.
+    let (_, cluster, _) = data_centre(&node).await;
+    let node = std::sync::Arc::new(node);
+    let creates: Vec<_> = (0..6)
+        .map(|i| {
+            let node = node.clone();
+            let cluster = cluster.clone();
+            tokio::spawn(async move {
+                node.post(
+                    "/v1/hosts?wait=10",
+                    json!({"type": "Simulator", "name": format!("twin-{i}"), "cluster_uuid": cluster,
+                           "management_ip": "10.9.9.9", "cpu_capacity": 1, "memory_capacity": 1 << 30}),
+                )
+                .await
+            })
+        })
+        .collect();
+    let mut made = 0;
+    for create in creates {
+        let (status, reply) = create.await.expect("task");
+        match status {
+            StatusCode::CREATED => made += 1,
+            StatusCode::CONFLICT => {
+                assert_eq!(
+                    reply["error"]["details"]["field"], "management_ip",
+                    "{reply}"
+                );
+                assert!(!reply.to_string().contains("constraint"), "{reply}");
+            }
+            other => panic!("{other}: {reply}"),
+        }
+    }
+    assert_eq!(made, 1);
 }

@@ -43,7 +43,7 @@ async fn every_console_example_of_the_operators_guide_runs() {
         commands.len() >= 15,
         "the guide lost its examples: {commands:?}"
     );
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::data_dir();
     let node = Node::start(dir.path());
     let bin = std::path::Path::new(env!("CARGO_BIN_EXE_flatstack"))
         .parent()

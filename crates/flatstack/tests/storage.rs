@@ -24,7 +24,7 @@ async fn capacity(node: &Node, bs: &str) -> u64 {
 
 #[tokio::test]
 async fn primary_storage_attaches_to_clusters_of_its_zone() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::data_dir();
     let node = Node::start(dir.path());
     let (zone, cluster, _) = data_centre(&node).await;
     let ps = node
@@ -104,7 +104,7 @@ async fn primary_storage_attaches_to_clusters_of_its_zone() {
 
 #[tokio::test]
 async fn bad_storage_input_changes_nothing() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::data_dir();
     let node = Node::start(dir.path());
     let (zone, cluster, _) = data_centre(&node).await;
     let other_zone = uuid(&node.create("zones", json!({"name": "zone-2"})).await);
@@ -254,7 +254,7 @@ async fn bad_storage_input_changes_nothing() {
 
 #[tokio::test]
 async fn images_take_and_give_back_backup_storage_capacity() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::data_dir();
     let node = Node::start(dir.path());
     let zone = uuid(&node.create("zones", json!({"name": "z"})).await);
     let bs1 = backup(&node, &zone, "bs1", 1000).await;
@@ -320,7 +320,7 @@ async fn images_take_and_give_back_backup_storage_capacity() {
 
 #[tokio::test]
 async fn instance_offerings_life_cycle() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::data_dir();
     let node = Node::start(dir.path());
     let small = node
         .create(

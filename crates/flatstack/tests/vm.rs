@@ -10,7 +10,7 @@ use serde_json::json;
 
 #[tokio::test]
 async fn a_vm_lives_its_whole_life_cycle() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::data_dir();
     let node = Node::start(dir.path());
     let dc = data_centre(&node).await;
     let before = snapshot(&node, dir.path(), &dc).await;
@@ -91,7 +91,7 @@ async fn a_vm_lives_its_whole_life_cycle() {
 
 #[tokio::test]
 async fn a_failed_create_leaves_nothing_behind() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::data_dir();
     let node = Node::start(dir.path());
     let dc = data_centre(&node).await;
     let before = snapshot(&node, dir.path(), &dc).await;
@@ -167,7 +167,7 @@ async fn a_failed_create_leaves_nothing_behind() {
 
 #[tokio::test]
 async fn a_failed_stop_keeps_the_vm_running() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::data_dir();
     let node = Node::start(dir.path());
     let dc = data_centre(&node).await;
     let mut body = vm_body(&dc, "vm");
@@ -192,7 +192,7 @@ async fn a_failed_stop_keeps_the_vm_running() {
 
 #[tokio::test]
 async fn host_tags_steer_placement() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::data_dir();
     let node = Node::start(dir.path());
     let dc = data_centre(&node).await;
     let tagged = &dc.hosts[1];
@@ -251,7 +251,7 @@ async fn host_tags_steer_placement() {
 
 #[tokio::test]
 async fn quotas_refuse_what_would_exceed_them_and_free_on_destroy() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::data_dir();
     let node = Node::start(dir.path());
     let dc = data_centre(&node).await;
     node.create("quotas", json!({"name": "alice", "owner": "alice", "max_vm_num": 2, "max_cpu_num": 100, "max_memory_size": 100 * GIB}))
@@ -296,7 +296,7 @@ async fn quotas_refuse_what_would_exceed_them_and_free_on_destroy() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_thousand_creates_at_once_never_over_commit_or_leak() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::data_dir();
     let node = std::sync::Arc::new(Node::start(dir.path()));
     let dc = std::sync::Arc::new(data_centre(&node).await);
     // 2 hosts × (8 vCPUs, 16 GiB) and VMs of (2 vCPUs, 4 GiB): 8 fit; the L3 has 10 addresses.
@@ -375,7 +375,7 @@ async fn wait_for_state(node: &Node, vm: &str, state: &str) {
 
 #[tokio::test]
 async fn vms_of_a_lost_host_are_unknown_until_it_reconnects() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::data_dir();
     let node = Node::start(dir.path());
     let dc = data_centre(&node).await;
     let host = &dc.hosts[0];
@@ -512,7 +512,7 @@ async fn tables(dir: &std::path::Path) -> serde_json::Value {
 
 #[tokio::test]
 async fn a_create_whose_rollback_fails_says_what_it_left() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::data_dir();
     let node = Node::start(dir.path());
     let dc = data_centre(&node).await;
     let host = &dc.hosts[0];

@@ -99,7 +99,7 @@ const MODES: [&str; 3] = ["fail", "panic", "hang"];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failure_at_any_step_of_any_operation_leaves_nothing_behind() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::data_dir();
     let node = Node::start_with_manifest(dir.path(), MANIFEST);
     let dc = data_centre(&node).await;
     let d = dir.path();
@@ -219,7 +219,7 @@ async fn a_failure_at_any_step_of_any_operation_leaves_nothing_behind() {
 
 #[tokio::test]
 async fn fault_injections_are_checked_and_listed() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::data_dir();
     let node = Node::start(dir.path());
     for (body, field) in [
         (

@@ -26,7 +26,7 @@ async fn delete(node: &Node, path: &str) -> (StatusCode, Value) {
 
 #[tokio::test]
 async fn volumes_live_with_vms_and_on_their_own() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::data_dir();
     let node = Node::start(dir.path());
     let dc = data_centre(&node).await;
     let total = free(&node, &dc).await;
@@ -210,7 +210,7 @@ async fn volumes_live_with_vms_and_on_their_own() {
 
 #[tokio::test]
 async fn a_vm_goes_only_where_its_networks_and_storage_reach() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::data_dir();
     let node = Node::start(dir.path());
     let dc = data_centre(&node).await;
     let l2 = node.get(&format!("/v1/l3-networks/{}", dc.l3)).await.1["inventory"]
@@ -244,4 +244,46 @@ async fn a_vm_goes_only_where_its_networks_and_storage_reach() {
     let first = node.create("vm-instances", vm_body(&dc, "a")).await;
     let second = node.create("vm-instances", vm_body(&dc, "b")).await;
     assert_ne!(first["host_uuid"], second["host_uuid"]);
+}
+
+/// Data volumes attached to one VM at once get distinct device ids: each attach reads the
+/// VM's volumes and writes the next id in one write transaction, which no other write
+/// overlaps (on PostgreSQL too).
+#[tokio::test]
+async fn racing_attaches_to_one_vm_get_distinct_device_ids() {
+    let dir = common::data_dir();
+    let node = std::sync::Arc::new(Node::start(dir.path()));
+    let dc = data_centre(&node).await;
+    let vm = uuid(&node.create("vm-instances", vm_body(&dc, "vm")).await);
+    let mut volumes = Vec::new();
+    for i in 0..6 {
+        let name = format!("d{i}");
+        volumes.push(uuid(
+            &node
+                .create("volumes", json!({"name": name, "size": GIB}))
+                .await,
+        ));
+    }
+    let attaches: Vec<_> = volumes
+        .iter()
+        .map(|volume| {
+            let (node, volume, vm) = (node.clone(), volume.clone(), vm.clone());
+            tokio::spawn(async move {
+                volume_action(
+                    &node,
+                    &volume,
+                    json!({"action": "attach", "vm_instance_uuid": vm}),
+                )
+                .await
+            })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for attach in attaches {
+        let (status, reply) = attach.await.expect("task");
+        assert_eq!(status, StatusCode::OK, "{reply}");
+        ids.push(reply["inventory"]["device_id"].as_i64().expect("device_id"));
+    }
+    ids.sort_unstable();
+    assert_eq!(ids, [1, 2, 3, 4, 5, 6]);
 }

@@ -24,7 +24,7 @@ mod sqlite;
 mod tx;
 pub mod users;
 
-pub use error::StoreError;
+pub use error::{Constraint, ConstraintKind, StoreError};
 pub use journal::Journal;
 pub use outbox::{EventRetention, PRUNE_BATCH};
 pub use tx::{now, Tx};
@@ -66,9 +66,60 @@ pub const SQLITE_PRAGMAS: &[&str] = &[
 /// A foreign key that points at a table: `(table, column)` of the referring rows.
 pub type Referrer = (String, String);
 
+/// A foreign key of a table: its column, and the table and column it refers to.
+pub(crate) type Reference = (String, String, String);
+
+/// What a column holds, from its declared type, as far as JSON values go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ColumnType {
+    Integer,
+    Real,
+    Text,
+    /// Anything else (BOOLEAN, BLOB...): values are bound as they come.
+    Other,
+}
+
+impl ColumnType {
+    /// SQLite's rules for a declared type's affinity, which PostgreSQL's names fit too.
+    fn of(declared: &str) -> ColumnType {
+        let declared = declared.to_ascii_uppercase();
+        if declared.contains("INT") {
+            ColumnType::Integer
+        } else if ["CHAR", "CLOB", "TEXT"]
+            .iter()
+            .any(|t| declared.contains(t))
+        {
+            ColumnType::Text
+        } else if ["REAL", "FLOA", "DOUB"]
+            .iter()
+            .any(|t| declared.contains(t))
+        {
+            ColumnType::Real
+        } else {
+            ColumnType::Other
+        }
+    }
+}
+
+/// Each table's columns and their types.
+pub(crate) type Columns = Arc<BTreeMap<String, ColumnType>>;
+
 /// How long [`Store::begin`] waits for the connection before it answers "busy", as the
 /// pool's acquire timeout does.
 const BEGIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// How a write transaction begins on PostgreSQL: it waits (at most as long as
+/// [`BEGIN_TIMEOUT`]) for the database-wide write lock, held until it commits or rolls
+/// back, so that write transactions run one at a time as on SQLite, on every node sharing
+/// the database. Plugins rely on that: a check and the write it decides share a `Tx`
+/// (a free VLAN, the next device id), and under READ COMMITTED two such transactions
+/// would both pass the check. One round trip: `BEGIN` is sent as a simple query.
+const POSTGRES_WRITE_BEGIN: &str = "BEGIN; SET LOCAL lock_timeout = '30s'; \
+     SELECT pg_advisory_xact_lock(7380095427620824941)";
+
+/// How a read transaction begins on PostgreSQL: on one snapshot, as of its first read, as
+/// on SQLite; and PostgreSQL refuses writes in it too.
+const POSTGRES_READ_BEGIN: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY";
 
 /// The database of a management node.
 pub struct Store {
@@ -81,11 +132,19 @@ pub struct Store {
     writer: Option<Arc<tokio::sync::Mutex<sqlite::Writer>>>,
     /// SQLite: connections for [`Store::read`], which read beside the writer.
     readers: Option<Arc<sqlite::Readers>>,
+    /// PostgreSQL: this node's turn to write. Write transactions wait for it before they
+    /// take a connection and the database's write lock, so that waiting writers do not
+    /// hold every pooled connection while the one writing may need one for a read.
+    postgres_writer: Option<Arc<tokio::sync::Mutex<()>>>,
     backend: Backend,
     /// For each table, the tables/columns whose foreign keys refer to it.
     referrers: RwLock<BTreeMap<String, Vec<Referrer>>>,
     /// For each table plugins named, the resource kind its rows stand for.
     table_kinds: RwLock<BTreeMap<&'static str, TableKind>>,
+    /// For each table, its foreign keys (to say which one a refused write broke).
+    references: RwLock<BTreeMap<String, Vec<Reference>>>,
+    /// For each table, its columns' types (see [`Tx`]'s use of them).
+    columns: RwLock<BTreeMap<String, Columns>>,
     /// Transactions begun and committed through [`Tx`] (see [`Store::transactions`]).
     begun: AtomicU64,
     commits: AtomicU64,
@@ -128,13 +187,18 @@ impl Store {
             }
             Backend::Postgres => (None, None),
         };
+        let postgres_writer =
+            (backend == Backend::Postgres).then(|| Arc::new(tokio::sync::Mutex::new(())));
         Ok(Arc::new(Store {
             pool,
             writer,
             readers,
+            postgres_writer,
             backend,
             referrers: RwLock::default(),
             table_kinds: RwLock::default(),
+            references: RwLock::default(),
+            columns: RwLock::default(),
             begun: AtomicU64::new(0),
             commits: AtomicU64::new(0),
         }))
@@ -217,15 +281,55 @@ impl Store {
                 tracing::info!(plugin = %plugin, version = m.version, "migration applied");
             }
         }
-        self.load_referrers().await
+        self.load_referrers().await?;
+        self.load_columns().await
+    }
+
+    /// Reads every table's columns and their declared types.
+    async fn load_columns(&self) -> Result<(), StoreError> {
+        let sql = match self.backend {
+            Backend::Sqlite => {
+                "SELECT m.name AS tbl, c.name AS col, c.type AS ty
+                 FROM sqlite_master m, pragma_table_info(m.name) c WHERE m.type = 'table'"
+            }
+            Backend::Postgres => {
+                "SELECT table_name::text AS tbl, column_name::text AS col, data_type::text AS ty
+                 FROM information_schema.columns WHERE table_schema = current_schema()"
+            }
+        };
+        let mut tables: BTreeMap<String, BTreeMap<String, ColumnType>> = BTreeMap::new();
+        for row in sqlx::query(sql).fetch_all(&self.pool).await? {
+            let declared: String = row.try_get("ty")?;
+            tables
+                .entry(row.try_get("tbl")?)
+                .or_default()
+                .insert(row.try_get("col")?, ColumnType::of(&declared));
+        }
+        *self.columns.write().unwrap_or_else(|e| e.into_inner()) = tables
+            .into_iter()
+            .map(|(table, columns)| (table, Arc::new(columns)))
+            .collect();
+        Ok(())
+    }
+
+    /// The columns of `table`, if the store has read them (after [`Store::migrate`]).
+    pub(crate) fn columns_of(&self, table: &str) -> Option<Columns> {
+        self.columns
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(table)
+            .cloned()
     }
 
     /// Reads which foreign keys point at which table, for explicit delete refusals.
     async fn load_referrers(&self) -> Result<(), StoreError> {
         let rows: Vec<AnyRow> = match self.backend {
+            // A key that names no parent column refers to the parent's primary key: `uuid`
+            // in every table that is referred to.
             Backend::Sqlite => {
                 sqlx::query(
-                    "SELECT m.name AS child, f.\"from\" AS col, f.\"table\" AS parent
+                    "SELECT m.name AS child, f.\"from\" AS col, f.\"table\" AS parent,
+                            COALESCE(f.\"to\", 'uuid') AS parent_col
                      FROM sqlite_master m, pragma_foreign_key_list(m.name) f
                      WHERE m.type = 'table'",
                 )
@@ -235,7 +339,7 @@ impl Store {
             Backend::Postgres => {
                 sqlx::query(
                     "SELECT tc.table_name::text AS child, kcu.column_name::text AS col,
-                            ccu.table_name::text AS parent
+                            ccu.table_name::text AS parent, ccu.column_name::text AS parent_col
                      FROM information_schema.table_constraints tc
                      JOIN information_schema.key_column_usage kcu ON tc.constraint_name = kcu.constraint_name
                      JOIN information_schema.constraint_column_usage ccu ON tc.constraint_name = ccu.constraint_name
@@ -246,34 +350,47 @@ impl Store {
             }
         };
         let mut referrers: BTreeMap<String, Vec<Referrer>> = BTreeMap::new();
+        let mut references: BTreeMap<String, Vec<Reference>> = BTreeMap::new();
         for row in rows {
             let parent: String = row.try_get("parent")?;
-            referrers
-                .entry(parent)
-                .or_default()
-                .push((row.try_get("child")?, row.try_get("col")?));
+            let child: String = row.try_get("child")?;
+            let column: String = row.try_get("col")?;
+            references.entry(child.clone()).or_default().push((
+                column.clone(),
+                parent.clone(),
+                row.try_get("parent_col")?,
+            ));
+            referrers.entry(parent).or_default().push((child, column));
         }
-        if self.backend == Backend::Sqlite {
-            self.index_foreign_keys(&referrers).await?;
-        }
+        self.index_foreign_keys(&referrers).await?;
         *self.referrers.write().unwrap_or_else(|e| e.into_inner()) = referrers;
+        *self.references.write().unwrap_or_else(|e| e.into_inner()) = references;
         Ok(())
     }
 
-    /// Indexes every foreign-key column that no index starts with (SQLite indexes none
-    /// by itself), so that finding the rows referring to one — a VM's NICs, the refusal
-    /// of a delete — reads those rows, not the whole table.
+    /// Indexes every foreign-key column that no index starts with (neither SQLite nor
+    /// PostgreSQL indexes the referring side by itself), so that finding the rows referring
+    /// to one — a VM's NICs, the refusal of a delete — reads those rows, not the whole table.
     async fn index_foreign_keys(
         &self,
         referrers: &BTreeMap<String, Vec<Referrer>>,
     ) -> Result<(), StoreError> {
-        let rows = sqlx::query(
-            "SELECT m.name AS tbl, i.name AS col
-             FROM sqlite_master m, pragma_index_list(m.name) l, pragma_index_info(l.name) i
-             WHERE m.type = 'table' AND i.seqno = 0",
-        )
-        .fetch_all(&self.pool)
-        .await?;
+        let first_columns = match self.backend {
+            Backend::Sqlite => {
+                "SELECT m.name AS tbl, i.name AS col
+                 FROM sqlite_master m, pragma_index_list(m.name) l, pragma_index_info(l.name) i
+                 WHERE m.type = 'table' AND i.seqno = 0"
+            }
+            Backend::Postgres => {
+                "SELECT t.relname::text AS tbl, a.attname::text AS col
+                 FROM pg_index x
+                 JOIN pg_class t ON t.oid = x.indrelid
+                 JOIN pg_namespace n ON n.oid = t.relnamespace
+                 JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = x.indkey[0]
+                 WHERE n.nspname = current_schema()"
+            }
+        };
+        let rows = sqlx::query(first_columns).fetch_all(&self.pool).await?;
         let mut indexed = std::collections::BTreeSet::new();
         for row in rows {
             indexed.insert((
@@ -334,6 +451,15 @@ impl Store {
             .copied()
     }
 
+    pub(crate) fn references_of(&self, table: &str) -> Vec<Reference> {
+        self.references
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(table)
+            .cloned()
+            .unwrap_or_default()
+    }
+
     /// Starts a transaction.
     pub async fn begin(self: &Arc<Self>) -> Result<Tx, StoreError> {
         Tx::begin(self.clone()).await
@@ -370,6 +496,36 @@ impl Store {
             .await
             .map(Some)
             .map_err(|_| StoreError::Database(sqlx::Error::PoolTimedOut))
+    }
+
+    /// PostgreSQL: a write transaction, begun once this node's previous one is done, with
+    /// the database's write lock ([`POSTGRES_WRITE_BEGIN`]); and this node's turn, to hold
+    /// until it ends.
+    pub(crate) async fn postgres_write(
+        &self,
+    ) -> Result<
+        (
+            sqlx::Transaction<'static, sqlx::Any>,
+            Option<tokio::sync::OwnedMutexGuard<()>>,
+        ),
+        StoreError,
+    > {
+        let turn = match &self.postgres_writer {
+            Some(turn) => Some(
+                tokio::time::timeout(BEGIN_TIMEOUT, turn.clone().lock_owned())
+                    .await
+                    .map_err(|_| StoreError::Database(sqlx::Error::PoolTimedOut))?,
+            ),
+            None => None,
+        };
+        Ok((self.pool.begin_with(POSTGRES_WRITE_BEGIN).await?, turn))
+    }
+
+    /// PostgreSQL: a read transaction ([`POSTGRES_READ_BEGIN`]).
+    pub(crate) async fn postgres_read(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
+        Ok(self.pool.begin_with(POSTGRES_READ_BEGIN).await?)
     }
 
     /// SQLite's transaction connection, or an error naming `what` needs it.

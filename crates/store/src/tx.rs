@@ -1,8 +1,8 @@
 //! A transaction: records and the events that report them, committed together.
 
-use crate::rows::{check_ident, to_json, Param};
+use crate::rows::{check_ident, postgres_statement, to_json, Param};
 use crate::sqlite::{self, Writer};
-use crate::{Store, StoreError, Users};
+use crate::{Backend, ColumnType, Columns, ConstraintKind, Store, StoreError, Users};
 use flatstack_kernel::bus::Bus;
 use flatstack_kernel::{Event, Fault};
 use serde_json::{Map, Value};
@@ -23,11 +23,12 @@ pub struct Tx {
 }
 
 /// Where a transaction runs: SQLite's one transaction connection (statements run inline,
-/// see `sqlite.rs`), or a PostgreSQL connection from the pool.
+/// see `sqlite.rs`), or a PostgreSQL connection from the pool, with this node's turn to
+/// write if it writes (given back after the transaction, which is dropped first).
 enum Conn {
     Sqlite(SqliteTx),
     SqliteRead(sqlite::Reader),
-    Postgres(Transaction<'static, Any>),
+    Postgres(Transaction<'static, Any>, Option<OwnedMutexGuard<()>>),
 }
 
 /// The SQLite connection with a transaction open on it, rolled back (inline, before the
@@ -38,6 +39,11 @@ impl Drop for SqliteTx {
     fn drop(&mut self) {
         self.0.rollback();
     }
+}
+
+/// The type of `column` in a table's `columns`, if known.
+fn type_of(columns: &Option<Columns>, column: &str) -> Option<ColumnType> {
+    columns.as_ref()?.get(column).copied()
 }
 
 /// Now, as RFC 3339 in UTC with milliseconds: sortable as text on every backend.
@@ -63,7 +69,10 @@ impl Tx {
                 writer.begin()?;
                 Conn::Sqlite(SqliteTx(writer))
             }
-            None => Conn::Postgres(store.pool.begin().await?),
+            None => {
+                let (tx, turn) = store.postgres_write().await?;
+                Conn::Postgres(tx, turn)
+            }
         };
         store.count_begin();
         Ok(Tx {
@@ -77,7 +86,7 @@ impl Tx {
     pub(crate) async fn read(store: Arc<Store>) -> Result<Tx, StoreError> {
         let tx = match &store.readers {
             Some(readers) => Conn::SqliteRead(readers.begin()?),
-            None => Conn::Postgres(store.pool.begin().await?),
+            None => Conn::Postgres(store.postgres_read().await?, None),
         };
         store.count_begin();
         Ok(Tx {
@@ -88,22 +97,29 @@ impl Tx {
         })
     }
 
-    /// Runs a statement that returns no rows; how many rows it changed.
+    /// Runs a statement that returns no rows; how many rows it changed. A refused
+    /// constraint is a [`StoreError::Constraint`].
     async fn execute(&mut self, sql: &str, params: &[Param<'_>]) -> Result<u64, StoreError> {
         if self.read_only {
             return Err(StoreError::ReadOnly(sql.to_owned()));
         }
-        match &mut self.tx {
+        let result = match &mut self.tx {
             Conn::SqliteRead(_) => Err(StoreError::ReadOnly(sql.to_owned())),
             Conn::Sqlite(writer) => writer.0.execute(sql, params),
-            Conn::Postgres(tx) => {
-                let mut query = sqlx::query(sql);
+            Conn::Postgres(tx, _) => {
+                let (statement, params) = postgres_statement(sql, params);
+                let mut query = sqlx::query(&statement);
                 for param in params {
                     query = param.bind(query);
                 }
-                Ok(query.execute(&mut **tx).await?.rows_affected())
+                query
+                    .execute(&mut **tx)
+                    .await
+                    .map(|done| done.rows_affected())
+                    .map_err(StoreError::from)
             }
-        }
+        };
+        result.map_err(|e| e.classify(sql))
     }
 
     /// The rows of a query, as JSON objects; at most one if `one`.
@@ -114,28 +130,38 @@ impl Tx {
         one: bool,
     ) -> Result<Vec<Map<String, Value>>, StoreError> {
         let limit = if one { 1 } else { usize::MAX };
-        match &mut self.tx {
+        let result = match &mut self.tx {
             Conn::Sqlite(writer) => writer.0.fetch(sql, params, limit),
             Conn::SqliteRead(reader) => reader.fetch(sql, params, limit),
-            Conn::Postgres(tx) => {
-                let mut query = sqlx::query(sql);
+            Conn::Postgres(tx, _) => {
+                let (statement, params) = postgres_statement(sql, params);
+                let mut query = sqlx::query(&statement);
                 for param in params {
                     query = param.bind(query);
                 }
                 if one {
-                    let row = query.fetch_optional(&mut **tx).await?;
-                    row.as_ref().map(to_json).into_iter().collect()
+                    match query.fetch_optional(&mut **tx).await {
+                        Ok(row) => row.as_ref().map(to_json).into_iter().collect(),
+                        Err(e) => Err(e.into()),
+                    }
                 } else {
-                    let rows = query.fetch_all(&mut **tx).await?;
-                    rows.iter().map(to_json).collect()
+                    match query.fetch_all(&mut **tx).await {
+                        Ok(rows) => rows.iter().map(to_json).collect(),
+                        Err(e) => Err(e.into()),
+                    }
                 }
             }
-        }
+        };
+        // A query may write too (`INSERT ... RETURNING`).
+        result.map_err(|e| e.classify(sql))
     }
 
     /// Rows of a query the helpers below do not cover (a join, a condition other than
     /// equality), as JSON objects: `$1`, `$2`… take `params` in order. Write it in SQL
-    /// that SQLite and PostgreSQL both run.
+    /// that SQLite and PostgreSQL both run, and that yields integers, reals, text or
+    /// booleans (cast an aggregate such as `SUM` to `BIGINT`: PostgreSQL's `NUMERIC` is not
+    /// mapped). Unlike the helpers, it does not convert `params` to their columns' types:
+    /// give numbers for numeric columns.
     pub async fn query(
         &mut self,
         sql: &str,
@@ -169,6 +195,7 @@ impl Tx {
         row: &Map<String, Value>,
     ) -> Result<(), StoreError> {
         check_ident(table)?;
+        let types = self.store.columns_of(table);
         let mut columns = Vec::with_capacity(row.len());
         let mut marks = Vec::with_capacity(row.len());
         let mut params = Vec::with_capacity(row.len());
@@ -176,15 +203,66 @@ impl Tx {
             check_ident(column)?;
             columns.push(column.as_str());
             marks.push(format!("${}", i + 1));
-            params.push(Param::of(column, value)?);
+            params.push(Param::for_column(column, value, type_of(&types, column))?);
         }
         let sql = format!(
             "INSERT INTO {table} ({}) VALUES ({})",
             columns.join(", "),
             marks.join(", ")
         );
-        self.execute(&sql, &params).await?;
-        Ok(())
+        match self.execute(&sql, &params).await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(self.explain(e, table, row).await),
+        }
+    }
+
+    /// Completes what a refused constraint says with what the statement wrote to `table`:
+    /// the key's value (SQLite names only the columns) and, on SQLite, which reference is
+    /// missing (it names none). Any other error is returned as it is.
+    async fn explain(
+        &mut self,
+        error: StoreError,
+        table: &str,
+        row: &Map<String, Value>,
+    ) -> StoreError {
+        let StoreError::Constraint(mut constraint) = error else {
+            return error;
+        };
+        constraint.table.get_or_insert_with(|| table.to_owned());
+        let sqlite = matches!(self.tx, Conn::Sqlite(_));
+        if sqlite
+            && constraint.kind == ConstraintKind::MissingReference
+            && constraint.columns.is_empty()
+        {
+            // Only the statement failed: on SQLite the transaction can still read (on
+            // PostgreSQL it is aborted, but PostgreSQL has said which key it was).
+            for (column, parent, parent_column) in self.store.references_of(table) {
+                let Some(value) = row.get(&column).filter(|v| !v.is_null()) else {
+                    continue;
+                };
+                if let Ok(0) = self.count_where(&parent, &parent_column, value).await {
+                    constraint.columns = vec![column];
+                    constraint.other_table = Some(parent);
+                    break;
+                }
+            }
+        }
+        if constraint.value.is_none() && !constraint.columns.is_empty() {
+            let text = |value: &Value| match value {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            let values: Option<Vec<String>> = constraint
+                .columns
+                .iter()
+                .map(|column| row.get(column).map(text))
+                .collect();
+            constraint.value = values.map(|values| match values.as_slice() {
+                [one] => one.clone(),
+                many => format!("({})", many.join(", ")),
+            });
+        }
+        StoreError::Constraint(constraint)
     }
 
     /// The row of `table` whose `uuid` is `uuid`.
@@ -224,20 +302,37 @@ impl Tx {
         order: &[&str],
     ) -> Result<Vec<Map<String, Value>>, StoreError> {
         check_ident(table)?;
+        let types = self.store.columns_of(table);
         let mut sql = format!("SELECT * FROM {table}");
         let mut params = Vec::with_capacity(filters.len());
         for (i, (column, value)) in filters.iter().enumerate() {
             check_ident(column)?;
             sql.push_str(if i == 0 { " WHERE " } else { " AND " });
             sql.push_str(&format!("{column} = ${}", i + 1));
-            params.push(Param::of(column, value)?);
+            let param = Param::for_column(column, value, type_of(&types, column))?;
+            if param.never_equals(type_of(&types, column)) {
+                return Ok(Vec::new());
+            }
+            params.push(param);
         }
-        sql.push_str(" ORDER BY created_at");
+        sql.push_str(" ORDER BY ");
+        sql.push_str(&self.sort_key(&types, "created_at"));
         for column in order {
             check_ident(column)?;
-            sql.push_str(&format!(", {column}"));
+            sql.push_str(", ");
+            sql.push_str(&self.sort_key(&types, column));
         }
         self.fetch(&sql, &params, false).await
+    }
+
+    /// `column` as an `ORDER BY` term that sorts text byte by byte, as SQLite does: on
+    /// PostgreSQL text sorts by the database's collation otherwise (`en_US` puts `db`
+    /// before `Web` and ignores punctuation), so lists would come in another order.
+    fn sort_key(&self, types: &Option<Columns>, column: &str) -> String {
+        match (self.store.backend(), type_of(types, column)) {
+            (Backend::Postgres, Some(ColumnType::Text)) => format!("{column} COLLATE \"C\""),
+            _ => column.to_owned(),
+        }
     }
 
     /// Rows of `table` where `column = value`.
@@ -249,8 +344,13 @@ impl Tx {
     ) -> Result<i64, StoreError> {
         check_ident(table)?;
         check_ident(column)?;
+        let ty = type_of(&self.store.columns_of(table), column);
+        let param = Param::for_column(column, value, ty)?;
+        if param.never_equals(ty) {
+            return Ok(0);
+        }
         let sql = format!("SELECT COUNT(*) AS n FROM {table} WHERE {column} = $1");
-        let rows = self.fetch(&sql, &[Param::of(column, value)?], true).await?;
+        let rows = self.fetch(&sql, &[param], true).await?;
         rows.first()
             .and_then(|row| row.get("n"))
             .and_then(Value::as_i64)
@@ -270,8 +370,8 @@ impl Tx {
         self.update_where(table, "uuid", uuid, changes).await
     }
 
-    /// Sets `changes` (and `updated_at`) on the rows where `key_column = key`, for tables
-    /// keyed by something else than a uuid; `false` if none.
+    /// Sets `changes` on the rows where `key_column = key`, for tables keyed by something
+    /// else than a uuid, and `updated_at` to now unless `changes` sets it; `false` if none.
     pub async fn update_where(
         &mut self,
         table: &str,
@@ -281,22 +381,29 @@ impl Tx {
     ) -> Result<bool, StoreError> {
         check_ident(table)?;
         check_ident(key_column)?;
+        let types = self.store.columns_of(table);
         let mut sets = Vec::with_capacity(changes.len() + 1);
         let mut params = Vec::with_capacity(changes.len() + 2);
-        for (i, (column, value)) in changes.iter().enumerate() {
+        for (column, value) in changes {
             check_ident(column)?;
-            sets.push(format!("{column} = ${}", i + 1));
-            params.push(Param::of(column, value)?);
+            params.push(Param::for_column(column, value, type_of(&types, column))?);
+            sets.push(format!("{column} = ${}", params.len()));
         }
-        sets.push(format!("updated_at = ${}", changes.len() + 1));
+        // Once: PostgreSQL refuses a column assigned twice (SQLite keeps the last).
+        if !changes.contains_key("updated_at") {
+            params.push(Param::Text(now().into()));
+            sets.push(format!("updated_at = ${}", params.len()));
+        }
+        params.push(Param::text(key));
         let sql = format!(
             "UPDATE {table} SET {} WHERE {key_column} = ${}",
             sets.join(", "),
-            changes.len() + 2
+            params.len()
         );
-        params.push(Param::Text(now().into()));
-        params.push(Param::text(key));
-        Ok(self.execute(&sql, &params).await? > 0)
+        match self.execute(&sql, &params).await {
+            Ok(changed) => Ok(changed > 0),
+            Err(e) => Err(self.explain(e, table, changes).await),
+        }
     }
 
     /// Deletes the row with this uuid. Refused with a `conflict` naming the resources
@@ -400,8 +507,9 @@ impl Tx {
         for ident in [table, key_column, value_column] {
             check_ident(ident)?;
         }
+        let order = self.sort_key(&self.store.columns_of(table), value_column);
         let sql = format!(
-            "SELECT {value_column} AS v FROM {table} WHERE {key_column} = $1 ORDER BY {value_column}"
+            "SELECT {value_column} AS v FROM {table} WHERE {key_column} = $1 ORDER BY {order}"
         );
         let rows = self.fetch(&sql, &[Param::text(key)], false).await?;
         rows.into_iter()
@@ -480,7 +588,8 @@ impl Tx {
             Conn::Sqlite(mut writer) => writer.0.commit()?,
             // Nothing to commit: ending it is releasing the connection.
             Conn::SqliteRead(_) => return Ok(()),
-            Conn::Postgres(tx) => tx.commit().await?,
+            // The turn goes once the transaction has ended.
+            Conn::Postgres(tx, _turn) => tx.commit().await?,
         }
         self.store.count_commit();
         publish(self.publish);

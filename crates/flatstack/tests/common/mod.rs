@@ -1,63 +1,244 @@
-//! The test harness: the real management node as a process on an ephemeral port with a
-//! temporary SQLite database, driven over HTTP.
+//! The test harness: the real management node as a process on an ephemeral port, driven
+//! over HTTP, with a temporary database: SQLite in the test's data directory or, when
+//! `FLATSTACK_TEST_DATABASE_URL` is set (e.g. `postgres://postgres@127.0.0.1:5432/postgres`,
+//! a database to connect to while creating others), a fresh PostgreSQL database of its own.
+//! Every test takes its directory from [`data_dir`], so the switch covers every test.
 #![allow(dead_code)]
 
 pub mod cloud;
 
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+/// The switch: the URL of a PostgreSQL server's existing database, through which each
+/// test creates (and drops) a database of its own.
+pub const DATABASE_URL: &str = "FLATSTACK_TEST_DATABASE_URL";
+
+/// How to start the local server, for the message of a test that cannot reach it.
+const START_POSTGRES: &str =
+    "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start";
+
+/// A test's data directory, and its PostgreSQL database if it runs on one: the database
+/// lives as long as the directory, so a node restarted on it finds its data, and is
+/// dropped with it.
+pub struct DataDir {
+    dir: tempfile::TempDir,
+    database: Option<Database>,
+}
+
+impl DataDir {
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Whether the node runs on PostgreSQL.
+    pub fn is_postgres(&self) -> bool {
+        self.database.is_some()
+    }
+}
+
+impl Drop for DataDir {
+    fn drop(&mut self) {
+        databases().remove(self.dir.path());
+    }
+}
+
+/// A data directory for a test's node: SQLite in it, or a fresh PostgreSQL database when
+/// the switch is set.
+pub fn data_dir() -> DataDir {
+    match std::env::var(DATABASE_URL) {
+        Ok(admin) if !admin.is_empty() => postgres_at(&admin),
+        _ => DataDir {
+            dir: tempfile::tempdir().expect("temporary directory"),
+            database: None,
+        },
+    }
+}
+
+/// A data directory whose node runs on PostgreSQL whether or not the switch is set: at
+/// its server if it is, else at the local one.
+pub fn postgres_data_dir() -> DataDir {
+    let admin = std::env::var(DATABASE_URL)
+        .ok()
+        .filter(|url| !url.is_empty())
+        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    postgres_at(&admin)
+}
+
+fn postgres_at(admin: &str) -> DataDir {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let database = Database::create(admin);
+    databases().insert(dir.path().to_owned(), database.url.clone());
+    DataDir {
+        dir,
+        database: Some(database),
+    }
+}
+
+/// The PostgreSQL database of each live [`DataDir`] that has one, by its path: the node
+/// and the helpers that read the store find it from the path they are given.
+fn databases() -> std::sync::MutexGuard<'static, BTreeMap<PathBuf, String>> {
+    static DATABASES: Mutex<BTreeMap<PathBuf, String>> = Mutex::new(BTreeMap::new());
+    DATABASES.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The database URL of the node whose data directory is `data_dir`, if on PostgreSQL.
+fn database_url(data_dir: &Path) -> Option<String> {
+    let url = databases().get(data_dir).cloned();
+    if url.is_none() && std::env::var(DATABASE_URL).is_ok_and(|url| !url.is_empty()) {
+        panic!(
+            "{DATABASE_URL} is set, but {} has no database: take the test's directory from \
+             common::data_dir(), not tempfile",
+            data_dir.display()
+        );
+    }
+    url
+}
+
+/// A database created for one test, dropped (with whatever is still connected to it)
+/// when the test's [`DataDir`] goes.
+struct Database {
+    admin: String,
+    name: String,
+    url: String,
+}
+
+impl Database {
+    fn create(admin: &str) -> Database {
+        let name = format!("flatstack_test_{}", uuid::Uuid::new_v4().simple());
+        let sql = format!("CREATE DATABASE {name}");
+        if let Err(e) = admin_statement(admin, sql) {
+            panic!(
+                "the PostgreSQL tests cannot create a database through {admin}: {e}\n\
+                 Is PostgreSQL running? Start the local server with `{START_POSTGRES}`, or \
+                 set {DATABASE_URL} to another server's URL (or leave it unset to run the \
+                 node tests on SQLite; tests/postgres.rs always needs a server)."
+            );
+        }
+        Database {
+            url: with_database(admin, &name),
+            admin: admin.to_owned(),
+            name,
+        }
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        if let Err(e) = admin_statement(&self.admin, sql) {
+            eprintln!("could not drop test database {}: {e}", self.name);
+        }
+    }
+}
+
+/// Runs `sql` through a connection to `admin`, on a thread and runtime of its own: it is
+/// called where no runtime may block (`Drop`, a test's synchronous set-up).
+fn admin_statement(admin: &str, sql: String) -> Result<(), String> {
+    use sqlx::Connection;
+    let admin = admin.to_owned();
+    let run = move || -> Result<(), String> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        runtime.block_on(async {
+            let connect = sqlx::PgConnection::connect(&admin);
+            let mut conn = tokio::time::timeout(std::time::Duration::from_secs(10), connect)
+                .await
+                .map_err(|_| "no answer in 10 s".to_owned())?
+                .map_err(|e| e.to_string())?;
+            sqlx::query(&sql)
+                .execute(&mut conn)
+                .await
+                .map_err(|e| e.to_string())?;
+            conn.close().await.map_err(|e| e.to_string())
+        })
+    };
+    std::thread::spawn(run)
+        .join()
+        .unwrap_or_else(|_| Err("the thread panicked".into()))
+}
+
+/// `url` with its database (the path) replaced by `name`, query parameters kept.
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let authority = base.find("://").map_or(0, |i| i + 3);
+    let end = base[authority..]
+        .find('/')
+        .map_or(base.len(), |i| authority + i);
+    let mut out = format!("{}/{name}", &base[..end]);
+    if let Some(query) = query {
+        out.push('?');
+        out.push_str(query);
+    }
+    out
+}
+
+/// The node's store, opened directly (by the helpers that read it).
+async fn open_store(data_dir: &Path) -> Arc<flatstack_store::Store> {
+    let url = database_url(data_dir)
+        .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("flatstack.db").display()));
+    flatstack_store::Store::open(&url).await.expect("db")
+}
 
 pub struct Node {
     child: Child,
     pub base: String,
     pub http: Client,
-    /// The data directory of a node whose database is elsewhere (PostgreSQL): the node
-    /// still locks one, so each gets its own.
+    /// The data directory of a node started with [`Node::start_postgres`]: the node still
+    /// locks one, so each gets its own.
     _data_dir: Option<tempfile::TempDir>,
 }
 
 impl Node {
+    /// A node on the database of `data_dir` (from [`data_dir`]).
     pub fn start(data_dir: &Path) -> Node {
-        Self::start_with(&["--data-dir".as_ref(), data_dir.as_os_str()])
-    }
-
-    /// A node on a PostgreSQL database instead of SQLite.
-    pub fn start_postgres(url: &str) -> Node {
-        let dir = tempfile::tempdir().expect("data directory");
-        let mut node = Self::start_with(&[
-            "--database-url".as_ref(),
-            url.as_ref(),
-            "--data-dir".as_ref(),
-            dir.path().as_os_str(),
-        ]);
-        node._data_dir = Some(dir);
-        node
+        Self::start_with(data_dir, &[])
     }
 
     /// A node whose manifest is `manifest` (TOML), e.g. a short `extension.timeout_ms`.
     pub fn start_with_manifest(data_dir: &Path, manifest: &str) -> Node {
         let path = data_dir.join("flatstack.toml");
         std::fs::write(&path, manifest).expect("manifest written");
-        Self::start_with(&[
-            "--data-dir".as_ref(),
-            data_dir.as_os_str(),
-            "--config".as_ref(),
-            path.as_os_str(),
-        ])
+        Self::start_with(data_dir, &["--config".as_ref(), path.as_os_str()])
     }
 
-    fn start_with(args: &[&std::ffi::OsStr]) -> Node {
-        Self::start_custom(args, &[])
+    /// A node on an existing PostgreSQL database, with a data directory of its own.
+    pub fn start_postgres(url: &str) -> Node {
+        let dir = tempfile::tempdir().expect("data directory");
+        databases().insert(dir.path().to_owned(), url.to_owned());
+        let mut node = Self::start_custom(dir.path(), &[], &[]);
+        node._data_dir = Some(dir);
+        node
     }
 
-    /// `flatstack serve --listen 127.0.0.1:0` with `args`, and `env` set.
-    pub fn start_custom(args: &[&std::ffi::OsStr], env: &[(&str, &str)]) -> Node {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_flatstack"))
-            .args(["serve", "--listen", "127.0.0.1:0"])
+    fn start_with(data_dir: &Path, args: &[&std::ffi::OsStr]) -> Node {
+        Self::start_custom(data_dir, args, &[])
+    }
+
+    /// `flatstack serve --listen 127.0.0.1:0` on the database of `data_dir`, with `args`
+    /// and `env` set.
+    pub fn start_custom(data_dir: &Path, args: &[&std::ffi::OsStr], env: &[(&str, &str)]) -> Node {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_flatstack"));
+        command
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
             .args(args)
+            // The database is the test's choice, not the environment's.
+            .env_remove("FLATSTACK_DATABASE_URL");
+        if let Some(url) = database_url(data_dir) {
+            command.args(["--database-url", &url]);
+        }
+        let mut child = command
             .env("RUST_LOG", "warn")
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
@@ -173,16 +354,16 @@ pub fn uuid(inv: &Value) -> String {
 
 /// Rows of `table` in the node's database, read directly.
 pub async fn rows(data_dir: &Path, table: &str) -> i64 {
-    let url = format!("sqlite://{}", data_dir.join("flatstack.db").display());
-    let store = flatstack_store::Store::open(&url).await.expect("db");
-    store.count(table).await.expect("count")
+    let store = open_store(data_dir).await;
+    let n = store.count(table).await.expect("count");
+    store.pool().close().await;
+    n
 }
 
 /// Every row of `table`, without `updated_at`, in a stable order.
 pub async fn dump(data_dir: &Path, table: &str) -> Vec<Value> {
-    let url = format!("sqlite://{}", data_dir.join("flatstack.db").display());
-    let store = flatstack_store::Store::open(&url).await.expect("db");
-    let mut tx = store.begin().await.expect("tx");
+    let store = open_store(data_dir).await;
+    let mut tx = store.read().await.expect("tx");
     let mut rows: Vec<Value> = tx
         .list_by(table, &serde_json::Map::new(), &[])
         .await
@@ -194,6 +375,8 @@ pub async fn dump(data_dir: &Path, table: &str) -> Vec<Value> {
         })
         .collect();
     rows.sort_by_key(|row| row.to_string());
+    drop(tx);
+    store.pool().close().await;
     rows
 }
 
@@ -235,14 +418,14 @@ pub fn with(base: Value, over: Value) -> Value {
 
 /// Canonical events named `name` in the node's outbox, read directly.
 pub async fn events(data_dir: &Path, name: &str) -> Vec<Value> {
-    let url = format!("sqlite://{}", data_dir.join("flatstack.db").display());
-    let store = flatstack_store::Store::open(&url).await.expect("db");
+    let store = open_store(data_dir).await;
     let rows: Vec<(String,)> =
         sqlx::query_as("SELECT body FROM event_outbox WHERE name = $1 ORDER BY seq")
             .bind(name)
             .fetch_all(store.pool())
             .await
             .expect("outbox");
+    store.pool().close().await;
     rows.iter()
         .map(|(body,)| serde_json::from_str(body).expect("JSON event"))
         .collect()

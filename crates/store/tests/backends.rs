@@ -1,0 +1,448 @@
+//! What must not differ between SQLite and PostgreSQL, checked on both: NULLs and booleans
+//! in columns of every type, values converted by column type, `updated_at`, refused
+//! constraints as conflicts about the data, other errors told without SQL, and write
+//! transactions that never overlap. PostgreSQL is the server of
+//! `FLATSTACK_TEST_DATABASE_URL` if set, else the local one (`.ci/run` starts it); each
+//! test gets a fresh database.
+
+use flatstack_kernel::migration::Migration;
+use flatstack_kernel::{Fault, FaultCode, Kernel};
+use flatstack_store::resource::row;
+use flatstack_store::{Backend, Store};
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Duration;
+
+const SCHEMA: &str = "CREATE TABLE things (uuid TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE,
+        size BIGINT, note TEXT, created_at TEXT, updated_at TEXT);
+     CREATE TABLE parts (uuid TEXT PRIMARY KEY, thing_uuid TEXT REFERENCES things (uuid),
+        slot BIGINT, label TEXT, weight REAL, created_at TEXT, updated_at TEXT,
+        UNIQUE (thing_uuid, slot));
+     CREATE TABLE notes (uuid TEXT PRIMARY KEY, thing_uuid TEXT REFERENCES things (uuid));";
+
+/// Where a test store's data lives, removed when the test ends.
+enum Place {
+    Dir(#[allow(dead_code)] tempfile::TempDir),
+    Database(Database),
+}
+
+/// A store on each backend with the schema migrated (so the store knows its columns).
+async fn stores() -> Vec<(Arc<Store>, Place)> {
+    let dir = tempfile::tempdir().expect("dir");
+    let sqlite = Store::open_data_dir(dir.path()).await.expect("sqlite");
+    let database = Database::create();
+    let postgres = Store::open(&database.url).await.expect("postgres");
+    let mut out = Vec::new();
+    for (store, place) in [
+        (sqlite, Place::Dir(dir)),
+        (postgres, Place::Database(database)),
+    ] {
+        let stream = vec![
+            Migration::new(1, "things and parts", SCHEMA),
+            // On PostgreSQL, text that a collation would sort unlike SQLite.
+            Migration::new(
+                2,
+                "tags",
+                "CREATE TABLE tags (owner TEXT, tag TEXT, created_at TEXT)",
+            )
+            .postgres(
+                "CREATE TABLE tags (owner TEXT, tag TEXT COLLATE \"und-x-icu\", created_at TEXT)",
+            ),
+        ];
+        store
+            .migrate(&[("test".to_owned(), stream)])
+            .await
+            .expect("migrate");
+        out.push((store, place));
+    }
+    out
+}
+
+#[tokio::test]
+async fn nulls_booleans_and_numbers_as_text_fit_every_column_on_both() {
+    let kernel = Kernel::builder().build().expect("kernel");
+    for (store, _place) in stores().await {
+        let backend = store.backend();
+        let mut tx = store.begin().await.expect("begin");
+        // A NULL first, in a BIGINT and a TEXT column (the statement is prepared with it),
+        // then values in the same statement, then NULLs again.
+        for (uuid, name, size, note) in [
+            ("a", "one", json!(null), json!(null)),
+            ("b", "two", json!(5), json!("x")),
+            ("c", "three", json!(null), json!(null)),
+        ] {
+            tx.insert(
+                "things",
+                &row(json!({"uuid": uuid, "name": name, "size": size, "note": note})),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{backend:?}: {e}"));
+        }
+        // Booleans are 1/0 in a BIGINT column; a number's text goes into a BIGINT column
+        // and a number into a TEXT one, as SQLite's affinity converts them.
+        tx.insert(
+            "parts",
+            &row(
+                json!({"uuid": "p", "thing_uuid": "a", "slot": true, "label": 7, "weight": "1.5"}),
+            ),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{backend:?}: {e}"));
+        tx.insert(
+            "parts",
+            &row(json!({"uuid": "q", "thing_uuid": null, "slot": "8", "label": null, "weight": null})),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{backend:?}: {e}"));
+        let part = tx.get("parts", "p").await.expect("get").expect("row");
+        assert_eq!(
+            (&part["slot"], &part["label"], &part["weight"]),
+            (&json!(1), &json!("7"), &json!(1.5)),
+            "{backend:?}"
+        );
+        // A filter from a query string is text: it finds the integer it spells, and text
+        // that is no number finds nothing (PostgreSQL would refuse to compare it).
+        for (filter, found) in [("8", 1), ("08", 1), ("eight", 0)] {
+            let filters = row(json!({ "slot": filter }));
+            let rows = tx.list("parts", &filters).await.expect("list");
+            assert_eq!(rows.len(), found, "{backend:?}: slot = {filter:?}");
+            let n = tx
+                .count_where("parts", "slot", &json!(filter))
+                .await
+                .expect("count");
+            assert_eq!(n, found as i64, "{backend:?}: slot = {filter:?}");
+        }
+        // Booleans and counts computed by a query come back as integers on both.
+        let rows = tx
+            .query(
+                "SELECT COUNT(*) AS n, MAX(size) AS biggest, COUNT(*) > $1 AS many FROM things WHERE note IS NULL OR note = $2",
+                &[json!(1), json!(null)],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{backend:?}: {e}"));
+        assert_eq!(
+            Value::Object(rows[0].clone()),
+            json!({"n": 2, "biggest": null, "many": 1}),
+            "{backend:?}"
+        );
+
+        // `updated_at` is set once: the caller's if it gives one, now otherwise.
+        assert!(tx
+            .update(
+                "things",
+                "a",
+                &row(json!({"size": 3, "updated_at": "then"}))
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{backend:?}: {e}")));
+        assert!(tx
+            .update_where("things", "name", "two", &row(json!({"size": null})))
+            .await
+            .unwrap_or_else(|e| panic!("{backend:?}: {e}")));
+        let a = tx.get("things", "a").await.expect("get").expect("row");
+        let b = tx.get("things", "b").await.expect("get").expect("row");
+        assert_eq!((&a["size"], &a["updated_at"]), (&json!(3), &json!("then")));
+        assert_eq!(b["size"], Value::Null, "{backend:?}");
+        assert!(b["updated_at"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("20")));
+        tx.commit(kernel.bus()).await.expect("commit");
+    }
+}
+
+#[tokio::test]
+async fn refused_constraints_are_conflicts_about_the_data_on_both() {
+    let kernel = Kernel::builder().build().expect("kernel");
+    for (store, _place) in stores().await {
+        let backend = store.backend();
+        let mut tx = store.begin().await.expect("begin");
+        tx.insert("things", &row(json!({"uuid": "a", "name": "one"})))
+            .await
+            .expect("insert");
+        tx.insert(
+            "parts",
+            &row(json!({"uuid": "p", "thing_uuid": "a", "slot": 1})),
+        )
+        .await
+        .expect("insert");
+        tx.commit(kernel.bus()).await.expect("commit");
+
+        // Each in a transaction of its own: on PostgreSQL a refused statement aborts it.
+        let cases = [
+            (
+                "things",
+                json!({"uuid": "b", "name": "one"}),
+                json!({"field": "name", "value": "one"}),
+            ),
+            (
+                "parts",
+                json!({"uuid": "q", "thing_uuid": "a", "slot": 1}),
+                json!({"field": "slot", "fields": ["thing_uuid", "slot"], "value": "(a, 1)"}),
+            ),
+            (
+                "parts",
+                json!({"uuid": "r", "thing_uuid": "nothing", "slot": 2}),
+                json!({"field": "thing_uuid", "value": "nothing", "referred_table": "things"}),
+            ),
+        ];
+        for (table, refused, details) in cases {
+            let mut tx = store.begin().await.expect("begin");
+            let error = tx
+                .insert(table, &row(refused.clone()))
+                .await
+                .expect_err("refused");
+            let fault = Fault::from(error);
+            assert_eq!(fault.code, FaultCode::Conflict, "{backend:?}: {fault:?}");
+            assert_eq!(fault.details, details, "{backend:?}: {fault:?}");
+            assert_clean(&fault, backend);
+        }
+        // Deleting a row still referred to, without the helper that looks first.
+        let mut tx = store.begin().await.expect("begin");
+        let fault = Fault::from(
+            tx.delete_where("things", "uuid", "a")
+                .await
+                .expect_err("refused"),
+        );
+        assert_eq!(fault.code, FaultCode::Conflict, "{backend:?}: {fault:?}");
+        assert!(fault.message.contains("still referred to"), "{fault:?}");
+        assert_clean(&fault, backend);
+        drop(tx);
+
+        // Any other database error is internal, and tells nothing of the statement.
+        let mut tx = store.begin().await.expect("begin");
+        let fault = Fault::from(
+            tx.query(
+                "SELECT nonsense FROM nowhere WHERE secret = $1",
+                &[json!(1)],
+            )
+            .await
+            .expect_err("no such table"),
+        );
+        assert_eq!(fault.code, FaultCode::Internal, "{backend:?}: {fault:?}");
+        assert_clean(&fault, backend);
+        assert!(!fault.message.contains("nowhere"), "{fault:?}");
+    }
+}
+
+#[tokio::test]
+async fn lists_sort_text_byte_by_byte_on_both() {
+    let kernel = Kernel::builder().build().expect("kernel");
+    for (store, _place) in stores().await {
+        let backend = store.backend();
+        let mut tx = store.begin().await.expect("begin");
+        for tag in ["db", "ab", "Web", "a-b"] {
+            let tag = row(json!({"owner": "o", "tag": tag, "created_at": "t"}));
+            tx.insert("tags", &tag).await.expect("insert");
+        }
+        tx.commit(kernel.bus()).await.expect("commit");
+        let mut tx = store.read().await.expect("read");
+        let sorted = ["Web", "a-b", "ab", "db"];
+        assert_eq!(
+            tx.list_refs("tags", "owner", "o", "tag")
+                .await
+                .expect("refs"),
+            sorted,
+            "{backend:?}"
+        );
+        let listed: Vec<Value> = tx
+            .list_by("tags", &row(json!({"owner": "o"})), &["tag"])
+            .await
+            .expect("list")
+            .into_iter()
+            .map(|row| row["tag"].clone())
+            .collect();
+        assert_eq!(listed, sorted.map(|t| json!(t)), "{backend:?}");
+    }
+}
+
+#[tokio::test]
+async fn foreign_keys_no_index_starts_with_are_indexed_on_both() {
+    for (store, _place) in stores().await {
+        let backend = store.backend();
+        let indexes = match backend {
+            Backend::Sqlite => "SELECT name AS name FROM sqlite_master WHERE type = 'index'",
+            Backend::Postgres => {
+                "SELECT indexname::text AS name FROM pg_indexes WHERE schemaname = current_schema()"
+            }
+        };
+        let mut tx = store.read().await.expect("read");
+        let names: Vec<Value> = tx
+            .query(indexes, &[])
+            .await
+            .expect("indexes")
+            .into_iter()
+            .filter_map(|mut row| row.remove("name"))
+            .collect();
+        assert!(
+            names.contains(&json!("fk_notes_thing_uuid")),
+            "{backend:?}: {names:?}"
+        );
+        // `parts.thing_uuid` leads its UNIQUE index already.
+        assert!(
+            !names.contains(&json!("fk_parts_thing_uuid")),
+            "{backend:?}: {names:?}"
+        );
+    }
+}
+
+/// No constraint name, statement or file path in what a client would see.
+fn assert_clean(fault: &Fault, backend: Backend) {
+    let text = serde_json::to_string(fault).expect("JSON");
+    for leak in [
+        "_key",
+        "_fkey",
+        "constraint",
+        "INSERT",
+        "DELETE",
+        "SELECT",
+        "/tmp",
+        ".db",
+    ] {
+        assert!(!text.contains(leak), "{backend:?}: `{leak}` in {text}");
+    }
+}
+
+#[tokio::test]
+async fn write_transactions_never_overlap_and_reads_do_not_wait_on_both() {
+    let kernel = Kernel::builder().build().expect("kernel");
+    for (store, place) in stores().await {
+        let backend = store.backend();
+        let mut first = store.begin().await.expect("begin");
+        first
+            .insert("things", &row(json!({"uuid": "a", "name": "one"})))
+            .await
+            .expect("insert");
+        // A second write waits for the first to end; a read does not.
+        let second = tokio::spawn({
+            let store = store.clone();
+            async move { store.begin().await }
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!second.is_finished(), "{backend:?}: two writes at once");
+        // Nor a write of another node on the same database.
+        let other_node = match &place {
+            Place::Database(database) => {
+                let other = Store::open(&database.url).await.expect("another store");
+                let write = tokio::spawn(async move { other.begin().await.map(drop) });
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                assert!(!write.is_finished(), "two nodes' writes at once");
+                Some(write)
+            }
+            Place::Dir(_) => None,
+        };
+        let mut read = tokio::time::timeout(Duration::from_secs(5), store.read())
+            .await
+            .expect("a read does not wait")
+            .expect("read");
+        assert!(!read.exists("things", "a").await.expect("exists"));
+        first.commit(kernel.bus()).await.expect("commit");
+        let mut second = tokio::time::timeout(Duration::from_secs(5), second)
+            .await
+            .expect("the second write begins once the first is done")
+            .expect("task")
+            .expect("begin");
+        if let Some(write) = other_node {
+            // The other node's write begins (and ends) while this one waits, or after.
+            drop(second);
+            tokio::time::timeout(Duration::from_secs(5), write)
+                .await
+                .expect("the other node's write begins")
+                .expect("task")
+                .expect("begin");
+            second = store.begin().await.expect("begin");
+        }
+        // It sees what the first committed; the read keeps its snapshot.
+        assert!(second.exists("things", "a").await.expect("exists"));
+        assert!(
+            !read.exists("things", "a").await.expect("exists"),
+            "{backend:?}: a read sees one snapshot"
+        );
+        // A read refuses to write, on the database's side too (`Tx::query` is not checked).
+        assert!(read
+            .insert("things", &row(json!({"uuid": "z", "name": "z"})))
+            .await
+            .is_err());
+        assert!(read
+            .query("INSERT INTO things (uuid, name) VALUES ('z', 'z')", &[])
+            .await
+            .is_err());
+        drop(second);
+    }
+}
+
+/// A database created for one test on the PostgreSQL server, dropped with it.
+struct Database {
+    admin: String,
+    name: String,
+    url: String,
+}
+
+impl Database {
+    fn create() -> Database {
+        let admin = std::env::var("FLATSTACK_TEST_DATABASE_URL")
+            .ok()
+            .filter(|url| !url.is_empty())
+            .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let name = format!("flatstack_test_{}", uuid::Uuid::new_v4().simple());
+        if let Err(e) = admin_statement(&admin, format!("CREATE DATABASE {name}")) {
+            panic!(
+                "these tests need PostgreSQL; cannot create a database through {admin}: {e}\n\
+                 Start the local server with `pg_ctlcluster --skip-systemctl-redirect \
+                 $(ls /etc/postgresql) main start`, or set FLATSTACK_TEST_DATABASE_URL to \
+                 another server's URL."
+            );
+        }
+        // The admin URL with the new database as its path, its parameters kept.
+        let (base, query) = admin.split_once('?').unwrap_or((admin.as_str(), ""));
+        let authority = base.find("://").map_or(0, |i| i + 3);
+        let end = base[authority..]
+            .find('/')
+            .map_or(base.len(), |i| authority + i);
+        let query = if query.is_empty() {
+            String::new()
+        } else {
+            format!("?{query}")
+        };
+        Database {
+            url: format!("{}/{name}{query}", &base[..end]),
+            admin,
+            name,
+        }
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        if let Err(e) = admin_statement(&self.admin, sql) {
+            eprintln!("could not drop test database {}: {e}", self.name);
+        }
+    }
+}
+
+/// Runs `sql` on a connection to `admin`, on a thread and runtime of its own (it is called
+/// from `Drop` too, where the test's runtime must not block).
+fn admin_statement(admin: &str, sql: String) -> Result<(), String> {
+    use sqlx::Connection;
+    let admin = admin.to_owned();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        runtime.block_on(async {
+            let connect = sqlx::PgConnection::connect(&admin);
+            let mut conn = tokio::time::timeout(Duration::from_secs(10), connect)
+                .await
+                .map_err(|_| "no answer in 10 s".to_owned())?
+                .map_err(|e| e.to_string())?;
+            sqlx::query(&sql)
+                .execute(&mut conn)
+                .await
+                .map_err(|e| e.to_string())?;
+            conn.close().await.map_err(|e| e.to_string())
+        })
+    })
+    .join()
+    .unwrap_or_else(|_| Err("the thread panicked".into()))
+}
