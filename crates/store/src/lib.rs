@@ -148,6 +148,8 @@ pub struct Store {
     /// Transactions begun and committed through [`Tx`] (see [`Store::transactions`]).
     begun: AtomicU64,
     commits: AtomicU64,
+    /// The operation journal's writes, committed in groups (`operation.rs`).
+    journal_writes: std::sync::OnceLock<operation::JournalWrites>,
 }
 
 impl Store {
@@ -201,6 +203,7 @@ impl Store {
             columns: RwLock::default(),
             begun: AtomicU64::new(0),
             commits: AtomicU64::new(0),
+            journal_writes: std::sync::OnceLock::new(),
         }))
     }
 

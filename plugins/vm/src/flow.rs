@@ -70,6 +70,26 @@ impl Step<VmWork> for Record {
             "created_at": at, "updated_at": at,
         }));
         let mut tx = store(&self.kernel)?.begin().await?;
+        // Checked when the request was read, and again here, in the transaction that makes
+        // the VM a user of them: a delete of either is either before (and refused now) or
+        // after (and refused by its veto, which sees this row).
+        for (table, uuid, field, what) in [
+            ("images", &self.msg.image_uuid, "image_uuid", "image"),
+            (
+                "instance_offerings",
+                &self.msg.instance_offering_uuid,
+                "instance_offering_uuid",
+                "instance offering",
+            ),
+        ] {
+            if !tx.exists(table, uuid).await? {
+                return Err(Fault::conflict(format!(
+                    "{what} {uuid} was deleted while VM {} was being created",
+                    work.vm_uuid
+                ))
+                .with_detail("field", field));
+            }
+        }
         tx.insert(VMS.table, &vm).await?;
         if let Some(operation) = &self.operation {
             tx.link_operation(operation, &work.vm_uuid).await?;

@@ -10,17 +10,17 @@
 //! which holds SQLite's one writer, so their read sees exactly what the delete changes;
 //! adding a foreign key to `vm_instances` would mean rebuilding the table on SQLite (with a
 //! fixed column list, while its schema is still changing). The create's side of the race
-//! is closed by [`StillThere`]: a create checked its image and offering before recording
-//! its row, so it checks again once the row is committed.
+//! is closed where the VM's row is written: the same transaction checks that its image and
+//! offering are still there (`flow.rs`, `Record`).
 
 use crate::VMS;
 use flatstack_header::points::{DeleteCheck, DetachCheck};
-use flatstack_header::vm::{VmAllocateVolumes, VmReserve, VmStarted, VmWork};
+use flatstack_header::vm::{VmReserve, VmStarted, VmWork};
 use flatstack_header::{Attachment, ResourceChange};
 use flatstack_kernel::{async_trait, AsyncVeto, DoUndo, Fault, KernelRef, Observe, PluginBuilder};
 use flatstack_store::resource::{store, text};
 use flatstack_store::{TableKind, Users};
-use serde_json::{json, Value};
+use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -39,9 +39,6 @@ pub(crate) fn build(b: &mut PluginBuilder<'_>) {
     // Known before the VM's row is recorded, forgotten once its NICs and host are.
     b.do_undo::<VmReserve>(Track(creating.clone())).order(-100);
     b.observe::<VmStarted>(Track(creating));
-    // Before anything is made from the image (the root volume is, at this point).
-    b.do_undo::<VmAllocateVolumes>(StillThere(kernel))
-        .order(-100);
 }
 
 /// The L3 networks of each VM being created, by VM: its NICs are recorded only when it
@@ -168,44 +165,5 @@ impl AsyncVeto<DetachCheck> for Networks {
         users.check(&format!(
             "cannot detach l2-networks {l2} from clusters {cluster}"
         ))
-    }
-}
-
-/// A create checks its image and offering before recording its VM's row, beside the
-/// writer; a delete may have committed in between, and its veto did not see the row yet.
-/// Checked again once the row is committed (so any later delete's veto sees it), before
-/// anything is made from them: if either went, the create fails (`409`) and rolls back.
-struct StillThere(KernelRef);
-
-#[async_trait]
-impl DoUndo<VmAllocateVolumes> for StillThere {
-    async fn run(&self, vm: &mut VmWork) -> Result<(), Fault> {
-        let kernel = self.0.get()?;
-        let mut tx = store(&kernel)?.read().await?;
-        let Some(row) = tx.get(VMS.table, &vm.vm_uuid).await? else {
-            return Err(Fault::conflict(format!("VM {} is gone", vm.vm_uuid)));
-        };
-        for (table, column, kind) in [
-            ("images", "image_uuid", "image"),
-            (
-                "instance_offerings",
-                "instance_offering_uuid",
-                "instance offering",
-            ),
-        ] {
-            let uuid = row.get(column).and_then(Value::as_str).unwrap_or_default();
-            if !tx.exists(table, uuid).await? {
-                return Err(Fault::conflict(format!(
-                    "{kind} {uuid} was deleted while VM {} was being created",
-                    vm.vm_uuid
-                ))
-                .with_detail("field", column));
-            }
-        }
-        Ok(())
-    }
-
-    async fn undo(&self, _: &mut VmWork) -> Result<(), Fault> {
-        Ok(())
     }
 }
