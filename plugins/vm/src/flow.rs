@@ -99,7 +99,10 @@ impl Step<VmWork> for Record {
     }
 
     async fn rollback(&self, work: &mut VmWork) -> Result<(), Fault> {
-        remove_record(&self.kernel, &work.vm_uuid, false).await
+        retry("remove the VM's row", RETRIES, || {
+            remove_record(&self.kernel, &work.vm_uuid, false)
+        })
+        .await
     }
 }
 
