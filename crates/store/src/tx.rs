@@ -188,6 +188,35 @@ impl Tx {
         self.execute(sql, &params).await
     }
 
+    /// The allocation record of `consumer` in `table` (an owner's table of what each
+    /// consumer holds, keyed by `consumer_uuid`), if it holds something there.
+    pub async fn allocation(
+        &mut self,
+        table: &str,
+        consumer: &str,
+    ) -> Result<Option<Map<String, Value>>, StoreError> {
+        check_ident(table)?;
+        let sql = format!("SELECT * FROM {table} WHERE consumer_uuid = $1");
+        let rows = self.fetch(&sql, &[Param::text(consumer)], true).await?;
+        Ok(rows.into_iter().next())
+    }
+
+    /// Removes the allocation record of `consumer` from `table` and returns it — only if
+    /// this transaction is the one that removed it: what a release gives back, exactly
+    /// once however often (or however concurrently) it runs.
+    pub async fn take_allocation(
+        &mut self,
+        table: &str,
+        consumer: &str,
+    ) -> Result<Option<Map<String, Value>>, StoreError> {
+        let Some(held) = self.allocation(table, consumer).await? else {
+            return Ok(None);
+        };
+        let sql = format!("DELETE FROM {table} WHERE consumer_uuid = $1");
+        let removed = self.execute(&sql, &[Param::text(consumer)]).await?;
+        Ok((removed > 0).then_some(held))
+    }
+
     /// Inserts `row` (column → value) into `table`.
     pub async fn insert(
         &mut self,

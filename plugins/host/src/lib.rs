@@ -233,14 +233,8 @@ async fn reserve(kernel: &Kernel, uuid: &str, msg: ReserveCapacity) -> Result<In
         .map_err(|_| Fault::invalid("memory_size", "memory_size is too large"))?;
     let cpu = i64::from(msg.cpu_num);
     let mut tx = store(kernel)?.begin().await?;
-    let held = tx
-        .query(
-            "SELECT host_uuid FROM host_allocations WHERE consumer_uuid = $1",
-            &[json!(msg.consumer)],
-        )
-        .await?;
-    if let Some(held) = held.first() {
-        let on = text(held, "host_uuid");
+    if let Some(held) = tx.allocation("host_allocations", &msg.consumer).await? {
+        let on = text(&held, "host_uuid");
         if on == uuid {
             // Asked again (a retried request): it already holds it.
             return HOSTS.read(kernel, &mut tx, uuid).await;
@@ -285,24 +279,9 @@ async fn reserve(kernel: &Kernel, uuid: &str, msg: ReserveCapacity) -> Result<In
 /// record's delete decides, so two releases of one consumer free once.
 async fn release(kernel: &Kernel, consumer: &str) -> Result<bool, Fault> {
     let mut tx = store(kernel)?.begin().await?;
-    let held = tx
-        .query(
-            "SELECT * FROM host_allocations WHERE consumer_uuid = $1",
-            &[json!(consumer)],
-        )
-        .await?;
-    let Some(held) = held.first() else {
+    let Some(held) = tx.take_allocation("host_allocations", consumer).await? else {
         return Ok(false);
     };
-    let gone = tx
-        .statement(
-            "DELETE FROM host_allocations WHERE consumer_uuid = $1",
-            &[json!(consumer)],
-        )
-        .await?;
-    if gone == 0 {
-        return Ok(false);
-    }
     let amount = |column: &str| held.get(column).and_then(Value::as_i64).unwrap_or(0);
     tx.statement(
         "UPDATE hosts SET available_cpu = available_cpu + $1,
@@ -312,7 +291,7 @@ async fn release(kernel: &Kernel, consumer: &str) -> Result<bool, Fault> {
             json!(amount("cpu_num")),
             json!(amount("memory_size")),
             json!(flatstack_store::now()),
-            json!(text(held, "host_uuid")),
+            json!(text(&held, "host_uuid")),
         ],
     )
     .await?;

@@ -114,13 +114,11 @@ impl DoUndo<VmReserve> for Reserve {
 /// transaction.
 async fn take_usage(kernel: &Kernel, owner: &str, take: TakeUsage) -> Result<(), Fault> {
     let mut tx = store(kernel)?.begin().await?;
-    let held = tx
-        .query(
-            "SELECT owner FROM quota_allocations WHERE consumer_uuid = $1",
-            &[json!(take.consumer)],
-        )
-        .await?;
-    if !held.is_empty() {
+    if tx
+        .allocation("quota_allocations", &take.consumer)
+        .await?
+        .is_some()
+    {
         return Ok(());
     }
     let at = flatstack_store::now();
@@ -208,24 +206,9 @@ async fn refusal(tx: &mut Tx, owner: &str, take: &TakeUsage) -> Fault {
 /// refused or rolled back leaves the table as it found it.
 async fn return_usage(kernel: &Kernel, consumer: &str) -> Result<bool, Fault> {
     let mut tx = store(kernel)?.begin().await?;
-    let held = tx
-        .query(
-            "SELECT * FROM quota_allocations WHERE consumer_uuid = $1",
-            &[json!(consumer)],
-        )
-        .await?;
-    let Some(held) = held.first() else {
+    let Some(held) = tx.take_allocation("quota_allocations", consumer).await? else {
         return Ok(false);
     };
-    let gone = tx
-        .statement(
-            "DELETE FROM quota_allocations WHERE consumer_uuid = $1",
-            &[json!(consumer)],
-        )
-        .await?;
-    if gone == 0 {
-        return Ok(false);
-    }
     let owner = held.get("owner").cloned().unwrap_or(Value::Null);
     let amount = |column: &str| held.get(column).cloned().unwrap_or(json!(0));
     tx.statement(

@@ -254,14 +254,11 @@ async fn reserve(
     size: i64,
 ) -> Result<Inventory, Fault> {
     let mut tx = store(kernel)?.begin().await?;
-    let held = tx
-        .query(
-            "SELECT primary_storage_uuid FROM primary_storage_allocations WHERE consumer_uuid = $1",
-            &[json!(consumer)],
-        )
-        .await?;
-    if let Some(held) = held.first() {
-        let on = text(held, "primary_storage_uuid");
+    if let Some(held) = tx
+        .allocation("primary_storage_allocations", consumer)
+        .await?
+    {
+        let on = text(&held, "primary_storage_uuid");
         if on == uuid {
             return PRIMARY.read(kernel, &mut tx, uuid).await;
         }
@@ -299,31 +296,19 @@ async fn reserve(
 /// record's delete decides, so two releases of one consumer free once.
 async fn release(kernel: &Kernel, consumer: &str) -> Result<bool, Fault> {
     let mut tx = store(kernel)?.begin().await?;
-    let held = tx
-        .query(
-            "SELECT * FROM primary_storage_allocations WHERE consumer_uuid = $1",
-            &[json!(consumer)],
-        )
-        .await?;
-    let Some(held) = held.first() else {
+    let Some(held) = tx
+        .take_allocation("primary_storage_allocations", consumer)
+        .await?
+    else {
         return Ok(false);
     };
-    let gone = tx
-        .statement(
-            "DELETE FROM primary_storage_allocations WHERE consumer_uuid = $1",
-            &[json!(consumer)],
-        )
-        .await?;
-    if gone == 0 {
-        return Ok(false);
-    }
     tx.statement(
         "UPDATE primary_storage SET available_capacity = available_capacity + $1, updated_at = $2
          WHERE uuid = $3",
         &[
             held.get("size").cloned().unwrap_or(json!(0)),
             json!(flatstack_store::now()),
-            json!(text(held, "primary_storage_uuid")),
+            json!(text(&held, "primary_storage_uuid")),
         ],
     )
     .await?;
