@@ -266,11 +266,13 @@ impl Jobs {
         }
     }
 
-    /// The job `uuid`: from memory if this process runs (or just ran) it, else from the
-    /// journal.
+    /// The job `uuid`: from memory if this process ran it, else (or while it runs, when
+    /// its handler may have linked the resource it works on) from the journal.
     pub async fn get(&self, uuid: &str) -> Result<Option<Job>, Fault> {
         if let Some((job, _)) = self.lock().jobs.get(uuid) {
-            return Ok(Some(job.clone()));
+            if job.state != OperationState::Running || self.store.is_none() {
+                return Ok(Some(job.clone()));
+            }
         }
         match &self.store {
             Some(store) => Ok(store.operation(uuid).await?.map(Job::from)),

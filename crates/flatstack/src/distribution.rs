@@ -18,7 +18,7 @@ pub fn plugins(builder: KernelBuilder) -> KernelBuilder {
     #[cfg(feature = "storage")]
     let b = b.plugin(flatstack_plugin_storage::StoragePlugin);
     #[cfg(feature = "storage-simulator")]
-    let b = b.plugin(flatstack_plugin_storage_simulator::StorageSimulatorPlugin);
+    let b = b.plugin(flatstack_plugin_storage_simulator::StorageSimulatorPlugin::default());
     #[cfg(feature = "image")]
     let b = b.plugin(flatstack_plugin_image::ImagePlugin);
     #[cfg(feature = "instance-offering")]

@@ -40,6 +40,13 @@ impl FaultCode {
         )
     }
 
+    /// A failure that may pass if the same thing is tried again (the target not ready or
+    /// not reachable, the database busy), as opposed to a refusal or a bug: releases and
+    /// undos retry these rather than leave something held.
+    pub fn is_transient(self) -> bool {
+        self == FaultCode::Unavailable
+    }
+
     /// The stable snake_case spelling used on the wire.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -265,7 +265,26 @@ impl<P: DoUndoPoint> Step<P::Context> for ExtensionStep<P> {
         self.kernel.extensions().run::<P>(ctx).await
     }
 
+    /// Undoes every implementor; again, with a growing pause, while the failure is
+    /// transient (the store busy): an undo must not be given up for a moment's contention,
+    /// and implementors' undos are idempotent (they work from what their run recorded).
     async fn rollback(&self, ctx: &mut P::Context) -> Result<(), Fault> {
+        let mut pause = UNDO_FIRST_PAUSE;
+        for _ in 1..UNDO_TRIES {
+            match self.kernel.extensions().undo::<P>(ctx).await {
+                Err(fault) if fault.code.is_transient() => {
+                    tracing::warn!(point = P::NAME, %fault, "undo failed transiently; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                }
+                done => return done,
+            }
+        }
         self.kernel.extensions().undo::<P>(ctx).await
     }
 }
+
+/// How many times [`ExtensionStep`] tries an undo that fails transiently, and its first
+/// pause between tries (doubled each time: 20 ms … 1.3 s in all).
+const UNDO_TRIES: u32 = 7;
+const UNDO_FIRST_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);

@@ -406,11 +406,12 @@ fn check_key(key: &str) -> Result<(), Fault> {
 
 /// `existing` if it was made by the same request as `new`; `422` otherwise.
 fn same_request(existing: Operation, new: &NewOperation) -> Result<Operation, Fault> {
-    if existing.kind == new.kind
-        && existing.resource_uuid.is_some() == new.resource_uuid.is_some()
-        && (new.resource_uuid.is_none() || existing.resource_uuid == new.resource_uuid)
-        && existing.request == new.request
-    {
+    // A create's operation names the resource it made, which its request did not.
+    let same_target = match new.verb {
+        Verb::Create => existing.verb == Verb::Create,
+        _ => existing.resource_uuid == new.resource_uuid,
+    };
+    if existing.kind == new.kind && same_target && existing.request == new.request {
         return Ok(existing);
     }
     Err(Fault::new(

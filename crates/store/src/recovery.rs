@@ -154,7 +154,7 @@ async fn settle(kernel: &Kernel, op: &Operation) -> Result<Value, Fault> {
 }
 
 /// Retries `attempt` with back-off while it fails with a transient fault (the database
-/// busy, a timeout), up to `tries` times: releases and undos must not be forgotten because
+/// busy), up to `tries` times: releases and undos must not be forgotten because
 /// the store was briefly busy.
 pub async fn retry<T, F, Fut>(what: &str, tries: u32, mut attempt: F) -> Result<T, Fault>
 where
@@ -176,7 +176,7 @@ where
     }
 }
 
-/// A fault that may pass if tried again.
+/// A fault that may pass if tried again ([`FaultCode::is_transient`]).
 pub fn is_transient(fault: &Fault) -> bool {
-    matches!(fault.code, FaultCode::Unavailable | FaultCode::Timeout)
+    fault.code.is_transient()
 }

@@ -39,6 +39,9 @@ pub enum Mode {
     /// Never return (the kernel's `extension.timeout_ms` ends the call); not for veto
     /// points, which are synchronous.
     Hang,
+    /// Fail as a busy database would (`unavailable`): a transient failure, which releases
+    /// and undos try again.
+    Busy,
 }
 
 /// Arms an extension point.
@@ -51,6 +54,10 @@ pub struct CreateFaultInjection {
     /// Fire on the next call only, then disarm.
     #[serde(default)]
     pub once: bool,
+    /// Arm the undo of a do/undo point instead of its run: what a rollback or a release
+    /// does when giving back fails.
+    #[serde(default)]
+    pub undo: bool,
 }
 impl Message for CreateFaultInjection {
     const NAME: &'static str = "fault-injection.create";
@@ -68,10 +75,16 @@ struct Armed {
 }
 
 impl Armed {
-    fn inventory(&self, point: &str) -> Inventory {
+    /// Its inventory; `key` is what it is armed under ([`Faults::key`]).
+    fn inventory(&self, key: &str) -> Inventory {
+        let (point, undo) = match key.strip_suffix(UNDO) {
+            Some(point) => (point, true),
+            None => (key, false),
+        };
         let mut inventory = Inventory::new();
         inventory.insert("uuid".into(), json!(self.uuid));
         inventory.insert("point".into(), json!(point));
+        inventory.insert("undo".into(), json!(undo));
         inventory.insert("mode".into(), json!(self.mode));
         inventory.insert("once".into(), json!(self.once));
         inventory.insert("fired".into(), json!(self.fired));
@@ -109,6 +122,15 @@ impl Faults {
         Some(mode)
     }
 
+    /// The key an injection is armed under: the point, or its undo.
+    fn key(point: &str, undo: bool) -> String {
+        if undo {
+            format!("{point}{UNDO}")
+        } else {
+            point.to_owned()
+        }
+    }
+
     fn arm(&self, msg: CreateFaultInjection) -> Result<Inventory, Fault> {
         let veto = *self.points.get(msg.point.as_str()).ok_or_else(|| {
             Fault::invalid(
@@ -120,6 +142,12 @@ impl Faults {
                 ),
             )
         })?;
+        if veto && msg.undo {
+            return Err(Fault::invalid(
+                "undo",
+                format!("`{}` is a veto point: it has no undo", msg.point),
+            ));
+        }
         if veto && msg.mode == Mode::Hang {
             return Err(Fault::invalid(
                 "mode",
@@ -129,11 +157,12 @@ impl Faults {
                 ),
             ));
         }
+        let key = Self::key(&msg.point, msg.undo);
         let mut armed = self.armed();
-        if let Some(existing) = armed.get(&msg.point) {
+        if let Some(existing) = armed.get(&key) {
             return Err(Fault::conflict(format!(
-                "`{}` is already armed by fault injection {}",
-                msg.point, existing.uuid
+                "`{key}` is already armed by fault injection {}",
+                existing.uuid
             )));
         }
         let entry = Armed {
@@ -142,8 +171,8 @@ impl Faults {
             once: msg.once,
             fired: 0,
         };
-        let inventory = entry.inventory(&msg.point);
-        armed.insert(msg.point, entry);
+        let inventory = entry.inventory(&key);
+        armed.insert(key, entry);
         self.any.store(true, Ordering::Release);
         Ok(inventory)
     }
@@ -174,6 +203,9 @@ impl Faults {
     }
 }
 
+/// What an armed undo is keyed by, after its point's name.
+const UNDO: &str = "#undo";
+
 fn injected(point: &str) -> Fault {
     Fault::internal(format!("fault injected at `{point}`")).with_detail("injected", point)
 }
@@ -182,6 +214,8 @@ fn injected(point: &str) -> Fault {
 async fn play(point: &str, mode: Mode) -> Fault {
     match mode {
         Mode::Fail => injected(point),
+        Mode::Busy => Fault::unavailable(format!("fault injected at `{point}`: busy"))
+            .with_detail("injected", point),
         Mode::Panic => panic!("fault injected at `{point}`"),
         Mode::Hang => std::future::pending().await,
     }
@@ -222,8 +256,11 @@ impl<P: DoUndoPoint> DoUndo<P> for Trap<P> {
     }
 
     async fn undo(&self, _: &mut P::Context) -> Result<(), Fault> {
-        // Only `run` is armed: an undo that fails would leak by design.
-        Ok(())
+        let key = Faults::key(P::NAME, true);
+        match self.faults.take(&key) {
+            None => Ok(()),
+            Some(mode) => Err(play(&key, mode).await),
+        }
     }
 }
 

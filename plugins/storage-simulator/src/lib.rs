@@ -3,13 +3,12 @@
 //! (`inject_failure` on a primary storage).
 
 use flatstack_header::storage::{BackupStorages, PrimaryStorages, StorageDriver};
-use flatstack_header::Inventory;
+use flatstack_header::{DataDir, Inventory};
 use flatstack_kernel::{async_trait, Fault, Kernel, Plugin, PluginBuilder};
-use flatstack_simulator::{Injections, Simulated};
+use flatstack_simulator::{Injections, Ledger, Simulated};
 use flatstack_store::resource::text;
 use serde_json::{json, Value};
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 
 /// Operations the simulator can make misbehave.
 pub const OPERATIONS: &[&str] = &["create_volume", "delete_volume"];
@@ -17,13 +16,17 @@ pub const OPERATIONS: &[&str] = &["create_volume", "delete_volume"];
 /// The simulated storages: injected failures and the volumes each holds.
 struct Simulator {
     injections: Injections,
-    /// Volume uuid → primary storage uuid.
-    volumes: Mutex<HashMap<String, String>>,
+    /// Volume uuid → primary storage uuid; kept in the data directory, since storage
+    /// outlives the management node.
+    volumes: Ledger,
 }
 
-impl Simulator {
-    fn volumes(&self) -> MutexGuard<'_, HashMap<String, String>> {
-        self.volumes.lock().unwrap_or_else(PoisonError::into_inner)
+impl Default for Simulator {
+    fn default() -> Self {
+        Simulator {
+            injections: Injections::new(OPERATIONS),
+            volumes: Ledger::default(),
+        }
     }
 }
 
@@ -34,13 +37,7 @@ impl Simulated for Simulator {
 
     /// What is armed for the storage and the volumes it holds.
     fn report(&self, storage: &str) -> Inventory {
-        let mut held: Vec<String> = self
-            .volumes()
-            .iter()
-            .filter(|(_, ps)| *ps == storage)
-            .map(|(volume, _)| volume.clone())
-            .collect();
-        held.sort();
+        let held = self.volumes.keys_with(storage);
         let mut report = Inventory::new();
         report.insert("primary_storage_uuid".into(), json!(storage));
         report.insert(
@@ -85,9 +82,7 @@ impl StorageDriver for Driver {
     ) -> Result<(), Fault> {
         let ps = text(storage, "uuid");
         self.0.injections.perform(ps, "create_volume").await?;
-        self.0
-            .volumes()
-            .insert(text(volume, "uuid").to_owned(), ps.to_owned());
+        self.0.volumes.insert(text(volume, "uuid"), ps);
         Ok(())
     }
 
@@ -101,13 +96,17 @@ impl StorageDriver for Driver {
             .injections
             .perform(text(storage, "uuid"), "delete_volume")
             .await?;
-        self.0.volumes().remove(text(volume, "uuid"));
+        self.0.volumes.remove(text(volume, "uuid"));
         Ok(())
     }
 }
 
-pub struct StorageSimulatorPlugin;
+#[derive(Default)]
+pub struct StorageSimulatorPlugin {
+    simulator: Arc<Simulator>,
+}
 
+#[async_trait]
 impl Plugin for StorageSimulatorPlugin {
     fn name(&self) -> &'static str {
         "storage-simulator"
@@ -117,11 +116,23 @@ impl Plugin for StorageSimulatorPlugin {
         "The Simulator type of primary and backup storage, with failure injection."
     }
 
+    /// Reopens the volumes the simulated storages held before the node stopped, from the
+    /// data directory (none: they start empty).
+    async fn start(&self, kernel: &Kernel) -> Result<(), Fault> {
+        if let Some(dir) = kernel.get::<DataDir>() {
+            let path = dir.0.join("simulator").join("storage-volumes.log");
+            self.simulator.volumes.open(&path).map_err(|e| {
+                Fault::unavailable(format!(
+                    "cannot open the simulator's state {}: {e}",
+                    path.display()
+                ))
+            })?;
+        }
+        Ok(())
+    }
+
     fn build(&self, b: &mut PluginBuilder<'_>) {
-        let simulator = Arc::new(Simulator {
-            injections: Injections::new(OPERATIONS),
-            volumes: Mutex::default(),
-        });
+        let simulator = self.simulator.clone();
         let driver = Arc::new(Driver(simulator.clone()));
         b.driver::<PrimaryStorages>("Simulator", driver.clone())
             .driver::<BackupStorages>("Simulator", driver);

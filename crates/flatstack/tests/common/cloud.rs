@@ -128,6 +128,9 @@ pub async fn snapshot(node: &Node, dir: &Path, dc: &Dc) -> Value {
             "dhcp_leases",
             "volumes",
             "quota_usage",
+            "host_allocations",
+            "primary_storage_allocations",
+            "quota_allocations",
         ],
     )
     .await;
