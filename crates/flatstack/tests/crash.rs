@@ -453,7 +453,8 @@ struct Counts {
     sent: u64,
     /// No answer: the node was killed (or not up yet).
     unanswered: u64,
-    /// Refused at once (`409` while a VM is transient, `503`...), by status.
+    /// Answered with an error (refused at once, `409` while a VM is transient, or a job
+    /// that failed within `?wait=`), by status.
     refused: BTreeMap<u16, u64>,
     /// Jobs given (`202`).
     jobs: u64,
@@ -465,6 +466,35 @@ struct Counts {
     failed: BTreeMap<u16, u64>,
     /// Jobs that recovery closed.
     recovered: u64,
+    /// Every error's message (uuids and numbers elided), and how often.
+    messages: BTreeMap<String, u64>,
+}
+
+/// An error's message without what differs between occurrences (uuids, numbers).
+fn gist(error: &Value) -> String {
+    let message = error["message"].as_str().unwrap_or("?");
+    let mut out = String::new();
+    let mut word = String::new();
+    let flush = |word: &mut String, out: &mut String| {
+        if word.len() >= 32 && word.chars().all(|c| c.is_ascii_hexdigit()) {
+            out.push_str("<uuid>");
+        } else if !word.is_empty() && word.chars().all(|c| c.is_ascii_digit()) {
+            out.push('N');
+        } else {
+            out.push_str(word);
+        }
+        word.clear();
+    };
+    for c in message.chars() {
+        if c.is_ascii_alphanumeric() {
+            word.push(c);
+        } else {
+            flush(&mut word, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut word, &mut out);
+    format!("{} {out}", error["code"].as_str().unwrap_or("?"))
 }
 
 /// What the clients share with the test.
@@ -752,7 +782,10 @@ async fn perform(
                 if s.is_server_error() && s != StatusCode::SERVICE_UNAVAILABLE {
                     shared.unexpected(format!("{op:?} {} answered {s}: {text}", request.path));
                 }
-                shared.count(op, |c| *c.refused.entry(s.as_u16()).or_default() += 1);
+                shared.count(op, |c| {
+                    *c.refused.entry(s.as_u16()).or_default() += 1;
+                    *c.messages.entry(gist(&reply["error"])).or_default() += 1;
+                });
             }
         }
         return;
@@ -787,6 +820,7 @@ async fn follow(shared: &Shared, http: &reqwest::Client, op: Op, job: &str) {
                             }
                             shared.count(op, |c| {
                                 *c.failed.entry(code).or_default() += 1;
+                                *c.messages.entry(gist(&seen["error"])).or_default() += 1;
                                 c.recovered += u64::from(seen["recovered"] == true);
                             });
                             return;
@@ -835,6 +869,8 @@ async fn crash_test(backend: Backend, dir: &Path) {
 
     let mut killed = 0;
     let mut early = 0;
+    // How long nodes took to start (and recover) and serve: where early kills land.
+    let mut starts = Vec::new();
     while killed < kills {
         tokio::time::sleep(Duration::from_millis(rng.range(UPTIME_MS.0, UPTIME_MS.1))).await;
         shared.set_base(None);
@@ -842,12 +878,15 @@ async fn crash_test(backend: Backend, dir: &Path) {
         killed += 1;
         if killed < kills && rng.below(EARLY_KILL_ONE_IN) == 0 {
             // Killed again as it starts: opening the store, migrating, recovering.
-            let after = Duration::from_millis(rng.range(5, 600));
+            let typical = starts.iter().sum::<Duration>() / starts.len().max(1) as u32;
+            let after = Duration::from_millis(rng.range(5, 30 + typical.as_millis() as u64));
             start_and_kill_early(&backend, dir, after).await;
             killed += 1;
             early += 1;
         }
+        let starting = Instant::now();
         node = start(&backend, dir).await;
+        starts.push(starting.elapsed());
         slow_simulators(&node, &cloud).await;
         shared.set_base(Some(node.base.clone()));
     }
@@ -873,8 +912,8 @@ async fn crash_test(backend: Backend, dir: &Path) {
         .clone();
     check_jobs(&node, &jobs, &mut violations).await;
     let store = backend.open(dir).await;
-    let operations = check_database(&store, &cloud, &mut violations).await;
-    check_simulator(&store, dir, &mut violations).await;
+    let end = check_database(&store, &cloud, &mut violations).await;
+    check_simulators(&store, dir, &mut violations).await;
     violations.extend(
         shared
             .unexpected
@@ -884,9 +923,21 @@ async fn crash_test(backend: Backend, dir: &Path) {
             .cloned(),
     );
 
-    summary(
-        &backend, seed, killed, early, storm, began, &shared, &operations,
-    );
+    // The storm did what it is for: work done, and work cut by kills.
+    let created = shared
+        .counts
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(&Op::CreateVm)
+        .map_or(0, |c| c.succeeded);
+    if created == 0 || end.recovered == 0 {
+        violations.push(format!(
+            "the storm tested little: {created} VMs created, {} operations cut by a kill",
+            end.recovered
+        ));
+    }
+    let starts = Starts(starts);
+    summary(&backend, seed, killed, early, storm, began, &starts, &shared, &end);
     assert!(
         violations.is_empty(),
         "{} invariant(s) broken after {killed} kills on {} (seed {seed}; FLATSTACK_CRASH_SEED={seed} \
@@ -929,13 +980,35 @@ async fn check_jobs(node: &Node, jobs: &[(String, Op)], violations: &mut Vec<Str
     }
 }
 
-/// What the journal says about all operations, for the summary.
+/// What the journal and the tables hold at the end, for the summary.
 #[derive(Default)]
-struct Operations {
-    total: i64,
+struct End {
+    operations: i64,
     succeeded: i64,
     failed: i64,
     recovered: i64,
+    running_vms: usize,
+    stopped_vms: usize,
+    data_volumes: usize,
+    attached: usize,
+}
+
+/// How long the nodes took to serve.
+struct Starts(Vec<Duration>);
+
+impl std::fmt::Display for Starts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ms = |d: Option<&Duration>| d.map_or(0, Duration::as_millis);
+        let mut sorted = self.0.clone();
+        sorted.sort();
+        write!(
+            f,
+            "nodes served {} to {} ms after they started (median {})",
+            ms(sorted.first()),
+            ms(sorted.last()),
+            ms(sorted.get(sorted.len() / 2))
+        )
+    }
 }
 
 async fn query(store: &Arc<flatstack_store::Store>, sql: &str) -> Vec<Map<String, Value>> {
@@ -962,7 +1035,7 @@ async fn check_database(
     store: &Arc<flatstack_store::Store>,
     cloud: &Cloud,
     violations: &mut Vec<String>,
-) -> Operations {
+) -> End {
     let mut broken = |what: String| violations.push(what);
     let vms = query(
         store,
@@ -1237,9 +1310,18 @@ async fn check_database(
 
     // The journal: nothing left running.
     let operations = query(store, "SELECT uuid, kind, state, recovered FROM operations").await;
-    let mut summary = Operations::default();
+    let mut summary = End {
+        running_vms: vms.iter().filter(|vm| s(vm, "state") == "Running").count(),
+        stopped_vms: vms.iter().filter(|vm| s(vm, "state") == "Stopped").count(),
+        data_volumes: volumes.iter().filter(|v| s(v, "type") == "Data").count(),
+        attached: volumes
+            .iter()
+            .filter(|v| s(v, "type") == "Data" && v["vm_instance_uuid"].is_string())
+            .count(),
+        ..End::default()
+    };
     for op in &operations {
-        summary.total += 1;
+        summary.operations += 1;
         match s(op, "state") {
             "succeeded" => summary.succeeded += 1,
             "failed" => summary.failed += 1,
@@ -1254,52 +1336,90 @@ async fn check_database(
     summary
 }
 
-/// The simulated hosts run exactly the VMs the database has `Running`, each on its host:
-/// their ledger in the data directory, replayed as the simulator does.
-async fn check_simulator(
-    store: &Arc<flatstack_store::Store>,
-    dir: &Path,
-    violations: &mut Vec<String>,
-) {
-    let path: PathBuf = dir.join("simulator").join("host-vms.log");
+/// What a simulator's ledger in the data directory holds (key → value), replayed as the
+/// simulator replays it when it opens it.
+fn ledger(dir: &Path, name: &str) -> BTreeMap<String, String> {
+    let path: PathBuf = dir.join("simulator").join(name);
     let text = std::fs::read_to_string(&path).unwrap_or_default();
-    let mut running: BTreeMap<String, String> = BTreeMap::new();
+    let mut entries = BTreeMap::new();
     for line in text
         .split_inclusive('\n')
         .filter_map(|l| l.strip_suffix('\n'))
     {
-        if let Some((vm, host)) = line.strip_prefix('+').and_then(|l| l.split_once(' ')) {
-            running.insert(vm.to_owned(), host.to_owned());
-        } else if let Some(vm) = line.strip_prefix('-') {
-            running.remove(vm);
+        if let Some((key, value)) = line.strip_prefix('+').and_then(|l| l.split_once(' ')) {
+            entries.insert(key.to_owned(), value.to_owned());
+        } else if let Some(key) = line.strip_prefix('-') {
+            entries.remove(key);
         }
     }
-    let expected: BTreeMap<String, String> = query(
-        store,
-        "SELECT uuid, host_uuid FROM vm_instances WHERE state = 'Running'",
-    )
-    .await
-    .iter()
-    .map(|vm| (s(vm, "uuid").to_owned(), s(vm, "host_uuid").to_owned()))
-    .collect();
-    for (vm, host) in &running {
-        match expected.get(vm) {
+    entries
+}
+
+/// `held` (what a simulator holds: thing → where) is exactly `expected` (what the
+/// database says); each difference is a violation.
+fn compare(
+    what: &str,
+    held: &BTreeMap<String, String>,
+    expected: &BTreeMap<String, String>,
+    violations: &mut Vec<String>,
+) {
+    for (key, at) in held {
+        match expected.get(key) {
             None => violations.push(format!(
-                "simulated host {host} runs VM {vm}, which the database does not have Running"
+                "the simulator holds {what} {key} on {at}; the database does not"
             )),
-            Some(placed) if placed != host => violations.push(format!(
-                "simulated host {host} runs VM {vm}, which the database places on {placed}"
+            Some(placed) if placed != at => violations.push(format!(
+                "the simulator holds {what} {key} on {at}; the database has it on {placed}"
             )),
             Some(_) => {}
         }
     }
-    for (vm, host) in &expected {
-        if !running.contains_key(vm) {
+    for (key, at) in expected {
+        if !held.contains_key(key) {
             violations.push(format!(
-                "VM {vm} is Running on {host} in the database, but no simulated host runs it"
+                "the database has {what} {key} on {at}; the simulator does not hold it"
             ));
         }
     }
+}
+
+/// The simulated hosts run exactly the VMs the database has `Running`, each on its host,
+/// and the simulated storage holds exactly the database's volumes: their ledgers in the
+/// data directory.
+async fn check_simulators(
+    store: &Arc<flatstack_store::Store>,
+    dir: &Path,
+    violations: &mut Vec<String>,
+) {
+    let pairs = |rows: Vec<Map<String, Value>>, at: &str| -> BTreeMap<String, String> {
+        rows.iter()
+            .map(|row| (s(row, "uuid").to_owned(), s(row, at).to_owned()))
+            .collect()
+    };
+    let running = pairs(
+        query(
+            store,
+            "SELECT uuid, host_uuid FROM vm_instances WHERE state = 'Running'",
+        )
+        .await,
+        "host_uuid",
+    );
+    compare(
+        "running VM",
+        &ledger(dir, "host-vms.log"),
+        &running,
+        violations,
+    );
+    let volumes = pairs(
+        query(store, "SELECT uuid, primary_storage_uuid FROM volumes").await,
+        "primary_storage_uuid",
+    );
+    compare(
+        "volume",
+        &ledger(dir, "storage-volumes.log"),
+        &volumes,
+        violations,
+    );
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -1310,8 +1430,9 @@ fn summary(
     early: usize,
     storm: Duration,
     began: Instant,
+    starts: &Starts,
     shared: &Shared,
-    operations: &Operations,
+    end: &End,
 ) {
     let counts = shared
         .counts
@@ -1326,8 +1447,8 @@ fn summary(
         began.elapsed().as_secs_f64()
     );
     println!(
-        "  {:<13} {:>6} {:>10} {:>8} {:>6} {:>9} {:>7} {:>9}  refused / failed by status",
-        "operation", "sent", "unanswered", "refused", "jobs", "succeeded", "failed", "recovered"
+        "  {:<13} {:>6} {:>10} {:>8} {:>6} {:>9} {:>7} {:>9}  errors / failed jobs by status",
+        "operation", "sent", "unanswered", "errors", "jobs", "succeeded", "failed", "recovered"
     );
     for (op, c) in &counts {
         let refused: u64 = c.refused.values().sum();
@@ -1345,6 +1466,11 @@ fn summary(
             c.refused,
             c.failed
         );
+        if std::env::var_os("FLATSTACK_CRASH_VERBOSE").is_some() {
+            for (message, count) in &c.messages {
+                println!("      {count:>5} {message}");
+            }
+        }
         all.sent += c.sent;
         all.unanswered += c.unanswered;
         all.jobs += c.jobs;
@@ -1358,7 +1484,11 @@ fn summary(
         all.sent, all.unanswered, all.jobs, all.jobs_again, all.succeeded, all.recovered
     );
     println!(
-        "  journal: {} operations, {} succeeded, {} failed, {} recovered",
-        operations.total, operations.succeeded, operations.failed, operations.recovered
+        "  journal: {} operations, {} succeeded, {} failed, {} closed by recovery",
+        end.operations, end.succeeded, end.failed, end.recovered
+    );
+    println!(
+        "  at the end: {} VMs running, {} stopped; {} data volumes, {} attached; {starts}",
+        end.running_vms, end.stopped_vms, end.data_volumes, end.attached
     );
 }
