@@ -33,8 +33,11 @@ use std::time::{Duration, Instant};
 const CLIENTS: usize = 32;
 /// Kills by default (at least 20).
 const KILLS: usize = 24;
-/// How long a node serves before it is killed: from..to milliseconds.
-const UPTIME_MS: (u64, u64) = (250, 2200);
+/// How long a node serves before it is killed: from..to milliseconds; one kill in
+/// [`SOON_ONE_IN`] comes sooner, as the clients come back and the periodic work begins.
+const UPTIME_MS: (u64, u64) = (300, 2200);
+const SOON_MS: (u64, u64) = (20, 300);
+const SOON_ONE_IN: u64 = 5;
 /// One kill in this many hits a node while it starts (recovery included).
 const EARLY_KILL_ONE_IN: u64 = 5;
 
@@ -253,7 +256,7 @@ struct Cloud {
     l3: [String; 2],
 }
 
-/// Three hosts of 8 vCPUs and 16 GiB (24 VMs of 1 vCPU and 2 GiB at most), 48 GiB of
+/// Three hosts of 8 vCPUs and 16 GiB (24 VMs of 1 vCPU and 2 GiB at most), 64 GiB of
 /// primary storage, images of 1 GiB, two L3 networks of 50 and 12 addresses, and a quota
 /// of 12 VMs / 24 GiB for `tenant`: creates are refused now and then by each of them.
 async fn build_cloud(node: &Node) -> Cloud {
@@ -283,7 +286,7 @@ async fn build_cloud(node: &Node) -> Cloud {
             .create(
                 "primary-storage",
                 json!({"type": "Simulator", "name": "ps", "zone_uuid": zone, "url": "/sim/ps",
-                       "total_capacity": 48 * GIB}),
+                       "total_capacity": 64 * GIB}),
             )
             .await,
     );
@@ -426,10 +429,10 @@ const MIX: &[(Op, u64)] = &[
     (Op::StartVm, 12),
     (Op::RebootVm, 7),
     (Op::DestroyVm, 11),
-    (Op::CreateVolume, 12),
+    (Op::CreateVolume, 10),
     (Op::AttachVolume, 12),
     (Op::DetachVolume, 8),
-    (Op::DeleteVolume, 8),
+    (Op::DeleteVolume, 10),
 ];
 
 impl Op {
@@ -673,7 +676,7 @@ async fn prepare(
             Request {
                 method: Method::POST,
                 path: "/v1/volumes".into(),
-                body: Some(json!({"name": name, "size": rng.range(1, 4) * GIB})),
+                body: Some(json!({"name": name, "size": rng.range(1, 3) * GIB})),
                 idempotency_key: Some(format!("crash-{name}")),
             }
         }
@@ -872,7 +875,12 @@ async fn crash_test(backend: Backend, dir: &Path) {
     // How long nodes took to start (and recover) and serve: where early kills land.
     let mut starts = Vec::new();
     while killed < kills {
-        tokio::time::sleep(Duration::from_millis(rng.range(UPTIME_MS.0, UPTIME_MS.1))).await;
+        let (from, to) = if rng.below(SOON_ONE_IN) == 0 {
+            SOON_MS
+        } else {
+            UPTIME_MS
+        };
+        tokio::time::sleep(Duration::from_millis(rng.range(from, to))).await;
         shared.set_base(None);
         kill(node).await;
         killed += 1;
