@@ -39,6 +39,21 @@ impl Drop for SqliteTx {
     }
 }
 
+/// Where `value` goes in a generated statement: `NULL` written out (an untyped literal,
+/// which PostgreSQL types from its column; a NULL parameter is declared `text`, which a
+/// BIGINT column refuses), or the next parameter, added to `params`.
+fn mark<'a>(
+    params: &mut Vec<Param<'a>>,
+    column: &str,
+    value: &'a Value,
+) -> Result<String, StoreError> {
+    if value.is_null() {
+        return Ok("NULL".to_owned());
+    }
+    params.push(Param::of(column, value)?);
+    Ok(format!("${}", params.len()))
+}
+
 /// Now, as RFC 3339 in UTC with milliseconds: sortable as text on every backend.
 pub fn now() -> String {
     timestamp(time::OffsetDateTime::now_utc())
@@ -171,11 +186,10 @@ impl Tx {
         let mut columns = Vec::with_capacity(row.len());
         let mut marks = Vec::with_capacity(row.len());
         let mut params = Vec::with_capacity(row.len());
-        for (i, (column, value)) in row.iter().enumerate() {
+        for (column, value) in row {
             check_ident(column)?;
             columns.push(column.as_str());
-            marks.push(format!("${}", i + 1));
-            params.push(Param::of(column, value)?);
+            marks.push(mark(&mut params, column, value)?);
         }
         let sql = format!(
             "INSERT INTO {table} ({}) VALUES ({})",
@@ -259,7 +273,8 @@ impl Tx {
             })
     }
 
-    /// Sets `changes` on the row with this uuid (and `updated_at`); `false` if none.
+    /// Sets `changes` on the row with this uuid, and `updated_at` to now unless `changes`
+    /// sets it; `false` if none.
     pub async fn update(
         &mut self,
         table: &str,
@@ -269,8 +284,9 @@ impl Tx {
         self.update_where(table, "uuid", uuid, changes).await
     }
 
-    /// Sets `changes` (and `updated_at`) on the rows where `key_column = key`, for tables
-    /// keyed by something else than a uuid; `false` if none.
+    /// Sets `changes` on the rows where `key_column = key`, for tables keyed by something
+    /// else than a uuid, and `updated_at` to now unless `changes` sets it (PostgreSQL
+    /// refuses a column set twice); `false` if none.
     pub async fn update_where(
         &mut self,
         table: &str,
@@ -282,19 +298,20 @@ impl Tx {
         check_ident(key_column)?;
         let mut sets = Vec::with_capacity(changes.len() + 1);
         let mut params = Vec::with_capacity(changes.len() + 2);
-        for (i, (column, value)) in changes.iter().enumerate() {
+        for (column, value) in changes {
             check_ident(column)?;
-            sets.push(format!("{column} = ${}", i + 1));
-            params.push(Param::of(column, value)?);
+            sets.push(format!("{column} = {}", mark(&mut params, column, value)?));
         }
-        sets.push(format!("updated_at = ${}", changes.len() + 1));
+        let at = Value::String(now());
+        if !changes.contains_key("updated_at") {
+            sets.push(format!("updated_at = {}", mark(&mut params, "updated_at", &at)?));
+        }
+        params.push(Param::text(key));
         let sql = format!(
             "UPDATE {table} SET {} WHERE {key_column} = ${}",
             sets.join(", "),
-            changes.len() + 2
+            params.len()
         );
-        params.push(Param::Text(now().into()));
-        params.push(Param::text(key));
         Ok(self.execute(&sql, &params).await? > 0)
     }
 
