@@ -589,12 +589,7 @@ async fn list(http: &reqwest::Client, base: &str, path: &str) -> Option<Vec<Valu
 
 /// A VM to act on: usually one in `state` (so that most requests can do something), now
 /// and then any (so that some are refused).
-async fn some_vm(
-    http: &reqwest::Client,
-    base: &str,
-    state: &str,
-    rng: &mut Rng,
-) -> Option<String> {
+async fn some_vm(http: &reqwest::Client, base: &str, state: &str, rng: &mut Rng) -> Option<String> {
     let path = if rng.percent(80) {
         format!("/v1/vm-instances?state={state}")
     } else {
@@ -642,7 +637,11 @@ async fn prepare(
     let name = || format!("c{id}-{}", shared.names.fetch_add(1, Ordering::Relaxed));
     Some(match op {
         Op::CreateVm => {
-            let owner = if rng.percent(70) { OWNERS[0] } else { OWNERS[1] };
+            let owner = if rng.percent(70) {
+                OWNERS[0]
+            } else {
+                OWNERS[1]
+            };
             let networks = if rng.percent(30) {
                 json!([cloud.l3[0], cloud.l3[1]])
             } else {
@@ -662,7 +661,11 @@ async fn prepare(
         Op::StartVm => action(some_vm(http, base, "Stopped", rng).await?, "start"),
         Op::RebootVm => action(some_vm(http, base, "Running", rng).await?, "reboot"),
         Op::DestroyVm => {
-            let state = if rng.percent(50) { "Running" } else { "Stopped" };
+            let state = if rng.percent(50) {
+                "Running"
+            } else {
+                "Stopped"
+            };
             let vm = some_vm(http, base, state, rng).await?;
             Request {
                 method: Method::DELETE,
@@ -682,7 +685,11 @@ async fn prepare(
         }
         Op::AttachVolume => {
             let volume = some_volume(http, base, false, rng).await?;
-            let state = if rng.percent(60) { "Running" } else { "Stopped" };
+            let state = if rng.percent(60) {
+                "Running"
+            } else {
+                "Stopped"
+            };
             let vm = some_vm(http, base, state, rng).await?;
             Request {
                 method: Method::POST,
@@ -714,13 +721,7 @@ async fn prepare(
 
 /// Sends the request (a create again with its key while it goes unanswered), then follows
 /// the job it was given to its end.
-async fn perform(
-    shared: &Shared,
-    http: &reqwest::Client,
-    op: Op,
-    request: Request,
-    rng: &mut Rng,
-) {
+async fn perform(shared: &Shared, http: &reqwest::Client, op: Op, request: Request, rng: &mut Rng) {
     // A quarter wait for the result on the request; the rest poll the job.
     let wait = if rng.percent(25) { "?wait=5" } else { "" };
     let mut sent_before = false;
@@ -945,7 +946,9 @@ async fn crash_test(backend: Backend, dir: &Path) {
         ));
     }
     let starts = Starts(starts);
-    summary(&backend, seed, killed, early, storm, began, &starts, &shared, &end);
+    summary(
+        &backend, seed, killed, early, storm, began, &starts, &shared, &end,
+    );
     assert!(
         violations.is_empty(),
         "{} invariant(s) broken after {killed} kills on {} (seed {seed}; FLATSTACK_CRASH_SEED={seed} \
@@ -1181,7 +1184,9 @@ async fn check_database(
                 if s(v, "primary_storage_uuid") != s(a, "primary_storage_uuid")
                     || n(v, "size") != n(a, "size")
                 {
-                    broken(format!("storage allocation {a:?} differs from its volume {v:?}"));
+                    broken(format!(
+                        "storage allocation {a:?} differs from its volume {v:?}"
+                    ));
                 }
             }
         }
@@ -1218,7 +1223,10 @@ async fn check_database(
             s(r, "ip").to_owned(),
         )
     };
-    let nic_set: BTreeSet<_> = nics.iter().map(|r| nic_key(r, "vm_instance_uuid")).collect();
+    let nic_set: BTreeSet<_> = nics
+        .iter()
+        .map(|r| nic_key(r, "vm_instance_uuid"))
+        .collect();
     let address_set: BTreeSet<_> = addresses
         .iter()
         .map(|r| nic_key(r, "consumer_uuid"))
@@ -1231,7 +1239,9 @@ async fn check_database(
         });
     }
     for (vm, l3, ip) in nic_set.difference(&address_set) {
-        broken(format!("NIC of {vm} on {l3} with {ip}: the address is not held by it"));
+        broken(format!(
+            "NIC of {vm} on {l3} with {ip}: the address is not held by it"
+        ));
     }
     let with_mac = |r: &Map<String, Value>| {
         (

@@ -304,7 +304,10 @@ impl Tx {
         }
         let at = Value::String(now());
         if !changes.contains_key("updated_at") {
-            sets.push(format!("updated_at = {}", mark(&mut params, "updated_at", &at)?));
+            sets.push(format!(
+                "updated_at = {}",
+                mark(&mut params, "updated_at", &at)?
+            ));
         }
         params.push(Param::text(key));
         let sql = format!(
