@@ -652,8 +652,55 @@ async fn attach(kernel: &Kernel, uuid: &str, vm_uuid: &str) -> Result<Inventory,
         abandon_attach(kernel, uuid).await?;
         return Err(fault);
     }
-    set_attachment(kernel, uuid, Some(vm_uuid)).await?;
+    if !finish_attach(kernel, uuid, vm_uuid).await? {
+        // The VM's destroy, which runs on the VM's queue, not this volume's, released the
+        // volume meanwhile (and may have removed the VM): the host gives it back too.
+        if let Err(fault) = target
+            .driver
+            .detach_volume(kernel, &target.host, &target.work, &volume)
+            .await
+        {
+            tracing::warn!(volume = %uuid, vm = %vm_uuid, %fault, "cannot detach a volume from a VM destroyed while it was attached");
+        }
+        return Err(Fault::conflict(format!(
+            "VM {vm_uuid} was destroyed while volume {uuid} was being attached to it"
+        )));
+    }
     read(kernel, uuid).await
+}
+
+/// Records an attach done: the volume attached to the VM with the next free device id,
+/// if it is still `Attaching` to it (one conditional update); `false` if the VM's destroy
+/// has released it meanwhile.
+async fn finish_attach(kernel: &Kernel, uuid: &str, vm: &str) -> Result<bool, Fault> {
+    let mut tx = store(kernel)?.begin().await?;
+    let attached = tx
+        .statement(
+            "UPDATE volumes SET status = $1, updated_at = $2,
+                 device_id = (SELECT COALESCE(MAX(device_id), 0) + 1 FROM volumes
+                              WHERE vm_instance_uuid = $3)
+             WHERE uuid = $4 AND status = $5 AND vm_instance_uuid = $3",
+            &[
+                json!(status::READY),
+                json!(flatstack_store::now()),
+                json!(vm),
+                json!(uuid),
+                json!(status::ATTACHING),
+            ],
+        )
+        .await?;
+    if attached == 0 {
+        return Ok(false);
+    }
+    let inventory = VOLUMES.read(kernel, &mut tx, uuid).await?;
+    tx.emit(ResourceUpdated {
+        kind: VOLUMES.kind.to_owned(),
+        uuid: uuid.to_owned(),
+        inventory,
+    })
+    .await?;
+    tx.commit(kernel.bus()).await?;
+    Ok(true)
 }
 
 /// Back from `Attaching` to detached, as it was: it never was attached, so nothing is
