@@ -742,23 +742,29 @@ async fn perform(shared: &Shared, http: &reqwest::Client, op: Op, request: Reque
         let Some(base) = until_served(shared).await else {
             return;
         };
-        let mut req = http.request(
-            request.method.clone(),
-            format!("{base}{}{wait}", request.path),
-        );
-        if let Some(body) = &request.body {
-            req = req.json(body);
-        }
-        if let Some(key) = &request.idempotency_key {
-            req = req.header("Idempotency-Key", key);
-        }
+        let url = format!("{base}{}{wait}", request.path);
         shared.count(op, |c| c.sent += 1);
-        let answered = match req.send().await {
-            Ok(reply) => {
-                let status = reply.status();
-                reply.text().await.ok().map(|text| (status, text))
+        let answered = if request.idempotency_key.is_some() && rng.percent(10) {
+            // A double click: the same create twice at once, with one key. Both are
+            // answered with one job (or its result).
+            shared.count(op, |c| c.sent += 1);
+            let (first, second) =
+                tokio::join!(send(http, &url, &request), send(http, &url, &request));
+            let job = |answer: &Option<(StatusCode, String)>| {
+                let (status, text) = answer.as_ref()?;
+                let reply: Value = serde_json::from_str(text).ok()?;
+                (*status == StatusCode::ACCEPTED).then(|| reply["job_uuid"].clone())
+            };
+            if let (Some(one), Some(other)) = (job(&first), job(&second)) {
+                if one != other {
+                    shared.unexpected(format!(
+                        "{op:?}: one idempotency key, two jobs: {one} and {other}"
+                    ));
+                }
             }
-            Err(_) => None,
+            first
+        } else {
+            send(http, &url, &request).await
         };
         let Some((status, text)) = answered else {
             shared.count(op, |c| c.unanswered += 1);
@@ -821,6 +827,24 @@ fn failure_expected(op: Op, status: u16, error: &Value) -> bool {
         Some("unavailable") => error["details"]["interrupted"] == true,
         _ => false,
     }
+}
+
+/// Sends a request; its status and body, `None` if the node did not answer.
+async fn send(
+    http: &reqwest::Client,
+    url: &str,
+    request: &Request,
+) -> Option<(StatusCode, String)> {
+    let mut req = http.request(request.method.clone(), url);
+    if let Some(body) = &request.body {
+        req = req.json(body);
+    }
+    if let Some(key) = &request.idempotency_key {
+        req = req.header("Idempotency-Key", key);
+    }
+    let reply = req.send().await.ok()?;
+    let status = reply.status();
+    Some((status, reply.text().await.ok()?))
 }
 
 /// The node's base URL once one serves; `None` if none does for a minute.
@@ -1092,11 +1116,23 @@ async fn check_database(
     let mut broken = |what: String| violations.push(what);
     let vms = query(
         store,
-        "SELECT uuid, state, host_uuid, owner, cpu_num, memory_size FROM vm_instances",
+        "SELECT uuid, name, state, host_uuid, owner, cpu_num, memory_size FROM vm_instances",
     )
     .await;
     let vm_by_uuid: HashMap<&str, &Map<String, Value>> =
         vms.iter().map(|vm| (s(vm, "uuid"), vm)).collect();
+
+    // One VM per create: a create sent again or twice at once with its key (its name)
+    // made one VM at most.
+    let mut names = BTreeMap::new();
+    for vm in &vms {
+        *names.entry(s(vm, "name")).or_insert(0) += 1;
+    }
+    for (name, count) in names.into_iter().filter(|(_, count)| *count > 1) {
+        broken(format!(
+            "{count} VMs are named {name}: one create made several"
+        ));
+    }
 
     // No VM in a transient state, every VM on a host.
     for vm in &vms {
@@ -1163,7 +1199,8 @@ async fn check_database(
     // every VM its root volume, every root volume its VM.
     let volumes = query(
         store,
-        "SELECT uuid, type, status, size, primary_storage_uuid, vm_instance_uuid, device_id FROM volumes",
+        "SELECT uuid, name, type, status, size, primary_storage_uuid, vm_instance_uuid, device_id
+         FROM volumes",
     )
     .await;
     for volume in &volumes {
@@ -1184,6 +1221,15 @@ async fn check_database(
                 s(volume, "uuid")
             ));
         }
+    }
+    let mut names = BTreeMap::new();
+    for volume in volumes.iter().filter(|v| s(v, "type") == "Data") {
+        *names.entry(s(volume, "name")).or_insert(0) += 1;
+    }
+    for (name, count) in names.into_iter().filter(|(_, count)| *count > 1) {
+        broken(format!(
+            "{count} volumes are named {name}: one create made several"
+        ));
     }
     for vm in &vms {
         let roots = volumes
