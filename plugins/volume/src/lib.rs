@@ -381,7 +381,7 @@ impl DoUndo<VmAllocateVolumes> for RootVolume {
         let kernel = self.0.get()?;
         discard_root_volume(&kernel, &vm.vm_uuid).await?;
         for volume in volumes_of(&kernel, &vm.vm_uuid).await? {
-            set_attachment(&kernel, text(&volume, "uuid"), None).await?;
+            set_detached(&kernel, text(&volume, "uuid")).await?;
         }
         Ok(())
     }
@@ -739,7 +739,7 @@ async fn detach(kernel: &Kernel, uuid: &str) -> Result<Inventory, Fault> {
         transition(kernel, uuid, status::DETACHING, status::READY).await?;
         return Err(fault);
     }
-    set_attachment(kernel, uuid, None).await?;
+    set_detached(kernel, uuid).await?;
     read(kernel, uuid).await
 }
 
@@ -788,7 +788,7 @@ async fn reconcile(kernel: Kernel) -> Result<(), Fault> {
                 if text(&volume, "status") == status::ATTACHING {
                     abandon_attach(&kernel, uuid).await?;
                 } else {
-                    set_attachment(&kernel, uuid, None).await?;
+                    set_detached(&kernel, uuid).await?;
                 }
             }
         }
@@ -797,30 +797,13 @@ async fn reconcile(kernel: Kernel) -> Result<(), Fault> {
     Ok(())
 }
 
-/// Records a data volume as attached to `vm` (with the next free device id) or detached.
-async fn set_attachment(kernel: &Kernel, uuid: &str, vm: Option<&str>) -> Result<(), Fault> {
+/// Records a volume detached (and `Ready`); an attach is recorded by [`finish_attach`].
+async fn set_detached(kernel: &Kernel, uuid: &str) -> Result<(), Fault> {
     let mut tx = store(kernel)?.begin().await?;
-    let device = match vm {
-        Some(vm) => {
-            let mut filter = Inventory::new();
-            filter.insert("vm_instance_uuid".into(), json!(vm));
-            let used = tx.list(VOLUMES.table, &filter).await?;
-            let next = used
-                .iter()
-                .filter_map(|v| v.get("device_id").and_then(Value::as_i64))
-                .max()
-                .map_or(1, |d| d + 1);
-            json!(next)
-        }
-        None => Value::Null,
-    };
     tx.update(
         VOLUMES.table,
         uuid,
-        &row(
-            json!({"vm_instance_uuid": vm, "device_id": device, "status": status::READY,
-            "updated_at": flatstack_store::now()}),
-        ),
+        &row(json!({"vm_instance_uuid": null, "device_id": null, "status": status::READY})),
     )
     .await?;
     // Data volumes are announced (created, updated, deleted); root volumes live and die
