@@ -11,7 +11,9 @@
 //! The moments are drawn from a seeded generator: the seed is printed, and
 //! `FLATSTACK_CRASH_SEED=<seed>` replays the same schedule and choices (timing still
 //! varies). `FLATSTACK_CRASH_KILLS` changes the number of kills (default 24),
-//! `FLATSTACK_CRASH_LOG` the nodes' `RUST_LOG` (default `error`). The PostgreSQL variant
+//! `FLATSTACK_CRASH_CLIENTS` the number of clients (default 32), `FLATSTACK_CRASH_LOG` the
+//! nodes' `RUST_LOG` (default `error`), and `FLATSTACK_CRASH_VERBOSE` lists every error the
+//! clients got, by message. The PostgreSQL variant
 //! uses the server at `$FLATSTACK_TEST_POSTGRES` (default the local one), in a database of
 //! its own.
 
@@ -29,7 +31,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
-/// Concurrent clients.
+/// Concurrent clients by default (at least 32).
 const CLIENTS: usize = 32;
 /// Kills by default (at least 20).
 const KILLS: usize = 24;
@@ -126,6 +128,13 @@ fn kills() -> usize {
         .ok()
         .and_then(|k| k.parse().ok())
         .unwrap_or(KILLS)
+}
+
+fn clients() -> usize {
+    std::env::var("FLATSTACK_CRASH_CLIENTS")
+        .ok()
+        .and_then(|k| k.parse().ok())
+        .unwrap_or(CLIENTS)
 }
 
 fn log_level() -> String {
@@ -910,9 +919,10 @@ async fn crash_test(backend: Backend, dir: &Path) -> Result<(), String> {
     let began = Instant::now();
     let seed = seed();
     let kills = kills();
+    let clients = clients();
     println!(
         "crash test on {}: seed {seed} (FLATSTACK_CRASH_SEED={seed} replays it), {kills} kills, \
-         {CLIENTS} clients",
+         {clients} clients",
         backend.name()
     );
     let mut rng = Rng(seed);
@@ -928,7 +938,7 @@ async fn crash_test(backend: Backend, dir: &Path) -> Result<(), String> {
         unexpected: Mutex::default(),
         names: AtomicU64::new(0),
     });
-    let clients: Vec<_> = (0..CLIENTS)
+    let clients: Vec<_> = (0..clients)
         .map(|id| {
             let seed = rng.next();
             tokio::spawn(client(id, shared.clone(), cloud.clone(), seed))
@@ -1231,6 +1241,20 @@ async fn check_database(
             "{count} volumes are named {name}: one create made several"
         ));
     }
+    let mut devices: BTreeMap<(&str, i64), usize> = BTreeMap::new();
+    for volume in volumes
+        .iter()
+        .filter(|v| !s(v, "vm_instance_uuid").is_empty())
+    {
+        *devices
+            .entry((s(volume, "vm_instance_uuid"), n(volume, "device_id")))
+            .or_default() += 1;
+    }
+    for ((vm, device), count) in devices.into_iter().filter(|(_, count)| *count > 1) {
+        broken(format!(
+            "{count} volumes of VM {vm} are its device {device}"
+        ));
+    }
     for vm in &vms {
         let roots = volumes
             .iter()
@@ -1412,6 +1436,49 @@ async fn check_database(
     let tenant = vms.iter().filter(|vm| s(vm, "owner") == "tenant").count();
     if tenant > 12 {
         broken(format!("tenant holds {tenant} VMs, its quota 12"));
+    }
+
+    // The event outbox: what was announced created and not deleted is what the tables
+    // hold (a VM or volume whose create was undone was never announced, or announced
+    // deleted too; a destroyed one announced deleted with its removal).
+    let events = query(
+        store,
+        "SELECT name, body FROM event_outbox
+         WHERE name IN ('resource.created', 'resource.deleted') ORDER BY seq",
+    )
+    .await;
+    let mut announced: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for event in &events {
+        let body: Value = serde_json::from_str(s(event, "body")).unwrap_or_default();
+        let kind = body["kind"].as_str().unwrap_or_default();
+        if kind != "vm-instances" && kind != "volumes" {
+            continue;
+        }
+        let uuid = body["uuid"].as_str().unwrap_or_default().to_owned();
+        let live = announced.entry(kind.to_owned()).or_default();
+        if s(event, "name") == "resource.created" {
+            if !live.insert(uuid.clone()) {
+                broken(format!("{kind} {uuid} was announced created twice"));
+            }
+        } else if !live.remove(&uuid) {
+            broken(format!(
+                "{kind} {uuid} was announced deleted without being announced created"
+            ));
+        }
+    }
+    for (kind, rows) in [("vm-instances", &vms), ("volumes", &volumes)] {
+        let held: BTreeSet<String> = rows.iter().map(|r| s(r, "uuid").to_owned()).collect();
+        let live = announced.remove(kind).unwrap_or_default();
+        for uuid in live.difference(&held) {
+            broken(format!(
+                "{kind} {uuid} is announced but not in the database"
+            ));
+        }
+        for uuid in held.difference(&live) {
+            broken(format!(
+                "{kind} {uuid} is in the database but was never announced"
+            ));
+        }
     }
 
     // The journal: nothing left running.
