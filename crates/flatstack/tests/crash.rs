@@ -188,16 +188,35 @@ impl Backend {
     }
 }
 
+/// How long a node may take to recover and serve.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Starts a node on `dir` and waits until it serves (it has recovered by then).
 async fn start(backend: &Backend, dir: &Path, periodic: bool) -> Node {
     let args = backend.args(dir, periodic);
     let log = log_level();
-    tokio::task::spawn_blocking(move || {
+    let starting = tokio::task::spawn_blocking(move || {
         let args: Vec<&std::ffi::OsStr> = args.iter().map(OsString::as_os_str).collect();
         Node::start_custom(&args, &[("RUST_LOG", &log)])
-    })
-    .await
-    .expect("the node starts")
+    });
+    match tokio::time::timeout(START_TIMEOUT, starting).await {
+        Ok(started) => started.expect("the node starts"),
+        Err(_) => {
+            // Stuck before serving: killed by the pid its lock holds (if that process is
+            // this node), not left behind.
+            let pid = std::fs::read_to_string(dir.join("flatstack.lock")).unwrap_or_default();
+            let ours = |pid: i32| {
+                std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
+                    String::from_utf8_lossy(&cmdline).contains(&*dir.to_string_lossy())
+                })
+            };
+            if let Some(pid) = pid.trim().parse::<i32>().ok().filter(|pid| ours(*pid)) {
+                // SAFETY: kill(2) only reads its two integer arguments.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            panic!("a node did not serve within {START_TIMEOUT:?} of its start (process {pid:?})");
+        }
+    }
 }
 
 /// Kills a node with SIGKILL and waits until it is gone (so its lock is free).
