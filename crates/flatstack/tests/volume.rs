@@ -287,3 +287,92 @@ async fn racing_attaches_to_one_vm_get_distinct_device_ids() {
     ids.sort_unstable();
     assert_eq!(ids, [1, 2, 3, 4, 5, 6]);
 }
+
+/// An attach runs on the volume's queue, a destroy on the VM's: a VM destroyed while its
+/// host attaches a volume is destroyed, and the attach fails, leaving the volume detached.
+/// The host takes half a second to attach; the destroy detaches the VM's volumes, then
+/// stalls giving back the VM's quota (a busy store, retried until the test calls it off),
+/// so the attach ends between the two.
+#[tokio::test]
+async fn a_vm_destroyed_while_a_volume_is_being_attached_to_it_is_destroyed() {
+    let dir = common::data_dir();
+    let node = Node::start(dir.path());
+    let dc = data_centre(&node).await;
+    let vm = uuid(&node.create("vm-instances", vm_body(&dc, "vm")).await);
+    let data = uuid(
+        &node
+            .create("volumes", json!({"name": "d", "size": GIB}))
+            .await,
+    );
+    let host = node.get(&format!("/v1/vm-instances/{vm}")).await.1["inventory"]["host_uuid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, armed) = node
+        .post(
+            &format!("/v1/hosts/{host}/actions?wait=10"),
+            json!({"action": "inject_failure", "operation": "attach_volume", "delay_ms": 500}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{armed}");
+    let busy = json!({"point": "vm.create.reserve", "mode": "busy", "undo": true});
+    let stall = node.create("fault-injections", busy).await;
+
+    let (status, accepted) = node
+        .post(
+            &format!("/v1/volumes/{data}/actions"),
+            json!({"action": "attach", "vm_instance_uuid": vm}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+    // Listed, not shown: a show waits on the volume's queue, behind the attach.
+    let mut listed = Value::Null;
+    for _ in 0..250 {
+        listed = node.get("/v1/volumes?name=d").await.1;
+        if listed["inventories"][0]["status"] == "Attaching" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(listed["inventories"][0]["status"], "Attaching", "{listed}");
+    let destroy = tokio::spawn(
+        node.http
+            .delete(format!("{}/v1/vm-instances/{vm}?wait=30", node.base))
+            .send(),
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+    let (status, _) = node
+        .send(
+            Method::DELETE,
+            &format!("/v1/fault-injections/{}?wait=10", uuid(&stall)),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+
+    let destroyed = destroy.await.unwrap().unwrap();
+    assert_eq!(
+        destroyed.status(),
+        StatusCode::NO_CONTENT,
+        "{}",
+        destroyed.text().await.unwrap()
+    );
+    let (_, job) = node.get(accepted["location"].as_str().unwrap()).await;
+    assert_eq!(
+        (&job["state"], &job["status"]),
+        (&json!("failed"), &json!(409)),
+        "{job}"
+    );
+    let message = job["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("was destroyed"), "{job}");
+    assert_eq!(node.count("vm-instances").await, 0);
+    let (_, shown) = node.get(&format!("/v1/volumes/{data}")).await;
+    assert_eq!(
+        (
+            &shown["inventory"]["status"],
+            &shown["inventory"]["vm_instance_uuid"]
+        ),
+        (&json!("Ready"), &Value::Null),
+        "{shown}"
+    );
+}

@@ -384,7 +384,7 @@ impl DoUndo<VmAllocateVolumes> for RootVolume {
         let kernel = self.0.get()?;
         discard_root_volume(&kernel, &vm.vm_uuid).await?;
         for volume in volumes_of(&kernel, &vm.vm_uuid).await? {
-            set_attachment(&kernel, text(&volume, "uuid"), None).await?;
+            set_detached(&kernel, text(&volume, "uuid")).await?;
         }
         Ok(())
     }
@@ -655,8 +655,55 @@ async fn attach(kernel: &Kernel, uuid: &str, vm_uuid: &str) -> Result<Inventory,
         abandon_attach(kernel, uuid).await?;
         return Err(fault);
     }
-    set_attachment(kernel, uuid, Some(vm_uuid)).await?;
+    if !finish_attach(kernel, uuid, vm_uuid).await? {
+        // The VM's destroy, which runs on the VM's queue, not this volume's, released the
+        // volume meanwhile (and may have removed the VM): the host gives it back too.
+        if let Err(fault) = target
+            .driver
+            .detach_volume(kernel, &target.host, &target.work, &volume)
+            .await
+        {
+            tracing::warn!(volume = %uuid, vm = %vm_uuid, %fault, "cannot detach a volume from a VM destroyed while it was attached");
+        }
+        return Err(Fault::conflict(format!(
+            "VM {vm_uuid} was destroyed while volume {uuid} was being attached to it"
+        )));
+    }
     read(kernel, uuid).await
+}
+
+/// Records an attach done: the volume attached to the VM with the next free device id,
+/// if it is still `Attaching` to it (one conditional update); `false` if the VM's destroy
+/// has released it meanwhile.
+async fn finish_attach(kernel: &Kernel, uuid: &str, vm: &str) -> Result<bool, Fault> {
+    let mut tx = store(kernel)?.begin().await?;
+    let attached = tx
+        .statement(
+            "UPDATE volumes SET status = $1, updated_at = $2,
+                 device_id = (SELECT COALESCE(MAX(device_id), 0) + 1 FROM volumes
+                              WHERE vm_instance_uuid = $3)
+             WHERE uuid = $4 AND status = $5 AND vm_instance_uuid = $3",
+            &[
+                json!(status::READY),
+                json!(flatstack_store::now()),
+                json!(vm),
+                json!(uuid),
+                json!(status::ATTACHING),
+            ],
+        )
+        .await?;
+    if attached == 0 {
+        return Ok(false);
+    }
+    let inventory = VOLUMES.read(kernel, &mut tx, uuid).await?;
+    tx.emit(ResourceUpdated {
+        kind: VOLUMES.kind.to_owned(),
+        uuid: uuid.to_owned(),
+        inventory,
+    })
+    .await?;
+    tx.commit(kernel.bus()).await?;
+    Ok(true)
 }
 
 /// Back from `Attaching` to detached, as it was: it never was attached, so nothing is
@@ -695,7 +742,7 @@ async fn detach(kernel: &Kernel, uuid: &str) -> Result<Inventory, Fault> {
         transition(kernel, uuid, status::DETACHING, status::READY).await?;
         return Err(fault);
     }
-    set_attachment(kernel, uuid, None).await?;
+    set_detached(kernel, uuid).await?;
     read(kernel, uuid).await
 }
 
@@ -744,7 +791,7 @@ async fn reconcile(kernel: Kernel) -> Result<(), Fault> {
                 if text(&volume, "status") == status::ATTACHING {
                     abandon_attach(&kernel, uuid).await?;
                 } else {
-                    set_attachment(&kernel, uuid, None).await?;
+                    set_detached(&kernel, uuid).await?;
                 }
             }
         }
@@ -753,30 +800,13 @@ async fn reconcile(kernel: Kernel) -> Result<(), Fault> {
     Ok(())
 }
 
-/// Records a data volume as attached to `vm` (with the next free device id) or detached.
-async fn set_attachment(kernel: &Kernel, uuid: &str, vm: Option<&str>) -> Result<(), Fault> {
+/// Records a volume detached (and `Ready`); an attach is recorded by [`finish_attach`].
+async fn set_detached(kernel: &Kernel, uuid: &str) -> Result<(), Fault> {
     let mut tx = store(kernel)?.begin().await?;
-    let device = match vm {
-        Some(vm) => {
-            let mut filter = Inventory::new();
-            filter.insert("vm_instance_uuid".into(), json!(vm));
-            let used = tx.list(VOLUMES.table, &filter).await?;
-            let next = used
-                .iter()
-                .filter_map(|v| v.get("device_id").and_then(Value::as_i64))
-                .max()
-                .map_or(1, |d| d + 1);
-            json!(next)
-        }
-        None => Value::Null,
-    };
     tx.update(
         VOLUMES.table,
         uuid,
-        &row(
-            json!({"vm_instance_uuid": vm, "device_id": device, "status": status::READY,
-            "updated_at": flatstack_store::now()}),
-        ),
+        &row(json!({"vm_instance_uuid": null, "device_id": null, "status": status::READY})),
     )
     .await?;
     // Data volumes are announced (created, updated, deleted); root volumes live and die

@@ -235,8 +235,12 @@ impl Node {
             .args(args)
             // The database is the test's choice, not the environment's.
             .env_remove("FLATSTACK_DATABASE_URL");
-        if let Some(url) = database_url(data_dir) {
-            command.args(["--database-url", &url]);
+        // A test that names its database itself (the crash test) keeps it.
+        let named = args.iter().any(|a| *a == "--database-url");
+        if !named {
+            if let Some(url) = database_url(data_dir) {
+                command.args(["--database-url", &url]);
+            }
         }
         let mut child = command
             .env("RUST_LOG", "warn")
