@@ -121,22 +121,29 @@ async fn place(
     targets: BTreeSet<String>,
 ) -> Result<(), Fault> {
     for bs in targets {
-        let storage = tx.get("backup_storage", &bs).await?.ok_or_else(|| {
-            Fault::invalid("backup_storage_uuids", format!("no backup storage {bs}"))
-        })?;
-        let available = storage
-            .get("available_capacity")
-            .and_then(Value::as_i64)
-            .unwrap_or(0);
-        if available < size {
+        // One conditional update: the check and the take cannot be split by another
+        // writer, on any backend.
+        let taken = tx
+            .statement(
+                "UPDATE backup_storage SET available_capacity = available_capacity - $1,
+                     updated_at = $2
+                 WHERE uuid = $3 AND available_capacity >= $1",
+                &[json!(size), json!(flatstack_store::now()), json!(bs)],
+            )
+            .await?;
+        if taken == 0 {
+            let storage = tx.get("backup_storage", &bs).await?.ok_or_else(|| {
+                Fault::invalid("backup_storage_uuids", format!("no backup storage {bs}"))
+            })?;
+            let available = storage
+                .get("available_capacity")
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
             return Err(Fault::conflict(format!(
                 "backup storage {bs} has {available} bytes free, the image needs {size}"
             ))
             .with_detail("field", "backup_storage_uuids"));
         }
-        let mut change = Inventory::new();
-        change.insert("available_capacity".into(), json!(available - size));
-        tx.update("backup_storage", &bs, &change).await?;
         let placement = row(
             json!({"image_uuid": image, "backup_storage_uuid": bs, "created_at": flatstack_store::now()}),
         );
@@ -153,17 +160,19 @@ async fn release(tx: &mut Tx, image: &Inventory) -> Result<(), Fault> {
         .list_refs(REFS, "image_uuid", uuid, "backup_storage_uuid")
         .await?
     {
-        if let Some(storage) = tx.get("backup_storage", &bs).await? {
-            let available = storage
-                .get("available_capacity")
-                .and_then(Value::as_i64)
-                .unwrap_or(0);
-            let mut change = Inventory::new();
-            change.insert("available_capacity".into(), json!(available + size));
-            tx.update("backup_storage", &bs, &change).await?;
-        }
-        tx.delete_ref(REFS, ("image_uuid", uuid), ("backup_storage_uuid", &bs))
+        // The placement's delete decides: a release that runs twice gives back once.
+        if tx
+            .delete_ref(REFS, ("image_uuid", uuid), ("backup_storage_uuid", &bs))
+            .await?
+        {
+            tx.statement(
+                "UPDATE backup_storage SET available_capacity = available_capacity + $1,
+                     updated_at = $2
+                 WHERE uuid = $3",
+                &[json!(size), json!(flatstack_store::now()), json!(bs)],
+            )
             .await?;
+        }
     }
     Ok(())
 }
