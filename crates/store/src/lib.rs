@@ -114,12 +114,21 @@ const BEGIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// the database. Plugins rely on that: a check and the write it decides share a `Tx`
 /// (a free VLAN, the next device id), and under READ COMMITTED two such transactions
 /// would both pass the check. One round trip: `BEGIN` is sent as a simple query.
-const POSTGRES_WRITE_BEGIN: &str = "BEGIN; SET LOCAL lock_timeout = '30s'; \
+pub(crate) const POSTGRES_WRITE_BEGIN: &str = "BEGIN; SET LOCAL lock_timeout = '30s'; \
      SELECT pg_advisory_xact_lock(7380095427620824941)";
 
 /// How a read transaction begins on PostgreSQL: on one snapshot, as of its first read, as
 /// on SQLite; and PostgreSQL refuses writes in it too.
 const POSTGRES_READ_BEGIN: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY";
+
+/// PostgreSQL: what the holder of this node's turn to write has, besides the turn: the
+/// journal of the write transactions, while one is kept ([`Store::keep_journal`]). The
+/// turns are taken one after another and each held until its transaction has ended, so
+/// the journal records transactions in their commit order, as SQLite's one writer does.
+#[derive(Default)]
+pub(crate) struct PostgresTurn {
+    pub(crate) journal: Option<Journal>,
+}
 
 /// The database of a management node.
 pub struct Store {
@@ -135,7 +144,7 @@ pub struct Store {
     /// PostgreSQL: this node's turn to write. Write transactions wait for it before they
     /// take a connection and the database's write lock, so that waiting writers do not
     /// hold every pooled connection while the one writing may need one for a read.
-    postgres_writer: Option<Arc<tokio::sync::Mutex<()>>>,
+    postgres_writer: Option<Arc<tokio::sync::Mutex<PostgresTurn>>>,
     backend: Backend,
     /// For each table, the tables/columns whose foreign keys refer to it.
     referrers: RwLock<BTreeMap<String, Vec<Referrer>>>,
@@ -189,8 +198,8 @@ impl Store {
             }
             Backend::Postgres => (None, None),
         };
-        let postgres_writer =
-            (backend == Backend::Postgres).then(|| Arc::new(tokio::sync::Mutex::new(())));
+        let postgres_writer = (backend == Backend::Postgres)
+            .then(|| Arc::new(tokio::sync::Mutex::new(PostgresTurn::default())));
         Ok(Arc::new(Store {
             pool,
             writer,
@@ -509,19 +518,29 @@ impl Store {
     ) -> Result<
         (
             sqlx::Transaction<'static, sqlx::Any>,
-            Option<tokio::sync::OwnedMutexGuard<()>>,
+            Option<tokio::sync::OwnedMutexGuard<PostgresTurn>>,
         ),
         StoreError,
     > {
-        let turn = match &self.postgres_writer {
-            Some(turn) => Some(
-                tokio::time::timeout(BEGIN_TIMEOUT, turn.clone().lock_owned())
-                    .await
-                    .map_err(|_| StoreError::Database(sqlx::Error::PoolTimedOut))?,
-            ),
-            None => None,
+        let mut turn = self.postgres_turn().await?;
+        let tx = self.pool.begin_with(POSTGRES_WRITE_BEGIN).await?;
+        if let Some(journal) = turn.as_deref_mut().and_then(|turn| turn.journal.as_mut()) {
+            journal.begin();
+        }
+        Ok((tx, turn))
+    }
+
+    /// PostgreSQL: this node's turn to write, once the previous holder is done.
+    async fn postgres_turn(
+        &self,
+    ) -> Result<Option<tokio::sync::OwnedMutexGuard<PostgresTurn>>, StoreError> {
+        let Some(turn) = &self.postgres_writer else {
+            return Ok(None);
         };
-        Ok((self.pool.begin_with(POSTGRES_WRITE_BEGIN).await?, turn))
+        tokio::time::timeout(BEGIN_TIMEOUT, turn.clone().lock_owned())
+            .await
+            .map(Some)
+            .map_err(|_| StoreError::Database(sqlx::Error::PoolTimedOut))
     }
 
     /// PostgreSQL: a read transaction ([`POSTGRES_READ_BEGIN`]).
@@ -547,16 +566,31 @@ impl Store {
         self.sqlite_writer("a snapshot").await?.snapshot(path)
     }
 
-    /// From now on, records what every committed transaction executes, until
-    /// [`Store::take_journal`] (SQLite only): for benchmarks, which replay it raw.
+    /// From now on, records what every committed write transaction executes, until
+    /// [`Store::take_journal`]: for benchmarks, which replay it raw ([`Journal::replay`]
+    /// on a SQLite copy, [`Journal::replay_postgres`] on a PostgreSQL one). Read-only
+    /// transactions ([`Store::read`]) commit nothing and are not recorded.
     pub async fn keep_journal(&self) -> Result<(), StoreError> {
-        self.sqlite_writer("a journal").await?.keep_journal();
+        match self.backend {
+            Backend::Sqlite => self.sqlite_writer("a journal").await?.keep_journal(),
+            Backend::Postgres => {
+                if let Some(mut turn) = self.postgres_turn().await? {
+                    turn.journal = Some(Journal::new(Backend::Postgres));
+                }
+            }
+        }
         Ok(())
     }
 
     /// The journal kept since [`Store::keep_journal`], if any; stops keeping it.
     pub async fn take_journal(&self) -> Result<Option<Journal>, StoreError> {
-        Ok(self.sqlite_writer("a journal").await?.take_journal())
+        Ok(match self.backend {
+            Backend::Sqlite => self.sqlite_writer("a journal").await?.take_journal(),
+            Backend::Postgres => self
+                .postgres_turn()
+                .await?
+                .and_then(|mut turn| turn.journal.take()),
+        })
     }
 
     pub(crate) fn count_begin(&self) {
