@@ -117,6 +117,9 @@ const BEGIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 pub(crate) const POSTGRES_WRITE_BEGIN: &str = "BEGIN; SET LOCAL lock_timeout = '30s'; \
      SELECT pg_advisory_xact_lock(7380095427620824941)";
 
+/// PostgreSQL: the connections the pool keeps at most.
+const POSTGRES_CONNECTIONS: u32 = 16;
+
 /// How a read transaction begins on PostgreSQL: on one snapshot, as of its first read, as
 /// on SQLite; and PostgreSQL refuses writes in it too.
 const POSTGRES_READ_BEGIN: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY";
@@ -172,7 +175,14 @@ impl Store {
         };
         let mut options = AnyPoolOptions::new()
             // SQLite allows one writer; more connections only queue on its lock.
-            .max_connections(if backend == Backend::Sqlite { 1 } else { 16 });
+            .max_connections(if backend == Backend::Sqlite {
+                1
+            } else {
+                POSTGRES_CONNECTIONS
+            })
+            // PostgreSQL: a connection handed out is not pinged first; its `BEGIN` tests
+            // it ([`Store::postgres_begin`]).
+            .test_before_acquire(backend == Backend::Sqlite);
         if backend == Backend::Sqlite {
             // On every connection the pool opens (it replaces them over time), since
             // `synchronous` and `foreign_keys` hold per connection.
@@ -523,7 +533,7 @@ impl Store {
         StoreError,
     > {
         let mut turn = self.postgres_turn().await?;
-        let tx = self.pool.begin_with(POSTGRES_WRITE_BEGIN).await?;
+        let tx = self.postgres_begin(POSTGRES_WRITE_BEGIN).await?;
         if let Some(journal) = turn.as_deref_mut().and_then(|turn| turn.journal.as_mut()) {
             journal.begin();
         }
@@ -547,7 +557,30 @@ impl Store {
     pub(crate) async fn postgres_read(
         &self,
     ) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
-        Ok(self.pool.begin_with(POSTGRES_READ_BEGIN).await?)
+        self.postgres_begin(POSTGRES_READ_BEGIN).await
+    }
+
+    /// PostgreSQL: a pooled connection with a transaction begun by `statement`. The pool
+    /// does not ping a connection before it hands it out, as sqlx does by default: that is
+    /// a round trip per transaction (~100 µs under load here, which a write transaction
+    /// pays while it holds the write turn: ~9 % of a VM create's time in the turn,
+    /// docs/performance.md). The `BEGIN` tests it instead: a connection that died while
+    /// idle (the server restarted, or ended it) fails its `BEGIN`, which did nothing, and is
+    /// discarded, and another is tried. The pool still tests a connection given back.
+    async fn postgres_begin(
+        &self,
+        statement: &'static str,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
+        let mut lost = 0;
+        loop {
+            match self.pool.begin_with(statement).await {
+                Err(error) if connection_lost(&error) && lost < POSTGRES_CONNECTIONS => {
+                    lost += 1;
+                    tracing::info!(%error, "a pooled connection was lost; trying another");
+                }
+                begun => return Ok(begun?),
+            }
+        }
     }
 
     /// SQLite's transaction connection, or an error naming `what` needs it.
@@ -608,6 +641,23 @@ impl Store {
             .fetch_one(&self.pool)
             .await?;
         Ok(row.try_get::<i64, _>("n")?)
+    }
+}
+
+/// Whether `error` says that the connection it came from is gone: an I/O or protocol
+/// error, or PostgreSQL's connection exceptions (SQLSTATE class 08) and ends of a session by
+/// the server (57P01 terminated by an administrator, 57P02 crash shutdown, 57P03 cannot
+/// connect now...).
+fn connection_lost(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|code| code.starts_with("08") || code.starts_with("57P")),
+        _ => false,
     }
 }
 

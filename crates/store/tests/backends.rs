@@ -466,6 +466,43 @@ async fn the_journal_replays_postgresql_transactions_on_another_database() {
     replayed.pool().close().await;
 }
 
+#[tokio::test]
+async fn a_pooled_postgresql_connection_lost_while_idle_is_replaced_at_begin() {
+    let kernel = Kernel::builder().build().expect("kernel");
+    let database = Database::create();
+    let store = Store::open(&database.url).await.expect("postgres");
+    migrate(&store).await;
+    let write = |uuid: &'static str| {
+        let (store, kernel) = (store.clone(), &kernel);
+        async move {
+            let mut tx = store.begin().await?;
+            tx.insert("things", &row(json!({"uuid": uuid, "name": uuid})))
+                .await?;
+            tx.commit(kernel.bus()).await
+        }
+    };
+    write("a").await.expect("a write");
+    let mut read = store.read().await.expect("read");
+    assert!(read.exists("things", "a").await.expect("exists"));
+    drop(read);
+    // The server ends every session of the database (as a restart would): the pool's idle
+    // connections are dead, and nothing tests them before they are handed out.
+    admin_statement(
+        &database.admin,
+        format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{}'",
+            database.name
+        ),
+    )
+    .expect("terminate");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    write("b").await.expect("a write after the sessions ended");
+    let mut read = store.read().await.expect("a read after the sessions ended");
+    assert!(read.exists("things", "b").await.expect("exists"));
+    drop(read);
+    store.pool().close().await;
+}
+
 /// A database created for one test on the PostgreSQL server, dropped with it.
 struct Database {
     admin: String,
