@@ -1,21 +1,29 @@
 //! `flatstack bench create-vms`: creates VMs through the HTTP API of a management node
-//! started in process (SQLite in a temporary directory, the whole distribution: DHCP,
-//! quota, host tags, the allocator) on Simulator hosts, and reports throughput and
-//! latency beside the raw cost, in the same run, of the SQLite writes the creates made:
-//! the store keeps a journal of every statement its committed transactions executed,
-//! which is replayed, transaction by transaction on one thread, on a copy of the database
-//! taken before the creates. A second, smaller baseline: as many one-row transactions
-//! through the store's `Tx` (what a commit costs at least).
+//! started in process (the whole distribution: DHCP, quota, host tags, the allocator) on
+//! Simulator hosts, and reports throughput and latency beside the raw cost, in the same
+//! run, of the database writes the creates made: the store keeps a journal of every
+//! statement its committed transactions executed, which is replayed, transaction by
+//! transaction, one after another, on a copy of the database taken before the creates.
+//! A second, smaller baseline: as many one-row transactions through the store's `Tx`
+//! (what a commit costs at least).
+//!
+//! The node runs on SQLite in a temporary directory, or, with `--database-url
+//! postgres://...`, on a PostgreSQL database created on that server for the run (through
+//! the URL's database) and dropped afterwards, also when the run fails. There the copy is
+//! a database made from the node's (`CREATE DATABASE ... TEMPLATE`) and the replay runs on
+//! one sqlx connection, as the store sends its statements.
 
 use crate::demo::Api;
+use crate::lock::DataDirLock;
 use crate::node::{self, NodeOptions};
 use anyhow::{bail, Context};
 use flatstack_kernel::Kernel;
-use flatstack_store::Store;
+use flatstack_store::{Journal, Store};
 use futures::stream::{self, StreamExt};
 use serde_json::{json, Value};
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,6 +34,9 @@ pub struct CreateVms {
     pub hosts: u32,
     /// Where the temporary data directory goes (the system's temporary directory if absent).
     pub data_dir: Option<PathBuf>,
+    /// A PostgreSQL server to run on (`postgres://...`, naming a database to connect to
+    /// while creating and dropping the run's own), instead of SQLite in the data directory.
+    pub database_url: Option<String>,
 }
 
 const MIB: u64 = 1 << 20;
@@ -49,6 +60,11 @@ pub async fn create_vms(options: CreateVms) -> anyhow::Result<()> {
     if options.count > (1 << 24) - 3 {
         bail!("--count is at most {} (one /8 of addresses)", (1 << 24) - 3);
     }
+    if let Some(url) = &options.database_url {
+        if !url.starts_with("postgres") {
+            bail!("--database-url takes a PostgreSQL URL (postgres://...), not {url}");
+        }
+    }
     let parent = options.data_dir.clone().unwrap_or_else(std::env::temp_dir);
     std::fs::create_dir_all(&parent).with_context(|| format!("creating {}", parent.display()))?;
     let temp = tempfile::Builder::new()
@@ -56,39 +72,276 @@ pub async fn create_vms(options: CreateVms) -> anyhow::Result<()> {
         .tempdir_in(&parent)
         .with_context(|| format!("creating a temporary directory in {}", parent.display()))?;
 
-    let node_options = NodeOptions::new(temp.path().join("node"), ([127, 0, 0, 1], 0).into());
-    let (kernel, _lock) = node::start(&node_options).await?;
-    let store = kernel
-        .get::<Store>()
-        .context("the node was started without a store")?;
-    let (listener, address) = node::bind(node_options.listen).await?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(node::serve_api(listener, kernel.clone(), async {
-        let _ = stopped.await;
-    }));
-    let base = format!("http://{address}");
-
-    let outcome = run(&options, &base, &kernel, &store, temp.path()).await;
-    let _ = stop.send(());
-    match server.await {
-        Ok(served) => served?,
-        Err(e) => bail!("the API server task failed: {e}"),
-    }
-    kernel.stop().await;
-    let report = outcome?;
+    let report = match &options.database_url {
+        None => on_sqlite(&options, temp.path()).await?,
+        Some(url) => on_postgres(&options, url, temp.path()).await?,
+    };
     report.print(&options);
-    if report.failed > 0 {
+    if report.creates.failed > 0 {
         bail!(
             "{} of {} creates failed; the first: {}",
-            report.failed,
+            report.creates.failed,
             options.count,
-            report.first_error.as_deref().unwrap_or("?")
+            report.creates.first_error.as_deref().unwrap_or("?")
         );
     }
     Ok(())
 }
 
+/// A management node started in process, serving its API on an ephemeral port.
+struct BenchNode {
+    kernel: Kernel,
+    store: Arc<Store>,
+    base: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<anyhow::Result<()>>,
+    _lock: DataDirLock,
+}
+
+impl BenchNode {
+    async fn start(options: &NodeOptions) -> anyhow::Result<BenchNode> {
+        let (kernel, lock) = node::start(options).await?;
+        let store = match kernel.get::<Store>() {
+            Some(store) => store,
+            None => {
+                kernel.stop().await;
+                bail!("the node was started without a store");
+            }
+        };
+        let (listener, address) = match node::bind(options.listen).await {
+            Ok(bound) => bound,
+            Err(e) => {
+                kernel.stop().await;
+                return Err(e);
+            }
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(node::serve_api(listener, kernel.clone(), async {
+            let _ = stopped.await;
+        }));
+        Ok(BenchNode {
+            kernel,
+            store,
+            base: format!("http://{address}"),
+            stop,
+            server,
+            _lock: lock,
+        })
+    }
+
+    /// Stops serving, then stops the plugins; the data directory is unlocked.
+    async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(());
+        let served = match self.server.await {
+            Ok(served) => served,
+            Err(e) => Err(anyhow::anyhow!("the API server task failed: {e}")),
+        };
+        self.kernel.stop().await;
+        served
+    }
+}
+
+/// The node on SQLite in `dir`; the copy is a SQLite file made between two transactions
+/// (`Store::snapshot`), while the node runs.
+async fn on_sqlite(options: &CreateVms, dir: &Path) -> anyhow::Result<Report> {
+    let node_options = NodeOptions::new(dir.join("node"), ([127, 0, 0, 1], 0).into());
+    let node = BenchNode::start(&node_options).await?;
+    let outcome: anyhow::Result<Report> = async {
+        let body = data_centre(&node.base, options).await?;
+        let before = dir.join("before-creates.db");
+        node.store.snapshot(&before).await?;
+        let (creates, journal) = create(options, &node, body).await?;
+        let replayed_rows = journal.transactions();
+        let statements = journal.statements();
+        let path = before.clone();
+        let took = tokio::task::spawn_blocking(move || journal.replay(&path))
+            .await
+            .context("the replay's thread")?
+            .context("replaying the creates' transactions")?;
+        let copy = Store::open(&format!("sqlite://{}", before.display())).await?;
+        let copy_rows = copy.count("vm_instances").await;
+        copy.pool().close().await;
+        check_replay(copy_rows?, creates.vm_rows)?;
+        let raw = Replayed {
+            transactions: replayed_rows,
+            statements,
+            took,
+        };
+        // As many one-row transactions on a fresh SQLite database.
+        let fresh = Store::open_data_dir(&dir.join("raw"))
+            .await
+            .context("opening the raw baseline's database")?;
+        let single_row =
+            single_row_transactions(&node.kernel, &fresh, creates.commits, options.concurrency)
+                .await;
+        fresh.pool().close().await;
+        Ok(Report {
+            backend: "SQLite",
+            database: None,
+            creates,
+            raw,
+            single_row: single_row?,
+        })
+    }
+    .await;
+    let stopped = node.stop().await;
+    let report = outcome?;
+    stopped?;
+    Ok(report)
+}
+
+/// The node on a database of its own on the PostgreSQL server at `url`, dropped with its
+/// copy once the run is over, whatever its outcome.
+async fn on_postgres(options: &CreateVms, url: &str, dir: &Path) -> anyhow::Result<Report> {
+    let name = format!("flatstack_bench_{}", uuid::Uuid::new_v4().simple());
+    let copy = format!("{name}_before");
+    admin(url, &format!("CREATE DATABASE {name}"))
+        .await
+        .with_context(|| format!("creating the database {name} through {url}"))?;
+    let outcome = postgres_run(options, url, &name, &copy, dir).await;
+    let mut dropped = Ok(());
+    for database in [&copy, &name] {
+        let drop = admin(
+            url,
+            &format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"),
+        )
+        .await
+        .with_context(|| format!("dropping the database {database} through {url}"));
+        if let Err(e) = drop {
+            tracing::error!(error = %format!("{e:#}"), "the bench's database is left behind");
+            dropped = dropped.and(Err(e));
+        }
+    }
+    let report = outcome?;
+    dropped?;
+    Ok(report)
+}
+
+async fn postgres_run(
+    options: &CreateVms,
+    url: &str,
+    name: &str,
+    copy: &str,
+    dir: &Path,
+) -> anyhow::Result<Report> {
+    let mut node_options = NodeOptions::new(dir.join("node"), ([127, 0, 0, 1], 0).into());
+    node_options.database_url = Some(with_database(url, name));
+
+    // The copy before the creates. `CREATE DATABASE ... TEMPLATE` refuses to copy a
+    // database anyone is connected to, and the store's pool keeps its connections (sqlx
+    // closes a pool for good). So the node that built the data centre stops and closes its
+    // pool, the copy is made, and a node starts again on the same database, as after any
+    // restart: what it keeps in memory (IPAM's hints) is rebuilt, and recovery finds
+    // nothing to do. None of it is timed.
+    let node = BenchNode::start(&node_options).await?;
+    let body = data_centre(&node.base, options).await;
+    let store = node.store.clone();
+    let stopped = node.stop().await;
+    store.pool().close().await;
+    drop(store);
+    let body = body?;
+    stopped?;
+    admin(url, &format!("CREATE DATABASE {copy} TEMPLATE {name}"))
+        .await
+        .with_context(|| format!("copying {name} into {copy}"))?;
+
+    let node = BenchNode::start(&node_options).await?;
+    let outcome: anyhow::Result<Report> = async {
+        let (creates, journal) = create(options, &node, body).await?;
+        let copy_url = with_database(url, copy);
+        let raw = Replayed {
+            transactions: journal.transactions(),
+            statements: journal.statements(),
+            took: journal
+                .replay_postgres(&copy_url)
+                .await
+                .context("replaying the creates' transactions")?,
+        };
+        let replayed = Store::open(&copy_url).await?;
+        let outcome: anyhow::Result<Duration> = async {
+            check_replay(replayed.count("vm_instances").await?, creates.vm_rows)?;
+            // As many one-row transactions, in a table of their own in the copy.
+            single_row_transactions(
+                &node.kernel,
+                &replayed,
+                creates.commits,
+                options.concurrency,
+            )
+            .await
+        }
+        .await;
+        replayed.pool().close().await;
+        Ok(Report {
+            backend: "PostgreSQL",
+            database: Some(name.to_owned()),
+            creates,
+            raw,
+            single_row: outcome?,
+        })
+    }
+    .await;
+    let stopped = node.stop().await;
+    let report = outcome?;
+    stopped?;
+    Ok(report)
+}
+
+/// Runs `sql` on a connection of its own to the database of `url` (creating and dropping
+/// the bench's databases, which no connection to them may do).
+async fn admin(url: &str, sql: &str) -> anyhow::Result<()> {
+    use sqlx::{ConnectOptions, Connection};
+    // Creating and dropping a database takes a second or two: not worth sqlx's warning.
+    let options = sqlx::postgres::PgConnectOptions::from_str(url)?.disable_statement_logging();
+    let mut conn = tokio::time::timeout(Duration::from_secs(10), options.connect())
+        .await
+        .map_err(|_| anyhow::anyhow!("no answer from {url} in 10 s"))??;
+    let done = sqlx::query(sql).execute(&mut conn).await;
+    let closed = conn.close().await;
+    done?;
+    closed?;
+    Ok(())
+}
+
+/// `url` with its database (the path) replaced by `name`, query parameters kept.
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let authority = base.find("://").map_or(0, |i| i + 3);
+    let end = base[authority..]
+        .find('/')
+        .map_or(base.len(), |i| authority + i);
+    let mut out = format!("{}/{name}", &base[..end]);
+    if let Some(query) = query {
+        out.push('?');
+        out.push_str(query);
+    }
+    out
+}
+
+/// The replay gave the same outcome: as many VM rows in the copy as the node has.
+fn check_replay(replayed_rows: i64, vm_rows: i64) -> anyhow::Result<()> {
+    if replayed_rows != vm_rows {
+        bail!("the replay left {replayed_rows} VM rows where the creates left {vm_rows}");
+    }
+    Ok(())
+}
+
 struct Report {
+    /// Which database the node ran on.
+    backend: &'static str,
+    /// PostgreSQL: the run's database (dropped since).
+    database: Option<String>,
+    creates: Creates,
+    /// The replay of the creates' committed transactions.
+    raw: Replayed,
+    /// As many one-row transactions through the store.
+    single_row: Duration,
+}
+
+/// What the creates did.
+struct Creates {
     succeeded: u64,
     failed: u64,
     first_error: Option<String>,
@@ -100,10 +353,6 @@ struct Report {
     latencies: Vec<Duration>,
     commits: u64,
     transactions: u64,
-    /// The replay of the creates' committed transactions.
-    raw: Replayed,
-    /// As many one-row transactions through the store.
-    single_row: Duration,
 }
 
 struct Replayed {
@@ -112,22 +361,21 @@ struct Replayed {
     took: Duration,
 }
 
-async fn run(
+/// Creates `options.count` VMs (`body`, named one by one) through `node`'s API with at
+/// most `options.concurrency` in flight, the store keeping its journal meanwhile; what
+/// they did and the journal.
+async fn create(
     options: &CreateVms,
-    base: &str,
-    kernel: &Kernel,
-    store: &Arc<Store>,
-    dir: &std::path::Path,
-) -> anyhow::Result<Report> {
-    let body = data_centre(base, options).await?;
-    let url = format!("{base}/v1/vm-instances?wait={WAIT_SECONDS}");
+    node: &BenchNode,
+    body: Value,
+) -> anyhow::Result<(Creates, Journal)> {
+    let store = &node.store;
+    let url = format!("{}/v1/vm-instances?wait={WAIT_SECONDS}", node.base);
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(options.concurrency)
         .build()
         .context("building the HTTP client")?;
 
-    let before = dir.join("before-creates.db");
-    store.snapshot(&before).await?;
     store.keep_journal().await?;
     let (commits, transactions) = (store.commits(), store.transactions());
     let cpu = cpu_time::ProcessTime::try_now().context("reading the process's CPU time")?;
@@ -167,9 +415,7 @@ async fn run(
         .await?
         .context("the store kept no journal")?;
     let vm_rows = store.count("vm_instances").await?;
-    let raw = replay(journal, &before, vm_rows).await?;
-    let single_row = single_row_transactions(kernel, dir, commits, options.concurrency).await?;
-    Ok(Report {
+    let creates = Creates {
         succeeded,
         failed,
         first_error,
@@ -179,35 +425,8 @@ async fn run(
         latencies,
         commits,
         transactions,
-        raw,
-        single_row,
-    })
-}
-
-/// Replays `journal` on the copy of the database at `before` and checks that it gave the
-/// same outcome (as many VM rows as the node has).
-async fn replay(
-    journal: flatstack_store::Journal,
-    before: &std::path::Path,
-    vm_rows: i64,
-) -> anyhow::Result<Replayed> {
-    let path = before.to_owned();
-    let (transactions, statements) = (journal.transactions(), journal.statements());
-    let took = tokio::task::spawn_blocking(move || journal.replay(&path))
-        .await
-        .context("the replay's thread")?
-        .context("replaying the creates' transactions")?;
-    let copy = Store::open(&format!("sqlite://{}", before.display())).await?;
-    let replayed_rows = copy.count("vm_instances").await?;
-    copy.pool().close().await;
-    if replayed_rows != vm_rows {
-        bail!("the replay left {replayed_rows} VM rows where the creates left {vm_rows}");
-    }
-    Ok(Replayed {
-        transactions,
-        statements,
-        took,
-    })
+    };
+    Ok((creates, journal))
 }
 
 /// One create, timed from sending the request to the end of the response.
@@ -326,19 +545,17 @@ fn ip_range(count: u32) -> (String, String, String) {
     )
 }
 
-/// Times `n` transactions on a fresh SQLite database opened as the node's store is (same
-/// pragmas, the same one transaction connection), each inserting one row the size of a
-/// typical record, `concurrency` at a time: what as many commits cost at least, through
-/// the store's `Tx` but without anything of Flatstack's on top.
+/// Times `n` transactions on `raw` (a database opened as the node's store is: on SQLite
+/// the same pragmas and the one transaction connection, on PostgreSQL the pool and the
+/// write turns), each inserting one row the size of a typical record into a table of its
+/// own, `concurrency` at a time: what as many commits cost at least, through the store's
+/// `Tx` but without anything of Flatstack's on top.
 async fn single_row_transactions(
     kernel: &Kernel,
-    dir: &std::path::Path,
+    raw: &Arc<Store>,
     n: u64,
     concurrency: usize,
 ) -> anyhow::Result<Duration> {
-    let raw = Store::open_data_dir(&dir.join("raw"))
-        .await
-        .context("opening the raw baseline's database")?;
     sqlx::query(
         "CREATE TABLE raw_rows (uuid TEXT PRIMARY KEY, body TEXT NOT NULL, created_at TEXT NOT NULL)",
     )
@@ -380,7 +597,6 @@ async fn single_row_transactions(
     for result in results {
         result.context("a raw baseline transaction")?;
     }
-    raw.pool().close().await;
     Ok(elapsed)
 }
 
@@ -400,48 +616,59 @@ fn millis(d: Duration) -> f64 {
 impl Report {
     /// One `key: number [unit]` per line, so scripts (and the test) can read it.
     fn print(&self, options: &CreateVms) {
+        let creates = &self.creates;
         let count = f64::from(options.count);
-        let wall = self.wall.as_secs_f64();
+        let wall = creates.wall.as_secs_f64();
         let raw = self.raw.took.as_secs_f64();
         let single_row = self.single_row.as_secs_f64();
         println!(
-            "bench create-vms: {} VMs over HTTP, concurrency {}, {} Simulator hosts, SQLite",
-            options.count, options.concurrency, options.hosts
+            "bench create-vms: {} VMs over HTTP, concurrency {}, {} Simulator hosts, {}",
+            options.count, options.concurrency, options.hosts, self.backend
         );
+        println!("backend: {}", self.backend);
+        if let Some(database) = &self.database {
+            println!("database: {database} (dropped with its copy)");
+        }
         println!("count: {}", options.count);
         println!("concurrency: {}", options.concurrency);
-        println!("succeeded: {}", self.succeeded);
-        println!("failed: {}", self.failed);
-        if let Some(error) = &self.first_error {
+        println!("succeeded: {}", creates.succeeded);
+        println!("failed: {}", creates.failed);
+        if let Some(error) = &creates.first_error {
             println!("first error: {error}");
         }
-        println!("vm rows: {}", self.vm_rows);
+        println!("vm rows: {}", creates.vm_rows);
         println!("wall time: {wall:.3} s");
         println!("throughput: {:.1} VMs/s", count / wall.max(f64::EPSILON));
         // Steadier than the wall time on a shared machine: what to compare across changes.
+        // PostgreSQL's own processes are not in it.
         println!(
             "cpu per create: {:.1} µs (node and HTTP client, all threads)",
-            self.cpu.as_secs_f64() * 1e6 / count
+            creates.cpu.as_secs_f64() * 1e6 / count
         );
         println!(
             "latency p50: {:.1} ms",
-            millis(percentile(&self.latencies, 0.50))
+            millis(percentile(&creates.latencies, 0.50))
         );
         println!(
             "latency p99: {:.1} ms",
-            millis(percentile(&self.latencies, 0.99))
+            millis(percentile(&creates.latencies, 0.99))
         );
         println!(
             "latency max: {:.1} ms",
-            millis(self.latencies.last().copied().unwrap_or_default())
+            millis(creates.latencies.last().copied().unwrap_or_default())
         );
-        println!("commits: {}", self.commits);
-        println!("commits per create: {:.2}", self.commits as f64 / count);
+        println!("commits: {}", creates.commits);
+        println!("commits per create: {:.2}", creates.commits as f64 / count);
         println!(
             "transactions per create (with read-only): {:.2}",
-            self.transactions as f64 / count
+            creates.transactions as f64 / count
         );
-        println!("raw: the creates' committed transactions replayed on one thread");
+        match self.database {
+            None => println!("raw: the creates' committed transactions replayed on one thread"),
+            Some(_) => println!(
+                "raw: the creates' committed transactions replayed on one connection, on a copy"
+            ),
+        }
         println!("raw transactions: {}", self.raw.transactions);
         println!("raw statements: {}", self.raw.statements);
         println!("raw time: {raw:.3} s");
@@ -484,6 +711,22 @@ mod tests {
         assert_eq!(
             (end.as_str(), mask.as_str()),
             ("10.255.255.254", "255.0.0.0")
+        );
+    }
+
+    #[test]
+    fn the_database_of_a_url_is_replaced_and_its_parameters_kept() {
+        assert_eq!(
+            with_database("postgres://postgres@127.0.0.1:5432/postgres", "b"),
+            "postgres://postgres@127.0.0.1:5432/b"
+        );
+        assert_eq!(
+            with_database("postgres://u:p@h/db?sslmode=disable", "b"),
+            "postgres://u:p@h/b?sslmode=disable"
+        );
+        assert_eq!(
+            with_database("postgres://h:5432", "b"),
+            "postgres://h:5432/b"
         );
     }
 

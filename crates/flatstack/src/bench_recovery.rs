@@ -114,6 +114,7 @@ async fn creates_in_flight(options: &NodeOptions, count: u32, hosts: u32) -> any
         concurrency: 100,
         hosts,
         data_dir: None,
+        database_url: None,
     };
     let body = data_centre(&base, &shape).await?;
     let http = reqwest::Client::new();

@@ -97,7 +97,8 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
-    /// Benchmarks against a node started in process on a temporary SQLite database.
+    /// Benchmarks against a node started in process on a temporary database (SQLite; for
+    /// `create-vms`, PostgreSQL with `--database-url`).
     #[command(subcommand)]
     Bench(BenchCommand),
 }
@@ -105,7 +106,7 @@ enum Command {
 #[derive(Subcommand)]
 enum BenchCommand {
     /// Create VMs through the HTTP API on Simulator hosts; report VMs/s, latency and the
-    /// raw cost of the SQLite transactions they committed.
+    /// raw cost of the transactions they committed, replayed on a copy of the database.
     CreateVms {
         /// How many VMs to create.
         #[arg(long, default_value_t = 1000)]
@@ -120,6 +121,10 @@ enum BenchCommand {
         /// if absent); it is removed afterwards.
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Run on PostgreSQL: a server's URL (`postgres://user@host:port/db`); the node gets
+        /// a database of its own there, created through `db` and dropped afterwards.
+        #[arg(long)]
+        database_url: Option<String>,
     },
     /// Crash a node with VM creates in flight, start a new one on the same data, and
     /// report how long its recovery takes (and that nothing is left held).
@@ -254,12 +259,14 @@ async fn run() -> anyhow::Result<()> {
             concurrency,
             hosts,
             data_dir,
+            database_url,
         }) => {
             bench::create_vms(bench::CreateVms {
                 count,
                 concurrency,
                 hosts,
                 data_dir,
+                database_url,
             })
             .await?
         }

@@ -1,18 +1,26 @@
-//! A journal of what a SQLite store's committed transactions executed, statement by
-//! statement with the values bound: kept on demand ([`crate::Store::keep_journal`]) so
-//! that a benchmark can time the very same writes replayed raw, without Flatstack on top.
+//! A journal of what a store's committed transactions executed, statement by statement
+//! with the values bound: kept on demand ([`crate::Store::keep_journal`]) so that a
+//! benchmark can time the very same writes replayed raw, without Flatstack on top. On
+//! SQLite it records what the one transaction connection ran; on PostgreSQL, what this
+//! node's write transactions sent (each statement as sent, after the store's rewriting of
+//! NULLs and booleans, with the values bound), in the order of their write turns, which is
+//! their commit order.
 
 use crate::rows::Param;
-use crate::{sqlite, StoreError};
+use crate::{sqlite, Backend, StoreError, POSTGRES_WRITE_BEGIN};
 use rusqlite::types::Value;
+use sqlx::Connection;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-#[derive(Default)]
 pub struct Journal {
+    backend: Backend,
     committed: Vec<Vec<Statement>>,
     /// The statements of the transaction in progress, kept if it commits.
     open: Vec<Statement>,
+    /// PostgreSQL: a statement of the transaction in progress failed, which aborts it
+    /// there; its `COMMIT` commits nothing, so it is not kept.
+    failed: bool,
 }
 
 struct Statement {
@@ -24,12 +32,35 @@ struct Statement {
 }
 
 impl Journal {
+    pub(crate) fn new(backend: Backend) -> Journal {
+        Journal {
+            backend,
+            committed: Vec::new(),
+            open: Vec::new(),
+            failed: false,
+        }
+    }
+
+    /// The backend whose transactions it recorded, and on which it replays.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
     pub(crate) fn begin(&mut self) {
         self.open.clear();
+        self.failed = false;
     }
 
     pub(crate) fn commit(&mut self) {
-        self.committed.push(std::mem::take(&mut self.open));
+        let open = std::mem::take(&mut self.open);
+        if !self.failed {
+            self.committed.push(open);
+        }
+    }
+
+    /// PostgreSQL: a statement of the transaction in progress failed.
+    pub(crate) fn fail(&mut self) {
+        self.failed = true;
     }
 
     pub(crate) fn record(&mut self, sql: &str, params: &[&Param<'_>], rows: Option<usize>) {
@@ -64,8 +95,14 @@ impl Journal {
     /// this thread, against the SQLite database at `path` (opened with the store's
     /// pragmas and the same cache of prepared statements): on a copy of the database as
     /// it was when the journal began, the same writes with the same outcome. How long it
-    /// took. Any statement that fails stops the replay with its error.
+    /// took. Any statement that fails stops the replay with its error. A journal of a
+    /// PostgreSQL store replays with [`Journal::replay_postgres`].
     pub fn replay(&self, path: &Path) -> Result<Duration, StoreError> {
+        if self.backend != Backend::Sqlite {
+            return Err(StoreError::Io(
+                "a PostgreSQL journal replays on PostgreSQL (Journal::replay_postgres)".into(),
+            ));
+        }
         let conn = sqlite::open(path)?;
         let started = Instant::now();
         for transaction in &self.committed {
@@ -91,5 +128,57 @@ impl Journal {
             conn.prepare_cached("COMMIT")?.raw_execute()?;
         }
         Ok(started.elapsed())
+    }
+
+    /// Runs every committed transaction of a PostgreSQL store's journal again, in commit
+    /// order, one after another, on one connection to the database at `url` (sqlx's `Any`
+    /// driver with its default cache of prepared statements, as the store's pooled
+    /// connections): each begun as the store begins a write transaction (one round trip
+    /// that also takes the database's write lock, never contended here), the statements
+    /// as the store sent them with the same values, then `COMMIT`. On a copy of the
+    /// database as it was when the journal began, the same writes with the same outcome.
+    /// How long it took (connecting aside). Any statement that fails stops the replay
+    /// with its error.
+    pub async fn replay_postgres(&self, url: &str) -> Result<Duration, StoreError> {
+        if self.backend != Backend::Postgres {
+            return Err(StoreError::Io(
+                "a SQLite journal replays on SQLite (Journal::replay)".into(),
+            ));
+        }
+        sqlx::any::install_default_drivers();
+        let mut conn = sqlx::AnyConnection::connect(url).await?;
+        let started = Instant::now();
+        for transaction in &self.committed {
+            let mut tx = conn.begin_with(POSTGRES_WRITE_BEGIN).await?;
+            for statement in transaction {
+                let mut query = sqlx::query(&statement.sql);
+                for value in &statement.params {
+                    query = match value {
+                        Value::Null => query.bind(None::<String>),
+                        Value::Integer(i) => query.bind(*i),
+                        Value::Real(f) => query.bind(*f),
+                        Value::Text(s) => query.bind(s.as_str()),
+                        Value::Blob(_) => {
+                            return Err(StoreError::Io("a BLOB in a PostgreSQL journal".into()))
+                        }
+                    };
+                }
+                match statement.rows {
+                    None => {
+                        query.execute(&mut *tx).await?;
+                    }
+                    Some(1) => {
+                        query.fetch_optional(&mut *tx).await?;
+                    }
+                    Some(_) => {
+                        query.fetch_all(&mut *tx).await?;
+                    }
+                }
+            }
+            tx.commit().await?;
+        }
+        let took = started.elapsed();
+        conn.close().await?;
+        Ok(took)
     }
 }

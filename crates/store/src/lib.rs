@@ -114,12 +114,24 @@ const BEGIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// the database. Plugins rely on that: a check and the write it decides share a `Tx`
 /// (a free VLAN, the next device id), and under READ COMMITTED two such transactions
 /// would both pass the check. One round trip: `BEGIN` is sent as a simple query.
-const POSTGRES_WRITE_BEGIN: &str = "BEGIN; SET LOCAL lock_timeout = '30s'; \
+pub(crate) const POSTGRES_WRITE_BEGIN: &str = "BEGIN; SET LOCAL lock_timeout = '30s'; \
      SELECT pg_advisory_xact_lock(7380095427620824941)";
+
+/// PostgreSQL: the connections the pool keeps at most.
+const POSTGRES_CONNECTIONS: u32 = 16;
 
 /// How a read transaction begins on PostgreSQL: on one snapshot, as of its first read, as
 /// on SQLite; and PostgreSQL refuses writes in it too.
 const POSTGRES_READ_BEGIN: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY";
+
+/// PostgreSQL: what the holder of this node's turn to write has, besides the turn: the
+/// journal of the write transactions, while one is kept ([`Store::keep_journal`]). The
+/// turns are taken one after another and each held until its transaction has ended, so
+/// the journal records transactions in their commit order, as SQLite's one writer does.
+#[derive(Default)]
+pub(crate) struct PostgresTurn {
+    pub(crate) journal: Option<Journal>,
+}
 
 /// The database of a management node.
 pub struct Store {
@@ -135,7 +147,7 @@ pub struct Store {
     /// PostgreSQL: this node's turn to write. Write transactions wait for it before they
     /// take a connection and the database's write lock, so that waiting writers do not
     /// hold every pooled connection while the one writing may need one for a read.
-    postgres_writer: Option<Arc<tokio::sync::Mutex<()>>>,
+    postgres_writer: Option<Arc<tokio::sync::Mutex<PostgresTurn>>>,
     backend: Backend,
     /// For each table, the tables/columns whose foreign keys refer to it.
     referrers: RwLock<BTreeMap<String, Vec<Referrer>>>,
@@ -163,7 +175,14 @@ impl Store {
         };
         let mut options = AnyPoolOptions::new()
             // SQLite allows one writer; more connections only queue on its lock.
-            .max_connections(if backend == Backend::Sqlite { 1 } else { 16 });
+            .max_connections(if backend == Backend::Sqlite {
+                1
+            } else {
+                POSTGRES_CONNECTIONS
+            })
+            // PostgreSQL: a connection handed out is not pinged first; its `BEGIN` tests
+            // it ([`Store::postgres_begin`]).
+            .test_before_acquire(backend == Backend::Sqlite);
         if backend == Backend::Sqlite {
             // On every connection the pool opens (it replaces them over time), since
             // `synchronous` and `foreign_keys` hold per connection.
@@ -189,8 +208,8 @@ impl Store {
             }
             Backend::Postgres => (None, None),
         };
-        let postgres_writer =
-            (backend == Backend::Postgres).then(|| Arc::new(tokio::sync::Mutex::new(())));
+        let postgres_writer = (backend == Backend::Postgres)
+            .then(|| Arc::new(tokio::sync::Mutex::new(PostgresTurn::default())));
         Ok(Arc::new(Store {
             pool,
             writer,
@@ -509,26 +528,59 @@ impl Store {
     ) -> Result<
         (
             sqlx::Transaction<'static, sqlx::Any>,
-            Option<tokio::sync::OwnedMutexGuard<()>>,
+            Option<tokio::sync::OwnedMutexGuard<PostgresTurn>>,
         ),
         StoreError,
     > {
-        let turn = match &self.postgres_writer {
-            Some(turn) => Some(
-                tokio::time::timeout(BEGIN_TIMEOUT, turn.clone().lock_owned())
-                    .await
-                    .map_err(|_| StoreError::Database(sqlx::Error::PoolTimedOut))?,
-            ),
-            None => None,
+        let mut turn = self.postgres_turn().await?;
+        let tx = self.postgres_begin(POSTGRES_WRITE_BEGIN).await?;
+        if let Some(journal) = turn.as_deref_mut().and_then(|turn| turn.journal.as_mut()) {
+            journal.begin();
+        }
+        Ok((tx, turn))
+    }
+
+    /// PostgreSQL: this node's turn to write, once the previous holder is done.
+    async fn postgres_turn(
+        &self,
+    ) -> Result<Option<tokio::sync::OwnedMutexGuard<PostgresTurn>>, StoreError> {
+        let Some(turn) = &self.postgres_writer else {
+            return Ok(None);
         };
-        Ok((self.pool.begin_with(POSTGRES_WRITE_BEGIN).await?, turn))
+        tokio::time::timeout(BEGIN_TIMEOUT, turn.clone().lock_owned())
+            .await
+            .map(Some)
+            .map_err(|_| StoreError::Database(sqlx::Error::PoolTimedOut))
     }
 
     /// PostgreSQL: a read transaction ([`POSTGRES_READ_BEGIN`]).
     pub(crate) async fn postgres_read(
         &self,
     ) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
-        Ok(self.pool.begin_with(POSTGRES_READ_BEGIN).await?)
+        self.postgres_begin(POSTGRES_READ_BEGIN).await
+    }
+
+    /// PostgreSQL: a pooled connection with a transaction begun by `statement`. The pool
+    /// does not ping a connection before it hands it out, as sqlx does by default: that is
+    /// a round trip per transaction (~100 µs under load here, which a write transaction
+    /// pays while it holds the write turn: ~9 % of a VM create's time in the turn,
+    /// docs/performance.md). The `BEGIN` tests it instead: a connection that died while
+    /// idle (the server restarted, or ended it) fails its `BEGIN`, which did nothing, and is
+    /// discarded, and another is tried. The pool still tests a connection given back.
+    async fn postgres_begin(
+        &self,
+        statement: &'static str,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
+        let mut lost = 0;
+        loop {
+            match self.pool.begin_with(statement).await {
+                Err(error) if connection_lost(&error) && lost < POSTGRES_CONNECTIONS => {
+                    lost += 1;
+                    tracing::info!(%error, "a pooled connection was lost; trying another");
+                }
+                begun => return Ok(begun?),
+            }
+        }
     }
 
     /// SQLite's transaction connection, or an error naming `what` needs it.
@@ -547,16 +599,31 @@ impl Store {
         self.sqlite_writer("a snapshot").await?.snapshot(path)
     }
 
-    /// From now on, records what every committed transaction executes, until
-    /// [`Store::take_journal`] (SQLite only): for benchmarks, which replay it raw.
+    /// From now on, records what every committed write transaction executes, until
+    /// [`Store::take_journal`]: for benchmarks, which replay it raw ([`Journal::replay`]
+    /// on a SQLite copy, [`Journal::replay_postgres`] on a PostgreSQL one). Read-only
+    /// transactions ([`Store::read`]) commit nothing and are not recorded.
     pub async fn keep_journal(&self) -> Result<(), StoreError> {
-        self.sqlite_writer("a journal").await?.keep_journal();
+        match self.backend {
+            Backend::Sqlite => self.sqlite_writer("a journal").await?.keep_journal(),
+            Backend::Postgres => {
+                if let Some(mut turn) = self.postgres_turn().await? {
+                    turn.journal = Some(Journal::new(Backend::Postgres));
+                }
+            }
+        }
         Ok(())
     }
 
     /// The journal kept since [`Store::keep_journal`], if any; stops keeping it.
     pub async fn take_journal(&self) -> Result<Option<Journal>, StoreError> {
-        Ok(self.sqlite_writer("a journal").await?.take_journal())
+        Ok(match self.backend {
+            Backend::Sqlite => self.sqlite_writer("a journal").await?.take_journal(),
+            Backend::Postgres => self
+                .postgres_turn()
+                .await?
+                .and_then(|mut turn| turn.journal.take()),
+        })
     }
 
     pub(crate) fn count_begin(&self) {
@@ -574,6 +641,23 @@ impl Store {
             .fetch_one(&self.pool)
             .await?;
         Ok(row.try_get::<i64, _>("n")?)
+    }
+}
+
+/// Whether `error` says that the connection it came from is gone: an I/O or protocol
+/// error, or PostgreSQL's connection exceptions (SQLSTATE class 08) and ends of a session by
+/// the server (57P01 terminated by an administrator, 57P02 crash shutdown, 57P03 cannot
+/// connect now...).
+fn connection_lost(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|code| code.starts_with("08") || code.starts_with("57P")),
+        _ => false,
     }
 }
 

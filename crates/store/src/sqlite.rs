@@ -11,7 +11,7 @@
 
 use crate::journal::Journal;
 use crate::rows::{sqlite_to_json, Param};
-use crate::{StoreError, SQLITE_PRAGMAS};
+use crate::{Backend, StoreError, SQLITE_PRAGMAS};
 use rusqlite::Connection;
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
@@ -103,7 +103,7 @@ impl Writer {
     }
 
     pub(crate) fn keep_journal(&mut self) {
-        self.journal = Some(Journal::default());
+        self.journal = Some(Journal::new(Backend::Sqlite));
     }
 
     pub(crate) fn take_journal(&mut self) -> Option<Journal> {

@@ -2,7 +2,7 @@
 
 use crate::rows::{check_ident, postgres_statement, to_json, Param};
 use crate::sqlite::{self, Writer};
-use crate::{Backend, ColumnType, Columns, ConstraintKind, Store, StoreError, Users};
+use crate::{Backend, ColumnType, Columns, ConstraintKind, PostgresTurn, Store, StoreError, Users};
 use flatstack_kernel::bus::Bus;
 use flatstack_kernel::{Event, Fault};
 use serde_json::{Map, Value};
@@ -28,7 +28,29 @@ pub struct Tx {
 enum Conn {
     Sqlite(SqliteTx),
     SqliteRead(sqlite::Reader),
-    Postgres(Transaction<'static, Any>, Option<OwnedMutexGuard<()>>),
+    Postgres(
+        Transaction<'static, Any>,
+        Option<OwnedMutexGuard<PostgresTurn>>,
+    ),
+}
+
+/// PostgreSQL: records in the journal, if one is kept, a statement the transaction holding
+/// `turn` sent as it was sent (`statement`, `params`), if it succeeded; a failed one
+/// aborts the transaction, which then commits nothing.
+fn journal_postgres(
+    turn: &mut Option<OwnedMutexGuard<PostgresTurn>>,
+    succeeded: bool,
+    statement: &str,
+    params: &[&Param<'_>],
+    rows: Option<usize>,
+) {
+    if let Some(journal) = turn.as_deref_mut().and_then(|turn| turn.journal.as_mut()) {
+        if succeeded {
+            journal.record(statement, params, rows);
+        } else {
+            journal.fail();
+        }
+    }
 }
 
 /// The SQLite connection with a transaction open on it, rolled back (inline, before the
@@ -106,16 +128,15 @@ impl Tx {
         let result = match &mut self.tx {
             Conn::SqliteRead(_) => Err(StoreError::ReadOnly(sql.to_owned())),
             Conn::Sqlite(writer) => writer.0.execute(sql, params),
-            Conn::Postgres(tx, _) => {
+            Conn::Postgres(tx, turn) => {
                 let (statement, params) = postgres_statement(sql, params);
                 let mut query = sqlx::query(&statement);
-                for param in params {
+                for param in &params {
                     query = param.bind(query);
                 }
-                query
-                    .execute(&mut **tx)
-                    .await
-                    .map(|done| done.rows_affected())
+                let done = query.execute(&mut **tx).await;
+                journal_postgres(turn, done.is_ok(), &statement, &params, None);
+                done.map(|done| done.rows_affected())
                     .map_err(StoreError::from)
             }
         };
@@ -133,22 +154,24 @@ impl Tx {
         let result = match &mut self.tx {
             Conn::Sqlite(writer) => writer.0.fetch(sql, params, limit),
             Conn::SqliteRead(reader) => reader.fetch(sql, params, limit),
-            Conn::Postgres(tx, _) => {
+            Conn::Postgres(tx, turn) => {
                 let (statement, params) = postgres_statement(sql, params);
                 let mut query = sqlx::query(&statement);
-                for param in params {
+                for param in &params {
                     query = param.bind(query);
                 }
-                if one {
-                    match query.fetch_optional(&mut **tx).await {
-                        Ok(row) => row.as_ref().map(to_json).into_iter().collect(),
-                        Err(e) => Err(e.into()),
-                    }
+                let fetched = if one {
+                    query
+                        .fetch_optional(&mut **tx)
+                        .await
+                        .map(|row| row.into_iter().collect::<Vec<_>>())
                 } else {
-                    match query.fetch_all(&mut **tx).await {
-                        Ok(rows) => rows.iter().map(to_json).collect(),
-                        Err(e) => Err(e.into()),
-                    }
+                    query.fetch_all(&mut **tx).await
+                };
+                journal_postgres(turn, fetched.is_ok(), &statement, &params, Some(limit));
+                match fetched {
+                    Ok(rows) => rows.iter().map(to_json).collect(),
+                    Err(e) => Err(e.into()),
                 }
             }
         };
@@ -617,8 +640,13 @@ impl Tx {
             Conn::Sqlite(mut writer) => writer.0.commit()?,
             // Nothing to commit: ending it is releasing the connection.
             Conn::SqliteRead(_) => return Ok(()),
-            // The turn goes once the transaction has ended.
-            Conn::Postgres(tx, _turn) => tx.commit().await?,
+            // The turn goes once the transaction has ended (and the journal has it).
+            Conn::Postgres(tx, mut turn) => {
+                tx.commit().await?;
+                if let Some(journal) = turn.as_deref_mut().and_then(|turn| turn.journal.as_mut()) {
+                    journal.commit();
+                }
+            }
         }
         self.store.count_commit();
         publish(self.publish);

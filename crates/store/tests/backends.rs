@@ -37,25 +37,30 @@ async fn stores() -> Vec<(Arc<Store>, Place)> {
         (sqlite, Place::Dir(dir)),
         (postgres, Place::Database(database)),
     ] {
-        let stream = vec![
-            Migration::new(1, "things and parts", SCHEMA),
-            // On PostgreSQL, text that a collation would sort unlike SQLite.
-            Migration::new(
-                2,
-                "tags",
-                "CREATE TABLE tags (owner TEXT, tag TEXT, created_at TEXT)",
-            )
-            .postgres(
-                "CREATE TABLE tags (owner TEXT, tag TEXT COLLATE \"und-x-icu\", created_at TEXT)",
-            ),
-        ];
-        store
-            .migrate(&[("test".to_owned(), stream)])
-            .await
-            .expect("migrate");
+        migrate(&store).await;
         out.push((store, place));
     }
     out
+}
+
+/// The tests' schema, applied to `store`.
+async fn migrate(store: &Store) {
+    let stream = vec![
+        Migration::new(1, "things and parts", SCHEMA),
+        // On PostgreSQL, text that a collation would sort unlike SQLite.
+        Migration::new(
+            2,
+            "tags",
+            "CREATE TABLE tags (owner TEXT, tag TEXT, created_at TEXT)",
+        )
+        .postgres(
+            "CREATE TABLE tags (owner TEXT, tag TEXT COLLATE \"und-x-icu\", created_at TEXT)",
+        ),
+    ];
+    store
+        .migrate(&[("test".to_owned(), stream)])
+        .await
+        .expect("migrate");
 }
 
 #[tokio::test]
@@ -368,6 +373,134 @@ async fn write_transactions_never_overlap_and_reads_do_not_wait_on_both() {
             .is_err());
         drop(second);
     }
+}
+
+#[tokio::test]
+async fn the_journal_replays_postgresql_transactions_on_another_database() {
+    let kernel = Kernel::builder().build().expect("kernel");
+    let (source, copy) = (Database::create(), Database::create());
+    let store = Store::open(&source.url).await.expect("postgres");
+    migrate(&store).await;
+    let replayed = Store::open(&copy.url).await.expect("the copy");
+    migrate(&replayed).await;
+
+    store.keep_journal().await.expect("journal");
+    for i in 0..10 {
+        let mut tx = store.begin().await.expect("begin");
+        let uuid = format!("t{i}");
+        // NULLs and booleans are written into the statement's text: replayed as sent.
+        let size = if i % 4 == 0 { json!(true) } else { json!(i) };
+        tx.insert(
+            "things",
+            &row(json!({"uuid": uuid, "name": format!("n{i}"), "size": size, "note": null})),
+        )
+        .await
+        .expect("insert");
+        if i % 3 == 0 {
+            tx.update(
+                "things",
+                &uuid,
+                &row(json!({"note": format!("renamed-{i}")})),
+            )
+            .await
+            .expect("update");
+        }
+        assert!(tx.get("things", &uuid).await.expect("get").is_some());
+        // Every other one rolls back: not in the journal.
+        if i % 2 == 0 {
+            tx.commit(kernel.bus()).await.expect("commit");
+        }
+    }
+    // A refused statement aborts its transaction on PostgreSQL: even if committed, it
+    // commits nothing, and nothing of it is kept.
+    let mut tx = store.begin().await.expect("begin");
+    tx.insert("things", &row(json!({"uuid": "z", "name": "z"})))
+        .await
+        .expect("insert");
+    assert!(tx
+        .insert("things", &row(json!({"uuid": "y", "name": "n0"})))
+        .await
+        .is_err());
+    let _ = tx.commit(kernel.bus()).await;
+    // Reads are not recorded.
+    let mut read = store.read().await.expect("read");
+    read.list("things", &Default::default())
+        .await
+        .expect("list");
+    drop(read);
+    let journal = store
+        .take_journal()
+        .await
+        .expect("take")
+        .expect("a journal");
+    assert!(store.take_journal().await.expect("take").is_none());
+    assert_eq!(journal.backend(), Backend::Postgres);
+    assert_eq!(journal.transactions(), 5);
+    // Five inserts, five reads and the updates of t0 and t6; no BEGIN or COMMIT.
+    assert_eq!(journal.statements(), 12);
+    assert!(
+        journal
+            .replay(std::path::Path::new("/nonexistent"))
+            .is_err(),
+        "a PostgreSQL journal does not replay on SQLite"
+    );
+
+    journal.replay_postgres(&copy.url).await.expect("replay");
+    let things = |store: Arc<Store>| async move {
+        let mut read = store.read().await.expect("read");
+        read.list("things", &Default::default())
+            .await
+            .expect("list")
+    };
+    let expected = things(store.clone()).await;
+    assert_eq!(expected.len(), 5);
+    assert_eq!(
+        expected[0]["size"],
+        json!(1),
+        "a boolean in a BIGINT column"
+    );
+    assert_eq!(things(replayed.clone()).await, expected);
+    // Replaying twice runs into the rows it wrote: an error, not a silent success.
+    assert!(journal.replay_postgres(&copy.url).await.is_err());
+    store.pool().close().await;
+    replayed.pool().close().await;
+}
+
+#[tokio::test]
+async fn a_pooled_postgresql_connection_lost_while_idle_is_replaced_at_begin() {
+    let kernel = Kernel::builder().build().expect("kernel");
+    let database = Database::create();
+    let store = Store::open(&database.url).await.expect("postgres");
+    migrate(&store).await;
+    let write = |uuid: &'static str| {
+        let (store, kernel) = (store.clone(), &kernel);
+        async move {
+            let mut tx = store.begin().await?;
+            tx.insert("things", &row(json!({"uuid": uuid, "name": uuid})))
+                .await?;
+            tx.commit(kernel.bus()).await
+        }
+    };
+    write("a").await.expect("a write");
+    let mut read = store.read().await.expect("read");
+    assert!(read.exists("things", "a").await.expect("exists"));
+    drop(read);
+    // The server ends every session of the database (as a restart would): the pool's idle
+    // connections are dead, and nothing tests them before they are handed out.
+    admin_statement(
+        &database.admin,
+        format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{}'",
+            database.name
+        ),
+    )
+    .expect("terminate");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    write("b").await.expect("a write after the sessions ended");
+    let mut read = store.read().await.expect("a read after the sessions ended");
+    assert!(read.exists("things", "b").await.expect("exists"));
+    drop(read);
+    store.pool().close().await;
 }
 
 /// A database created for one test on the PostgreSQL server, dropped with it.
