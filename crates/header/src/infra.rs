@@ -59,60 +59,68 @@ pub trait HostDriver: Send + Sync {
     async fn start_vm(
         &self,
         _kernel: &Kernel,
-        host: &Inventory,
+        host: &HostRecord,
         _vm: &VmWork,
     ) -> Result<(), Fault> {
-        Err(unsupported(host, "hosts", "start VMs"))
+        Err(unsupported_by(&host.host_type, "hosts", "start VMs"))
     }
 
     /// Stops a VM on the host; stopping a VM the host does not run is not an error.
-    async fn stop_vm(&self, _kernel: &Kernel, host: &Inventory, _vm: &VmWork) -> Result<(), Fault> {
-        Err(unsupported(host, "hosts", "stop VMs"))
+    async fn stop_vm(
+        &self,
+        _kernel: &Kernel,
+        host: &HostRecord,
+        _vm: &VmWork,
+    ) -> Result<(), Fault> {
+        Err(unsupported_by(&host.host_type, "hosts", "stop VMs"))
     }
 
     /// The uuids of the VMs the host runs now: after the host reconnects, VMs left
     /// `Unknown` while it was lost become `Running` or `Stopped` by this answer.
-    async fn running_vms(&self, _kernel: &Kernel, host: &Inventory) -> Result<Vec<String>, Fault> {
-        Err(unsupported(host, "hosts", "report the VMs they run"))
+    async fn running_vms(&self, _kernel: &Kernel, host: &HostRecord) -> Result<Vec<String>, Fault> {
+        Err(unsupported_by(
+            &host.host_type,
+            "hosts",
+            "report the VMs they run",
+        ))
     }
 
     /// Reboots a running VM on the host.
     async fn reboot_vm(
         &self,
         _kernel: &Kernel,
-        host: &Inventory,
+        host: &HostRecord,
         _vm: &VmWork,
     ) -> Result<(), Fault> {
-        Err(unsupported(host, "hosts", "reboot VMs"))
+        Err(unsupported_by(&host.host_type, "hosts", "reboot VMs"))
     }
 
     /// Plugs a volume into a VM on the host (the VM may be running or stopped).
     async fn attach_volume(
         &self,
         _kernel: &Kernel,
-        host: &Inventory,
+        host: &HostRecord,
         _vm: &VmWork,
         _volume: &Inventory,
     ) -> Result<(), Fault> {
-        Err(unsupported(host, "hosts", "attach volumes"))
+        Err(unsupported_by(&host.host_type, "hosts", "attach volumes"))
     }
 
     /// Unplugs a volume from a VM on the host.
     async fn detach_volume(
         &self,
         _kernel: &Kernel,
-        host: &Inventory,
+        host: &HostRecord,
         _vm: &VmWork,
         _volume: &Inventory,
     ) -> Result<(), Fault> {
-        Err(unsupported(host, "hosts", "detach volumes"))
+        Err(unsupported_by(&host.host_type, "hosts", "detach volumes"))
     }
 }
 
 /// What a driver's default method answers: `<type> <things> cannot <what>`, e.g.
 /// "KVM hosts cannot attach volumes".
-pub(crate) fn unsupported(resource: &Inventory, things: &str, what: &str) -> Fault {
-    let driver_type = resource.get("type").and_then(|t| t.as_str()).unwrap_or("?");
+pub(crate) fn unsupported_by(driver_type: &str, things: &str, what: &str) -> Fault {
     Fault::unavailable(format!("{driver_type} {things} cannot {what}"))
 }
 
@@ -182,12 +190,7 @@ pub struct ReserveCapacity {
     pub cpu_num: u32,
     pub memory_size: u64,
 }
-impl Message for ReserveCapacity {
-    const NAME: &'static str = "host.capacity.reserve";
-}
-impl Request for ReserveCapacity {
-    type Reply = Inventory;
-}
+crate::request!(ReserveCapacity = "host.capacity.reserve" => HostRecord, service HOST_SERVICE);
 
 /// Gives back whatever a consumer holds on any host (sent to the host service, addressed
 /// to no host: the host's record knows where). Idempotent: `true` if something was given
@@ -197,12 +200,121 @@ impl Request for ReserveCapacity {
 pub struct ReleaseCapacity {
     pub consumer: String,
 }
-impl Message for ReleaseCapacity {
-    const NAME: &'static str = "host.capacity.release";
-}
-impl Request for ReleaseCapacity {
-    type Reply = bool;
-}
+crate::request!(ReleaseCapacity = "host.capacity.release" => bool, service HOST_SERVICE);
 
 /// The service that owns hosts.
 pub const HOST_SERVICE: &str = "host";
+
+/// The service that owns zones.
+pub const ZONE_SERVICE: &str = "zone";
+/// The service that owns clusters.
+pub const CLUSTER_SERVICE: &str = "cluster";
+
+/// A zone, as the zone plugin publishes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ZoneRecord {
+    pub uuid: String,
+    pub name: String,
+}
+
+/// What zones may be found by.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ZoneQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+crate::record!(ZoneRecord, query ZoneQuery, kind "zones", service ZONE_SERVICE, "zone.record");
+
+/// A cluster, as the cluster plugin publishes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ClusterRecord {
+    pub uuid: String,
+    pub name: String,
+    pub zone_uuid: String,
+    /// The hypervisor driver type of its hosts, e.g. `Simulator`.
+    pub hypervisor_type: String,
+}
+
+/// What clusters may be found by.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone_uuid: Option<String>,
+}
+crate::record!(ClusterRecord, query ClusterQuery, kind "clusters", service CLUSTER_SERVICE, "cluster.record");
+
+/// Whether the management node reaches a host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum HostStatus {
+    /// Created or reconnecting: its driver is being reached.
+    Connecting,
+    /// Reached: VMs may be placed on it.
+    Connected,
+    /// Not reached: its VMs are `Unknown` until it is back.
+    Disconnected,
+}
+
+impl HostStatus {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            HostStatus::Connecting => "Connecting",
+            HostStatus::Connected => "Connected",
+            HostStatus::Disconnected => "Disconnected",
+        }
+    }
+}
+
+impl std::fmt::Display for HostStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Whether an operator lets VMs be placed on a host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum HostState {
+    Enabled,
+    Disabled,
+}
+
+impl HostState {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            HostState::Enabled => "Enabled",
+            HostState::Disabled => "Disabled",
+        }
+    }
+}
+
+/// A host, as the host plugin publishes it (its driver's own fields are the driver's).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct HostRecord {
+    pub uuid: String,
+    pub name: String,
+    /// The hypervisor driver, e.g. `Simulator`.
+    #[serde(rename = "type")]
+    pub host_type: String,
+    pub cluster_uuid: String,
+    pub management_ip: String,
+    pub state: HostState,
+    pub status: HostStatus,
+    pub cpu_capacity: u64,
+    pub memory_capacity: u64,
+    pub available_cpu: u64,
+    pub available_memory: u64,
+}
+
+/// What hosts may be found by.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HostQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_uuid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<HostStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<HostState>,
+}
+crate::record!(HostRecord, query HostQuery, kind "hosts", service HOST_SERVICE, "host.record");

@@ -5,10 +5,15 @@
 pub mod api;
 pub mod infra;
 pub mod network;
+pub mod record;
 pub mod resource;
 pub mod storage;
 pub mod vm;
 pub mod volume;
+
+#[doc(hidden)]
+pub use flatstack_kernel as __kernel;
+pub use record::{FindRecords, GetRecord, Record};
 
 pub use api::{ApiAction, ApiActionExtension, ApiChild, ApiResource};
 

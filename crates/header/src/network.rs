@@ -222,3 +222,50 @@ impl Message for ListIpAddresses {
 impl Request for ListIpAddresses {
     type Reply = InventoryList;
 }
+
+/// An L2 network, as the l2-network plugin publishes it (its driver's own fields are the
+/// driver's).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct L2NetworkRecord {
+    pub uuid: String,
+    pub name: String,
+    /// Its driver, e.g. `L2NoVlanNetwork`.
+    #[serde(rename = "type")]
+    pub l2_type: String,
+    pub zone_uuid: String,
+    pub physical_interface: String,
+    /// The clusters it is attached to: their hosts reach it.
+    pub attached_cluster_uuids: Vec<String>,
+}
+
+/// What L2 networks may be found by.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct L2NetworkQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone_uuid: Option<String>,
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub l2_type: Option<String>,
+}
+crate::record!(L2NetworkRecord, query L2NetworkQuery, kind "l2-networks", service L2_NETWORK_SERVICE, "l2-network.record");
+
+/// An L3 network, as the l3-network plugin publishes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct L3NetworkRecord {
+    pub uuid: String,
+    pub name: String,
+    /// The L2 network it is built on.
+    pub l2_network_uuid: String,
+    pub zone_uuid: String,
+}
+
+/// What L3 networks may be found by.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct L3NetworkQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub l2_network_uuid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone_uuid: Option<String>,
+}
+crate::record!(L3NetworkRecord, query L3NetworkQuery, kind "l3-networks", service L3_NETWORK_SERVICE, "l3-network.record");

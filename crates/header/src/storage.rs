@@ -1,7 +1,6 @@
 //! Primary storage (where volumes live), backup storage (where images live), images and
 //! instance offerings.
 
-use crate::infra::unsupported;
 use crate::resource::Inventory;
 use flatstack_kernel::driver::DriverKind;
 use flatstack_kernel::schemars::{self, JsonSchema};
@@ -21,20 +20,28 @@ pub trait StorageDriver: Send + Sync {
     async fn create_volume(
         &self,
         _kernel: &Kernel,
-        storage: &Inventory,
+        storage: &PrimaryStorageRecord,
         _volume: &Inventory,
     ) -> Result<(), Fault> {
-        Err(unsupported(storage, "storage", "hold volumes"))
+        Err(crate::infra::unsupported_by(
+            &storage.storage_type,
+            "storage",
+            "hold volumes",
+        ))
     }
 
     /// Deletes a volume's bytes; deleting one that is not there is not an error.
     async fn delete_volume(
         &self,
         _kernel: &Kernel,
-        storage: &Inventory,
+        storage: &PrimaryStorageRecord,
         _volume: &Inventory,
     ) -> Result<(), Fault> {
-        Err(unsupported(storage, "storage", "hold volumes"))
+        Err(crate::infra::unsupported_by(
+            &storage.storage_type,
+            "storage",
+            "hold volumes",
+        ))
     }
 }
 
@@ -188,3 +195,93 @@ impl Message for CreateInstanceOffering {
 impl Request for CreateInstanceOffering {
     type Reply = Inventory;
 }
+
+/// The service that owns images.
+pub const IMAGE_SERVICE: &str = "image";
+/// The service that owns instance offerings.
+pub const INSTANCE_OFFERING_SERVICE: &str = "instance-offering";
+/// The service that owns backup storage.
+pub const BACKUP_STORAGE_SERVICE: &str = "backup-storage";
+
+/// Whether storage is reachable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum StorageStatus {
+    Connected,
+    Disconnected,
+}
+
+impl StorageStatus {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            StorageStatus::Connected => "Connected",
+            StorageStatus::Disconnected => "Disconnected",
+        }
+    }
+}
+
+/// A primary storage, as the storage plugin publishes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct PrimaryStorageRecord {
+    pub uuid: String,
+    pub name: String,
+    /// Its driver, e.g. `Simulator`.
+    #[serde(rename = "type")]
+    pub storage_type: String,
+    pub zone_uuid: String,
+    pub status: StorageStatus,
+    pub total_capacity: u64,
+    pub available_capacity: u64,
+    /// The clusters it is attached to: their hosts reach it.
+    pub attached_cluster_uuids: Vec<String>,
+}
+
+/// What primary storage may be found by.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PrimaryStorageQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone_uuid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<StorageStatus>,
+}
+crate::record!(PrimaryStorageRecord, query PrimaryStorageQuery, kind "primary-storage", service PRIMARY_STORAGE_SERVICE, "primary-storage.record");
+
+/// An image, as the image plugin publishes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ImageRecord {
+    pub uuid: String,
+    pub name: String,
+    pub url: String,
+    /// e.g. `qcow2`, `raw`, `iso`.
+    pub format: String,
+    /// Bytes: what a root volume made from it needs at least.
+    pub size: u64,
+}
+
+/// What images may be found by.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImageQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+}
+crate::record!(ImageRecord, query ImageQuery, kind "images", service IMAGE_SERVICE, "image.record");
+
+/// An instance offering, as the instance-offering plugin publishes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct InstanceOfferingRecord {
+    pub uuid: String,
+    pub name: String,
+    pub cpu_num: u32,
+    /// Bytes.
+    pub memory_size: u64,
+}
+
+/// What instance offerings may be found by.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceOfferingQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+crate::record!(InstanceOfferingRecord, query InstanceOfferingQuery, kind "instance-offerings", service INSTANCE_OFFERING_SERVICE, "instance-offering.record");

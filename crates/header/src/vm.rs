@@ -1,5 +1,6 @@
 //! VM instances: messages, states, and the extension points of their life cycle.
 
+use crate::infra::HostRecord;
 use crate::resource::Inventory;
 use flatstack_kernel::schemars::{self, JsonSchema};
 use flatstack_kernel::{
@@ -11,17 +12,90 @@ use serde::{Deserialize, Serialize};
 /// run one after another.
 pub const VM_SERVICE: &str = "vm";
 
-/// A VM's life-cycle state.
-pub mod state {
-    pub const CREATING: &str = "Creating";
-    pub const STARTING: &str = "Starting";
-    pub const RUNNING: &str = "Running";
-    pub const STOPPING: &str = "Stopping";
-    pub const STOPPED: &str = "Stopped";
-    pub const DESTROYING: &str = "Destroying";
-    pub const DESTROYED: &str = "Destroyed";
-    pub const UNKNOWN: &str = "Unknown";
+/// A VM's life-cycle state. `Creating`, `Starting`, `Stopping` and `Destroying` are
+/// transient: an operation is working on the VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum VmState {
+    Creating,
+    Starting,
+    Running,
+    Stopping,
+    Stopped,
+    Destroying,
+    Destroyed,
+    /// Its host is not reached: nobody knows.
+    Unknown,
 }
+
+impl VmState {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            VmState::Creating => "Creating",
+            VmState::Starting => "Starting",
+            VmState::Running => "Running",
+            VmState::Stopping => "Stopping",
+            VmState::Stopped => "Stopped",
+            VmState::Destroying => "Destroying",
+            VmState::Destroyed => "Destroyed",
+            VmState::Unknown => "Unknown",
+        }
+    }
+
+    /// Whether an operation is working on a VM in this state.
+    pub const fn is_transient(self) -> bool {
+        matches!(
+            self,
+            VmState::Creating | VmState::Starting | VmState::Stopping | VmState::Destroying
+        )
+    }
+}
+
+impl std::fmt::Display for VmState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// [`VmState`]s as the text the VM's row and inventory hold.
+pub mod state {
+    use super::VmState;
+    pub const CREATING: &str = VmState::Creating.as_str();
+    pub const STARTING: &str = VmState::Starting.as_str();
+    pub const RUNNING: &str = VmState::Running.as_str();
+    pub const STOPPING: &str = VmState::Stopping.as_str();
+    pub const STOPPED: &str = VmState::Stopped.as_str();
+    pub const DESTROYING: &str = VmState::Destroying.as_str();
+    pub const DESTROYED: &str = VmState::Destroyed.as_str();
+    pub const UNKNOWN: &str = VmState::Unknown.as_str();
+}
+
+/// A VM, as the VM plugin publishes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct VmRecord {
+    pub uuid: String,
+    pub name: String,
+    pub owner: String,
+    pub state: VmState,
+    /// Where it runs (or ran last); `None` until placed.
+    pub host_uuid: Option<String>,
+    pub instance_offering_uuid: String,
+    pub image_uuid: String,
+    pub cpu_num: u32,
+    pub memory_size: u64,
+}
+
+/// What VMs may be found by.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VmQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_uuid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<VmState>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+}
+crate::record!(VmRecord, query VmQuery, kind "vm-instances", service VM_SERVICE, "vm.record");
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -105,17 +179,14 @@ pub struct VmWork {
     /// Tags every candidate host must carry.
     pub host_tags: Vec<String>,
     /// The host the VM is placed on, once allocated.
-    pub host: Option<Inventory>,
+    pub host: Option<HostRecord>,
     /// Its NICs, once allocated.
     pub nics: Vec<Nic>,
 }
 
 impl VmWork {
     pub fn host_uuid(&self) -> Option<&str> {
-        self.host
-            .as_ref()
-            .and_then(|h| h.get("uuid"))
-            .and_then(|v| v.as_str())
+        self.host.as_ref().map(|h| h.uuid.as_str())
     }
 }
 
@@ -150,14 +221,14 @@ point!(
     /// Narrows the hosts a VM may be placed on (state, capacity, tags, networks...).
     HostFilter: FilterPoint, "vm.host-allocate.filter",
     "Narrows the candidate hosts of a new VM, in order; the first remaining host is used.",
-    Input = VmWork, Candidate = Inventory
+    Input = VmWork, Candidate = HostRecord
 );
 point!(
     /// Orders the hosts left by the filters; they are tried in that order until one takes
     /// the VM (placement strategies: spread, pack, affinity...).
     HostSort: FilterPoint, "vm.host-allocate.sort",
     "Orders the candidate hosts a new VM's filters left; the allocator tries them in order.",
-    Input = VmWork, Candidate = Inventory
+    Input = VmWork, Candidate = HostRecord
 );
 point!(
     /// After the host is chosen: storage plugins allocate the VM's root volume on primary

@@ -17,7 +17,7 @@ mod plugin;
 mod registry;
 mod type_map;
 
-pub use bus::{Bus, Event, Message, MessageContext, Request};
+pub use bus::{Addressed, Bus, Event, Message, MessageContext, Request};
 pub use config::ConfigKey;
 pub use error::KernelError;
 pub use extension::{

@@ -8,9 +8,9 @@ use flatstack_header::points::{
     Create, CreateCheck, Created, DeleteCheck, Deleted, StateChanged, UpdateCheck,
 };
 use flatstack_header::{
-    DeleteResource, GetResource, Inventory, InventoryList, ListResources, ResourceChange,
-    ResourceCreated, ResourceDeleted, ResourceStateChanged, ResourceUpdated, StateChange,
-    UpdateResource,
+    DeleteResource, FindRecords, GetRecord, GetResource, Inventory, InventoryList, ListResources,
+    Record, ResourceChange, ResourceCreated, ResourceDeleted, ResourceStateChanged,
+    ResourceUpdated, StateChange, UpdateResource,
 };
 use flatstack_kernel::bus::ServiceBuilder;
 use flatstack_kernel::{Fault, Kernel, MessageContext};
@@ -108,6 +108,62 @@ impl ResourceTable {
         self.serve_reads(service);
         service
             .handle::<DeleteResource, _, _>(move |_, _, cx| async move { self.delete(&cx).await });
+    }
+
+    /// Serves the kind's published record `R` ([`GetRecord`], [`FindRecords`]): typed views
+    /// of its base rows (with what `decorate` adds), so that other plugins read them from
+    /// the owner and never from its table. Each query field is a column of the table.
+    pub fn serve_record<R: Record, S: Send + Sync + 'static>(
+        &'static self,
+        service: &mut ServiceBuilder<'_, S>,
+    ) {
+        service
+            .handle::<GetRecord<R>, _, _>(move |_, msg, cx| async move {
+                let mut tx = store(&cx.kernel)?.read().await?;
+                match tx.get(self.table, &msg.uuid).await? {
+                    Some(row) => self.record(&mut tx, row).await.map(Some),
+                    None => Ok(None),
+                }
+            })
+            .handle::<FindRecords<R>, _, _>(move |_, msg, cx| async move {
+                let filters = match serde_json::to_value(&msg.query) {
+                    Ok(Value::Object(query)) => query
+                        .into_iter()
+                        .filter(|(_, value)| !value.is_null())
+                        .collect(),
+                    _ => Map::new(),
+                };
+                let mut tx = store(&cx.kernel)?.read().await?;
+                let rows = tx.list(self.table, &filters).await?;
+                let mut records = Vec::with_capacity(rows.len());
+                for row in rows {
+                    records.push(self.record(&mut tx, row).await?);
+                }
+                Ok(records)
+            });
+    }
+
+    /// A row as the kind's record `R`; a row that does not read as one is the owner's bug,
+    /// reported as such (never a default value).
+    async fn record<R: Record>(&self, tx: &mut Tx, mut row: Inventory) -> Result<R, Fault> {
+        if let Some(decorate) = self.decorate {
+            decorate(tx, &mut row).await?;
+        }
+        serde_json::from_value(Value::Object(row)).map_err(|e| {
+            Fault::internal(format!(
+                "a row of {} does not read as its published record: {e}",
+                self.table
+            ))
+        })
+    }
+
+    /// One resource as the kind's record `R`, in `tx` (e.g. as a write left it).
+    pub async fn read_record<R: Record>(&self, tx: &mut Tx, uuid: &str) -> Result<R, Fault> {
+        let row = tx
+            .get(self.table, uuid)
+            .await?
+            .ok_or_else(|| self.not_found(uuid))?;
+        self.record(tx, row).await
     }
 
     /// Adds get, list and update only: for a kind whose delete is a flow of its own.

@@ -1,5 +1,6 @@
 //! Clusters: groups of hosts of one hypervisor type, in a zone.
 
+use flatstack_header::infra::ClusterRecord;
 use flatstack_header::infra::{CreateCluster, Hosts};
 use flatstack_header::ApiResource;
 use flatstack_kernel::migration::Migration;
@@ -44,6 +45,7 @@ impl Plugin for ClusterPlugin {
         ));
         let mut service = b.service("cluster", ());
         CLUSTERS.serve(&mut service);
+        CLUSTERS.serve_record::<ClusterRecord, _>(&mut service);
         service.handle::<CreateCluster, _, _>(|_, msg, cx| async move {
             check_name(&msg.name)?;
             cx.kernel

@@ -2,6 +2,7 @@
 //! can be made to fail or to be slow through the API (`inject_failure` on a host), per
 //! host, once or until cleared.
 
+use flatstack_header::infra::HostRecord;
 use flatstack_header::infra::{HostDriver, Hosts};
 use flatstack_header::points::Deleted;
 use flatstack_header::vm::VmWork;
@@ -105,32 +106,37 @@ impl HostDriver for Driver {
         self.0.injections.perform(uuid, "connect").await
     }
 
-    async fn start_vm(&self, _kernel: &Kernel, host: &Inventory, vm: &VmWork) -> Result<(), Fault> {
-        let uuid = text(host, "uuid");
+    async fn start_vm(
+        &self,
+        _kernel: &Kernel,
+        host: &HostRecord,
+        vm: &VmWork,
+    ) -> Result<(), Fault> {
+        let uuid = host.uuid.as_str();
         self.0.injections.perform(uuid, "start_vm").await?;
         self.0.vms.insert(&vm.vm_uuid, uuid);
         Ok(())
     }
 
-    async fn stop_vm(&self, _kernel: &Kernel, host: &Inventory, vm: &VmWork) -> Result<(), Fault> {
-        let uuid = text(host, "uuid");
+    async fn stop_vm(&self, _kernel: &Kernel, host: &HostRecord, vm: &VmWork) -> Result<(), Fault> {
+        let uuid = host.uuid.as_str();
         self.0.injections.perform(uuid, "stop_vm").await?;
         self.0.vms.remove(&vm.vm_uuid);
         Ok(())
     }
 
-    async fn running_vms(&self, _kernel: &Kernel, host: &Inventory) -> Result<Vec<String>, Fault> {
-        let uuid = text(host, "uuid");
+    async fn running_vms(&self, _kernel: &Kernel, host: &HostRecord) -> Result<Vec<String>, Fault> {
+        let uuid = host.uuid.as_str();
         Ok(self.0.vms.keys_with(uuid))
     }
 
     async fn reboot_vm(
         &self,
         _kernel: &Kernel,
-        host: &Inventory,
+        host: &HostRecord,
         vm: &VmWork,
     ) -> Result<(), Fault> {
-        let uuid = text(host, "uuid");
+        let uuid = host.uuid.as_str();
         self.0.injections.perform(uuid, "reboot_vm").await?;
         if self.0.vms.get(&vm.vm_uuid).is_none() {
             return Err(Fault::conflict(format!(
@@ -144,26 +150,26 @@ impl HostDriver for Driver {
     async fn attach_volume(
         &self,
         _kernel: &Kernel,
-        host: &Inventory,
+        host: &HostRecord,
         _vm: &VmWork,
         _volume: &Inventory,
     ) -> Result<(), Fault> {
         self.0
             .injections
-            .perform(text(host, "uuid"), "attach_volume")
+            .perform(host.uuid.as_str(), "attach_volume")
             .await
     }
 
     async fn detach_volume(
         &self,
         _kernel: &Kernel,
-        host: &Inventory,
+        host: &HostRecord,
         _vm: &VmWork,
         _volume: &Inventory,
     ) -> Result<(), Fault> {
         self.0
             .injections
-            .perform(text(host, "uuid"), "detach_volume")
+            .perform(host.uuid.as_str(), "detach_volume")
             .await
     }
 }

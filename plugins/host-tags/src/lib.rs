@@ -2,7 +2,9 @@
 //! its create asks for (`host_tags`). Tags are set with actions on hosts; neither the host
 //! nor the VM plugin knows this plugin exists.
 
+use flatstack_header::infra::HostRecord;
 use flatstack_header::points::Deleted;
+use flatstack_header::record;
 use flatstack_header::vm::{HostFilter, VmWork};
 use flatstack_header::{ApiAction, ApiActionExtension, Inventory, ResourceChange};
 use flatstack_kernel::migration::Migration;
@@ -10,7 +12,7 @@ use flatstack_kernel::schemars::{self, JsonSchema};
 use flatstack_kernel::{
     async_trait, Fault, Filter, Kernel, KernelRef, Message, Observe, Plugin, PluginBuilder, Request,
 };
-use flatstack_store::resource::{row, store, text};
+use flatstack_store::resource::{row, store};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -72,7 +74,7 @@ struct Tagged(KernelRef);
 
 #[async_trait]
 impl Filter<HostFilter> for Tagged {
-    async fn filter(&self, vm: &VmWork, hosts: Vec<Inventory>) -> Result<Vec<Inventory>, Fault> {
+    async fn filter(&self, vm: &VmWork, hosts: Vec<HostRecord>) -> Result<Vec<HostRecord>, Fault> {
         if vm.host_tags.is_empty() {
             return Ok(hosts);
         }
@@ -80,8 +82,7 @@ impl Filter<HostFilter> for Tagged {
         let mut tx = store(&kernel)?.read().await?;
         let mut kept = Vec::new();
         for host in hosts {
-            let uuid = text(&host, "uuid").to_owned();
-            let tags = tx.list_refs(TAGS, "host_uuid", &uuid, "tag").await?;
+            let tags = tx.list_refs(TAGS, "host_uuid", &host.uuid, "tag").await?;
             if vm.host_tags.iter().all(|t| tags.contains(t)) {
                 kept.push(host);
             }
@@ -142,10 +143,10 @@ impl Plugin for HostTagsPlugin {
             .handle::<AddTag, _, _>(|_, msg, cx| async move {
                 check_tag(&msg.tag)?;
                 let host = cx.resource_id()?.to_owned();
-                let mut tx = store(&cx.kernel)?.begin().await?;
-                if !tx.exists("hosts", &host).await? {
+                if record::get::<HostRecord>(&cx.kernel, &host).await?.is_none() {
                     return Err(Fault::not_found(format!("no host {host}")));
                 }
+                let mut tx = store(&cx.kernel)?.begin().await?;
                 if !tx.list_refs(TAGS, "host_uuid", &host, "tag").await?.contains(&msg.tag) {
                     let tag = row(json!({"host_uuid": host, "tag": msg.tag, "created_at": flatstack_store::now()}));
                     tx.insert(TAGS, &tag).await?;

@@ -1,6 +1,7 @@
 //! Hosts: the hypervisors VMs run on. The host plugin owns the base record and the
 //! connect flow; hypervisor drivers (types of the `Hosts` kind) do the rest.
 
+use flatstack_header::infra::HostRecord;
 use flatstack_header::infra::{
     CreateHost, HostConnect, HostConnection, Hosts, ReconnectHost, ReleaseCapacity, ReserveCapacity,
 };
@@ -73,6 +74,7 @@ impl Plugin for HostPlugin {
         }));
         let mut service = b.service("host", ());
         HOSTS.serve(&mut service);
+        HOSTS.serve_record::<HostRecord, _>(&mut service);
         service
             .handle::<CreateHost, _, _>(|_, msg, cx| async move { create(&cx.kernel, msg).await })
             .handle::<ReconnectHost, _, _>(|_, _, cx| async move {
@@ -228,7 +230,7 @@ async fn connect(kernel: &Kernel, uuid: &str) -> Result<Inventory, Fault> {
 
 /// Takes a consumer's CPU and memory from a host: one conditional update (never below
 /// zero, whatever else runs, on any node) and the consumer's record, in one transaction.
-async fn reserve(kernel: &Kernel, uuid: &str, msg: ReserveCapacity) -> Result<Inventory, Fault> {
+async fn reserve(kernel: &Kernel, uuid: &str, msg: ReserveCapacity) -> Result<HostRecord, Fault> {
     let memory = i64::try_from(msg.memory_size)
         .map_err(|_| Fault::invalid("memory_size", "memory_size is too large"))?;
     let cpu = i64::from(msg.cpu_num);
@@ -237,7 +239,7 @@ async fn reserve(kernel: &Kernel, uuid: &str, msg: ReserveCapacity) -> Result<In
         let on = text(&held, "host_uuid");
         if on == uuid {
             // Asked again (a retried request): it already holds it.
-            return HOSTS.read(kernel, &mut tx, uuid).await;
+            return HOSTS.read_record(&mut tx, uuid).await;
         }
         return Err(Fault::conflict(format!(
             "{} already holds capacity on host {on}",
@@ -257,13 +259,11 @@ async fn reserve(kernel: &Kernel, uuid: &str, msg: ReserveCapacity) -> Result<In
             ],
         )
         .await?;
-    let host = HOSTS.read(kernel, &mut tx, uuid).await?;
+    let host: HostRecord = HOSTS.read_record(&mut tx, uuid).await?;
     if taken == 0 {
-        let free = |column: &str| host.get(column).and_then(Value::as_i64).unwrap_or(0);
         return Err(Fault::conflict(format!(
             "host {uuid} has {} vCPUs and {} bytes free; {cpu} and {memory} are needed",
-            free("available_cpu"),
-            free("available_memory"),
+            host.available_cpu, host.available_memory,
         )));
     }
     let record = row(json!({

@@ -2,6 +2,7 @@
 //! backup storage's capacity, and gives it back when the image is deleted.
 
 use flatstack_header::storage::CreateImage;
+use flatstack_header::storage::ImageRecord;
 use flatstack_header::{ApiResource, Inventory};
 use flatstack_kernel::migration::Migration;
 use flatstack_kernel::{Fault, Kernel, Message, Plugin, PluginBuilder};
@@ -55,6 +56,7 @@ impl Plugin for ImagePlugin {
         ));
         let mut service = b.service("image", ());
         IMAGES.serve(&mut service);
+        IMAGES.serve_record::<ImageRecord, _>(&mut service);
         service
             .handle::<CreateImage, _, _>(|_, msg, cx| async move { create(&cx.kernel, msg).await });
         b.register(ApiResource {

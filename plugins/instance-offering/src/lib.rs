@@ -1,6 +1,7 @@
 //! Instance offerings: the CPU/memory shapes VMs are created with.
 
 use flatstack_header::storage::CreateInstanceOffering;
+use flatstack_header::storage::InstanceOfferingRecord;
 use flatstack_header::ApiResource;
 use flatstack_kernel::migration::Migration;
 use flatstack_kernel::{Fault, Message, Plugin, PluginBuilder};
@@ -38,6 +39,7 @@ impl Plugin for InstanceOfferingPlugin {
         ));
         let mut service = b.service("instance-offering", ());
         OFFERINGS.serve(&mut service);
+        OFFERINGS.serve_record::<InstanceOfferingRecord, _>(&mut service);
         service.handle::<CreateInstanceOffering, _, _>(|_, msg, cx| async move {
             check_name(&msg.name)?;
             if msg.cpu_num == 0 || msg.cpu_num > 1024 {

@@ -2,6 +2,7 @@
 //! Other types (`L2VlanNetwork`, ...) plug in as drivers of the `L2Networks` kind: they
 //! validate and store their own fields and hand per-network messages to this base.
 
+use flatstack_header::network::L2NetworkRecord;
 use flatstack_header::network::{
     AttachL2Cluster, CreateL2Network, DetachL2Cluster, L2NetworkDriver, L2Networks, ListL2Clusters,
     L2_NETWORK_SERVICE, L2_NO_VLAN,
@@ -27,8 +28,16 @@ static L2_NETWORKS: ResourceTable = ResourceTable {
         kernel.drivers().get::<L2Networks>(l2_type).ok()?.table()
     }),
     before_delete: None,
-    decorate: None,
+    decorate: Some(|tx, network| Box::pin(attached_clusters(tx, network))),
 };
+
+/// Shows the clusters the network is attached to (their hosts reach it).
+async fn attached_clusters(tx: &mut Tx, network: &mut Inventory) -> Result<(), Fault> {
+    let uuid = text(network, "uuid").to_owned();
+    let clusters = CLUSTER_ATTACHMENTS.targets(tx, &uuid).await?;
+    network.insert("attached_cluster_uuids".into(), json!(clusters));
+    Ok(())
+}
 
 /// Linux limits interface names to 15 bytes (IFNAMSIZ - 1).
 const MAX_INTERFACE_LEN: usize = 15;
@@ -72,6 +81,7 @@ impl Plugin for L2NetworkPlugin {
             .driver::<L2Networks>(L2_NO_VLAN, Arc::new(NoVlanDriver));
         let mut service = b.service(L2_NETWORK_SERVICE, ());
         L2_NETWORKS.serve(&mut service);
+        L2_NETWORKS.serve_record::<L2NetworkRecord, _>(&mut service);
         service
             .handle::<CreateL2Network, _, _>(
                 |_, msg, cx| async move { create(&cx.kernel, msg).await },

@@ -7,10 +7,14 @@
 
 mod ipv4;
 
+use flatstack_header::infra::HostRecord;
+use flatstack_header::network::L2NetworkRecord;
+use flatstack_header::network::L3NetworkRecord;
 use flatstack_header::network::{
     AllocateIp, CreateIpRange, CreateL3Network, ListIpAddresses, ListIpRanges, ReleaseIp,
     ReleaseIps, IP_RANGE_SERVICE, L3_NETWORK_SERVICE,
 };
+use flatstack_header::record;
 use flatstack_header::vm::{HostFilter, VmWork};
 use flatstack_header::{ApiChild, ApiResource, Inventory, InventoryList};
 use flatstack_kernel::migration::Migration;
@@ -104,6 +108,7 @@ impl Plugin for L3NetworkPlugin {
 
         let mut l3 = b.service(L3_NETWORK_SERVICE, Hints::default());
         L3_NETWORKS.serve(&mut l3);
+        L3_NETWORKS.serve_record::<L3NetworkRecord, _>(&mut l3);
         l3.handle::<CreateL3Network, _, _>(
             |_, msg, cx| async move { create(&cx.kernel, msg).await },
         )
@@ -174,19 +179,10 @@ fn object(value: Value) -> Result<Map<String, Value>, Fault> {
 
 async fn create(kernel: &Kernel, msg: CreateL3Network) -> Result<Inventory, Fault> {
     check_name(&msg.name)?;
-    let zone = {
-        let mut tx = store(kernel)?.begin().await?;
-        let l2 = tx
-            .get("l2_networks", &msg.l2_network_uuid)
-            .await?
-            .ok_or_else(|| {
-                Fault::invalid(
-                    "l2_network_uuid",
-                    format!("no L2 network {}", msg.l2_network_uuid),
-                )
-            })?;
-        text(&l2, "zone_uuid").to_owned()
-    };
+    // The row's foreign key keeps the L2 network from going before the row is written.
+    let zone = record::named::<L2NetworkRecord>(kernel, "l2_network_uuid", &msg.l2_network_uuid)
+        .await?
+        .zone_uuid;
     let row = object(json!({
         "name": msg.name, "description": msg.description,
         "l2_network_uuid": msg.l2_network_uuid, "zone_uuid": zone,
@@ -569,24 +565,22 @@ struct ReachesNetworks(KernelRef);
 
 #[async_trait]
 impl Filter<HostFilter> for ReachesNetworks {
-    async fn filter(&self, vm: &VmWork, hosts: Vec<Inventory>) -> Result<Vec<Inventory>, Fault> {
+    async fn filter(&self, vm: &VmWork, hosts: Vec<HostRecord>) -> Result<Vec<HostRecord>, Fault> {
         let kernel = self.0.get()?;
-        let mut tx = store(&kernel)?.read().await?;
         let mut reach: Option<std::collections::BTreeSet<String>> = None;
         for l3 in &vm.l3_network_uuids {
-            let Some(network) = tx.get("l3_networks", l3).await? else {
-                return Err(Fault::conflict(format!("L3 network {l3} is gone")));
+            let l2 = {
+                let mut tx = store(&kernel)?.read().await?;
+                let Some(network) = tx.get("l3_networks", l3).await? else {
+                    return Err(Fault::conflict(format!("L3 network {l3} is gone")));
+                };
+                text(&network, "l2_network_uuid").to_owned()
             };
-            let clusters: std::collections::BTreeSet<String> = tx
-                .list_refs(
-                    "l2_cluster_refs",
-                    "l2_network_uuid",
-                    text(&network, "l2_network_uuid"),
-                    "cluster_uuid",
-                )
-                .await?
-                .into_iter()
-                .collect();
+            let Some(l2) = record::get::<L2NetworkRecord>(&kernel, &l2).await? else {
+                return Err(Fault::conflict(format!("L2 network {l2} is gone")));
+            };
+            let clusters: std::collections::BTreeSet<String> =
+                l2.attached_cluster_uuids.into_iter().collect();
             reach = Some(match reach {
                 None => clusters,
                 Some(so_far) => so_far.intersection(&clusters).cloned().collect(),
@@ -595,7 +589,7 @@ impl Filter<HostFilter> for ReachesNetworks {
         let reach = reach.unwrap_or_default();
         Ok(hosts
             .into_iter()
-            .filter(|h| reach.contains(text(h, "cluster_uuid")))
+            .filter(|h| reach.contains(&h.cluster_uuid))
             .collect())
     }
 }

@@ -2,6 +2,7 @@
 //! it holds, no bytes. Volume operations can be made to fail or to be slow through the API
 //! (`inject_failure` on a primary storage).
 
+use flatstack_header::storage::PrimaryStorageRecord;
 use flatstack_header::storage::{BackupStorages, PrimaryStorages, StorageDriver};
 use flatstack_header::{DataDir, Inventory};
 use flatstack_kernel::{async_trait, Fault, Kernel, Plugin, PluginBuilder};
@@ -77,10 +78,10 @@ impl StorageDriver for Driver {
     async fn create_volume(
         &self,
         _kernel: &Kernel,
-        storage: &Inventory,
+        storage: &PrimaryStorageRecord,
         volume: &Inventory,
     ) -> Result<(), Fault> {
-        let ps = text(storage, "uuid");
+        let ps = storage.uuid.as_str();
         self.0.injections.perform(ps, "create_volume").await?;
         self.0.volumes.insert(text(volume, "uuid"), ps);
         Ok(())
@@ -89,12 +90,12 @@ impl StorageDriver for Driver {
     async fn delete_volume(
         &self,
         _kernel: &Kernel,
-        storage: &Inventory,
+        storage: &PrimaryStorageRecord,
         volume: &Inventory,
     ) -> Result<(), Fault> {
         self.0
             .injections
-            .perform(text(storage, "uuid"), "delete_volume")
+            .perform(&storage.uuid, "delete_volume")
             .await?;
         self.0.volumes.remove(text(volume, "uuid"));
         Ok(())

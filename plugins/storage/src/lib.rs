@@ -1,6 +1,7 @@
 //! Primary storage (volumes) and backup storage (images): two typed kinds whose drivers
 //! plug in by type. Primary storage is attached to the clusters that may use it.
 
+use flatstack_header::storage::PrimaryStorageRecord;
 use flatstack_header::storage::{
     AttachPrimaryStorage, BackupStorages, CreateBackupStorage, CreatePrimaryStorage, CreateStorage,
     DetachPrimaryStorage, PrimaryStorages, ReleaseStorage, ReserveStorage, PRIMARY_STORAGE_SERVICE,
@@ -89,6 +90,7 @@ impl Plugin for StoragePlugin {
 
         let mut primary = b.service(PRIMARY_STORAGE_SERVICE, ());
         PRIMARY.serve(&mut primary);
+        PRIMARY.serve_record::<PrimaryStorageRecord, _>(&mut primary);
         primary
             .handle::<CreatePrimaryStorage, _, _>(|_, msg, cx| async move {
                 create::<PrimaryStorages>(&cx.kernel, &PRIMARY, msg.0).await

@@ -1,8 +1,12 @@
 //! The create-VM flow: each step undone in reverse if a later one fails.
 
 use crate::VMS;
-use flatstack_header::infra::{HostDriver, Hosts, ReleaseCapacity, ReserveCapacity, HOST_SERVICE};
+use flatstack_header::infra::{
+    HostDriver, HostQuery, HostRecord, HostState, HostStatus, Hosts, ReleaseCapacity,
+    ReserveCapacity,
+};
 use flatstack_header::network::{AllocateIp, ReleaseIps, L3_NETWORK_SERVICE};
+use flatstack_header::record;
 use flatstack_header::vm::{
     state, CreateVm, HostFilter, HostSort, Nic, VmAllocateVolumes, VmPostInstantiate,
     VmPreInstantiate, VmReserve, VmWork,
@@ -141,16 +145,15 @@ impl Step<VmWork> for AllocateHost {
 
     async fn run(&self, work: &mut VmWork) -> Result<(), Fault> {
         let kernel = &self.0;
-        let mut candidates = {
-            let mut tx = store(kernel)?.read().await?;
-            let mut filter = Inventory::new();
-            filter.insert("status".into(), json!("Connected"));
-            filter.insert("state".into(), json!("Enabled"));
-            if let Some(host) = &work.requested_host {
-                filter.insert("uuid".into(), json!(host));
-            }
-            tx.list("hosts", &filter).await?
+        let query = HostQuery {
+            status: Some(HostStatus::Connected),
+            state: Some(HostState::Enabled),
+            ..HostQuery::default()
         };
+        let mut candidates = record::find::<HostRecord>(kernel, query).await?;
+        if let Some(host) = &work.requested_host {
+            candidates.retain(|h| &h.uuid == host);
+        }
         if candidates.is_empty() {
             return Err(Fault::conflict(
                 "no connected and enabled host to place the VM on",
@@ -173,11 +176,7 @@ impl Step<VmWork> for AllocateHost {
                 cpu_num: work.cpu_num,
                 memory_size: work.memory_size,
             };
-            match kernel
-                .request(HOST_SERVICE, reserve)
-                .resource(text(&host, "uuid"))
-                .await
-            {
+            match kernel.ask(reserve).resource(&host.uuid).await {
                 Ok(host) => {
                     // Recorded on the VM's row with its NICs.
                     work.host = Some(host);
@@ -201,7 +200,7 @@ pub(crate) async fn release_host(kernel: &Kernel, vm_uuid: &str) -> Result<(), F
         let release = ReleaseCapacity {
             consumer: vm_uuid.to_owned(),
         };
-        kernel.request(HOST_SERVICE, release).await
+        kernel.ask(release).await
     })
     .await?;
     Ok(())
@@ -297,21 +296,19 @@ pub(crate) async fn release_nics(kernel: &Kernel, vm_uuid: &str) -> Result<(), F
 pub(crate) fn host_driver<'w>(
     kernel: &Kernel,
     work: &'w VmWork,
-) -> Result<(&'w Inventory, std::sync::Arc<dyn HostDriver>), Fault> {
+) -> Result<(&'w HostRecord, std::sync::Arc<dyn HostDriver>), Fault> {
     let host = work
         .host
         .as_ref()
         .ok_or_else(|| Fault::internal(format!("VM {} has no host", work.vm_uuid)))?;
-    let status = text(host, "status");
-    if status != "Connected" {
+    if host.status != HostStatus::Connected {
         return Err(Fault::conflict(format!(
-            "host {} of VM {} is {status}: reconnect it first",
-            text(host, "uuid"),
-            work.vm_uuid
+            "host {} of VM {} is {}: reconnect it first",
+            host.uuid, work.vm_uuid, host.status
         ))
-        .with_detail("host_status", status));
+        .with_detail("host_status", host.status.as_str()));
     }
-    Ok((host, kernel.drivers().get::<Hosts>(text(host, "type"))?))
+    Ok((host, kernel.drivers().get::<Hosts>(&host.host_type)?))
 }
 
 /// Asks the VM's host's driver to start or to stop it; undone by the opposite.

@@ -5,8 +5,9 @@
 //! reconnects).
 
 use crate::{read, VMS};
-use flatstack_header::infra::Hosts;
+use flatstack_header::infra::{self, HostRecord, Hosts};
 use flatstack_header::points::StateChanged;
+use flatstack_header::record;
 use flatstack_header::vm::{state, VM_SERVICE};
 use flatstack_header::{Inventory, StateChange};
 use flatstack_kernel::schemars::{self, JsonSchema};
@@ -75,27 +76,26 @@ impl Observe<StateChanged> for HostStatus {
             return Ok(());
         }
         let settled = match change.to.as_str() {
-            "Disconnected" => state::RUNNING,
-            "Connected" => state::UNKNOWN,
+            s if s == infra::HostStatus::Disconnected.as_str() => state::RUNNING,
+            s if s == infra::HostStatus::Connected.as_str() => state::UNKNOWN,
             _ => return Ok(()),
         };
         let kernel = self.0.get()?;
-        let (host, vms) = {
+        let host = record::get::<HostRecord>(&kernel, &change.uuid)
+            .await?
+            .ok_or_else(|| Fault::not_found(format!("no host {}", change.uuid)))?;
+        let vms = {
             let mut tx = store(&kernel)?.read().await?;
-            let host = tx
-                .get("hosts", &change.uuid)
-                .await?
-                .ok_or_else(|| Fault::not_found(format!("no host {}", change.uuid)))?;
             let mut filter = Inventory::new();
             filter.insert("host_uuid".into(), json!(change.uuid));
             filter.insert("state".into(), json!(settled));
-            (host, tx.list(VMS.table, &filter).await?)
+            tx.list(VMS.table, &filter).await?
         };
         if vms.is_empty() {
             return Ok(());
         }
         let running = if settled == state::UNKNOWN {
-            let driver = kernel.drivers().get::<Hosts>(text(&host, "type"))?;
+            let driver = kernel.drivers().get::<Hosts>(&host.host_type)?;
             Some(driver.running_vms(&kernel, &host).await?)
         } else {
             None

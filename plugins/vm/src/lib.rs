@@ -13,6 +13,11 @@ mod host_status;
 mod in_use;
 mod recovery;
 
+use flatstack_header::infra::HostRecord;
+use flatstack_header::network::L3NetworkRecord;
+use flatstack_header::record;
+use flatstack_header::storage::{ImageRecord, InstanceOfferingRecord};
+use flatstack_header::vm::VmRecord;
 use flatstack_header::vm::{
     state, CreateVm, HostFilter, HostSort, Nic, RebootVm, StartVm, StopVm, VmAllocateVolumes,
     VmCreateCheck, VmDestroyCheck, VmDestroyed, VmPostInstantiate, VmPreDestroy, VmPreInstantiate,
@@ -98,6 +103,7 @@ impl Plugin for VmPlugin {
 
         let mut service = b.service(VM_SERVICE, ());
         VMS.serve_reads(&mut service);
+        VMS.serve_record::<VmRecord, _>(&mut service);
         service
             .handle::<CreateVm, _, _>(|_, msg, cx| async move {
                 create(&cx.kernel, cx.operation.as_deref(), msg).await
@@ -158,14 +164,11 @@ struct HasCapacity;
 
 #[async_trait]
 impl Filter<HostFilter> for HasCapacity {
-    async fn filter(&self, vm: &VmWork, hosts: Vec<Inventory>) -> Result<Vec<Inventory>, Fault> {
-        let free =
-            |host: &Inventory, column: &str| host.get(column).and_then(Value::as_i64).unwrap_or(0);
+    async fn filter(&self, vm: &VmWork, hosts: Vec<HostRecord>) -> Result<Vec<HostRecord>, Fault> {
         Ok(hosts
             .into_iter()
             .filter(|h| {
-                free(h, "available_cpu") >= i64::from(vm.cpu_num)
-                    && free(h, "available_memory") as u64 >= vm.memory_size
+                h.available_cpu >= u64::from(vm.cpu_num) && h.available_memory >= vm.memory_size
             })
             .collect())
     }
@@ -176,13 +179,12 @@ struct MostFreeMemory;
 
 #[async_trait]
 impl Filter<HostSort> for MostFreeMemory {
-    async fn filter(&self, _: &VmWork, mut hosts: Vec<Inventory>) -> Result<Vec<Inventory>, Fault> {
-        let free = |host: &Inventory| {
-            host.get("available_memory")
-                .and_then(Value::as_i64)
-                .unwrap_or(0)
-        };
-        hosts.sort_by_key(|h| std::cmp::Reverse(free(h)));
+    async fn filter(
+        &self,
+        _: &VmWork,
+        mut hosts: Vec<HostRecord>,
+    ) -> Result<Vec<HostRecord>, Fault> {
+        hosts.sort_by_key(|h| std::cmp::Reverse(h.available_memory));
         Ok(hosts)
     }
 }
@@ -202,57 +204,53 @@ async fn create(
     msg: CreateVm,
 ) -> Result<Inventory, Fault> {
     check_name(&msg.name)?;
-    let mut work = {
-        let mut tx = store(kernel)?.read().await?;
-        let offering = tx
-            .get("instance_offerings", &msg.instance_offering_uuid)
-            .await?
-            .ok_or_else(|| {
-                Fault::invalid(
-                    "instance_offering_uuid",
-                    format!("no instance offering {}", msg.instance_offering_uuid),
-                )
-            })?;
-        if !tx.exists("images", &msg.image_uuid).await? {
-            return Err(Fault::invalid(
-                "image_uuid",
-                format!("no image {}", msg.image_uuid),
-            ));
-        }
-        if msg.l3_network_uuids.is_empty() {
-            return Err(Fault::invalid(
-                "l3_network_uuids",
-                "name one or more L3 networks",
-            ));
-        }
-        let mut seen = std::collections::BTreeSet::new();
-        for l3 in &msg.l3_network_uuids {
-            if !seen.insert(l3) || !tx.exists("l3_networks", l3).await? {
-                return Err(Fault::invalid(
-                    "l3_network_uuids",
-                    format!("no L3 network {l3} (or named twice)"),
-                ));
+    if msg.l3_network_uuids.is_empty() {
+        return Err(Fault::invalid(
+            "l3_network_uuids",
+            "name one or more L3 networks",
+        ));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    if let Some(twice) = msg.l3_network_uuids.iter().find(|l3| !seen.insert(*l3)) {
+        return Err(Fault::invalid(
+            "l3_network_uuids",
+            format!("L3 network {twice} is named twice"),
+        ));
+    }
+    // What the request names, from the plugins that own it, all at once.
+    let networks = msg
+        .l3_network_uuids
+        .iter()
+        .map(|l3| record::named::<L3NetworkRecord>(kernel, "l3_network_uuids", l3));
+    let (offering, _image, _networks, _host) = futures::try_join!(
+        record::named::<InstanceOfferingRecord>(
+            kernel,
+            "instance_offering_uuid",
+            &msg.instance_offering_uuid
+        ),
+        record::named::<ImageRecord>(kernel, "image_uuid", &msg.image_uuid),
+        futures::future::try_join_all(networks),
+        async {
+            match &msg.host_uuid {
+                Some(host) => record::named::<HostRecord>(kernel, "host_uuid", host)
+                    .await
+                    .map(Some),
+                None => Ok(None),
             }
-        }
-        if let Some(host) = &msg.host_uuid {
-            if !tx.exists("hosts", host).await? {
-                return Err(Fault::invalid("host_uuid", format!("no host {host}")));
-            }
-        }
-        let number = |column: &str| offering.get(column).and_then(Value::as_u64).unwrap_or(0);
-        VmWork {
-            vm_uuid: flatstack_store::resource::new_uuid(),
-            name: msg.name.clone(),
-            owner: msg.owner.clone(),
-            cpu_num: u32::try_from(number("cpu_num")).unwrap_or(u32::MAX),
-            memory_size: number("memory_size"),
-            image_uuid: msg.image_uuid.clone(),
-            l3_network_uuids: msg.l3_network_uuids.clone(),
-            requested_host: msg.host_uuid.clone(),
-            host_tags: msg.host_tags.clone(),
-            host: None,
-            nics: Vec::new(),
-        }
+        },
+    )?;
+    let mut work = VmWork {
+        vm_uuid: flatstack_store::resource::new_uuid(),
+        name: msg.name.clone(),
+        owner: msg.owner.clone(),
+        cpu_num: offering.cpu_num,
+        memory_size: offering.memory_size,
+        image_uuid: msg.image_uuid.clone(),
+        l3_network_uuids: msg.l3_network_uuids.clone(),
+        requested_host: msg.host_uuid.clone(),
+        host_tags: msg.host_tags.clone(),
+        host: None,
+        nics: Vec::new(),
     };
     kernel.extensions().veto::<VmCreateCheck>(&work)?;
     let created = flow::Created::default();
@@ -296,9 +294,8 @@ pub(crate) async fn read(kernel: &Kernel, uuid: &str) -> Result<Inventory, Fault
 
 /// Rebuilds what the flows carry from a stored VM.
 async fn work_of(kernel: &Kernel, vm: &Inventory) -> Result<VmWork, Fault> {
-    let mut tx = store(kernel)?.read().await?;
     let host = match vm.get("host_uuid").and_then(Value::as_str) {
-        Some(h) => tx.get("hosts", h).await?,
+        Some(h) => record::get::<HostRecord>(kernel, h).await?,
         None => None,
     };
     let nics: Vec<Nic> = vm

@@ -13,7 +13,8 @@
 //! restart, or twice.
 
 use crate::{flow, read, work_of, VMS};
-use flatstack_header::infra::Hosts;
+use flatstack_header::infra::{HostQuery, HostRecord, HostStatus, Hosts};
+use flatstack_header::record;
 use flatstack_header::vm::{
     state, VmAllocateVolumes, VmDestroyed, VmPostInstantiate, VmPreInstantiate, VmReserve, VmWork,
     VM_SERVICE,
@@ -283,13 +284,12 @@ where
 /// host runs that the database does not place there is reported, never adopted.
 pub(crate) async fn sync_hosts(kernel: Kernel) -> Result<(), Fault> {
     let (hosts, vms) = {
+        let query = HostQuery {
+            status: Some(HostStatus::Connected),
+            ..HostQuery::default()
+        };
+        let hosts = record::find::<HostRecord>(&kernel, query).await?;
         let mut tx = store(&kernel)?.read().await?;
-        let hosts = tx
-            .query(
-                "SELECT * FROM hosts WHERE status = $1",
-                &[json!("Connected")],
-            )
-            .await?;
         let vms = tx
             .query(
                 "SELECT uuid, host_uuid, state FROM vm_instances WHERE host_uuid IS NOT NULL",
@@ -299,8 +299,8 @@ pub(crate) async fn sync_hosts(kernel: Kernel) -> Result<(), Fault> {
         (hosts, vms)
     };
     for host in hosts {
-        let host_uuid = text(&host, "uuid");
-        let driver = kernel.drivers().get::<Hosts>(text(&host, "type"))?;
+        let host_uuid = host.uuid.as_str();
+        let driver = kernel.drivers().get::<Hosts>(&host.host_type)?;
         let running: HashSet<String> = match driver.running_vms(&kernel, &host).await {
             Ok(running) => running.into_iter().collect(),
             Err(fault) => {

@@ -6,11 +6,17 @@
 
 mod in_use;
 
+use flatstack_header::infra::HostRecord;
 use flatstack_header::infra::Hosts;
+use flatstack_header::record;
+use flatstack_header::storage::{
+    ImageRecord, PrimaryStorageQuery, PrimaryStorageRecord, StorageStatus,
+};
 use flatstack_header::storage::{
     PrimaryStorages, ReleaseStorage, ReserveStorage, StorageDriver, PRIMARY_STORAGE_SERVICE,
 };
 use flatstack_header::vm::{state as vm_state, HostFilter, VmAllocateVolumes, VmWork};
+use flatstack_header::vm::{VmRecord, VmState};
 use flatstack_header::volume::{kind, AttachVolume, CreateVolume, DetachVolume, VOLUME_SERVICE};
 use flatstack_header::{
     ApiAction, ApiResource, DeleteResource, Inventory, ResourceCreated, ResourceDeleted,
@@ -24,7 +30,6 @@ use flatstack_store::recovery::{retry, Reconciler};
 use flatstack_store::resource::{
     check_name, derived_uuid, new_uuid, row, store, text, ResourceTable,
 };
-use flatstack_store::Tx;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
@@ -119,29 +124,28 @@ impl Plugin for VolumePlugin {
 
 /// Primary storage and its driver.
 struct Storage {
-    record: Inventory,
+    record: PrimaryStorageRecord,
     driver: Arc<dyn StorageDriver>,
 }
 
 impl Storage {
     async fn load(kernel: &Kernel, uuid: &str) -> Result<Option<Storage>, Fault> {
-        let mut tx = store(kernel)?.read().await?;
-        tx.get("primary_storage", uuid)
+        record::get::<PrimaryStorageRecord>(kernel, uuid)
             .await?
             .map(|record| Storage::of(kernel, record))
             .transpose()
     }
 
     /// The storage of `record`, with its type's driver.
-    fn of(kernel: &Kernel, record: Inventory) -> Result<Storage, Fault> {
+    fn of(kernel: &Kernel, record: PrimaryStorageRecord) -> Result<Storage, Fault> {
         let driver = kernel
             .drivers()
-            .get::<PrimaryStorages>(text(&record, "type"))?;
+            .get::<PrimaryStorages>(&record.storage_type)?;
         Ok(Storage { record, driver })
     }
 
     fn uuid(&self) -> &str {
-        text(&self.record, "uuid")
+        &self.record.uuid
     }
 
     /// Takes `size` bytes of this storage for volume `consumer`; asking again for the same
@@ -204,51 +208,31 @@ async fn remove_row(kernel: &Kernel, uuid: &str, announce: bool) -> Result<(), F
 }
 
 /// Connected primary storage attached to `cluster` with `size` bytes free, most free first.
-async fn candidates(
-    kernel: &Kernel,
-    tx: &mut Tx,
-    cluster: &str,
-    size: u64,
-) -> Result<Vec<Storage>, Fault> {
-    let mut filter = Inventory::new();
-    filter.insert("cluster_uuid".into(), json!(cluster));
-    let mut found = Vec::new();
-    for reference in tx
-        .list_by(
-            "primary_storage_cluster_refs",
-            &filter,
-            &["primary_storage_uuid"],
-        )
+async fn candidates(kernel: &Kernel, cluster: &str, size: u64) -> Result<Vec<Storage>, Fault> {
+    let query = PrimaryStorageQuery {
+        status: Some(StorageStatus::Connected),
+        ..PrimaryStorageQuery::default()
+    };
+    let mut found: Vec<PrimaryStorageRecord> = record::find(kernel, query)
         .await?
-    {
-        let Some(ps) = tx
-            .get("primary_storage", text(&reference, "primary_storage_uuid"))
-            .await?
-        else {
-            continue;
-        };
-        let free = ps
-            .get("available_capacity")
-            .and_then(Value::as_u64)
-            .unwrap_or(0);
-        if text(&ps, "status") == "Connected" && free >= size {
-            found.push((free, ps));
-        }
-    }
-    found.sort_by_key(|(free, _)| std::cmp::Reverse(*free));
+        .into_iter()
+        .filter(|ps: &PrimaryStorageRecord| {
+            ps.available_capacity >= size && ps.attached_cluster_uuids.iter().any(|c| c == cluster)
+        })
+        .collect();
+    found.sort_by_key(|ps| std::cmp::Reverse(ps.available_capacity));
     found
         .into_iter()
-        .map(|(_, record)| Storage::of(kernel, record))
+        .map(|record| Storage::of(kernel, record))
         .collect()
 }
 
 /// The size of the root volume of a VM of `image`.
-async fn image_size(tx: &mut Tx, image: &str) -> Result<u64, Fault> {
-    let image = tx
-        .get("images", image)
+async fn image_size(kernel: &Kernel, image: &str) -> Result<u64, Fault> {
+    let image = record::get::<ImageRecord>(kernel, image)
         .await?
         .ok_or_else(|| Fault::conflict(format!("image {image} is gone")))?;
-    Ok(image.get("size").and_then(Value::as_u64).unwrap_or(0))
+    Ok(image.size)
 }
 
 /// Keeps the hosts whose cluster reaches connected primary storage with room for the VM's
@@ -257,20 +241,17 @@ struct ReachesStorage(KernelRef);
 
 #[async_trait]
 impl Filter<HostFilter> for ReachesStorage {
-    async fn filter(&self, vm: &VmWork, hosts: Vec<Inventory>) -> Result<Vec<Inventory>, Fault> {
+    async fn filter(&self, vm: &VmWork, hosts: Vec<HostRecord>) -> Result<Vec<HostRecord>, Fault> {
         let kernel = self.0.get()?;
-        let mut tx = store(&kernel)?.read().await?;
-        let size = image_size(&mut tx, &vm.image_uuid).await?;
+        let size = image_size(&kernel, &vm.image_uuid).await?;
         let mut reachable = std::collections::BTreeMap::new();
         let mut kept = Vec::new();
         for host in hosts {
-            let cluster = text(&host, "cluster_uuid").to_owned();
+            let cluster = host.cluster_uuid.clone();
             let ok = match reachable.get(&cluster) {
                 Some(ok) => *ok,
                 None => {
-                    let ok = !candidates(&kernel, &mut tx, &cluster, size)
-                        .await?
-                        .is_empty();
+                    let ok = !candidates(&kernel, &cluster, size).await?.is_empty();
                     reachable.insert(cluster, ok);
                     ok
                 }
@@ -312,12 +293,8 @@ impl DoUndo<VmAllocateVolumes> for RootVolume {
             .host
             .clone()
             .ok_or_else(|| Fault::internal("the VM has no host yet"))?;
-        let cluster = text(&host, "cluster_uuid");
-        let (size, candidates) = {
-            let mut tx = store(&kernel)?.read().await?;
-            let size = image_size(&mut tx, &vm.image_uuid).await?;
-            (size, candidates(&kernel, &mut tx, cluster, size).await?)
-        };
+        let size = image_size(&kernel, &vm.image_uuid).await?;
+        let candidates = candidates(&kernel, &host.cluster_uuid, size).await?;
         let uuid = root_volume_uuid(&vm.vm_uuid);
         let mut chosen = None;
         let mut last = None;
@@ -336,7 +313,8 @@ impl DoUndo<VmAllocateVolumes> for RootVolume {
         let Some(storage) = chosen else {
             return Err(last.unwrap_or_else(|| {
                 Fault::conflict(format!(
-                    "no connected primary storage attached to cluster {cluster} has {size} bytes free"
+                    "no connected primary storage attached to cluster {} has {size} bytes free",
+                    host.cluster_uuid
                 ))
             }));
         };
@@ -433,17 +411,13 @@ async fn create_data_volume(
     let ps = match &msg.primary_storage_uuid {
         Some(ps) => ps.clone(),
         None => {
-            let mut tx = store(kernel)?.read().await?;
-            let mut filter = Inventory::new();
-            filter.insert("status".into(), json!("Connected"));
-            let all = tx.list("primary_storage", &filter).await?;
-            let most_free = all.iter().max_by_key(|ps| {
-                ps.get("available_capacity")
-                    .and_then(Value::as_i64)
-                    .unwrap_or(0)
-            });
-            match most_free {
-                Some(ps) => text(ps, "uuid").to_owned(),
+            let query = PrimaryStorageQuery {
+                status: Some(StorageStatus::Connected),
+                ..PrimaryStorageQuery::default()
+            };
+            let all: Vec<PrimaryStorageRecord> = record::find(kernel, query).await?;
+            match all.into_iter().max_by_key(|ps| ps.available_capacity) {
+                Some(ps) => ps.uuid,
                 None => return Err(Fault::conflict("there is no connected primary storage")),
             }
         }
@@ -558,33 +532,29 @@ async fn delete_data_volume(kernel: &Kernel, uuid: &str) -> Result<(), Fault> {
 /// The VM a volume is to be (or is) attached to, its host, and the host's driver.
 struct Target {
     work: VmWork,
-    host: Inventory,
+    host: HostRecord,
     driver: Arc<dyn flatstack_header::infra::HostDriver>,
 }
 
 async fn target(kernel: &Kernel, vm_uuid: &str, field: &str) -> Result<Target, Fault> {
-    let mut tx = store(kernel)?.begin().await?;
-    let vm = tx
-        .get("vm_instances", vm_uuid)
-        .await?
-        .ok_or_else(|| Fault::invalid(field, format!("no VM {vm_uuid}")))?;
-    let current = text(&vm, "state");
-    if current != vm_state::RUNNING && current != vm_state::STOPPED {
+    let vm: VmRecord = record::named(kernel, field, vm_uuid).await?;
+    if vm.state != VmState::Running && vm.state != VmState::Stopped {
         return Err(Fault::conflict(format!(
-            "VM {vm_uuid} is {current}; volumes attach to and detach from running or stopped VMs"
+            "VM {vm_uuid} is {}; volumes attach to and detach from running or stopped VMs",
+            vm.state
         ))
-        .with_detail("state", current));
+        .with_detail("state", vm.state.as_str()));
     }
-    let host = match vm.get("host_uuid").and_then(Value::as_str) {
-        Some(host) => tx.get("hosts", host).await?,
+    let host = match &vm.host_uuid {
+        Some(host) => record::get::<HostRecord>(kernel, host).await?,
         None => None,
     }
     .ok_or_else(|| Fault::conflict(format!("VM {vm_uuid} has no host")))?;
-    let driver = kernel.drivers().get::<Hosts>(text(&host, "type"))?;
+    let driver = kernel.drivers().get::<Hosts>(&host.host_type)?;
     let work = VmWork {
         vm_uuid: vm_uuid.to_owned(),
-        name: text(&vm, "name").to_owned(),
-        owner: text(&vm, "owner").to_owned(),
+        name: vm.name,
+        owner: vm.owner,
         host: Some(host.clone()),
         ..VmWork::default()
     };
@@ -601,21 +571,11 @@ async fn attach(kernel: &Kernel, uuid: &str, vm_uuid: &str) -> Result<Inventory,
         )));
     }
     let target = target(kernel, vm_uuid, "vm_instance_uuid").await?;
-    let cluster = text(&target.host, "cluster_uuid");
+    let cluster = &target.host.cluster_uuid;
     let ps = text(&volume, "primary_storage_uuid");
-    let reachable = {
-        let mut tx = store(kernel)?.read().await?;
-        let mut filter = Inventory::new();
-        filter.insert("primary_storage_uuid".into(), json!(ps));
-        filter.insert("cluster_uuid".into(), json!(cluster));
-        !tx.list_by(
-            "primary_storage_cluster_refs",
-            &filter,
-            &["primary_storage_uuid"],
-        )
+    let reachable = record::get::<PrimaryStorageRecord>(kernel, ps)
         .await?
-        .is_empty()
-    };
+        .is_some_and(|ps| ps.attached_cluster_uuids.contains(cluster));
     if !reachable {
         return Err(Fault::conflict(format!(
             "VM {vm_uuid}'s cluster {cluster} cannot reach primary storage {ps}"

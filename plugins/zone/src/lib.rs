@@ -1,6 +1,7 @@
 //! Zones: the top of the infrastructure tree.
 
 use flatstack_header::infra::CreateZone;
+use flatstack_header::infra::ZoneRecord;
 use flatstack_header::ApiResource;
 use flatstack_kernel::migration::Migration;
 use flatstack_kernel::{Message, Plugin, PluginBuilder};
@@ -37,6 +38,7 @@ impl Plugin for ZonePlugin {
         ));
         let mut service = b.service("zone", ());
         ZONES.serve(&mut service);
+        ZONES.serve_record::<ZoneRecord, _>(&mut service);
         service.handle::<CreateZone, _, _>(|_, msg, cx| async move {
             check_name(&msg.name)?;
             let row = row(json!({"name": msg.name, "description": msg.description}));

@@ -19,6 +19,15 @@ pub trait Request: Message {
     type Reply: Serialize + DeserializeOwned + JsonSchema + Send + 'static;
 }
 
+/// A request whose owner is known from its type: callers send it with [`Bus::ask`] (or
+/// `Kernel::ask`) and write no service name. Published with the owner's header.
+///
+/// [`Bus::ask`]: crate::Bus::ask
+pub trait Addressed: Request {
+    /// The id of the service that answers it.
+    const SERVICE: &'static str;
+}
+
 /// A message published to every interested subscriber. Its topic is `NAME`.
 pub trait Event: Message + Clone + Sync {}
 

@@ -13,8 +13,8 @@ mod transport;
 
 pub(crate) use message::encode;
 pub use message::{
-    decode, Envelope, Event, EventEnvelope, Message, MessageInfo, MessageKind, MessageRegistry,
-    Request,
+    decode, Addressed, Envelope, Event, EventEnvelope, Message, MessageInfo, MessageKind,
+    MessageRegistry, Request,
 };
 pub(crate) use service::ServiceTable;
 pub use service::{MessageContext, ServiceBuilder};
@@ -118,6 +118,11 @@ impl Bus {
             timeout: None,
             msg,
         }
+    }
+
+    /// Sends `msg` to the service its type names ([`Addressed`]).
+    pub fn ask<M: Addressed>(&self, msg: M) -> RequestBuilder<'_, M> {
+        self.request(M::SERVICE, msg)
     }
 
     /// Sends a JSON request (by message name), locally or through the transport.
@@ -458,5 +463,10 @@ impl Kernel {
     /// Shorthand for `self.bus().request(service, msg)`.
     pub fn request<M: Request>(&self, service: &str, msg: M) -> RequestBuilder<'_, M> {
         self.bus().request(service, msg)
+    }
+
+    /// Shorthand for `self.bus().ask(msg)`: to the service `M` names.
+    pub fn ask<M: Addressed>(&self, msg: M) -> RequestBuilder<'_, M> {
+        self.bus().ask(msg)
     }
 }
