@@ -123,6 +123,7 @@ async fn bad_storage_input_changes_nothing() {
         "primary_storage_cluster_refs",
         "images",
         "image_backup_storage_refs",
+        "backup_storage_allocations",
         "instance_offerings",
         "event_outbox",
     ];
@@ -281,6 +282,7 @@ async fn images_take_and_give_back_backup_storage_capacity() {
         (600, 100)
     );
     assert_eq!(rows(dir.path(), "images").await, 1);
+    assert_eq!(rows(dir.path(), "backup_storage_allocations").await, 2);
 
     // A backup storage with images cannot go; deleting the image gives the capacity back.
     assert_eq!(
@@ -306,6 +308,7 @@ async fn images_take_and_give_back_backup_storage_capacity() {
         (1000, 500)
     );
     assert_eq!(rows(dir.path(), "image_backup_storage_refs").await, 0);
+    assert_eq!(rows(dir.path(), "backup_storage_allocations").await, 0);
     assert_eq!(
         node.send(
             Method::DELETE,
@@ -316,6 +319,39 @@ async fn images_take_and_give_back_backup_storage_capacity() {
         .0,
         StatusCode::NO_CONTENT
     );
+}
+
+/// An image's bytes are taken (by the storage plugin) before its row is written (by the
+/// image plugin): a stop between the two leaves bytes held by no image, and a stop after
+/// an image's delete but before its bytes are given back leaves the same. The next start
+/// gives them back, and leaves the bytes of the images that exist alone.
+#[tokio::test]
+async fn bytes_a_stop_left_held_by_no_image_are_given_back_at_start() {
+    let dir = common::data_dir();
+    let node = Node::start(dir.path());
+    let zone = uuid(&node.create("zones", json!({"name": "z"})).await);
+    let bs = backup(&node, &zone, "bs", 1000).await;
+    node.create("images", json!({"name": "kept", "url": "http://x/kept", "format": "raw", "size": 100, "backup_storage_uuids": [bs]}))
+        .await;
+    drop(node); // SIGKILL
+
+    // What the stop left: 300 bytes taken for an image whose row was never written.
+    let orphan = "0".repeat(32);
+    let taken = common::execute(
+        dir.path(),
+        &format!("UPDATE backup_storage SET available_capacity = available_capacity - 300 WHERE uuid = '{bs}'"),
+    )
+    .await;
+    assert_eq!(taken, 1);
+    common::execute(
+        dir.path(),
+        &format!("INSERT INTO backup_storage_allocations (consumer_uuid, backup_storage_uuid, size, created_at) VALUES ('{orphan}', '{bs}', 300, '2026-12-03T00:00:00Z')"),
+    )
+    .await;
+
+    let node = Node::start(dir.path());
+    assert_eq!(capacity(&node, &bs).await, 900);
+    assert_eq!(rows(dir.path(), "backup_storage_allocations").await, 1);
 }
 
 #[tokio::test]

@@ -196,6 +196,33 @@ impl Request for CreateInstanceOffering {
     type Reply = Inventory;
 }
 
+/// Takes `size` bytes of the addressed backup storage for a consumer (an image's uuid);
+/// `conflict` if it has not got them. One record per (consumer, backup storage), written
+/// with the take: asking again takes nothing more. A consumer may hold bytes of several.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReserveBackupStorage {
+    pub consumer: String,
+    pub size: u64,
+}
+crate::request!(ReserveBackupStorage = "backup-storage.capacity.reserve" => (), service BACKUP_STORAGE_SERVICE);
+
+/// Gives back whatever bytes a consumer holds on any backup storage (addressed to none).
+/// Idempotent: how many backup storages it held bytes of (`0` once released).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseBackupStorage {
+    pub consumer: String,
+}
+crate::request!(ReleaseBackupStorage = "backup-storage.capacity.release" => u32, service BACKUP_STORAGE_SERVICE);
+
+/// Every consumer holding bytes of some backup storage: what its owner checks at start
+/// against its own records, to give back what a stop left held by nothing.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BackupStorageConsumers {}
+crate::request!(BackupStorageConsumers = "backup-storage.capacity.consumers" => Vec<String>, service BACKUP_STORAGE_SERVICE);
+
 /// The service that owns images.
 pub const IMAGE_SERVICE: &str = "image";
 /// The service that owns instance offerings.

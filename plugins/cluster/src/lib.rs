@@ -1,11 +1,12 @@
 //! Clusters: groups of hosts of one hypervisor type, in a zone.
 
-use flatstack_header::infra::ClusterRecord;
+use flatstack_header::infra::{ClusterRecord, ZoneRecord};
 use flatstack_header::infra::{CreateCluster, Hosts};
+use flatstack_header::record;
 use flatstack_header::ApiResource;
 use flatstack_kernel::migration::Migration;
 use flatstack_kernel::{Fault, Message, Plugin, PluginBuilder};
-use flatstack_store::resource::{check_name, row, store, ResourceTable};
+use flatstack_store::resource::{check_name, row, ResourceTable};
 use serde_json::json;
 
 static CLUSTERS: ResourceTable = ResourceTable {
@@ -52,14 +53,7 @@ impl Plugin for ClusterPlugin {
                 .drivers()
                 .get::<Hosts>(&msg.hypervisor_type)
                 .map_err(|f| Fault::invalid("hypervisor_type", f.message))?;
-            let mut tx = store(&cx.kernel)?.begin().await?;
-            if !tx.exists("zones", &msg.zone_uuid).await? {
-                return Err(Fault::invalid(
-                    "zone_uuid",
-                    format!("no zone {}", msg.zone_uuid),
-                ));
-            }
-            drop(tx);
+            record::named::<ZoneRecord>(&cx.kernel, "zone_uuid", &msg.zone_uuid).await?;
             let row = row(json!({
                 "name": msg.name, "description": msg.description,
                 "zone_uuid": msg.zone_uuid, "hypervisor_type": msg.hypervisor_type,

@@ -1,10 +1,11 @@
 //! Hosts: the hypervisors VMs run on. The host plugin owns the base record and the
 //! connect flow; hypervisor drivers (types of the `Hosts` kind) do the rest.
 
-use flatstack_header::infra::HostRecord;
+use flatstack_header::infra::{ClusterRecord, HostRecord};
 use flatstack_header::infra::{
     CreateHost, HostConnect, HostConnection, Hosts, ReconnectHost, ReleaseCapacity, ReserveCapacity,
 };
+use flatstack_header::record;
 use flatstack_header::{ApiAction, ApiResource, Inventory};
 use flatstack_kernel::migration::Migration;
 use flatstack_kernel::{Fault, Kernel, Message, Plugin, PluginBuilder};
@@ -134,28 +135,18 @@ async fn create(kernel: &Kernel, msg: CreateHost) -> Result<Inventory, Fault> {
             )
         })?;
     let own = driver.validate(&msg.driver)?;
+    let cluster = record::named::<ClusterRecord>(kernel, "cluster_uuid", &msg.cluster_uuid).await?;
+    if cluster.hypervisor_type != msg.host_type {
+        return Err(Fault::invalid(
+            "type",
+            format!(
+                "cluster {} holds {} hosts, not {}",
+                msg.cluster_uuid, cluster.hypervisor_type, msg.host_type
+            ),
+        ));
+    }
     {
         let mut tx = store(kernel)?.begin().await?;
-        let cluster = tx
-            .get("clusters", &msg.cluster_uuid)
-            .await?
-            .ok_or_else(|| {
-                Fault::invalid("cluster_uuid", format!("no cluster {}", msg.cluster_uuid))
-            })?;
-        if cluster.get("hypervisor_type").and_then(Value::as_str) != Some(msg.host_type.as_str()) {
-            return Err(Fault::invalid(
-                "type",
-                format!(
-                    "cluster {} holds {} hosts, not {}",
-                    msg.cluster_uuid,
-                    cluster
-                        .get("hypervisor_type")
-                        .and_then(Value::as_str)
-                        .unwrap_or("?"),
-                    msg.host_type
-                ),
-            ));
-        }
         if tx
             .count_where("hosts", "management_ip", &json!(msg.management_ip))
             .await?

@@ -1,15 +1,21 @@
 //! Images, registered on backup storage: each placement takes the image's size from that
 //! backup storage's capacity, and gives it back when the image is deleted.
 
-use flatstack_header::storage::CreateImage;
-use flatstack_header::storage::ImageRecord;
-use flatstack_header::{ApiResource, Inventory};
+use flatstack_header::points::Deleted;
+use flatstack_header::storage::{
+    BackupStorageConsumers, CreateImage, ImageRecord, ReleaseBackupStorage, ReserveBackupStorage,
+    IMAGE_SERVICE,
+};
+use flatstack_header::{ApiResource, Inventory, ResourceChange};
 use flatstack_kernel::migration::Migration;
-use flatstack_kernel::{Fault, Kernel, Message, Plugin, PluginBuilder};
-use flatstack_store::resource::{check_name, row, text, ResourceTable};
+use flatstack_kernel::{
+    async_trait, Fault, FaultCode, Kernel, KernelRef, Message, Observe, Plugin, PluginBuilder,
+};
+use flatstack_store::recovery::Reconciler;
+use flatstack_store::resource::{check_name, new_uuid, row, store, text, ResourceTable};
 use flatstack_store::TableKind;
 use flatstack_store::Tx;
-use serde_json::{json, Value};
+use serde_json::json;
 use std::collections::BTreeSet;
 
 const FORMATS: &[&str] = &["qcow2", "raw", "iso", "vmdk"];
@@ -20,7 +26,7 @@ static IMAGES: ResourceTable = ResourceTable {
     table: "images",
     filters: &["name", "format", "status"],
     joined: None,
-    before_delete: Some(|tx, image| Box::pin(release(tx, image))),
+    before_delete: Some(|tx, image| Box::pin(unplace(tx, image))),
     decorate: Some(|tx, image| Box::pin(placements(tx, image))),
 };
 
@@ -54,14 +60,20 @@ impl Plugin for ImagePlugin {
                 created_at TEXT NOT NULL,
                 PRIMARY KEY (image_uuid, backup_storage_uuid));",
         ));
-        let mut service = b.service("image", ());
+        let kernel = b.kernel();
+        b.observe::<Deleted>(GiveBack(kernel));
+        b.register(Reconciler::at_start(
+            "backup storage held by no image",
+            |kernel| Box::pin(release_orphans(kernel)),
+        ));
+        let mut service = b.service(IMAGE_SERVICE, ());
         IMAGES.serve(&mut service);
         IMAGES.serve_record::<ImageRecord, _>(&mut service);
         service
             .handle::<CreateImage, _, _>(|_, msg, cx| async move { create(&cx.kernel, msg).await });
         b.register(ApiResource {
             path: "images",
-            service: "image",
+            service: IMAGE_SERVICE,
             create: CreateImage::NAME,
             driver_kind: None,
             filters: IMAGES.filters,
@@ -103,49 +115,76 @@ async fn create(kernel: &Kernel, msg: CreateImage) -> Result<Inventory, Fault> {
             "name one or more backup storages, each once",
         ));
     }
+    // The image's bytes are taken from each backup storage by its owner, before the
+    // image's row exists: a create stopped half-way leaves bytes held by no image, which
+    // the reconciler below gives back at the next start.
+    let uuid = new_uuid();
+    if let Err(fault) = reserve(kernel, &uuid, size, &targets).await {
+        return Err(give_back(kernel, &uuid, fault).await);
+    }
     let row = row(json!({
-        "name": msg.name, "description": msg.description, "url": msg.url,
+        "uuid": uuid, "name": msg.name, "description": msg.description, "url": msg.url,
         "format": msg.format, "size": size, "status": "Ready",
     }));
-    IMAGES
+    let created = IMAGES
         .create(kernel, row, move |tx, uuid| {
-            Box::pin(place(tx, uuid, size, targets))
+            Box::pin(place(tx, uuid, targets))
         })
-        .await
+        .await;
+    match created {
+        Ok(image) => Ok(image),
+        Err(fault) => Err(give_back(kernel, &uuid, fault).await),
+    }
 }
 
-/// Places the image on each backup storage, taking its size from their capacity, in the
-/// create's transaction: all placements or none.
-async fn place(
-    tx: &mut Tx,
+/// Takes the image's size from each backup storage it goes on.
+async fn reserve(
+    kernel: &Kernel,
     image: &str,
     size: i64,
-    targets: BTreeSet<String>,
+    targets: &BTreeSet<String>,
 ) -> Result<(), Fault> {
+    let size = u64::try_from(size).map_err(|_| Fault::invalid("size", "size must be positive"))?;
     for bs in targets {
-        // One conditional update: the check and the take cannot be split by another
-        // writer, on any backend.
-        let taken = tx
-            .statement(
-                "UPDATE backup_storage SET available_capacity = available_capacity - $1,
-                     updated_at = $2
-                 WHERE uuid = $3 AND available_capacity >= $1",
-                &[json!(size), json!(flatstack_store::now()), json!(bs)],
-            )
-            .await?;
-        if taken == 0 {
-            let storage = tx.get("backup_storage", &bs).await?.ok_or_else(|| {
-                Fault::invalid("backup_storage_uuids", format!("no backup storage {bs}"))
+        let reserve = ReserveBackupStorage {
+            consumer: image.to_owned(),
+            size,
+        };
+        kernel
+            .ask(reserve)
+            .resource(bs)
+            .await
+            .map_err(|fault| match fault.code {
+                FaultCode::NotFound => {
+                    Fault::invalid("backup_storage_uuids", format!("no backup storage {bs}"))
+                }
+                _ => fault.with_detail("field", "backup_storage_uuids"),
             })?;
-            let available = storage
-                .get("available_capacity")
-                .and_then(Value::as_i64)
-                .unwrap_or(0);
-            return Err(Fault::conflict(format!(
-                "backup storage {bs} has {available} bytes free, the image needs {size}"
-            ))
-            .with_detail("field", "backup_storage_uuids"));
+    }
+    Ok(())
+}
+
+/// Gives back what a create that failed took; a give-back that fails too is reported
+/// with the create's fault (and done at the next start).
+async fn give_back(kernel: &Kernel, image: &str, fault: Fault) -> Fault {
+    let release = ReleaseBackupStorage {
+        consumer: image.to_owned(),
+    };
+    match kernel.ask(release).await {
+        Ok(_) => fault,
+        Err(undo) => {
+            tracing::error!(%image, fault = %undo, "giving back backup storage failed");
+            fault.with_detail("rollback", "incomplete").with_detail(
+                "undo_failed",
+                json!([{"code": undo.code, "message": undo.message}]),
+            )
         }
+    }
+}
+
+/// Records where the image is placed, in the create's transaction.
+async fn place(tx: &mut Tx, image: &str, targets: BTreeSet<String>) -> Result<(), Fault> {
+    for bs in targets {
         let placement = row(
             json!({"image_uuid": image, "backup_storage_uuid": bs, "created_at": flatstack_store::now()}),
         );
@@ -154,27 +193,53 @@ async fn place(
     Ok(())
 }
 
-/// Gives each placement's capacity back and removes the placements (before the image goes).
-async fn release(tx: &mut Tx, image: &Inventory) -> Result<(), Fault> {
+/// Removes the placements before the image goes; its bytes are given back once the
+/// delete has committed ([`GiveBack`]).
+async fn unplace(tx: &mut Tx, image: &Inventory) -> Result<(), Fault> {
     let uuid = text(image, "uuid");
-    let size = image.get("size").and_then(Value::as_i64).unwrap_or(0);
     for bs in tx
         .list_refs(REFS, "image_uuid", uuid, "backup_storage_uuid")
         .await?
     {
-        // The placement's delete decides: a release that runs twice gives back once.
-        if tx
-            .delete_ref(REFS, ("image_uuid", uuid), ("backup_storage_uuid", &bs))
-            .await?
-        {
-            tx.statement(
-                "UPDATE backup_storage SET available_capacity = available_capacity + $1,
-                     updated_at = $2
-                 WHERE uuid = $3",
-                &[json!(size), json!(flatstack_store::now()), json!(bs)],
-            )
+        tx.delete_ref(REFS, ("image_uuid", uuid), ("backup_storage_uuid", &bs))
             .await?;
+    }
+    Ok(())
+}
+
+/// Gives a deleted image's bytes back to its backup storages.
+struct GiveBack(KernelRef);
+
+#[async_trait]
+impl Observe<Deleted> for GiveBack {
+    async fn observe(&self, change: &ResourceChange) -> Result<(), Fault> {
+        if change.kind != IMAGES.kind {
+            return Ok(());
         }
+        let release = ReleaseBackupStorage {
+            consumer: change.uuid.clone(),
+        };
+        self.0.get()?.ask(release).await.map(|_| ())
+    }
+}
+
+/// At start, before requests: bytes of backup storage held for an image that does not
+/// exist (a create or a delete stopped half-way) are given back. Exact because nothing is
+/// in flight then.
+async fn release_orphans(kernel: Kernel) -> Result<(), Fault> {
+    let consumers = kernel.ask(BackupStorageConsumers {}).await?;
+    let mut orphans = Vec::new();
+    {
+        let mut tx = store(&kernel)?.read().await?;
+        for consumer in consumers {
+            if !tx.exists(IMAGES.table, &consumer).await? {
+                orphans.push(consumer);
+            }
+        }
+    }
+    for consumer in orphans {
+        tracing::info!(image = %consumer, "giving back backup storage held by no image");
+        kernel.ask(ReleaseBackupStorage { consumer }).await?;
     }
     Ok(())
 }

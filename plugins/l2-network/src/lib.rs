@@ -2,11 +2,13 @@
 //! Other types (`L2VlanNetwork`, ...) plug in as drivers of the `L2Networks` kind: they
 //! validate and store their own fields and hand per-network messages to this base.
 
+use flatstack_header::infra::ZoneRecord;
 use flatstack_header::network::L2NetworkRecord;
 use flatstack_header::network::{
     AttachL2Cluster, CreateL2Network, DetachL2Cluster, L2NetworkDriver, L2Networks, ListL2Clusters,
     L2_NETWORK_SERVICE, L2_NO_VLAN,
 };
+use flatstack_header::record;
 use flatstack_header::{ApiAction, ApiChild, ApiResource, Inventory, InventoryList};
 use flatstack_kernel::driver::{call, Handled, Incoming, Resource};
 use flatstack_kernel::migration::Migration;
@@ -130,15 +132,7 @@ async fn create(kernel: &Kernel, msg: CreateL2Network) -> Result<Inventory, Faul
     let driver = kernel.drivers().get::<L2Networks>(&msg.l2_type)?;
     check_interface(&msg.physical_interface)?;
     let own = driver.validate(&msg.driver)?;
-    {
-        let mut tx = store(kernel)?.begin().await?;
-        if !tx.exists("zones", &msg.zone_uuid).await? {
-            return Err(Fault::invalid(
-                "zone_uuid",
-                format!("no zone {}", msg.zone_uuid),
-            ));
-        }
-    }
+    record::named::<ZoneRecord>(kernel, "zone_uuid", &msg.zone_uuid).await?;
     let row = json!({
         "name": msg.name, "description": msg.description, "type": msg.l2_type,
         "zone_uuid": msg.zone_uuid, "physical_interface": msg.physical_interface,

@@ -1,10 +1,14 @@
 //! Primary storage (volumes) and backup storage (images): two typed kinds whose drivers
 //! plug in by type. Primary storage is attached to the clusters that may use it.
 
+use flatstack_header::infra::ZoneRecord;
+use flatstack_header::record;
 use flatstack_header::storage::PrimaryStorageRecord;
 use flatstack_header::storage::{
-    AttachPrimaryStorage, BackupStorages, CreateBackupStorage, CreatePrimaryStorage, CreateStorage,
-    DetachPrimaryStorage, PrimaryStorages, ReleaseStorage, ReserveStorage, PRIMARY_STORAGE_SERVICE,
+    AttachPrimaryStorage, BackupStorageConsumers, BackupStorages, CreateBackupStorage,
+    CreatePrimaryStorage, CreateStorage, DetachPrimaryStorage, PrimaryStorages,
+    ReleaseBackupStorage, ReleaseStorage, ReserveBackupStorage, ReserveStorage,
+    BACKUP_STORAGE_SERVICE, PRIMARY_STORAGE_SERVICE,
 };
 use flatstack_header::{ApiAction, ApiResource, Inventory};
 use flatstack_kernel::driver::DriverKind;
@@ -13,7 +17,7 @@ use flatstack_kernel::{Fault, Kernel, Message, MessageContext, Plugin, PluginBui
 use flatstack_store::attach::Attachments;
 use flatstack_store::resource::{check_name, row, store, text, ResourceTable};
 use flatstack_store::{TableKind, Tx};
-use serde_json::json;
+use serde_json::{json, Value};
 
 static PRIMARY: ResourceTable = ResourceTable {
     kind: "primary-storage",
@@ -85,6 +89,16 @@ impl Plugin for StoragePlugin {
                 primary_storage_uuid TEXT NOT NULL REFERENCES primary_storage (uuid),
                 size BIGINT NOT NULL, created_at TEXT NOT NULL)",
         ));
+        b.migration(Migration::new(
+            3,
+            "what each consumer holds of backup storage",
+            // One row per consumer (an image) and backup storage it is placed on.
+            "CREATE TABLE backup_storage_allocations (
+                consumer_uuid TEXT NOT NULL,
+                backup_storage_uuid TEXT NOT NULL REFERENCES backup_storage (uuid),
+                size BIGINT NOT NULL, created_at TEXT NOT NULL,
+                PRIMARY KEY (consumer_uuid, backup_storage_uuid))",
+        ));
         b.driver_kind::<PrimaryStorages>()
             .driver_kind::<BackupStorages>();
 
@@ -132,14 +146,40 @@ impl Plugin for StoragePlugin {
             children: &[],
         });
 
-        let mut backup = b.service("backup-storage", ());
+        let mut backup = b.service(BACKUP_STORAGE_SERVICE, ());
         BACKUP.serve(&mut backup);
-        backup.handle::<CreateBackupStorage, _, _>(|_, msg, cx| async move {
-            create::<BackupStorages>(&cx.kernel, &BACKUP, msg.0).await
-        });
+        backup
+            .handle::<CreateBackupStorage, _, _>(|_, msg, cx| async move {
+                create::<BackupStorages>(&cx.kernel, &BACKUP, msg.0).await
+            })
+            .handle::<ReserveBackupStorage, _, _>(|_, msg, cx| async move {
+                reserve_backup(
+                    &cx.kernel,
+                    cx.resource_id()?,
+                    &msg.consumer,
+                    bytes(msg.size)?,
+                )
+                .await
+            })
+            .handle::<ReleaseBackupStorage, _, _>(|_, msg, cx| async move {
+                release_backup(&cx.kernel, &msg.consumer).await
+            })
+            .handle::<BackupStorageConsumers, _, _>(|_, _, cx| async move {
+                let mut tx = store(&cx.kernel)?.read().await?;
+                let rows = tx
+                    .query(
+                        "SELECT DISTINCT consumer_uuid FROM backup_storage_allocations",
+                        &[],
+                    )
+                    .await?;
+                Ok(rows
+                    .iter()
+                    .map(|r| text(r, "consumer_uuid").to_owned())
+                    .collect())
+            });
         b.register(ApiResource {
             path: "backup-storage",
-            service: "backup-storage",
+            service: BACKUP_STORAGE_SERVICE,
             create: CreateBackupStorage::NAME,
             driver_kind: Some(BackupStorages::KIND),
             filters: BACKUP.filters,
@@ -154,6 +194,11 @@ impl Plugin for StoragePlugin {
             .register(TableKind::part(
                 "primary_storage_allocations",
                 "volumes",
+                "consumer_uuid",
+            ))
+            .register(TableKind::part(
+                "backup_storage_allocations",
+                "images",
                 "consumer_uuid",
             ));
     }
@@ -182,17 +227,7 @@ where
             )
         })?;
     let own = driver.validate(&msg.url, &msg.driver)?;
-    if !store(kernel)?
-        .begin()
-        .await?
-        .exists("zones", &msg.zone_uuid)
-        .await?
-    {
-        return Err(Fault::invalid(
-            "zone_uuid",
-            format!("no zone {}", msg.zone_uuid),
-        ));
-    }
+    record::named::<ZoneRecord>(kernel, "zone_uuid", &msg.zone_uuid).await?;
     let row = row(json!({
         "name": msg.name, "description": msg.description, "type": msg.storage_type,
         "zone_uuid": msg.zone_uuid, "url": msg.url, "status": "Connected",
@@ -268,23 +303,7 @@ async fn reserve(
             "{consumer} already holds bytes of primary storage {on}"
         )));
     }
-    let taken = tx
-        .statement(
-            "UPDATE primary_storage SET available_capacity = available_capacity - $1,
-                 updated_at = $2
-             WHERE uuid = $3 AND available_capacity >= $1",
-            &[json!(size), json!(flatstack_store::now()), json!(uuid)],
-        )
-        .await?;
-    let ps = PRIMARY.read(kernel, &mut tx, uuid).await?;
-    if taken == 0 {
-        return Err(Fault::conflict(format!(
-            "primary storage {uuid} has {} bytes free; {size} are needed",
-            ps.get("available_capacity")
-                .and_then(|v| v.as_i64())
-                .unwrap_or(0),
-        )));
-    }
+    let ps = take(kernel, &mut tx, &PRIMARY, uuid, size).await?;
     let record = row(json!({
         "consumer_uuid": consumer, "primary_storage_uuid": uuid, "size": size,
         "created_at": flatstack_store::now(),
@@ -304,16 +323,124 @@ async fn release(kernel: &Kernel, consumer: &str) -> Result<bool, Fault> {
     else {
         return Ok(false);
     };
+    give(&mut tx, &PRIMARY, &held, "primary_storage_uuid").await?;
+    tx.commit(kernel.bus()).await?;
+    Ok(true)
+}
+
+/// Takes `size` bytes of one storage of `kind`: one conditional update, never below zero
+/// whatever else runs, on any node. Returns the storage as it is after.
+async fn take(
+    kernel: &Kernel,
+    tx: &mut Tx,
+    kind: &ResourceTable,
+    uuid: &str,
+    size: i64,
+) -> Result<Inventory, Fault> {
+    let taken = tx
+        .statement(
+            &format!(
+                "UPDATE {} SET available_capacity = available_capacity - $1, updated_at = $2
+                 WHERE uuid = $3 AND available_capacity >= $1",
+                kind.table
+            ),
+            &[json!(size), json!(flatstack_store::now()), json!(uuid)],
+        )
+        .await?;
+    let storage = kind.read(kernel, tx, uuid).await?;
+    if taken == 0 {
+        let free = storage.get("available_capacity").and_then(Value::as_i64);
+        return Err(Fault::conflict(format!(
+            "{} {uuid} has {} bytes free; {size} are needed",
+            kind.kind.replace('-', " "),
+            free.unwrap_or(0),
+        )));
+    }
+    Ok(storage)
+}
+
+/// Gives back the bytes an allocation record holds, to the storage its `column` names.
+async fn give(
+    tx: &mut Tx,
+    kind: &ResourceTable,
+    held: &Inventory,
+    column: &str,
+) -> Result<(), Fault> {
+    let size = held
+        .get("size")
+        .and_then(Value::as_i64)
+        .ok_or_else(|| Fault::internal("an allocation record without its size"))?;
     tx.statement(
-        "UPDATE primary_storage SET available_capacity = available_capacity + $1, updated_at = $2
-         WHERE uuid = $3",
+        &format!(
+            "UPDATE {} SET available_capacity = available_capacity + $1, updated_at = $2
+             WHERE uuid = $3",
+            kind.table
+        ),
         &[
-            held.get("size").cloned().unwrap_or(json!(0)),
+            json!(size),
             json!(flatstack_store::now()),
-            json!(text(&held, "primary_storage_uuid")),
+            json!(text(held, column)),
         ],
     )
     .await?;
+    Ok(())
+}
+
+/// Takes a consumer's bytes of one backup storage, with its record, in one transaction.
+/// Asked again for the same consumer and storage, it takes nothing more.
+async fn reserve_backup(
+    kernel: &Kernel,
+    uuid: &str,
+    consumer: &str,
+    size: i64,
+) -> Result<(), Fault> {
+    let mut tx = store(kernel)?.begin().await?;
+    let held = tx
+        .query(
+            "SELECT size FROM backup_storage_allocations
+              WHERE consumer_uuid = $1 AND backup_storage_uuid = $2",
+            &[json!(consumer), json!(uuid)],
+        )
+        .await?;
+    if !held.is_empty() {
+        return Ok(());
+    }
+    take(kernel, &mut tx, &BACKUP, uuid, size).await?;
+    let record = row(json!({
+        "consumer_uuid": consumer, "backup_storage_uuid": uuid, "size": size,
+        "created_at": flatstack_store::now(),
+    }));
+    tx.insert("backup_storage_allocations", &record).await?;
     tx.commit(kernel.bus()).await?;
-    Ok(true)
+    Ok(())
+}
+
+/// Gives back every byte a consumer holds of backup storage; how many storages it held
+/// bytes of. Each record's delete decides, so two releases give back once.
+async fn release_backup(kernel: &Kernel, consumer: &str) -> Result<u32, Fault> {
+    let mut tx = store(kernel)?.begin().await?;
+    let held = tx
+        .query(
+            "SELECT backup_storage_uuid, size FROM backup_storage_allocations
+              WHERE consumer_uuid = $1",
+            &[json!(consumer)],
+        )
+        .await?;
+    let mut released = 0;
+    for held in &held {
+        let bs = text(held, "backup_storage_uuid");
+        let removed = tx
+            .delete_ref(
+                "backup_storage_allocations",
+                ("consumer_uuid", consumer),
+                ("backup_storage_uuid", bs),
+            )
+            .await?;
+        if removed {
+            give(&mut tx, &BACKUP, held, "backup_storage_uuid").await?;
+            released += 1;
+        }
+    }
+    tx.commit(kernel.bus()).await?;
+    Ok(released)
 }

@@ -7,6 +7,7 @@ use flatstack_header::infra::{
 };
 use flatstack_header::network::{AllocateIp, ReleaseIps, L3_NETWORK_SERVICE};
 use flatstack_header::record;
+use flatstack_header::storage::{ImageRecord, InstanceOfferingRecord};
 use flatstack_header::vm::{
     state, CreateVm, HostFilter, HostSort, Nic, VmAllocateVolumes, VmPostInstantiate,
     VmPreInstantiate, VmReserve, VmWork,
@@ -74,31 +75,43 @@ impl Step<VmWork> for Record {
             "created_at": at, "updated_at": at,
         }));
         let mut tx = store(&self.kernel)?.begin().await?;
-        // Checked when the request was read, and again here, in the transaction that makes
-        // the VM a user of them: a delete of either is either before (and refused now) or
-        // after (and refused by its veto, which sees this row).
-        for (table, uuid, field, what) in [
-            ("images", &self.msg.image_uuid, "image_uuid", "image"),
-            (
-                "instance_offerings",
-                &self.msg.instance_offering_uuid,
-                "instance_offering_uuid",
-                "instance offering",
-            ),
-        ] {
-            if !tx.exists(table, uuid).await? {
-                return Err(Fault::conflict(format!(
-                    "{what} {uuid} was deleted while VM {} was being created",
-                    work.vm_uuid
-                ))
-                .with_detail("field", field));
-            }
-        }
         tx.insert(VMS.table, &vm).await?;
         if let Some(operation) = &self.operation {
             tx.link_operation(operation, &work.vm_uuid).await?;
         }
         tx.commit(self.kernel.bus()).await?;
+        // Checked when the request was read, and again now that the row makes the VM a
+        // user of them: a delete of either committed before the row is seen gone here;
+        // one after is refused by its veto, which sees the row.
+        let (image, offering) = futures::try_join!(
+            record::get::<ImageRecord>(&self.kernel, &self.msg.image_uuid),
+            record::get::<InstanceOfferingRecord>(&self.kernel, &self.msg.instance_offering_uuid),
+        )?;
+        let gone = match (image, offering) {
+            (None, _) => Some(("image_uuid", "image", &self.msg.image_uuid)),
+            (_, None) => Some((
+                "instance_offering_uuid",
+                "instance offering",
+                &self.msg.instance_offering_uuid,
+            )),
+            _ => None,
+        };
+        if let Some((field, what, uuid)) = gone {
+            let fault = Fault::conflict(format!(
+                "{what} {uuid} was deleted while VM {} was being created",
+                work.vm_uuid
+            ))
+            .with_detail("field", field);
+            // This step failed, so the flow does not roll it back: undo it here (what is
+            // left if that fails too, recovery removes).
+            return Err(match self.rollback(work).await {
+                Ok(()) => fault,
+                Err(undo) => fault.with_detail("rollback", "incomplete").with_detail(
+                    "undo_failed",
+                    json!([{"step": self.name(), "code": undo.code, "message": undo.message}]),
+                ),
+            });
+        }
         Ok(())
     }
 

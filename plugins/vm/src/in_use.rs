@@ -14,7 +14,10 @@
 //! offering are still there (`flow.rs`, `Record`).
 
 use crate::VMS;
+use flatstack_header::infra::{HostQuery, HostRecord};
+use flatstack_header::network::{L3NetworkQuery, L3NetworkRecord};
 use flatstack_header::points::{DeleteCheck, DetachCheck};
+use flatstack_header::record;
 use flatstack_header::vm::{VmReserve, VmStarted, VmWork};
 use flatstack_header::{Attachment, ResourceChange};
 use flatstack_kernel::{async_trait, AsyncVeto, DoUndo, Fault, KernelRef, Observe, PluginBuilder};
@@ -122,44 +125,57 @@ impl AsyncVeto<DetachCheck> for Networks {
         }
         let (l2, cluster) = (&attachment.uuid, &attachment.target_uuid);
         let kernel = self.kernel.get()?;
-        let mut tx = store(&kernel)?.read().await?;
+        // What the owners know: the L3 networks on the L2 network, the cluster's hosts.
+        let l3_query = L3NetworkQuery {
+            l2_network_uuid: Some(l2.clone()),
+            ..Default::default()
+        };
+        let host_query = HostQuery {
+            cluster_uuid: Some(cluster.clone()),
+            ..Default::default()
+        };
+        let (l3s, hosts) = futures::try_join!(
+            record::find::<L3NetworkRecord>(&kernel, l3_query),
+            record::find::<HostRecord>(&kernel, host_query),
+        )?;
+        let on_l2: BTreeSet<String> = l3s.into_iter().map(|l3| l3.uuid).collect();
+        let in_cluster: BTreeSet<String> = hosts.into_iter().map(|h| h.uuid).collect();
+        if on_l2.is_empty() {
+            return Ok(());
+        }
         let mut users = Users::new();
         // A VM without a host has not been placed yet: it may be placed in this cluster.
-        users
+        let mut tx = store(&kernel)?.read().await?;
+        let marks = (1..=on_l2.len())
+            .map(|i| format!("${i}"))
+            .collect::<Vec<_>>();
+        let params: Vec<_> = on_l2.iter().map(|l3| json!(l3)).collect();
+        for nic in tx
             .query(
-                &mut tx,
-                VMS.kind,
-                "SELECT DISTINCT v.uuid AS u FROM vm_nics n
-                   JOIN l3_networks l ON l.uuid = n.l3_network_uuid
-                   JOIN vm_instances v ON v.uuid = n.vm_instance_uuid
-                   LEFT JOIN hosts h ON h.uuid = v.host_uuid
-                  WHERE l.l2_network_uuid = $1 AND (v.host_uuid IS NULL OR h.cluster_uuid = $2)",
-                &[json!(l2), json!(cluster)],
+                &format!(
+                    "SELECT DISTINCT v.uuid AS u, v.host_uuid AS host FROM vm_nics n
+                       JOIN vm_instances v ON v.uuid = n.vm_instance_uuid
+                      WHERE n.l3_network_uuid IN ({})",
+                    marks.join(", ")
+                ),
+                &params,
             )
-            .await?;
+            .await?
+        {
+            let placed_elsewhere = nic
+                .get("host")
+                .and_then(|h| h.as_str())
+                .is_some_and(|h| !in_cluster.contains(h));
+            if !placed_elsewhere {
+                users.add(VMS.kind, text(&nic, "u"));
+            }
+        }
         // VMs being created, whose NICs are not recorded yet. One that starts after this
         // read records its row only once this detach has committed (the detach holds the
         // writer), and then its host filters see the network detached.
-        let creating: Vec<(String, Vec<String>)> = self
-            .creating
-            .lock()
-            .iter()
-            .map(|(vm, l3s)| (vm.clone(), l3s.clone()))
-            .collect();
-        if !creating.is_empty() {
-            let on_l2: BTreeSet<String> = tx
-                .query(
-                    "SELECT uuid FROM l3_networks WHERE l2_network_uuid = $1",
-                    &[json!(l2)],
-                )
-                .await?
-                .iter()
-                .map(|l3| text(l3, "uuid").to_owned())
-                .collect();
-            for (vm, l3s) in creating {
-                if l3s.iter().any(|l3| on_l2.contains(l3)) {
-                    users.add(VMS.kind, &vm);
-                }
+        for (vm, l3s) in self.creating.lock().iter() {
+            if l3s.iter().any(|l3| on_l2.contains(l3)) {
+                users.add(VMS.kind, vm);
             }
         }
         users.check(&format!(

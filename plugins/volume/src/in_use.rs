@@ -11,14 +11,17 @@
 //! writer), and its storage choice then sees the storage detached.
 
 use crate::VOLUMES;
+use flatstack_header::infra::{HostQuery, HostRecord};
 use flatstack_header::points::DetachCheck;
-use flatstack_header::vm::state as vm_state;
+use flatstack_header::record;
+use flatstack_header::vm::{VmQuery, VmRecord, VmState};
 use flatstack_header::volume::kind;
 use flatstack_header::Attachment;
 use flatstack_kernel::{async_trait, AsyncVeto, Fault, KernelRef, PluginBuilder};
-use flatstack_store::resource::store;
+use flatstack_store::resource::{store, text};
 use flatstack_store::Users;
 use serde_json::json;
+use std::collections::BTreeSet;
 
 /// The kind the refusal names: the VMs whose volumes these are.
 const VMS: &str = "vm-instances";
@@ -39,31 +42,52 @@ impl AsyncVeto<DetachCheck> for OnStorage {
         }
         let (storage, cluster) = (&attachment.uuid, &attachment.target_uuid);
         let kernel = self.0.get()?;
+        let host_query = HostQuery {
+            cluster_uuid: Some(cluster.clone()),
+            ..Default::default()
+        };
+        let creating_query = VmQuery {
+            state: Some(VmState::Creating),
+            ..Default::default()
+        };
+        let (hosts, creating) = futures::try_join!(
+            record::find::<HostRecord>(&kernel, host_query),
+            record::find::<VmRecord>(&kernel, creating_query),
+        )?;
+        let in_cluster: BTreeSet<String> = hosts.into_iter().map(|h| h.uuid).collect();
         // The detach holds the writer: read beside it, never begin.
         let mut tx = store(&kernel)?.read().await?;
-        let mut users = Users::new();
-        users
+        let holders = tx
             .query(
-                &mut tx,
-                VMS,
-                "SELECT DISTINCT v.uuid AS u FROM volumes vol
-                   JOIN vm_instances v ON v.uuid = vol.vm_instance_uuid
-                   LEFT JOIN hosts h ON h.uuid = v.host_uuid
-                  WHERE vol.primary_storage_uuid = $1
-                    AND (v.host_uuid IS NULL OR h.cluster_uuid = $2)
-                 UNION
-                 SELECT v.uuid AS u FROM vm_instances v
-                  WHERE v.state = $3 AND NOT EXISTS (
-                    SELECT 1 FROM volumes vol
-                     WHERE vol.vm_instance_uuid = v.uuid AND vol.type = $4)",
-                &[
-                    json!(storage),
-                    json!(cluster),
-                    json!(vm_state::CREATING),
-                    json!(kind::ROOT),
-                ],
+                "SELECT DISTINCT vm_instance_uuid AS vm FROM volumes
+                  WHERE primary_storage_uuid = $1 AND vm_instance_uuid IS NOT NULL",
+                &[json!(storage)],
             )
             .await?;
+        let mut users = Users::new();
+        for holder in &holders {
+            let vm = text(holder, "vm");
+            // Not placed yet (or gone): it may be placed in this cluster.
+            let placed_elsewhere = record::get::<VmRecord>(&kernel, vm)
+                .await?
+                .and_then(|vm| vm.host_uuid)
+                .is_some_and(|host| !in_cluster.contains(&host));
+            if !placed_elsewhere {
+                users.add(VMS, vm);
+            }
+        }
+        // VMs being created that have no root volume yet may still be given one here.
+        for vm in creating {
+            let root = tx
+                .query(
+                    "SELECT uuid FROM volumes WHERE vm_instance_uuid = $1 AND type = $2",
+                    &[json!(vm.uuid), json!(kind::ROOT)],
+                )
+                .await?;
+            if root.is_empty() {
+                users.add(VMS, &vm.uuid);
+            }
+        }
         users.check(&format!(
             "cannot detach primary-storage {storage} from clusters {cluster}"
         ))

@@ -15,7 +15,7 @@ use flatstack_header::storage::{
 use flatstack_header::storage::{
     PrimaryStorages, ReleaseStorage, ReserveStorage, StorageDriver, PRIMARY_STORAGE_SERVICE,
 };
-use flatstack_header::vm::{state as vm_state, HostFilter, VmAllocateVolumes, VmWork};
+use flatstack_header::vm::{HostFilter, VmAllocateVolumes, VmWork};
 use flatstack_header::vm::{VmRecord, VmState};
 use flatstack_header::volume::{kind, AttachVolume, CreateVolume, DetachVolume, VOLUME_SERVICE};
 use flatstack_header::{
@@ -586,26 +586,31 @@ async fn attach(kernel: &Kernel, uuid: &str, vm_uuid: &str) -> Result<Inventory,
         let marked = tx
             .statement(
                 "UPDATE volumes SET status = $1, vm_instance_uuid = $2, updated_at = $3
-                 WHERE uuid = $4 AND status = $5 AND vm_instance_uuid IS NULL
-                   AND EXISTS (SELECT 1 FROM vm_instances
-                               WHERE uuid = $2 AND state IN ($6, $7))",
+                 WHERE uuid = $4 AND status = $5 AND vm_instance_uuid IS NULL",
                 &[
                     json!(status::ATTACHING),
                     json!(vm_uuid),
                     json!(flatstack_store::now()),
                     json!(uuid),
                     json!(status::READY),
-                    json!(vm_state::RUNNING),
-                    json!(vm_state::STOPPED),
                 ],
             )
             .await?;
         if marked == 0 {
             return Err(Fault::conflict(format!(
-                "volume {uuid} cannot be attached to VM {vm_uuid} now: one of them changed"
+                "volume {uuid} cannot be attached to VM {vm_uuid} now: it changed"
             )));
         }
         tx.commit(kernel.bus()).await?;
+    }
+    // Marked first, checked after: a destroy that began before this mark is seen here; one
+    // that begins after it finds the volume marked with the VM and releases it.
+    let vm = record::get::<VmRecord>(kernel, vm_uuid).await?;
+    if !vm.is_some_and(|vm| matches!(vm.state, VmState::Running | VmState::Stopped)) {
+        abandon_attach(kernel, uuid).await?;
+        return Err(Fault::conflict(format!(
+            "volume {uuid} cannot be attached to VM {vm_uuid} now: the VM changed"
+        )));
     }
     if let Err(fault) = target
         .driver

@@ -364,6 +364,20 @@ pub async fn rows(data_dir: &Path, table: &str) -> i64 {
     n
 }
 
+/// Runs one SQL statement on the node's database directly: what a stop half-way through
+/// an operation leaves, written by a test. Returns the rows it changed.
+#[allow(dead_code)]
+pub async fn execute(data_dir: &Path, sql: &str) -> u64 {
+    let store = open_store(data_dir).await;
+    let done = sqlx::query(sql)
+        .execute(store.pool())
+        .await
+        .expect("statement")
+        .rows_affected();
+    store.pool().close().await;
+    done
+}
+
 /// Every row of `table`, without `updated_at`, in a stable order.
 pub async fn dump(data_dir: &Path, table: &str) -> Vec<Value> {
     let store = open_store(data_dir).await;
