@@ -3,7 +3,7 @@
 use crate::resource::Inventory;
 use crate::vm::VmWork;
 use flatstack_kernel::schemars::{self, JsonSchema};
-use flatstack_kernel::{DoUndoPoint, ExtensionPoint, Fault, Kernel, Message, Request};
+use flatstack_kernel::{Fault, Kernel};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -13,12 +13,7 @@ pub struct CreateZone {
     #[serde(default)]
     pub description: String,
 }
-impl Message for CreateZone {
-    const NAME: &'static str = "zone.create";
-}
-impl Request for CreateZone {
-    type Reply = Inventory;
-}
+flatstack_kernel::request!(CreateZone = "zone.create" => Inventory);
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -30,12 +25,7 @@ pub struct CreateCluster {
     /// The hypervisor driver type of the cluster's hosts, e.g. `Simulator`.
     pub hypervisor_type: String,
 }
-impl Message for CreateCluster {
-    const NAME: &'static str = "cluster.create";
-}
-impl Request for CreateCluster {
-    type Reply = Inventory;
-}
+flatstack_kernel::request!(CreateCluster = "cluster.create" => Inventory);
 
 /// Hosts: a driver kind whose types are hypervisors (`Simulator`, `KVM`, ...).
 pub struct Hosts;
@@ -142,23 +132,13 @@ pub struct CreateHost {
     #[serde(flatten)]
     pub driver: Inventory,
 }
-impl Message for CreateHost {
-    const NAME: &'static str = "host.create";
-}
-impl Request for CreateHost {
-    type Reply = Inventory;
-}
+flatstack_kernel::request!(CreateHost = "host.create" => Inventory);
 
 /// Reconnects a host (addressed to its uuid).
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReconnectHost {}
-impl Message for ReconnectHost {
-    const NAME: &'static str = "host.reconnect";
-}
-impl Request for ReconnectHost {
-    type Reply = Inventory;
-}
+flatstack_kernel::request!(ReconnectHost = "host.reconnect" => Inventory);
 
 /// What the host-connect extension point is given.
 #[derive(Debug, Clone)]
@@ -166,17 +146,13 @@ pub struct HostConnection {
     pub host: Inventory,
 }
 
-/// Connecting a host: plugins prepare it (agents, bridges, storage mounts) and undo that
-/// if the connection fails later.
-pub struct HostConnect;
-impl ExtensionPoint for HostConnect {
-    const NAME: &'static str = "host.connect";
-    const DESCRIPTION: &'static str =
-        "While a host connects, after its driver reached it; undone if the connect fails later.";
-}
-impl DoUndoPoint for HostConnect {
-    type Context = HostConnection;
-}
+flatstack_kernel::extension_point!(
+    /// Connecting a host: plugins prepare it (agents, bridges, storage mounts) and undo
+    /// that if the connection fails later.
+    HostConnect: DoUndoPoint, "host.connect",
+    "While a host connects, after its driver reached it; undone if the connect fails later.",
+    Context = HostConnection
+);
 
 /// Takes CPU and memory from a host (addressed to it) for a consumer (a VM's uuid);
 /// `conflict` if it does not have them. The host records what the consumer holds in the
@@ -190,7 +166,7 @@ pub struct ReserveCapacity {
     pub cpu_num: u32,
     pub memory_size: u64,
 }
-crate::request!(ReserveCapacity = "host.capacity.reserve" => HostRecord, service HOST_SERVICE);
+flatstack_kernel::request!(ReserveCapacity = "host.capacity.reserve" => HostRecord, service HOST_SERVICE);
 
 /// Gives back whatever a consumer holds on any host (sent to the host service, addressed
 /// to no host: the host's record knows where). Idempotent: `true` if something was given
@@ -200,7 +176,7 @@ crate::request!(ReserveCapacity = "host.capacity.reserve" => HostRecord, service
 pub struct ReleaseCapacity {
     pub consumer: String,
 }
-crate::request!(ReleaseCapacity = "host.capacity.release" => bool, service HOST_SERVICE);
+flatstack_kernel::request!(ReleaseCapacity = "host.capacity.release" => bool, service HOST_SERVICE);
 
 /// The service that owns hosts.
 pub const HOST_SERVICE: &str = "host";

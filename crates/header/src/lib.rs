@@ -11,8 +11,6 @@ pub mod storage;
 pub mod vm;
 pub mod volume;
 
-#[doc(hidden)]
-pub use flatstack_kernel as __kernel;
 pub use record::{FindRecords, GetRecord, Record};
 
 pub use api::{ApiAction, ApiActionExtension, ApiChild, ApiResource};

@@ -4,7 +4,7 @@
 use crate::resource::{Inventory, InventoryList};
 use flatstack_kernel::driver::{DriverKind, Resource};
 use flatstack_kernel::schemars::{self, JsonSchema};
-use flatstack_kernel::{Fault, Kernel, Message, Request};
+use flatstack_kernel::{Fault, Kernel};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -62,12 +62,7 @@ pub struct CreateL2Network {
     #[serde(flatten)]
     pub driver: Inventory,
 }
-impl Message for CreateL2Network {
-    const NAME: &'static str = "l2.create";
-}
-impl Request for CreateL2Network {
-    type Reply = Inventory;
-}
+flatstack_kernel::request!(CreateL2Network = "l2.create" => Inventory);
 
 /// Attaches an L2 network (the addressed resource) to a cluster of its zone, so the
 /// cluster's hosts can carry it. Replies with the L2 network.
@@ -76,12 +71,7 @@ impl Request for CreateL2Network {
 pub struct AttachL2Cluster {
     pub cluster_uuid: String,
 }
-impl Message for AttachL2Cluster {
-    const NAME: &'static str = "l2.attach-cluster";
-}
-impl Request for AttachL2Cluster {
-    type Reply = Inventory;
-}
+flatstack_kernel::request!(AttachL2Cluster = "l2.attach-cluster" => Inventory);
 
 /// Detaches an L2 network (the addressed resource) from a cluster.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -89,24 +79,14 @@ impl Request for AttachL2Cluster {
 pub struct DetachL2Cluster {
     pub cluster_uuid: String,
 }
-impl Message for DetachL2Cluster {
-    const NAME: &'static str = "l2.detach-cluster";
-}
-impl Request for DetachL2Cluster {
-    type Reply = Inventory;
-}
+flatstack_kernel::request!(DetachL2Cluster = "l2.detach-cluster" => Inventory);
 
 /// The clusters an L2 network (the addressed resource) is attached to: rows of
 /// `{l2_network_uuid, cluster_uuid, created_at}`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListL2Clusters {}
-impl Message for ListL2Clusters {
-    const NAME: &'static str = "l2.cluster.list";
-}
-impl Request for ListL2Clusters {
-    type Reply = InventoryList;
-}
+flatstack_kernel::request!(ListL2Clusters = "l2.cluster.list" => InventoryList);
 
 /// Creates an L3 network (an IP subnet) on an L2 network; it takes the L2's zone.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -117,12 +97,7 @@ pub struct CreateL3Network {
     pub description: String,
     pub l2_network_uuid: String,
 }
-impl Message for CreateL3Network {
-    const NAME: &'static str = "l3.create";
-}
-impl Request for CreateL3Network {
-    type Reply = Inventory;
-}
+flatstack_kernel::request!(CreateL3Network = "l3.create" => Inventory);
 
 /// Adds an IPv4 range to an L3 network. Addressed to the L3 network (the
 /// `/v1/l3-networks/{uuid}/ip-ranges` route); sent unaddressed to the `ip-range` service
@@ -145,23 +120,13 @@ pub struct CreateIpRange {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub l3_network_uuid: Option<String>,
 }
-impl Message for CreateIpRange {
-    const NAME: &'static str = "l3.ip-range.create";
-}
-impl Request for CreateIpRange {
-    type Reply = Inventory;
-}
+flatstack_kernel::request!(CreateIpRange = "l3.ip-range.create" => Inventory);
 
 /// The IP ranges of an L3 network (the addressed resource).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListIpRanges {}
-impl Message for ListIpRanges {
-    const NAME: &'static str = "l3.ip-range.list";
-}
-impl Request for ListIpRanges {
-    type Reply = InventoryList;
-}
+flatstack_kernel::request!(ListIpRanges = "l3.ip-range.list" => InventoryList);
 
 /// Allocates an IP address of an L3 network (the addressed resource): the lowest free
 /// one of its ranges, or `ip` if given (`invalid_argument` outside the ranges, `conflict`
@@ -177,12 +142,7 @@ pub struct AllocateIp {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consumer: Option<String>,
 }
-impl Message for AllocateIp {
-    const NAME: &'static str = "l3.ip.allocate";
-}
-impl Request for AllocateIp {
-    type Reply = Inventory;
-}
+flatstack_kernel::request!(AllocateIp = "l3.ip.allocate" => Inventory, service L3_NETWORK_SERVICE);
 
 /// Returns an allocated IP address to its L3 network (the addressed resource);
 /// `not_found` if it is not allocated.
@@ -191,12 +151,7 @@ impl Request for AllocateIp {
 pub struct ReleaseIp {
     pub ip: String,
 }
-impl Message for ReleaseIp {
-    const NAME: &'static str = "l3.ip.release";
-}
-impl Request for ReleaseIp {
-    type Reply = ();
-}
+flatstack_kernel::request!(ReleaseIp = "l3.ip.release" => ());
 
 /// Returns every address a consumer holds, on any L3 network (addressed to none).
 /// Idempotent: replies how many were returned (0 if none were held).
@@ -205,23 +160,13 @@ impl Request for ReleaseIp {
 pub struct ReleaseIps {
     pub consumer: String,
 }
-impl Message for ReleaseIps {
-    const NAME: &'static str = "l3.ip.release-consumer";
-}
-impl Request for ReleaseIps {
-    type Reply = u64;
-}
+flatstack_kernel::request!(ReleaseIps = "l3.ip.release-consumer" => u64, service L3_NETWORK_SERVICE);
 
 /// The allocated IP addresses of an L3 network (the addressed resource), lowest first.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListIpAddresses {}
-impl Message for ListIpAddresses {
-    const NAME: &'static str = "l3.ip.list";
-}
-impl Request for ListIpAddresses {
-    type Reply = InventoryList;
-}
+flatstack_kernel::request!(ListIpAddresses = "l3.ip.list" => InventoryList);
 
 /// An L2 network, as the l2-network plugin publishes it (its driver's own fields are the
 /// driver's).

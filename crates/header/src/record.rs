@@ -125,23 +125,3 @@ macro_rules! record {
         }
     };
 }
-
-/// Declares requests (and the service that answers them, when its type says where it
-/// goes): `request!(CreateZone = "zone.create" => Inventory);`,
-/// `request!(ReserveCapacity = "host.capacity.reserve" => Inventory, service HOST_SERVICE);`.
-#[macro_export]
-macro_rules! request {
-    ($ty:ty = $name:literal => $reply:ty $(, service $service:expr)?) => {
-        impl $crate::__kernel::Message for $ty {
-            const NAME: &'static str = $name;
-        }
-        impl $crate::__kernel::Request for $ty {
-            type Reply = $reply;
-        }
-        $(
-            impl $crate::__kernel::Addressed for $ty {
-                const SERVICE: &'static str = $service;
-            }
-        )?
-    };
-}

@@ -3,7 +3,6 @@
 //! The same message names are used by every service: the bus routes by service id.
 
 use flatstack_kernel::schemars::{self, JsonSchema};
-use flatstack_kernel::{Event, Message, Request};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -21,12 +20,7 @@ pub struct InventoryList {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GetResource {}
-impl Message for GetResource {
-    const NAME: &'static str = "resource.get";
-}
-impl Request for GetResource {
-    type Reply = Inventory;
-}
+flatstack_kernel::request!(GetResource = "resource.get" => Inventory);
 
 /// Lists resources; `filters` are column = value pairs the API resource allows.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
@@ -35,12 +29,7 @@ pub struct ListResources {
     #[serde(default)]
     pub filters: Map<String, Value>,
 }
-impl Message for ListResources {
-    const NAME: &'static str = "resource.list";
-}
-impl Request for ListResources {
-    type Reply = InventoryList;
-}
+flatstack_kernel::request!(ListResources = "resource.list" => InventoryList);
 
 /// Changes the common fields of one resource; addressed to its uuid.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
@@ -51,23 +40,13 @@ pub struct UpdateResource {
     #[serde(default)]
     pub description: Option<String>,
 }
-impl Message for UpdateResource {
-    const NAME: &'static str = "resource.update";
-}
-impl Request for UpdateResource {
-    type Reply = Inventory;
-}
+flatstack_kernel::request!(UpdateResource = "resource.update" => Inventory);
 
 /// Deletes one resource; refused with `conflict` while others still refer to it.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeleteResource {}
-impl Message for DeleteResource {
-    const NAME: &'static str = "resource.delete";
-}
-impl Request for DeleteResource {
-    type Reply = ();
-}
+flatstack_kernel::request!(DeleteResource = "resource.delete" => ());
 
 /// Canonical event: a resource was created (written in the same transaction).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -77,10 +56,7 @@ pub struct ResourceCreated {
     pub uuid: String,
     pub inventory: Inventory,
 }
-impl Message for ResourceCreated {
-    const NAME: &'static str = "resource.created";
-}
-impl Event for ResourceCreated {}
+flatstack_kernel::event!(ResourceCreated = "resource.created");
 
 /// Canonical event: a resource changed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -89,10 +65,7 @@ pub struct ResourceUpdated {
     pub uuid: String,
     pub inventory: Inventory,
 }
-impl Message for ResourceUpdated {
-    const NAME: &'static str = "resource.updated";
-}
-impl Event for ResourceUpdated {}
+flatstack_kernel::event!(ResourceUpdated = "resource.updated");
 
 /// Canonical event: a resource was deleted.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -100,10 +73,7 @@ pub struct ResourceDeleted {
     pub kind: String,
     pub uuid: String,
 }
-impl Message for ResourceDeleted {
-    const NAME: &'static str = "resource.deleted";
-}
-impl Event for ResourceDeleted {}
+flatstack_kernel::event!(ResourceDeleted = "resource.deleted");
 
 /// What the life-cycle extension points of every resource kind are given.
 #[derive(Debug, Clone)]
@@ -131,19 +101,13 @@ pub struct Attachment {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(transparent)]
 pub struct ResourceAttached(pub Attachment);
-impl Message for ResourceAttached {
-    const NAME: &'static str = "resource.attached";
-}
-impl Event for ResourceAttached {}
+flatstack_kernel::event!(ResourceAttached = "resource.attached");
 
 /// Canonical event: a resource was detached from another.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(transparent)]
 pub struct ResourceDetached(pub Attachment);
-impl Message for ResourceDetached {
-    const NAME: &'static str = "resource.detached";
-}
-impl Event for ResourceDetached {}
+flatstack_kernel::event!(ResourceDetached = "resource.detached");
 
 /// A resource's state or status changed (a host became `Disconnected`, ...).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -160,143 +124,96 @@ pub struct StateChange {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(transparent)]
 pub struct ResourceStateChanged(pub StateChange);
-impl Message for ResourceStateChanged {
-    const NAME: &'static str = "resource.state-changed";
-}
-impl Event for ResourceStateChanged {}
+flatstack_kernel::event!(ResourceStateChanged = "resource.state-changed");
 
 pub mod points {
     //! Life-cycle extension points shared by every resource kind; implementors look at
     //! `kind` to pick the resources they care about.
 
     use super::ResourceChange;
-    use flatstack_kernel::{AsyncVetoPoint, DoUndoPoint, ExtensionPoint, ObservePoint, VetoPoint};
 
-    /// Before a resource is created: refuse to stop it (nothing is written yet).
-    pub struct CreateCheck;
-    impl ExtensionPoint for CreateCheck {
-        const NAME: &'static str = "resource.create.pre-check";
-        const DESCRIPTION: &'static str =
-            "Before any resource is created; a refusal stops the create and nothing is written.";
-    }
-    impl VetoPoint for CreateCheck {
-        type Input = ResourceChange;
-    }
+    flatstack_kernel::extension_point!(
+        /// Before a resource is created: refuse to stop it (nothing is written yet).
+        CreateCheck: VetoPoint, "resource.create.pre-check",
+        "Before any resource is created; a refusal stops the create and nothing is written.",
+        Input = ResourceChange
+    );
 
-    /// While a resource is created, before it is written: do work that is undone if the
-    /// write fails. The context holds the row about to be written (with its uuid).
-    pub struct Create;
-    impl ExtensionPoint for Create {
-        const NAME: &'static str = "resource.create";
-        const DESCRIPTION: &'static str =
-            "During a create, before the row is written; undone if the write fails.";
-    }
-    impl DoUndoPoint for Create {
-        type Context = ResourceChange;
-    }
+    flatstack_kernel::extension_point!(
+        /// While a resource is created, before it is written: do work that is undone if the
+        /// write fails. The context holds the row about to be written (with its uuid).
+        Create: DoUndoPoint, "resource.create",
+        "During a create, before the row is written; undone if the write fails.",
+        Context = ResourceChange
+    );
 
-    /// After a resource was created and committed.
-    pub struct Created;
-    impl ExtensionPoint for Created {
-        const NAME: &'static str = "resource.created";
-        const DESCRIPTION: &'static str = "After a resource is created and committed.";
-    }
-    impl ObservePoint for Created {
-        type Event = ResourceChange;
-    }
+    flatstack_kernel::extension_point!(
+        /// After a resource was created and committed.
+        Created: ObservePoint, "resource.created",
+        "After a resource is created and committed.",
+        Event = ResourceChange
+    );
 
-    /// Before a resource is updated.
-    pub struct UpdateCheck;
-    impl ExtensionPoint for UpdateCheck {
-        const NAME: &'static str = "resource.update.pre-check";
-        const DESCRIPTION: &'static str =
-            "Before a resource's common fields change; the inventory is the new one.";
-    }
-    impl VetoPoint for UpdateCheck {
-        type Input = ResourceChange;
-    }
+    flatstack_kernel::extension_point!(
+        /// Before a resource is updated.
+        UpdateCheck: VetoPoint, "resource.update.pre-check",
+        "Before a resource's common fields change; the inventory is the new one.",
+        Input = ResourceChange
+    );
 
-    /// Before a resource is deleted: refuse to keep it — e.g. because resources of the
-    /// implementor's own kinds still use it (a VM its image). The owner awaits it inside
-    /// the delete's transaction, so an asynchronous veto reads the store through
-    /// `Store::read` (never `begin`: the owner holds the writer), and on SQLite reads
-    /// exactly what the delete will change.
-    pub struct DeleteCheck;
-    impl ExtensionPoint for DeleteCheck {
-        const NAME: &'static str = "resource.delete.pre-check";
-        const DESCRIPTION: &'static str =
-            "Before a resource is deleted; a refusal (e.g. it is still in use) keeps it. May be asynchronous: read the store, never write it.";
-    }
-    impl VetoPoint for DeleteCheck {
-        type Input = ResourceChange;
-    }
-    impl AsyncVetoPoint for DeleteCheck {}
+    flatstack_kernel::extension_point!(
+        /// Before a resource is deleted: refuse to keep it — e.g. because resources of the
+        /// implementor's own kinds still use it (a VM its image). The owner awaits it inside
+        /// the delete's transaction, so an asynchronous veto reads the store through
+        /// `Store::read` (never `begin`: the owner holds the writer), and on SQLite reads
+        /// exactly what the delete will change.
+        DeleteCheck: AsyncVetoPoint, "resource.delete.pre-check",
+        "Before a resource is deleted; a refusal (e.g. it is still in use) keeps it. May be asynchronous: read the store, never write it.",
+        Input = ResourceChange
+    );
 
-    /// Before a resource is attached to another: refuse to keep them apart.
-    pub struct AttachCheck;
-    impl ExtensionPoint for AttachCheck {
-        const NAME: &'static str = "resource.attach.pre-check";
-        const DESCRIPTION: &'static str =
-            "Before a resource is attached to another (e.g. storage to a cluster).";
-    }
-    impl VetoPoint for AttachCheck {
-        type Input = super::Attachment;
-    }
+    flatstack_kernel::extension_point!(
+        /// Before a resource is attached to another: refuse to keep them apart.
+        AttachCheck: VetoPoint, "resource.attach.pre-check",
+        "Before a resource is attached to another (e.g. storage to a cluster).",
+        Input = super::Attachment
+    );
 
-    /// After a resource was attached to another and committed.
-    pub struct Attached;
-    impl ExtensionPoint for Attached {
-        const NAME: &'static str = "resource.attached";
-        const DESCRIPTION: &'static str = "After a resource is attached to another and committed.";
-    }
-    impl ObservePoint for Attached {
-        type Event = super::Attachment;
-    }
+    flatstack_kernel::extension_point!(
+        /// After a resource was attached to another and committed.
+        Attached: ObservePoint, "resource.attached",
+        "After a resource is attached to another and committed.",
+        Event = super::Attachment
+    );
 
-    /// Before a resource is detached from another: refuse to keep them together — e.g.
-    /// because resources of the implementor's kinds use the one through the other (the
-    /// volumes of a cluster's VMs on a primary storage). Awaited like [`DeleteCheck`],
-    /// inside the detach's transaction.
-    pub struct DetachCheck;
-    impl ExtensionPoint for DetachCheck {
-        const NAME: &'static str = "resource.detach.pre-check";
-        const DESCRIPTION: &'static str =
-            "Before a resource is detached from another; a refusal (e.g. it is still used through it) keeps them attached. May be asynchronous: read the store, never write it.";
-    }
-    impl VetoPoint for DetachCheck {
-        type Input = super::Attachment;
-    }
-    impl AsyncVetoPoint for DetachCheck {}
+    flatstack_kernel::extension_point!(
+        /// Before a resource is detached from another: refuse to keep them together — e.g.
+        /// because resources of the implementor's kinds use the one through the other (the
+        /// volumes of a cluster's VMs on a primary storage). Awaited like [`DeleteCheck`],
+        /// inside the detach's transaction.
+        DetachCheck: AsyncVetoPoint, "resource.detach.pre-check",
+        "Before a resource is detached from another; a refusal (e.g. it is still used through it) keeps them attached. May be asynchronous: read the store, never write it.",
+        Input = super::Attachment
+    );
 
-    /// After a resource was detached from another and committed.
-    pub struct Detached;
-    impl ExtensionPoint for Detached {
-        const NAME: &'static str = "resource.detached";
-        const DESCRIPTION: &'static str =
-            "After a resource is detached from another and committed.";
-    }
-    impl ObservePoint for Detached {
-        type Event = super::Attachment;
-    }
+    flatstack_kernel::extension_point!(
+        /// After a resource was detached from another and committed.
+        Detached: ObservePoint, "resource.detached",
+        "After a resource is detached from another and committed.",
+        Event = super::Attachment
+    );
 
-    /// After a resource's state or status changed and was committed.
-    pub struct StateChanged;
-    impl ExtensionPoint for StateChanged {
-        const NAME: &'static str = "resource.state-changed";
-        const DESCRIPTION: &'static str =
-            "After a resource's state or status changed (e.g. a host disconnected).";
-    }
-    impl ObservePoint for StateChanged {
-        type Event = super::StateChange;
-    }
+    flatstack_kernel::extension_point!(
+        /// After a resource's state or status changed and was committed.
+        StateChanged: ObservePoint, "resource.state-changed",
+        "After a resource's state or status changed (e.g. a host disconnected).",
+        Event = super::StateChange
+    );
 
-    /// After a resource was deleted and committed.
-    pub struct Deleted;
-    impl ExtensionPoint for Deleted {
-        const NAME: &'static str = "resource.deleted";
-        const DESCRIPTION: &'static str = "After a resource is deleted and committed.";
-    }
-    impl ObservePoint for Deleted {
-        type Event = ResourceChange;
-    }
+    flatstack_kernel::extension_point!(
+        /// After a resource was deleted and committed.
+        Deleted: ObservePoint, "resource.deleted",
+        "After a resource is deleted and committed.",
+        Event = ResourceChange
+    );
 }

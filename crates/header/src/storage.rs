@@ -4,7 +4,7 @@
 use crate::resource::Inventory;
 use flatstack_kernel::driver::DriverKind;
 use flatstack_kernel::schemars::{self, JsonSchema};
-use flatstack_kernel::{Fault, Kernel, Message, Request};
+use flatstack_kernel::{Fault, Kernel};
 use serde::{Deserialize, Serialize};
 
 /// What a storage driver provides to the plugin that owns its kind.
@@ -58,12 +58,7 @@ pub struct ReserveStorage {
     pub consumer: String,
     pub size: u64,
 }
-impl Message for ReserveStorage {
-    const NAME: &'static str = "primary-storage.capacity.reserve";
-}
-impl Request for ReserveStorage {
-    type Reply = Inventory;
-}
+flatstack_kernel::request!(ReserveStorage = "primary-storage.capacity.reserve" => Inventory, service PRIMARY_STORAGE_SERVICE);
 
 /// Gives back whatever bytes a consumer holds on any primary storage (addressed to none).
 /// Idempotent: `true` if something was given back.
@@ -72,12 +67,7 @@ impl Request for ReserveStorage {
 pub struct ReleaseStorage {
     pub consumer: String,
 }
-impl Message for ReleaseStorage {
-    const NAME: &'static str = "primary-storage.capacity.release";
-}
-impl Request for ReleaseStorage {
-    type Reply = bool;
-}
+flatstack_kernel::request!(ReleaseStorage = "primary-storage.capacity.release" => bool, service PRIMARY_STORAGE_SERVICE);
 
 /// Primary storage: a driver kind (`Simulator`, `LocalStorage`, `NFS`, ...).
 pub struct PrimaryStorages;
@@ -114,22 +104,12 @@ pub struct CreateStorage {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(transparent)]
 pub struct CreatePrimaryStorage(pub CreateStorage);
-impl Message for CreatePrimaryStorage {
-    const NAME: &'static str = "primary-storage.create";
-}
-impl Request for CreatePrimaryStorage {
-    type Reply = Inventory;
-}
+flatstack_kernel::request!(CreatePrimaryStorage = "primary-storage.create" => Inventory);
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(transparent)]
 pub struct CreateBackupStorage(pub CreateStorage);
-impl Message for CreateBackupStorage {
-    const NAME: &'static str = "backup-storage.create";
-}
-impl Request for CreateBackupStorage {
-    type Reply = Inventory;
-}
+flatstack_kernel::request!(CreateBackupStorage = "backup-storage.create" => Inventory);
 
 /// Attaches primary storage (the addressed resource) to a cluster of its zone.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -137,12 +117,7 @@ impl Request for CreateBackupStorage {
 pub struct AttachPrimaryStorage {
     pub cluster_uuid: String,
 }
-impl Message for AttachPrimaryStorage {
-    const NAME: &'static str = "primary-storage.attach-cluster";
-}
-impl Request for AttachPrimaryStorage {
-    type Reply = Inventory;
-}
+flatstack_kernel::request!(AttachPrimaryStorage = "primary-storage.attach-cluster" => Inventory);
 
 /// Detaches primary storage (the addressed resource) from a cluster.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -150,12 +125,7 @@ impl Request for AttachPrimaryStorage {
 pub struct DetachPrimaryStorage {
     pub cluster_uuid: String,
 }
-impl Message for DetachPrimaryStorage {
-    const NAME: &'static str = "primary-storage.detach-cluster";
-}
-impl Request for DetachPrimaryStorage {
-    type Reply = Inventory;
-}
+flatstack_kernel::request!(DetachPrimaryStorage = "primary-storage.detach-cluster" => Inventory);
 
 /// Registers an image on one or more backup storages (taking `size` bytes on each).
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -171,12 +141,7 @@ pub struct CreateImage {
     pub size: u64,
     pub backup_storage_uuids: Vec<String>,
 }
-impl Message for CreateImage {
-    const NAME: &'static str = "image.create";
-}
-impl Request for CreateImage {
-    type Reply = Inventory;
-}
+flatstack_kernel::request!(CreateImage = "image.create" => Inventory);
 
 /// A CPU/memory shape for VMs.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -189,12 +154,7 @@ pub struct CreateInstanceOffering {
     /// Bytes.
     pub memory_size: u64,
 }
-impl Message for CreateInstanceOffering {
-    const NAME: &'static str = "instance-offering.create";
-}
-impl Request for CreateInstanceOffering {
-    type Reply = Inventory;
-}
+flatstack_kernel::request!(CreateInstanceOffering = "instance-offering.create" => Inventory);
 
 /// Takes `size` bytes of the addressed backup storage for a consumer (an image's uuid);
 /// `conflict` if it has not got them. One record per (consumer, backup storage), written
@@ -205,7 +165,7 @@ pub struct ReserveBackupStorage {
     pub consumer: String,
     pub size: u64,
 }
-crate::request!(ReserveBackupStorage = "backup-storage.capacity.reserve" => (), service BACKUP_STORAGE_SERVICE);
+flatstack_kernel::request!(ReserveBackupStorage = "backup-storage.capacity.reserve" => (), service BACKUP_STORAGE_SERVICE);
 
 /// Gives back whatever bytes a consumer holds on any backup storage (addressed to none).
 /// Idempotent: how many backup storages it held bytes of (`0` once released).
@@ -214,14 +174,14 @@ crate::request!(ReserveBackupStorage = "backup-storage.capacity.reserve" => (), 
 pub struct ReleaseBackupStorage {
     pub consumer: String,
 }
-crate::request!(ReleaseBackupStorage = "backup-storage.capacity.release" => u32, service BACKUP_STORAGE_SERVICE);
+flatstack_kernel::request!(ReleaseBackupStorage = "backup-storage.capacity.release" => u32, service BACKUP_STORAGE_SERVICE);
 
 /// Every consumer holding bytes of some backup storage: what its owner checks at start
 /// against its own records, to give back what a stop left held by nothing.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BackupStorageConsumers {}
-crate::request!(BackupStorageConsumers = "backup-storage.capacity.consumers" => Vec<String>, service BACKUP_STORAGE_SERVICE);
+flatstack_kernel::request!(BackupStorageConsumers = "backup-storage.capacity.consumers" => Vec<String>, service BACKUP_STORAGE_SERVICE);
 
 /// The service that owns images.
 pub const IMAGE_SERVICE: &str = "image";

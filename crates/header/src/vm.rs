@@ -3,9 +3,6 @@
 use crate::infra::HostRecord;
 use crate::resource::Inventory;
 use flatstack_kernel::schemars::{self, JsonSchema};
-use flatstack_kernel::{
-    DoUndoPoint, ExtensionPoint, FilterPoint, Message, ObservePoint, Request, VetoPoint,
-};
 use serde::{Deserialize, Serialize};
 
 /// The service that owns VMs; requests about one VM are addressed to its uuid, so they
@@ -120,12 +117,7 @@ fn default_owner() -> String {
     "admin".to_owned()
 }
 
-impl Message for CreateVm {
-    const NAME: &'static str = "vm.create";
-}
-impl Request for CreateVm {
-    type Reply = Inventory;
-}
+flatstack_kernel::request!(CreateVm = "vm.create" => Inventory);
 
 macro_rules! vm_action {
     ($(#[$doc:meta])* $name:ident, $wire:literal) => {
@@ -133,12 +125,7 @@ macro_rules! vm_action {
         #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
         #[serde(deny_unknown_fields)]
         pub struct $name {}
-        impl Message for $name {
-            const NAME: &'static str = $wire;
-        }
-        impl Request for $name {
-            type Reply = Inventory;
-        }
+        flatstack_kernel::request!($name = $wire => Inventory);
     };
 }
 vm_action!(
@@ -190,61 +177,47 @@ impl VmWork {
     }
 }
 
-macro_rules! point {
-    ($(#[$doc:meta])* $name:ident: $trait:ident, $wire:literal, $description:literal $(, $assoc:ident = $ty:ty)*) => {
-        $(#[$doc])*
-        pub struct $name;
-        impl ExtensionPoint for $name {
-            const NAME: &'static str = $wire;
-            const DESCRIPTION: &'static str = $description;
-        }
-        impl $trait for $name {
-            $(type $assoc = $ty;)*
-        }
-    };
-}
-
-point!(
+flatstack_kernel::extension_point!(
     /// Before anything is done for a new VM: quotas and policies refuse here.
     VmCreateCheck: VetoPoint, "vm.create.pre-check",
     "Before a VM is created; a refusal stops the create before anything is allocated.",
     Input = VmWork
 );
-point!(
+flatstack_kernel::extension_point!(
     /// The first step of a create: take what the VM will count against (quotas); given
     /// back if the create fails and when the VM is destroyed.
     VmReserve: DoUndoPoint, "vm.create.reserve",
     "First step of a VM create, before anything is allocated; undone if the create fails and when the VM is destroyed.",
     Context = VmWork
 );
-point!(
+flatstack_kernel::extension_point!(
     /// Narrows the hosts a VM may be placed on (state, capacity, tags, networks...).
     HostFilter: FilterPoint, "vm.host-allocate.filter",
     "Narrows the candidate hosts of a new VM, in order; the first remaining host is used.",
     Input = VmWork, Candidate = HostRecord
 );
-point!(
+flatstack_kernel::extension_point!(
     /// Orders the hosts left by the filters; they are tried in that order until one takes
     /// the VM (placement strategies: spread, pack, affinity...).
     HostSort: FilterPoint, "vm.host-allocate.sort",
     "Orders the candidate hosts a new VM's filters left; the allocator tries them in order.",
     Input = VmWork, Candidate = HostRecord
 );
-point!(
+flatstack_kernel::extension_point!(
     /// After the host is chosen: storage plugins allocate the VM's root volume on primary
     /// storage the host can reach.
     VmAllocateVolumes: DoUndoPoint, "vm.volume.allocate",
     "After a new VM's host is allocated: its root volume is allocated on primary storage the host reaches; undone if the create fails and when the VM is destroyed.",
     Context = VmWork
 );
-point!(
+flatstack_kernel::extension_point!(
     /// After the host and NICs are allocated, before the hypervisor starts the VM:
     /// network services (DHCP leases, tunnels) are set up here and torn down on failure.
     VmPreInstantiate: DoUndoPoint, "vm.pre-instantiate",
     "Before the hypervisor starts a new VM, with its host and NICs; undone if the start fails.",
     Context = VmWork
 );
-point!(
+flatstack_kernel::extension_point!(
     /// After the hypervisor started a new VM, before it is marked running: plugins that
     /// need the VM up (guest agents, monitoring) join here, and are undone — the VM
     /// stopped again — if they fail.
@@ -252,67 +225,67 @@ point!(
     "After the hypervisor started a new VM, before it is Running; undone, and the VM stopped, if a later step fails.",
     Context = VmWork
 );
-point!(
+flatstack_kernel::extension_point!(
     /// Before a stopped VM is started: policies refuse here.
     VmStartCheck: VetoPoint, "vm.start.pre-check",
     "Before a stopped VM is started; a refusal leaves it stopped.",
     Input = VmWork
 );
-point!(
+flatstack_kernel::extension_point!(
     /// Before the hypervisor starts a stopped VM: set up what it needs on its host.
     VmPreStart: DoUndoPoint, "vm.pre-start",
     "Before the hypervisor starts a stopped VM; undone if the start fails.",
     Context = VmWork
 );
-point!(
+flatstack_kernel::extension_point!(
     /// Before a running VM is stopped: policies refuse here.
     VmStopCheck: VetoPoint, "vm.stop.pre-check",
     "Before a running VM is stopped; a refusal leaves it running.",
     Input = VmWork
 );
-point!(
+flatstack_kernel::extension_point!(
     /// Before the hypervisor stops a running VM.
     VmPreStop: DoUndoPoint, "vm.pre-stop",
     "Before the hypervisor stops a running VM; undone if the stop fails.",
     Context = VmWork
 );
-point!(
+flatstack_kernel::extension_point!(
     /// Before a running VM is rebooted: policies refuse here.
     VmRebootCheck: VetoPoint, "vm.reboot.pre-check",
     "Before a running VM is rebooted; a refusal leaves it as it is.",
     Input = VmWork
 );
-point!(
+flatstack_kernel::extension_point!(
     /// Before a VM is destroyed: policies (deletion protection...) refuse here.
     VmDestroyCheck: VetoPoint, "vm.destroy.pre-check",
     "Before a VM is destroyed; a refusal leaves it as it is.",
     Input = VmWork
 );
-point!(
+flatstack_kernel::extension_point!(
     /// Before a VM is stopped for good and its resources released.
     VmPreDestroy: DoUndoPoint, "vm.pre-destroy",
     "Before a VM is destroyed, while it still holds everything; undone if stopping it fails.",
     Context = VmWork
 );
-point!(
+flatstack_kernel::extension_point!(
     /// A VM is running (after create or start).
     VmStarted: ObservePoint, "vm.started",
     "After a VM started (created or started again).",
     Event = VmWork
 );
-point!(
+flatstack_kernel::extension_point!(
     /// A VM stopped.
     VmStopped: ObservePoint, "vm.stopped",
     "After a VM stopped.",
     Event = VmWork
 );
-point!(
+flatstack_kernel::extension_point!(
     /// A VM rebooted.
     VmRebooted: ObservePoint, "vm.rebooted",
     "After a VM rebooted.",
     Event = VmWork
 );
-point!(
+flatstack_kernel::extension_point!(
     /// A VM was destroyed and everything it held released.
     VmDestroyed: ObservePoint, "vm.destroyed",
     "After a VM was destroyed and its host capacity, volumes, IPs and NICs released.",

@@ -3,7 +3,6 @@
 
 use crate::resource::Inventory;
 use flatstack_kernel::schemars::{self, JsonSchema};
-use flatstack_kernel::{Message, Request};
 use serde::{Deserialize, Serialize};
 
 /// The service that owns volumes; requests about one volume are addressed to its uuid.
@@ -28,12 +27,7 @@ pub struct CreateVolume {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub primary_storage_uuid: Option<String>,
 }
-impl Message for CreateVolume {
-    const NAME: &'static str = "volume.create";
-}
-impl Request for CreateVolume {
-    type Reply = Inventory;
-}
+flatstack_kernel::request!(CreateVolume = "volume.create" => Inventory);
 
 /// Attaches the addressed data volume to a VM whose host can reach its primary storage.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -41,20 +35,10 @@ impl Request for CreateVolume {
 pub struct AttachVolume {
     pub vm_instance_uuid: String,
 }
-impl Message for AttachVolume {
-    const NAME: &'static str = "volume.attach";
-}
-impl Request for AttachVolume {
-    type Reply = Inventory;
-}
+flatstack_kernel::request!(AttachVolume = "volume.attach" => Inventory);
 
 /// Detaches the addressed data volume from its VM.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DetachVolume {}
-impl Message for DetachVolume {
-    const NAME: &'static str = "volume.detach";
-}
-impl Request for DetachVolume {
-    type Reply = Inventory;
-}
+flatstack_kernel::request!(DetachVolume = "volume.detach" => Inventory);

@@ -11,6 +11,7 @@ pub mod extension;
 mod fault;
 pub mod flow;
 mod kernel;
+mod macros;
 pub mod manifest;
 pub mod migration;
 mod plugin;

@@ -5,7 +5,7 @@ use flatstack_header::infra::{
     HostDriver, HostQuery, HostRecord, HostState, HostStatus, Hosts, ReleaseCapacity,
     ReserveCapacity,
 };
-use flatstack_header::network::{AllocateIp, ReleaseIps, L3_NETWORK_SERVICE};
+use flatstack_header::network::{AllocateIp, ReleaseIps};
 use flatstack_header::record;
 use flatstack_header::storage::{ImageRecord, InstanceOfferingRecord};
 use flatstack_header::vm::{
@@ -239,10 +239,7 @@ impl Step<VmWork> for AllocateNics {
                 ip: None,
                 consumer: Some(work.vm_uuid.clone()),
             };
-            let address = kernel
-                .request(L3_NETWORK_SERVICE, allocate)
-                .resource(l3.as_str())
-                .await?;
+            let address = kernel.ask(allocate).resource(l3.as_str()).await?;
             let nic_uuid = new_uuid();
             // A locally administered MAC (02:...) from 40 random bits of the NIC's uuid.
             let mac = format!(
@@ -298,7 +295,7 @@ pub(crate) async fn release_nics(kernel: &Kernel, vm_uuid: &str) -> Result<(), F
         let release = ReleaseIps {
             consumer: vm_uuid.to_owned(),
         };
-        kernel.request(L3_NETWORK_SERVICE, release).await
+        kernel.ask(release).await
     })
     .await?;
     Ok(())

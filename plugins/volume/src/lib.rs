@@ -12,9 +12,7 @@ use flatstack_header::record;
 use flatstack_header::storage::{
     ImageRecord, PrimaryStorageQuery, PrimaryStorageRecord, StorageStatus,
 };
-use flatstack_header::storage::{
-    PrimaryStorages, ReleaseStorage, ReserveStorage, StorageDriver, PRIMARY_STORAGE_SERVICE,
-};
+use flatstack_header::storage::{PrimaryStorages, ReleaseStorage, ReserveStorage, StorageDriver};
 use flatstack_header::vm::{HostFilter, VmAllocateVolumes, VmWork};
 use flatstack_header::vm::{VmRecord, VmState};
 use flatstack_header::volume::{kind, AttachVolume, CreateVolume, DetachVolume, VOLUME_SERVICE};
@@ -155,10 +153,7 @@ impl Storage {
             consumer: consumer.to_owned(),
             size,
         };
-        kernel
-            .request(PRIMARY_STORAGE_SERVICE, reserve)
-            .resource(self.uuid())
-            .await?;
+        kernel.ask(reserve).resource(self.uuid()).await?;
         Ok(())
     }
 }
@@ -170,7 +165,7 @@ async fn release(kernel: &Kernel, consumer: &str) -> Result<(), Fault> {
         let release = ReleaseStorage {
             consumer: consumer.to_owned(),
         };
-        kernel.request(PRIMARY_STORAGE_SERVICE, release).await
+        kernel.ask(release).await
     })
     .await?;
     Ok(())

@@ -1,0 +1,74 @@
+//! Declaring messages and extension points in one line each: what a header crate (in the
+//! tree or out of it) publishes. The macros name only this crate's items, through
+//! `$crate`, so a header needs no other import for them.
+
+/// Declares requests and the reply each gets, and, when its type says where it goes, the
+/// service that answers it (so that callers [`ask`](crate::Kernel::ask) without naming
+/// one):
+///
+/// ```ignore
+/// request!(CreateZone = "zone.create" => Inventory);
+/// request!(ReserveCapacity = "host.capacity.reserve" => HostRecord, service HOST_SERVICE);
+/// ```
+#[macro_export]
+macro_rules! request {
+    ($ty:ty = $name:literal => $reply:ty $(, service $service:expr)?) => {
+        impl $crate::Message for $ty {
+            const NAME: &'static str = $name;
+        }
+        impl $crate::Request for $ty {
+            type Reply = $reply;
+        }
+        $(
+            impl $crate::Addressed for $ty {
+                const SERVICE: &'static str = $service;
+            }
+        )?
+    };
+}
+
+/// Declares an event (published to every subscriber of its name):
+/// `event!(ResourceCreated = "resource.created");`.
+#[macro_export]
+macro_rules! event {
+    ($ty:ty = $name:literal) => {
+        impl $crate::Message for $ty {
+            const NAME: &'static str = $name;
+        }
+        impl $crate::Event for $ty {}
+    };
+}
+
+/// Declares an extension point: its marker type, its stable name, the one sentence
+/// introspection shows, its kind (`VetoPoint`, `AsyncVetoPoint`, `DoUndoPoint`,
+/// `ObservePoint`, `FilterPoint`) and what its implementors are given:
+///
+/// ```ignore
+/// extension_point!(
+///     /// Before a VM's host is chosen.
+///     VmCreatePreCheck: VetoPoint, "vm.create.pre-check",
+///     "Before anything is reserved; a veto refuses the create.", Input = CreateVm
+/// );
+/// extension_point!(DeleteCheck: AsyncVetoPoint, "resource.delete-check", "...", Input = ResourceChange);
+/// ```
+///
+/// `AsyncVetoPoint` declares a [`VetoPoint`](crate::VetoPoint) whose implementors may
+/// also be asynchronous.
+#[macro_export]
+macro_rules! extension_point {
+    ($(#[$doc:meta])* $name:ident: AsyncVetoPoint, $wire:literal, $description:literal, Input = $input:ty) => {
+        $crate::extension_point!($(#[$doc])* $name: VetoPoint, $wire, $description, Input = $input);
+        impl $crate::AsyncVetoPoint for $name {}
+    };
+    ($(#[$doc:meta])* $name:ident: $kind:ident, $wire:literal, $description:literal $(, $assoc:ident = $ty:ty)*) => {
+        $(#[$doc])*
+        pub struct $name;
+        impl $crate::ExtensionPoint for $name {
+            const NAME: &'static str = $wire;
+            const DESCRIPTION: &'static str = $description;
+        }
+        impl $crate::$kind for $name {
+            $(type $assoc = $ty;)*
+        }
+    };
+}
