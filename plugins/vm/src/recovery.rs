@@ -262,11 +262,9 @@ fn incomplete(work: &VmWork, failed: Vec<(&'static str, Fault)>) -> Result<(), F
             first.message
         ),
     );
-    Err(failed
-        .into_iter()
-        .fold(fault, |fault, (step, undo)| {
-            fault.with_undo_failure(Some(step), undo)
-        }))
+    Err(failed.into_iter().fold(fault, |fault, (step, undo)| {
+        fault.with_undo_failure(Some(step), undo)
+    }))
 }
 
 /// Undoes every implementor of `P` for the VM, again while the failure is transient (the
