@@ -395,6 +395,34 @@ async fn an_extension_steps_failed_partial_undo_is_on_the_flows_fault() {
     assert_eq!(failure.report.outcome("record"), Some(StepOutcome::Kept));
 }
 
+#[tokio::test(start_paused = true)]
+async fn an_extension_steps_failed_undo_names_step_plugin_and_point() {
+    let k = Kernel::builder().plugin(PartPlugin).build().unwrap();
+    let flow = Flow::new("start")
+        .step(ExtensionStep::<PreStart>::new(&k))
+        .step(s("boot", Mode::Fail));
+    let mut ctx = Ctx::default();
+    let failure = flow.run(&mut ctx).await.unwrap_err();
+    // Transient, so tried again (7 times in all) before it is given up and reported.
+    let tries = ctx.log.iter().filter(|l| *l == "stuck down fails").count();
+    assert_eq!(tries, 7, "{:?}", ctx.log);
+    let fault = &failure.fault;
+    assert_eq!(fault.detail_str("step"), Some("boot"));
+    assert_eq!(
+        fault.details["undo_failed"],
+        json!([{
+            "step": "test.pre-start", "plugin": "part", "point": "test.pre-start",
+            "code": "unavailable",
+            "message": "plugin `part` failed at `test.pre-start`: will not come down",
+        }])
+    );
+    assert_eq!(fault.details["rollback_failed"], json!(["test.pre-start"]));
+    assert_eq!(
+        failure.report.outcome("test.pre-start"),
+        Some(StepOutcome::RollbackFailed)
+    );
+}
+
 proptest! {
     /// For random chains with a failure at a random step, exactly the completed steps
     /// are undone, in reverse order, each once.
