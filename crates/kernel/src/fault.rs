@@ -143,7 +143,7 @@ impl Fault {
             }
         };
         if let Some(step) = step {
-            name_step(&mut entries, step);
+            name_entries(&mut entries, &[("step", step)]);
         }
         let mut all = match self.details.get_mut(UNDO_FAILED).map(Value::take) {
             Some(Value::Array(all)) => all,
@@ -167,11 +167,12 @@ impl Fault {
         }
     }
 
-    /// Names `step` in every undo failure that names none: those of the step's own run.
-    pub(crate) fn undo_failures_in_step(mut self, step: &str) -> Self {
+    /// Names where its undo failures happened, in each that does not say (`"step"`, or
+    /// `"plugin"` and `"point"`): those of a step's, or an implementor's, own run.
+    pub(crate) fn undo_failures_in(mut self, keys: &[(&str, &str)]) -> Self {
         match self.details.get_mut(UNDO_FAILED).map(Value::take) {
             Some(Value::Array(mut entries)) => {
-                name_step(&mut entries, step);
+                name_entries(&mut entries, keys);
                 self.with_undo_failures(entries)
             }
             _ => self,
@@ -195,12 +196,14 @@ impl Fault {
 const UNDO_FAILED: &str = "undo_failed";
 const ROLLBACK_INCOMPLETE: &str = "incomplete";
 
-/// Names `step` in each entry that names no step.
-fn name_step(entries: &mut [Value], step: &str) {
+/// Sets each of `keys` in each entry that has none of them.
+fn name_entries(entries: &mut [Value], keys: &[(&str, &str)]) {
     for entry in entries {
         if let Value::Object(map) = entry {
-            if !map.contains_key("step") {
-                map.insert("step".into(), step.into());
+            if keys.iter().all(|(key, _)| !map.contains_key(*key)) {
+                for (key, value) in keys {
+                    map.insert((*key).to_owned(), (*value).into());
+                }
             }
         }
     }

@@ -190,7 +190,7 @@ impl<C: Send + 'static> Flow<C> {
                 }
                 // Undo failures of the step's own run (a do/undo point's implementors
                 // that completed before one failed) are its cleanup's.
-                let mut fault = fault.undo_failures_in_step(step.name());
+                let mut fault = fault.undo_failures_in(&[("step", step.name())]);
                 if let Err(cleanup) = contained(step.name(), step.cleanup(ctx)).await {
                     tracing::error!(flow = %self.name, step = step.name(), fault = %cleanup, "cleanup failed; rolling back");
                     fault = fault.with_undo_failure(Some(step.name()), cleanup);

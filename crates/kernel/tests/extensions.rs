@@ -77,6 +77,8 @@ enum Behaviour {
     Panic,
     Hang,
     FailUndo,
+    /// Fails, and cannot give back what it had done before failing.
+    FailLeaving,
 }
 
 /// A plugin that does `behaviour` at every point it implements and logs each call.
@@ -117,6 +119,8 @@ impl Imp {
         self.note(what);
         match self.behaviour {
             Behaviour::Fail => Err(Fault::conflict("no")),
+            Behaviour::FailLeaving => Err(Fault::conflict("no")
+                .with_undo_failure(None, Fault::internal("half done, left so"))),
             Behaviour::Panic => panic!("boom in {}", self.name),
             Behaviour::Hang => {
                 tokio::time::sleep(Duration::from_secs(3600)).await;
@@ -380,6 +384,37 @@ async fn every_undo_that_fails_is_reported_not_only_the_first() {
         .map(|f| f["plugin"].as_str().unwrap())
         .collect();
     assert_eq!(failed, ["c", "a"]);
+}
+
+#[tokio::test]
+async fn an_implementors_own_undo_failure_is_named_after_it() {
+    let log = Log::default();
+    let k = kernel(vec![
+        Actor::new("a", Behaviour::FailUndo, &log),
+        Actor::new("b", Behaviour::FailLeaving, &log),
+    ]);
+    let fault = k
+        .extensions()
+        .run::<Instantiate>(&mut Work::default())
+        .await
+        .unwrap_err();
+    let named: Vec<(&str, &str)> = fault
+        .undo_failures()
+        .iter()
+        .map(|f| {
+            (
+                f["plugin"].as_str().unwrap(),
+                f["message"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        named,
+        [
+            ("b", "half done, left so"),
+            ("a", "plugin `a` failed at `test.instantiate`: cannot undo")
+        ]
+    );
 }
 
 #[tokio::test]

@@ -448,8 +448,8 @@ async fn create_data_volume(
     }
     .await;
     if let Err(fault) = made {
-        // What failed is the answer; an undo that fails too leaves the row `Creating`,
-        // which recovery undoes again, and is on the answer.
+        // What failed is the answer; an undo that fails too is on it, and leaves the row
+        // `Creating`, which recovery undoes at the next start.
         let undone = async {
             free(kernel, &volume).await?;
             remove_row(kernel, &uuid, false).await

@@ -270,6 +270,8 @@ async fn guarded<I: ?Sized, T>(
             ),
             ..fault
         }
+        // Undo failures of its own (what it could not give back after it failed).
+        .undo_failures_in(&[("plugin", &e.plugin), ("point", point)])
         .with_detail("plugin", &*e.plugin)
         .with_detail("point", point)
     })
