@@ -270,6 +270,150 @@ async fn an_undo_that_fails_transiently_is_retried_and_the_rollback_completes() 
     assert_eq!(snapshot(&node, dir.path(), &dc).await, before);
 }
 
+/// Waits until no VM row is left (recovery has undone what a failed create kept).
+async fn no_vm_left(dir: &std::path::Path) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while common::rows(dir, "vm_instances").await != 0 {
+        assert!(Instant::now() < deadline, "the VM was never removed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_create_whose_undo_fails_says_which_and_recovery_undoes_it_again() {
+    let dir = common::data_dir();
+    let node = Node::start_custom(dir.path(), &[], &[("FLATSTACK_RECONCILE_INTERVAL", "1")]);
+    let dc = data_centre(&node).await;
+    let before = snapshot(&node, dir.path(), &dc).await;
+    // A step after the root volume fails, and the volume point's undo fails once.
+    arm(
+        &node,
+        json!({"point": "vm.volume.allocate", "mode": "fail", "undo": true, "once": true}),
+    )
+    .await;
+    arm(
+        &node,
+        json!({"point": "vm.post-instantiate", "mode": "fail", "once": true}),
+    )
+    .await;
+    let job = start_job(
+        &node,
+        Method::POST,
+        "/v1/vm-instances",
+        Some(vm_body(&dc, "v")),
+    )
+    .await;
+    let job = finished_job(&node, &job).await;
+    assert_eq!(job["state"], "failed", "{job}");
+    let details = &job["error"]["details"];
+    assert_eq!(details["step"], "vm.post-instantiate", "{job}");
+    assert_eq!(details["injected"], "vm.post-instantiate", "{job}");
+    assert_eq!(details["rollback"], "incomplete", "{job}");
+    assert_eq!(
+        details["rollback_failed"],
+        json!(["vm.volume.allocate"]),
+        "{job}"
+    );
+    let failed = &details["undo_failed"];
+    assert_eq!(failed.as_array().map(Vec::len), Some(1), "{job}");
+    assert_eq!(
+        (
+            &failed[0]["step"],
+            &failed[0]["plugin"],
+            &failed[0]["point"],
+            &failed[0]["code"]
+        ),
+        (
+            &json!("vm.volume.allocate"),
+            &json!("fault-injection"),
+            &json!("vm.volume.allocate"),
+            &json!("internal")
+        ),
+        "{job}"
+    );
+    assert!(
+        failed[0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("fault injected")),
+        "{job}"
+    );
+    // The VM's row was kept for recovery, which undoes the create again (the undo passes
+    // now) and removes it: nothing is left, nothing given back twice.
+    no_vm_left(dir.path()).await;
+    assert_eq!(snapshot(&node, dir.path(), &dc).await, before);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_undo_that_fails_inside_a_failing_point_is_reported_and_redone() {
+    let dir = common::data_dir();
+    // Fault injection's implementor placed first at `vm.volume.allocate`, before the volume
+    // plugin's: the volume plugin's failure undoes it.
+    let manifest = dir.path().join("flatstack.toml");
+    std::fs::write(
+        &manifest,
+        "[extensions.\"vm.volume.allocate\".fault-injection]\norder = -1000\n",
+    )
+    .expect("manifest written");
+    let node = Node::start_custom(
+        dir.path(),
+        &["--config".as_ref(), manifest.as_os_str()],
+        &[("FLATSTACK_RECONCILE_INTERVAL", "1")],
+    );
+    let (_, points) = node.get("/v1/extension-points").await;
+    let point = points["extension_points"]
+        .as_array()
+        .and_then(|all| all.iter().find(|p| p["name"] == "vm.volume.allocate"))
+        .cloned()
+        .unwrap_or_else(|| panic!("vm.volume.allocate listed: {points}"));
+    assert_eq!(
+        point["implementors"][0]["plugin"], "fault-injection",
+        "{point}"
+    );
+    let dc = data_centre(&node).await;
+    let before = snapshot(&node, dir.path(), &dc).await;
+    arm(
+        &node,
+        json!({"point": "vm.volume.allocate", "mode": "fail", "undo": true, "once": true}),
+    )
+    .await;
+    let (status, reply) = node
+        .post(
+            &format!("/v1/primary-storage/{}/actions?wait=10", dc.ps),
+            json!({"action": "inject_failure", "operation": "create_volume", "fail": true, "once": true}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    let (status, err) = node
+        .post("/v1/vm-instances?wait=10", vm_body(&dc, "v"))
+        .await;
+    assert!(status.is_server_error(), "{status}: {err}");
+    let details = &err["error"]["details"];
+    assert_eq!(
+        err["error"]["code"], "unavailable",
+        "the storage's failure: {err}"
+    );
+    assert_eq!(
+        (&details["step"], &details["plugin"]),
+        (&json!("vm.volume.allocate"), &json!("volume")),
+        "{err}"
+    );
+    assert_eq!(details["rollback"], "incomplete", "{err}");
+    assert_eq!(
+        details["undo_failed"],
+        json!([{
+            "step": "vm.volume.allocate",
+            "plugin": "fault-injection",
+            "point": "vm.volume.allocate",
+            "code": "internal",
+            "message": "plugin `fault-injection` failed at `vm.volume.allocate`: \
+                        fault injected at `vm.volume.allocate#undo`",
+        }]),
+        "{err}"
+    );
+    no_vm_left(dir.path()).await;
+    assert_eq!(snapshot(&node, dir.path(), &dc).await, before);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_idempotency_key_makes_a_retry_answer_the_first_request() {
     let dir = common::data_dir();

@@ -513,7 +513,8 @@ async fn tables(dir: &std::path::Path) -> serde_json::Value {
 #[tokio::test]
 async fn a_create_whose_rollback_fails_says_what_it_left() {
     let dir = common::data_dir();
-    let node = Node::start(dir.path());
+    // Recovery runs every second, as it would every minute.
+    let node = Node::start_custom(dir.path(), &[], &[("FLATSTACK_RECONCILE_INTERVAL", "1")]);
     let dc = data_centre(&node).await;
     let host = &dc.hosts[0];
     let mut body = vm_body(&dc, "doomed");
@@ -542,17 +543,40 @@ async fn a_create_whose_rollback_fails_says_what_it_left() {
         json!(["hypervisor.start"]),
         "{err}"
     );
-    // What the error names is indeed left: the VM runs on the host. Everything else the
-    // other steps held was released.
+    let failed = &details["undo_failed"];
+    assert_eq!(failed.as_array().map(Vec::len), Some(1), "{err}");
+    assert_eq!(failed[0]["step"], "hypervisor.start", "{err}");
+    assert_eq!(failed[0]["code"], "unavailable", "{err}");
+    assert!(
+        failed[0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("stop_vm")),
+        "{err}"
+    );
+    // What the error names is indeed left, and the VM's row with it, `Creating`, for
+    // recovery to find (which cannot stop the VM either while the host refuses). Everything
+    // else the other steps held was released.
+    let vms = common::dump(dir.path(), "vm_instances").await;
+    assert_eq!(vms.len(), 1, "{vms:?}");
+    assert_eq!(vms[0]["state"], "Creating");
+    assert_eq!(rows(dir.path(), "ip_addresses").await, 0);
     assert_eq!(
         simulated_vms(&node, host).await.as_array().map(Vec::len),
         Some(1)
     );
-    assert_eq!(rows(dir.path(), "vm_instances").await, 0);
-    assert_eq!(rows(dir.path(), "ip_addresses").await, 0);
+    // The host stops VMs again (reading it cleared its injections): recovery undoes the
+    // create for good.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while rows(dir.path(), "vm_instances").await != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the VM was never removed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(simulated_vms(&node, host).await, json!([]));
 
-    // A rollback that completes adds nothing to the error (reading the simulator above
-    // cleared its injections: the host stops VMs again).
+    // A rollback that completes adds nothing to the error.
     node.post(
         "/v1/fault-injections?wait=10",
         json!({"point": "vm.post-instantiate", "mode": "fail", "once": true}),

@@ -119,6 +119,94 @@ impl Fault {
     pub fn detail_str(&self, key: &str) -> Option<&str> {
         self.details.get(key).and_then(Value::as_str)
     }
+
+    /// Records that giving back what was done before this fault failed too, so something
+    /// may be left held: `details.rollback` becomes `"incomplete"`, `undo` is appended to
+    /// `details.undo_failed` as `{step?, plugin?, point?, code, message}` (`step` names
+    /// the flow step whose undo it was, if given; `plugin` and `point` the extension, if
+    /// `undo` names them), and `details.rollback_failed` lists the steps (or, without one,
+    /// the points) whose undo failed, once each. An `undo` that carries undo failures of
+    /// its own (from [`crate::Extensions::undo`], say) is flattened into them.
+    pub fn with_undo_failure(mut self, step: Option<&str>, undo: Fault) -> Self {
+        let mut entries = match undo.details.get(UNDO_FAILED) {
+            Some(Value::Array(entries)) if !entries.is_empty() => entries.clone(),
+            _ => {
+                let mut entry = serde_json::Map::new();
+                for key in ["plugin", "point"] {
+                    if let Some(value) = undo.detail_str(key) {
+                        entry.insert(key.to_owned(), value.into());
+                    }
+                }
+                entry.insert("code".into(), undo.code.as_str().into());
+                entry.insert("message".into(), undo.message.into());
+                vec![Value::Object(entry)]
+            }
+        };
+        if let Some(step) = step {
+            name_entries(&mut entries, &[("step", step)]);
+        }
+        let mut all = match self.details.get_mut(UNDO_FAILED).map(Value::take) {
+            Some(Value::Array(all)) => all,
+            _ => Vec::new(),
+        };
+        all.extend(entries);
+        self.with_undo_failures(all)
+    }
+
+    /// Whether giving back what was done before this fault failed
+    /// ([`Fault::with_undo_failure`]): something may be left held.
+    pub fn rollback_incomplete(&self) -> bool {
+        self.detail_str("rollback") == Some(ROLLBACK_INCOMPLETE)
+    }
+
+    /// The undo failures attached by [`Fault::with_undo_failure`], oldest first.
+    pub fn undo_failures(&self) -> &[Value] {
+        match self.details.get(UNDO_FAILED) {
+            Some(Value::Array(entries)) => entries,
+            _ => &[],
+        }
+    }
+
+    /// Names where its undo failures happened, in each that does not say (`"step"`, or
+    /// `"plugin"` and `"point"`): those of a step's, or an implementor's, own run.
+    pub(crate) fn undo_failures_in(mut self, keys: &[(&str, &str)]) -> Self {
+        match self.details.get_mut(UNDO_FAILED).map(Value::take) {
+            Some(Value::Array(mut entries)) => {
+                name_entries(&mut entries, keys);
+                self.with_undo_failures(entries)
+            }
+            _ => self,
+        }
+    }
+
+    fn with_undo_failures(self, entries: Vec<Value>) -> Self {
+        let mut steps: Vec<Value> = Vec::new();
+        for entry in &entries {
+            let name = entry.get("step").or_else(|| entry.get("point"));
+            if let Some(name) = name.filter(|n| !steps.contains(n)) {
+                steps.push(name.clone());
+            }
+        }
+        self.with_detail("rollback", ROLLBACK_INCOMPLETE)
+            .with_detail("rollback_failed", steps)
+            .with_detail(UNDO_FAILED, entries)
+    }
+}
+
+const UNDO_FAILED: &str = "undo_failed";
+const ROLLBACK_INCOMPLETE: &str = "incomplete";
+
+/// Sets each of `keys` in each entry that has none of them.
+fn name_entries(entries: &mut [Value], keys: &[(&str, &str)]) {
+    for entry in entries {
+        if let Value::Object(map) = entry {
+            if keys.iter().all(|(key, _)| !map.contains_key(*key)) {
+                for (key, value) in keys {
+                    map.insert((*key).to_owned(), (*value).into());
+                }
+            }
+        }
+    }
 }
 
 /// Renders a caught panic payload as text.

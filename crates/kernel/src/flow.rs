@@ -1,7 +1,8 @@
 //! The flow engine: a chain of async steps over a typed shared context.
 //!
 //! On failure, the failing step's own `cleanup` runs, then every completed step's
-//! `rollback` in reverse order; rollback errors are logged and the rollback goes on.
+//! `rollback` in reverse order; rollback errors are logged and the rollback goes on, and
+//! the flow's fault carries them (`rollback: "incomplete"`, `undo_failed`).
 //! A panicking step is a failure like any other. Each step's duration is recorded.
 
 use crate::extension::DoUndoPoint;
@@ -40,6 +41,15 @@ pub trait Step<C: Send>: Send + Sync {
     async fn cleanup(&self, _ctx: &mut C) -> Result<(), Fault> {
         Ok(())
     }
+
+    /// `true` to keep what this step did, rather than roll it back, once the undo of a
+    /// later step (or the failed step's cleanup) has failed: a step that records the
+    /// flow's subject where recovery finds it (a VM's row, `Creating`) keeps it, so that
+    /// what the failed undo left held is found and released again later. Its outcome is
+    /// then [`StepOutcome::Kept`].
+    fn keep_if_rollback_incomplete(&self) -> bool {
+        false
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -49,8 +59,12 @@ pub enum StepOutcome {
     Skipped,
     Failed,
     RolledBack,
-    /// Its rollback (or, for the failed step, its cleanup) failed; logged, rollback went on.
+    /// Its rollback (or, for the failed step, its cleanup) failed; logged, rollback went on,
+    /// and the flow's fault says so (`rollback: "incomplete"`, `undo_failed`).
     RollbackFailed,
+    /// Not rolled back, as it asks once an undo has failed
+    /// ([`Step::keep_if_rollback_incomplete`]).
+    Kept,
     /// Not reached because an earlier step failed.
     NotRun,
 }
@@ -174,10 +188,17 @@ impl<C: Send + 'static> Flow<C> {
                 } else {
                     tracing::warn!(flow = %self.name, step = step.name(), %fault, "step failed; rolling back");
                 }
-                if contained(step.name(), step.cleanup(ctx)).await.is_err() {
+                // Undo failures of the step's own run (a do/undo point's implementors
+                // that completed before one failed) are its cleanup's.
+                let mut fault = fault.undo_failures_in(&[("step", step.name())]);
+                if let Err(cleanup) = contained(step.name(), step.cleanup(ctx)).await {
+                    tracing::error!(flow = %self.name, step = step.name(), fault = %cleanup, "cleanup failed; rolling back");
+                    fault = fault.with_undo_failure(Some(step.name()), cleanup);
+                }
+                if fault.rollback_incomplete() {
                     records[i].0 = StepOutcome::RollbackFailed;
                 }
-                self.roll_back(&mut records, i, ctx).await;
+                let fault = self.roll_back(&mut records, i, ctx, fault).await;
                 let fault = fault
                     .with_detail("flow", &*self.name)
                     .with_detail("step", step.name());
@@ -191,20 +212,34 @@ impl<C: Send + 'static> Flow<C> {
         Ok(self.report(records, started, clock))
     }
 
-    async fn roll_back(&self, records: &mut [(StepOutcome, Duration)], failed: usize, ctx: &mut C) {
+    /// Rolls back the steps before `failed` that completed, in reverse; returns `fault` with
+    /// every rollback failure attached.
+    async fn roll_back(
+        &self,
+        records: &mut [(StepOutcome, Duration)],
+        failed: usize,
+        ctx: &mut C,
+        mut fault: Fault,
+    ) -> Fault {
         for j in (0..failed).rev() {
             if records[j].0 != StepOutcome::Done {
                 continue;
             }
             let step = &self.steps[j];
+            if fault.rollback_incomplete() && step.keep_if_rollback_incomplete() {
+                records[j].0 = StepOutcome::Kept;
+                continue;
+            }
             records[j].0 = match contained(step.name(), step.rollback(ctx)).await {
                 Ok(()) => StepOutcome::RolledBack,
-                Err(fault) => {
-                    tracing::error!(flow = %self.name, step = step.name(), %fault, "rollback failed; going on");
+                Err(undo) => {
+                    tracing::error!(flow = %self.name, step = step.name(), fault = %undo, "rollback failed; going on");
+                    fault = fault.with_undo_failure(Some(step.name()), undo);
                     StepOutcome::RollbackFailed
                 }
             };
         }
+        fault
     }
 
     fn report(

@@ -77,6 +77,8 @@ enum Behaviour {
     Panic,
     Hang,
     FailUndo,
+    /// Fails, and cannot give back what it had done before failing.
+    FailLeaving,
 }
 
 /// A plugin that does `behaviour` at every point it implements and logs each call.
@@ -117,6 +119,8 @@ impl Imp {
         self.note(what);
         match self.behaviour {
             Behaviour::Fail => Err(Fault::conflict("no")),
+            Behaviour::FailLeaving => Err(Fault::conflict("no")
+                .with_undo_failure(None, Fault::internal("half done, left so"))),
             Behaviour::Panic => panic!("boom in {}", self.name),
             Behaviour::Hang => {
                 tokio::time::sleep(Duration::from_secs(3600)).await;
@@ -283,6 +287,151 @@ async fn do_undo_failure_undoes_exactly_the_completed_in_reverse() {
         "the plugin's own code is kept"
     );
     assert_eq!(work.log, ["run a", "run b", "run c", "undo b", "undo a"]);
+}
+
+#[tokio::test]
+async fn an_undo_that_fails_after_a_failed_run_is_on_the_runs_fault() {
+    let log = Log::default();
+    let k = kernel(vec![
+        Actor::new("a", Behaviour::FailUndo, &log),
+        Actor::new("b", Behaviour::Fail, &log),
+    ]);
+    let mut work = Work::default();
+    let fault = k
+        .extensions()
+        .run::<Instantiate>(&mut work)
+        .await
+        .unwrap_err();
+    assert_eq!(work.log, ["run a", "run b", "undo a"]);
+    // The run's fault is the answer; a's failed undo is not dropped.
+    assert_eq!(fault.code, FaultCode::Conflict);
+    assert_eq!(fault.detail_str("plugin"), Some("b"));
+    assert!(fault.rollback_incomplete(), "{fault:?}");
+    assert_eq!(fault.details["rollback"], "incomplete");
+    assert_eq!(
+        fault.details["undo_failed"],
+        serde_json::json!([{
+            "plugin": "a",
+            "point": "test.instantiate",
+            "code": "internal",
+            "message": "plugin `a` failed at `test.instantiate`: cannot undo",
+        }])
+    );
+    assert_eq!(
+        fault.details["rollback_failed"],
+        serde_json::json!(["test.instantiate"])
+    );
+}
+
+#[tokio::test]
+async fn every_undo_that_fails_is_reported_not_only_the_first() {
+    let log = Log::default();
+    let k = kernel(vec![
+        Actor::new("a", Behaviour::FailUndo, &log),
+        Actor::new("b", Behaviour::Ok, &log),
+        Actor::new("c", Behaviour::FailUndo, &log),
+        Actor::new("d", Behaviour::Fail, &log),
+    ]);
+    let mut work = Work::default();
+    let fault = k
+        .extensions()
+        .run::<Instantiate>(&mut work)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        work.log,
+        ["run a", "run b", "run c", "run d", "undo c", "undo b", "undo a"]
+    );
+    assert_eq!(fault.detail_str("plugin"), Some("d"));
+    let failed: Vec<&str> = fault
+        .undo_failures()
+        .iter()
+        .map(|f| f["plugin"].as_str().unwrap())
+        .collect();
+    assert_eq!(failed, ["c", "a"], "in the order they were undone");
+
+    // After a successful run, `undo` reports every failure too.
+    let mut work = Work::default();
+    let k = kernel(vec![
+        Actor::new("a", Behaviour::FailUndo, &log),
+        Actor::new("b", Behaviour::Ok, &log),
+        Actor::new("c", Behaviour::FailUndo, &log),
+    ]);
+    k.extensions().run::<Instantiate>(&mut work).await.unwrap();
+    let fault = k
+        .extensions()
+        .undo::<Instantiate>(&mut work)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        work.log,
+        ["run a", "run b", "run c", "undo c", "undo b", "undo a"]
+    );
+    assert_eq!(
+        fault.detail_str("plugin"),
+        Some("c"),
+        "the first is the answer"
+    );
+    assert!(
+        fault.message.contains("1 more undo failure"),
+        "{}",
+        fault.message
+    );
+    assert!(fault.rollback_incomplete());
+    let failed: Vec<&str> = fault
+        .undo_failures()
+        .iter()
+        .map(|f| f["plugin"].as_str().unwrap())
+        .collect();
+    assert_eq!(failed, ["c", "a"]);
+}
+
+#[tokio::test]
+async fn an_implementors_own_undo_failure_is_named_after_it() {
+    let log = Log::default();
+    let k = kernel(vec![
+        Actor::new("a", Behaviour::FailUndo, &log),
+        Actor::new("b", Behaviour::FailLeaving, &log),
+    ]);
+    let fault = k
+        .extensions()
+        .run::<Instantiate>(&mut Work::default())
+        .await
+        .unwrap_err();
+    let named: Vec<(&str, &str)> = fault
+        .undo_failures()
+        .iter()
+        .map(|f| {
+            (
+                f["plugin"].as_str().unwrap(),
+                f["message"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        named,
+        [
+            ("b", "half done, left so"),
+            ("a", "plugin `a` failed at `test.instantiate`: cannot undo")
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_run_whose_undos_succeed_says_nothing_of_a_rollback() {
+    let log = Log::default();
+    let k = kernel(vec![
+        Actor::new("a", Behaviour::Ok, &log),
+        Actor::new("b", Behaviour::Fail, &log),
+    ]);
+    let fault = k
+        .extensions()
+        .run::<Instantiate>(&mut Work::default())
+        .await
+        .unwrap_err();
+    assert!(!fault.rollback_incomplete());
+    assert!(fault.details.get("rollback").is_none(), "{fault:?}");
+    assert!(fault.undo_failures().is_empty());
 }
 
 #[tokio::test]

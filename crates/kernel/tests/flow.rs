@@ -7,6 +7,7 @@ use flatstack_kernel::{
     Step,
 };
 use proptest::prelude::*;
+use serde_json::json;
 
 #[derive(Default)]
 struct Ctx {
@@ -20,6 +21,7 @@ enum Mode {
     Panic,
     Skip,
     FailRollback,
+    FailCleanup,
 }
 
 struct S {
@@ -45,7 +47,7 @@ impl Step<Ctx> for S {
     async fn run(&self, ctx: &mut Ctx) -> Result<(), Fault> {
         ctx.log.push(format!("run {}", self.name));
         match self.mode {
-            Mode::Fail => Err(Fault::conflict(format!("{} failed", self.name))),
+            Mode::Fail | Mode::FailCleanup => Err(Fault::conflict(format!("{} failed", self.name))),
             Mode::Panic => panic!("{} panicked", self.name),
             _ => Ok(()),
         }
@@ -59,6 +61,9 @@ impl Step<Ctx> for S {
     }
     async fn cleanup(&self, ctx: &mut Ctx) -> Result<(), Fault> {
         ctx.log.push(format!("cleanup {}", self.name));
+        if self.mode == Mode::FailCleanup {
+            return Err(Fault::internal("cleanup broke"));
+        }
         Ok(())
     }
 }
@@ -96,6 +101,118 @@ async fn failure_cleans_up_the_failing_step_then_rolls_back_in_reverse() {
             StepOutcome::Failed,
             StepOutcome::NotRun
         ]
+    );
+    // The failed rollback is not only logged: the fault says so.
+    assert!(failure.fault.rollback_incomplete());
+    assert_eq!(
+        failure.fault.details["undo_failed"],
+        json!([{"step": "c", "code": "internal", "message": "rollback broke"}])
+    );
+    assert_eq!(failure.fault.details["rollback_failed"], json!(["c"]));
+    assert_eq!(
+        failure.fault.message, "d failed",
+        "the failure is the answer"
+    );
+}
+
+#[tokio::test]
+async fn every_failed_rollback_and_a_failed_cleanup_are_on_the_fault() {
+    let flow = Flow::new("create")
+        .step(s("a", Mode::FailRollback))
+        .step(s("b", Mode::Ok))
+        .step(s("c", Mode::FailRollback))
+        .step(s("d", Mode::FailCleanup));
+    let failure = flow.run(&mut Ctx::default()).await.unwrap_err();
+    assert_eq!(failure.fault.detail_str("step"), Some("d"));
+    let steps: Vec<&str> = failure
+        .fault
+        .undo_failures()
+        .iter()
+        .map(|f| f["step"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        steps,
+        ["d", "c", "a"],
+        "cleanup first, then the rollback's order"
+    );
+    assert_eq!(
+        failure.fault.details["undo_failed"][0]["message"],
+        "cleanup broke"
+    );
+    assert_eq!(
+        failure.fault.details["rollback_failed"],
+        json!(["d", "c", "a"])
+    );
+    assert_eq!(
+        failure.report.outcome("d"),
+        Some(StepOutcome::RollbackFailed)
+    );
+    assert_eq!(failure.report.outcome("b"), Some(StepOutcome::RolledBack));
+
+    // A rollback that completes adds nothing.
+    let flow = Flow::new("create")
+        .step(s("a", Mode::Ok))
+        .step(s("b", Mode::Fail));
+    let failure = flow.run(&mut Ctx::default()).await.unwrap_err();
+    assert!(!failure.fault.rollback_incomplete());
+    assert!(failure.fault.details.get("undo_failed").is_none());
+}
+
+/// A step that keeps what it did when an undo failed (as a VM's row is kept for recovery).
+struct Keeper;
+#[async_trait]
+impl Step<Ctx> for Keeper {
+    fn name(&self) -> &str {
+        "record"
+    }
+    async fn run(&self, ctx: &mut Ctx) -> Result<(), Fault> {
+        ctx.log.push("run record".into());
+        Ok(())
+    }
+    async fn rollback(&self, ctx: &mut Ctx) -> Result<(), Fault> {
+        ctx.log.push("rollback record".into());
+        Ok(())
+    }
+    fn keep_if_rollback_incomplete(&self) -> bool {
+        true
+    }
+}
+
+#[tokio::test]
+async fn a_step_may_keep_its_work_when_a_later_undo_failed() {
+    let flow = Flow::new("create")
+        .step(Keeper)
+        .step(s("a", Mode::Ok))
+        .step(s("b", Mode::FailRollback))
+        .step(s("c", Mode::Fail));
+    let mut ctx = Ctx::default();
+    let failure = flow.run(&mut ctx).await.unwrap_err();
+    assert_eq!(
+        ctx.log,
+        [
+            "run record",
+            "run a",
+            "run b",
+            "run c",
+            "cleanup c",
+            "rollback b",
+            "rollback a"
+        ]
+    );
+    assert_eq!(failure.report.outcome("record"), Some(StepOutcome::Kept));
+    assert_eq!(failure.report.outcome("a"), Some(StepOutcome::RolledBack));
+
+    // With every undo done, it is rolled back like any step.
+    let flow = Flow::new("create").step(Keeper).step(s("c", Mode::Fail));
+    let mut ctx = Ctx::default();
+    let failure = flow.run(&mut ctx).await.unwrap_err();
+    assert_eq!(
+        ctx.log,
+        ["run record", "run c", "cleanup c", "rollback record"]
+    );
+    assert_eq!(
+        failure.report.outcome("record"),
+        Some(StepOutcome::RolledBack)
     );
 }
 
@@ -185,6 +302,124 @@ async fn an_extension_point_step_is_undone_when_a_later_step_fails() {
             "tunnel down",
             "rollback alloc"
         ]
+    );
+}
+
+/// Holds something its undo cannot give back.
+struct Stuck;
+#[async_trait]
+impl DoUndo<PreStart> for Stuck {
+    async fn run(&self, ctx: &mut Ctx) -> Result<(), Fault> {
+        ctx.log.push("stuck up".into());
+        Ok(())
+    }
+    async fn undo(&self, ctx: &mut Ctx) -> Result<(), Fault> {
+        ctx.log.push("stuck down fails".into());
+        Err(Fault::unavailable("will not come down").with_detail("injected", "x"))
+    }
+}
+/// Fails its run.
+struct Broken;
+#[async_trait]
+impl DoUndo<PreStart> for Broken {
+    async fn run(&self, ctx: &mut Ctx) -> Result<(), Fault> {
+        ctx.log.push("broken".into());
+        Err(Fault::internal("broken"))
+    }
+    async fn undo(&self, _: &mut Ctx) -> Result<(), Fault> {
+        Ok(())
+    }
+}
+struct PartPlugin;
+impl Plugin for PartPlugin {
+    fn name(&self) -> &'static str {
+        "part"
+    }
+    fn build(&self, b: &mut PluginBuilder<'_>) {
+        b.do_undo::<PreStart>(Stuck).order(1);
+    }
+}
+struct BrokenPlugin;
+impl Plugin for BrokenPlugin {
+    fn name(&self) -> &'static str {
+        "broken"
+    }
+    fn build(&self, b: &mut PluginBuilder<'_>) {
+        b.do_undo::<PreStart>(Broken).order(2);
+    }
+}
+
+#[tokio::test]
+async fn an_extension_steps_failed_partial_undo_is_on_the_flows_fault() {
+    let k = Kernel::builder()
+        .plugin(PartPlugin)
+        .plugin(BrokenPlugin)
+        .build()
+        .unwrap();
+    let flow = Flow::new("start")
+        .step(Keeper)
+        .step(s("alloc", Mode::Ok))
+        .step(ExtensionStep::<PreStart>::new(&k));
+    let mut ctx = Ctx::default();
+    let failure = flow.run(&mut ctx).await.unwrap_err();
+    assert_eq!(
+        ctx.log,
+        [
+            "run record",
+            "run alloc",
+            "stuck up",
+            "broken",
+            "stuck down fails",
+            "rollback alloc"
+        ]
+    );
+    let fault = &failure.fault;
+    assert_eq!(fault.detail_str("step"), Some("test.pre-start"));
+    assert_eq!(fault.detail_str("plugin"), Some("broken"));
+    assert_eq!(
+        fault.details["undo_failed"],
+        json!([{
+            "step": "test.pre-start", "plugin": "part", "point": "test.pre-start",
+            "code": "unavailable",
+            "message": "plugin `part` failed at `test.pre-start`: will not come down",
+        }])
+    );
+    assert_eq!(
+        failure.report.outcome("test.pre-start"),
+        Some(StepOutcome::RollbackFailed)
+    );
+    assert_eq!(
+        failure.report.outcome("alloc"),
+        Some(StepOutcome::RolledBack)
+    );
+    assert_eq!(failure.report.outcome("record"), Some(StepOutcome::Kept));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_extension_steps_failed_undo_names_step_plugin_and_point() {
+    let k = Kernel::builder().plugin(PartPlugin).build().unwrap();
+    let flow = Flow::new("start")
+        .step(ExtensionStep::<PreStart>::new(&k))
+        .step(s("boot", Mode::Fail));
+    let mut ctx = Ctx::default();
+    let failure = flow.run(&mut ctx).await.unwrap_err();
+    // Transient, so tried again (7 times in all) before it is given up and reported.
+    let tries = ctx.log.iter().filter(|l| *l == "stuck down fails").count();
+    assert_eq!(tries, 7, "{:?}", ctx.log);
+    let fault = &failure.fault;
+    assert_eq!(fault.detail_str("step"), Some("boot"));
+    assert_eq!(
+        fault.details["undo_failed"],
+        json!([{
+            "step": "test.pre-start", "plugin": "part", "point": "test.pre-start",
+            "code": "unavailable",
+            "message": "plugin `part` failed at `test.pre-start`: will not come down",
+        }])
+    );
+    assert_eq!(fault.details["rollback_failed"], json!(["test.pre-start"]));
+    assert_eq!(
+        failure.report.outcome("test.pre-start"),
+        Some(StepOutcome::RollbackFailed)
     );
 }
 

@@ -215,9 +215,14 @@ impl ResourceTable {
         match self.write(kernel, row, extra, &uuid).await {
             Ok(inventory) => change.inventory = inventory,
             Err(fault) => {
-                // A failed undo is logged by the dispatcher; the write's fault is the answer.
-                let _ = kernel.extensions().undo::<Create>(&mut change).await;
-                return Err(fault);
+                // The write's fault is the answer, with any undo that failed (each is
+                // logged by the dispatcher too).
+                return Err(
+                    match kernel.extensions().undo::<Create>(&mut change).await {
+                        Ok(()) => fault,
+                        Err(undo) => fault.with_undo_failure(None, undo),
+                    },
+                );
             }
         }
         kernel.extensions().observe::<Created>(&change).await;

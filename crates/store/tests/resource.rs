@@ -34,7 +34,8 @@ impl Plugin for Racks {
     }
 }
 
-/// Refuses names starting with `bad`, fails the create of `fail*`, records its work.
+/// Refuses names starting with `bad`, fails the create of `fail*` and the undo of
+/// `stuck*`, records its work.
 #[derive(Clone, Default)]
 struct Guard(Arc<Mutex<Vec<String>>>);
 impl Veto<CreateCheck> for Guard {
@@ -69,6 +70,12 @@ impl DoUndo<Create> for Guard {
         Ok(())
     }
     async fn undo(&self, change: &mut ResourceChange) -> Result<(), Fault> {
+        if change.inventory["name"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("stuck"))
+        {
+            return Err(Fault::internal("cannot give back"));
+        }
         self.0
             .lock()
             .unwrap()
@@ -129,6 +136,7 @@ async fn failures_anywhere_in_a_create_leave_nothing() {
     // The same name again: the write fails (UNIQUE), and the plugin's work is undone.
     let duplicate = create(&kernel, "r1").await.unwrap_err();
     assert_eq!(duplicate.code, FaultCode::Conflict);
+    assert!(!duplicate.rollback_incomplete(), "{duplicate:?}");
     assert_eq!(
         *guard.0.lock().unwrap(),
         ["did \"r1\"", "did \"r1\"", "undid \"r1\""]
@@ -144,6 +152,32 @@ async fn failures_anywhere_in_a_create_leave_nothing() {
         events.try_recv().is_err(),
         "no event for a create that failed"
     );
+}
+
+#[tokio::test]
+async fn an_undo_that_fails_after_a_failed_write_is_on_the_writes_fault() {
+    let dir = tempfile::tempdir().unwrap();
+    let (kernel, store) = node(dir.path(), Guard::default()).await;
+    create(&kernel, "stuck").await.unwrap();
+    // The write fails (UNIQUE) and the plugin cannot give back what it did: the answer is
+    // the write's fault, and it says what was left.
+    let failed = create(&kernel, "stuck").await.unwrap_err();
+    assert_eq!(failed.code, FaultCode::Conflict, "{failed:?}");
+    assert!(failed.rollback_incomplete(), "{failed:?}");
+    assert_eq!(
+        failed.details["undo_failed"],
+        json!([{
+            "plugin": "guard",
+            "point": "resource.create",
+            "code": "internal",
+            "message": "plugin `guard` failed at `resource.create`: cannot give back",
+        }])
+    );
+    assert_eq!(
+        failed.details["rollback_failed"],
+        json!(["resource.create"])
+    );
+    assert_eq!(store.count("racks").await.unwrap(), 1);
 }
 
 #[tokio::test]

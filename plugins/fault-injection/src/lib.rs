@@ -4,6 +4,11 @@
 //! hangs or is delayed inside this plugin's implementor — which runs after every other implementor of
 //! the point, so theirs are undone. Unarmed, each call costs one atomic load.
 //!
+//! `"undo": true` arms the point's undo instead: a rollback or release that fails. To fail
+//! it while the point's own run fails (the dispatcher undoing the implementors that
+//! completed), place this implementor first in the manifest
+//! (`[extensions."vm.volume.allocate".fault-injection]`, `order = -1000`).
+//!
 //! Meant for test and staging clouds: disable it in production with
 //! `disabled = ["fault-injection"]` in the manifest.
 

@@ -171,11 +171,15 @@ async fn create(kernel: &Kernel, msg: CreateHost) -> Result<Inventory, Fault> {
     match connect(kernel, &uuid).await {
         Ok(host) => Ok(host),
         Err(fault) => {
-            // A host that cannot be reached is not added: nothing is left behind.
-            if let Err(cleanup) = HOSTS.remove(kernel, &uuid).await {
-                tracing::error!(host = %uuid, %cleanup, "cannot remove a host that failed to connect");
+            // A host that cannot be reached is not added: nothing is left behind, or the
+            // error says what was.
+            match HOSTS.remove(kernel, &uuid).await {
+                Ok(()) => Err(fault),
+                Err(cleanup) => {
+                    tracing::error!(host = %uuid, %cleanup, "cannot remove a host that failed to connect");
+                    Err(fault.with_undo_failure(Some("host.record"), cleanup))
+                }
             }
-            Err(fault)
         }
     }
 }
@@ -207,13 +211,16 @@ async fn connect(kernel: &Kernel, uuid: &str) -> Result<Inventory, Fault> {
     match (connected, host) {
         (Ok(()), Ok(host)) => Ok(host),
         (Ok(()), Err(fault)) => {
-            // A failed undo is logged by the dispatcher; the status write's fault is the
-            // answer.
-            let _ = kernel
+            // The status write's fault is the answer, with the undo's if it failed (each
+            // failed undo is logged by the dispatcher too).
+            match kernel
                 .extensions()
                 .undo::<HostConnect>(&mut connection)
-                .await;
-            Err(fault)
+                .await
+            {
+                Ok(()) => Err(fault),
+                Err(undo) => Err(fault.with_undo_failure(None, undo)),
+            }
         }
         (Err(fault), _) => Err(fault),
     }

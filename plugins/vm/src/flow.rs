@@ -51,7 +51,8 @@ pub(crate) fn create(
         })
 }
 
-/// Writes the VM's row, `Creating`, and links it to the operation; removed on rollback.
+/// Writes the VM's row, `Creating`, and links it to the operation; removed on rollback,
+/// unless an undo failed.
 struct Record {
     kernel: Kernel,
     msg: CreateVm,
@@ -120,6 +121,12 @@ impl Step<VmWork> for Record {
             remove_record(&self.kernel, &work.vm_uuid, false)
         })
         .await
+    }
+
+    /// The row, `Creating`, is how recovery finds what a failed undo left held: it undoes
+    /// the create again (every release works from records and runs twice safely).
+    fn keep_if_rollback_incomplete(&self) -> bool {
+        true
     }
 }
 

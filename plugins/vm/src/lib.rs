@@ -25,7 +25,7 @@ use flatstack_header::vm::{
     VmStopCheck, VmStopped, VmWork, VM_SERVICE,
 };
 use flatstack_header::{ApiAction, ApiResource, DeleteResource, Inventory};
-use flatstack_kernel::flow::{ExtensionStep, StepOutcome};
+use flatstack_kernel::flow::ExtensionStep;
 use flatstack_kernel::migration::Migration;
 use flatstack_kernel::{async_trait, Fault, Filter, Flow, Kernel, Message, Plugin, PluginBuilder};
 use flatstack_store::recovery::Reconciler;
@@ -259,22 +259,13 @@ async fn create(
     // VM's queue: the VM has no uuid until it starts).
     let _live = recovery::Creating::mark(&work.vm_uuid);
     flow.run(&mut work).await.map_err(|failure| {
-        // Steps whose undo failed left something held: say so, naming them, so the caller
-        // does not take the error for "nothing happened" (each is in the log too).
-        let unreleased: Vec<String> = failure
-            .report
-            .steps()
-            .filter(|s| s.outcome == StepOutcome::RollbackFailed)
-            .map(|s| s.step.to_owned())
-            .collect();
-        if unreleased.is_empty() {
-            return failure.fault;
+        // Steps whose undo failed left something held: the fault names them
+        // (`rollback_failed`, `undo_failed`), and the VM's row is kept `Creating`, so that
+        // recovery undoes the create again once this mark is gone.
+        if failure.fault.rollback_incomplete() {
+            tracing::error!(vm = %work.vm_uuid, steps = %failure.fault.details["rollback_failed"], "the create's rollback is incomplete; recovery will undo it again");
         }
-        tracing::error!(vm = %work.vm_uuid, steps = ?unreleased, "the create's rollback is incomplete");
-        failure
-            .fault
-            .with_detail("rollback", "incomplete")
-            .with_detail("rollback_failed", json!(unreleased))
+        failure.fault
     })?;
     kernel.extensions().observe::<VmStarted>(&work).await;
     let inventory = created
@@ -410,8 +401,7 @@ async fn power(kernel: &Kernel, uuid: &str, power: Power) -> Result<Inventory, F
     };
     VMS.set_state(kernel, uuid, "state", through).await?;
     if let Err(failure) = flow.run(&mut work).await {
-        VMS.set_state(kernel, uuid, "state", &from).await?;
-        return Err(failure.fault);
+        return Err(back_to(kernel, uuid, &from, failure.fault).await);
     }
     VMS.set_state(kernel, uuid, "state", to).await?;
     match power {
@@ -454,8 +444,20 @@ async fn destroy(kernel: &Kernel, uuid: &str) -> Result<(), Fault> {
     VMS.set_state(kernel, uuid, "state", state::DESTROYING)
         .await?;
     if let Err(failure) = stop.run(&mut work).await {
-        VMS.set_state(kernel, uuid, "state", &previous).await?;
-        return Err(failure.fault);
+        return Err(back_to(kernel, uuid, &previous, failure.fault).await);
     }
     recovery::finish_destroy(kernel, &mut work).await
+}
+
+/// Puts a VM whose operation failed with `fault` back in state `from`; the fault is the
+/// answer, with the state's write if that failed too (the VM is then left in its transient
+/// state, which recovery settles).
+async fn back_to(kernel: &Kernel, uuid: &str, from: &str, fault: Fault) -> Fault {
+    match VMS.set_state(kernel, uuid, "state", from).await {
+        Ok(_) => fault,
+        Err(undo) => {
+            tracing::error!(vm = %uuid, state = %from, fault = %undo, "cannot put the VM back; recovery will settle it");
+            fault.with_undo_failure(Some("vm.state"), undo)
+        }
+    }
 }

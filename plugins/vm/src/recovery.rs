@@ -141,7 +141,10 @@ pub(crate) async fn recover_vm(kernel: &Kernel, uuid: &str) -> Result<String, Fa
             "removed".to_owned()
         }
         state::DESTROYING | state::DESTROYED => {
-            stop_on_host(kernel, &work).await;
+            if let Err(fault) = stop_on_host(kernel, &work).await {
+                // What it holds stays held while it may run: tried again later.
+                incomplete(&work, vec![("hypervisor.stop", fault)])?;
+            }
             finish_destroy(kernel, &mut work).await?;
             "removed".to_owned()
         }
@@ -172,20 +175,21 @@ async fn running_on_host(kernel: &Kernel, work: &VmWork) -> Option<bool> {
     }
 }
 
-/// Stops the VM on its host if it may run there; a host that cannot be asked is logged (its
-/// VM, if it runs, is reported by the host sync once the host is back).
-async fn stop_on_host(kernel: &Kernel, work: &VmWork) {
+/// Stops the VM on its host if it may run there. A host that cannot be asked is logged (its
+/// VM, if it runs, is reported by the host sync once the host is back); a host asked that
+/// fails to stop it is an error, for recovery to try again.
+async fn stop_on_host(kernel: &Kernel, work: &VmWork) -> Result<(), Fault> {
     if work.host.is_none() {
-        return;
+        return Ok(());
     }
-    let stopped = async {
-        let (host, driver) = flow::host_driver(kernel, work)?;
-        driver.stop_vm(kernel, host, work).await
-    }
-    .await;
-    if let Err(fault) = stopped {
-        tracing::warn!(vm = %work.vm_uuid, %fault, "recovery could not stop the VM on its host");
-    }
+    let (host, driver) = match flow::host_driver(kernel, work) {
+        Ok(found) => found,
+        Err(fault) => {
+            tracing::warn!(vm = %work.vm_uuid, %fault, "recovery cannot ask the VM's host to stop it");
+            return Ok(());
+        }
+    };
+    driver.stop_vm(kernel, host, work).await
 }
 
 /// Undoes an interrupted create: whatever of it ran, in reverse, then the row (never
@@ -195,7 +199,11 @@ async fn undo_create(kernel: &Kernel, work: &mut VmWork) -> Result<(), Fault> {
     if let Err(fault) = undo::<VmPostInstantiate>(kernel, work).await {
         failed.push((VmPostInstantiate::NAME, fault));
     }
-    stop_on_host(kernel, work).await;
+    if let Err(fault) = stop_on_host(kernel, work).await {
+        // What it holds stays held while it may run: tried again later.
+        failed.push(("hypervisor.start", fault));
+        return incomplete(work, failed);
+    }
     failed.extend(release_all(kernel, work).await);
     incomplete(work, failed)?;
     flow::remove_record(kernel, &work.vm_uuid, false).await
@@ -237,14 +245,15 @@ async fn release_all(kernel: &Kernel, work: &mut VmWork) -> Vec<(&'static str, F
     failed
 }
 
-/// `Err` naming the steps whose release failed, if any.
+/// `Err` naming the steps whose release failed, if any (`rollback: "incomplete"`, each in
+/// `undo_failed`).
 fn incomplete(work: &VmWork, failed: Vec<(&'static str, Fault)>) -> Result<(), Fault> {
     let Some((_, first)) = failed.first() else {
         return Ok(());
     };
     let steps: Vec<&str> = failed.iter().map(|(step, _)| *step).collect();
     tracing::error!(vm = %work.vm_uuid, ?steps, "releasing what the VM holds failed; recovery will retry");
-    Err(Fault::new(
+    let fault = Fault::new(
         first.code,
         format!(
             "VM {}: releasing what it holds failed ({}): {}; recovery will retry",
@@ -252,9 +261,10 @@ fn incomplete(work: &VmWork, failed: Vec<(&'static str, Fault)>) -> Result<(), F
             steps.join(", "),
             first.message
         ),
-    )
-    .with_detail("rollback", "incomplete")
-    .with_detail("rollback_failed", json!(steps)))
+    );
+    Err(failed.into_iter().fold(fault, |fault, (step, undo)| {
+        fault.with_undo_failure(Some(step), undo)
+    }))
 }
 
 /// Undoes every implementor of `P` for the VM, again while the failure is transient (the

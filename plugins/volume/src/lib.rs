@@ -343,9 +343,12 @@ impl DoUndo<VmAllocateVolumes> for RootVolume {
         }
         .await;
         if let Err(fault) = made {
-            // This implementor failed, so the flow will not undo it: leave nothing held.
-            discard_root_volume(&kernel, &vm.vm_uuid).await?;
-            return Err(fault);
+            // This implementor failed, so the flow will not undo it: leave nothing held, or
+            // say what was left (the VM's recovery discards it again).
+            return Err(match discard_root_volume(&kernel, &vm.vm_uuid).await {
+                Ok(()) => fault,
+                Err(undo) => fault.with_undo_failure(None, undo),
+            });
         }
         Ok(())
     }
@@ -440,9 +443,17 @@ async fn create_data_volume(
     }
     .await;
     if let Err(fault) = made {
-        free(kernel, &volume).await?;
-        remove_row(kernel, &uuid, false).await?;
-        return Err(fault);
+        // What failed is the answer; an undo that fails too is on it, and leaves the row
+        // `Creating`, which recovery undoes at the next start.
+        let undone = async {
+            free(kernel, &volume).await?;
+            remove_row(kernel, &uuid, false).await
+        }
+        .await;
+        return Err(match undone {
+            Ok(()) => fault,
+            Err(undo) => fault.with_undo_failure(Some("volume.create"), undo),
+        });
     }
     let mut tx = store(kernel)?.begin().await?;
     tx.update(VOLUMES.table, &uuid, &row(json!({"status": status::READY})))
@@ -612,8 +623,10 @@ async fn attach(kernel: &Kernel, uuid: &str, vm_uuid: &str) -> Result<Inventory,
         .attach_volume(kernel, &target.host, &target.work, &volume)
         .await
     {
-        abandon_attach(kernel, uuid).await?;
-        return Err(fault);
+        return Err(match abandon_attach(kernel, uuid).await {
+            Ok(()) => fault,
+            Err(undo) => fault.with_undo_failure(Some("volume.attach"), undo),
+        });
     }
     if !finish_attach(kernel, uuid, vm_uuid).await? {
         // The VM's destroy, which runs on the VM's queue, not this volume's, released the
@@ -699,8 +712,12 @@ async fn detach(kernel: &Kernel, uuid: &str) -> Result<Inventory, Fault> {
         .detach_volume(kernel, &target.host, &target.work, &volume)
         .await
     {
-        transition(kernel, uuid, status::DETACHING, status::READY).await?;
-        return Err(fault);
+        return Err(
+            match transition(kernel, uuid, status::DETACHING, status::READY).await {
+                Ok(()) => fault,
+                Err(undo) => fault.with_undo_failure(Some("volume.detach"), undo),
+            },
+        );
     }
     set_detached(kernel, uuid).await?;
     read(kernel, uuid).await

@@ -102,7 +102,9 @@ impl Extensions {
     }
 
     /// Runs every implementor of `P` in order. If one fails, those that completed are
-    /// undone in reverse order and its fault is returned (naming plugin and point).
+    /// undone in reverse order and its fault is returned (naming plugin and point); an
+    /// undo that fails there is attached to it ([`Fault::with_undo_failure`]: the fault
+    /// says `rollback: "incomplete"` and lists each in `undo_failed`).
     pub async fn run<P: DoUndoPoint>(&self, ctx: &mut P::Context) -> Result<(), Fault> {
         let Some((imps, timeout)) = self.registry.implementors::<dyn DoUndo<P>>() else {
             return Ok(());
@@ -110,9 +112,10 @@ impl Extensions {
         let timeout = timeout.unwrap_or(self.default_timeout);
         for (done, e) in imps.iter().enumerate() {
             if let Err(fault) = guarded(P::NAME, e, timeout, e.imp.run(ctx)).await {
-                // An undo that fails here is logged; the caller needs the run's fault.
-                let _ = undo_all(P::NAME, &imps[..done], timeout, ctx).await;
-                return Err(fault);
+                let failed = undo_all(P::NAME, &imps[..done], timeout, ctx).await;
+                return Err(failed
+                    .into_iter()
+                    .fold(fault, |fault, undo| fault.with_undo_failure(None, undo)));
             }
         }
         Ok(())
@@ -120,14 +123,26 @@ impl Extensions {
 
     /// Undoes every implementor of `P` in reverse order: a later step failed after a
     /// successful [`Extensions::run`]. Undo errors are logged and the rollback goes on;
-    /// the first is returned once every implementor has been undone (or tried).
+    /// once every implementor has been undone (or tried), the first is returned with
+    /// every failure attached to it (`undo_failed`, see [`Fault::with_undo_failure`]).
     pub async fn undo<P: DoUndoPoint>(&self, ctx: &mut P::Context) -> Result<(), Fault> {
-        match self.registry.implementors::<dyn DoUndo<P>>() {
-            Some((imps, timeout)) => {
-                undo_all(P::NAME, imps, timeout.unwrap_or(self.default_timeout), ctx).await
-            }
-            None => Ok(()),
-        }
+        let Some((imps, timeout)) = self.registry.implementors::<dyn DoUndo<P>>() else {
+            return Ok(());
+        };
+        let failed = undo_all(P::NAME, imps, timeout.unwrap_or(self.default_timeout), ctx).await;
+        let Some(first) = failed.first().cloned() else {
+            return Ok(());
+        };
+        let first = match failed.len() {
+            1 => first,
+            n => Fault {
+                message: format!("{} (and {} more undo failures)", first.message, n - 1),
+                ..first
+            },
+        };
+        Err(failed
+            .into_iter()
+            .fold(first, |fault, undo| fault.with_undo_failure(None, undo)))
     }
 
     /// Tells every implementor of `P`; failures are logged and counted, never returned.
@@ -220,20 +235,22 @@ fn refused(point: &'static str, plugin: &str, stats: &CallStats, refusal: Fault)
     .with_detail("point", point)
 }
 
+/// Undoes `done` in reverse order, going on past failures; returns every failure, in the
+/// order they happened (each logged).
 async fn undo_all<P: DoUndoPoint>(
     point: &'static str,
     done: &[Implementor<dyn DoUndo<P>>],
     timeout: Duration,
     ctx: &mut P::Context,
-) -> Result<(), Fault> {
-    let mut first = None;
+) -> Vec<Fault> {
+    let mut failed = Vec::new();
     for e in done.iter().rev() {
         if let Err(fault) = guarded(point, e, timeout, e.imp.undo(ctx)).await {
             tracing::error!(point, plugin = &*e.plugin, %fault, "undo failed; rollback goes on");
-            first.get_or_insert(fault);
+            failed.push(fault);
         }
     }
-    first.map_or(Ok(()), Err)
+    failed
 }
 
 /// Runs one async extension call with a span, metrics, a timeout and panic containment;
@@ -253,6 +270,8 @@ async fn guarded<I: ?Sized, T>(
             ),
             ..fault
         }
+        // Undo failures of its own (what it could not give back after it failed).
+        .undo_failures_in(&[("plugin", &e.plugin), ("point", point)])
         .with_detail("plugin", &*e.plugin)
         .with_detail("point", point)
     })
