@@ -174,10 +174,7 @@ async fn give_back(kernel: &Kernel, image: &str, fault: Fault) -> Fault {
         Ok(_) => fault,
         Err(undo) => {
             tracing::error!(%image, fault = %undo, "giving back backup storage failed");
-            fault.with_detail("rollback", "incomplete").with_detail(
-                "undo_failed",
-                json!([{"code": undo.code, "message": undo.message}]),
-            )
+            fault.with_undo_failure(Some("backup-storage.reserve"), undo)
         }
     }
 }

@@ -107,10 +107,7 @@ impl Step<VmWork> for Record {
             // left if that fails too, recovery removes).
             return Err(match self.rollback(work).await {
                 Ok(()) => fault,
-                Err(undo) => fault.with_detail("rollback", "incomplete").with_detail(
-                    "undo_failed",
-                    json!([{"step": self.name(), "code": undo.code, "message": undo.message}]),
-                ),
+                Err(undo) => fault.with_undo_failure(Some(self.name()), undo),
             });
         }
         Ok(())
