@@ -206,11 +206,11 @@ async fn a_release_that_fails_is_retried_later_and_frees_once() {
     let dc = data_centre(&node).await;
     let before = snapshot(&node, dir.path(), &dc).await;
     let vm = uuid(&node.create("vm-instances", vm_body(&dc, "v")).await);
-    // The volume plugin's release fails once: the destroy releases the rest, reports the
-    // failure and leaves the VM Destroying.
+    // A plugin's release fails once (fault injection's, after the others'): the
+    // destroy releases the rest, reports the failure and leaves the VM Destroying.
     arm(
         &node,
-        json!({"point": "vm.volume.allocate", "mode": "fail", "undo": true, "once": true}),
+        json!({"point": "vm.release", "mode": "fail", "once": true}),
     )
     .await;
     let (status, err) = node
@@ -224,9 +224,18 @@ async fn a_release_that_fails_is_retried_later_and_frees_once() {
     assert_eq!(err["error"]["details"]["rollback"], "incomplete", "{err}");
     assert_eq!(
         err["error"]["details"]["rollback_failed"],
-        json!(["vm.volume.allocate"]),
+        json!(["vm.release"]),
         "{err}"
     );
+    let failed = &err["error"]["details"]["undo_failed"][0];
+    assert_eq!(
+        (&failed["plugin"], &failed["point"]),
+        (&json!("fault-injection"), &json!("vm.release")),
+        "{err}"
+    );
+    // The others released anyway: the root volume is gone already.
+    let (_, volumes) = node.get("/v1/volumes").await;
+    assert_eq!(volumes["total"], 0, "{volumes}");
     // The periodic recovery releases everything again — what was already given back
     // (host capacity, address, quota) is not given back twice — and removes the VM.
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -234,6 +243,40 @@ async fn a_release_that_fails_is_retried_later_and_frees_once() {
         assert!(Instant::now() < deadline, "the VM was never removed");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    assert_eq!(snapshot(&node, dir.path(), &dc).await, before);
+}
+
+/// A destroy gives back through `vm.release`, never through the create's undos: an undo
+/// armed to fail is not called, so a plugin's undo always means "the create failed".
+#[tokio::test(flavor = "multi_thread")]
+async fn a_destroy_releases_and_never_undoes() {
+    let dir = common::data_dir();
+    let node = Node::start(dir.path());
+    let dc = data_centre(&node).await;
+    let before = snapshot(&node, dir.path(), &dc).await;
+    let vm = uuid(&node.create("vm-instances", vm_body(&dc, "v")).await);
+    for point in [
+        "vm.create.reserve",
+        "vm.volume.allocate",
+        "vm.pre-instantiate",
+    ] {
+        arm(
+            &node,
+            json!({"point": point, "mode": "fail", "undo": true, "once": true}),
+        )
+        .await;
+    }
+    let (status, err) = node
+        .send(
+            Method::DELETE,
+            &format!("/v1/vm-instances/{vm}?wait=10"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{err}");
+    let (_, armed) = node.get("/v1/fault-injections").await;
+    assert_eq!(armed["total"], 3, "no undo ran: {armed}");
+    // Everything was given back all the same, by the releases.
     assert_eq!(snapshot(&node, dir.path(), &dc).await, before);
 }
 

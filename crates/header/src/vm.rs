@@ -3,6 +3,7 @@
 use crate::infra::HostRecord;
 use crate::resource::Inventory;
 use flatstack_kernel::schemars::{self, JsonSchema};
+use flatstack_kernel::Slots;
 use serde::{Deserialize, Serialize};
 
 /// The service that owns VMs; requests about one VM are addressed to its uuid, so they
@@ -141,17 +142,35 @@ vm_action!(
     RebootVm, "vm.reboot"
 );
 
-/// A NIC of a VM on one L3 network.
+/// A NIC of a VM on one L3 network, with the L2 network under it and that network's type
+/// (what a network plugin needs to wire it: a VLAN, a tunnel...).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Nic {
     pub uuid: String,
     pub l3_network_uuid: String,
+    pub l2_network_uuid: String,
+    /// The L2 network's driver type, e.g. `L2VlanNetwork`.
+    pub l2_type: String,
     pub ip: String,
     pub mac: String,
 }
 
+/// An L3 network a VM is asked to have a NIC on, with the L2 network under it: known from
+/// the create's first step, before any NIC exists.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct VmNetwork {
+    pub l3_network_uuid: String,
+    pub l2_network_uuid: String,
+    pub l2_type: String,
+}
+
 /// What the VM's create (and start, stop, destroy) flows carry from step to step; every VM
 /// extension point is given it.
+///
+/// A do/undo point's `undo` runs only when the operation it took part in fails (or, after
+/// a stop, when recovery undoes an interrupted create): it compensates its own `run`, and
+/// may find in [`VmWork::slots`] what that run put there. Giving back what the VM holds
+/// when it is destroyed is [`VmRelease`], a point of its own.
 #[derive(Debug, Clone, Default)]
 pub struct VmWork {
     pub vm_uuid: String,
@@ -165,10 +184,16 @@ pub struct VmWork {
     pub requested_host: Option<String>,
     /// Tags every candidate host must carry.
     pub host_tags: Vec<String>,
-    /// The host the VM is placed on, once allocated.
+    /// The L3 networks asked for (in `l3_network_uuids`' order), with their L2 networks.
+    pub networks: Vec<VmNetwork>,
+    /// The host the VM is placed on, once allocated (and recorded on its row).
     pub host: Option<HostRecord>,
-    /// Its NICs, once allocated.
+    /// Its NICs, once allocated (and recorded).
     pub nics: Vec<Nic>,
+    /// Each plugin's own state for this operation, keyed by a type of its own: what a
+    /// `run` leaves there, its `undo` finds. In memory: when recovery undoes a create a
+    /// stop interrupted, the slots are empty, and an undo works from its own records.
+    pub slots: Slots,
 }
 
 impl VmWork {
@@ -184,10 +209,10 @@ flatstack_kernel::extension_point!(
     Input = VmWork
 );
 flatstack_kernel::extension_point!(
-    /// The first step of a create: take what the VM will count against (quotas); given
-    /// back if the create fails and when the VM is destroyed.
+    /// The first step of a create: take what the VM will count against (quotas); undone
+    /// if the create fails (given back at destroy through [`VmRelease`]).
     VmReserve: DoUndoPoint, "vm.create.reserve",
-    "First step of a VM create, before anything is allocated; undone if the create fails and when the VM is destroyed.",
+    "First step of a VM create, before anything is allocated; undone if the create fails.",
     Context = VmWork
 );
 flatstack_kernel::extension_point!(
@@ -207,7 +232,7 @@ flatstack_kernel::extension_point!(
     /// After the host is chosen: storage plugins allocate the VM's root volume on primary
     /// storage the host can reach.
     VmAllocateVolumes: DoUndoPoint, "vm.volume.allocate",
-    "After a new VM's host is allocated: its root volume is allocated on primary storage the host reaches; undone if the create fails and when the VM is destroyed.",
+    "After a new VM's host is allocated: its root volume is allocated on primary storage the host reaches; undone if the create fails.",
     Context = VmWork
 );
 flatstack_kernel::extension_point!(
@@ -265,6 +290,16 @@ flatstack_kernel::extension_point!(
     /// Before a VM is stopped for good and its resources released.
     VmPreDestroy: DoUndoPoint, "vm.pre-destroy",
     "Before a VM is destroyed, while it still holds everything; undone if stopping it fails.",
+    Context = VmWork
+);
+flatstack_kernel::extension_point!(
+    /// A VM is destroyed (stopped on its host, `Destroying`): every plugin gives back what
+    /// it holds for the VM — quota, root volume, leases, tunnels — from its own records.
+    /// Every implementor runs even if another fails; the VM stays `Destroying` and the
+    /// release runs again (recovery) until all succeed, so a release must be the same when
+    /// run twice.
+    VmRelease: ReleasePoint, "vm.release",
+    "When a VM is destroyed: give back what you hold for it, from your own records; run again until it succeeds.",
     Context = VmWork
 );
 flatstack_kernel::extension_point!(

@@ -16,6 +16,7 @@ pub mod manifest;
 pub mod migration;
 mod plugin;
 mod registry;
+mod slots;
 mod type_map;
 
 pub use bus::{Addressed, Bus, Event, Message, MessageContext, Request};
@@ -23,7 +24,7 @@ pub use config::ConfigKey;
 pub use error::KernelError;
 pub use extension::{
     AsyncVeto, AsyncVetoPoint, DoUndo, DoUndoPoint, ExtensionPoint, Extensions, Filter,
-    FilterPoint, Observe, ObservePoint, Semantics, Veto, VetoPoint,
+    FilterPoint, Observe, ObservePoint, Release, ReleasePoint, Semantics, Veto, VetoPoint,
 };
 pub use fault::{Fault, FaultCode};
 pub use flow::{Flow, Step};
@@ -33,6 +34,7 @@ pub use kernel::{
 };
 pub use manifest::Manifest;
 pub use plugin::{Contributions, KernelRef, Plugin, PluginBuilder};
+pub use slots::Slots;
 
 /// Re-exported so plugins need not depend on these crates themselves to implement traits.
 pub use async_trait::async_trait;

@@ -5,7 +5,8 @@ use crate::config::{ConfigBuilder, ConfigKey};
 use crate::driver::{DriverKind, Drivers};
 use crate::extension::{
     AsyncVeto, AsyncVetoPoint, DoUndo, DoUndoPoint, ExtensionPoint, Filter, FilterPoint, Observe,
-    ObservePoint, OrderSpec, PointsBuilder, Semantics, Veto, VetoImp, VetoPoint,
+    ObservePoint, OrderSpec, PointsBuilder, Release, ReleasePoint, Semantics, Veto, VetoImp,
+    VetoPoint,
 };
 use crate::migration::Migration;
 use crate::{Fault, Kernel, KernelError};
@@ -162,6 +163,10 @@ impl PluginBuilder<'_> {
     pub fn define_do_undo<P: DoUndoPoint>(&mut self) -> &mut Self {
         self.define::<P, dyn DoUndo<P>>(Semantics::DoUndo)
     }
+    /// Declares that this plugin owns (and calls) release point `P`.
+    pub fn define_release<P: ReleasePoint>(&mut self) -> &mut Self {
+        self.define::<P, dyn Release<P>>(Semantics::Release)
+    }
     /// Declares that this plugin owns (and calls) observe point `P`.
     pub fn define_observe<P: ObservePoint>(&mut self) -> &mut Self {
         self.define::<P, dyn Observe<P>>(Semantics::Observe)
@@ -184,6 +189,10 @@ impl PluginBuilder<'_> {
     /// Implements do/undo point `P`; the returned spec sets its order.
     pub fn do_undo<P: DoUndoPoint>(&mut self, imp: impl DoUndo<P>) -> &mut OrderSpec {
         self.implement::<P, dyn DoUndo<P>>(Semantics::DoUndo, Arc::new(imp))
+    }
+    /// Implements release point `P`; the returned spec sets its order.
+    pub fn release<P: ReleasePoint>(&mut self, imp: impl Release<P>) -> &mut OrderSpec {
+        self.implement::<P, dyn Release<P>>(Semantics::Release, Arc::new(imp))
     }
     /// Implements observe point `P`; the returned spec sets its order.
     pub fn observe<P: ObservePoint>(&mut self, imp: impl Observe<P>) -> &mut OrderSpec {

@@ -3,12 +3,12 @@
 //! removing them if the create fails later or when the VM is destroyed. The VM plugin does
 //! not know it exists.
 
-use flatstack_header::vm::{VmPreInstantiate, VmWork};
+use flatstack_header::vm::{VmPreInstantiate, VmRelease, VmWork};
 use flatstack_header::{ApiAction, ApiActionExtension, Inventory, InventoryList};
 use flatstack_kernel::migration::Migration;
 use flatstack_kernel::schemars::{self, JsonSchema};
 use flatstack_kernel::{
-    async_trait, DoUndo, Fault, KernelRef, Message, Plugin, PluginBuilder, Request,
+    async_trait, DoUndo, Fault, KernelRef, Message, Plugin, PluginBuilder, Release, Request,
 };
 use flatstack_store::resource::{row, store};
 use flatstack_store::TableKind;
@@ -58,6 +58,14 @@ impl DoUndo<VmPreInstantiate> for Leases {
     }
 }
 
+/// At destroy, the same as undoing the create: from the same records.
+#[async_trait]
+impl Release<VmRelease> for Leases {
+    async fn release(&self, vm: &mut VmWork) -> Result<(), Fault> {
+        DoUndo::<VmPreInstantiate>::undo(self, vm).await
+    }
+}
+
 pub struct DhcpPlugin;
 
 impl Plugin for DhcpPlugin {
@@ -90,7 +98,8 @@ impl Plugin for DhcpPlugin {
             "CREATE INDEX dhcp_leases_by_vm ON dhcp_leases (vm_instance_uuid)",
         ));
         let kernel = b.kernel();
-        b.do_undo::<VmPreInstantiate>(Leases(kernel));
+        b.do_undo::<VmPreInstantiate>(Leases(kernel.clone()));
+        b.release::<VmRelease>(Leases(kernel));
         b.service("dhcp", ())
             .handle::<ListLeases, _, _>(|_, _, cx| async move {
                 let mut tx = store(&cx.kernel)?.begin().await?;

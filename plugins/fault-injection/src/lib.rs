@@ -14,7 +14,8 @@
 
 use flatstack_header::vm::{
     HostFilter, VmAllocateVolumes, VmCreateCheck, VmDestroyCheck, VmPostInstantiate, VmPreDestroy,
-    VmPreInstantiate, VmPreStart, VmPreStop, VmRebootCheck, VmReserve, VmStartCheck, VmStopCheck,
+    VmPreInstantiate, VmPreStart, VmPreStop, VmRebootCheck, VmRelease, VmReserve, VmStartCheck,
+    VmStopCheck,
 };
 use flatstack_header::{
     ApiResource, DeleteResource, GetResource, Inventory, InventoryList, ListResources,
@@ -23,7 +24,7 @@ use flatstack_header::{
 use flatstack_kernel::schemars::{self, JsonSchema};
 use flatstack_kernel::{
     async_trait, DoUndo, DoUndoPoint, ExtensionPoint, Fault, Filter, FilterPoint, Message, Plugin,
-    PluginBuilder, Request, Veto, VetoPoint,
+    PluginBuilder, Release, ReleasePoint, Request, Veto, VetoPoint,
 };
 use flatstack_store::resource::new_uuid;
 use serde::{Deserialize, Serialize};
@@ -288,6 +289,16 @@ impl<P: DoUndoPoint> DoUndo<P> for Trap<P> {
 }
 
 #[async_trait]
+impl<P: ReleasePoint> Release<P> for Trap<P> {
+    async fn release(&self, _: &mut P::Context) -> Result<(), Fault> {
+        match self.faults.take(P::NAME) {
+            None => Ok(()),
+            Some(mode) => play(P::NAME, mode).await,
+        }
+    }
+}
+
+#[async_trait]
 impl<P: FilterPoint> Filter<P> for Trap<P> {
     async fn filter(
         &self,
@@ -342,6 +353,7 @@ impl Plugin for FaultInjectionPlugin {
             VmPreStart::NAME,
             VmPreStop::NAME,
             VmPreDestroy::NAME,
+            VmRelease::NAME,
         ] {
             points.insert(other, false);
         }
@@ -365,6 +377,7 @@ impl Plugin for FaultInjectionPlugin {
         b.do_undo::<VmPreStart>(Trap::new(&faults)).order(LAST);
         b.do_undo::<VmPreStop>(Trap::new(&faults)).order(LAST);
         b.do_undo::<VmPreDestroy>(Trap::new(&faults)).order(LAST);
+        b.release::<VmRelease>(Trap::new(&faults)).order(LAST);
 
         b.service_arc(SERVICE, faults)
             .handle::<CreateFaultInjection, _, _>(|faults, msg, _| async move { faults.arm(msg) })

@@ -4,13 +4,13 @@
 //! one owner are conditional updates, recorded per VM: concurrent creates, on any number of
 //! nodes, can never exceed a quota together, and a return that runs twice frees once.
 
-use flatstack_header::vm::{VmReserve, VmWork};
+use flatstack_header::vm::{VmRelease, VmReserve, VmWork};
 use flatstack_header::{ApiResource, Inventory};
 use flatstack_kernel::migration::Migration;
 use flatstack_kernel::schemars::{self, JsonSchema};
 use flatstack_kernel::{
     async_trait, DoUndo, Fault, FaultCode, Kernel, KernelRef, Message, Plugin, PluginBuilder,
-    Request,
+    Release, Request,
 };
 use flatstack_store::resource::{check_name, row, store, ResourceTable};
 use flatstack_store::Tx;
@@ -80,6 +80,14 @@ impl Request for ReturnUsage {
 const SERVICE: &str = "quota";
 
 struct Reserve(KernelRef);
+
+/// At destroy, the same as undoing the create: from the same records.
+#[async_trait]
+impl Release<VmRelease> for Reserve {
+    async fn release(&self, vm: &mut VmWork) -> Result<(), Fault> {
+        DoUndo::<VmReserve>::undo(self, vm).await
+    }
+}
 
 #[async_trait]
 impl DoUndo<VmReserve> for Reserve {
@@ -268,6 +276,7 @@ impl Plugin for QuotaPlugin {
                 created_at TEXT NOT NULL)",
         ));
         b.do_undo::<VmReserve>(Reserve(b.kernel()));
+        b.release::<VmRelease>(Reserve(b.kernel()));
         let mut service = b.service(SERVICE, ());
         QUOTAS.serve(&mut service);
         service

@@ -254,9 +254,16 @@ impl Step<VmWork> for AllocateNics {
                 &nic_uuid[6..8],
                 &nic_uuid[8..10]
             );
+            let network = work
+                .networks
+                .iter()
+                .find(|n| n.l3_network_uuid == l3)
+                .ok_or_else(|| Fault::internal(format!("no L2 network known for L3 {l3}")))?;
             work.nics.push(Nic {
                 uuid: nic_uuid,
                 l3_network_uuid: l3.clone(),
+                l2_network_uuid: network.l2_network_uuid.clone(),
+                l2_type: network.l2_type.clone(),
                 ip: text(&address, "ip").to_owned(),
                 mac,
             });
@@ -265,7 +272,8 @@ impl Step<VmWork> for AllocateNics {
         let at = flatstack_store::now();
         for nic in &work.nics {
             let nic_row = row(json!({"uuid": nic.uuid, "vm_instance_uuid": work.vm_uuid,
-                "l3_network_uuid": nic.l3_network_uuid, "ip": nic.ip, "mac": nic.mac,
+                "l3_network_uuid": nic.l3_network_uuid, "l2_network_uuid": nic.l2_network_uuid,
+                "l2_type": nic.l2_type, "ip": nic.ip, "mac": nic.mac,
                 "created_at": at, "updated_at": at}));
             tx.insert("vm_nics", &nic_row).await?;
         }

@@ -14,15 +14,15 @@ mod in_use;
 mod recovery;
 
 use flatstack_header::infra::HostRecord;
-use flatstack_header::network::L3NetworkRecord;
+use flatstack_header::network::{L2NetworkRecord, L3NetworkRecord};
 use flatstack_header::record;
 use flatstack_header::storage::{ImageRecord, InstanceOfferingRecord};
 use flatstack_header::vm::VmRecord;
 use flatstack_header::vm::{
     state, CreateVm, HostFilter, HostSort, Nic, RebootVm, StartVm, StopVm, VmAllocateVolumes,
-    VmCreateCheck, VmDestroyCheck, VmDestroyed, VmPostInstantiate, VmPreDestroy, VmPreInstantiate,
-    VmPreStart, VmPreStop, VmRebootCheck, VmRebooted, VmReserve, VmStartCheck, VmStarted,
-    VmStopCheck, VmStopped, VmWork, VM_SERVICE,
+    VmCreateCheck, VmDestroyCheck, VmDestroyed, VmNetwork, VmPostInstantiate, VmPreDestroy,
+    VmPreInstantiate, VmPreStart, VmPreStop, VmRebootCheck, VmRebooted, VmRelease, VmReserve,
+    VmStartCheck, VmStarted, VmStopCheck, VmStopped, VmWork, VM_SERVICE,
 };
 use flatstack_header::{ApiAction, ApiResource, DeleteResource, Inventory};
 use flatstack_kernel::flow::ExtensionStep;
@@ -75,6 +75,12 @@ impl Plugin for VmPlugin {
                 ip TEXT NOT NULL, mac TEXT NOT NULL UNIQUE,
                 created_at TEXT NOT NULL, updated_at TEXT NOT NULL);",
         ));
+        b.migration(Migration::new(
+            2,
+            "each nic's L2 network and its type",
+            "ALTER TABLE vm_nics ADD COLUMN l2_network_uuid TEXT;
+             ALTER TABLE vm_nics ADD COLUMN l2_type TEXT;",
+        ));
         b.define_veto::<VmCreateCheck>()
             .define_do_undo::<VmReserve>()
             .define_filter::<HostFilter>()
@@ -89,6 +95,7 @@ impl Plugin for VmPlugin {
             .define_veto::<VmRebootCheck>()
             .define_veto::<VmDestroyCheck>()
             .define_do_undo::<VmPreDestroy>()
+            .define_release::<VmRelease>()
             .define_observe::<VmStarted>()
             .define_observe::<VmStopped>()
             .define_observe::<VmRebooted>()
@@ -222,7 +229,7 @@ async fn create(
         .l3_network_uuids
         .iter()
         .map(|l3| record::named::<L3NetworkRecord>(kernel, "l3_network_uuids", l3));
-    let (offering, _image, _networks, _host) = futures::try_join!(
+    let (offering, _image, l3s, _host) = futures::try_join!(
         record::named::<InstanceOfferingRecord>(
             kernel,
             "instance_offering_uuid",
@@ -239,6 +246,7 @@ async fn create(
             }
         },
     )?;
+    let networks = networks_of(kernel, &l3s).await?;
     let mut work = VmWork {
         vm_uuid: flatstack_store::resource::new_uuid(),
         name: msg.name.clone(),
@@ -249,8 +257,10 @@ async fn create(
         l3_network_uuids: msg.l3_network_uuids.clone(),
         requested_host: msg.host_uuid.clone(),
         host_tags: msg.host_tags.clone(),
+        networks,
         host: None,
         nics: Vec::new(),
+        slots: Default::default(),
     };
     kernel.extensions().veto::<VmCreateCheck>(&work)?;
     let created = flow::Created::default();
@@ -278,6 +288,29 @@ async fn create(
     }
 }
 
+/// The L2 network under each L3 network, from its owner (each L2 network asked once).
+async fn networks_of(kernel: &Kernel, l3s: &[L3NetworkRecord]) -> Result<Vec<VmNetwork>, Fault> {
+    let l2_uuids: std::collections::BTreeSet<&str> =
+        l3s.iter().map(|l3| l3.l2_network_uuid.as_str()).collect();
+    let l2s = futures::future::try_join_all(
+        l2_uuids
+            .into_iter()
+            .map(|l2| record::named::<L2NetworkRecord>(kernel, "l3_network_uuids", l2)),
+    )
+    .await?;
+    Ok(l3s
+        .iter()
+        .filter_map(|l3| {
+            let l2 = l2s.iter().find(|l2| l2.uuid == l3.l2_network_uuid)?;
+            Some(VmNetwork {
+                l3_network_uuid: l3.uuid.clone(),
+                l2_network_uuid: l2.uuid.clone(),
+                l2_type: l2.l2_type.clone(),
+            })
+        })
+        .collect())
+}
+
 pub(crate) async fn read(kernel: &Kernel, uuid: &str) -> Result<Inventory, Fault> {
     let mut tx = store(kernel)?.read().await?;
     VMS.read(kernel, &mut tx, uuid).await
@@ -289,7 +322,7 @@ async fn work_of(kernel: &Kernel, vm: &Inventory) -> Result<VmWork, Fault> {
         Some(h) => record::get::<HostRecord>(kernel, h).await?,
         None => None,
     };
-    let nics: Vec<Nic> = vm
+    let mut nics: Vec<Nic> = vm
         .get("nics")
         .and_then(Value::as_array)
         .into_iter()
@@ -297,8 +330,37 @@ async fn work_of(kernel: &Kernel, vm: &Inventory) -> Result<VmWork, Fault> {
         .map(|n| Nic {
             uuid: text_value(n, "uuid"),
             l3_network_uuid: text_value(n, "l3_network_uuid"),
+            l2_network_uuid: text_value(n, "l2_network_uuid"),
+            l2_type: text_value(n, "l2_type"),
             ip: text_value(n, "ip"),
             mac: text_value(n, "mac"),
+        })
+        .collect();
+    // NICs recorded before their L2 network was: asked of the owners.
+    if nics.iter().any(|n| n.l2_network_uuid.is_empty()) {
+        let mut l3s = Vec::new();
+        for nic in &nics {
+            if let Some(l3) = record::get::<L3NetworkRecord>(kernel, &nic.l3_network_uuid).await? {
+                l3s.push(l3);
+            }
+        }
+        let networks = networks_of(kernel, &l3s).await?;
+        for nic in nics.iter_mut().filter(|n| n.l2_network_uuid.is_empty()) {
+            if let Some(net) = networks
+                .iter()
+                .find(|n| n.l3_network_uuid == nic.l3_network_uuid)
+            {
+                nic.l2_network_uuid = net.l2_network_uuid.clone();
+                nic.l2_type = net.l2_type.clone();
+            }
+        }
+    }
+    let networks = nics
+        .iter()
+        .map(|n| VmNetwork {
+            l3_network_uuid: n.l3_network_uuid.clone(),
+            l2_network_uuid: n.l2_network_uuid.clone(),
+            l2_type: n.l2_type.clone(),
         })
         .collect();
     Ok(VmWork {
@@ -315,8 +377,10 @@ async fn work_of(kernel: &Kernel, vm: &Inventory) -> Result<VmWork, Fault> {
         l3_network_uuids: nics.iter().map(|n| n.l3_network_uuid.clone()).collect(),
         requested_host: None,
         host_tags: Vec::new(),
+        networks,
         host,
         nics,
+        slots: Default::default(),
     })
 }
 

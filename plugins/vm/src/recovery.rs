@@ -16,14 +16,15 @@ use crate::{flow, read, work_of, VMS};
 use flatstack_header::infra::{HostQuery, HostRecord, HostStatus, Hosts};
 use flatstack_header::record;
 use flatstack_header::vm::{
-    state, VmAllocateVolumes, VmDestroyed, VmPostInstantiate, VmPreInstantiate, VmReserve, VmWork,
-    VM_SERVICE,
+    state, VmAllocateVolumes, VmDestroyed, VmPostInstantiate, VmPreInstantiate, VmRelease,
+    VmReserve, VmWork, VM_SERVICE,
 };
 use flatstack_header::Inventory;
 use flatstack_kernel::schemars::{self, JsonSchema};
 use flatstack_kernel::{DoUndoPoint, ExtensionPoint, Fault, Kernel, Message, Request};
 use flatstack_store::recovery::is_transient;
 use flatstack_store::resource::{store, text};
+use futures::future::BoxFuture;
 use futures::stream::{self, StreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -204,16 +205,16 @@ async fn undo_create(kernel: &Kernel, work: &mut VmWork) -> Result<(), Fault> {
         failed.push(("hypervisor.start", fault));
         return incomplete(work, failed);
     }
-    failed.extend(release_all(kernel, work).await);
+    failed.extend(release_all(kernel, work, Giving::Undo).await);
     incomplete(work, failed)?;
     flow::remove_record(kernel, &work.vm_uuid, false).await
 }
 
-/// The end of a destroy, after the VM is stopped: everything it holds released in the
-/// reverse order of its create, then `Destroyed` and removed. If a release fails the VM
-/// stays `Destroying`, and recovery tries again.
+/// The end of a destroy, after the VM is stopped: everything it holds released (plugins'
+/// through `vm.release`, then its NICs and host capacity), then `Destroyed` and removed.
+/// If a release fails the VM stays `Destroying`, and recovery tries again.
 pub(crate) async fn finish_destroy(kernel: &Kernel, work: &mut VmWork) -> Result<(), Fault> {
-    let failed = release_all(kernel, work).await;
+    let failed = release_all(kernel, work, Giving::Release).await;
     incomplete(work, failed)?;
     let uuid = work.vm_uuid.clone();
     VMS.set_state(kernel, &uuid, "state", state::DESTROYED)
@@ -223,24 +224,53 @@ pub(crate) async fn finish_destroy(kernel: &Kernel, work: &mut VmWork) -> Result
     Ok(())
 }
 
+/// How plugins give back what a VM holds: undoing an interrupted create's steps, or
+/// releasing at destroy.
+#[derive(Clone, Copy)]
+enum Giving {
+    Undo,
+    Release,
+}
+
 /// Everything a VM holds, given back in the reverse order of the create: each release
 /// is attempted even if an earlier one failed; the failures are returned.
-async fn release_all(kernel: &Kernel, work: &mut VmWork) -> Vec<(&'static str, Fault)> {
+async fn release_all(
+    kernel: &Kernel,
+    work: &mut VmWork,
+    giving: Giving,
+) -> Vec<(&'static str, Fault)> {
     let mut failed = Vec::new();
-    if let Err(fault) = undo::<VmPreInstantiate>(kernel, work).await {
-        failed.push((VmPreInstantiate::NAME, fault));
+    let undoing = matches!(giving, Giving::Undo);
+    if !undoing {
+        let released = again_while_transient(VmRelease::NAME, work, |work| {
+            let kernel = kernel.clone();
+            Box::pin(async move { kernel.extensions().release::<VmRelease>(work).await })
+        })
+        .await;
+        if let Err(fault) = released {
+            failed.push((VmRelease::NAME, fault));
+        }
+    }
+    if undoing {
+        if let Err(fault) = undo::<VmPreInstantiate>(kernel, work).await {
+            failed.push((VmPreInstantiate::NAME, fault));
+        }
     }
     if let Err(fault) = flow::release_nics(kernel, &work.vm_uuid).await {
         failed.push(("nic.allocate", fault));
     }
-    if let Err(fault) = undo::<VmAllocateVolumes>(kernel, work).await {
-        failed.push((VmAllocateVolumes::NAME, fault));
+    if undoing {
+        if let Err(fault) = undo::<VmAllocateVolumes>(kernel, work).await {
+            failed.push((VmAllocateVolumes::NAME, fault));
+        }
     }
     if let Err(fault) = flow::release_host(kernel, &work.vm_uuid).await {
         failed.push(("host.allocate", fault));
     }
-    if let Err(fault) = undo::<VmReserve>(kernel, work).await {
-        failed.push((VmReserve::NAME, fault));
+    if undoing {
+        if let Err(fault) = undo::<VmReserve>(kernel, work).await {
+            failed.push((VmReserve::NAME, fault));
+        }
     }
     failed
 }
@@ -274,12 +304,24 @@ async fn undo<P>(kernel: &Kernel, work: &mut VmWork) -> Result<(), Fault>
 where
     P: DoUndoPoint<Context = VmWork>,
 {
+    again_while_transient(P::NAME, work, |work| {
+        let kernel = kernel.clone();
+        Box::pin(async move { kernel.extensions().undo::<P>(work).await })
+    })
+    .await
+}
+
+/// Calls `call` on the VM's work again while it fails transiently (the store busy).
+async fn again_while_transient<F>(point: &str, work: &mut VmWork, mut call: F) -> Result<(), Fault>
+where
+    F: for<'w> FnMut(&'w mut VmWork) -> BoxFuture<'w, Result<(), Fault>>,
+{
     let mut delay = Duration::from_millis(20);
     let mut tried = 1;
     loop {
-        match kernel.extensions().undo::<P>(work).await {
+        match call(work).await {
             Err(fault) if is_transient(&fault) && tried < flow::RETRIES => {
-                tracing::warn!(point = P::NAME, vm = %work.vm_uuid, %fault, "undo failed transiently; retrying");
+                tracing::warn!(point, vm = %work.vm_uuid, %fault, "failed transiently; retrying");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(2));
                 tried += 1;

@@ -13,7 +13,7 @@ use flatstack_header::storage::{
     ImageRecord, PrimaryStorageQuery, PrimaryStorageRecord, StorageStatus,
 };
 use flatstack_header::storage::{PrimaryStorages, ReleaseStorage, ReserveStorage, StorageDriver};
-use flatstack_header::vm::{HostFilter, VmAllocateVolumes, VmWork};
+use flatstack_header::vm::{HostFilter, VmAllocateVolumes, VmRelease, VmWork};
 use flatstack_header::vm::{VmRecord, VmState};
 use flatstack_header::volume::{kind, AttachVolume, CreateVolume, DetachVolume, VOLUME_SERVICE};
 use flatstack_header::{
@@ -22,7 +22,7 @@ use flatstack_header::{
 };
 use flatstack_kernel::migration::Migration;
 use flatstack_kernel::{
-    async_trait, DoUndo, Fault, Filter, Kernel, KernelRef, Message, Plugin, PluginBuilder,
+    async_trait, DoUndo, Fault, Filter, Kernel, KernelRef, Message, Plugin, PluginBuilder, Release,
 };
 use flatstack_store::recovery::{retry, Reconciler};
 use flatstack_store::resource::{
@@ -76,6 +76,7 @@ impl Plugin for VolumePlugin {
         ));
         let kernel = b.kernel();
         b.do_undo::<VmAllocateVolumes>(RootVolume(kernel.clone()));
+        b.release::<VmRelease>(RootVolume(kernel.clone()));
         // Only hosts whose cluster reaches primary storage with room for the root volume
         // are candidates, so the allocator does not pick one the volume step would refuse.
         b.filter::<HostFilter>(ReachesStorage(kernel));
@@ -279,6 +280,14 @@ fn root_volume_uuid(vm: &str) -> String {
 /// Its bytes are reserved first (the reservation, one at a time per storage, decides among
 /// concurrent creates), then its row is written and announced, then the driver makes it.
 struct RootVolume(KernelRef);
+
+/// At destroy, the same as undoing the create: from the same records.
+#[async_trait]
+impl Release<VmRelease> for RootVolume {
+    async fn release(&self, vm: &mut VmWork) -> Result<(), Fault> {
+        DoUndo::<VmAllocateVolumes>::undo(self, vm).await
+    }
+}
 
 #[async_trait]
 impl DoUndo<VmAllocateVolumes> for RootVolume {

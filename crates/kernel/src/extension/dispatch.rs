@@ -3,7 +3,7 @@
 use super::registry::{CallStats, Implementor, PointDescription, PointRegistry};
 use super::{
     AsyncVeto, AsyncVetoPoint, DoUndo, DoUndoPoint, Filter, FilterPoint, Observe, ObservePoint,
-    Veto, VetoPoint,
+    Release, ReleasePoint, Veto, VetoPoint,
 };
 use crate::fault::panic_message;
 use crate::{Fault, FaultCode};
@@ -143,6 +143,30 @@ impl Extensions {
         Err(failed
             .into_iter()
             .fold(first, |fault, undo| fault.with_undo_failure(None, undo)))
+    }
+
+    /// Has every implementor of `P` give back what it holds, in order, each even if an
+    /// earlier one failed. The first failure is returned with every failure attached
+    /// (`undo_failed`, `rollback: "incomplete"`, see [`Fault::with_undo_failure`]): what
+    /// is left held, for the owner to release again.
+    pub async fn release<P: ReleasePoint>(&self, ctx: &mut P::Context) -> Result<(), Fault> {
+        let Some((imps, timeout)) = self.registry.implementors::<dyn Release<P>>() else {
+            return Ok(());
+        };
+        let timeout = timeout.unwrap_or(self.default_timeout);
+        let mut failed = Vec::new();
+        for e in imps {
+            if let Err(fault) = guarded(P::NAME, e, timeout, e.imp.release(ctx)).await {
+                tracing::error!(point = P::NAME, plugin = &*e.plugin, %fault, "release failed; the others go on");
+                failed.push(fault);
+            }
+        }
+        let Some(first) = failed.first().cloned() else {
+            return Ok(());
+        };
+        Err(failed.into_iter().fold(first, |fault, failure| {
+            fault.with_undo_failure(None, failure)
+        }))
     }
 
     /// Tells every implementor of `P`; failures are logged and counted, never returned.

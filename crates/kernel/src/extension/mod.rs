@@ -1,9 +1,10 @@
 //! Observer plugins: typed extension points.
 //!
-//! An extension point is a marker type implementing [`ExtensionPoint`] plus one of the four
-//! semantic traits ([`VetoPoint`], [`DoUndoPoint`], [`ObservePoint`], [`FilterPoint`]). Its
-//! implementors implement the matching trait ([`Veto`], [`DoUndo`], [`Observe`], [`Filter`])
-//! for that marker, so the compiler checks every call; nothing is looked up by string.
+//! An extension point is a marker type implementing [`ExtensionPoint`] plus one of the five
+//! semantic traits ([`VetoPoint`], [`DoUndoPoint`], [`ReleasePoint`], [`ObservePoint`],
+//! [`FilterPoint`]). Its implementors implement the matching trait ([`Veto`], [`DoUndo`],
+//! [`Release`], [`Observe`], [`Filter`]) for that marker, so the compiler checks every call;
+//! nothing is looked up by string.
 //! A veto point whose owner awaits its check ([`AsyncVetoPoint`]) also takes [`AsyncVeto`]s:
 //! refusals that must first read something (the store, another service).
 //!
@@ -35,6 +36,9 @@ pub enum Semantics {
     Veto,
     /// Asynchronous work with compensation (`run`, then `undo` in reverse on failure).
     DoUndo,
+    /// Giving back what a resource holds when it goes (a VM destroyed): every implementor
+    /// runs even if another failed; the failures are returned, for the owner to retry.
+    Release,
     /// After the fact; errors are logged and counted, never abort.
     Observe,
     /// Each implementor narrows a candidate list.
@@ -64,6 +68,12 @@ pub trait AsyncVetoPoint: VetoPoint {}
 
 /// A point whose implementors do work that can be undone if a later step fails.
 pub trait DoUndoPoint: ExtensionPoint {
+    type Context: Send + 'static;
+}
+
+/// A point whose implementors give back what a resource holds, when it goes: distinct from
+/// a [`DoUndoPoint`]'s undo, which compensates a `run` inside a failing operation.
+pub trait ReleasePoint: ExtensionPoint {
     type Context: Send + 'static;
 }
 
@@ -104,6 +114,15 @@ pub trait DoUndo<P: DoUndoPoint>: Send + Sync + 'static {
     async fn run(&self, ctx: &mut P::Context) -> Result<(), Fault>;
     /// Compensates a successful `run`. Errors are logged; the rollback goes on.
     async fn undo(&self, ctx: &mut P::Context) -> Result<(), Fault>;
+}
+
+/// Implemented by a plugin that holds something for a resource and gives it back at point
+/// `P` (e.g. a VM's DHCP lease when the VM is destroyed). Works from the implementor's own
+/// records, so that it is the same when run twice, or after a restart: the owner calls it
+/// again until it succeeds.
+#[async_trait]
+pub trait Release<P: ReleasePoint>: Send + Sync + 'static {
+    async fn release(&self, ctx: &mut P::Context) -> Result<(), Fault>;
 }
 
 /// Implemented by a plugin that observes the events of point `P`.
