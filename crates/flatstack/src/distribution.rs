@@ -131,3 +131,63 @@ impl Plugin for Added {
         self.0.stop(kernel).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::assemble;
+    use flatstack_header::api::ApiChildExtension;
+    use flatstack_kernel::Manifest;
+
+    /// A plugin named `name` that adds a child collection to `kind`.
+    struct Adds(&'static str, &'static str);
+
+    impl Plugin for Adds {
+        fn name(&self) -> &'static str {
+            self.0
+        }
+
+        fn build(&self, b: &mut PluginBuilder<'_>) {
+            b.register(ApiChildExtension::new(
+                self.1,
+                "extras",
+                self.0,
+                "extras.list",
+            ));
+        }
+    }
+
+    fn names(distribution: &Distribution, manifest: &str) -> anyhow::Result<Vec<String>> {
+        let manifest = Manifest::parse(manifest)?;
+        let kernel = assemble(distribution, manifest, None, None)?;
+        Ok(kernel.plugins().into_iter().map(|p| p.name).collect())
+    }
+
+    #[test]
+    fn an_added_plugin_runs_beside_the_in_tree_ones_unless_the_manifest_disables_it() {
+        let distribution = Distribution::default().plugin(Adds("extras", "zones"));
+        assert_eq!(distribution.added(), ["extras"]);
+        let all = names(&distribution, "").expect("assembles");
+        assert!(all.iter().any(|n| n == "extras") && all.iter().any(|n| n == "resource"));
+        let without = names(&distribution, "disabled = [\"extras\"]").expect("assembles");
+        assert!(!without.iter().any(|n| n == "extras"));
+        // Assembled again (as `bench` does): the same plugin serves every kernel.
+        assert_eq!(names(&distribution, "").expect("assembles"), all);
+    }
+
+    #[test]
+    fn assembly_names_an_added_plugin_that_clashes_or_extends_no_kind() {
+        let error = names(&Distribution::default().plugin(Adds("zone", "zones")), "")
+            .expect_err("a second `zone`");
+        assert!(format!("{error:#}").contains("zone"), "{error:#}");
+        let error = names(
+            &Distribution::default().plugin(Adds("extras", "nowhere")),
+            "",
+        )
+        .expect_err("no such kind");
+        assert!(
+            format!("{error:#}").contains("plugin `extras` adds `extras` to `nowhere`"),
+            "{error:#}"
+        );
+    }
+}
