@@ -231,3 +231,33 @@ fn openapi_and_inspect_include_the_plugin() {
     assert!(config.contains("vxlan.udp_port"), "{config}");
     assert!(report["plugins"].to_string().contains("\"vxlan\""));
 }
+
+#[test]
+fn the_benchmark_runs_with_the_plugin_in_every_create() {
+    // Its migrations applied, its `vm.pre-instantiate` called for each VM (on a flat
+    // network: nothing to record).
+    let out = Command::new(BIN)
+        .args([
+            "bench",
+            "create-vms",
+            "--count",
+            "10",
+            "--concurrency",
+            "2",
+            "--hosts",
+            "1",
+        ])
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("bench runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let succeeded = stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("succeeded:"));
+    assert_eq!(succeeded.map(str::trim), Some("succeeded: 10"), "{stdout}");
+}
