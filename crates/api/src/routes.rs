@@ -26,10 +26,9 @@ use std::time::Duration;
 struct Api {
     kernel: Kernel,
     jobs: Jobs,
-    resources: HashMap<&'static str, ApiResource>,
     /// Actions drivers add to other plugins' kinds: (path, action) → service.
     extensions: Vec<ApiActionExtension>,
-    /// Every kind's child collections, its owner's and those other plugins add.
+    /// Every kind, and its child collections: its owner's and those other plugins add.
     catalogue: Catalogue,
 }
 
@@ -49,11 +48,6 @@ pub fn router_with_jobs(kernel: Kernel) -> (Router, Jobs) {
     for error in errors {
         tracing::error!(%error, "left out of the API");
     }
-    let resources = catalogue
-        .resources
-        .values()
-        .map(|(_, r)| (r.path, r.clone()))
-        .collect();
     let extensions = kernel
         .registered::<ApiActionExtension>()
         .into_iter()
@@ -63,7 +57,6 @@ pub fn router_with_jobs(kernel: Kernel) -> (Router, Jobs) {
     let api = Arc::new(Api {
         kernel,
         jobs: jobs.clone(),
-        resources,
         extensions,
         catalogue,
     });
@@ -94,8 +87,10 @@ struct WaitQuery {
 
 impl Api {
     fn resource(&self, kind: &str) -> Result<&ApiResource, ApiError> {
-        self.resources
+        self.catalogue
+            .resources
             .get(kind)
+            .map(|(_, r)| r)
             .ok_or_else(|| ApiError(Fault::not_found(format!("no resource kind `{kind}`"))))
     }
 
