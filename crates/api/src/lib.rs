@@ -2,11 +2,13 @@
 //! is generated from the [`ApiResource`]s plugins register and sends a message; nothing
 //! here knows a resource kind. State-changing operations run as jobs.
 
+mod children;
 mod error;
 mod jobs;
 pub mod openapi;
 mod routes;
 
+pub use children::{check, CheckError};
 pub use error::ApiError;
 pub use jobs::Jobs;
 pub use routes::{router, router_with_jobs};

@@ -1,6 +1,7 @@
 //! The OpenAPI 3.1 document, generated from the registered API resources and the JSON
 //! Schemas of their messages (OpenAPI 3.1 uses JSON Schema 2020-12, as schemars does).
 
+use crate::children::{Catalogue, Child};
 use flatstack_header::{
     ApiAction, ApiActionExtension, ApiResource, Inventory, InventoryList, UpdateResource,
 };
@@ -22,10 +23,14 @@ pub fn document(kernel: &Kernel) -> Value {
     doc.schema("Inventory", schema_of::<Inventory>());
     doc.schema("InventoryList", schema_of::<InventoryList>());
     doc.schema(UpdateResource::NAME, schema_of::<UpdateResource>());
-    let mut resources = kernel.registered::<ApiResource>();
-    resources.sort_by_key(|(_, r)| r.path);
-    for (_, r) in resources {
-        doc.resource(kernel, r);
+    // As the router serves them: a declaration the distribution's check refuses is left out.
+    let (catalogue, _) = Catalogue::new(kernel);
+    for (_, r) in catalogue.resources.values() {
+        let children = catalogue
+            .children
+            .get(r.path)
+            .map_or(&[][..], Vec::as_slice);
+        doc.resource(kernel, r, children);
     }
     doc.fixed();
     json!({
@@ -163,7 +168,7 @@ impl Doc {
         op
     }
 
-    fn resource(&mut self, kernel: &Kernel, r: &ApiResource) {
+    fn resource(&mut self, kernel: &Kernel, r: &ApiResource, children: &[Child]) {
         let p = r.path;
         let uuid_param =
             json!({"name": "uuid", "in": "path", "required": true, "schema": {"type": "string"}});
@@ -218,18 +223,29 @@ impl Doc {
                 "post": self.job_op(format!("{p}.action"), format!("An action on one of {p}"), Some(json!({"oneOf": variants})), "200", &["400", "404", "409", "422"]),
             }));
         }
-        for c in r.children {
-            let body = self.message(kernel, c.create);
+        // The kind's own children and those other plugins add to it.
+        for c in children {
             let mut list_responses = Self::errors(&["404"]);
             list_responses.insert(
                 "200".into(),
                 response("the list", Some(reference("InventoryList"))),
             );
-            self.paths.insert(format!("/v1/{p}/{{uuid}}/{}", c.path), json!({
+            let mut item = json!({
                 "parameters": [uuid_param.clone()],
                 "get": {"operationId": format!("{p}.{}.list", c.path), "summary": format!("List the {} of one of {p}", c.path), "responses": list_responses},
-                "post": self.job_op(format!("{p}.{}.create", c.path), format!("Create {} on one of {p}", c.path), Some(body), "201", &["400", "404", "409", "422"]),
-            }));
+            });
+            if let Some(create) = c.create {
+                let body = self.message(kernel, create);
+                item["post"] = self.job_op(
+                    format!("{p}.{}.create", c.path),
+                    format!("Create {} on one of {p}", c.path),
+                    Some(body),
+                    "201",
+                    &["400", "404", "409", "422"],
+                );
+            }
+            self.paths
+                .insert(format!("/v1/{p}/{{uuid}}/{}", c.path), item);
         }
         if r.driver_kind.is_some() {
             self.paths.insert(format!("/v1/{p}/types"), json!({

@@ -1,5 +1,6 @@
 //! Routes generated from the registered API resources.
 
+use crate::children::{Catalogue, Child};
 use crate::error::{body_of, status_of, ApiError};
 use crate::jobs::Jobs;
 use crate::openapi;
@@ -25,9 +26,10 @@ use std::time::Duration;
 struct Api {
     kernel: Kernel,
     jobs: Jobs,
-    resources: HashMap<&'static str, ApiResource>,
     /// Actions drivers add to other plugins' kinds: (path, action) → service.
     extensions: Vec<ApiActionExtension>,
+    /// Every kind, and its child collections: its owner's and those other plugins add.
+    catalogue: Catalogue,
 }
 
 type Shared = State<Arc<Api>>;
@@ -40,11 +42,12 @@ pub fn router(kernel: Kernel) -> Router {
 /// The router, and its jobs: a stopping node closes them (new state-changing requests
 /// are then refused with `503`) and drains them ([`Jobs::close`], [`Jobs::drain`]).
 pub fn router_with_jobs(kernel: Kernel) -> (Router, Jobs) {
-    let resources = kernel
-        .registered::<ApiResource>()
-        .into_iter()
-        .map(|(_, r)| (r.path, r.clone()))
-        .collect();
+    // The distribution refuses these at assembly (`check`); a kernel assembled without
+    // that check is served as far as it is consistent: the first declaration wins.
+    let (catalogue, errors) = Catalogue::new(&kernel);
+    for error in errors {
+        tracing::error!(%error, "left out of the API");
+    }
     let extensions = kernel
         .registered::<ApiActionExtension>()
         .into_iter()
@@ -54,8 +57,8 @@ pub fn router_with_jobs(kernel: Kernel) -> (Router, Jobs) {
     let api = Arc::new(Api {
         kernel,
         jobs: jobs.clone(),
-        resources,
         extensions,
+        catalogue,
     });
     let router = Router::new()
         .route("/v1/openapi.json", get(openapi_doc))
@@ -84,8 +87,10 @@ struct WaitQuery {
 
 impl Api {
     fn resource(&self, kind: &str) -> Result<&ApiResource, ApiError> {
-        self.resources
+        self.catalogue
+            .resources
             .get(kind)
+            .map(|(_, r)| r)
             .ok_or_else(|| ApiError(Fault::not_found(format!("no resource kind `{kind}`"))))
     }
 
@@ -330,25 +335,30 @@ async fn action(
     Ok(api.job(q.wait, StatusCode::OK, call).await)
 }
 
-fn child<'a>(
-    r: &'a ApiResource,
-    kind: &str,
-    child: &str,
-) -> Result<&'a flatstack_header::ApiChild, ApiError> {
-    r.children
-        .iter()
-        .find(|c| c.path == child)
-        .ok_or_else(|| ApiError(Fault::not_found(format!("{kind} have no `{child}`"))))
+impl Api {
+    /// Child collection `child` of `kind`; for one another plugin serves, the parent is
+    /// asked of its owner first, so a missing one is a `404` whatever that plugin does.
+    async fn child(&self, kind: &str, uuid: &str, child: &str) -> Result<&Child, ApiError> {
+        let r = self.resource(kind)?;
+        let c = self
+            .catalogue
+            .child(kind, child)
+            .ok_or_else(|| ApiError(Fault::not_found(format!("{kind} have no `{child}`"))))?;
+        if c.added {
+            self.call(r.service, Some(uuid), GetResource::NAME, json!({}))
+                .await?;
+        }
+        Ok(c)
+    }
 }
 
 async fn list_children(
     State(api): Shared,
     Path((kind, uuid, sub)): Path<(String, String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    let r = api.resource(&kind)?;
-    let c = child(r, &kind, &sub)?;
+    let c = api.child(&kind, &uuid, &sub).await?;
     Ok(Json(
-        api.call(r.service, Some(&uuid), c.list, json!({})).await?,
+        api.call(c.service, Some(&uuid), c.list, json!({})).await?,
     ))
 }
 
@@ -359,12 +369,15 @@ async fn create_child(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let r = api.resource(&kind)?;
-    let c = child(r, &kind, &sub)?;
+    let c = api.child(&kind, &uuid, &sub).await?;
+    let Some(create) = c.create else {
+        let fault = Fault::invalid("", format!("the `{sub}` of {kind} are listed, not created"));
+        return Ok((StatusCode::METHOD_NOT_ALLOWED, Json(body_of(&fault))).into_response());
+    };
     let call = Call {
-        service: r.service.to_owned(),
+        service: c.service.to_owned(),
         resource: Some(uuid),
-        message: c.create.to_owned(),
+        message: create.to_owned(),
         body: Value::Object(object(&body)?),
         verb: Verb::Action,
         idempotency_key: idempotency_key(&headers),

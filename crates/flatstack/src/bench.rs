@@ -16,6 +16,7 @@
 use crate::demo::Api;
 use crate::lock::DataDirLock;
 use crate::node::{self, NodeOptions};
+use crate::Distribution;
 use anyhow::{bail, Context};
 use flatstack_kernel::Kernel;
 use flatstack_store::{Journal, Store};
@@ -52,7 +53,7 @@ const WAIT_SECONDS: u64 = 120;
 const NETWORK: u32 = 0x0a00_0000;
 
 /// Runs the benchmark and prints its report on stdout.
-pub async fn create_vms(options: CreateVms) -> anyhow::Result<()> {
+pub async fn create_vms(distribution: &Distribution, options: CreateVms) -> anyhow::Result<()> {
     if options.count == 0 || options.concurrency == 0 || options.hosts == 0 {
         bail!("--count, --concurrency and --hosts must be at least 1");
     }
@@ -73,8 +74,8 @@ pub async fn create_vms(options: CreateVms) -> anyhow::Result<()> {
         .with_context(|| format!("creating a temporary directory in {}", parent.display()))?;
 
     let report = match &options.database_url {
-        None => on_sqlite(&options, temp.path()).await?,
-        Some(url) => on_postgres(&options, url, temp.path()).await?,
+        None => on_sqlite(distribution, &options, temp.path()).await?,
+        Some(url) => on_postgres(distribution, &options, url, temp.path()).await?,
     };
     report.print(&options);
     if report.creates.failed > 0 {
@@ -99,8 +100,11 @@ struct BenchNode {
 }
 
 impl BenchNode {
-    async fn start(options: &NodeOptions) -> anyhow::Result<BenchNode> {
-        let (kernel, lock) = node::start(options).await?;
+    async fn start(
+        distribution: &Distribution,
+        options: &NodeOptions,
+    ) -> anyhow::Result<BenchNode> {
+        let (kernel, lock) = node::start(distribution, options).await?;
         let store = match kernel.get::<Store>() {
             Some(store) => store,
             None => {
@@ -143,9 +147,13 @@ impl BenchNode {
 
 /// The node on SQLite in `dir`; the copy is a SQLite file made between two transactions
 /// (`Store::snapshot`), while the node runs.
-async fn on_sqlite(options: &CreateVms, dir: &Path) -> anyhow::Result<Report> {
+async fn on_sqlite(
+    distribution: &Distribution,
+    options: &CreateVms,
+    dir: &Path,
+) -> anyhow::Result<Report> {
     let node_options = NodeOptions::new(dir.join("node"), ([127, 0, 0, 1], 0).into());
-    let node = BenchNode::start(&node_options).await?;
+    let node = BenchNode::start(distribution, &node_options).await?;
     let outcome: anyhow::Result<Report> = async {
         let body = data_centre(&node.base, options).await?;
         let before = dir.join("before-creates.db");
@@ -192,13 +200,18 @@ async fn on_sqlite(options: &CreateVms, dir: &Path) -> anyhow::Result<Report> {
 
 /// The node on a database of its own on the PostgreSQL server at `url`, dropped with its
 /// copy once the run is over, whatever its outcome.
-async fn on_postgres(options: &CreateVms, url: &str, dir: &Path) -> anyhow::Result<Report> {
+async fn on_postgres(
+    distribution: &Distribution,
+    options: &CreateVms,
+    url: &str,
+    dir: &Path,
+) -> anyhow::Result<Report> {
     let name = format!("flatstack_bench_{}", uuid::Uuid::new_v4().simple());
     let copy = format!("{name}_before");
     admin(url, &format!("CREATE DATABASE {name}"))
         .await
         .with_context(|| format!("creating the database {name} through {url}"))?;
-    let outcome = postgres_run(options, url, &name, &copy, dir).await;
+    let outcome = postgres_run(distribution, options, url, &name, &copy, dir).await;
     let mut dropped = Ok(());
     for database in [&copy, &name] {
         let drop = admin(
@@ -218,6 +231,7 @@ async fn on_postgres(options: &CreateVms, url: &str, dir: &Path) -> anyhow::Resu
 }
 
 async fn postgres_run(
+    distribution: &Distribution,
     options: &CreateVms,
     url: &str,
     name: &str,
@@ -233,7 +247,7 @@ async fn postgres_run(
     // pool, the copy is made, and a node starts again on the same database, as after any
     // restart: what it keeps in memory (IPAM's hints) is rebuilt, and recovery finds
     // nothing to do. None of it is timed.
-    let node = BenchNode::start(&node_options).await?;
+    let node = BenchNode::start(distribution, &node_options).await?;
     let body = data_centre(&node.base, options).await;
     let store = node.store.clone();
     let stopped = node.stop().await;
@@ -245,7 +259,7 @@ async fn postgres_run(
         .await
         .with_context(|| format!("copying {name} into {copy}"))?;
 
-    let node = BenchNode::start(&node_options).await?;
+    let node = BenchNode::start(distribution, &node_options).await?;
     let outcome: anyhow::Result<Report> = async {
         let (creates, journal) = create(options, &node, body).await?;
         let copy_url = with_database(url, copy);

@@ -8,6 +8,7 @@
 
 use crate::bench::{data_centre, CreateVms};
 use crate::node::{self, NodeOptions};
+use crate::Distribution;
 use anyhow::{bail, Context};
 use flatstack_store::{recovery, Store};
 use futures::stream::{self, StreamExt};
@@ -26,7 +27,7 @@ pub struct Recovery {
 /// How long the crashed node's creates may take to reach the hypervisor step.
 const SETTLE: Duration = Duration::from_secs(120);
 
-pub async fn recovery(options: Recovery) -> anyhow::Result<()> {
+pub async fn recovery(distribution: &Distribution, options: Recovery) -> anyhow::Result<()> {
     if options.count == 0 || options.hosts == 0 {
         bail!("--count and --hosts must be at least 1");
     }
@@ -41,19 +42,25 @@ pub async fn recovery(options: Recovery) -> anyhow::Result<()> {
     // The node that crashes, on a runtime of its own, dropped with every task where it is.
     let crashing = NodeOptions::new(node_options.data_dir.clone(), node_options.listen);
     let (count, hosts) = (options.count, options.hosts);
+    let crashing_distribution = distribution.clone();
     let in_flight = tokio::task::spawn_blocking(move || -> anyhow::Result<i64> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
             .context("a runtime for the node that crashes")?;
-        let in_flight = runtime.block_on(creates_in_flight(&crashing, count, hosts));
+        let in_flight = runtime.block_on(creates_in_flight(
+            &crashing_distribution,
+            &crashing,
+            count,
+            hosts,
+        ));
         runtime.shutdown_background();
         in_flight
     })
     .await
     .context("the crashing node's thread")??;
 
-    let (kernel, _lock) = node::open(&node_options).await?;
+    let (kernel, _lock) = node::open(distribution, &node_options).await?;
     let store = kernel
         .get::<Store>()
         .context("the node was started without a store")?;
@@ -97,8 +104,13 @@ pub async fn recovery(options: Recovery) -> anyhow::Result<()> {
 
 /// Starts a node, makes its hosts slow to start VMs and sends `count` creates; returns once
 /// every one holds everything but its running VM (how many VMs are `Creating`).
-async fn creates_in_flight(options: &NodeOptions, count: u32, hosts: u32) -> anyhow::Result<i64> {
-    let (kernel, lock) = node::start(options).await?;
+async fn creates_in_flight(
+    distribution: &Distribution,
+    options: &NodeOptions,
+    count: u32,
+    hosts: u32,
+) -> anyhow::Result<i64> {
+    let (kernel, lock) = node::start(distribution, options).await?;
     let store = kernel
         .get::<Store>()
         .context("the node was started without a store")?;

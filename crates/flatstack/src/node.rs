@@ -1,7 +1,7 @@
 //! `flatstack serve`: the management node.
 
-use crate::distribution;
 use crate::lock::DataDirLock;
+use crate::Distribution;
 use anyhow::Context;
 use flatstack_header::DataDir;
 use flatstack_kernel::{Kernel, Manifest};
@@ -60,29 +60,34 @@ pub fn load_manifest(path: Option<&Path>) -> anyhow::Result<Manifest> {
     })
 }
 
-/// Assembles the distribution with `store` and the data directory provided to the plugins.
+/// Assembles the distribution with `store` and the data directory provided to the plugins,
+/// and checks what its plugins serve over the API.
 pub fn assemble(
+    distribution: &Distribution,
     manifest: Manifest,
     store: Option<Arc<Store>>,
     data_dir: Option<&Path>,
 ) -> anyhow::Result<Kernel> {
-    let mut builder = Kernel::builder().manifest(manifest);
+    let mut builder = distribution.kernel_builder().manifest(manifest);
     if let Some(store) = store {
         builder = builder.provide(store);
     }
     if let Some(dir) = data_dir {
         builder = builder.provide(Arc::new(DataDir(dir.to_owned())));
     }
-    distribution::plugins(builder)
-        .build()
-        .context("assembling the distribution")
+    let kernel = builder.build().context("assembling the distribution")?;
+    flatstack_api::check(&kernel).context("assembling the distribution")?;
+    Ok(kernel)
 }
 
 /// Locks the data directory, opens the store, assembles and starts the plugins, applies
 /// their migrations, and recovers what a stopped node left in flight. The node owns the
 /// data directory while the lock is held.
-pub async fn start(options: &NodeOptions) -> anyhow::Result<(Kernel, DataDirLock)> {
-    let (kernel, lock) = open(options).await?;
+pub async fn start(
+    distribution: &Distribution,
+    options: &NodeOptions,
+) -> anyhow::Result<(Kernel, DataDirLock)> {
+    let (kernel, lock) = open(distribution, options).await?;
     // Before the API accepts a request: what a stopped node left in flight is finished or
     // undone, and every operation it left running is closed.
     let recovered = recovery::recover(&kernel)
@@ -100,7 +105,10 @@ pub async fn start(options: &NodeOptions) -> anyhow::Result<(Kernel, DataDirLock
 }
 
 /// [`start`] without the recovery: locked, migrated, the plugins started.
-pub async fn open(options: &NodeOptions) -> anyhow::Result<(Kernel, DataDirLock)> {
+pub async fn open(
+    distribution: &Distribution,
+    options: &NodeOptions,
+) -> anyhow::Result<(Kernel, DataDirLock)> {
     let lock = DataDirLock::acquire(&options.data_dir)?;
     tracing::debug!(lock = %lock.path().display(), "data directory locked");
     let manifest = load_manifest(options.manifest.as_deref())?;
@@ -110,7 +118,12 @@ pub async fn open(options: &NodeOptions) -> anyhow::Result<(Kernel, DataDirLock)
             .await
             .with_context(|| format!("opening the store in {}", options.data_dir.display()))?,
     };
-    let kernel = assemble(manifest, Some(store.clone()), Some(&options.data_dir))?;
+    let kernel = assemble(
+        distribution,
+        manifest,
+        Some(store.clone()),
+        Some(&options.data_dir),
+    )?;
     // Migrations in plugin start order, so a table is created before those that refer to it.
     let streams: Vec<_> = kernel
         .plugins()
@@ -176,8 +189,8 @@ pub async fn serve_api(
 /// Serves the API until SIGTERM or SIGINT (Ctrl-C), then stops cleanly: new operations
 /// are refused (`503`) while those in flight finish, for at most `shutdown_timeout` (a
 /// second signal stops waiting); then the API closes and the plugins stop in reverse order.
-pub async fn serve(options: NodeOptions) -> anyhow::Result<()> {
-    let (kernel, _lock) = start(&options).await?;
+pub async fn serve(distribution: &Distribution, options: NodeOptions) -> anyhow::Result<()> {
+    let (kernel, _lock) = start(distribution, &options).await?;
     let (listener, address) = bind(options.listen).await?;
     // Before the address is announced: a signal sent from then on stops the node cleanly.
     let mut signals = match StopSignals::new() {

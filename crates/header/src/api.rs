@@ -52,3 +52,49 @@ pub struct ApiActionExtension {
     pub service: &'static str,
     pub action: ApiAction,
 }
+
+/// A child collection a plugin adds to another plugin's resource kind, served by its own
+/// service: `GET /v1/{path}/{uuid}/{child}` sends `list` (and `POST` sends `create`, if
+/// it has one), addressed to the parent's uuid — e.g. the tunnels an overlay-network
+/// plugin keeps for each L2 network. The API answers `404` for a parent that does not
+/// exist before the service is asked. Registered with `PluginBuilder::register`; the
+/// distribution refuses at assembly one on a kind no enabled plugin serves, or whose
+/// segment another child of that kind already has (`flatstack_api::check`).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ApiChildExtension {
+    /// The `path` of the resource kind it extends, e.g. `l2-networks`.
+    pub path: &'static str,
+    /// The URL segment under one resource of that kind, e.g. `vxlan-tunnels`.
+    pub child: &'static str,
+    /// The service that answers its messages.
+    pub service: &'static str,
+    /// The list message (its reply an `InventoryList`).
+    pub list: &'static str,
+    /// The create message, if the API may create one (`POST`); `None` lists only.
+    pub create: Option<&'static str>,
+}
+
+impl ApiChildExtension {
+    /// `GET /v1/{path}/{uuid}/{child}`, answered by `service` with message `list`.
+    pub const fn new(
+        path: &'static str,
+        child: &'static str,
+        service: &'static str,
+        list: &'static str,
+    ) -> Self {
+        ApiChildExtension {
+            path,
+            child,
+            service,
+            list,
+            create: None,
+        }
+    }
+
+    /// Also `POST /v1/{path}/{uuid}/{child}`, which sends `create` as a job.
+    pub const fn with_create(mut self, create: &'static str) -> Self {
+        self.create = Some(create);
+        self
+    }
+}

@@ -1,0 +1,191 @@
+//! Child collections, `/v1/{kind}/{uuid}/{child}`: those a kind's owner declares in its
+//! [`ApiResource`], and those other plugins add to it ([`ApiChildExtension`]), checked
+//! together at assembly ([`check`]).
+
+use flatstack_header::api::ApiChildExtension;
+use flatstack_header::ApiResource;
+use flatstack_kernel::Kernel;
+use std::collections::BTreeMap;
+
+/// One child collection of a kind, whoever declared it.
+#[derive(Debug, Clone)]
+pub(crate) struct Child {
+    /// The URL segment under one resource.
+    pub path: &'static str,
+    /// The service that answers its messages.
+    pub service: &'static str,
+    pub list: &'static str,
+    pub create: Option<&'static str>,
+    /// Served by another plugin than the kind's owner: the parent is looked up first.
+    pub added: bool,
+    /// The plugin that declared it.
+    pub plugin: String,
+}
+
+/// Segments that are not children: `/v1/{kind}/{uuid}/actions` is a route of its own.
+const RESERVED: &[&str] = &["actions"];
+
+/// Why the API a distribution's plugins declare cannot be served; assembly stops on it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CheckError {
+    /// Two plugins serve the same kind.
+    #[error("resource kind `{kind}` is served twice: by `{first}` and by `{second}`")]
+    DuplicateKind {
+        /// The kind's `path`.
+        kind: String,
+        /// The plugins that registered it.
+        first: String,
+        /// The plugins that registered it.
+        second: String,
+    },
+    /// A child collection on a kind no enabled plugin serves.
+    #[error(
+        "plugin `{plugin}` adds `{child}` to `{kind}`, a resource kind no enabled plugin serves"
+    )]
+    UnknownKind {
+        /// The plugin that added the child.
+        plugin: String,
+        /// The kind it names.
+        kind: String,
+        /// The child's segment.
+        child: String,
+    },
+    /// Two child collections of one kind with one segment.
+    #[error("`/v1/{kind}/{{uuid}}/{child}` is declared twice: by `{first}` and by `{second}`")]
+    DuplicateChild {
+        /// The parent kind.
+        kind: String,
+        /// The segment.
+        child: String,
+        /// The plugins that declared it.
+        first: String,
+        /// The plugins that declared it.
+        second: String,
+    },
+    /// A child whose segment cannot be one.
+    #[error("plugin `{plugin}` declares child `{child}` of `{kind}`: {reason}")]
+    InvalidChild {
+        /// The plugin that declared it.
+        plugin: String,
+        /// The parent kind.
+        kind: String,
+        /// The segment.
+        child: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+}
+
+/// The registered resources by path, and the child collections of each kind by path.
+pub(crate) struct Catalogue {
+    pub resources: BTreeMap<&'static str, (String, ApiResource)>,
+    pub children: BTreeMap<&'static str, Vec<Child>>,
+}
+
+impl Catalogue {
+    /// Everything `kernel`'s plugins declare, and what is inconsistent in it (left out:
+    /// the first of two declarations stays).
+    pub fn new(kernel: &Kernel) -> (Catalogue, Vec<CheckError>) {
+        let mut errors = Vec::new();
+        let mut resources: BTreeMap<&'static str, (String, ApiResource)> = BTreeMap::new();
+        let mut children: BTreeMap<&'static str, Vec<Child>> = BTreeMap::new();
+        for (plugin, r) in kernel.registered::<ApiResource>() {
+            if let Some((first, _)) = resources.get(r.path) {
+                errors.push(CheckError::DuplicateKind {
+                    kind: r.path.to_owned(),
+                    first: first.clone(),
+                    second: plugin.to_owned(),
+                });
+                continue;
+            }
+            resources.insert(r.path, (plugin.to_owned(), r.clone()));
+        }
+        let own = resources.values().flat_map(|(plugin, r)| {
+            r.children.iter().map(move |c| {
+                let child = Child {
+                    path: c.path,
+                    service: r.service,
+                    list: c.list,
+                    create: Some(c.create),
+                    added: false,
+                    plugin: plugin.clone(),
+                };
+                (r.path, child)
+            })
+        });
+        let added = kernel
+            .registered::<ApiChildExtension>()
+            .into_iter()
+            .map(|(plugin, e)| {
+                let child = Child {
+                    path: e.child,
+                    service: e.service,
+                    list: e.list,
+                    create: e.create,
+                    added: true,
+                    plugin: plugin.to_owned(),
+                };
+                (e.path, child)
+            });
+        let mut all: Vec<(&'static str, Child)> = own.collect();
+        all.extend(added);
+        for (kind, child) in all {
+            let invalid = |reason| CheckError::InvalidChild {
+                plugin: child.plugin.clone(),
+                kind: kind.to_owned(),
+                child: child.path.to_owned(),
+                reason,
+            };
+            if !resources.contains_key(kind) {
+                errors.push(CheckError::UnknownKind {
+                    plugin: child.plugin,
+                    kind: kind.to_owned(),
+                    child: child.path.to_owned(),
+                });
+                continue;
+            }
+            let kebab = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-';
+            if RESERVED.contains(&child.path) {
+                errors.push(invalid("the segment is reserved"));
+                continue;
+            }
+            if child.path.is_empty() || !child.path.chars().all(kebab) {
+                errors.push(invalid("a segment is kebab-case (a-z, 0-9, -)"));
+                continue;
+            }
+            let siblings = children.entry(kind).or_default();
+            if let Some(first) = siblings.iter().find(|c| c.path == child.path) {
+                errors.push(CheckError::DuplicateChild {
+                    kind: kind.to_owned(),
+                    child: child.path.to_owned(),
+                    first: first.plugin.clone(),
+                    second: child.plugin,
+                });
+                continue;
+            }
+            siblings.push(child);
+        }
+        let catalogue = Catalogue {
+            resources,
+            children,
+        };
+        (catalogue, errors)
+    }
+
+    /// The child `child` of kind `kind`.
+    pub fn child(&self, kind: &str, child: &str) -> Option<&Child> {
+        self.children.get(kind)?.iter().find(|c| c.path == child)
+    }
+}
+
+/// Checks what `kernel`'s plugins declare for the API: every kind served once, every child
+/// collection on a kind that is served, with a segment no other child of the kind has. A
+/// distribution calls it right after assembly, so a plugin that gets it wrong stops the
+/// node at start (and `inspect`, `openapi`) with an error naming it.
+pub fn check(kernel: &Kernel) -> Result<(), CheckError> {
+    match Catalogue::new(kernel).1.into_iter().next() {
+        Some(error) => Err(error),
+        None => Ok(()),
+    }
+}

@@ -1,0 +1,180 @@
+//! Child collections a plugin adds to another plugin's kind: served over HTTP by the adding
+//! plugin's service (after the parent is found), in the OpenAPI document, and refused at
+//! assembly when their kind is unknown or their segment taken.
+
+use flatstack_api::CheckError;
+use flatstack_header::api::ApiChildExtension;
+use flatstack_header::{ApiChild, ApiResource, GetResource, Inventory, InventoryList};
+use flatstack_kernel::schemars::{self, JsonSchema};
+use flatstack_kernel::{Fault, Kernel, Message, Plugin, PluginBuilder, Request};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::future::IntoFuture;
+
+/// Lists a thing's tags (addressed to the thing).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+struct ListTags {}
+impl Message for ListTags {
+    const NAME: &'static str = "tag.list";
+}
+impl Request for ListTags {
+    type Reply = InventoryList;
+}
+
+/// Owns `things`, of which only `t1` exists, with a child collection of its own, `parts`.
+struct Things;
+
+impl Plugin for Things {
+    fn name(&self) -> &'static str {
+        "things"
+    }
+
+    fn build(&self, b: &mut PluginBuilder<'_>) {
+        b.service("things", ())
+            .handle::<GetResource, _, _>(|_, _, cx| async move {
+                match cx.resource_id()? {
+                    "t1" => Ok(Inventory::from_iter([("uuid".into(), json!("t1"))])),
+                    other => Err(Fault::not_found(format!("no thing {other}"))),
+                }
+            });
+        b.register(ApiResource {
+            path: "things",
+            service: "things",
+            create: "thing.create",
+            driver_kind: None,
+            filters: &[],
+            actions: &[],
+            children: &[ApiChild {
+                path: "parts",
+                create: "thing.part.create",
+                list: "thing.part.list",
+            }],
+        });
+    }
+}
+
+/// Adds `child` (served by its own service `tags`) to a kind it does not own.
+struct Adds(&'static str, ApiChildExtension);
+
+impl Plugin for Adds {
+    fn name(&self) -> &'static str {
+        self.0
+    }
+
+    fn build(&self, b: &mut PluginBuilder<'_>) {
+        b.service(self.0, ())
+            .handle::<ListTags, _, _>(|_, _, cx| async move {
+                let tag = Inventory::from_iter([("thing".into(), json!(cx.resource_id()?))]);
+                Ok(InventoryList {
+                    inventories: vec![tag],
+                    total: 1,
+                })
+            });
+        b.register(self.1.clone());
+    }
+}
+
+fn tags(kind: &'static str, child: &'static str) -> ApiChildExtension {
+    ApiChildExtension::new(kind, child, "tags", ListTags::NAME)
+}
+
+fn kernel(adds: Vec<Adds>) -> Kernel {
+    adds.into_iter()
+        .fold(Kernel::builder().plugin(Things), |b, p| b.plugin(p))
+        .build()
+        .expect("assembles")
+}
+
+async fn get(base: &str, path: &str) -> (u16, Value) {
+    let response = reqwest::get(format!("{base}{path}")).await.expect("answer");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn another_plugins_child_is_served_after_its_parent_is_found() {
+    let kernel = kernel(vec![Adds("tags", tags("things", "tags"))]);
+    flatstack_api::check(&kernel).expect("consistent");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bound");
+    let base = format!("http://{}", listener.local_addr().expect("address"));
+    let server = tokio::spawn(axum::serve(listener, flatstack_api::router(kernel)).into_future());
+
+    let (status, list) = get(&base, "/v1/things/t1/tags").await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list["inventories"][0]["thing"], "t1", "{list}");
+    // The owner says the parent does not exist: the adding plugin is not asked.
+    let (status, error) = get(&base, "/v1/things/t2/tags").await;
+    assert_eq!(status, 404, "{error}");
+    assert!(error["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("no thing t2"));
+    let (status, _) = get(&base, "/v1/things/t1/labels").await;
+    assert_eq!(status, 404);
+    // Listed, not created: it has no create message.
+    let response = reqwest::Client::new()
+        .post(format!("{base}/v1/things/t1/tags"))
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(response.status().as_u16(), 405);
+
+    let (_, doc) = get(&base, "/v1/openapi.json").await;
+    let added = &doc["paths"]["/v1/things/{uuid}/tags"];
+    assert_eq!(added["get"]["operationId"], "things.tags.list", "{added}");
+    assert!(added["post"].is_null(), "{added}");
+    let own = &doc["paths"]["/v1/things/{uuid}/parts"];
+    assert!(own["get"].is_object() && own["post"].is_object(), "{own}");
+    server.abort();
+}
+
+#[test]
+fn a_child_with_a_create_message_is_created_through_its_own_service() {
+    let child = tags("things", "tags").with_create("tag.create");
+    let kernel = kernel(vec![Adds("tags", child)]);
+    let doc = flatstack_api::openapi::document(&kernel);
+    let post = &doc["paths"]["/v1/things/{uuid}/tags"]["post"];
+    assert_eq!(post["operationId"], "things.tags.create", "{post}");
+}
+
+#[test]
+fn assembly_refuses_a_child_on_an_unknown_kind_or_a_taken_segment() {
+    let refused = |adds: Vec<Adds>| flatstack_api::check(&kernel(adds)).expect_err("refused");
+
+    let error = refused(vec![Adds("tags", tags("thingz", "tags"))]);
+    assert_eq!(
+        error,
+        CheckError::UnknownKind {
+            plugin: "tags".into(),
+            kind: "thingz".into(),
+            child: "tags".into()
+        }
+    );
+    assert!(
+        error.to_string().contains("`tags` adds `tags` to `thingz`"),
+        "{error}"
+    );
+
+    // The owner's own child, then another plugin's.
+    let error = refused(vec![Adds("tags", tags("things", "parts"))]);
+    assert_eq!(
+        error.to_string(),
+        "`/v1/things/{uuid}/parts` is declared twice: by `things` and by `tags`"
+    );
+    // Two plugins adding the same child: named in plugin order.
+    let error = refused(vec![
+        Adds("labels", tags("things", "tags")),
+        Adds("tags", tags("things", "tags")),
+    ]);
+    assert!(
+        matches!(&error, CheckError::DuplicateChild { first, second, .. } if first == "labels" && second == "tags"),
+        "{error}"
+    );
+    let error = refused(vec![Adds("tags", tags("things", "actions"))]);
+    assert!(matches!(error, CheckError::InvalidChild { .. }), "{error}");
+    let error = refused(vec![Adds("tags", tags("things", "Tags"))]);
+    assert!(error.to_string().contains("kebab-case"), "{error}");
+}

@@ -1,0 +1,335 @@
+//! The `flatstack` command line: the node, the client, `inspect`, `openapi` and `bench`,
+//! over the plugins of a [`Distribution`].
+
+use crate::node::{self, NodeOptions};
+use crate::{bench, bench_recovery, cli, Distribution};
+use clap::{Parser, Subcommand};
+use flatstack_kernel::Kernel;
+use flatstack_store::EventRetention;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(name = "flatstack", version, about = "A pluggable IaaS control plane")]
+struct Cli {
+    /// The node the client commands talk to.
+    #[arg(
+        long,
+        global = true,
+        env = "FLATSTACK_ENDPOINT",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    endpoint: String,
+    /// How the client commands print results.
+    #[arg(long, global = true, value_enum, default_value = "table")]
+    output: cli::Output,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the management node (HTTP API on --listen, data in --data-dir).
+    Serve {
+        /// Where the node keeps its SQLite database; created on first start.
+        #[arg(long, default_value = "flatstack-data")]
+        data_dir: PathBuf,
+        /// Use this database instead (`postgres://user@host/db`); SQLite in --data-dir if absent.
+        #[arg(long, env = "FLATSTACK_DATABASE_URL")]
+        database_url: Option<String>,
+        /// Address of the HTTP API (port 0 picks a free port).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Runtime manifest (TOML): enabled plugins, configuration, extension order.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Create a small simulated data centre through the API once the node is up.
+        #[arg(long)]
+        demo: bool,
+        /// On SIGTERM or Ctrl-C, how many seconds the operations in flight may take to
+        /// finish before the node stops anyway.
+        #[arg(long, env = "FLATSTACK_SHUTDOWN_TIMEOUT", default_value_t = 30)]
+        shutdown_timeout: u64,
+        /// Events older than this many seconds are pruned from the outbox (0: no limit).
+        #[arg(long, env = "FLATSTACK_EVENTS_RETENTION_SECS", default_value_t = 7 * 24 * 3600)]
+        events_retention_secs: u64,
+        /// The outbox keeps at most this many of the newest events (0: no limit).
+        #[arg(
+            long,
+            env = "FLATSTACK_EVENTS_RETENTION_COUNT",
+            default_value_t = 1_000_000
+        )]
+        events_retention_count: u64,
+        /// Seconds between periodic reconciliations (hosts checked, VMs compared with what
+        /// their hosts run, VMs left in transient states recovered).
+        #[arg(long, env = "FLATSTACK_RECONCILE_INTERVAL", default_value_t = 60)]
+        reconcile_interval: u64,
+        /// Seconds finished jobs are kept (`GET /v1/jobs`), default 7 days.
+        #[arg(long, env = "FLATSTACK_JOBS_RETENTION", default_value_t = 604_800)]
+        jobs_retention: u64,
+    },
+    /// List the plugins of a running node.
+    Plugins,
+    /// List the extension points of a running node, with their ordered implementors.
+    ExtensionPoints,
+    /// List the driver types of a resource kind, e.g. `flatstack types hosts`.
+    Types { kind: String },
+    /// Resources: `flatstack <kind> create|list|show|update|delete|action ...` (see `flatstack zones`).
+    #[command(external_subcommand)]
+    Resource(Vec<String>),
+    /// Assemble the distribution and print its plugins, extension points and driver types.
+    Inspect {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the OpenAPI document of the distribution's API.
+    Openapi {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Benchmarks against a node started in process on a temporary database (SQLite; for
+    /// `create-vms`, PostgreSQL with `--database-url`).
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Create VMs through the HTTP API on Simulator hosts; report VMs/s, latency and the
+    /// raw cost of the transactions they committed, replayed on a copy of the database.
+    CreateVms {
+        /// How many VMs to create.
+        #[arg(long, default_value_t = 1000)]
+        count: u32,
+        /// How many creates are in flight at once.
+        #[arg(long, default_value_t = 100)]
+        concurrency: usize,
+        /// How many Simulator hosts share the VMs.
+        #[arg(long, default_value_t = 10)]
+        hosts: u32,
+        /// Where the temporary data directory is made (the system's temporary directory
+        /// if absent); it is removed afterwards.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Run on PostgreSQL: a server's URL (`postgres://user@host:port/db`); the node gets
+        /// a database of its own there, created through `db` and dropped afterwards.
+        #[arg(long)]
+        database_url: Option<String>,
+    },
+    /// Crash a node with VM creates in flight, start a new one on the same data, and
+    /// report how long its recovery takes (and that nothing is left held).
+    Recovery {
+        /// How many creates are in flight at the crash.
+        #[arg(long, default_value_t = 1000)]
+        count: u32,
+        /// How many Simulator hosts share the VMs.
+        #[arg(long, default_value_t = 10)]
+        hosts: u32,
+        /// Where the temporary data directory is made (the system's temporary directory
+        /// if absent); it is removed afterwards.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+}
+
+/// Runs the program `flatstack` over `distribution`'s plugins, with the process's
+/// command line; what it prints on failure, and its exit code, are a command line's.
+pub(crate) fn main(distribution: &Distribution) -> std::process::ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(distribution)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            // `{:#}` prints the chain of causes on one line, without a backtrace.
+            eprintln!("{error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Takes `--output X`/`--endpoint X` out of arguments clap passed through untouched
+/// (everything after a resource kind).
+fn take_global_flags(
+    args: &mut Vec<String>,
+    endpoint: &mut String,
+    output: &mut cli::Output,
+) -> anyhow::Result<()> {
+    let mut i = 0;
+    while i < args.len() {
+        let (flag, inline) = match args[i].split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
+            _ => (args[i].clone(), None),
+        };
+        if flag != "--output" && flag != "--endpoint" {
+            i += 1;
+            continue;
+        }
+        let value = match inline {
+            Some(v) => v,
+            None if i + 1 < args.len() => args.remove(i + 1),
+            None => anyhow::bail!("{flag} needs a value"),
+        };
+        args.remove(i);
+        if flag == "--endpoint" {
+            *endpoint = value;
+        } else {
+            *output = <cli::Output as clap::ValueEnum>::from_str(&value, true)
+                .map_err(|e| anyhow::anyhow!("--output: {e}"))?;
+        }
+    }
+    Ok(())
+}
+
+async fn run(distribution: &Distribution) -> anyhow::Result<()> {
+    // A program that set up its own subscriber keeps it.
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .try_init();
+    let mut cli = Cli::parse();
+    if let Command::Resource(args) = &mut cli.command {
+        take_global_flags(args, &mut cli.endpoint, &mut cli.output)?;
+    }
+    let client = cli::Client::new(&cli.endpoint, cli.output);
+    match cli.command {
+        Command::Serve {
+            data_dir,
+            database_url,
+            listen,
+            config,
+            demo,
+            shutdown_timeout,
+            events_retention_secs,
+            events_retention_count,
+            reconcile_interval,
+            jobs_retention,
+        } => {
+            node::serve(
+                distribution,
+                NodeOptions {
+                    data_dir,
+                    database_url,
+                    listen,
+                    manifest: config,
+                    demo,
+                    shutdown_timeout: Duration::from_secs(shutdown_timeout),
+                    events: EventRetention {
+                        max_age: Some(Duration::from_secs(events_retention_secs))
+                            .filter(|age| !age.is_zero()),
+                        max_count: Some(events_retention_count).filter(|count| *count > 0),
+                    },
+                    reconcile_interval: Duration::from_secs(reconcile_interval),
+                    jobs_retention: Duration::from_secs(jobs_retention),
+                },
+            )
+            .await?
+        }
+        Command::Plugins => client.introspect("plugins").await?,
+        Command::ExtensionPoints => client.introspect("extension-points").await?,
+        Command::Types { kind } => client.run(&[kind, "types".into()]).await?,
+        Command::Resource(args) => client.run(&args).await?,
+        Command::Inspect { config, json } => {
+            let kernel = node::assemble(
+                distribution,
+                node::load_manifest(config.as_deref())?,
+                None,
+                None,
+            )?;
+            if json {
+                let report = serde_json::json!({
+                    "plugins": kernel.plugins(),
+                    "extension_points": kernel.extensions().describe(),
+                    "types": kernel.drivers().describe(),
+                    "services": kernel.bus().services(),
+                    "config": kernel.config().entries(),
+                });
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print_text(&kernel);
+            }
+        }
+        Command::Bench(BenchCommand::CreateVms {
+            count,
+            concurrency,
+            hosts,
+            data_dir,
+            database_url,
+        }) => {
+            bench::create_vms(
+                distribution,
+                bench::CreateVms {
+                    count,
+                    concurrency,
+                    hosts,
+                    data_dir,
+                    database_url,
+                },
+            )
+            .await?
+        }
+        Command::Bench(BenchCommand::Recovery {
+            count,
+            hosts,
+            data_dir,
+        }) => {
+            bench_recovery::recovery(
+                distribution,
+                bench_recovery::Recovery {
+                    count,
+                    hosts,
+                    data_dir,
+                },
+            )
+            .await?
+        }
+        Command::Openapi { config } => {
+            let kernel = node::assemble(
+                distribution,
+                node::load_manifest(config.as_deref())?,
+                None,
+                None,
+            )?;
+            let doc = flatstack_api::openapi::document(&kernel);
+            println!("{}", serde_json::to_string_pretty(&doc)?);
+        }
+    }
+    Ok(())
+}
+
+fn print_text(kernel: &Kernel) {
+    println!("Plugins (start order):");
+    for p in kernel.plugins() {
+        println!("  {:<24} {}", p.name, p.description);
+    }
+    println!("Extension points:");
+    for p in kernel.extensions().describe() {
+        let implementors: Vec<&str> = p.implementors.iter().map(|i| i.plugin.as_str()).collect();
+        println!(
+            "  {:<36} {:<8?} owner={:<12} implementors=[{}]",
+            p.name,
+            p.semantics,
+            p.owner.as_deref().unwrap_or("-"),
+            implementors.join(", ")
+        );
+    }
+    println!("Driver types:");
+    for (kind, types) in kernel.drivers().describe() {
+        let names: Vec<&str> = types.iter().map(|t| t.name.as_str()).collect();
+        println!("  {:<24} {}", kind, names.join(", "));
+    }
+    println!("Configuration:");
+    for entry in kernel.config().entries() {
+        println!("  {:<36} = {} ({:?})", entry.key, entry.value, entry.source);
+    }
+}
