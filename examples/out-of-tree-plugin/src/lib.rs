@@ -6,8 +6,9 @@
 //!   everything else is the `L2NoVlanNetwork` base's, found in the type registry;
 //! - **a do/undo extension on a VM point**: on `vm.pre-instantiate`, a tunnel endpoint
 //!   for each NIC of a new VM on a VXLAN network, recorded in `vxlan_tunnels` (its host,
-//!   its VNI, the UDP port); undone — the VM's rows removed — if the create fails later
-//!   and when the VM is destroyed;
+//!   its VNI, the UDP port); undone — exactly the rows this create made, kept in its
+//!   typed slot of the context — if the create fails later; and given back — the VM's
+//!   rows removed — when the VM is destroyed (`vm.release`);
 //! - **a veto that reads the store**: deleting a VXLAN network is refused (`409`, naming
 //!   the VMs) while VMs' tunnels are on it;
 //! - **a child collection on another plugin's kind**: `GET /v1/l2-networks/{uuid}/
@@ -16,16 +17,16 @@
 //!   `[config]`.
 
 use flatstack_header::api::ApiChildExtension;
-use flatstack_header::network::{L2NetworkDriver, L2Networks, L3NetworkRecord, L2_NO_VLAN};
+use flatstack_header::network::{L2NetworkDriver, L2Networks, L2_NO_VLAN};
 use flatstack_header::points::DeleteCheck;
-use flatstack_header::vm::{VmPreInstantiate, VmWork};
-use flatstack_header::{record, Inventory, InventoryList, ResourceChange};
+use flatstack_header::vm::{VmPreInstantiate, VmRelease, VmWork};
+use flatstack_header::{Inventory, InventoryList, ResourceChange};
 use flatstack_kernel::driver::{Handled, Incoming, Resource};
 use flatstack_kernel::migration::Migration;
 use flatstack_kernel::schemars::{self, JsonSchema};
 use flatstack_kernel::{
     async_trait, AsyncVeto, ConfigKey, DoUndo, Fault, Kernel, KernelRef, Message, MessageContext,
-    Plugin, PluginBuilder, Request,
+    Plugin, PluginBuilder, Release, Request,
 };
 use flatstack_store::resource::{new_uuid, row, store};
 use flatstack_store::{TableKind, Users};
@@ -108,6 +109,7 @@ impl Plugin for VxlanPlugin {
         b.driver::<L2Networks>(L2_VXLAN, Arc::new(VxlanDriver));
         let kernel = b.kernel();
         b.do_undo::<VmPreInstantiate>(Tunnels(kernel.clone()));
+        b.release::<VmRelease>(Tunnels(kernel.clone()));
         b.veto_async::<DeleteCheck>(InUse(kernel));
         b.service(SERVICE, ())
             .handle::<ListTunnels, _, _>(|_, _, cx| async move {
@@ -194,6 +196,10 @@ impl Resource for Vxlan {
 /// A tunnel endpoint on the VM's host for each of its NICs on a VXLAN network.
 struct Tunnels(KernelRef);
 
+/// The tunnels this create made: what its undo removes, and only those.
+#[derive(Clone, Default)]
+struct Made(Vec<String>);
+
 #[async_trait]
 impl DoUndo<VmPreInstantiate> for Tunnels {
     async fn run(&self, vm: &mut VmWork) -> Result<(), Fault> {
@@ -202,48 +208,79 @@ impl DoUndo<VmPreInstantiate> for Tunnels {
             .host_uuid()
             .ok_or_else(|| Fault::internal("a VM reaches vm.pre-instantiate with its host"))?
             .to_owned();
-        // The L2 network of each NIC, asked of its owner before the write begins.
-        let mut nics = Vec::with_capacity(vm.nics.len());
-        for nic in &vm.nics {
-            let l3 =
-                record::named::<L3NetworkRecord>(&kernel, "l3_network_uuids", &nic.l3_network_uuid)
-                    .await?;
-            nics.push((nic.uuid.clone(), l3.l2_network_uuid));
+        // Each NIC comes with its L2 network and type: a VM with no VXLAN NIC costs nothing.
+        let ours: Vec<_> = vm.nics.iter().filter(|n| n.l2_type == L2_VXLAN).collect();
+        if ours.is_empty() {
+            vm.slots.insert(Made::default());
+            return Ok(());
         }
-        // Its own table says which are of its type; a VM with none costs no write.
         let store = store(&kernel)?;
         let mut read = store.read().await?;
         let mut tunnels = Vec::new();
-        for (nic, l2) in nics {
-            if let Some(network) = read.get(NETWORKS, &l2).await? {
-                tunnels.push((nic, l2, network["vni"].clone()));
-            }
+        for nic in ours {
+            let network = read
+                .get(NETWORKS, &nic.l2_network_uuid)
+                .await?
+                .ok_or_else(|| {
+                    Fault::conflict(format!("VXLAN network {} is gone", nic.l2_network_uuid))
+                })?;
+            tunnels.push((
+                nic.uuid.clone(),
+                nic.l2_network_uuid.clone(),
+                network["vni"].clone(),
+            ));
         }
         drop(read);
-        if tunnels.is_empty() {
-            return Ok(());
-        }
         let port = kernel.config().get(&UDP_PORT);
+        let mut made = Vec::new();
         let mut tx = store.begin().await?;
         for (nic, l2, vni) in tunnels {
+            let uuid = new_uuid();
             let tunnel = row(json!({
-                "uuid": new_uuid(), "l2_network_uuid": l2, "vm_instance_uuid": vm.vm_uuid,
+                "uuid": uuid, "l2_network_uuid": l2, "vm_instance_uuid": vm.vm_uuid,
                 "nic_uuid": nic, "host_uuid": host, "vni": vni, "udp_port": port,
                 "created_at": flatstack_store::now(),
             }));
             tx.insert(TUNNELS, &tunnel).await?;
+            made.push(uuid);
+        }
+        tx.commit(kernel.bus()).await?;
+        vm.slots.insert(Made(made));
+        Ok(())
+    }
+
+    /// Removes the tunnels this create made (its slot says which). After a restart the
+    /// slot is empty: recovery's undo then removes the VM's tunnels by its uuid.
+    async fn undo(&self, vm: &mut VmWork) -> Result<(), Fault> {
+        let kernel = self.0.get()?;
+        let made = vm.slots.remove::<Made>();
+        if made.as_ref().is_some_and(|m| m.0.is_empty()) {
+            return Ok(());
+        }
+        let mut tx = store(&kernel)?.begin().await?;
+        match made {
+            Some(Made(made)) => {
+                for uuid in made {
+                    tx.delete(TUNNELS, &uuid).await?;
+                }
+            }
+            None => {
+                tx.delete_where(TUNNELS, "vm_instance_uuid", &vm.vm_uuid)
+                    .await?;
+            }
         }
         tx.commit(kernel.bus()).await?;
         Ok(())
     }
+}
 
-    /// Removes the VM's tunnels, found by its uuid (not from the NICs in memory): after a
-    /// restart, or run twice, it is the same.
-    async fn undo(&self, vm: &mut VmWork) -> Result<(), Fault> {
+#[async_trait]
+impl Release<VmRelease> for Tunnels {
+    /// The VM is destroyed: its tunnels go, found by its uuid (so the same when run twice).
+    async fn release(&self, vm: &mut VmWork) -> Result<(), Fault> {
         let kernel = self.0.get()?;
         let store = store(&kernel)?;
-        // Most VMs have none: looked for beside the writer first (only this VM's own
-        // flow, which runs one step at a time, writes its tunnels).
+        // Most VMs have none: looked for beside the writer first.
         let mut read = store.read().await?;
         let held = read
             .count_where(TUNNELS, "vm_instance_uuid", &json!(vm.vm_uuid))
