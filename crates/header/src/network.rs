@@ -192,7 +192,7 @@ pub struct L2NetworkQuery {
     #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
     pub l2_type: Option<String>,
 }
-crate::record!(L2NetworkRecord, query L2NetworkQuery, kind "l2-networks", service L2_NETWORK_SERVICE, "l2-network.record");
+crate::record!(L2NetworkRecord, query L2NetworkQuery, kind "l2-networks", service L2_NETWORK_SERVICE, "l2-network.record", decorated);
 
 /// An L3 network, as the l3-network plugin publishes it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

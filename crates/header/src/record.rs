@@ -35,6 +35,10 @@ pub trait Record:
     /// What [`FindRecords`] may filter by: each field optional, `None` matching every
     /// record; the fields set must all match. Field names are the record's.
     type Query: Serialize + DeserializeOwned + JsonSchema + Default + Clone + Send + Sync + 'static;
+    /// Whether the record has fields beyond its table's columns (an L2 network's attached
+    /// clusters), which the owner's decoration fills: only then is it run, as a record is
+    /// read on hot paths (every VM create reads several).
+    const DECORATED: bool = false;
 }
 
 /// One record by uuid; `None` if there is no such resource.
@@ -112,16 +116,21 @@ pub async fn find<R: Record>(kernel: &Kernel, query: R::Query) -> Result<Vec<R>,
 
 /// Declares a [`Record`]: `record!(HostRecord, query HostQuery, kind "hosts",
 /// service HOST_SERVICE, "host.record");` — the get and find requests are named
-/// `<prefix>.get` and `<prefix>.find`.
+/// `<prefix>.get` and `<prefix>.find`. A record with fields the owner's decoration fills
+/// ends with `, decorated`.
 #[macro_export]
 macro_rules! record {
-    ($record:ty, query $filter:ty, kind $kind:literal, service $service:expr, $prefix:literal) => {
+    ($record:ty, query $filter:ty, kind $kind:literal, service $service:expr, $prefix:literal $(, $decorated:ident)?) => {
         impl $crate::record::Record for $record {
             const KIND: &'static str = $kind;
             const SERVICE: &'static str = $service;
             const GET: &'static str = concat!($prefix, ".get");
             const FIND: &'static str = concat!($prefix, ".find");
             type Query = $filter;
+            $(const DECORATED: bool = $crate::record!(@flag $decorated);)?
         }
+    };
+    (@flag decorated) => {
+        true
     };
 }

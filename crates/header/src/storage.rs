@@ -231,7 +231,7 @@ pub struct PrimaryStorageQuery {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<StorageStatus>,
 }
-crate::record!(PrimaryStorageRecord, query PrimaryStorageQuery, kind "primary-storage", service PRIMARY_STORAGE_SERVICE, "primary-storage.record");
+crate::record!(PrimaryStorageRecord, query PrimaryStorageQuery, kind "primary-storage", service PRIMARY_STORAGE_SERVICE, "primary-storage.record", decorated);
 
 /// An image, as the image plugin publishes it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -2,6 +2,7 @@
 
 use crate::infra::HostRecord;
 use crate::resource::Inventory;
+use crate::storage::ImageRecord;
 use flatstack_kernel::schemars::{self, JsonSchema};
 use flatstack_kernel::Slots;
 use serde::{Deserialize, Serialize};
@@ -179,6 +180,9 @@ pub struct VmWork {
     pub cpu_num: u32,
     pub memory_size: u64,
     pub image_uuid: String,
+    /// The image, as its owner published it when the create began (its size for the root
+    /// volume); `None` in a context rebuilt from a stored VM.
+    pub image: Option<ImageRecord>,
     pub l3_network_uuids: Vec<String>,
     /// Asked for by the caller.
     pub requested_host: Option<String>,

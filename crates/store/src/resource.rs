@@ -146,7 +146,7 @@ impl ResourceTable {
     /// A row as the kind's record `R`; a row that does not read as one is the owner's bug,
     /// reported as such (never a default value).
     async fn record<R: Record>(&self, tx: &mut Tx, mut row: Inventory) -> Result<R, Fault> {
-        if let Some(decorate) = self.decorate {
+        if let (true, Some(decorate)) = (R::DECORATED, self.decorate) {
             decorate(tx, &mut row).await?;
         }
         serde_json::from_value(Value::Object(row)).map_err(|e| {

@@ -229,7 +229,7 @@ async fn create(
         .l3_network_uuids
         .iter()
         .map(|l3| record::named::<L3NetworkRecord>(kernel, "l3_network_uuids", l3));
-    let (offering, _image, l3s, _host) = futures::try_join!(
+    let (offering, image, l3s, _host) = futures::try_join!(
         record::named::<InstanceOfferingRecord>(
             kernel,
             "instance_offering_uuid",
@@ -254,6 +254,7 @@ async fn create(
         cpu_num: offering.cpu_num,
         memory_size: offering.memory_size,
         image_uuid: msg.image_uuid.clone(),
+        image: Some(image),
         l3_network_uuids: msg.l3_network_uuids.clone(),
         requested_host: msg.host_uuid.clone(),
         host_tags: msg.host_tags.clone(),
@@ -374,6 +375,7 @@ async fn work_of(kernel: &Kernel, vm: &Inventory) -> Result<VmWork, Fault> {
             .unwrap_or(0),
         memory_size: vm.get("memory_size").and_then(Value::as_u64).unwrap_or(0),
         image_uuid: text(vm, "image_uuid").to_owned(),
+        image: None,
         l3_network_uuids: nics.iter().map(|n| n.l3_network_uuid.clone()).collect(),
         requested_host: None,
         host_tags: Vec::new(),

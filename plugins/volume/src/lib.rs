@@ -223,11 +223,15 @@ async fn candidates(kernel: &Kernel, cluster: &str, size: u64) -> Result<Vec<Sto
         .collect()
 }
 
-/// The size of the root volume of a VM of `image`.
-async fn image_size(kernel: &Kernel, image: &str) -> Result<u64, Fault> {
-    let image = record::get::<ImageRecord>(kernel, image)
+/// The size of the VM's root volume: its image's, as the create read it (or, in a context
+/// rebuilt from a stored VM, as its owner says now).
+async fn image_size(kernel: &Kernel, vm: &VmWork) -> Result<u64, Fault> {
+    if let Some(image) = &vm.image {
+        return Ok(image.size);
+    }
+    let image = record::get::<ImageRecord>(kernel, &vm.image_uuid)
         .await?
-        .ok_or_else(|| Fault::conflict(format!("image {image} is gone")))?;
+        .ok_or_else(|| Fault::conflict(format!("image {} is gone", vm.image_uuid)))?;
     Ok(image.size)
 }
 
@@ -239,7 +243,7 @@ struct ReachesStorage(KernelRef);
 impl Filter<HostFilter> for ReachesStorage {
     async fn filter(&self, vm: &VmWork, hosts: Vec<HostRecord>) -> Result<Vec<HostRecord>, Fault> {
         let kernel = self.0.get()?;
-        let size = image_size(&kernel, &vm.image_uuid).await?;
+        let size = image_size(&kernel, vm).await?;
         let mut reachable = std::collections::BTreeMap::new();
         let mut kept = Vec::new();
         for host in hosts {
@@ -297,7 +301,7 @@ impl DoUndo<VmAllocateVolumes> for RootVolume {
             .host
             .clone()
             .ok_or_else(|| Fault::internal("the VM has no host yet"))?;
-        let size = image_size(&kernel, &vm.image_uuid).await?;
+        let size = image_size(&kernel, vm).await?;
         let candidates = candidates(&kernel, &host.cluster_uuid, size).await?;
         let uuid = root_volume_uuid(&vm.vm_uuid);
         let mut chosen = None;
