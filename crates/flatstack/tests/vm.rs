@@ -589,3 +589,57 @@ async fn a_create_whose_rollback_fails_says_what_it_left() {
     assert_eq!(err["error"]["details"]["step"], "vm.post-instantiate");
     assert!(err["error"]["details"].get("rollback").is_none(), "{err}");
 }
+
+/// The VM plugin adds `vm-nics` to L2 networks (a kind it does not own): each NIC on the
+/// network with its VM, the VM's state and host, and the network's type — what its typed
+/// record tells other plugins.
+#[tokio::test]
+async fn an_l2_network_lists_the_vm_nics_on_it() {
+    let dir = common::data_dir();
+    let node = Node::start(dir.path());
+    let dc = data_centre(&node).await;
+    let (_, l3) = node.get(&format!("/v1/l3-networks/{}", dc.l3)).await;
+    let l2 = l3["inventory"]["l2_network_uuid"]
+        .as_str()
+        .expect("the L3 network's L2 network")
+        .to_owned();
+    let nics_on = |l2: String| {
+        let node = &node;
+        async move { node.get(&format!("/v1/l2-networks/{l2}/vm-nics")).await }
+    };
+    let (status, empty) = nics_on(l2.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{empty}");
+    assert_eq!(empty["total"], 0, "{empty}");
+
+    let vm = node.create("vm-instances", vm_body(&dc, "v")).await;
+    let (_, list) = nics_on(l2.clone()).await;
+    assert_eq!(list["total"], 1, "{list}");
+    let nic = &list["inventories"][0];
+    assert_eq!(nic["vm_instance_uuid"], vm["uuid"], "{list}");
+    assert_eq!(nic["vm_state"], "Running", "{list}");
+    assert_eq!(nic["host_uuid"], vm["host_uuid"], "{list}");
+    assert_eq!(nic["l3_network_uuid"], json!(dc.l3), "{list}");
+    assert_eq!(nic["l2_network_uuid"], json!(l2), "{list}");
+    assert_eq!(nic["l2_type"], "L2NoVlanNetwork", "{list}");
+    assert_eq!(nic["ip"], vm["nics"][0]["ip"], "{list}");
+
+    // A network that does not exist is a 404, not an empty list.
+    let (status, _) = nics_on("0".repeat(32)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // The OpenAPI document has the child collection.
+    let (_, doc) = node.get("/v1/openapi.json").await;
+    assert!(
+        doc["paths"]["/v1/l2-networks/{uuid}/vm-nics"].is_object(),
+        "not in the document"
+    );
+
+    let (status, _) = node
+        .send(
+            Method::DELETE,
+            &format!("/v1/vm-instances/{}?wait=10", uuid(&vm)),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(nics_on(l2).await.1["total"], 0);
+}

@@ -1,7 +1,7 @@
 //! VM instances: messages, states, and the extension points of their life cycle.
 
 use crate::infra::HostRecord;
-use crate::resource::Inventory;
+use crate::resource::{Inventory, InventoryList};
 use crate::storage::ImageRecord;
 use flatstack_kernel::schemars::{self, JsonSchema};
 use flatstack_kernel::Slots;
@@ -155,6 +155,48 @@ pub struct Nic {
     pub ip: String,
     pub mac: String,
 }
+
+/// A VM's NIC as the VM plugin publishes it, with where its VM is: what another plugin
+/// asks to know which VMs (and hosts) use a network — e.g. "is any other VM on this host
+/// still on the network", or the hosts a tunnel mesh must join. A VM being created is seen
+/// with its NICs and host from the moment they are allocated.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct NicRecord {
+    pub uuid: String,
+    pub vm_instance_uuid: String,
+    /// The state of its VM (`Creating` included).
+    pub vm_state: VmState,
+    /// Its VM's host; `None` until placed.
+    pub host_uuid: Option<String>,
+    pub l3_network_uuid: String,
+    pub l2_network_uuid: String,
+    /// The L2 network's driver type.
+    pub l2_type: String,
+    pub ip: String,
+    pub mac: String,
+}
+
+/// What NICs may be found by; every field set must match.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NicQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm_instance_uuid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub l3_network_uuid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub l2_network_uuid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_uuid: Option<String>,
+}
+crate::record!(NicRecord, query NicQuery, kind "vm-nics", service VM_SERVICE, "vm.nic.record");
+
+/// The NICs on one L2 network (addressed to the network's uuid), as an inventory list:
+/// `GET /v1/l2-networks/{uuid}/vm-nics`, which the VM plugin adds to the L2 kind.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListNetworkNics {}
+flatstack_kernel::request!(ListNetworkNics = "vm.nic.list-of-l2-network" => InventoryList);
 
 /// An L3 network a VM is asked to have a NIC on, with the L2 network under it: known from
 /// the create's first step, before any NIC exists.

@@ -11,6 +11,7 @@
 mod flow;
 mod host_status;
 mod in_use;
+mod nics;
 mod recovery;
 
 use flatstack_header::infra::HostRecord;
@@ -111,6 +112,7 @@ impl Plugin for VmPlugin {
         let mut service = b.service(VM_SERVICE, ());
         VMS.serve_reads(&mut service);
         VMS.serve_record::<VmRecord, _>(&mut service);
+        nics::serve(&mut service);
         service
             .handle::<CreateVm, _, _>(|_, msg, cx| async move {
                 create(&cx.kernel, cx.operation.as_deref(), msg).await
@@ -140,6 +142,10 @@ impl Plugin for VmPlugin {
             "VMs against what their hosts run",
             |kernel| Box::pin(recovery::sync_hosts(kernel)),
         ));
+        b.register(nics::ON_L2_NETWORKS);
+        b.register(Reconciler::at_start("NICs' L2 networks", |kernel| {
+            Box::pin(nics::fill_l2_networks(kernel))
+        }));
         b.register(ApiResource {
             path: "vm-instances",
             service: VM_SERVICE,
