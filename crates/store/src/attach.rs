@@ -17,10 +17,15 @@ pub struct Attachments {
     pub kind: &'static str,
     /// The reference table: (`owner_column`, `target_column`, `created_at`).
     pub table: &'static str,
+    /// The reference table's column holding the attached resource's uuid, e.g.
+    /// `primary_storage_uuid`.
     pub owner_column: &'static str,
-    /// The kind attached to, its table, and the reference column (also the request's field).
+    /// The API path of the kind attached to, e.g. `clusters`.
     pub target_kind: &'static str,
+    /// That kind's table, e.g. `clusters`.
     pub target_table: &'static str,
+    /// The reference table's column holding the target's uuid, e.g. `cluster_uuid`; also
+    /// the attach and detach requests' field, named in their `400`s.
     pub target_column: &'static str,
     /// A column both must agree on (e.g. `zone_uuid`): attaching across it is refused.
     pub same: Option<&'static str>,

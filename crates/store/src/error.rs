@@ -4,8 +4,12 @@ use rusqlite::ffi::{
 };
 use std::fmt;
 
+/// Why a store operation failed. Into a [`Fault`] it is a `409` for a refused constraint,
+/// `503` when the database is busy or unreachable, and otherwise a `500` whose text only
+/// the node's log has.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The database (through `sqlx`).
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
     /// SQLite's transaction connection (`rusqlite`).
@@ -14,26 +18,40 @@ pub enum StoreError {
     /// A unique or foreign-key constraint refused a write.
     #[error("{0}")]
     Constraint(Constraint),
+    /// A plugin's migration failed; it was rolled back.
     #[error("migration {version} of plugin `{plugin}` failed: {reason}")]
     Migration {
+        /// The plugin.
         plugin: String,
+        /// The migration's version.
         version: u32,
+        /// The database's error.
         reason: String,
     },
+    /// Anything else outside the database: a file, the journal's writer.
     #[error("{0}")]
     Io(String),
+    /// A write in a transaction from [`crate::Store::read`].
     #[error("a read-only transaction cannot run `{0}`")]
     ReadOnly(String),
+    /// A table or column name that is not `[a-z_][a-z0-9_]*`.
     #[error("not a valid SQL identifier: `{0}`")]
     Identifier(String),
+    /// A value that cannot be stored in or read from its column.
     #[error("cannot store value of column `{column}`: {reason}")]
-    Value { column: String, reason: String },
+    Value {
+        /// The column.
+        column: String,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 /// A refused constraint in terms of the data — table, columns, value — never the
 /// constraint's name or the statement, which mean nothing to a client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Constraint {
+    /// Which constraint refused the write.
     pub kind: ConstraintKind,
     /// The table written to, when known.
     pub table: Option<String>,
@@ -46,6 +64,7 @@ pub struct Constraint {
     pub other_table: Option<String>,
 }
 
+/// The kinds of constraint the store reports as data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConstraintKind {
     /// Another row already has this key.

@@ -13,6 +13,8 @@ use sqlx::Connection;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+/// The statements of every committed transaction, in commit order, from
+/// [`crate::Store::take_journal`]; [`Journal::replay`] runs them again on another database.
 pub struct Journal {
     backend: Backend,
     committed: Vec<Vec<Statement>>,

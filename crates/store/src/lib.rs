@@ -12,6 +12,8 @@
 //! - Deleting is real and explicit: a row still referenced by a foreign key is refused with
 //!   a `conflict` naming the resources (kinds and uuids) that refer to it ([`users`]).
 
+#![warn(missing_docs)]
+
 pub mod attach;
 mod error;
 mod journal;
@@ -40,9 +42,12 @@ use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
+/// The database a [`Store`] runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
+    /// An embedded SQLite file: one node, the default.
     Sqlite,
+    /// A PostgreSQL server, which several nodes may share.
     Postgres,
 }
 
@@ -238,10 +243,13 @@ impl Store {
         Self::open(&format!("sqlite://{}?mode=rwc", file.display())).await
     }
 
+    /// Which database this store runs on.
     pub fn backend(&self) -> Backend {
         self.backend
     }
 
+    /// The `sqlx` pool (one connection on SQLite) that runs migrations and
+    /// [`Store::count`]: for tests and tools. Plugins go through [`Tx`], never this.
     pub fn pool(&self) -> &AnyPool {
         &self.pool
     }

@@ -23,6 +23,8 @@ pub struct Reconciler {
     /// Also run periodically, not only at start. A periodic reconciler must leave alone
     /// resources that an operation is working on (their transient states say so).
     pub periodic: bool,
+    /// The work: settles the plugin's resources from its own records. A failure is
+    /// reported and the other reconcilers still run.
     pub run: fn(Kernel) -> BoxFuture<'static, Result<(), Fault>>,
 }
 
@@ -60,6 +62,7 @@ pub struct Recovered {
     /// The first reconciler's failure, if one failed (the others still ran, and every
     /// interrupted operation was closed).
     pub failure: Option<Fault>,
+    /// How long recovery took.
     pub elapsed: Duration,
 }
 

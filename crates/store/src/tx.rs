@@ -13,6 +13,10 @@ use tokio::sync::OwnedMutexGuard;
 
 type Publish = Box<dyn FnOnce(&Bus) + Send>;
 
+/// A transaction on the store: from [`Store::begin`] (writes; one at a time, on either
+/// backend) or [`Store::read`] (reads only, beside the writer). Rows go in and out as JSON
+/// objects; events emitted with [`Tx::emit`] are written with the rows and published once
+/// [`Tx::commit`] has committed. Dropped without a commit, it rolls back.
 pub struct Tx {
     store: Arc<Store>,
     tx: Conn,
