@@ -9,6 +9,7 @@
 //! a volume's bytes by the volume's uuid...): an undo after a restart works from those
 //! records, not from memory, and runs safely twice.
 
+use crate::Repr;
 use crate::{Store, StoreError, Tx};
 use flatstack_kernel::{Fault, FaultCode};
 use serde::{Deserialize, Serialize};
@@ -230,10 +231,10 @@ impl Store {
         writes
             .0
             .send((write, done))
-            .map_err(|_| StoreError::Io("the journal's writer has stopped".into()))?;
+            .map_err(|_| StoreError::io("the journal's writer has stopped"))?;
         answer
             .await
-            .map_err(|_| StoreError::Io("the journal's writer has stopped".into()))?
+            .map_err(|_| StoreError::io("the journal's writer has stopped"))?
     }
 
     /// Closes a running operation with its outcome; `recovered` if recovery closed it.
@@ -249,9 +250,11 @@ impl Store {
             Err(fault) => (
                 OperationState::Failed,
                 None,
-                Some(serde_json::to_string(fault).map_err(|e| StoreError::Value {
-                    column: "error".into(),
-                    reason: e.to_string(),
+                Some(serde_json::to_string(fault).map_err(|e| {
+                    StoreError::from(Repr::Value {
+                        column: "error".into(),
+                        reason: e.to_string(),
+                    })
                 })?),
             ),
         };
@@ -470,7 +473,7 @@ impl JournalWrites {
                     }
                     Err(e) => {
                         for (_, done) in group {
-                            let _ = done.send(Err(StoreError::Io(e.to_string())));
+                            let _ = done.send(Err(StoreError::io(e.to_string())));
                         }
                     }
                 }
@@ -572,24 +575,30 @@ fn from_row(row: &Map<String, Value>) -> Result<Operation, StoreError> {
         text(column)
             .map(|t| serde_json::from_str::<Value>(&t))
             .transpose()
-            .map_err(|e| StoreError::Value {
-                column: column.to_owned(),
-                reason: e.to_string(),
+            .map_err(|e| {
+                StoreError::from(Repr::Value {
+                    column: column.to_owned(),
+                    reason: e.to_string(),
+                })
             })
     };
     let state = text("state")
         .as_deref()
         .and_then(OperationState::parse)
-        .ok_or_else(|| StoreError::Value {
-            column: "state".into(),
-            reason: "not an operation state".into(),
+        .ok_or_else(|| {
+            StoreError::from(Repr::Value {
+                column: "state".into(),
+                reason: "not an operation state".into(),
+            })
         })?;
     let error = json_of("error")?
         .map(serde_json::from_value::<Fault>)
         .transpose()
-        .map_err(|e| StoreError::Value {
-            column: "error".into(),
-            reason: e.to_string(),
+        .map_err(|e| {
+            StoreError::from(Repr::Value {
+                column: "error".into(),
+                reason: e.to_string(),
+            })
         })?;
     Ok(Operation {
         uuid: text("uuid").unwrap_or_default(),
