@@ -16,7 +16,9 @@ use futures::future::BoxFuture;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
-/// A plugin's recovery of its own resources.
+/// A plugin's recovery of its own resources, made with [`Reconciler::at_start`] or
+/// [`Reconciler::periodic`] and registered in `build` (`b.register(..)`).
+#[non_exhaustive]
 pub struct Reconciler {
     /// What it reconciles, for logs.
     pub name: &'static str,

@@ -18,6 +18,7 @@ pub const SHOWN: usize = 5;
 /// (`b.register(VMS.table_kind())`), so that a delete refused because of those rows names
 /// the resources, not the table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TableKind {
     /// The table, e.g. `vm_nics`.
     pub table: &'static str,
