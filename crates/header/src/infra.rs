@@ -125,7 +125,8 @@ pub(crate) fn unsupported_by(driver_type: &str, things: &str, what: &str) -> Fau
 }
 
 /// Adds a host to a cluster and connects it through its driver. Replies with the host's
-/// inventory (`Connected`, or `Disconnected` if its driver could not reach it).
+/// inventory, `Connected`; a host that cannot be connected is not added (the error says
+/// why).
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct CreateHost {
     /// The hypervisor driver, e.g. `Simulator`: the cluster's `hypervisor_type`.

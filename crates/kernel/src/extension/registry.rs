@@ -54,7 +54,8 @@ impl CallStats {
 pub struct StatsSnapshot {
     /// Calls since the kernel was assembled.
     pub calls: u64,
-    /// Calls that returned an error (refusals included).
+    /// Calls that returned an error (a veto's refusal, a panic and a time-out are counted
+    /// in their own fields instead).
     pub errors: u64,
     /// Calls of a veto that refused.
     pub vetoes: u64,
