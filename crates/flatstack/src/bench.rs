@@ -579,7 +579,7 @@ async fn single_row_transactions(
     // A few hundred bytes of JSON-like text, as a VM or NIC row is.
     let filler = "x".repeat(240);
     let started = Instant::now();
-    let results: Vec<Result<(), flatstack_store::StoreError>> = stream::iter(0..n)
+    let results: Vec<anyhow::Result<()>> = stream::iter(0..n)
         .map(|i| {
             let (raw, kernel) = (raw.clone(), kernel.clone());
             let body = format!(r#"{{"seq": {i}, "state": "Running", "filler": "{filler}"}}"#);
@@ -598,12 +598,9 @@ async fn single_row_transactions(
             })
         })
         .buffer_unordered(concurrency)
-        .map(|joined| {
-            joined.unwrap_or_else(|e| {
-                Err(flatstack_store::StoreError::Io(format!(
-                    "raw baseline task: {e}"
-                )))
-            })
+        .map(|joined| match joined {
+            Ok(result) => result.map_err(anyhow::Error::from),
+            Err(e) => Err(anyhow::anyhow!("raw baseline task: {e}")),
         })
         .collect()
         .await;

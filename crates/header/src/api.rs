@@ -28,13 +28,16 @@ pub struct ApiResource {
 /// resource's uuid as the addressed resource.
 #[derive(Debug, Clone)]
 pub struct ApiAction {
+    /// The action's name, snake_case: the body's `action` field, e.g. `attach_cluster`.
     pub name: &'static str,
+    /// The name of the message sent, e.g. `host.reconnect`.
     pub message: &'static str,
 }
 
 /// A sub-collection of a resource, e.g. the IP ranges of an L3 network.
 #[derive(Debug, Clone)]
 pub struct ApiChild {
+    /// The URL segment under one resource, kebab-case, e.g. `ip-ranges`.
     pub path: &'static str,
     /// Create message; the parent's uuid is the addressed resource.
     pub create: &'static str,
@@ -50,6 +53,7 @@ pub struct ApiActionExtension {
     pub path: &'static str,
     /// The service that handles it (the resource's uuid is the addressed resource).
     pub service: &'static str,
+    /// The action and the message it sends.
     pub action: ApiAction,
 }
 

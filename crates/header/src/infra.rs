@@ -6,10 +6,14 @@ use flatstack_kernel::schemars::{self, JsonSchema};
 use flatstack_kernel::{Fault, Kernel};
 use serde::{Deserialize, Serialize};
 
+/// Creates a zone: the top of the infrastructure tree (clusters, storage and networks
+/// belong to one). Replies with the zone's inventory.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateZone {
+    /// Shown to people: 1 to 255 bytes, not only whitespace; need not be unique.
     pub name: String,
+    /// Free text; empty if not given.
     #[serde(default)]
     pub description: String,
 }
@@ -17,12 +21,18 @@ flatstack_kernel::request!(CreateZone = "zone.create" => Inventory);
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+/// Creates a cluster: hosts of one hypervisor type in a zone, the unit storage and L2
+/// networks attach to. Replies with the cluster's inventory.
 pub struct CreateCluster {
+    /// Shown to people: 1 to 255 bytes, not only whitespace; need not be unique.
     pub name: String,
+    /// Free text; empty if not given.
     #[serde(default)]
     pub description: String,
+    /// The zone it belongs to (a uuid: 32 lowercase hex digits); it must exist.
     pub zone_uuid: String,
-    /// The hypervisor driver type of the cluster's hosts, e.g. `Simulator`.
+    /// The hypervisor driver type of the cluster's hosts, e.g. `Simulator`: a registered
+    /// type of the `hosts` driver kind; every host added must be of it.
     pub hypervisor_type: String,
 }
 flatstack_kernel::request!(CreateCluster = "cluster.create" => Inventory);
@@ -114,19 +124,27 @@ pub(crate) fn unsupported_by(driver_type: &str, things: &str, what: &str) -> Fau
     Fault::unavailable(format!("{driver_type} {things} cannot {what}"))
 }
 
+/// Adds a host to a cluster and connects it through its driver. Replies with the host's
+/// inventory, `Connected`; a host that cannot be connected is not added (the error says
+/// why).
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct CreateHost {
-    /// The hypervisor driver, e.g. `Simulator`.
+    /// The hypervisor driver, e.g. `Simulator`: the cluster's `hypervisor_type`.
     #[serde(rename = "type")]
     pub host_type: String,
+    /// Shown to people: 1 to 255 bytes, not only whitespace; need not be unique.
     pub name: String,
+    /// Free text; empty if not given.
     #[serde(default)]
     pub description: String,
+    /// The cluster it joins (a uuid); it must exist.
     pub cluster_uuid: String,
+    /// The address the node reaches the host at: an IPv4 or IPv6 address, unique among
+    /// hosts.
     pub management_ip: String,
-    /// vCPUs the host offers.
+    /// vCPUs the host offers; at least 1.
     pub cpu_capacity: u32,
-    /// Bytes of memory the host offers.
+    /// Bytes of memory the host offers: 1 to 2^63-1.
     pub memory_capacity: u64,
     /// Driver-specific fields.
     #[serde(flatten)]
@@ -143,6 +161,7 @@ flatstack_kernel::request!(ReconnectHost = "host.reconnect" => Inventory);
 /// What the host-connect extension point is given.
 #[derive(Debug, Clone)]
 pub struct HostConnection {
+    /// The host's inventory, its driver's own fields joined.
     pub host: Inventory,
 }
 
@@ -162,8 +181,11 @@ flatstack_kernel::extension_point!(
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReserveCapacity {
+    /// Who holds what is taken: a VM's uuid. Taking again for the same one takes nothing.
     pub consumer: String,
+    /// vCPUs to take.
     pub cpu_num: u32,
+    /// Bytes of memory to take.
     pub memory_size: u64,
 }
 flatstack_kernel::request!(ReserveCapacity = "host.capacity.reserve" => HostRecord, service HOST_SERVICE);
@@ -174,6 +196,7 @@ flatstack_kernel::request!(ReserveCapacity = "host.capacity.reserve" => HostReco
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReleaseCapacity {
+    /// Whose capacity to give back: the uuid given to [`ReserveCapacity`].
     pub consumer: String,
 }
 flatstack_kernel::request!(ReleaseCapacity = "host.capacity.release" => bool, service HOST_SERVICE);
@@ -189,7 +212,9 @@ pub const CLUSTER_SERVICE: &str = "cluster";
 /// A zone, as the zone plugin publishes it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ZoneRecord {
+    /// The zone's uuid.
     pub uuid: String,
+    /// Its name, as given at create or changed since.
     pub name: String,
 }
 
@@ -197,6 +222,7 @@ pub struct ZoneRecord {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ZoneQuery {
+    /// Zones of exactly this name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
 }
@@ -205,8 +231,11 @@ crate::record!(ZoneRecord, query ZoneQuery, kind "zones", service ZONE_SERVICE, 
 /// A cluster, as the cluster plugin publishes it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ClusterRecord {
+    /// The cluster's uuid.
     pub uuid: String,
+    /// Its name.
     pub name: String,
+    /// The zone it belongs to.
     pub zone_uuid: String,
     /// The hypervisor driver type of its hosts, e.g. `Simulator`.
     pub hypervisor_type: String,
@@ -216,6 +245,7 @@ pub struct ClusterRecord {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterQuery {
+    /// Clusters of this zone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zone_uuid: Option<String>,
 }
@@ -233,6 +263,7 @@ pub enum HostStatus {
 }
 
 impl HostStatus {
+    /// The text rows and inventories hold, e.g. `Connected`.
     pub const fn as_str(self) -> &'static str {
         match self {
             HostStatus::Connecting => "Connecting",
@@ -251,11 +282,14 @@ impl std::fmt::Display for HostStatus {
 /// Whether an operator lets VMs be placed on a host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub enum HostState {
+    /// New VMs may be placed on it.
     Enabled,
+    /// No new VM is placed on it; those it runs stay.
     Disabled,
 }
 
 impl HostState {
+    /// The text rows and inventories hold, e.g. `Enabled`.
     pub const fn as_str(self) -> &'static str {
         match self {
             HostState::Enabled => "Enabled",
@@ -267,18 +301,28 @@ impl HostState {
 /// A host, as the host plugin publishes it (its driver's own fields are the driver's).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct HostRecord {
+    /// The host's uuid.
     pub uuid: String,
+    /// Its name.
     pub name: String,
     /// The hypervisor driver, e.g. `Simulator`.
     #[serde(rename = "type")]
     pub host_type: String,
+    /// The cluster it is in.
     pub cluster_uuid: String,
+    /// The IP address the node reaches it at.
     pub management_ip: String,
+    /// Whether an operator lets VMs be placed on it.
     pub state: HostState,
+    /// Whether the node reaches it.
     pub status: HostStatus,
+    /// vCPUs it offers in all.
     pub cpu_capacity: u64,
+    /// Bytes of memory it offers in all.
     pub memory_capacity: u64,
+    /// vCPUs not taken by VMs ([`ReserveCapacity`]).
     pub available_cpu: u64,
+    /// Bytes of memory not taken by VMs.
     pub available_memory: u64,
 }
 
@@ -286,10 +330,13 @@ pub struct HostRecord {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HostQuery {
+    /// Hosts of this cluster.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster_uuid: Option<String>,
+    /// Hosts with this status.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<HostStatus>,
+    /// Hosts in this state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<HostState>,
 }

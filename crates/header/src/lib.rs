@@ -2,6 +2,8 @@
 //! API resource descriptors, the common resource messages and events, driver kinds and
 //! extension points. No logic lives here.
 
+#![warn(missing_docs)]
+
 pub mod api;
 pub mod infra;
 pub mod network;
@@ -19,7 +21,10 @@ pub use api::{ApiAction, ApiActionExtension, ApiChild, ApiResource};
 /// that keep files of their own there (the Simulator's hosts keep the VMs they run, as real
 /// hosts outlive the management node). A kernel assembled without one (tests) has none.
 #[derive(Debug, Clone)]
-pub struct DataDir(pub std::path::PathBuf);
+pub struct DataDir(
+    /// The directory: the node's `--data-dir`.
+    pub std::path::PathBuf,
+);
 pub use resource::{
     points, Attachment, DeleteResource, GetResource, Inventory, InventoryList, ListResources,
     ResourceAttached, ResourceChange, ResourceCreated, ResourceDeleted, ResourceDetached,

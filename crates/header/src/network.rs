@@ -52,13 +52,18 @@ pub struct CreateL2Network {
     /// The L2 driver, e.g. `L2NoVlanNetwork`, `L2VlanNetwork`.
     #[serde(rename = "type")]
     pub l2_type: String,
+    /// Shown to people: 1 to 255 bytes, not only whitespace; need not be unique.
     pub name: String,
+    /// Free text; empty if not given.
     #[serde(default)]
     pub description: String,
+    /// The zone it belongs to (a uuid: 32 lowercase hex digits); it must exist.
     pub zone_uuid: String,
-    /// The hosts' interface the network is built on, e.g. `eth0`.
+    /// The hosts' interface the network is built on, e.g. `eth0`: 1 to 15 printable
+    /// ASCII characters, no `/` or spaces.
     pub physical_interface: String,
-    /// Driver-specific fields (e.g. `vlan`).
+    /// Driver-specific fields (e.g. `vlan`, 1 to 4094, for `L2VlanNetwork`), checked by
+    /// the driver: a field it does not know is refused.
     #[serde(flatten)]
     pub driver: Inventory,
 }
@@ -69,6 +74,7 @@ flatstack_kernel::request!(CreateL2Network = "l2.create" => Inventory);
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AttachL2Cluster {
+    /// The cluster (a uuid), in the network's zone.
     pub cluster_uuid: String,
 }
 flatstack_kernel::request!(AttachL2Cluster = "l2.attach-cluster" => Inventory);
@@ -77,6 +83,7 @@ flatstack_kernel::request!(AttachL2Cluster = "l2.attach-cluster" => Inventory);
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DetachL2Cluster {
+    /// The cluster (a uuid) it is attached to.
     pub cluster_uuid: String,
 }
 flatstack_kernel::request!(DetachL2Cluster = "l2.detach-cluster" => Inventory);
@@ -92,9 +99,12 @@ flatstack_kernel::request!(ListL2Clusters = "l2.cluster.list" => InventoryList);
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateL3Network {
+    /// Shown to people: 1 to 255 bytes, not only whitespace; need not be unique.
     pub name: String,
+    /// Free text; empty if not given.
     #[serde(default)]
     pub description: String,
+    /// The L2 network it is built on (a uuid); it must exist.
     pub l2_network_uuid: String,
 }
 flatstack_kernel::request!(CreateL3Network = "l3.create" => Inventory);
@@ -105,10 +115,12 @@ flatstack_kernel::request!(CreateL3Network = "l3.create" => Inventory);
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateIpRange {
+    /// Shown to people: 1 to 255 bytes, not only whitespace; need not be unique.
     pub name: String,
+    /// Free text; empty if not given.
     #[serde(default)]
     pub description: String,
-    /// The first address handed out, e.g. `192.168.0.10`.
+    /// The first address handed out, dotted IPv4, e.g. `192.168.0.10`.
     pub start_ip: String,
     /// The last address handed out (inclusive).
     pub end_ip: String,
@@ -137,8 +149,11 @@ flatstack_kernel::request!(ListIpRanges = "l3.ip-range.list" => InventoryList);
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AllocateIp {
+    /// This address (dotted IPv4) rather than the lowest free one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip: Option<String>,
+    /// Who holds the address (a VM's uuid), for [`ReleaseIps`]; none for an address
+    /// taken by hand.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consumer: Option<String>,
 }
@@ -149,6 +164,7 @@ flatstack_kernel::request!(AllocateIp = "l3.ip.allocate" => Inventory, service L
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReleaseIp {
+    /// The address, dotted IPv4.
     pub ip: String,
 }
 flatstack_kernel::request!(ReleaseIp = "l3.ip.release" => ());
@@ -158,6 +174,7 @@ flatstack_kernel::request!(ReleaseIp = "l3.ip.release" => ());
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReleaseIps {
+    /// The consumer given to [`AllocateIp`] (a VM's uuid).
     pub consumer: String,
 }
 flatstack_kernel::request!(ReleaseIps = "l3.ip.release-consumer" => u64, service L3_NETWORK_SERVICE);
@@ -172,12 +189,16 @@ flatstack_kernel::request!(ListIpAddresses = "l3.ip.list" => InventoryList);
 /// driver's).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct L2NetworkRecord {
+    /// The network's uuid.
     pub uuid: String,
+    /// Its name.
     pub name: String,
     /// Its driver, e.g. `L2NoVlanNetwork`.
     #[serde(rename = "type")]
     pub l2_type: String,
+    /// The zone it belongs to.
     pub zone_uuid: String,
+    /// The hosts' interface it is built on, e.g. `eth0`.
     pub physical_interface: String,
     /// The clusters it is attached to: their hosts reach it.
     pub attached_cluster_uuids: Vec<String>,
@@ -187,8 +208,10 @@ pub struct L2NetworkRecord {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct L2NetworkQuery {
+    /// Networks of this zone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zone_uuid: Option<String>,
+    /// Networks of this driver type, e.g. `L2VlanNetwork`.
     #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
     pub l2_type: Option<String>,
 }
@@ -197,10 +220,13 @@ crate::record!(L2NetworkRecord, query L2NetworkQuery, kind "l2-networks", servic
 /// An L3 network, as the l3-network plugin publishes it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct L3NetworkRecord {
+    /// The network's uuid.
     pub uuid: String,
+    /// Its name.
     pub name: String,
     /// The L2 network it is built on.
     pub l2_network_uuid: String,
+    /// The zone it belongs to (its L2 network's).
     pub zone_uuid: String,
 }
 
@@ -208,8 +234,10 @@ pub struct L3NetworkRecord {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct L3NetworkQuery {
+    /// Networks on this L2 network.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub l2_network_uuid: Option<String>,
+    /// Networks of this zone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zone_uuid: Option<String>,
 }

@@ -29,8 +29,9 @@ pub trait Record:
     const KIND: &'static str;
     /// The owner's service, which answers [`GetRecord`] and [`FindRecords`].
     const SERVICE: &'static str;
-    /// The wire names of the two requests, e.g. `host.record.get`, `host.record.find`.
+    /// The wire name of its [`GetRecord`] request, e.g. `host.record.get`.
     const GET: &'static str;
+    /// The wire name of its [`FindRecords`] request, e.g. `host.record.find`.
     const FIND: &'static str;
     /// What [`FindRecords`] may filter by: each field optional, `None` matching every
     /// record; the fields set must all match. Field names are the record's.
@@ -45,6 +46,7 @@ pub trait Record:
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(bound = "", deny_unknown_fields)]
 pub struct GetRecord<R: Record> {
+    /// The resource's uuid.
     pub uuid: String,
     #[serde(skip)]
     #[schemars(skip)]
@@ -52,6 +54,7 @@ pub struct GetRecord<R: Record> {
 }
 
 impl<R: Record> GetRecord<R> {
+    /// Asks for the record of `uuid`.
     pub fn new(uuid: impl Into<String>) -> Self {
         GetRecord {
             uuid: uuid.into(),
@@ -74,11 +77,13 @@ impl<R: Record> Addressed for GetRecord<R> {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(bound = "", deny_unknown_fields)]
 pub struct FindRecords<R: Record> {
+    /// What the records must match; the default matches every record.
     #[serde(default)]
     pub query: R::Query,
 }
 
 impl<R: Record> FindRecords<R> {
+    /// Asks for the records matching `query`.
     pub fn new(query: R::Query) -> Self {
         FindRecords { query }
     }

@@ -12,7 +12,9 @@ pub type Inventory = Map<String, Value>;
 /// A page of inventories.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 pub struct InventoryList {
+    /// The resources, oldest first.
     pub inventories: Vec<Inventory>,
+    /// How many resources matched (here, all of them: lists are not paged yet).
     pub total: u64,
 }
 
@@ -26,6 +28,8 @@ flatstack_kernel::request!(GetResource = "resource.get" => Inventory);
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListResources {
+    /// Column name to the value it must equal; only columns the kind allows (its
+    /// `filters`), the value converted to the column's type.
     #[serde(default)]
     pub filters: Map<String, Value>,
 }
@@ -35,8 +39,10 @@ flatstack_kernel::request!(ListResources = "resource.list" => InventoryList);
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateResource {
+    /// A new name: 1 to 255 bytes, not only whitespace; unchanged if absent.
     #[serde(default)]
     pub name: Option<String>,
+    /// A new description; unchanged if absent.
     #[serde(default)]
     pub description: Option<String>,
 }
@@ -53,7 +59,9 @@ flatstack_kernel::request!(DeleteResource = "resource.delete" => ());
 pub struct ResourceCreated {
     /// The API path of the kind, e.g. `zones`.
     pub kind: String,
+    /// The resource's uuid.
     pub uuid: String,
+    /// The resource as created (its inventory).
     pub inventory: Inventory,
 }
 flatstack_kernel::event!(ResourceCreated = "resource.created");
@@ -61,8 +69,11 @@ flatstack_kernel::event!(ResourceCreated = "resource.created");
 /// Canonical event: a resource changed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ResourceUpdated {
+    /// The API path of the kind, e.g. `zones`.
     pub kind: String,
+    /// The resource's uuid.
     pub uuid: String,
+    /// The resource as it is now.
     pub inventory: Inventory,
 }
 flatstack_kernel::event!(ResourceUpdated = "resource.updated");
@@ -70,7 +81,9 @@ flatstack_kernel::event!(ResourceUpdated = "resource.updated");
 /// Canonical event: a resource was deleted.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ResourceDeleted {
+    /// The API path of the kind, e.g. `zones`.
     pub kind: String,
+    /// The uuid the resource had.
     pub uuid: String,
 }
 flatstack_kernel::event!(ResourceDeleted = "resource.deleted");
@@ -80,6 +93,7 @@ flatstack_kernel::event!(ResourceDeleted = "resource.deleted");
 pub struct ResourceChange {
     /// The API path of the kind, e.g. `zones`.
     pub kind: &'static str,
+    /// The resource's uuid (before a create, the one it will have).
     pub uuid: String,
     /// The resource as it is (or, before a create, as it will be).
     pub inventory: Inventory,
@@ -91,9 +105,11 @@ pub struct ResourceChange {
 pub struct Attachment {
     /// The API path of the attached resource's kind, e.g. `primary-storage`.
     pub kind: String,
+    /// The attached resource's uuid.
     pub uuid: String,
     /// The API path of the kind it is attached to, e.g. `clusters`.
     pub target_kind: String,
+    /// The uuid of the resource it is attached to.
     pub target_uuid: String,
 }
 
@@ -112,11 +128,15 @@ flatstack_kernel::event!(ResourceDetached = "resource.detached");
 /// A resource's state or status changed (a host became `Disconnected`, ...).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct StateChange {
+    /// The API path of the kind, e.g. `hosts`.
     pub kind: String,
+    /// The resource's uuid.
     pub uuid: String,
     /// The column that changed, e.g. `status`.
     pub field: String,
+    /// The value before, e.g. `Connected`.
     pub from: String,
+    /// The value now, e.g. `Disconnected`.
     pub to: String,
 }
 

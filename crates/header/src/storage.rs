@@ -55,7 +55,9 @@ pub const PRIMARY_STORAGE_SERVICE: &str = "primary-storage";
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReserveStorage {
+    /// Who holds the bytes: a volume's uuid. Taking again for it takes nothing more.
     pub consumer: String,
+    /// Bytes to take.
     pub size: u64,
 }
 flatstack_kernel::request!(ReserveStorage = "primary-storage.capacity.reserve" => Inventory, service PRIMARY_STORAGE_SERVICE);
@@ -65,6 +67,7 @@ flatstack_kernel::request!(ReserveStorage = "primary-storage.capacity.reserve" =
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReleaseStorage {
+    /// The consumer given to [`ReserveStorage`] (a volume's uuid).
     pub consumer: String,
 }
 flatstack_kernel::request!(ReleaseStorage = "primary-storage.capacity.release" => bool, service PRIMARY_STORAGE_SERVICE);
@@ -89,23 +92,30 @@ pub struct CreateStorage {
     /// The storage driver, e.g. `Simulator`.
     #[serde(rename = "type")]
     pub storage_type: String,
+    /// Shown to people: 1 to 255 bytes, not only whitespace; need not be unique.
     pub name: String,
+    /// Free text; empty if not given.
     #[serde(default)]
     pub description: String,
+    /// The zone it belongs to (a uuid: 32 lowercase hex digits); it must exist.
     pub zone_uuid: String,
+    /// Where the storage is, in its driver's terms (e.g. `nfs://host/export`); not empty,
+    /// checked by the driver.
     pub url: String,
-    /// Bytes.
+    /// Bytes it offers: 1 to 2^63-1.
     pub total_capacity: u64,
-    /// Driver-specific fields.
+    /// Driver-specific fields, checked by the driver.
     #[serde(flatten)]
     pub driver: Inventory,
 }
 
+/// Creates primary storage, where VMs' volumes live. Replies with its inventory.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(transparent)]
 pub struct CreatePrimaryStorage(pub CreateStorage);
 flatstack_kernel::request!(CreatePrimaryStorage = "primary-storage.create" => Inventory);
 
+/// Creates backup storage, where images live. Replies with its inventory.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(transparent)]
 pub struct CreateBackupStorage(pub CreateStorage);
@@ -115,6 +125,7 @@ flatstack_kernel::request!(CreateBackupStorage = "backup-storage.create" => Inve
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AttachPrimaryStorage {
+    /// The cluster (a uuid), in the storage's zone.
     pub cluster_uuid: String,
 }
 flatstack_kernel::request!(AttachPrimaryStorage = "primary-storage.attach-cluster" => Inventory);
@@ -123,6 +134,7 @@ flatstack_kernel::request!(AttachPrimaryStorage = "primary-storage.attach-cluste
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DetachPrimaryStorage {
+    /// The cluster (a uuid) it is attached to.
     pub cluster_uuid: String,
 }
 flatstack_kernel::request!(DetachPrimaryStorage = "primary-storage.detach-cluster" => Inventory);
@@ -131,14 +143,19 @@ flatstack_kernel::request!(DetachPrimaryStorage = "primary-storage.detach-cluste
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateImage {
+    /// Shown to people: 1 to 255 bytes, not only whitespace; need not be unique.
     pub name: String,
+    /// Free text; empty if not given.
     #[serde(default)]
     pub description: String,
+    /// Where the image's bytes come from; not empty.
     pub url: String,
     /// `qcow2`, `raw`, `iso` or `vmdk`.
     pub format: String,
-    /// Bytes.
+    /// Bytes, taken on each backup storage and the least a root volume made from it gets:
+    /// 1 to 2^63-1.
     pub size: u64,
+    /// The backup storages to keep it on (uuids): one or more, each once.
     pub backup_storage_uuids: Vec<String>,
 }
 flatstack_kernel::request!(CreateImage = "image.create" => Inventory);
@@ -147,11 +164,14 @@ flatstack_kernel::request!(CreateImage = "image.create" => Inventory);
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateInstanceOffering {
+    /// Shown to people: 1 to 255 bytes, not only whitespace; need not be unique.
     pub name: String,
+    /// Free text; empty if not given.
     #[serde(default)]
     pub description: String,
+    /// vCPUs of a VM of this shape: 1 to 1024.
     pub cpu_num: u32,
-    /// Bytes.
+    /// Bytes of memory of a VM of this shape: at least 1 MiB (1048576).
     pub memory_size: u64,
 }
 flatstack_kernel::request!(CreateInstanceOffering = "instance-offering.create" => Inventory);
@@ -162,7 +182,9 @@ flatstack_kernel::request!(CreateInstanceOffering = "instance-offering.create" =
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReserveBackupStorage {
+    /// Who holds the bytes: an image's uuid.
     pub consumer: String,
+    /// Bytes to take.
     pub size: u64,
 }
 flatstack_kernel::request!(ReserveBackupStorage = "backup-storage.capacity.reserve" => (), service BACKUP_STORAGE_SERVICE);
@@ -172,6 +194,7 @@ flatstack_kernel::request!(ReserveBackupStorage = "backup-storage.capacity.reser
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReleaseBackupStorage {
+    /// The consumer given to [`ReserveBackupStorage`] (an image's uuid).
     pub consumer: String,
 }
 flatstack_kernel::request!(ReleaseBackupStorage = "backup-storage.capacity.release" => u32, service BACKUP_STORAGE_SERVICE);
@@ -193,11 +216,14 @@ pub const BACKUP_STORAGE_SERVICE: &str = "backup-storage";
 /// Whether storage is reachable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub enum StorageStatus {
+    /// Reached: volumes may be placed on it.
     Connected,
+    /// Not reached: nothing new is placed on it.
     Disconnected,
 }
 
 impl StorageStatus {
+    /// The text rows and inventories hold, e.g. `Connected`.
     pub const fn as_str(self) -> &'static str {
         match self {
             StorageStatus::Connected => "Connected",
@@ -209,14 +235,20 @@ impl StorageStatus {
 /// A primary storage, as the storage plugin publishes it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct PrimaryStorageRecord {
+    /// The storage's uuid.
     pub uuid: String,
+    /// Its name.
     pub name: String,
     /// Its driver, e.g. `Simulator`.
     #[serde(rename = "type")]
     pub storage_type: String,
+    /// The zone it belongs to.
     pub zone_uuid: String,
+    /// Whether the node reaches it.
     pub status: StorageStatus,
+    /// Bytes it offers in all.
     pub total_capacity: u64,
+    /// Bytes not taken by volumes ([`ReserveStorage`]).
     pub available_capacity: u64,
     /// The clusters it is attached to: their hosts reach it.
     pub attached_cluster_uuids: Vec<String>,
@@ -226,8 +258,10 @@ pub struct PrimaryStorageRecord {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PrimaryStorageQuery {
+    /// Storage of this zone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zone_uuid: Option<String>,
+    /// Storage with this status.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<StorageStatus>,
 }
@@ -236,8 +270,11 @@ crate::record!(PrimaryStorageRecord, query PrimaryStorageQuery, kind "primary-st
 /// An image, as the image plugin publishes it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ImageRecord {
+    /// The image's uuid.
     pub uuid: String,
+    /// Its name.
     pub name: String,
+    /// Where its bytes came from.
     pub url: String,
     /// e.g. `qcow2`, `raw`, `iso`.
     pub format: String,
@@ -249,6 +286,7 @@ pub struct ImageRecord {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ImageQuery {
+    /// Images of this format, e.g. `qcow2`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<String>,
 }
@@ -257,10 +295,13 @@ crate::record!(ImageRecord, query ImageQuery, kind "images", service IMAGE_SERVI
 /// An instance offering, as the instance-offering plugin publishes it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct InstanceOfferingRecord {
+    /// The offering's uuid.
     pub uuid: String,
+    /// Its name.
     pub name: String,
+    /// vCPUs of a VM of this shape.
     pub cpu_num: u32,
-    /// Bytes.
+    /// Bytes of memory of a VM of this shape.
     pub memory_size: u64,
 }
 
@@ -268,6 +309,7 @@ pub struct InstanceOfferingRecord {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InstanceOfferingQuery {
+    /// Offerings of exactly this name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
 }

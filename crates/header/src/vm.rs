@@ -15,18 +15,26 @@ pub const VM_SERVICE: &str = "vm";
 /// transient: an operation is working on the VM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub enum VmState {
+    /// Being created: recorded, its resources being allocated (transient).
     Creating,
+    /// Being started by its host's driver (transient).
     Starting,
+    /// Running on its host.
     Running,
+    /// Being stopped by its host's driver (transient).
     Stopping,
+    /// Stopped: placed on its host, holding its resources, not running.
     Stopped,
+    /// Being destroyed: stopped, its resources being given back (transient).
     Destroying,
+    /// Destroyed: everything it held given back.
     Destroyed,
     /// Its host is not reached: nobody knows.
     Unknown,
 }
 
 impl VmState {
+    /// The text rows and inventories hold, e.g. `Running`.
     pub const fn as_str(self) -> &'static str {
         match self {
             VmState::Creating => "Creating",
@@ -58,28 +66,44 @@ impl std::fmt::Display for VmState {
 /// [`VmState`]s as the text the VM's row and inventory hold.
 pub mod state {
     use super::VmState;
+    /// [`VmState::Creating`].
     pub const CREATING: &str = VmState::Creating.as_str();
+    /// [`VmState::Starting`].
     pub const STARTING: &str = VmState::Starting.as_str();
+    /// [`VmState::Running`].
     pub const RUNNING: &str = VmState::Running.as_str();
+    /// [`VmState::Stopping`].
     pub const STOPPING: &str = VmState::Stopping.as_str();
+    /// [`VmState::Stopped`].
     pub const STOPPED: &str = VmState::Stopped.as_str();
+    /// [`VmState::Destroying`].
     pub const DESTROYING: &str = VmState::Destroying.as_str();
+    /// [`VmState::Destroyed`].
     pub const DESTROYED: &str = VmState::Destroyed.as_str();
+    /// [`VmState::Unknown`].
     pub const UNKNOWN: &str = VmState::Unknown.as_str();
 }
 
 /// A VM, as the VM plugin publishes it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct VmRecord {
+    /// The VM's uuid.
     pub uuid: String,
+    /// Its name.
     pub name: String,
+    /// Who it belongs to (quotas count per owner).
     pub owner: String,
+    /// Where it is in its life cycle.
     pub state: VmState,
     /// Where it runs (or ran last); `None` until placed.
     pub host_uuid: Option<String>,
+    /// The offering it was created from.
     pub instance_offering_uuid: String,
+    /// The image its root volume was made from.
     pub image_uuid: String,
+    /// Its vCPUs (the offering's at create).
     pub cpu_num: u32,
+    /// Its bytes of memory (the offering's at create).
     pub memory_size: u64,
 }
 
@@ -87,26 +111,37 @@ pub struct VmRecord {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VmQuery {
+    /// VMs placed on this host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_uuid: Option<String>,
+    /// VMs in this state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<VmState>,
+    /// VMs of this owner.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
 }
 crate::record!(VmRecord, query VmQuery, kind "vm-instances", service VM_SERVICE, "vm.record");
 
+/// Creates a VM and starts it: a host chosen (or the one asked for), its root volume made
+/// from the image, a NIC on each L3 network. Replies with the VM's inventory, `Running`;
+/// a create that fails leaves nothing behind.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateVm {
+    /// Shown to people: 1 to 255 bytes, not only whitespace; need not be unique.
     pub name: String,
     /// Who the VM belongs to (for quotas); `admin` if not given.
     #[serde(default = "default_owner")]
     pub owner: String,
+    /// Free text; empty if not given.
     #[serde(default)]
     pub description: String,
+    /// Its shape: the offering's vCPUs and memory (a uuid).
     pub instance_offering_uuid: String,
+    /// The image its root volume is made from (a uuid).
     pub image_uuid: String,
+    /// The L3 networks it gets a NIC on, in this order (uuids): one or more, each once.
     pub l3_network_uuids: Vec<String>,
     /// Place the VM on this host instead of letting the allocator choose.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -147,12 +182,18 @@ vm_action!(
 /// (what a network plugin needs to wire it: a VLAN, a tunnel...).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Nic {
+    /// The NIC's uuid.
     pub uuid: String,
+    /// The L3 network its address is on.
     pub l3_network_uuid: String,
+    /// The L2 network under that L3 network.
     pub l2_network_uuid: String,
     /// The L2 network's driver type, e.g. `L2VlanNetwork`.
     pub l2_type: String,
+    /// Its IPv4 address, dotted.
     pub ip: String,
+    /// Its MAC address, lowercase hex in colon-separated pairs, e.g. `02:1f:3a:9c:40:7e`;
+    /// unique.
     pub mac: String,
 }
 
@@ -162,17 +203,23 @@ pub struct Nic {
 /// with its NICs and host from the moment they are allocated.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct NicRecord {
+    /// The NIC's uuid.
     pub uuid: String,
+    /// The VM it belongs to.
     pub vm_instance_uuid: String,
     /// The state of its VM (`Creating` included).
     pub vm_state: VmState,
     /// Its VM's host; `None` until placed.
     pub host_uuid: Option<String>,
+    /// The L3 network its address is on.
     pub l3_network_uuid: String,
+    /// The L2 network under that L3 network.
     pub l2_network_uuid: String,
     /// The L2 network's driver type.
     pub l2_type: String,
+    /// Its IP address on the L3 network.
     pub ip: String,
+    /// Its MAC address, `02:xx:xx:xx:xx:xx` (locally administered).
     pub mac: String,
 }
 
@@ -180,12 +227,16 @@ pub struct NicRecord {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NicQuery {
+    /// The NICs of this VM.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vm_instance_uuid: Option<String>,
+    /// The NICs on this L3 network.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub l3_network_uuid: Option<String>,
+    /// The NICs on this L2 network (through any of its L3 networks).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub l2_network_uuid: Option<String>,
+    /// The NICs of VMs placed on this host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_uuid: Option<String>,
 }
@@ -202,8 +253,11 @@ flatstack_kernel::request!(ListNetworkNics = "vm.nic.list-of-l2-network" => Inve
 /// the create's first step, before any NIC exists.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct VmNetwork {
+    /// The L3 network asked for.
     pub l3_network_uuid: String,
+    /// The L2 network under it.
     pub l2_network_uuid: String,
+    /// The L2 network's driver type, e.g. `L2VlanNetwork`.
     pub l2_type: String,
 }
 
@@ -216,15 +270,22 @@ pub struct VmNetwork {
 /// when it is destroyed is [`VmRelease`], a point of its own.
 #[derive(Debug, Clone, Default)]
 pub struct VmWork {
+    /// The VM's uuid: the consumer plugins record what they take for it under.
     pub vm_uuid: String,
+    /// Its name.
     pub name: String,
+    /// Who it belongs to.
     pub owner: String,
+    /// Its vCPUs.
     pub cpu_num: u32,
+    /// Its bytes of memory.
     pub memory_size: u64,
+    /// The image its root volume is made from.
     pub image_uuid: String,
     /// The image, as its owner published it when the create began (its size for the root
     /// volume); `None` in a context rebuilt from a stored VM.
     pub image: Option<ImageRecord>,
+    /// The L3 networks it has (or gets) a NIC on, in order.
     pub l3_network_uuids: Vec<String>,
     /// Asked for by the caller.
     pub requested_host: Option<String>,
@@ -243,6 +304,7 @@ pub struct VmWork {
 }
 
 impl VmWork {
+    /// The uuid of the host the VM is placed on, once allocated.
     pub fn host_uuid(&self) -> Option<&str> {
         self.host.as_ref().map(|h| h.uuid.as_str())
     }

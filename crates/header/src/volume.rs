@@ -10,7 +10,9 @@ pub const VOLUME_SERVICE: &str = "volume";
 
 /// A volume's `type`.
 pub mod kind {
+    /// A VM's root disk: made from its image with the VM, destroyed with it.
     pub const ROOT: &str = "Root";
+    /// A disk made on its own, attached to and detached from VMs.
     pub const DATA: &str = "Data";
 }
 
@@ -18,10 +20,12 @@ pub mod kind {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateVolume {
+    /// Shown to people: 1 to 255 bytes, not only whitespace; need not be unique.
     pub name: String,
+    /// Free text; empty if not given.
     #[serde(default)]
     pub description: String,
-    /// Bytes.
+    /// Bytes, taken from the primary storage's capacity: 1 to 2^63-1.
     pub size: u64,
     /// Where to put it; if not given, the connected primary storage with the most free space.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -33,6 +37,7 @@ flatstack_kernel::request!(CreateVolume = "volume.create" => Inventory);
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AttachVolume {
+    /// The VM (a uuid); its host must reach the volume's primary storage.
     pub vm_instance_uuid: String,
 }
 flatstack_kernel::request!(AttachVolume = "volume.attach" => Inventory);

@@ -9,11 +9,24 @@ use std::any::Any;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-/// A typed configuration key, usually a `pub const` next to the code that reads it.
+/// A typed configuration key, usually a `pub const` next to the code that reads it, made
+/// with [`ConfigKey::new`] and declared in `build` (`b.config(&KEY)`):
+///
+/// ```
+/// # use flatstack_kernel::ConfigKey;
+/// pub const UDP_PORT: ConfigKey<u16> = ConfigKey::new("vxlan.udp_port", "VXLAN's UDP port.", || 4789)
+///     .with_validator(|port| if *port == 0 { Err("must not be 0".into()) } else { Ok(()) });
+/// ```
+#[non_exhaustive]
 pub struct ConfigKey<T> {
+    /// Dotted and unique in the distribution, prefixed with the plugin's name:
+    /// `vxlan.udp_port` is set in the manifest's `[config]` as `vxlan.udp_port = 8472`.
     pub name: &'static str,
+    /// One sentence for introspection (`flatstack inspect`).
     pub description: &'static str,
+    /// The value when the manifest does not set it.
     pub default: fn() -> T,
+    /// Checks a value at assembly; an `Err` names what is wrong with it.
     pub validate: fn(&T) -> Result<(), String>,
 }
 
@@ -22,6 +35,7 @@ fn always_valid<T>(_: &T) -> Result<(), String> {
 }
 
 impl<T> ConfigKey<T> {
+    /// A key that accepts any value of its type.
     pub const fn new(name: &'static str, description: &'static str, default: fn() -> T) -> Self {
         ConfigKey {
             name,
@@ -150,10 +164,13 @@ fn flatten(
     Ok(())
 }
 
+/// Where a configuration value came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Source {
+    /// The key's default: the manifest does not set it.
     Default,
+    /// The manifest's `[config]`.
     Manifest,
 }
 
@@ -173,10 +190,15 @@ pub struct Config {
 /// One key as introspection shows it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ConfigEntry {
+    /// The key's name, e.g. `bus.request_timeout_ms`.
     pub key: String,
+    /// Its value in force, as JSON.
     pub value: Value,
+    /// Whether the value is the default or the manifest's.
     pub source: Source,
+    /// The plugin that declared the key.
     pub plugin: String,
+    /// The key's description.
     pub description: String,
 }
 
@@ -190,6 +212,7 @@ impl Config {
             .unwrap_or_else(key.default)
     }
 
+    /// Every declared key with its value, by name.
     pub fn entries(&self) -> Vec<ConfigEntry> {
         self.values
             .iter()

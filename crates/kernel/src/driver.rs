@@ -25,7 +25,9 @@ pub trait DriverKind: 'static {
 /// One registered driver type.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct DriverType {
+    /// The type's name, as records store it in `type`, e.g. `Simulator`.
     pub name: String,
+    /// The plugin that registered it.
     pub plugin: String,
 }
 
@@ -163,6 +165,7 @@ pub struct Incoming {
 }
 
 impl Incoming {
+    /// Wraps a request for [`Resource::handle`]; [`call`] does it for you.
     pub fn new<M: Request>(msg: M) -> Self {
         Incoming {
             name: M::NAME,
@@ -193,12 +196,14 @@ impl Incoming {
 
 /// What a [`Resource`] did with a message.
 pub enum Handled {
+    /// Handled: the reply (a boxed `M::Reply`) or the fault. Made with [`Handled::reply`].
     Reply(Result<AnyBox, Fault>),
     /// Not a message this resource (or any of its bases) knows.
     NotMine(Incoming),
 }
 
 impl Handled {
+    /// The answer to a message: its handler's result, boxed.
     pub fn reply<R: Send + 'static>(result: Result<R, Fault>) -> Self {
         Handled::Reply(result.map(|r| Box::new(r) as AnyBox))
     }
@@ -218,6 +223,8 @@ impl Handled {
 /// ```
 #[async_trait]
 pub trait Resource: Send + Sync {
+    /// Handles `msg` if this resource knows it (or passes it to its base); otherwise
+    /// [`Handled::NotMine`] with the message back.
     async fn handle(&self, msg: Incoming, cx: &MessageContext) -> Handled;
 }
 

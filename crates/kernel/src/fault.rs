@@ -64,8 +64,13 @@ impl FaultCode {
 /// An error that a message handler, an extension or a flow step returns.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
 pub struct Fault {
+    /// What kind of failure: an API client gets its HTTP status from it.
     pub code: FaultCode,
+    /// One sentence for a person, shown to API clients: name the thing and the value,
+    /// never SQL or file paths.
     pub message: String,
+    /// Machine-readable facts, a JSON object or null: `field` for an invalid argument,
+    /// `plugin` and `point` for a veto, `users` for a refused delete...
     #[serde(default, skip_serializing_if = "Value::is_null")]
     pub details: Value,
 }
@@ -77,6 +82,7 @@ impl fmt::Display for Fault {
 }
 
 impl Fault {
+    /// A fault of `code`, without details.
     pub fn new(code: FaultCode, message: impl Into<String>) -> Self {
         Fault {
             code,
@@ -96,21 +102,30 @@ impl Fault {
         self
     }
 
+    /// `invalid_argument` (400) about request field `field` (`details.field`), e.g.
+    /// `Fault::invalid("cpu_num", "cpu_num must be from 1 to 1024")`.
     pub fn invalid(field: &str, message: impl Into<String>) -> Self {
         Fault::new(FaultCode::InvalidArgument, message).with_detail("field", field)
     }
+    /// `not_found` (404): the addressed resource or service does not exist.
     pub fn not_found(message: impl Into<String>) -> Self {
         Fault::new(FaultCode::NotFound, message)
     }
+    /// `conflict` (409): the request cannot be done in the current state (in use, taken,
+    /// the wrong state).
     pub fn conflict(message: impl Into<String>) -> Self {
         Fault::new(FaultCode::Conflict, message)
     }
+    /// `internal` (500): a bug or an unexpected failure.
     pub fn internal(message: impl Into<String>) -> Self {
         Fault::new(FaultCode::Internal, message)
     }
+    /// `timeout` (504): something did not finish in time.
     pub fn timeout(message: impl Into<String>) -> Self {
         Fault::new(FaultCode::Timeout, message)
     }
+    /// `unavailable` (503): not ready or not reachable; trying again later may work
+    /// ([`FaultCode::is_transient`]).
     pub fn unavailable(message: impl Into<String>) -> Self {
         Fault::new(FaultCode::Unavailable, message)
     }

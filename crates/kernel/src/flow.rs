@@ -30,6 +30,8 @@ pub trait Step<C: Send>: Send + Sync {
         false
     }
 
+    /// Does the step. On `Err` its own `cleanup` runs, then every completed step's
+    /// `rollback`, in reverse.
     async fn run(&self, ctx: &mut C) -> Result<(), Fault>;
 
     /// Undoes a successful `run` because a later step failed.
@@ -52,12 +54,17 @@ pub trait Step<C: Send>: Send + Sync {
     }
 }
 
+/// What happened to one step of a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StepOutcome {
+    /// Ran, and kept (the flow succeeded).
     Done,
+    /// Skipped ([`Step::skip`]).
     Skipped,
+    /// Its `run` failed: the flow's failure (its cleanup ran).
     Failed,
+    /// Ran, then rolled back because a later step failed.
     RolledBack,
     /// Its rollback (or, for the failed step, its cleanup) failed; logged, rollback went on,
     /// and the flow's fault says so (`rollback: "incomplete"`, `undo_failed`).
@@ -72,7 +79,9 @@ pub enum StepOutcome {
 /// One step of a report.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct StepRecord<'a> {
+    /// The step's [`Step::name`].
     pub step: &'a str,
+    /// What happened to it.
     pub outcome: StepOutcome,
     /// Time spent in `run` (zero if skipped or not run).
     pub duration: Duration,
@@ -81,10 +90,12 @@ pub struct StepRecord<'a> {
 /// What happened to each step of one run.
 #[derive(Debug, Clone)]
 pub struct FlowReport {
+    /// The flow's name.
     pub flow: Arc<str>,
     /// Shared with the flow, so a run copies no step names.
     names: Arc<[String]>,
     results: Vec<(StepOutcome, Duration)>,
+    /// The whole run, rollback included.
     pub duration: Duration,
 }
 
@@ -101,6 +112,7 @@ impl FlowReport {
             })
     }
 
+    /// What happened to the step named `step`, if the flow has one.
     pub fn outcome(&self, step: &str) -> Option<StepOutcome> {
         self.steps().find(|s| s.step == step).map(|s| s.outcome)
     }
@@ -127,7 +139,9 @@ impl Serialize for FlowReport {
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{fault}")]
 pub struct FlowFailure {
+    /// The failing step's fault, with every rollback failure attached.
     pub fault: Fault,
+    /// What happened to each step.
     pub report: FlowReport,
 }
 
@@ -139,6 +153,7 @@ pub struct Flow<C> {
 }
 
 impl<C: Send + 'static> Flow<C> {
+    /// A flow with no steps yet; `name` is shown in reports, faults and traces.
     pub fn new(name: &str) -> Self {
         Flow {
             name: Arc::from(name),
@@ -147,6 +162,7 @@ impl<C: Send + 'static> Flow<C> {
         }
     }
 
+    /// Adds `step` after the others.
     pub fn step(mut self, step: impl Step<C> + 'static) -> Self {
         let mut names = self.names.to_vec();
         names.push(step.name().to_owned());
@@ -155,6 +171,7 @@ impl<C: Send + 'static> Flow<C> {
         self
     }
 
+    /// The flow's name.
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -280,6 +297,7 @@ pub struct ExtensionStep<P> {
 }
 
 impl<P: DoUndoPoint> ExtensionStep<P> {
+    /// A step that calls `P` through `kernel`'s extensions.
     pub fn new(kernel: &Kernel) -> Self {
         ExtensionStep {
             kernel: kernel.clone(),

@@ -28,6 +28,8 @@ fn positive(ms: &u64) -> Result<(), String> {
     }
 }
 
+/// Milliseconds a bus request waits for its reply unless the caller sets its own
+/// ([`crate::bus::RequestBuilder::timeout`]); more than 0. Default 30,000.
 pub const REQUEST_TIMEOUT_MS: ConfigKey<u64> = ConfigKey::new(
     "bus.request_timeout_ms",
     "How long a bus request waits for its reply unless the caller says otherwise.",
@@ -35,6 +37,9 @@ pub const REQUEST_TIMEOUT_MS: ConfigKey<u64> = ConfigKey::new(
 )
 .with_validator(positive);
 
+/// Milliseconds each asynchronous extension call may take before it fails with
+/// `timeout`, unless its point sets [`crate::ExtensionPoint::TIMEOUT`]; more than 0.
+/// Default 30,000.
 pub const EXTENSION_TIMEOUT_MS: ConfigKey<u64> = ConfigKey::new(
     "extension.timeout_ms",
     "Bound on each asynchronous extension call unless its point sets its own.",
@@ -42,6 +47,7 @@ pub const EXTENSION_TIMEOUT_MS: ConfigKey<u64> = ConfigKey::new(
 )
 .with_validator(positive);
 
+/// Milliseconds one plugin's [`Plugin::start`] may take; more than 0. Default 60,000.
 pub const START_TIMEOUT_MS: ConfigKey<u64> = ConfigKey::new(
     "lifecycle.start_timeout_ms",
     "How long one plugin may take to start.",
@@ -58,6 +64,7 @@ pub struct KernelBuilder {
 }
 
 impl KernelBuilder {
+    /// No plugins and the default manifest (every plugin enabled).
     pub fn new() -> Self {
         Self::default()
     }
@@ -68,6 +75,7 @@ impl KernelBuilder {
         self
     }
 
+    /// Sets the manifest: which plugins run, their configuration and extension order.
     pub fn manifest(mut self, manifest: Manifest) -> Self {
         self.manifest = manifest;
         self
@@ -251,6 +259,7 @@ pub struct Kernel(Arc<Inner>);
 pub struct WeakKernel(Weak<Inner>);
 
 impl WeakKernel {
+    /// The kernel, if it has not been dropped.
     pub fn upgrade(&self) -> Option<Kernel> {
         self.0.upgrade().map(Kernel)
     }
@@ -259,34 +268,45 @@ impl WeakKernel {
 /// One plugin as introspection shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct PluginDescription {
+    /// Its [`Plugin::name`].
     pub name: String,
+    /// Its [`Plugin::description`].
     pub description: String,
+    /// Its [`Plugin::requires`].
     pub requires: Vec<String>,
+    /// Whether it has started (and not stopped since).
     pub started: bool,
+    /// What it declared in `build`.
     pub contributes: Contributions,
 }
 
 impl Kernel {
+    /// Starts assembling a kernel: `Kernel::builder().plugin(..).build()`.
     pub fn builder() -> KernelBuilder {
         KernelBuilder::new()
     }
 
+    /// A handle that does not keep the kernel alive, for what the kernel itself holds.
     pub fn downgrade(&self) -> WeakKernel {
         WeakKernel(Arc::downgrade(&self.0))
     }
 
+    /// The message bus: requests to services, events to subscribers.
     pub fn bus(&self) -> &Bus {
         &self.0.bus
     }
 
+    /// The extension points and their implementors, to call them.
     pub fn extensions(&self) -> &Extensions {
         &self.0.extensions
     }
 
+    /// The driver type registries, to find the driver of a record's `type`.
     pub fn drivers(&self) -> &Drivers {
         &self.0.drivers
     }
 
+    /// The validated configuration, read with a [`ConfigKey`].
     pub fn config(&self) -> &Config {
         &self.0.config
     }

@@ -3,6 +3,8 @@
 //! plugins), a message bus with per-resource serial queues, a flow engine with rollback,
 //! configuration and a life cycle. See `ARCHITECTURE.md` at the repository root for the map.
 
+#![warn(missing_docs)]
+
 pub mod bus;
 pub mod config;
 pub mod driver;

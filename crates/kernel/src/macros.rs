@@ -54,6 +54,9 @@ macro_rules! event {
 ///
 /// `AsyncVetoPoint` declares a [`VetoPoint`](crate::VetoPoint) whose implementors may
 /// also be asynchronous.
+///
+/// The doc comments given come first on the marker type; its name and description are
+/// added to them, so a point declared without any (out of tree, say) is documented too.
 #[macro_export]
 macro_rules! extension_point {
     ($(#[$doc:meta])* $name:ident: AsyncVetoPoint, $wire:literal, $description:literal, Input = $input:ty) => {
@@ -62,6 +65,8 @@ macro_rules! extension_point {
     };
     ($(#[$doc:meta])* $name:ident: $kind:ident, $wire:literal, $description:literal $(, $assoc:ident = $ty:ty)*) => {
         $(#[$doc])*
+        #[doc = ""]
+        #[doc = concat!("Extension point `", $wire, "`: ", $description)]
         pub struct $name;
         impl $crate::ExtensionPoint for $name {
             const NAME: &'static str = $wire;

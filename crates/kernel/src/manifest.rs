@@ -21,6 +21,7 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::Path;
 
+/// A node's manifest, as parsed; [`Default`] runs every plugin with its defaults.
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
@@ -30,6 +31,8 @@ pub struct Manifest {
     /// Plugins not to run.
     #[serde(default)]
     pub disabled: Vec<String>,
+    /// Values of the plugins' configuration keys ([`crate::ConfigKey`]); dotted tables
+    /// are flattened, so `[config.bus] request_timeout_ms = 1` sets `bus.request_timeout_ms`.
     #[serde(default)]
     pub config: toml::Table,
     /// Point name → plugin name → order override.
@@ -38,10 +41,12 @@ pub struct Manifest {
 }
 
 impl Manifest {
+    /// A manifest from TOML text; an unknown top-level key is an error.
     pub fn parse(text: &str) -> Result<Self, KernelError> {
         toml::from_str(text).map_err(|e| KernelError::Manifest(e.to_string()))
     }
 
+    /// The manifest in the file at `path`.
     pub fn load(path: &Path) -> Result<Self, KernelError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| KernelError::Manifest(format!("cannot read {}: {e}", path.display())))?;

@@ -48,12 +48,19 @@ pub trait Plugin: Send + Sync + 'static {
 /// What one plugin contributed, for introspection.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Contributions {
+    /// The bus services it provides.
     pub services: Vec<String>,
+    /// The driver types it registers, as `<kind>/<type>`, e.g. `hosts/Simulator`.
     pub driver_types: Vec<String>,
+    /// The extension points it owns (and calls).
     pub defines_points: Vec<String>,
+    /// The extension points it implements.
     pub implements_points: Vec<String>,
+    /// The events it declares it publishes.
     pub events: Vec<String>,
+    /// The configuration keys it declares.
     pub config_keys: Vec<String>,
+    /// How many migrations its schema stream has.
     pub migrations: usize,
 }
 

@@ -10,23 +10,67 @@ use flatstack_header::{Attachment, Inventory, InventoryList, ResourceAttached, R
 use flatstack_kernel::{Fault, Kernel};
 use serde_json::json;
 
-/// How one kind attaches to another.
+/// How one kind attaches to another, usually a `static` of the attached kind's plugin:
+///
+/// ```
+/// # use flatstack_store::attach::Attachments;
+/// static CLUSTER_ATTACHMENTS: Attachments = Attachments::new(
+///     "primary-storage", "primary_storage_cluster_refs", "primary_storage_uuid",
+///     "clusters", "clusters", "cluster_uuid",
+/// )
+/// .same("zone_uuid");
+/// ```
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct Attachments {
     /// The attached kind's API path, e.g. `primary-storage`.
     pub kind: &'static str,
     /// The reference table: (`owner_column`, `target_column`, `created_at`).
     pub table: &'static str,
+    /// The reference table's column holding the attached resource's uuid, e.g.
+    /// `primary_storage_uuid`.
     pub owner_column: &'static str,
-    /// The kind attached to, its table, and the reference column (also the request's field).
+    /// The API path of the kind attached to, e.g. `clusters`.
     pub target_kind: &'static str,
+    /// That kind's table, e.g. `clusters`.
     pub target_table: &'static str,
+    /// The reference table's column holding the target's uuid, e.g. `cluster_uuid`; also
+    /// the attach and detach requests' field, named in their `400`s.
     pub target_column: &'static str,
     /// A column both must agree on (e.g. `zone_uuid`): attaching across it is refused.
     pub same: Option<&'static str>,
 }
 
 impl Attachments {
+    /// Resources of `kind` attach to those of `target_kind` (rows of `target_table`), each
+    /// attachment a row of `table` naming the first in `owner_column` and the second in
+    /// `target_column`.
+    pub const fn new(
+        kind: &'static str,
+        table: &'static str,
+        owner_column: &'static str,
+        target_kind: &'static str,
+        target_table: &'static str,
+        target_column: &'static str,
+    ) -> Self {
+        Attachments {
+            kind,
+            table,
+            owner_column,
+            target_kind,
+            target_table,
+            target_column,
+            same: None,
+        }
+    }
+
+    /// Refuses attaching across `column`: both rows must hold the same value in it (e.g.
+    /// `zone_uuid`).
+    pub const fn same(mut self, column: &'static str) -> Self {
+        self.same = Some(column);
+        self
+    }
+
     /// Names the reference table's rows as links between the two kinds, for refusals that
     /// name resources: `b.register(ATTACHMENTS.table_kind())` in the plugin's `build`.
     pub const fn table_kind(&self) -> crate::TableKind {

@@ -4,8 +4,44 @@ use rusqlite::ffi::{
 };
 use std::fmt;
 
+/// Why a store operation failed. What kind of failure it is ([`StoreError::kind`]) and, for
+/// a refused write, which constraint refused it ([`StoreError::constraint`]) are public;
+/// the database driver's own error is not (its text is in `Display`, and it is the
+/// [`source`](std::error::Error::source)). Into a [`Fault`] it is a `409` for a refused
+/// constraint, a `503` when the database is busy or unreachable, and otherwise a `500`
+/// whose text only the node's log has.
+#[derive(Debug)]
+pub struct StoreError(Repr);
+
+/// What kind of failure a [`StoreError`] is. More kinds may be added: match with a
+/// wildcard arm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum StoreErrorKind {
+    /// A unique or foreign-key constraint refused a write: [`StoreError::constraint`] says
+    /// which, when known.
+    Constraint,
+    /// The database was too busy to run it (a lock held too long, no connection in time,
+    /// a PostgreSQL serialization or deadlock abort): trying again may work.
+    Busy,
+    /// The database server could not be reached, or dropped the connection.
+    Unreachable,
+    /// A plugin's migration failed (and was rolled back).
+    Migration,
+    /// A write in a transaction from [`crate::Store::read`].
+    ReadOnly,
+    /// A table or column name that is not an SQL identifier, or a value its column cannot
+    /// hold: a bug in the caller's code.
+    Invalid,
+    /// Something outside the database failed: a file or directory, the journal's writer.
+    Io,
+    /// Any other database error.
+    Database,
+}
+
+/// What a [`StoreError`] holds: the drivers' own errors stay in here.
 #[derive(Debug, thiserror::Error)]
-pub enum StoreError {
+pub(crate) enum Repr {
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
     /// SQLite's transaction connection (`rusqlite`).
@@ -30,10 +66,46 @@ pub enum StoreError {
     Value { column: String, reason: String },
 }
 
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.0 {
+            Repr::Database(e) => Some(e),
+            Repr::Sqlite(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<Repr> for StoreError {
+    fn from(repr: Repr) -> StoreError {
+        StoreError(repr)
+    }
+}
+
+/// `result.db()?`: a driver's error (`sqlx`, `rusqlite`) as a [`StoreError`], inside this
+/// crate only, so that no conversion from their types is public API.
+pub(crate) trait Db<T> {
+    fn db(self) -> Result<T, StoreError>;
+}
+
+impl<T, E: Into<Repr>> Db<T> for Result<T, E> {
+    fn db(self) -> Result<T, StoreError> {
+        self.map_err(|e| StoreError(e.into()))
+    }
+}
+
 /// A refused constraint in terms of the data — table, columns, value — never the
 /// constraint's name or the statement, which mean nothing to a client.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Constraint {
+    /// Which constraint refused the write.
     pub kind: ConstraintKind,
     /// The table written to, when known.
     pub table: Option<String>,
@@ -46,7 +118,9 @@ pub struct Constraint {
     pub other_table: Option<String>,
 }
 
+/// The kinds of constraint the store reports as data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ConstraintKind {
     /// Another row already has this key.
     Unique,
@@ -187,21 +261,106 @@ impl Constraint {
 }
 
 impl StoreError {
-    /// Whether a unique (or primary-key) constraint refused the statement.
-    pub fn is_unique_violation(&self) -> bool {
-        match self {
-            StoreError::Constraint(c) => c.kind == ConstraintKind::Unique,
-            StoreError::Database(sqlx::Error::Database(db)) => db.is_unique_violation(),
-            StoreError::Sqlite(rusqlite::Error::SqliteFailure(failure, _)) => matches!(
-                failure.extended_code,
-                SQLITE_CONSTRAINT_UNIQUE | SQLITE_CONSTRAINT_PRIMARYKEY
-            ),
-            _ => false,
+    /// What kind of failure this is.
+    pub fn kind(&self) -> StoreErrorKind {
+        match &self.0 {
+            Repr::Constraint(_) => StoreErrorKind::Constraint,
+            Repr::Migration { .. } => StoreErrorKind::Migration,
+            Repr::Io(_) => StoreErrorKind::Io,
+            Repr::ReadOnly(_) => StoreErrorKind::ReadOnly,
+            Repr::Identifier(_) | Repr::Value { .. } => StoreErrorKind::Invalid,
+            Repr::Database(_) | Repr::Sqlite(_) => {
+                if self.is_busy() {
+                    StoreErrorKind::Busy
+                } else if self.is_unreachable() {
+                    StoreErrorKind::Unreachable
+                } else if self.violated().is_some() {
+                    StoreErrorKind::Constraint
+                } else {
+                    StoreErrorKind::Database
+                }
+            }
         }
     }
 
-    /// This error as a [`StoreError::Constraint`] if a unique or foreign-key constraint
-    /// refused `sql`; any other error as it is.
+    /// The constraint that refused a write, in terms of the data, when the store could
+    /// tell (writes through [`crate::Tx`] always say).
+    pub fn constraint(&self) -> Option<&Constraint> {
+        match &self.0 {
+            Repr::Constraint(constraint) => Some(constraint),
+            _ => None,
+        }
+    }
+
+    /// Whether a unique (or primary-key) constraint refused the statement.
+    pub fn is_unique_violation(&self) -> bool {
+        match &self.0 {
+            Repr::Constraint(c) => c.kind == ConstraintKind::Unique,
+            _ => self.violated() == Some(ConstraintKind::Unique),
+        }
+    }
+
+    /// Something outside the database failed (a file, a task).
+    pub(crate) fn io(message: impl Into<String>) -> StoreError {
+        StoreError(Repr::Io(message.into()))
+    }
+
+    /// A write in a read-only transaction.
+    pub(crate) fn read_only(sql: &str) -> StoreError {
+        StoreError(Repr::ReadOnly(sql.to_owned()))
+    }
+
+    /// A table or column name that is not an SQL identifier.
+    pub(crate) fn identifier(name: &str) -> StoreError {
+        StoreError(Repr::Identifier(name.to_owned()))
+    }
+
+    /// No connection in time: the database is busy.
+    pub(crate) fn pool_timed_out() -> StoreError {
+        StoreError(Repr::Database(sqlx::Error::PoolTimedOut))
+    }
+
+    /// A refused constraint, as the store describes it.
+    pub(crate) fn constraint_refused(constraint: Constraint) -> StoreError {
+        StoreError(Repr::Constraint(constraint))
+    }
+
+    /// The constraint this error is, taken out of it; otherwise the error back.
+    pub(crate) fn into_constraint(self) -> Result<Constraint, StoreError> {
+        match self.0 {
+            Repr::Constraint(constraint) => Ok(constraint),
+            other => Err(StoreError(other)),
+        }
+    }
+
+    /// Which kind of constraint a driver's error says refused the statement, if one did
+    /// (before [`StoreError::classify`] has described it).
+    fn violated(&self) -> Option<ConstraintKind> {
+        match &self.0 {
+            Repr::Database(sqlx::Error::Database(db)) => {
+                if db.is_unique_violation() {
+                    Some(ConstraintKind::Unique)
+                } else if db.is_foreign_key_violation() {
+                    Some(ConstraintKind::MissingReference)
+                } else {
+                    None
+                }
+            }
+            Repr::Sqlite(rusqlite::Error::SqliteFailure(failure, _)) => {
+                match failure.extended_code {
+                    SQLITE_CONSTRAINT_UNIQUE | SQLITE_CONSTRAINT_PRIMARYKEY => {
+                        Some(ConstraintKind::Unique)
+                    }
+                    SQLITE_CONSTRAINT_FOREIGNKEY => Some(ConstraintKind::MissingReference),
+                    _ => None,
+                }
+            }
+            _ => None,
+        }
+    }
+
+    /// This error described as a refused constraint, in terms of the data, if a unique or
+    /// foreign-key constraint refused `sql`; any other error as it is.
     pub(crate) fn classify(self, sql: &str) -> StoreError {
         let deleting = sql
             .trim_start()
@@ -212,8 +371,8 @@ impl StoreError {
         } else {
             ConstraintKind::MissingReference
         };
-        match &self {
-            StoreError::Database(sqlx::Error::Database(db)) => {
+        match &self.0 {
+            Repr::Database(sqlx::Error::Database(db)) => {
                 let kind = if db.is_unique_violation() {
                     ConstraintKind::Unique
                 } else if db.is_foreign_key_violation() {
@@ -229,13 +388,13 @@ impl StoreError {
                     Some(d) if d.contains("is not present") => ConstraintKind::MissingReference,
                     _ => kind,
                 };
-                StoreError::Constraint(match pg {
+                StoreError(Repr::Constraint(match pg {
                     Some(pg) => Constraint::from_postgres(kind, pg.table(), detail),
                     // SQLite through the pool (sqlx's driver), not through `Tx`.
                     None => Constraint::from_sqlite(kind, Some(db.message())),
-                })
+                }))
             }
-            StoreError::Sqlite(rusqlite::Error::SqliteFailure(failure, message)) => {
+            Repr::Sqlite(rusqlite::Error::SqliteFailure(failure, message)) => {
                 let kind = match failure.extended_code {
                     SQLITE_CONSTRAINT_UNIQUE | SQLITE_CONSTRAINT_PRIMARYKEY => {
                         ConstraintKind::Unique
@@ -243,7 +402,10 @@ impl StoreError {
                     SQLITE_CONSTRAINT_FOREIGNKEY => foreign_key,
                     _ => return self,
                 };
-                StoreError::Constraint(Constraint::from_sqlite(kind, message.as_deref()))
+                StoreError(Repr::Constraint(Constraint::from_sqlite(
+                    kind,
+                    message.as_deref(),
+                )))
             }
             _ => self,
         }
@@ -253,12 +415,12 @@ impl StoreError {
     /// long, no pooled connection in time, or PostgreSQL aborting a transaction that lost a
     /// serialization or deadlock race, or waited too long for a lock.
     fn is_busy(&self) -> bool {
-        match self {
-            StoreError::Database(sqlx::Error::PoolTimedOut) => true,
-            StoreError::Database(sqlx::Error::Database(db)) => db
+        match &self.0 {
+            Repr::Database(sqlx::Error::PoolTimedOut) => true,
+            Repr::Database(sqlx::Error::Database(db)) => db
                 .code()
                 .is_some_and(|code| matches!(&*code, "40001" | "40P01" | "55P03")),
-            StoreError::Sqlite(rusqlite::Error::SqliteFailure(failure, _)) => matches!(
+            Repr::Sqlite(rusqlite::Error::SqliteFailure(failure, _)) => matches!(
                 failure.code,
                 rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
             ),
@@ -269,8 +431,8 @@ impl StoreError {
     /// Whether the database server could not be reached or dropped the connection.
     fn is_unreachable(&self) -> bool {
         matches!(
-            self,
-            StoreError::Database(
+            &self.0,
+            Repr::Database(
                 sqlx::Error::Io(_)
                     | sqlx::Error::Tls(_)
                     | sqlx::Error::PoolClosed
@@ -287,8 +449,8 @@ impl From<StoreError> for Fault {
     fn from(e: StoreError) -> Fault {
         // Errors from the pool (not through `Tx`) are not classified yet.
         let e = e.classify("");
-        match &e {
-            StoreError::Constraint(constraint) => constraint.fault(),
+        match &e.0 {
+            Repr::Constraint(constraint) => constraint.fault(),
             _ if e.is_busy() => {
                 tracing::warn!(error = %e, "the database is busy");
                 Fault::unavailable("the database is busy; try again")
@@ -298,7 +460,7 @@ impl From<StoreError> for Fault {
                 Fault::unavailable("the database is unreachable")
             }
             // Column names and values, from code: nothing to hide.
-            StoreError::Identifier(_) | StoreError::Value { .. } => Fault::internal(e.to_string()),
+            Repr::Identifier(_) | Repr::Value { .. } => Fault::internal(e.to_string()),
             _ => {
                 tracing::error!(error = %e, "database error");
                 Fault::internal("database error (the node's log has the details)")

@@ -7,12 +7,15 @@
 //! their commit order.
 
 use crate::rows::Param;
+use crate::Db;
 use crate::{sqlite, Backend, StoreError, POSTGRES_WRITE_BEGIN};
 use rusqlite::types::Value;
 use sqlx::Connection;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+/// The statements of every committed transaction, in commit order, from
+/// [`crate::Store::take_journal`]; [`Journal::replay`] runs them again on another database.
 pub struct Journal {
     backend: Backend,
     committed: Vec<Vec<Statement>>,
@@ -99,33 +102,33 @@ impl Journal {
     /// PostgreSQL store replays with [`Journal::replay_postgres`].
     pub fn replay(&self, path: &Path) -> Result<Duration, StoreError> {
         if self.backend != Backend::Sqlite {
-            return Err(StoreError::Io(
-                "a PostgreSQL journal replays on PostgreSQL (Journal::replay_postgres)".into(),
+            return Err(StoreError::io(
+                "a PostgreSQL journal replays on PostgreSQL (Journal::replay_postgres)",
             ));
         }
         let conn = sqlite::open(path)?;
         let started = Instant::now();
         for transaction in &self.committed {
-            conn.prepare_cached("BEGIN")?.raw_execute()?;
+            conn.prepare_cached("BEGIN").db()?.raw_execute().db()?;
             for statement in transaction {
-                let mut prepared = conn.prepare_cached(&statement.sql)?;
+                let mut prepared = conn.prepare_cached(&statement.sql).db()?;
                 for (index, value) in statement.params.iter().enumerate() {
-                    prepared.raw_bind_parameter(index + 1, value)?;
+                    prepared.raw_bind_parameter(index + 1, value).db()?;
                 }
                 match statement.rows {
                     None => {
-                        prepared.raw_execute()?;
+                        prepared.raw_execute().db()?;
                     }
                     Some(limit) => {
                         let mut rows = prepared.raw_query();
                         let mut read = 0;
-                        while read < limit && rows.next()?.is_some() {
+                        while read < limit && rows.next().db()?.is_some() {
                             read += 1;
                         }
                     }
                 }
             }
-            conn.prepare_cached("COMMIT")?.raw_execute()?;
+            conn.prepare_cached("COMMIT").db()?.raw_execute().db()?;
         }
         Ok(started.elapsed())
     }
@@ -141,15 +144,15 @@ impl Journal {
     /// with its error.
     pub async fn replay_postgres(&self, url: &str) -> Result<Duration, StoreError> {
         if self.backend != Backend::Postgres {
-            return Err(StoreError::Io(
-                "a SQLite journal replays on SQLite (Journal::replay)".into(),
+            return Err(StoreError::io(
+                "a SQLite journal replays on SQLite (Journal::replay)",
             ));
         }
         sqlx::any::install_default_drivers();
-        let mut conn = sqlx::AnyConnection::connect(url).await?;
+        let mut conn = sqlx::AnyConnection::connect(url).await.db()?;
         let started = Instant::now();
         for transaction in &self.committed {
-            let mut tx = conn.begin_with(POSTGRES_WRITE_BEGIN).await?;
+            let mut tx = conn.begin_with(POSTGRES_WRITE_BEGIN).await.db()?;
             for statement in transaction {
                 let mut query = sqlx::query(&statement.sql);
                 for value in &statement.params {
@@ -159,26 +162,26 @@ impl Journal {
                         Value::Real(f) => query.bind(*f),
                         Value::Text(s) => query.bind(s.as_str()),
                         Value::Blob(_) => {
-                            return Err(StoreError::Io("a BLOB in a PostgreSQL journal".into()))
+                            return Err(StoreError::io("a BLOB in a PostgreSQL journal"))
                         }
                     };
                 }
                 match statement.rows {
                     None => {
-                        query.execute(&mut *tx).await?;
+                        query.execute(&mut *tx).await.db()?;
                     }
                     Some(1) => {
-                        query.fetch_optional(&mut *tx).await?;
+                        query.fetch_optional(&mut *tx).await.db()?;
                     }
                     Some(_) => {
-                        query.fetch_all(&mut *tx).await?;
+                        query.fetch_all(&mut *tx).await.db()?;
                     }
                 }
             }
-            tx.commit().await?;
+            tx.commit().await.db()?;
         }
         let took = started.elapsed();
-        conn.close().await?;
+        conn.close().await.db()?;
         Ok(took)
     }
 }

@@ -12,6 +12,8 @@
 //! - Deleting is real and explicit: a row still referenced by a foreign key is refused with
 //!   a `conflict` naming the resources (kinds and uuids) that refer to it ([`users`]).
 
+#![warn(missing_docs)]
+
 pub mod attach;
 mod error;
 mod journal;
@@ -24,7 +26,8 @@ mod sqlite;
 mod tx;
 pub mod users;
 
-pub use error::{Constraint, ConstraintKind, StoreError};
+pub use error::{Constraint, ConstraintKind, StoreError, StoreErrorKind};
+pub(crate) use error::{Db, Repr};
 pub use journal::Journal;
 pub use outbox::{EventRetention, PRUNE_BATCH};
 pub use tx::{now, Tx};
@@ -40,9 +43,12 @@ use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
+/// The database a [`Store`] runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
+    /// An embedded SQLite file: one node, the default.
     Sqlite,
+    /// A PostgreSQL server, which several nodes may share.
     Postgres,
 }
 
@@ -195,11 +201,11 @@ impl Store {
                 })
             });
         }
-        let pool = options.connect(url).await?;
+        let pool = options.connect(url).await.db()?;
         let (writer, readers) = match backend {
             Backend::Sqlite => {
                 // The same file as the pool's (which has created it if asked to).
-                let options = SqliteConnectOptions::from_str(url)?;
+                let options = SqliteConnectOptions::from_str(url).db()?;
                 let writer = sqlite::Writer::open(options.get_filename())?;
                 (
                     Some(Arc::new(tokio::sync::Mutex::new(writer))),
@@ -229,7 +235,7 @@ impl Store {
     /// Opens (creating if needed) the SQLite database `flatstack.db` in `data_dir`.
     pub async fn open_data_dir(data_dir: &Path) -> Result<Arc<Store>, StoreError> {
         std::fs::create_dir_all(data_dir).map_err(|e| {
-            StoreError::Io(format!(
+            StoreError::io(format!(
                 "cannot create data directory {}: {e}",
                 data_dir.display()
             ))
@@ -238,10 +244,13 @@ impl Store {
         Self::open(&format!("sqlite://{}?mode=rwc", file.display())).await
     }
 
+    /// Which database this store runs on.
     pub fn backend(&self) -> Backend {
         self.backend
     }
 
+    /// The `sqlx` pool (one connection on SQLite) that runs migrations and
+    /// [`Store::count`]: for tests and tools. Plugins go through [`Tx`], never this.
     pub fn pool(&self) -> &AnyPool {
         &self.pool
     }
@@ -252,7 +261,7 @@ impl Store {
         let create = "CREATE TABLE IF NOT EXISTS schema_migrations (
             plugin TEXT NOT NULL, version BIGINT NOT NULL, description TEXT NOT NULL,
             PRIMARY KEY (plugin, version))";
-        sqlx::query(create).execute(&self.pool).await?;
+        sqlx::query(create).execute(&self.pool).await.db()?;
         let outbox = match self.backend {
             Backend::Sqlite => {
                 "CREATE TABLE IF NOT EXISTS event_outbox (
@@ -265,9 +274,9 @@ impl Store {
                 created_at TEXT NOT NULL)"
             }
         };
-        sqlx::query(outbox).execute(&self.pool).await?;
+        sqlx::query(outbox).execute(&self.pool).await.db()?;
         for statement in operation::SCHEMA {
-            sqlx::query(statement).execute(&self.pool).await?;
+            sqlx::query(statement).execute(&self.pool).await.db()?;
         }
         for (plugin, stream) in streams {
             let applied: i64 = sqlx::query(
@@ -275,22 +284,23 @@ impl Store {
             )
             .bind(plugin.as_str())
             .fetch_one(&self.pool)
-            .await?
-            .try_get::<i64, _>("v")?;
+            .await
+            .db()?
+            .try_get::<i64, _>("v")
+            .db()?;
             for m in stream.iter().filter(|m| i64::from(m.version) > applied) {
                 let sql = match (self.backend, m.postgres) {
                     (Backend::Postgres, Some(pg)) => pg,
                     _ => m.sql,
                 };
-                let mut tx = self.pool.begin().await?;
-                sqlx::raw_sql(sql)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(|e| StoreError::Migration {
+                let mut tx = self.pool.begin().await.db()?;
+                sqlx::raw_sql(sql).execute(&mut *tx).await.map_err(|e| {
+                    StoreError::from(Repr::Migration {
                         plugin: plugin.clone(),
                         version: m.version,
                         reason: e.to_string(),
-                    })?;
+                    })
+                })?;
                 sqlx::query(
                     "INSERT INTO schema_migrations (plugin, version, description) VALUES ($1, $2, $3)",
                 )
@@ -298,8 +308,8 @@ impl Store {
                 .bind(i64::from(m.version))
                 .bind(m.description)
                 .execute(&mut *tx)
-                .await?;
-                tx.commit().await?;
+                .await.db()?;
+                tx.commit().await.db()?;
                 tracing::info!(plugin = %plugin, version = m.version, "migration applied");
             }
         }
@@ -320,12 +330,12 @@ impl Store {
             }
         };
         let mut tables: BTreeMap<String, BTreeMap<String, ColumnType>> = BTreeMap::new();
-        for row in sqlx::query(sql).fetch_all(&self.pool).await? {
-            let declared: String = row.try_get("ty")?;
+        for row in sqlx::query(sql).fetch_all(&self.pool).await.db()? {
+            let declared: String = row.try_get("ty").db()?;
             tables
-                .entry(row.try_get("tbl")?)
+                .entry(row.try_get("tbl").db()?)
                 .or_default()
-                .insert(row.try_get("col")?, ColumnType::of(&declared));
+                .insert(row.try_get("col").db()?, ColumnType::of(&declared));
         }
         *self.columns.write().unwrap_or_else(|e| e.into_inner()) = tables
             .into_iter()
@@ -356,7 +366,7 @@ impl Store {
                      WHERE m.type = 'table'",
                 )
                 .fetch_all(&self.pool)
-                .await?
+                .await.db()?
             }
             Backend::Postgres => {
                 sqlx::query(
@@ -368,19 +378,19 @@ impl Store {
                      WHERE tc.constraint_type = 'FOREIGN KEY' AND tc.table_schema = current_schema()",
                 )
                 .fetch_all(&self.pool)
-                .await?
+                .await.db()?
             }
         };
         let mut referrers: BTreeMap<String, Vec<Referrer>> = BTreeMap::new();
         let mut references: BTreeMap<String, Vec<Reference>> = BTreeMap::new();
         for row in rows {
-            let parent: String = row.try_get("parent")?;
-            let child: String = row.try_get("child")?;
-            let column: String = row.try_get("col")?;
+            let parent: String = row.try_get("parent").db()?;
+            let child: String = row.try_get("child").db()?;
+            let column: String = row.try_get("col").db()?;
             references.entry(child.clone()).or_default().push((
                 column.clone(),
                 parent.clone(),
-                row.try_get("parent_col")?,
+                row.try_get("parent_col").db()?,
             ));
             referrers.entry(parent).or_default().push((child, column));
         }
@@ -412,12 +422,15 @@ impl Store {
                  WHERE n.nspname = current_schema()"
             }
         };
-        let rows = sqlx::query(first_columns).fetch_all(&self.pool).await?;
+        let rows = sqlx::query(first_columns)
+            .fetch_all(&self.pool)
+            .await
+            .db()?;
         let mut indexed = std::collections::BTreeSet::new();
         for row in rows {
             indexed.insert((
-                row.try_get::<String, _>("tbl")?,
-                row.try_get::<String, _>("col")?,
+                row.try_get::<String, _>("tbl").db()?,
+                row.try_get::<String, _>("col").db()?,
             ));
         }
         for (child, column) in referrers.values().flatten() {
@@ -428,7 +441,7 @@ impl Store {
             rows::check_ident(column)?;
             let sql =
                 format!("CREATE INDEX IF NOT EXISTS fk_{child}_{column} ON {child} ({column})");
-            sqlx::query(&sql).execute(&self.pool).await?;
+            sqlx::query(&sql).execute(&self.pool).await.db()?;
             indexed.insert((child.clone(), column.clone()));
         }
         Ok(())
@@ -517,7 +530,7 @@ impl Store {
         tokio::time::timeout(BEGIN_TIMEOUT, writer.clone().lock_owned())
             .await
             .map(Some)
-            .map_err(|_| StoreError::Database(sqlx::Error::PoolTimedOut))
+            .map_err(|_| StoreError::pool_timed_out())
     }
 
     /// PostgreSQL: a write transaction, begun once this node's previous one is done, with
@@ -550,7 +563,7 @@ impl Store {
         tokio::time::timeout(BEGIN_TIMEOUT, turn.clone().lock_owned())
             .await
             .map(Some)
-            .map_err(|_| StoreError::Database(sqlx::Error::PoolTimedOut))
+            .map_err(|_| StoreError::pool_timed_out())
     }
 
     /// PostgreSQL: a read transaction ([`POSTGRES_READ_BEGIN`]).
@@ -578,7 +591,7 @@ impl Store {
                     lost += 1;
                     tracing::info!(%error, "a pooled connection was lost; trying another");
                 }
-                begun => return Ok(begun?),
+                begun => return begun.db(),
             }
         }
     }
@@ -590,7 +603,7 @@ impl Store {
     ) -> Result<tokio::sync::OwnedMutexGuard<sqlite::Writer>, StoreError> {
         self.writer()
             .await?
-            .ok_or_else(|| StoreError::Io(format!("{what} is for SQLite stores only")))
+            .ok_or_else(|| StoreError::io(format!("{what} is for SQLite stores only")))
     }
 
     /// Copies the database into a new SQLite file at `path`, between transactions
@@ -639,8 +652,9 @@ impl Store {
         rows::check_ident(table)?;
         let row = sqlx::query(&format!("SELECT COUNT(*) AS n FROM {table}"))
             .fetch_one(&self.pool)
-            .await?;
-        Ok(row.try_get::<i64, _>("n")?)
+            .await
+            .db()?;
+        row.try_get::<i64, _>("n").db()
     }
 }
 

@@ -9,6 +9,7 @@
 //! a volume's bytes by the volume's uuid...): an undo after a restart works from those
 //! records, not from memory, and runs safely twice.
 
+use crate::Repr;
 use crate::{Store, StoreError, Tx};
 use flatstack_kernel::{Fault, FaultCode};
 use serde::{Deserialize, Serialize};
@@ -19,8 +20,11 @@ use std::sync::Arc;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OperationState {
+    /// Recorded; its work is under way (or was, when the node stopped: recovery closes it).
     Running,
+    /// Done; `result` holds the reply.
     Succeeded,
+    /// Done; `error` holds the fault.
     Failed,
 }
 
@@ -49,9 +53,13 @@ impl OperationState {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Verb {
+    /// `POST /v1/{kind}`: makes a resource.
     Create,
+    /// `PATCH /v1/{kind}/{uuid}`.
     Update,
+    /// `DELETE /v1/{kind}/{uuid}`.
     Delete,
+    /// `POST /v1/{kind}/{uuid}/actions`, or a child collection's create.
     Action,
 }
 
@@ -78,35 +86,49 @@ impl Verb {
 /// An operation as the journal holds it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Operation {
+    /// The operation's uuid: the job's, in `/v1/jobs/{uuid}`.
     pub uuid: String,
     /// The request's message name, e.g. `vm.create`.
     pub kind: String,
     /// The service that handles it.
     pub service: String,
+    /// What it does to its resource.
     pub verb: Verb,
     /// The resource it acts on: the addressed one, or for a create the one it made (once a
     /// handler linked it).
     pub resource_uuid: Option<String>,
+    /// Running, succeeded or failed.
     pub state: OperationState,
     /// The request's body.
     pub request: Value,
+    /// The reply, once it succeeded.
     pub result: Option<Value>,
+    /// The fault, once it failed.
     pub error: Option<Fault>,
+    /// The client's `Idempotency-Key`, if it sent one: unique among operations.
     pub idempotency_key: Option<String>,
     /// Closed by recovery after the node stopped while it ran.
     pub recovered: bool,
+    /// When it was recorded (RFC 3339, UTC).
     pub created_at: String,
+    /// When it last changed (RFC 3339, UTC).
     pub updated_at: String,
+    /// When it ended (RFC 3339, UTC); `None` while running.
     pub finished_at: Option<String>,
 }
 
 /// An operation about to start.
 #[derive(Debug, Clone)]
 pub struct NewOperation {
+    /// The request's message name, e.g. `vm.create`.
     pub kind: String,
+    /// The service that handles it.
     pub service: String,
+    /// What it does to its resource.
     pub verb: Verb,
+    /// The addressed resource, if any (none for a create).
     pub resource_uuid: Option<String>,
+    /// The request's body, as sent to the service.
     pub request: Value,
     /// The client's `Idempotency-Key`, if it sent one.
     pub idempotency_key: Option<String>,
@@ -125,8 +147,11 @@ pub enum Begun {
 /// Which operations [`Store::operations`] lists; every field narrows.
 #[derive(Debug, Clone, Default)]
 pub struct OperationFilter {
+    /// Operations in this state.
     pub state: Option<OperationState>,
+    /// Operations of this message name, e.g. `vm.create`.
     pub kind: Option<String>,
+    /// Operations on this resource.
     pub resource_uuid: Option<String>,
 }
 
@@ -206,10 +231,10 @@ impl Store {
         writes
             .0
             .send((write, done))
-            .map_err(|_| StoreError::Io("the journal's writer has stopped".into()))?;
+            .map_err(|_| StoreError::io("the journal's writer has stopped"))?;
         answer
             .await
-            .map_err(|_| StoreError::Io("the journal's writer has stopped".into()))?
+            .map_err(|_| StoreError::io("the journal's writer has stopped"))?
     }
 
     /// Closes a running operation with its outcome; `recovered` if recovery closed it.
@@ -225,9 +250,11 @@ impl Store {
             Err(fault) => (
                 OperationState::Failed,
                 None,
-                Some(serde_json::to_string(fault).map_err(|e| StoreError::Value {
-                    column: "error".into(),
-                    reason: e.to_string(),
+                Some(serde_json::to_string(fault).map_err(|e| {
+                    StoreError::from(Repr::Value {
+                        column: "error".into(),
+                        reason: e.to_string(),
+                    })
                 })?),
             ),
         };
@@ -446,7 +473,7 @@ impl JournalWrites {
                     }
                     Err(e) => {
                         for (_, done) in group {
-                            let _ = done.send(Err(StoreError::Io(e.to_string())));
+                            let _ = done.send(Err(StoreError::io(e.to_string())));
                         }
                     }
                 }
@@ -548,24 +575,30 @@ fn from_row(row: &Map<String, Value>) -> Result<Operation, StoreError> {
         text(column)
             .map(|t| serde_json::from_str::<Value>(&t))
             .transpose()
-            .map_err(|e| StoreError::Value {
-                column: column.to_owned(),
-                reason: e.to_string(),
+            .map_err(|e| {
+                StoreError::from(Repr::Value {
+                    column: column.to_owned(),
+                    reason: e.to_string(),
+                })
             })
     };
     let state = text("state")
         .as_deref()
         .and_then(OperationState::parse)
-        .ok_or_else(|| StoreError::Value {
-            column: "state".into(),
-            reason: "not an operation state".into(),
+        .ok_or_else(|| {
+            StoreError::from(Repr::Value {
+                column: "state".into(),
+                reason: "not an operation state".into(),
+            })
         })?;
     let error = json_of("error")?
         .map(serde_json::from_value::<Fault>)
         .transpose()
-        .map_err(|e| StoreError::Value {
-            column: "error".into(),
-            reason: e.to_string(),
+        .map_err(|e| {
+            StoreError::from(Repr::Value {
+                column: "error".into(),
+                reason: e.to_string(),
+            })
         })?;
     Ok(Operation {
         uuid: text("uuid").unwrap_or_default(),

@@ -3,6 +3,7 @@
 //! so a prune never holds SQLite's one writer for long. `seq` is never reused: SQLite's
 //! `AUTOINCREMENT` and PostgreSQL's sequence both go on from the highest ever issued.
 
+use crate::Db;
 use crate::{Backend, Store, StoreError};
 use sqlx::Row;
 use std::time::Duration;
@@ -58,11 +59,12 @@ impl Store {
                 sqlx::query("SELECT seq, created_at FROM event_outbox ORDER BY seq LIMIT $1")
                     .bind(PRUNE_BATCH as i64)
                     .fetch_all(&self.pool)
-                    .await?;
+                    .await
+                    .db()?;
             let mut upto = None;
             for row in &oldest {
-                let seq: i64 = row.try_get("seq")?;
-                let created_at: String = row.try_get("created_at")?;
+                let seq: i64 = row.try_get("seq").db()?;
+                let created_at: String = row.try_get("created_at").db()?;
                 let too_many = beyond_count.is_some_and(|last| seq <= last);
                 // A time that does not parse is kept (and so is everything after it).
                 let too_old = cutoff.is_some_and(|cutoff| {
@@ -96,9 +98,10 @@ impl Store {
         let row = sqlx::query("SELECT seq FROM event_outbox ORDER BY seq DESC LIMIT 1 OFFSET $1")
             .bind(keep)
             .fetch_optional(&self.pool)
-            .await?;
+            .await
+            .db()?;
         Ok(match row {
-            Some(row) => Some(row.try_get("seq")?),
+            Some(row) => Some(row.try_get("seq").db()?),
             None => None,
         })
     }
@@ -123,7 +126,8 @@ impl Store {
             Backend::Postgres => Ok(sqlx::query(DELETE)
                 .bind(seq)
                 .execute(&self.pool)
-                .await?
+                .await
+                .db()?
                 .rows_affected()),
         }
     }

@@ -16,13 +16,17 @@ use futures::future::BoxFuture;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
-/// A plugin's recovery of its own resources.
+/// A plugin's recovery of its own resources, made with [`Reconciler::at_start`] or
+/// [`Reconciler::periodic`] and registered in `build` (`b.register(..)`).
+#[non_exhaustive]
 pub struct Reconciler {
     /// What it reconciles, for logs.
     pub name: &'static str,
     /// Also run periodically, not only at start. A periodic reconciler must leave alone
     /// resources that an operation is working on (their transient states say so).
     pub periodic: bool,
+    /// The work: settles the plugin's resources from its own records. A failure is
+    /// reported and the other reconcilers still run.
     pub run: fn(Kernel) -> BoxFuture<'static, Result<(), Fault>>,
 }
 
@@ -60,6 +64,7 @@ pub struct Recovered {
     /// The first reconciler's failure, if one failed (the others still ran, and every
     /// interrupted operation was closed).
     pub failure: Option<Fault>,
+    /// How long recovery took.
     pub elapsed: Duration,
 }
 

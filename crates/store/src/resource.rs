@@ -18,8 +18,10 @@ use futures::future::BoxFuture;
 use serde_json::{Map, Value};
 use std::sync::Arc;
 
-/// A resource kind and the table its base records live in.
+/// A resource kind and the table its base records live in, usually a `static` of the
+/// plugin that owns the kind, made with [`ResourceTable::new`] and its setters.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct ResourceTable {
     /// The API path of the kind, e.g. `zones`.
     pub kind: &'static str,
@@ -38,6 +40,50 @@ pub struct ResourceTable {
 }
 
 impl ResourceTable {
+    /// Kind `kind` (its API path, e.g. `racks`) stored in `table`, with no list filters,
+    /// no joined driver table, nothing to do before a delete and nothing added to the
+    /// inventory; the setters below add those:
+    ///
+    /// ```
+    /// # use flatstack_store::resource::ResourceTable;
+    /// static RACKS: ResourceTable = ResourceTable::new("racks", "racks").filters(&["name"]);
+    /// ```
+    pub const fn new(kind: &'static str, table: &'static str) -> Self {
+        ResourceTable {
+            kind,
+            table,
+            filters: &[],
+            joined: None,
+            before_delete: None,
+            decorate: None,
+        }
+    }
+
+    /// Sets the columns a list may filter on (`GET /v1/{kind}?column=value`).
+    pub const fn filters(mut self, filters: &'static [&'static str]) -> Self {
+        self.filters = filters;
+        self
+    }
+
+    /// Joins the driver's own table, which `joined` names for a base row (`None` if the
+    /// row's type has none), to the inventory.
+    pub const fn joined(mut self, joined: fn(&Kernel, &Inventory) -> Option<&'static str>) -> Self {
+        self.joined = Some(joined);
+        self
+    }
+
+    /// Runs `before_delete` inside a delete's transaction, before the rows go.
+    pub const fn before_delete(mut self, before_delete: BeforeDelete) -> Self {
+        self.before_delete = Some(before_delete);
+        self
+    }
+
+    /// Has `decorate` add to every inventory of the kind what its rows do not hold.
+    pub const fn decorate(mut self, decorate: Decorate) -> Self {
+        self.decorate = Some(decorate);
+        self
+    }
+
     /// Names this kind's table, for refusals that name resources rather than tables:
     /// `b.register(TABLE.table_kind())` in the plugin's `build`.
     pub const fn table_kind(&self) -> crate::TableKind {

@@ -2,6 +2,7 @@
 //! but they are still checked, since they are spliced into SQL.
 
 use crate::{ColumnType, StoreError};
+use crate::{Db, Repr};
 use rusqlite::types::{ToSql, ToSqlOutput, ValueRef};
 use serde_json::{Map, Number, Value};
 use sqlx::any::{AnyArguments, AnyRow, AnyTypeInfoKind};
@@ -19,7 +20,7 @@ pub(crate) fn check_ident(name: &str) -> Result<(), StoreError> {
     if ok {
         Ok(())
     } else {
-        Err(StoreError::Identifier(name.to_owned()))
+        Err(StoreError::identifier(name))
     }
 }
 
@@ -44,10 +45,10 @@ impl<'a> Param<'a> {
                 (Some(i), _) => Param::Int(i),
                 (None, Some(f)) => Param::Real(f),
                 _ => {
-                    return Err(StoreError::Value {
+                    return Err(StoreError::from(Repr::Value {
                         column: column.to_owned(),
                         reason: format!("{n} does not fit a 64-bit integer"),
-                    })
+                    }))
                 }
             },
             Value::String(s) => Param::Text(Cow::Borrowed(s)),
@@ -256,31 +257,36 @@ pub(crate) fn to_json(row: &AnyRow) -> Result<Map<String, Value>, StoreError> {
         let value = match column.type_info().kind() {
             AnyTypeInfoKind::Null => Value::Null,
             AnyTypeInfoKind::Bool => row
-                .try_get::<Option<bool>, _>(i)?
+                .try_get::<Option<bool>, _>(i)
+                .db()?
                 .map_or(Value::Null, |b| Value::Number(i64::from(b).into())),
             AnyTypeInfoKind::SmallInt | AnyTypeInfoKind::Integer | AnyTypeInfoKind::BigInt => row
-                .try_get::<Option<i64>, _>(i)?
+                .try_get::<Option<i64>, _>(i)
+                .db()?
                 .map_or(Value::Null, |n| Value::Number(n.into())),
             // PostgreSQL's REAL is 4 bytes (SQLite's 8, as DOUBLE PRECISION is).
             AnyTypeInfoKind::Real => row
-                .try_get::<Option<f32>, _>(i)?
+                .try_get::<Option<f32>, _>(i)
+                .db()?
                 .and_then(|f| Number::from_f64(f64::from(f)))
                 .map_or(Value::Null, Value::Number),
             AnyTypeInfoKind::Double => row
-                .try_get::<Option<f64>, _>(i)?
+                .try_get::<Option<f64>, _>(i)
+                .db()?
                 .and_then(Number::from_f64)
                 .map_or(Value::Null, Value::Number),
             AnyTypeInfoKind::Text => row
-                .try_get::<Option<String>, _>(i)?
+                .try_get::<Option<String>, _>(i)
+                .db()?
                 .map_or(Value::Null, Value::String),
             AnyTypeInfoKind::Blob => {
-                return Err(StoreError::Value {
+                return Err(StoreError::from(Repr::Value {
                     column: column.name().to_owned(),
                     reason: format!(
                         "{} columns are not mapped to JSON",
                         column.type_info().name()
                     ),
-                })
+                }))
             }
         };
         out.insert(column.name().to_owned(), value);
@@ -296,24 +302,24 @@ pub(crate) fn sqlite_to_json(
 ) -> Result<Map<String, Value>, StoreError> {
     let mut out = Map::new();
     for (i, name) in names.iter().enumerate() {
-        let value = match row.get_ref(i)? {
+        let value = match row.get_ref(i).db()? {
             ValueRef::Null => Value::Null,
             ValueRef::Integer(n) => Value::Number(n.into()),
             ValueRef::Real(f) => Number::from_f64(f).map_or(Value::Null, Value::Number),
             ValueRef::Text(bytes) => match std::str::from_utf8(bytes) {
                 Ok(s) => Value::String(s.to_owned()),
                 Err(e) => {
-                    return Err(StoreError::Value {
+                    return Err(StoreError::from(Repr::Value {
                         column: name.clone(),
                         reason: format!("not UTF-8 text: {e}"),
-                    })
+                    }))
                 }
             },
             ValueRef::Blob(_) => {
-                return Err(StoreError::Value {
+                return Err(StoreError::from(Repr::Value {
                     column: name.clone(),
                     reason: "BLOB columns are not mapped to JSON".into(),
-                })
+                }))
             }
         };
         out.insert(name.clone(), value);

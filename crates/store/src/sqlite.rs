@@ -12,6 +12,7 @@
 use crate::journal::Journal;
 use crate::rows::{sqlite_to_json, Param};
 use crate::{Backend, StoreError, SQLITE_PRAGMAS};
+use crate::{Db, Repr};
 use rusqlite::Connection;
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
@@ -23,13 +24,13 @@ const STATEMENT_CACHE: usize = 512;
 
 /// Opens the database file at `path` with the store's pragmas.
 pub(crate) fn open(path: &Path) -> Result<Connection, StoreError> {
-    let conn = Connection::open(path)?;
+    let conn = Connection::open(path).db()?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     for pragma in SQLITE_PRAGMAS {
         // `journal_mode` answers with a row: read it rather than `execute`.
-        let mut statement = conn.prepare(pragma)?;
-        let mut rows = statement.query([])?;
-        while rows.next()?.is_some() {}
+        let mut statement = conn.prepare(pragma).db()?;
+        let mut rows = statement.query([]).db()?;
+        while rows.next().db()?.is_some() {}
     }
     Ok(conn)
 }
@@ -52,7 +53,7 @@ impl Writer {
     pub(crate) fn begin(&mut self) -> Result<(), StoreError> {
         // Dropped transactions roll back as they go; this is only a safety net.
         self.rollback();
-        self.conn.prepare_cached("BEGIN")?.raw_execute()?;
+        self.conn.prepare_cached("BEGIN").db()?.raw_execute().db()?;
         if let Some(journal) = &mut self.journal {
             journal.begin();
         }
@@ -60,7 +61,11 @@ impl Writer {
     }
 
     pub(crate) fn commit(&mut self) -> Result<(), StoreError> {
-        self.conn.prepare_cached("COMMIT")?.raw_execute()?;
+        self.conn
+            .prepare_cached("COMMIT")
+            .db()?
+            .raw_execute()
+            .db()?;
         if let Some(journal) = &mut self.journal {
             journal.commit();
         }
@@ -79,7 +84,7 @@ impl Writer {
     /// Runs a statement that returns no rows; how many rows it changed.
     pub(crate) fn execute(&mut self, sql: &str, params: &[Param<'_>]) -> Result<u64, StoreError> {
         let mut statement = prepare(&self.conn, sql, params, self.journal.as_mut(), None)?;
-        Ok(statement.raw_execute()? as u64)
+        Ok(statement.raw_execute().db()? as u64)
     }
 
     /// The rows of a query as JSON objects, at most `limit`.
@@ -97,8 +102,8 @@ impl Writer {
     pub(crate) fn snapshot(&self, path: &Path) -> Result<(), StoreError> {
         let path = path
             .to_str()
-            .ok_or_else(|| StoreError::Io(format!("not a UTF-8 path: {}", path.display())))?;
-        self.conn.execute("VACUUM INTO ?1", [path])?;
+            .ok_or_else(|| StoreError::io(format!("not a UTF-8 path: {}", path.display())))?;
+        self.conn.execute("VACUUM INTO ?1", [path]).db()?;
         Ok(())
     }
 
@@ -120,13 +125,13 @@ fn prepare<'c>(
     journal: Option<&mut Journal>,
     rows: Option<usize>,
 ) -> Result<rusqlite::CachedStatement<'c>, StoreError> {
-    let mut statement = conn.prepare_cached(sql)?;
+    let mut statement = conn.prepare_cached(sql).db()?;
     let params = ordered(&statement, params)?;
     if let Some(journal) = journal {
         journal.record(sql, &params, rows);
     }
     for (index, param) in params.iter().enumerate() {
-        statement.raw_bind_parameter(index + 1, param)?;
+        statement.raw_bind_parameter(index + 1, param).db()?;
     }
     Ok(statement)
 }
@@ -147,9 +152,8 @@ fn ordered<'p, 'a>(
                 .unwrap_or(index);
             n.checked_sub(1)
                 .and_then(|i| params.get(i))
-                .ok_or(StoreError::Sqlite(rusqlite::Error::InvalidParameterCount(
-                    params.len(),
-                    count,
+                .ok_or(StoreError::from(Repr::Sqlite(
+                    rusqlite::Error::InvalidParameterCount(params.len(), count),
                 )))
         })
         .collect()
@@ -168,7 +172,7 @@ fn read_rows(
     let mut rows = statement.raw_query();
     let mut out = Vec::new();
     while out.len() < limit {
-        match rows.next()? {
+        match rows.next().db()? {
             Some(row) => out.push(sqlite_to_json(row, &names)?),
             None => break,
         }
@@ -207,11 +211,11 @@ impl Readers {
             None => {
                 let conn = open(&self.path)?;
                 // Refuse writes in SQLite too, not only in `Tx`.
-                conn.execute_batch("PRAGMA query_only = ON")?;
+                conn.execute_batch("PRAGMA query_only = ON").db()?;
                 conn
             }
         };
-        conn.prepare_cached("BEGIN")?.raw_execute()?;
+        conn.prepare_cached("BEGIN").db()?.raw_execute().db()?;
         Ok(Reader {
             conn: Some(conn),
             readers: self.clone(),
@@ -236,7 +240,7 @@ impl Reader {
         let conn = self
             .conn
             .as_ref()
-            .ok_or_else(|| StoreError::Io("read connection already released".into()))?;
+            .ok_or_else(|| StoreError::io("read connection already released"))?;
         read_rows(prepare(conn, sql, params, None, Some(limit))?, limit)
     }
 }

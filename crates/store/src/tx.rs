@@ -3,6 +3,7 @@
 use crate::rows::{check_ident, postgres_statement, to_json, Param};
 use crate::sqlite::{self, Writer};
 use crate::{Backend, ColumnType, Columns, ConstraintKind, PostgresTurn, Store, StoreError, Users};
+use crate::{Db, Repr};
 use flatstack_kernel::bus::Bus;
 use flatstack_kernel::{Event, Fault};
 use serde_json::{Map, Value};
@@ -13,6 +14,10 @@ use tokio::sync::OwnedMutexGuard;
 
 type Publish = Box<dyn FnOnce(&Bus) + Send>;
 
+/// A transaction on the store: from [`Store::begin`] (writes; one at a time, on either
+/// backend) or [`Store::read`] (reads only, beside the writer). Rows go in and out as JSON
+/// objects; events emitted with [`Tx::emit`] are written with the rows and published once
+/// [`Tx::commit`] has committed. Dropped without a commit, it rolls back.
 pub struct Tx {
     store: Arc<Store>,
     tx: Conn,
@@ -120,13 +125,13 @@ impl Tx {
     }
 
     /// Runs a statement that returns no rows; how many rows it changed. A refused
-    /// constraint is a [`StoreError::Constraint`].
+    /// constraint is described ([`StoreError::constraint`]).
     async fn execute(&mut self, sql: &str, params: &[Param<'_>]) -> Result<u64, StoreError> {
         if self.read_only {
-            return Err(StoreError::ReadOnly(sql.to_owned()));
+            return Err(StoreError::read_only(sql));
         }
         let result = match &mut self.tx {
-            Conn::SqliteRead(_) => Err(StoreError::ReadOnly(sql.to_owned())),
+            Conn::SqliteRead(_) => Err(StoreError::read_only(sql)),
             Conn::Sqlite(writer) => writer.0.execute(sql, params),
             Conn::Postgres(tx, turn) => {
                 let (statement, params) = postgres_statement(sql, params);
@@ -136,8 +141,7 @@ impl Tx {
                 }
                 let done = query.execute(&mut **tx).await;
                 journal_postgres(turn, done.is_ok(), &statement, &params, None);
-                done.map(|done| done.rows_affected())
-                    .map_err(StoreError::from)
+                done.map(|done| done.rows_affected()).db()
             }
         };
         result.map_err(|e| e.classify(sql))
@@ -171,7 +175,7 @@ impl Tx {
                 journal_postgres(turn, fetched.is_ok(), &statement, &params, Some(limit));
                 match fetched {
                     Ok(rows) => rows.iter().map(to_json).collect(),
-                    Err(e) => Err(e.into()),
+                    Err(e) => Err(StoreError::from(Repr::from(e))),
                 }
             }
         };
@@ -277,8 +281,9 @@ impl Tx {
         table: &str,
         row: &Map<String, Value>,
     ) -> StoreError {
-        let StoreError::Constraint(mut constraint) = error else {
-            return error;
+        let mut constraint = match error.into_constraint() {
+            Ok(constraint) => constraint,
+            Err(error) => return error,
         };
         constraint.table.get_or_insert_with(|| table.to_owned());
         let sqlite = matches!(self.tx, Conn::Sqlite(_));
@@ -314,7 +319,7 @@ impl Tx {
                 many => format!("({})", many.join(", ")),
             });
         }
-        StoreError::Constraint(constraint)
+        StoreError::constraint_refused(constraint)
     }
 
     /// The row of `table` whose `uuid` is `uuid`.
@@ -406,9 +411,11 @@ impl Tx {
         rows.first()
             .and_then(|row| row.get("n"))
             .and_then(Value::as_i64)
-            .ok_or_else(|| StoreError::Value {
-                column: "n".into(),
-                reason: format!("COUNT(*) of {table} gave no integer"),
+            .ok_or_else(|| {
+                StoreError::from(Repr::Value {
+                    column: "n".into(),
+                    reason: format!("COUNT(*) of {table} gave no integer"),
+                })
             })
     }
 
@@ -567,10 +574,10 @@ impl Tx {
         rows.into_iter()
             .map(|mut row| match row.remove("v") {
                 Some(Value::String(s)) => Ok(s),
-                other => Err(StoreError::Value {
+                other => Err(StoreError::from(Repr::Value {
                     column: value_column.to_owned(),
                     reason: format!("expected text, found {}", other.unwrap_or(Value::Null)),
-                }),
+                })),
             })
             .collect()
     }
@@ -593,9 +600,11 @@ impl Tx {
     /// Records `event` in the outbox, in this transaction; it is published on the bus
     /// after [`Tx::commit`] and never if the transaction rolls back.
     pub async fn emit<E: Event>(&mut self, event: E) -> Result<(), StoreError> {
-        let body = serde_json::to_string(&event).map_err(|e| StoreError::Value {
-            column: "body".into(),
-            reason: e.to_string(),
+        let body = serde_json::to_string(&event).map_err(|e| {
+            StoreError::from(Repr::Value {
+                column: "body".into(),
+                reason: e.to_string(),
+            })
         })?;
         let params = [
             Param::text(E::NAME),
@@ -626,8 +635,8 @@ impl Tx {
     /// no bus at hand); an emitted event would be dropped, so it is an error.
     pub(crate) async fn commit_quietly(self) -> Result<(), StoreError> {
         if !self.publish.is_empty() {
-            return Err(StoreError::Io(
-                "a transaction that emitted events needs the bus to commit".into(),
+            return Err(StoreError::io(
+                "a transaction that emitted events needs the bus to commit",
             ));
         }
         self.commit_then(|_| {}).await
@@ -642,7 +651,7 @@ impl Tx {
             Conn::SqliteRead(_) => return Ok(()),
             // The turn goes once the transaction has ended (and the journal has it).
             Conn::Postgres(tx, mut turn) => {
-                tx.commit().await?;
+                tx.commit().await.db()?;
                 if let Some(journal) = turn.as_deref_mut().and_then(|turn| turn.journal.as_mut()) {
                     journal.commit();
                 }

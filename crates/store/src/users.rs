@@ -18,10 +18,13 @@ pub const SHOWN: usize = 5;
 /// (`b.register(VMS.table_kind())`), so that a delete refused because of those rows names
 /// the resources, not the table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TableKind {
+    /// The table, e.g. `vm_nics`.
     pub table: &'static str,
     /// The API path of the kind, e.g. `vm-instances`.
     pub kind: &'static str,
+    /// The table's column holding the resource's uuid: `uuid`, or e.g. `vm_instance_uuid`.
     pub column: &'static str,
     /// For a table of links between two kinds (attachments): the other kind and its
     /// column. A row that refers to the one being deleted through `column` stands for the
@@ -98,6 +101,7 @@ impl Kind {
 }
 
 impl Users {
+    /// None yet.
     pub fn new() -> Users {
         Users::default()
     }
@@ -167,6 +171,7 @@ impl Users {
         *self.rows.entry(table.to_owned()).or_default() += count;
     }
 
+    /// Whether nothing uses the resource: a refusal would have nothing to name.
     pub fn is_empty(&self) -> bool {
         self.kinds.is_empty() && self.rows.is_empty()
     }

@@ -14,33 +14,18 @@ use flatstack_store::{ResourcePlugin, Store, TableKind, Users};
 use serde_json::{json, Value};
 use std::sync::Arc;
 
-static RACKS: ResourceTable = ResourceTable {
-    kind: "racks",
-    table: "racks",
-    filters: &["name"],
-    joined: None,
-    before_delete: None,
-    decorate: None,
-};
+static RACKS: ResourceTable = ResourceTable::new("racks", "racks").filters(&["name"]);
 
-static SERVERS: ResourceTable = ResourceTable {
-    kind: "servers",
-    table: "servers",
-    filters: &["name"],
-    joined: None,
-    before_delete: None,
-    decorate: None,
-};
+static SERVERS: ResourceTable = ResourceTable::new("servers", "servers").filters(&["name"]);
 
-static ROOMS: Attachments = Attachments {
-    kind: "racks",
-    table: "rack_room_refs",
-    owner_column: "rack_uuid",
-    target_kind: "rooms",
-    target_table: "rooms",
-    target_column: "room_uuid",
-    same: None,
-};
+static ROOMS: Attachments = Attachments::new(
+    "racks",
+    "rack_room_refs",
+    "rack_uuid",
+    "rooms",
+    "rooms",
+    "room_uuid",
+);
 
 /// Racks, rooms they attach to, servers in racks (and their slots, parts of servers),
 /// cables nobody names, and bookings — which refer to racks and rooms without a foreign key.

@@ -12,14 +12,7 @@ use flatstack_store::Store;
 use serde_json::json;
 use std::sync::{Arc, Mutex};
 
-static RACKS: ResourceTable = ResourceTable {
-    kind: "racks",
-    table: "racks",
-    filters: &["name"],
-    joined: None,
-    before_delete: None,
-    decorate: None,
-};
+static RACKS: ResourceTable = ResourceTable::new("racks", "racks").filters(&["name"]);
 
 struct Racks;
 impl Plugin for Racks {

@@ -278,3 +278,42 @@ async fn the_journal_replays_the_committed_writes_to_the_same_state() {
     // Replaying twice runs into the rows it wrote: an error, not a silent success.
     assert!(journal.replay(&copy).is_err());
 }
+
+/// What a caller may know of a store error: its kind and, for a refused write, the
+/// constraint in terms of the data; the database driver's error stays inside.
+#[tokio::test]
+async fn errors_say_their_kind_and_the_constraint() {
+    use flatstack_store::{ConstraintKind, StoreErrorKind};
+    let dir = tempfile::tempdir().expect("dir");
+    let store = store(dir.path()).await;
+
+    let mut tx = store.begin().await.expect("begin");
+    tx.insert("things", &thing("a", "one"))
+        .await
+        .expect("insert");
+    let taken = tx
+        .insert("things", &thing("b", "one"))
+        .await
+        .expect_err("the name is taken");
+    assert_eq!(taken.kind(), StoreErrorKind::Constraint);
+    assert!(taken.is_unique_violation());
+    let constraint = taken.constraint().expect("described");
+    assert_eq!(constraint.kind, ConstraintKind::Unique);
+    assert_eq!(constraint.columns, ["name"]);
+    assert_eq!(constraint.value.as_deref(), Some("one"));
+    drop(tx);
+
+    let mut read = store.read().await.expect("read");
+    let refused = read
+        .insert("things", &thing("c", "two"))
+        .await
+        .expect_err("a read-only Tx does not write");
+    assert_eq!(refused.kind(), StoreErrorKind::ReadOnly);
+    assert!(refused.constraint().is_none());
+
+    let bad = read
+        .get("no such table; --", "a")
+        .await
+        .expect_err("not an identifier");
+    assert_eq!(bad.kind(), StoreErrorKind::Invalid);
+}

@@ -9,14 +9,8 @@ use flatstack_kernel::{Fault, Message, Plugin, PluginBuilder};
 use flatstack_store::resource::{check_name, row, ResourceTable};
 use serde_json::json;
 
-static CLUSTERS: ResourceTable = ResourceTable {
-    kind: "clusters",
-    table: "clusters",
-    filters: &["name", "zone_uuid", "hypervisor_type"],
-    joined: None,
-    before_delete: None,
-    decorate: None,
-};
+static CLUSTERS: ResourceTable =
+    ResourceTable::new("clusters", "clusters").filters(&["name", "zone_uuid", "hypervisor_type"]);
 
 pub struct ClusterPlugin;
 

@@ -15,17 +15,12 @@ use flatstack_store::TableKind;
 use serde_json::{json, Value};
 use std::net::IpAddr;
 
-static HOSTS: ResourceTable = ResourceTable {
-    kind: "hosts",
-    table: "hosts",
-    filters: &["name", "cluster_uuid", "type", "status", "management_ip"],
-    joined: Some(|kernel, host| {
+static HOSTS: ResourceTable = ResourceTable::new("hosts", "hosts")
+    .filters(&["name", "cluster_uuid", "type", "status", "management_ip"])
+    .joined(|kernel, host| {
         let host_type = host.get("type")?.as_str()?;
         kernel.drivers().get::<Hosts>(host_type).ok()?.table()
-    }),
-    before_delete: None,
-    decorate: None,
-};
+    });
 
 pub struct HostPlugin;
 

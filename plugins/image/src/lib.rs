@@ -21,14 +21,10 @@ use std::collections::BTreeSet;
 const FORMATS: &[&str] = &["qcow2", "raw", "iso", "vmdk"];
 const REFS: &str = "image_backup_storage_refs";
 
-static IMAGES: ResourceTable = ResourceTable {
-    kind: "images",
-    table: "images",
-    filters: &["name", "format", "status"],
-    joined: None,
-    before_delete: Some(|tx, image| Box::pin(unplace(tx, image))),
-    decorate: Some(|tx, image| Box::pin(placements(tx, image))),
-};
+static IMAGES: ResourceTable = ResourceTable::new("images", "images")
+    .filters(&["name", "format", "status"])
+    .before_delete(|tx, image| Box::pin(unplace(tx, image)))
+    .decorate(|tx, image| Box::pin(placements(tx, image)));
 
 pub struct ImagePlugin;
 

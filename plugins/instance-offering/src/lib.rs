@@ -8,14 +8,8 @@ use flatstack_kernel::{Fault, Message, Plugin, PluginBuilder};
 use flatstack_store::resource::{check_name, row, ResourceTable};
 use serde_json::json;
 
-static OFFERINGS: ResourceTable = ResourceTable {
-    kind: "instance-offerings",
-    table: "instance_offerings",
-    filters: &["name", "cpu_num"],
-    joined: None,
-    before_delete: None,
-    decorate: None,
-};
+static OFFERINGS: ResourceTable =
+    ResourceTable::new("instance-offerings", "instance_offerings").filters(&["name", "cpu_num"]);
 
 pub struct InstanceOfferingPlugin;
 

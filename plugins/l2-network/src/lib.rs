@@ -21,17 +21,13 @@ use flatstack_store::Tx;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
-static L2_NETWORKS: ResourceTable = ResourceTable {
-    kind: "l2-networks",
-    table: "l2_networks",
-    filters: &["name", "zone_uuid", "type", "physical_interface"],
-    joined: Some(|kernel, network| {
+static L2_NETWORKS: ResourceTable = ResourceTable::new("l2-networks", "l2_networks")
+    .filters(&["name", "zone_uuid", "type", "physical_interface"])
+    .joined(|kernel, network| {
         let l2_type = network.get("type")?.as_str()?;
         kernel.drivers().get::<L2Networks>(l2_type).ok()?.table()
-    }),
-    before_delete: None,
-    decorate: Some(|tx, network| Box::pin(attached_clusters(tx, network))),
-};
+    })
+    .decorate(|tx, network| Box::pin(attached_clusters(tx, network)));
 
 /// Shows the clusters the network is attached to (their hosts reach it).
 async fn attached_clusters(tx: &mut Tx, network: &mut Inventory) -> Result<(), Fault> {
@@ -317,15 +313,15 @@ impl Resource for NoVlan {
 }
 
 /// L2 networks attach to clusters of their zone.
-static CLUSTER_ATTACHMENTS: Attachments = Attachments {
-    kind: "l2-networks",
-    table: "l2_cluster_refs",
-    owner_column: "l2_network_uuid",
-    target_kind: "clusters",
-    target_table: "clusters",
-    target_column: "cluster_uuid",
-    same: Some("zone_uuid"),
-};
+static CLUSTER_ATTACHMENTS: Attachments = Attachments::new(
+    "l2-networks",
+    "l2_cluster_refs",
+    "l2_network_uuid",
+    "clusters",
+    "clusters",
+    "cluster_uuid",
+)
+.same("zone_uuid");
 
 async fn attach(
     kernel: &Kernel,

@@ -28,23 +28,17 @@ use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-static L3_NETWORKS: ResourceTable = ResourceTable {
-    kind: "l3-networks",
-    table: "l3_networks",
-    filters: &["name", "l2_network_uuid", "zone_uuid"],
-    joined: None,
-    before_delete: None,
-    decorate: None,
-};
+static L3_NETWORKS: ResourceTable = ResourceTable::new("l3-networks", "l3_networks").filters(&[
+    "name",
+    "l2_network_uuid",
+    "zone_uuid",
+]);
 
-static IP_RANGES: ResourceTable = ResourceTable {
-    kind: "ip-ranges",
-    table: "ip_ranges",
-    filters: &["name", "l3_network_uuid", "network_cidr"],
-    joined: None,
-    before_delete: None,
-    decorate: None,
-};
+static IP_RANGES: ResourceTable = ResourceTable::new("ip-ranges", "ip_ranges").filters(&[
+    "name",
+    "l3_network_uuid",
+    "network_cidr",
+]);
 
 pub struct L3NetworkPlugin;
 

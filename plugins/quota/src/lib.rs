@@ -17,14 +17,7 @@ use flatstack_store::Tx;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-static QUOTAS: ResourceTable = ResourceTable {
-    kind: "quotas",
-    table: "quotas",
-    filters: &["owner"],
-    joined: None,
-    before_delete: None,
-    decorate: None,
-};
+static QUOTAS: ResourceTable = ResourceTable::new("quotas", "quotas").filters(&["owner"]);
 
 /// Sets an owner's limits (one quota per owner).
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]

@@ -19,29 +19,20 @@ use flatstack_store::resource::{check_name, row, store, text, ResourceTable};
 use flatstack_store::{TableKind, Tx};
 use serde_json::{json, Value};
 
-static PRIMARY: ResourceTable = ResourceTable {
-    kind: "primary-storage",
-    table: "primary_storage",
-    filters: &["name", "zone_uuid", "type"],
-    joined: Some(|kernel, ps| {
+static PRIMARY: ResourceTable = ResourceTable::new("primary-storage", "primary_storage")
+    .filters(&["name", "zone_uuid", "type"])
+    .joined(|kernel, ps| {
         let t = ps.get("type")?.as_str()?;
         kernel.drivers().get::<PrimaryStorages>(t).ok()?.table()
-    }),
-    before_delete: None,
-    decorate: Some(|tx, ps| Box::pin(attached_clusters(tx, ps))),
-};
+    })
+    .decorate(|tx, ps| Box::pin(attached_clusters(tx, ps)));
 
-static BACKUP: ResourceTable = ResourceTable {
-    kind: "backup-storage",
-    table: "backup_storage",
-    filters: &["name", "zone_uuid", "type"],
-    joined: Some(|kernel, bs| {
+static BACKUP: ResourceTable = ResourceTable::new("backup-storage", "backup_storage")
+    .filters(&["name", "zone_uuid", "type"])
+    .joined(|kernel, bs| {
         let t = bs.get("type")?.as_str()?;
         kernel.drivers().get::<BackupStorages>(t).ok()?.table()
-    }),
-    before_delete: None,
-    decorate: None,
-};
+    });
 
 const STORAGE_COLUMNS: &str =
     "uuid TEXT PRIMARY KEY, name TEXT NOT NULL, description TEXT NOT NULL,
@@ -237,15 +228,15 @@ where
 }
 
 /// Primary storage attaches to clusters of its zone.
-static CLUSTER_ATTACHMENTS: Attachments = Attachments {
-    kind: "primary-storage",
-    table: "primary_storage_cluster_refs",
-    owner_column: "primary_storage_uuid",
-    target_kind: "clusters",
-    target_table: "clusters",
-    target_column: "cluster_uuid",
-    same: Some("zone_uuid"),
-};
+static CLUSTER_ATTACHMENTS: Attachments = Attachments::new(
+    "primary-storage",
+    "primary_storage_cluster_refs",
+    "primary_storage_uuid",
+    "clusters",
+    "clusters",
+    "cluster_uuid",
+)
+.same("zone_uuid");
 
 async fn attach(cx: &MessageContext, cluster_uuid: &str) -> Result<Inventory, Fault> {
     let ps = with_clusters(&cx.kernel, cx.resource_id()?).await?;

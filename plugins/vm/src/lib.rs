@@ -34,14 +34,9 @@ use flatstack_store::resource::{check_name, store, text, ResourceTable};
 use flatstack_store::Tx;
 use serde_json::{json, Value};
 
-pub(crate) static VMS: ResourceTable = ResourceTable {
-    kind: "vm-instances",
-    table: "vm_instances",
-    filters: &["name", "state", "host_uuid", "owner"],
-    joined: None,
-    before_delete: None,
-    decorate: Some(|tx, vm| Box::pin(nics_of(tx, vm))),
-};
+pub(crate) static VMS: ResourceTable = ResourceTable::new("vm-instances", "vm_instances")
+    .filters(&["name", "state", "host_uuid", "owner"])
+    .decorate(|tx, vm| Box::pin(nics_of(tx, vm)));
 
 pub struct VmPlugin;
 

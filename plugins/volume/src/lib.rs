@@ -31,20 +31,13 @@ use flatstack_store::resource::{
 use serde_json::{json, Value};
 use std::sync::Arc;
 
-static VOLUMES: ResourceTable = ResourceTable {
-    kind: "volumes",
-    table: "volumes",
-    filters: &[
-        "name",
-        "type",
-        "status",
-        "vm_instance_uuid",
-        "primary_storage_uuid",
-    ],
-    joined: None,
-    before_delete: None,
-    decorate: None,
-};
+static VOLUMES: ResourceTable = ResourceTable::new("volumes", "volumes").filters(&[
+    "name",
+    "type",
+    "status",
+    "vm_instance_uuid",
+    "primary_storage_uuid",
+]);
 
 pub struct VolumePlugin;
 

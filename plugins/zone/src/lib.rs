@@ -8,14 +8,7 @@ use flatstack_kernel::{Message, Plugin, PluginBuilder};
 use flatstack_store::resource::{check_name, row, ResourceTable};
 use serde_json::json;
 
-static ZONES: ResourceTable = ResourceTable {
-    kind: "zones",
-    table: "zones",
-    filters: &["name"],
-    joined: None,
-    before_delete: None,
-    decorate: None,
-};
+static ZONES: ResourceTable = ResourceTable::new("zones", "zones").filters(&["name"]);
 
 pub struct ZonePlugin;
 

@@ -10,12 +10,16 @@ use std::any::TypeId;
 use std::collections::BTreeMap;
 
 /// Anything that travels on the bus. `NAME` is its stable wire name (e.g. `zone.create`).
+/// Declared with [`request!`](crate::request) or [`event!`](crate::event).
 pub trait Message: Serialize + DeserializeOwned + JsonSchema + Send + 'static {
+    /// The wire name, dotted and kebab-case, prefixed with the owner's kind
+    /// (`vm.create`, `l3.ip.allocate`); unique among the distribution's messages.
     const NAME: &'static str;
 }
 
 /// A message answered by exactly one reply.
 pub trait Request: Message {
+    /// What the handler answers: an `Inventory`, a record, `()`...
     type Reply: Serialize + DeserializeOwned + JsonSchema + Send + 'static;
 }
 
@@ -34,10 +38,15 @@ pub trait Event: Message + Clone + Sync {}
 /// A request as it crosses a transport: JSON with its name and address.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Envelope {
+    /// The id of the service it is sent to, e.g. `vm`.
     pub service: String,
+    /// The uuid of the resource it is addressed to, if any: requests about one resource
+    /// run one at a time, in order.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource: Option<String>,
+    /// The message's wire name ([`Message::NAME`]).
     pub message: String,
+    /// The message itself, as JSON.
     pub body: Value,
     /// The durable operation (job) this request does, if any: handlers that span several
     /// steps journal their progress under it (see `MessageContext::operation`).
@@ -48,14 +57,19 @@ pub struct Envelope {
 /// An event as it crosses a transport or reaches a pattern subscriber.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EventEnvelope {
+    /// The event's wire name, also its topic.
     pub name: String,
+    /// The event itself, as JSON.
     pub body: Value,
 }
 
+/// Whether a message is a request or an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MessageKind {
+    /// Sent to one service, which replies ([`Request`]).
     Request,
+    /// Published to every subscriber ([`Event`]).
     Event,
 }
 
@@ -65,8 +79,11 @@ pub(crate) type PublishJson = fn(&super::Bus, Value) -> Result<(), Fault>;
 /// What the registry knows of one message name.
 #[derive(Clone)]
 pub struct MessageInfo {
+    /// The wire name.
     pub name: &'static str,
+    /// Request or event.
     pub kind: MessageKind,
+    /// The Rust type's path, for errors and introspection.
     pub rust_type: &'static str,
     type_id: TypeId,
     schema: fn() -> Value,
@@ -169,6 +186,7 @@ impl MessageRegistry {
         Ok(())
     }
 
+    /// What is known of message `name`, if any plugin declared or handles it.
     pub fn get(&self, name: &str) -> Option<&MessageInfo> {
         self.by_name.get(name)
     }

@@ -1,7 +1,7 @@
 //! The message bus: in-process microservices.
 //!
 //! Services are addressed by id and answer typed requests; a request may name a resource,
-//! and then it is serialised with every other request for that resource (see [`queue`]).
+//! and then it is serialised with every other request for that resource (see `queue.rs`).
 //! Events go to typed subscribers and to topic-pattern subscribers. Every request and event
 //! can also travel as JSON ([`Envelope`]), which is how HTTP, AMQP and other nodes reach it.
 
@@ -54,8 +54,11 @@ struct Subscribers {
 /// One service as introspection shows it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ServiceDescription {
+    /// The service's id, e.g. `vm`.
     pub id: String,
+    /// The plugin that provides it.
     pub plugin: String,
+    /// The names of the messages it answers.
     pub messages: Vec<&'static str>,
 }
 

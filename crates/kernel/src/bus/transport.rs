@@ -11,6 +11,8 @@ use async_trait::async_trait;
 use serde_json::Value;
 use std::time::Duration;
 
+/// Carries requests and events between kernels in different processes (a broker,
+/// [`Loopback`] in tests); attached with [`super::Bus::attach_transport`].
 #[async_trait]
 pub trait Transport: Send + Sync + 'static {
     /// Short name for logs and introspection (`loopback`, `amqp`, ...).
@@ -28,6 +30,9 @@ pub struct Loopback {
 }
 
 impl Loopback {
+    /// Carries requests and events to `peer`, which it does not keep alive:
+    /// `a.bus().attach_transport(Arc::new(Loopback::new(&b)))`; for both directions,
+    /// attach one to each kernel.
     pub fn new(peer: &Kernel) -> Self {
         Loopback {
             peer: peer.downgrade(),

@@ -57,6 +57,7 @@ pub trait ExtensionPoint: Send + Sync + 'static {
 
 /// A point whose implementors may refuse an operation before it starts.
 pub trait VetoPoint: ExtensionPoint {
+    /// What each implementor is shown (read-only).
     type Input: ?Sized + Sync + 'static;
 }
 
@@ -68,23 +69,30 @@ pub trait AsyncVetoPoint: VetoPoint {}
 
 /// A point whose implementors do work that can be undone if a later step fails.
 pub trait DoUndoPoint: ExtensionPoint {
+    /// What the implementors work on, in turn: each may add to it for the next ones and
+    /// for its own `undo`.
     type Context: Send + 'static;
 }
 
 /// A point whose implementors give back what a resource holds, when it goes: distinct from
 /// a [`DoUndoPoint`]'s undo, which compensates a `run` inside a failing operation.
 pub trait ReleasePoint: ExtensionPoint {
+    /// What the implementors are given: which resource goes (implementors find what they
+    /// hold for it in their own records).
     type Context: Send + 'static;
 }
 
 /// A point whose implementors are told that something happened.
 pub trait ObservePoint: ExtensionPoint {
+    /// What happened, as each observer is shown it.
     type Event: Sync + 'static;
 }
 
 /// A point whose implementors narrow a list of candidates (e.g. hosts for a VM).
 pub trait FilterPoint: ExtensionPoint {
+    /// What the candidates are filtered for (e.g. the VM to place).
     type Input: ?Sized + Sync + 'static;
+    /// One candidate (e.g. a host's record).
     type Candidate: Send + 'static;
 }
 
@@ -111,8 +119,12 @@ pub trait AsyncVeto<P: VetoPoint>: Send + Sync + 'static {
 /// Implemented by a plugin that takes part in the work of point `P` and can undo it.
 #[async_trait]
 pub trait DoUndo<P: DoUndoPoint>: Send + Sync + 'static {
+    /// Does this plugin's part. `Err` fails the point: the implementors that ran before
+    /// are undone in reverse, and the fault is returned to the owner.
     async fn run(&self, ctx: &mut P::Context) -> Result<(), Fault>;
-    /// Compensates a successful `run`. Errors are logged; the rollback goes on.
+    /// Compensates `run`, which may have completed, half happened or, after a restart,
+    /// not run in this process at all: work from your own records, and be idempotent. An
+    /// error is logged and attached to the fault the owner gets; the rollback goes on.
     async fn undo(&self, ctx: &mut P::Context) -> Result<(), Fault>;
 }
 
@@ -122,12 +134,15 @@ pub trait DoUndo<P: DoUndoPoint>: Send + Sync + 'static {
 /// again until it succeeds.
 #[async_trait]
 pub trait Release<P: ReleasePoint>: Send + Sync + 'static {
+    /// Gives back what this plugin holds for the resource; nothing held is success.
     async fn release(&self, ctx: &mut P::Context) -> Result<(), Fault>;
 }
 
 /// Implemented by a plugin that observes the events of point `P`.
 #[async_trait]
 pub trait Observe<P: ObservePoint>: Send + Sync + 'static {
+    /// Reacts to the event. An `Err` is logged and counted, and changes nothing for the
+    /// owner or the other observers.
     async fn observe(&self, event: &P::Event) -> Result<(), Fault>;
 }
 

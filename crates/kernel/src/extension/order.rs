@@ -23,14 +23,17 @@ pub struct OrderSpec {
 }
 
 impl OrderSpec {
+    /// Sets the order: lower runs earlier (default 0; ties go by plugin name).
     pub fn order(&mut self, order: i32) -> &mut Self {
         self.order = order;
         self
     }
+    /// Runs before `plugin`'s implementor of the same point.
     pub fn before(&mut self, plugin: &str) -> &mut Self {
         self.before.push(plugin.to_owned());
         self
     }
+    /// Runs after `plugin`'s implementor of the same point.
     pub fn after(&mut self, plugin: &str) -> &mut Self {
         self.after.push(plugin.to_owned());
         self

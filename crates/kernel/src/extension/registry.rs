@@ -52,12 +52,20 @@ impl CallStats {
 /// The metrics of one (point, plugin) pair at one moment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StatsSnapshot {
+    /// Calls since the kernel was assembled.
     pub calls: u64,
+    /// Calls that returned an error (a veto's refusal, a panic and a time-out are counted
+    /// in their own fields instead).
     pub errors: u64,
+    /// Calls of a veto that refused.
     pub vetoes: u64,
+    /// Calls that panicked (each turned into an `internal` fault).
     pub panics: u64,
+    /// Calls that did not finish within the point's timeout.
     pub timeouts: u64,
+    /// Mean duration of a call, in nanoseconds.
     pub mean_ns: u64,
+    /// Longest call, in nanoseconds.
     pub max_ns: u64,
 }
 
@@ -312,8 +320,11 @@ impl PointRegistry {
 /// Introspection of one extension point.
 #[derive(Debug, Clone, Serialize)]
 pub struct PointDescription {
+    /// The point's [`ExtensionPoint::NAME`](super::ExtensionPoint::NAME).
     pub name: String,
+    /// Its [`ExtensionPoint::DESCRIPTION`](super::ExtensionPoint::DESCRIPTION).
     pub description: String,
+    /// How its owner uses what implementors return.
     pub semantics: Semantics,
     /// The plugin that defines the point and calls it; `None` if no loaded plugin defines it.
     pub owner: Option<String>,
@@ -321,12 +332,16 @@ pub struct PointDescription {
     pub implementors: Vec<ImplementorDescription>,
 }
 
+/// Introspection of one implementor of an extension point.
 #[derive(Debug, Clone, Serialize)]
 pub struct ImplementorDescription {
+    /// The implementing plugin.
     pub plugin: String,
+    /// Its place among the point's implementors, after the manifest's overrides.
     pub order: OrderSpec,
     /// An asynchronous veto ([`super::AsyncVeto`]); shown only when true.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub async_veto: bool,
+    /// Its calls so far.
     pub stats: StatsSnapshot,
 }
