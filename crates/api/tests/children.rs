@@ -21,6 +21,16 @@ impl Request for ListTags {
     type Reply = InventoryList;
 }
 
+/// Creates a thing (answered by `things`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+struct CreateThing {}
+impl Message for CreateThing {
+    const NAME: &'static str = "thing.create";
+}
+impl Request for CreateThing {
+    type Reply = Inventory;
+}
+
 /// Owns `things`, of which only `t1` exists, with a child collection of its own, `parts`.
 struct Things;
 
@@ -31,6 +41,7 @@ impl Plugin for Things {
 
     fn build(&self, b: &mut PluginBuilder<'_>) {
         b.service("things", ())
+            .handle::<CreateThing, _, _>(|_, _, _| async move { Ok(Inventory::new()) })
             .handle::<GetResource, _, _>(|_, _, cx| async move {
                 match cx.resource_id()? {
                     "t1" => Ok(Inventory::from_iter([("uuid".into(), json!("t1"))])),
@@ -49,6 +60,7 @@ impl Plugin for Things {
                 create: "thing.part.create",
                 list: "thing.part.list",
             }],
+            inventory: None,
         });
     }
 }
@@ -177,4 +189,155 @@ fn assembly_refuses_a_child_on_an_unknown_kind_or_a_taken_segment() {
     assert!(matches!(error, CheckError::InvalidChild { .. }), "{error}");
     let error = refused(vec![Adds("tags", tags("things", "Tags"))]);
     assert!(error.to_string().contains("kebab-case"), "{error}");
+}
+
+/// Adds an API declaration of its own: an action, or a kind.
+struct Declares(&'static str, fn(&mut PluginBuilder<'_>));
+
+impl Plugin for Declares {
+    fn name(&self) -> &'static str {
+        self.0
+    }
+
+    fn build(&self, b: &mut PluginBuilder<'_>) {
+        (self.1)(b)
+    }
+}
+
+fn check_with(plugin: Declares) -> Result<(), CheckError> {
+    let kernel = Kernel::builder()
+        .plugin(Things)
+        .plugin(plugin)
+        .build()
+        .expect("assembles");
+    flatstack_api::check(&kernel)
+}
+
+fn kind(path: &'static str, service: &'static str, create: &'static str) -> ApiResource {
+    ApiResource {
+        path,
+        service,
+        create,
+        driver_kind: None,
+        filters: &[],
+        actions: &[],
+        children: &[],
+        inventory: None,
+    }
+}
+
+#[test]
+fn assembly_refuses_a_kind_whose_service_or_create_is_unknown() {
+    let error = check_with(Declares("gadgets", |b| {
+        b.register(kind("gadgets", "gadget", "gadget.create"));
+    }))
+    .expect_err("refused");
+    assert!(
+        matches!(&error, CheckError::UnknownService { plugin, service, .. } if plugin == "gadgets" && service == "gadget"),
+        "{error}"
+    );
+    assert!(error.to_string().contains("`gadget`"), "{error}");
+
+    let error = check_with(Declares("gadgets", |b| {
+        b.service("gadget", ())
+            .handle::<CreateThing, _, _>(|_, _, _| async move { Ok(Inventory::new()) });
+        b.register(kind("gadgets", "gadget", "gadget.create"));
+    }))
+    .expect_err("refused");
+    assert_eq!(
+        error.to_string(),
+        "plugin `gadgets` declares the create of `gadgets` as message `gadget.create`, \
+         which service `gadget` does not answer"
+    );
+
+    // A kind served twice: named with both plugins.
+    let error = check_with(Declares("others", |b| {
+        b.register(kind("things", "things", CreateThing::NAME));
+    }))
+    .expect_err("refused");
+    assert!(
+        matches!(&error, CheckError::DuplicateKind { kind, .. } if kind == "things"),
+        "{error}"
+    );
+}
+
+#[test]
+fn assembly_refuses_an_action_its_service_does_not_answer_or_declared_twice() {
+    use flatstack_header::{ApiAction, ApiActionExtension};
+    // Another plugin's action, with a message its service does not answer.
+    let error = check_with(Declares("polish", |b| {
+        b.service("polish", ());
+        b.register(ApiActionExtension {
+            path: "things",
+            service: "polish",
+            action: ApiAction {
+                name: "polish",
+                message: "polish.run",
+            },
+        });
+    }))
+    .expect_err("refused");
+    assert!(
+        matches!(&error, CheckError::UnknownMessage { plugin, message, what, .. }
+            if plugin == "polish" && message == "polish.run" && what == "action `polish`"),
+        "{error}"
+    );
+    // On a kind nobody serves.
+    let error = check_with(Declares("polish", |b| {
+        b.service("polish", ())
+            .handle::<CreateThing, _, _>(|_, _, _| async move { Ok(Inventory::new()) });
+        b.register(ApiActionExtension {
+            path: "thingz",
+            service: "polish",
+            action: ApiAction {
+                name: "polish",
+                message: CreateThing::NAME,
+            },
+        });
+    }))
+    .expect_err("refused");
+    assert_eq!(
+        error,
+        CheckError::ActionOnUnknownKind {
+            plugin: "polish".into(),
+            kind: "thingz".into(),
+            action: "polish".into()
+        }
+    );
+    // Twice on one kind.
+    let error = check_with(Declares("polish", |b| {
+        b.service("polish", ())
+            .handle::<CreateThing, _, _>(|_, _, _| async move { Ok(Inventory::new()) });
+        for _ in 0..2 {
+            b.register(ApiActionExtension {
+                path: "things",
+                service: "polish",
+                action: ApiAction {
+                    name: "polish",
+                    message: CreateThing::NAME,
+                },
+            });
+        }
+    }))
+    .expect_err("refused");
+    assert!(
+        matches!(&error, CheckError::DuplicateAction { kind, action, .. } if kind == "things" && action == "polish"),
+        "{error}"
+    );
+    // Well declared: accepted, and its body in the document is satisfiable.
+    assert_eq!(
+        check_with(Declares("polish", |b| {
+            b.service("polish", ())
+                .handle::<CreateThing, _, _>(|_, _, _| async move { Ok(Inventory::new()) });
+            b.register(ApiActionExtension {
+                path: "things",
+                service: "polish",
+                action: ApiAction {
+                    name: "polish",
+                    message: CreateThing::NAME,
+                },
+            });
+        })),
+        Ok(())
+    );
 }

@@ -22,6 +22,11 @@ pub struct ApiResource {
     pub actions: &'static [ApiAction],
     /// Sub-collections: `/v1/{path}/{uuid}/{child.path}`.
     pub children: &'static [ApiChild],
+    /// The JSON Schema of the kind's inventory, as the API answers it (e.g.
+    /// `Some(inventory::schema::<ZoneInventory>)`, see [`crate::inventory`]); for a typed
+    /// kind, without its drivers' own fields, which each type publishes. `None`: an
+    /// object of any fields.
+    pub inventory: Option<fn() -> flatstack_kernel::schemars::Schema>,
 }
 
 /// An action on one resource: the body (without `action`) is sent as `message`, with the

@@ -147,6 +147,7 @@ impl Plugin for L3NetworkPlugin {
             service: L3_NETWORK_SERVICE,
             create: CreateL3Network::NAME,
             driver_kind: None,
+            inventory: Some(flatstack_header::inventory::schema::<flatstack_header::inventory::L3NetworkInventory>),
             filters: L3_NETWORKS.filters,
             actions: &[],
             children: &[ApiChild {
@@ -160,6 +161,7 @@ impl Plugin for L3NetworkPlugin {
             service: IP_RANGE_SERVICE,
             create: CreateIpRange::NAME,
             driver_kind: None,
+            inventory: Some(flatstack_header::inventory::schema::<flatstack_header::inventory::IpRangeInventory>),
             filters: IP_RANGES.filters,
             actions: &[],
             children: &[],

@@ -1,0 +1,188 @@
+"""Every kind of the distribution, and a VM's whole life, through a client that knows only
+the node's OpenAPI document (flatstack_client.py): every request and every answer is
+checked against the document's schemas, so a wrong schema fails this test.
+
+    python3 clients/python/test_lifecycle.py [path/to/flatstack]
+
+Starts the node on a temporary data directory and a free port, and stops it at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from flatstack_client import ApiError, Client, SchemaError  # noqa: E402
+
+GiB = 1 << 30
+
+
+def start_node(binary: str, data_dir: str) -> tuple[subprocess.Popen, str]:
+    node = subprocess.Popen(
+        [binary, "serve", "--data-dir", data_dir, "--listen", "127.0.0.1:0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    deadline = time.monotonic() + 30
+    assert node.stdout is not None
+    while time.monotonic() < deadline:
+        line = node.stdout.readline()
+        if not line:
+            break
+        found = re.search(r"listening on (http://\S+)", line)
+        if found:
+            return node, found.group(1)
+    node.kill()
+    raise RuntimeError("the node did not start")
+
+
+def inv(answer: dict) -> dict:
+    return answer["inventory"]
+
+
+def expect_error(status: int, fn, *args, **kwargs) -> dict:
+    try:
+        fn(*args, **kwargs)
+    except ApiError as error:
+        assert error.status == status, f"expected {status}, got {error.status}: {error.body}"
+        return error.body
+    raise AssertionError(f"expected {status}, the call succeeded")
+
+
+def lifecycle(c: Client) -> None:
+    zone = inv(c.call("zones.create", {"name": "zone-1", "description": "the first"}))
+    cluster = inv(c.call("clusters.create", {"name": "c1", "zone_uuid": zone["uuid"], "hypervisor_type": "Simulator"}))
+    host = inv(c.call("hosts.create", {
+        "type": "Simulator", "name": "h1", "cluster_uuid": cluster["uuid"], "management_ip": "10.0.0.1",
+        "cpu_capacity": 64, "memory_capacity": 256 * GiB, "latency_ms": 0,
+    }))
+    assert host["status"] == "Connected", host
+    ps = inv(c.call("primary-storage.create", {
+        "type": "Simulator", "name": "ps1", "zone_uuid": zone["uuid"], "url": "/sim/ps1", "total_capacity": 10 * 1024 * GiB,
+    }))
+    inv(c.call("primary-storage.action", {"action": "attach_cluster", "cluster_uuid": cluster["uuid"]}, uuid=ps["uuid"]))
+    bs = inv(c.call("backup-storage.create", {
+        "type": "Simulator", "name": "bs1", "zone_uuid": zone["uuid"], "url": "/sim/bs1", "total_capacity": 10 * 1024 * GiB,
+    }))
+    image = inv(c.call("images.create", {
+        "name": "cirros", "url": "http://example.invalid/cirros.qcow2", "format": "qcow2", "size": 41126400,
+        "backup_storage_uuids": [bs["uuid"]],
+    }))
+    offering = inv(c.call("instance-offerings.create", {"name": "small", "cpu_num": 1, "memory_size": GiB}))
+
+    # Both L2 types; the VLAN one with its driver's own field.
+    novlan = inv(c.call("l2-networks.create", {
+        "type": "L2NoVlanNetwork", "name": "flat", "zone_uuid": zone["uuid"], "physical_interface": "eth0",
+    }))
+    vlan = inv(c.call("l2-networks.create", {
+        "type": "L2VlanNetwork", "name": "vlan100", "zone_uuid": zone["uuid"], "physical_interface": "eth1", "vlan": 100,
+    }))
+    assert vlan["vlan"] == 100, vlan
+    # The document refuses what the driver would: a VLAN network without its vlan, a NoVlan one with one.
+    for bad in ({"type": "L2VlanNetwork", "name": "x", "zone_uuid": zone["uuid"], "physical_interface": "eth1"},
+                {"type": "L2NoVlanNetwork", "name": "x", "zone_uuid": zone["uuid"], "physical_interface": "eth1", "vlan": 5}):
+        try:
+            c.call("l2-networks.create", bad)
+        except SchemaError:
+            pass
+        else:
+            raise AssertionError(f"the document accepted {bad}")
+    types = c.call("l2-networks.types")
+    assert {t["name"] for t in types["types"]} >= {"L2NoVlanNetwork", "L2VlanNetwork"}, types
+    l3s = []
+    for l2, subnet in ((novlan, "192.168.0"), (vlan, "192.168.1")):
+        inv(c.call("l2-networks.action", {"action": "attach_cluster", "cluster_uuid": cluster["uuid"]}, uuid=l2["uuid"]))
+        l3 = inv(c.call("l3-networks.create", {"name": f"l3-{l2['name']}", "l2_network_uuid": l2["uuid"]}))
+        c.call("l3-networks.ip-ranges.create", {
+            "name": "r1", "start_ip": f"{subnet}.10", "end_ip": f"{subnet}.250", "netmask": "255.255.255.0",
+            "gateway": f"{subnet}.1",
+        }, uuid=l3["uuid"])
+        l3s.append(l3)
+    # An IP range through its own collection too.
+    extra = inv(c.call("ip-ranges.create", {
+        "name": "r2", "start_ip": "192.168.1.251", "end_ip": "192.168.1.254", "netmask": "255.255.255.0",
+        "gateway": "192.168.1.1", "l3_network_uuid": l3s[1]["uuid"],
+    }))
+    c.call("l3-networks.ip-ranges.list", uuid=l3s[1]["uuid"])
+    quota = inv(c.call("quotas.create", {
+        "name": "q", "owner": "alice", "max_vm_num": 10, "max_cpu_num": 10, "max_memory_size": 10 * GiB,
+    }))
+
+    # A VM's whole life: create on both networks, every action, destroy.
+    vm = inv(c.call("vm-instances.create", {
+        "name": "vm1", "owner": "alice", "instance_offering_uuid": offering["uuid"], "image_uuid": image["uuid"],
+        "l3_network_uuids": [l3["uuid"] for l3 in l3s],
+    }))
+    assert vm["state"] == "Running", vm
+    assert {n["l2_type"] for n in vm["nics"]} == {"L2NoVlanNetwork", "L2VlanNetwork"}, vm
+    uuid = vm["uuid"]
+    actions = c.operations["vm-instances.action"][2]["requestBody"]["content"]["application/json"]["schema"]
+    names = sorted(actions["discriminator"]["mapping"])
+    assert names == ["reboot", "start", "stop"], names
+    assert inv(c.call("vm-instances.action", {"action": "stop"}, uuid=uuid))["state"] == "Stopped"
+    expect_error(409, c.call, "vm-instances.action", {"action": "stop"}, uuid=uuid)
+    assert inv(c.call("vm-instances.action", {"action": "start"}, uuid=uuid))["state"] == "Running"
+    assert inv(c.call("vm-instances.action", {"action": "reboot"}, uuid=uuid))["state"] == "Running"
+    # A data volume attached to it and detached again.
+    volume = inv(c.call("volumes.create", {"name": "data", "size": GiB, "primary_storage_uuid": ps["uuid"]}))
+    attached = inv(c.call("volumes.action", {"action": "attach", "vm_instance_uuid": uuid}, uuid=volume["uuid"]))
+    assert attached["vm_instance_uuid"] == uuid, attached
+    inv(c.call("volumes.action", {"action": "detach"}, uuid=volume["uuid"]))
+    c.call("volumes.delete", uuid=volume["uuid"])
+    c.call("vm-instances.update", {"name": "vm1-renamed"}, uuid=uuid)
+    assert inv(c.call("vm-instances.show", uuid=uuid))["name"] == "vm1-renamed"
+    assert c.call("vm-instances.list", owner="alice")["total"] == 1
+    # A point armed and disarmed again.
+    fault = inv(c.call("fault-injections.create", {"point": "vm.reboot.pre-check", "mode": "fail"}))
+    body = expect_error(422, c.call, "vm-instances.action", {"action": "reboot"}, uuid=uuid)
+    assert body["error"]["code"] == "vetoed", body
+    c.call("fault-injections.delete", uuid=fault["uuid"])
+    c.call("vm-instances.delete", uuid=uuid)
+    expect_error(404, c.call, "vm-instances.show", uuid=uuid)
+
+    # Every kind is listed and shown; then the host's actions and a clean-up.
+    for kind in ("zones", "clusters", "hosts", "primary-storage", "backup-storage", "images", "instance-offerings",
+                 "l2-networks", "l3-networks", "ip-ranges", "quotas"):
+        listed = c.call(f"{kind}.list")
+        assert listed["total"] >= 1, kind
+        c.call(f"{kind}.show", uuid=listed["inventories"][0]["uuid"])
+    inv(c.call("hosts.action", {"action": "reconnect"}, uuid=host["uuid"]))
+    c.call("hosts.action", {"action": "add_tag", "tag": "ssd"}, uuid=host["uuid"])
+    c.call("l3-networks.action", {"action": "list_dhcp_leases"}, uuid=l3s[0]["uuid"])
+    c.call("ip-ranges.delete", uuid=extra["uuid"])
+    c.call("quotas.delete", uuid=quota["uuid"])
+    jobs = c.call("jobs.list", state="succeeded", limit=5)
+    assert jobs["inventories"], jobs
+    # A refusal is the error the document gives.
+    expect_error(409, c.call, "zones.delete", uuid=zone["uuid"])
+
+
+def main() -> int:
+    binary = sys.argv[1] if len(sys.argv) > 1 else os.path.join(
+        os.environ.get("CARGO_TARGET_DIR", "target"), "debug", "flatstack")
+    with tempfile.TemporaryDirectory() as data_dir:
+        node, base = start_node(binary, data_dir)
+        try:
+            started = time.monotonic()
+            client = Client(base)
+            lifecycle(client)
+            print(f"python client: {len(client.checked)} operations, {client.validated} schema checks, "
+                  f"{time.monotonic() - started:.1f}s")
+        finally:
+            node.send_signal(signal.SIGTERM)
+            try:
+                node.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                node.kill()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
