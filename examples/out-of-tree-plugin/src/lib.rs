@@ -23,7 +23,7 @@ use flatstack_header::vm::{VmPreInstantiate, VmRelease, VmWork};
 use flatstack_header::{Inventory, InventoryList, ResourceChange};
 use flatstack_kernel::driver::{Handled, Incoming, Resource};
 use flatstack_kernel::migration::Migration;
-use flatstack_kernel::schemars::{self, JsonSchema};
+use flatstack_kernel::schemars::{self, json_schema, JsonSchema, Schema};
 use flatstack_kernel::{
     async_trait, AsyncVeto, ConfigKey, DoUndo, Fault, Kernel, KernelRef, Message, MessageContext,
     Plugin, PluginBuilder, Release, Request,
@@ -165,6 +165,19 @@ impl L2NetworkDriver for VxlanDriver {
             ));
         }
         Ok(own)
+    }
+
+    fn fields(&self) -> Option<Schema> {
+        // Published in the OpenAPI document: a client built from it sends `vni`.
+        Some(json_schema!({
+            "type": "object",
+            "properties": {"vni": {
+                "description": "The VXLAN network identifier.",
+                "type": "integer", "minimum": VNIS.start(), "maximum": VNIS.end()
+            }},
+            "required": ["vni"],
+            "additionalProperties": false
+        }))
     }
 
     fn unique_per_interface(&self) -> &'static [&'static str] {
