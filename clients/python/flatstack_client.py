@@ -82,6 +82,8 @@ class Client:
         """Runs an operation; returns its answer's body (a job's result for jobs)."""
         method, template, op = self.operations[operation_id]
         self.checked.add(operation_id)
+        if isinstance(body, dict) and "action" in body:
+            self.checked.add(f"{operation_id}:{body['action']}")
         path, query = template, {}
         for p in op["parameters"]:
             name = p["name"]

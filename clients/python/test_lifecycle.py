@@ -1,6 +1,7 @@
 """Every kind of the distribution, and a VM's whole life, through a client that knows only
 the node's OpenAPI document (flatstack_client.py): every request and every answer is
-checked against the document's schemas, so a wrong schema fails this test.
+checked against the document's schemas, so a wrong schema fails this test; and every
+operation of the document, every action included, is called at least once.
 
     python3 clients/python/test_lifecycle.py [path/to/flatstack]
 
@@ -97,8 +98,12 @@ def lifecycle(c: Client) -> None:
     types = c.call("l2-networks.types")
     assert {t["name"] for t in types["types"]} >= {"L2NoVlanNetwork", "L2VlanNetwork"}, types
     l3s = []
+    # Attached to the cluster: one with the action, one through its `clusters` collection.
+    inv(c.call("l2-networks.action", {"action": "attach_cluster", "cluster_uuid": cluster["uuid"]}, uuid=novlan["uuid"]))
+    attached = inv(c.call("l2-networks.clusters.create", {"cluster_uuid": cluster["uuid"]}, uuid=vlan["uuid"]))
+    assert attached["attached_cluster_uuids"] == [cluster["uuid"]], attached
+    assert c.call("l2-networks.clusters.list", uuid=vlan["uuid"])["total"] == 1
     for l2, subnet in ((novlan, "192.168.0"), (vlan, "192.168.1")):
-        inv(c.call("l2-networks.action", {"action": "attach_cluster", "cluster_uuid": cluster["uuid"]}, uuid=l2["uuid"]))
         l3 = inv(c.call("l3-networks.create", {"name": f"l3-{l2['name']}", "l2_network_uuid": l2["uuid"]}))
         c.call("l3-networks.ip-ranges.create", {
             "name": "r1", "start_ip": f"{subnet}.10", "end_ip": f"{subnet}.250", "netmask": "255.255.255.0",
@@ -106,7 +111,7 @@ def lifecycle(c: Client) -> None:
         }, uuid=l3["uuid"])
         l3s.append(l3)
     # An IP range through its own collection too.
-    extra = inv(c.call("ip-ranges.create", {
+    inv(c.call("ip-ranges.create", {
         "name": "r2", "start_ip": "192.168.1.251", "end_ip": "192.168.1.254", "netmask": "255.255.255.0",
         "gateway": "192.168.1.1", "l3_network_uuid": l3s[1]["uuid"],
     }))
@@ -135,6 +140,9 @@ def lifecycle(c: Client) -> None:
     attached = inv(c.call("volumes.action", {"action": "attach", "vm_instance_uuid": uuid}, uuid=volume["uuid"]))
     assert attached["vm_instance_uuid"] == uuid, attached
     inv(c.call("volumes.action", {"action": "detach"}, uuid=volume["uuid"]))
+    c.call("volumes.update", {"description": "scratch"}, uuid=volume["uuid"])
+    assert c.call("volumes.show", uuid=volume["uuid"])["inventory"]["description"] == "scratch"
+    assert c.call("volumes.list")["total"] == 2  # and the VM's root volume
     c.call("volumes.delete", uuid=volume["uuid"])
     c.call("vm-instances.update", {"name": "vm1-renamed"}, uuid=uuid)
     assert inv(c.call("vm-instances.show", uuid=uuid))["name"] == "vm1-renamed"
@@ -143,6 +151,9 @@ def lifecycle(c: Client) -> None:
     fault = inv(c.call("fault-injections.create", {"point": "vm.reboot.pre-check", "mode": "fail"}))
     body = expect_error(422, c.call, "vm-instances.action", {"action": "reboot"}, uuid=uuid)
     assert body["error"]["code"] == "vetoed", body
+    assert c.call("fault-injections.list")["total"] == 1
+    c.call("fault-injections.show", uuid=fault["uuid"])
+    expect_error(409, c.call, "fault-injections.update", {"name": "x"}, uuid=fault["uuid"])
     c.call("fault-injections.delete", uuid=fault["uuid"])
     c.call("vm-instances.delete", uuid=uuid)
     expect_error(404, c.call, "vm-instances.show", uuid=uuid)
@@ -153,15 +164,52 @@ def lifecycle(c: Client) -> None:
         listed = c.call(f"{kind}.list")
         assert listed["total"] >= 1, kind
         c.call(f"{kind}.show", uuid=listed["inventories"][0]["uuid"])
+    # Every other action of the distribution, once nothing uses what they change.
     inv(c.call("hosts.action", {"action": "reconnect"}, uuid=host["uuid"]))
     c.call("hosts.action", {"action": "add_tag", "tag": "ssd"}, uuid=host["uuid"])
+    c.call("hosts.action", {"action": "remove_tag", "tag": "ssd"}, uuid=host["uuid"])
+    for kind, target, operation in (("hosts", host, "start_vm"), ("primary-storage", ps, "create_volume")):
+        c.call(f"{kind}.action", {"action": "inject_failure", "operation": operation, "delay_ms": 1}, uuid=target["uuid"])
+        c.call(f"{kind}.action", {"action": "clear_failures"}, uuid=target["uuid"])
+    expect_error(404, c.call, "hosts.action", {"action": "power_off_vm", "vm_uuid": uuid}, uuid=host["uuid"])
+    for l2 in (novlan, vlan):
+        detached = inv(c.call("l2-networks.action", {"action": "detach_cluster", "cluster_uuid": cluster["uuid"]},
+                              uuid=l2["uuid"]))
+        assert detached["attached_cluster_uuids"] == [], detached
+    detached = inv(c.call("primary-storage.action", {"action": "detach_cluster", "cluster_uuid": cluster["uuid"]},
+                          uuid=ps["uuid"]))
+    assert detached["attached_cluster_uuids"] == [], detached
     c.call("l3-networks.action", {"action": "list_dhcp_leases"}, uuid=l3s[0]["uuid"])
-    c.call("ip-ranges.delete", uuid=extra["uuid"])
+    c.call("quotas.update", {"description": "alice's"}, uuid=quota["uuid"])
     c.call("quotas.delete", uuid=quota["uuid"])
+    # Every action of every kind was called.
+    for operation_id, (_, _, op) in c.operations.items():
+        if operation_id.endswith(".action"):
+            mapping = op["requestBody"]["content"]["application/json"]["schema"]["discriminator"]["mapping"]
+            missed = [a for a in mapping if f"{operation_id}:{a}" not in c.checked]
+            assert not missed, f"{operation_id}: {missed} not called"
     jobs = c.call("jobs.list", state="succeeded", limit=5)
     assert jobs["inventories"], jobs
     # A refusal is the error the document gives.
     expect_error(409, c.call, "zones.delete", uuid=zone["uuid"])
+    # Every kind renamed, typed kinds' types listed, and everything deleted again, leaves
+    # first; one of them as a job followed on /v1/jobs/{uuid}.
+    assert c.call("zones.update", {"description": "renamed"}, wait=None, uuid=zone["uuid"]) is not None
+    for kind in ("hosts", "primary-storage", "backup-storage"):
+        assert c.call(f"{kind}.types")["types"], kind
+    for l3 in l3s:
+        for r in c.call("l3-networks.ip-ranges.list", uuid=l3["uuid"])["inventories"]:
+            c.call("ip-ranges.update", {"name": "old"}, uuid=r["uuid"])
+            c.call("ip-ranges.delete", uuid=r["uuid"])
+    for kind, items in (("l3-networks", l3s), ("l2-networks", [novlan, vlan]), ("images", [image]),
+                        ("backup-storage", [bs]), ("primary-storage", [ps]), ("hosts", [host]),
+                        ("clusters", [cluster]), ("instance-offerings", [offering]), ("zones", [zone])):
+        for item in items:
+            c.call(f"{kind}.update", {"name": f"old-{item['name']}"}, uuid=item["uuid"])
+            c.call(f"{kind}.delete", uuid=item["uuid"])
+        assert c.call(f"{kind}.list")["total"] == 0, kind
+    for introspection in ("plugins.list", "extension_points.list", "schemas.list", "openapi"):
+        c.call(introspection)
 
 
 def main() -> int:
@@ -173,7 +221,9 @@ def main() -> int:
             started = time.monotonic()
             client = Client(base)
             lifecycle(client)
-            print(f"python client: {len(client.checked)} operations, {client.validated} schema checks, "
+            unused = sorted(set(client.operations) - client.checked)
+            assert not unused, f"operations of the document not called: {unused}"
+            print(f"python client: {len(client.checked)} operations and actions, {client.validated} schema checks, "
                   f"{time.monotonic() - started:.1f}s")
         finally:
             node.send_signal(signal.SIGTERM)

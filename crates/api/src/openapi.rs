@@ -14,6 +14,7 @@ use flatstack_header::{
 use flatstack_kernel::schemars::{self, JsonSchema};
 use flatstack_kernel::{Kernel, Message};
 use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
 
 /// The OpenAPI document of `kernel`'s API.
 pub fn document(kernel: &Kernel) -> Value {
@@ -33,12 +34,20 @@ pub fn document(kernel: &Kernel) -> Value {
     doc.schema(UpdateResource::NAME, schema_of::<UpdateResource>());
     // As the router serves them: a declaration the distribution's check refuses is left out.
     let (catalogue, _) = Catalogue::new(kernel);
+    // Every kind's inventory first: a child collection may hold another kind's resources.
+    let mut typed = Vec::new();
     for (_, r) in catalogue.resources.values() {
+        let types = doc.types(kernel, r);
+        let inventory = doc.inventory(r, &types);
+        doc.kinds.insert(r.create, inventory.clone());
+        typed.push((types, inventory));
+    }
+    for ((_, r), (types, inventory)) in catalogue.resources.values().zip(typed) {
         let children = catalogue
             .children
             .get(r.path)
             .map_or(&[][..], Vec::as_slice);
-        doc.resource(kernel, r, children);
+        doc.resource(kernel, r, children, &types, inventory);
     }
     doc.fixed();
     json!({
@@ -110,6 +119,8 @@ fn job_schema() -> Value {
 struct Doc {
     paths: Map<String, Value>,
     schemas: Map<String, Value>,
+    /// Each kind's inventory, by the kind's create message.
+    kinds: BTreeMap<&'static str, Value>,
 }
 
 fn reference(name: &str) -> Value {
@@ -443,13 +454,18 @@ impl Doc {
         op
     }
 
-    fn resource(&mut self, kernel: &Kernel, r: &ApiResource, children: &[Child]) {
+    fn resource(
+        &mut self,
+        kernel: &Kernel,
+        r: &ApiResource,
+        children: &[Child],
+        types: &[(String, Option<Value>)],
+        inventory: Value,
+    ) {
         let p = r.path;
         let uuid_param =
             json!({"name": "uuid", "in": "path", "required": true, "schema": {"type": "string"}});
-        let types = self.types(kernel, r);
-        let inventory = self.inventory(r, &types);
-        let create = self.create_body(kernel, r, &types);
+        let create = self.create_body(kernel, r, types);
         let filters: Vec<Value> = r.filters.iter().map(|f| json!({"name": f, "in": "query", "required": false, "schema": {"type": "string"}})).collect();
         let mut list_responses = Self::errors(&["400"]);
         list_responses.insert(
@@ -475,8 +491,18 @@ impl Doc {
         self.actions(kernel, r, &inventory, &uuid_param);
         // The kind's own children and those other plugins add to it.
         for c in children {
+            // A child whose create is a kind's create holds resources of that kind (an L3
+            // network's IP ranges); one whose create is an action of its parent's kind
+            // answers with the parent (an L2 network's clusters, attached).
+            let of_kind = c.create.and_then(|create| self.kinds.get(create).cloned());
+            let parents = c
+                .create
+                .filter(|create| !c.added && r.actions.iter().any(|a| a.message == *create));
             let mut list_responses = Self::errors(&["404"]);
-            let list = self.reply(kernel, c.list);
+            let list = match &of_kind {
+                Some(inventory) => many(inventory.clone()),
+                None => self.reply(kernel, c.list),
+            };
             list_responses.insert("200".into(), response("the list", Some(list)));
             let mut item = json!({
                 "parameters": [uuid_param.clone()],
@@ -484,7 +510,11 @@ impl Doc {
             });
             if let Some(create) = c.create {
                 let body = self.message(kernel, create);
-                let result = self.reply(kernel, create);
+                let result = match (of_kind, parents) {
+                    (Some(inventory), _) => inventory,
+                    (None, Some(_)) => inventory.clone(),
+                    (None, None) => self.reply(kernel, create),
+                };
                 item["post"] = Self::job_op(
                     format!("{p}.{}.create", c.path),
                     format!("Create {} on one of {p}", c.path),
