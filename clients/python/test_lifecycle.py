@@ -1,5 +1,5 @@
 """Every kind of the distribution, and a VM's whole life, through a client that knows only
-the node's OpenAPI document (flatstack_client.py): every request and every answer is
+the node's OpenAPI document (docclient.py): every request and every answer is
 checked against the document's schemas, so a wrong schema fails this test; and every
 operation of the document, every action included, is called at least once.
 
@@ -11,7 +11,6 @@ Starts the node on a temporary data directory and a free port, and stops it at t
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -19,29 +18,10 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from flatstack_client import ApiError, Client, SchemaError  # noqa: E402
+from docclient import ApiError, Client, SchemaError  # noqa: E402
+from node import start_node  # noqa: E402
 
 GiB = 1 << 30
-
-
-def start_node(binary: str, data_dir: str) -> tuple[subprocess.Popen, str]:
-    node = subprocess.Popen(
-        [binary, "serve", "--data-dir", data_dir, "--listen", "127.0.0.1:0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    deadline = time.monotonic() + 30
-    assert node.stdout is not None
-    while time.monotonic() < deadline:
-        line = node.stdout.readline()
-        if not line:
-            break
-        found = re.search(r"listening on (http://\S+)", line)
-        if found:
-            return node, found.group(1)
-    node.kill()
-    raise RuntimeError("the node did not start")
 
 
 def inv(answer: dict) -> dict:

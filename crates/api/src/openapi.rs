@@ -127,7 +127,8 @@ fn reference(name: &str) -> Value {
     json!({"$ref": format!("#/components/schemas/{name}")})
 }
 
-/// Rewrites schemars' local `#/$defs/X` references to the document's components.
+/// Rewrites schemars' local `#/$defs/X` references to the document's components, and
+/// makes string enums plain `enum`s.
 fn relink(value: &mut Value) {
     match value {
         Value::Object(map) => {
@@ -136,10 +137,55 @@ fn relink(value: &mut Value) {
                     *r = format!("#/components/schemas/{name}");
                 }
             }
+            plain_enum(map);
             map.values_mut().for_each(relink);
         }
         Value::Array(items) => items.iter_mut().for_each(relink),
         _ => {}
+    }
+}
+
+/// A `oneOf` of string constants (what schemars makes of an enum whose variants have doc
+/// comments) as one string `enum`, the variants' descriptions in the schema's: what client
+/// generators read best.
+fn plain_enum(map: &mut Map<String, Value>) {
+    let Some(Value::Array(variants)) = map.get("oneOf") else {
+        return;
+    };
+    let mut values = Vec::new();
+    let mut described = Vec::new();
+    for variant in variants {
+        let Some(v) = variant.as_object() else {
+            return;
+        };
+        if v.get("type") != Some(&json!("string"))
+            || v.keys()
+                .any(|k| !["type", "const", "enum", "description"].contains(&k.as_str()))
+        {
+            return;
+        }
+        let consts: Vec<Value> = match (v.get("const"), v.get("enum")) {
+            (Some(c @ Value::String(_)), None) => vec![c.clone()],
+            (None, Some(Value::Array(e))) if e.iter().all(Value::is_string) => e.clone(),
+            _ => return,
+        };
+        if let Some(Value::String(d)) = v.get("description") {
+            let names: Vec<&str> = consts.iter().filter_map(Value::as_str).collect();
+            described.push(format!("`{}`: {d}", names.join("`, `")));
+        }
+        values.extend(consts);
+    }
+    map.remove("oneOf");
+    map.insert("type".into(), json!("string"));
+    map.insert("enum".into(), Value::Array(values));
+    if !described.is_empty() {
+        let mut text = map
+            .get("description")
+            .and_then(Value::as_str)
+            .map(|d| format!("{d}\n\n"))
+            .unwrap_or_default();
+        text.push_str(&described.join("\n"));
+        map.insert("description".into(), json!(text));
     }
 }
 
@@ -286,12 +332,19 @@ impl Doc {
     /// A message's schema as a component named after it (an object of any fields if the
     /// kernel does not know it); returns the reference.
     fn message(&mut self, kernel: &Kernel, name: &str) -> Value {
-        let schema = kernel
-            .bus()
-            .messages()
-            .get(name)
-            .map(|m| m.schema())
-            .unwrap_or_else(|| json!({"type": "object"}));
+        let schema = match kernel.bus().messages().get(name) {
+            Some(m) => {
+                let mut schema = m.schema();
+                // Titled after the message's own type, not the one a transparent message
+                // wraps: generated clients name their models by title, once each.
+                let title = m.rust_type.rsplit("::").next().unwrap_or(name);
+                if let (Value::Object(map), false) = (&mut schema, m.rust_type.contains('<')) {
+                    map.insert("title".into(), json!(title));
+                }
+                schema
+            }
+            None => json!({"type": "object"}),
+        };
         self.schema(name, schema)
     }
 
