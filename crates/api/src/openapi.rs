@@ -239,6 +239,11 @@ fn strings(schema: &Value, field: &str) -> Vec<Value> {
         .unwrap_or_default()
 }
 
+/// Whether `schema` is the reply of a message that answers nothing (`()`).
+fn nothing(schema: &Value) -> bool {
+    schema.get("type") == Some(&json!("null"))
+}
+
 /// Whether `schema` is a closed object (`additionalProperties: false`).
 fn closed(schema: &Value) -> bool {
     schema.get("additionalProperties") == Some(&Value::Bool(false))
@@ -564,15 +569,15 @@ impl Doc {
             if let Some(create) = c.create {
                 let body = self.message(kernel, create);
                 let result = match (of_kind, parents) {
-                    (Some(inventory), _) => inventory,
-                    (None, Some(_)) => inventory.clone(),
-                    (None, None) => self.reply(kernel, create),
+                    (Some(inventory), _) => Some(inventory),
+                    (None, Some(_)) => Some(inventory.clone()),
+                    (None, None) => Some(self.reply(kernel, create)).filter(|r| !nothing(r)),
                 };
                 item["post"] = Self::job_op(
                     format!("{p}.{}.create", c.path),
                     format!("Create {} on one of {p}", c.path),
                     Some(body),
-                    ("201", Some(result)),
+                    ("201", result),
                     &["400", "404", "409", "422"],
                 );
             }
@@ -646,13 +651,15 @@ impl Doc {
                 replies.push(reply);
             }
         }
+        // A reply of nothing is answered `204`.
         let result = match replies.len() {
-            1 => replies.remove(0),
-            _ => json!({"anyOf": replies}),
+            1 if nothing(&replies[0]) => None,
+            1 => Some(replies.remove(0)),
+            _ => Some(json!({"anyOf": replies})),
         };
         self.paths.insert(format!("/v1/{p}/{{uuid}}/actions"), json!({
             "parameters": [uuid.clone()],
-            "post": Self::job_op(format!("{p}.action"), format!("An action on one of {p}"), Some(one_of("action", &variants)), ("200", Some(result)), &["400", "404", "409", "422"]),
+            "post": Self::job_op(format!("{p}.action"), format!("An action on one of {p}"), Some(one_of("action", &variants)), ("200", result), &["400", "404", "409", "422"]),
         }));
     }
 

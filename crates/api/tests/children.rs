@@ -324,9 +324,11 @@ fn assembly_refuses_an_action_its_service_does_not_answer_or_declared_twice() {
         matches!(&error, CheckError::DuplicateAction { kind, action, .. } if kind == "things" && action == "polish"),
         "{error}"
     );
-    // Well declared: accepted, and its body in the document is satisfiable.
-    assert_eq!(
-        check_with(Declares("polish", |b| {
+    // Well declared: accepted, and its body in the document takes `action` and the
+    // message's fields (a closed message does not forbid `action`).
+    let kernel = Kernel::builder()
+        .plugin(Things)
+        .plugin(Declares("polish", |b| {
             b.service("polish", ())
                 .handle::<CreateThing, _, _>(|_, _, _| async move { Ok(Inventory::new()) });
             b.register(ApiActionExtension {
@@ -337,7 +339,18 @@ fn assembly_refuses_an_action_its_service_does_not_answer_or_declared_twice() {
                     message: CreateThing::NAME,
                 },
             });
-        })),
-        Ok(())
+        }))
+        .build()
+        .expect("assembles");
+    assert_eq!(flatstack_api::check(&kernel), Ok(()));
+    let doc = flatstack_api::openapi::document(&kernel);
+    let body = &doc["paths"]["/v1/things/{uuid}/actions"]["post"]["requestBody"]["content"]
+        ["application/json"]["schema"];
+    assert_eq!(body["discriminator"]["propertyName"], "action", "{body}");
+    let variant = &doc["components"]["schemas"]["things.actions.polish"];
+    assert_eq!(
+        variant["properties"]["action"]["const"], "polish",
+        "{variant}"
     );
+    assert_eq!(variant["required"], json!(["action"]), "{variant}");
 }
