@@ -63,26 +63,27 @@ pub enum CheckError {
         /// The plugins that declared it.
         second: String,
     },
-    /// A kind, or an action, served by a service no plugin registers.
+    /// A kind, an action or a child collection served by a service no plugin registers.
     #[error("plugin `{plugin}` serves {what} of `{kind}` with service `{service}`, which no enabled plugin registers")]
     UnknownService {
         /// The plugin that declared it.
         plugin: String,
         /// The kind's `path`.
         kind: String,
-        /// What it declared: `the create`, `action `start``.
+        /// What it declared: `the create`, `action `start``, `child `ip-ranges``.
         what: String,
         /// The service it names.
         service: String,
     },
-    /// A kind's create, or an action, whose message its service does not answer.
+    /// A kind's create, an action or a child collection whose message its service does not
+    /// answer.
     #[error("plugin `{plugin}` declares {what} of `{kind}` as message `{message}`, which service `{service}` does not answer")]
     UnknownMessage {
         /// The plugin that declared it.
         plugin: String,
         /// The kind's `path`.
         kind: String,
-        /// What it declared: `the create`, `action `start``.
+        /// What it declared: `the create`, `action `start``, `child `ip-ranges``.
         what: String,
         /// The service it names.
         service: String,
@@ -149,7 +150,8 @@ impl Catalogue {
             }
             resources.insert(r.path, (plugin.to_owned(), r.clone()));
         }
-        check_messages(kernel, &resources, &mut errors);
+        let services = Services::of(kernel);
+        check_messages(&services, kernel, &resources, &mut errors);
         let own = resources.values().flat_map(|(plugin, r)| {
             r.children.iter().map(move |c| {
                 let child = Child {
@@ -213,6 +215,12 @@ impl Catalogue {
                 });
                 continue;
             }
+            let what = format!("child `{}`", child.path);
+            let messages = std::iter::once(child.list).chain(child.create);
+            let unanswered = messages.filter_map(|message| {
+                services.answers(&child.plugin, kind, what.clone(), child.service, message)
+            });
+            errors.extend(unanswered);
             siblings.push(child);
         }
         let catalogue = Catalogue {
@@ -228,23 +236,25 @@ impl Catalogue {
     }
 }
 
-/// Checks that every kind's create and every action (its owner's or another plugin's) is a
-/// message its service answers, and that a kind's actions have distinct names.
-fn check_messages(
-    kernel: &Kernel,
-    resources: &BTreeMap<&'static str, (String, ApiResource)>,
-    errors: &mut Vec<CheckError>,
-) {
-    let services: BTreeMap<String, Vec<&'static str>> = kernel
-        .bus()
-        .services()
-        .into_iter()
-        .map(|s| (s.id, s.messages))
-        .collect();
-    let check =
-        |plugin: &str, kind: &str, what: String, service: &str, message: &str| match services
-            .get(service)
-        {
+/// The services of a kernel with the messages each answers.
+struct Services(BTreeMap<String, Vec<&'static str>>);
+
+impl Services {
+    fn of(kernel: &Kernel) -> Services {
+        let services = kernel.bus().services().into_iter();
+        Services(services.map(|s| (s.id, s.messages)).collect())
+    }
+
+    /// Why `service` cannot answer `message` (declared by `plugin` as `what` of `kind`).
+    fn answers(
+        &self,
+        plugin: &str,
+        kind: &str,
+        what: String,
+        service: &str,
+        message: &str,
+    ) -> Option<CheckError> {
+        match self.0.get(service) {
             None => Some(CheckError::UnknownService {
                 plugin: plugin.to_owned(),
                 kind: kind.to_owned(),
@@ -259,7 +269,21 @@ fn check_messages(
                 message: message.to_owned(),
             }),
             Some(_) => None,
-        };
+        }
+    }
+}
+
+/// Checks that every kind's create and every action (its owner's or another plugin's) is a
+/// message its service answers, and that a kind's actions have distinct names.
+fn check_messages(
+    services: &Services,
+    kernel: &Kernel,
+    resources: &BTreeMap<&'static str, (String, ApiResource)>,
+    errors: &mut Vec<CheckError>,
+) {
+    let check = |plugin: &str, kind: &str, what: String, service: &str, message: &str| {
+        services.answers(plugin, kind, what, service, message)
+    };
     // Each kind's actions by name, with the plugin that declared each.
     let mut actions: BTreeMap<&str, Vec<(&str, String)>> = BTreeMap::new();
     for (plugin, r) in resources.values() {
@@ -312,7 +336,8 @@ fn check_messages(
 /// Checks what `kernel`'s plugins declare for the API: every kind served once, by a service
 /// that answers its create; every action a message its service answers, on a kind that is
 /// served, with a name no other action of the kind has; every child collection on a kind
-/// that is served, with a segment no other child of the kind has. A
+/// that is served, with a segment no other child of the kind has, whose messages its
+/// service answers. A
 /// distribution calls it right after assembly, so a plugin that gets it wrong stops the
 /// node at start (and `inspect`, `openapi`) with an error naming it.
 pub fn check(kernel: &Kernel) -> Result<(), CheckError> {

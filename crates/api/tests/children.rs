@@ -31,6 +31,26 @@ impl Request for CreateThing {
     type Reply = Inventory;
 }
 
+/// Lists a thing's parts (answered by `things`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+struct ListParts {}
+impl Message for ListParts {
+    const NAME: &'static str = "thing.part.list";
+}
+impl Request for ListParts {
+    type Reply = InventoryList;
+}
+
+/// Creates a thing's part (answered by `things`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+struct CreatePart {}
+impl Message for CreatePart {
+    const NAME: &'static str = "thing.part.create";
+}
+impl Request for CreatePart {
+    type Reply = Inventory;
+}
+
 /// Owns `things`, of which only `t1` exists, with a child collection of its own, `parts`.
 struct Things;
 
@@ -42,6 +62,8 @@ impl Plugin for Things {
     fn build(&self, b: &mut PluginBuilder<'_>) {
         b.service("things", ())
             .handle::<CreateThing, _, _>(|_, _, _| async move { Ok(Inventory::new()) })
+            .handle::<ListParts, _, _>(|_, _, _| async move { Ok(InventoryList::default()) })
+            .handle::<CreatePart, _, _>(|_, _, _| async move { Ok(Inventory::new()) })
             .handle::<GetResource, _, _>(|_, _, cx| async move {
                 match cx.resource_id()? {
                     "t1" => Ok(Inventory::from_iter([("uuid".into(), json!("t1"))])),
@@ -57,8 +79,8 @@ impl Plugin for Things {
             actions: &[],
             children: &[ApiChild {
                 path: "parts",
-                create: "thing.part.create",
-                list: "thing.part.list",
+                create: CreatePart::NAME,
+                list: ListParts::NAME,
             }],
             inventory: None,
         });
@@ -150,6 +172,17 @@ fn a_child_with_a_create_message_is_created_through_its_own_service() {
     let doc = flatstack_api::openapi::document(&kernel);
     let post = &doc["paths"]["/v1/things/{uuid}/tags"]["post"];
     assert_eq!(post["operationId"], "things.tags.create", "{post}");
+}
+
+#[test]
+fn assembly_refuses_a_child_whose_service_does_not_answer_its_messages() {
+    let child = tags("things", "tags").with_create("tag.create");
+    let error = flatstack_api::check(&kernel(vec![Adds("tags", child)])).expect_err("refused");
+    assert_eq!(
+        error.to_string(),
+        "plugin `tags` declares child `tags` of `things` as message `tag.create`, \
+         which service `tags` does not answer"
+    );
 }
 
 #[test]
