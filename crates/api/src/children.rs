@@ -16,6 +16,8 @@ pub(crate) struct Child {
     pub service: &'static str,
     pub list: &'static str,
     pub create: Option<&'static str>,
+    /// The schema of its rows, if declared.
+    pub inventory: Option<fn() -> flatstack_kernel::schemars::Schema>,
     /// Served by another plugin than the kind's owner: the parent is looked up first.
     pub added: bool,
     /// The plugin that declared it.
@@ -159,6 +161,7 @@ impl Catalogue {
                     service: r.service,
                     list: c.list,
                     create: Some(c.create),
+                    inventory: c.inventory,
                     added: false,
                     plugin: plugin.clone(),
                 };
@@ -174,6 +177,7 @@ impl Catalogue {
                     service: e.service,
                     list: e.list,
                     create: e.create,
+                    inventory: e.inventory,
                     added: true,
                     plugin: plugin.to_owned(),
                 };

@@ -556,8 +556,16 @@ impl Doc {
             let parents = c
                 .create
                 .filter(|create| !c.added && r.actions.iter().any(|a| a.message == *create));
+            let declared = c.inventory.map(|schema| {
+                let schema = serde_json::to_value(schema()).unwrap_or_else(|_| json!({}));
+                let name = match schema.get("title").and_then(Value::as_str) {
+                    Some(title) => title.to_owned(),
+                    None => format!("{p}.{}.inventory", c.path),
+                };
+                self.schema(&name, schema)
+            });
             let mut list_responses = Self::errors(&["404"]);
-            let list = match &of_kind {
+            let list = match declared.as_ref().or(of_kind.as_ref()) {
                 Some(inventory) => many(inventory.clone()),
                 None => self.reply(kernel, c.list),
             };

@@ -81,6 +81,7 @@ impl Plugin for Things {
                 path: "parts",
                 create: CreatePart::NAME,
                 list: ListParts::NAME,
+                inventory: None,
             }],
             inventory: None,
         });

@@ -175,6 +175,15 @@ pub struct L2NetworkInventory {
     pub updated_at: String,
 }
 
+/// An L2 network's attachment to a cluster (`/v1/l2-networks/{uuid}/clusters`).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct L2ClusterAttachment {
+    pub l2_network_uuid: String,
+    pub cluster_uuid: String,
+    pub created_at: String,
+}
+
 /// An L3 network on an L2 network.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

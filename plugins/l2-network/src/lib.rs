@@ -125,6 +125,11 @@ impl Plugin for L2NetworkPlugin {
                 path: "clusters",
                 create: AttachL2Cluster::NAME,
                 list: ListL2Clusters::NAME,
+                inventory: Some(
+                    flatstack_header::inventory::schema::<
+                        flatstack_header::inventory::L2ClusterAttachment,
+                    >,
+                ),
             }],
         });
         // What refusals call the rows of these tables (kinds, not tables).

@@ -154,6 +154,7 @@ impl Plugin for L3NetworkPlugin {
                 path: "ip-ranges",
                 create: CreateIpRange::NAME,
                 list: ListIpRanges::NAME,
+                inventory: None, // those of `ip-ranges`, whose create this is
             }],
         })
         .register(ApiResource {
