@@ -1,5 +1,11 @@
 //! The OpenAPI 3.1 document, generated from the registered API resources and the JSON
 //! Schemas of their messages (OpenAPI 3.1 uses JSON Schema 2020-12, as schemars does).
+//!
+//! Every kind's inventory has the schema its owner declares (`ApiResource::inventory`); a
+//! typed kind's inventory and create request are a `oneOf` by `type`, one variant per
+//! registered driver type with the fields that type publishes (`DriverKind::fields`); an
+//! action's body is a `oneOf` by `action`, each variant its message's fields and `action`.
+//! A client generated from the document alone can call every operation.
 
 use crate::children::{Catalogue, Child};
 use flatstack_header::{
@@ -8,6 +14,7 @@ use flatstack_header::{
 use flatstack_kernel::schemars::{self, JsonSchema};
 use flatstack_kernel::{Kernel, Message};
 use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
 
 /// The OpenAPI document of `kernel`'s API.
 pub fn document(kernel: &Kernel) -> Value {
@@ -17,20 +24,30 @@ pub fn document(kernel: &Kernel) -> Value {
         "Accepted",
         json!({
             "type": "object", "required": ["job_uuid", "location"],
-            "properties": {"job_uuid": {"type": "string"}, "location": {"type": "string"}}
+            "properties": {"job_uuid": {"type": "string"}, "location": {"type": "string"}},
+            "additionalProperties": false
         }),
     );
+    doc.schema("Job", job_schema());
     doc.schema("Inventory", schema_of::<Inventory>());
     doc.schema("InventoryList", schema_of::<InventoryList>());
     doc.schema(UpdateResource::NAME, schema_of::<UpdateResource>());
     // As the router serves them: a declaration the distribution's check refuses is left out.
     let (catalogue, _) = Catalogue::new(kernel);
+    // Every kind's inventory first: a child collection may hold another kind's resources.
+    let mut typed = Vec::new();
     for (_, r) in catalogue.resources.values() {
+        let types = doc.types(kernel, r);
+        let inventory = doc.inventory(r, &types);
+        doc.kinds.insert(r.create, inventory.clone());
+        typed.push((types, inventory));
+    }
+    for ((_, r), (types, inventory)) in catalogue.resources.values().zip(typed) {
         let children = catalogue
             .children
             .get(r.path)
             .map_or(&[][..], Vec::as_slice);
-        doc.resource(kernel, r, children);
+        doc.resource(kernel, r, children, &types, inventory);
     }
     doc.fixed();
     json!({
@@ -46,17 +63,55 @@ fn schema_of<T: JsonSchema>() -> Value {
     serde_json::to_value(schemars::schema_for!(T)).unwrap_or(Value::Null)
 }
 
+const ERROR_CODES: [&str; 7] = [
+    "invalid_argument",
+    "not_found",
+    "conflict",
+    "vetoed",
+    "unavailable",
+    "timeout",
+    "internal",
+];
+
+fn error_body() -> Value {
+    json!({
+        "type": "object", "required": ["code", "message"],
+        "properties": {
+            "code": {"type": "string", "enum": ERROR_CODES},
+            "message": {"type": "string"},
+            "details": {"description": "What the error is about: `field`, `users`, a veto's `plugin` and `point`, ..."}
+        },
+        "additionalProperties": false
+    })
+}
+
 fn error_schema() -> Value {
     json!({
         "type": "object", "required": ["error"],
-        "properties": {"error": {
-            "type": "object", "required": ["code", "message"],
-            "properties": {
-                "code": {"type": "string", "enum": ["invalid_argument", "not_found", "conflict", "vetoed", "unavailable", "timeout", "internal"]},
-                "message": {"type": "string"},
-                "details": {}
-            }
-        }}
+        "properties": {"error": error_body()},
+        "additionalProperties": false
+    })
+}
+
+/// A job as `/v1/jobs/{uuid}` shows it (`crate::jobs::Job`, its error as the API's).
+fn job_schema() -> Value {
+    json!({
+        "type": "object",
+        "required": ["uuid", "operation", "state", "progress", "created_at"],
+        "properties": {
+            "uuid": {"type": "string"},
+            "operation": {"type": "string", "description": "The request's message, e.g. `vm.create`."},
+            "state": {"type": "string", "enum": ["running", "succeeded", "failed"]},
+            "progress": {"type": "integer", "minimum": 0, "maximum": 100},
+            "resource_uuid": {"type": "string", "description": "The resource it acts on (for a create, the one it made, once known)."},
+            "result": {"description": "The reply: for a create, update or action, the resource's inventory."},
+            "error": error_body(),
+            "status": {"type": "integer", "description": "The HTTP status its error would have had."},
+            "recovered": {"type": "boolean", "description": "Closed by recovery after the node stopped while it ran."},
+            "created_at": {"type": "string"},
+            "finished_at": {"type": "string"}
+        },
+        "additionalProperties": false
     })
 }
 
@@ -64,13 +119,16 @@ fn error_schema() -> Value {
 struct Doc {
     paths: Map<String, Value>,
     schemas: Map<String, Value>,
+    /// Each kind's inventory, by the kind's create message.
+    kinds: BTreeMap<&'static str, Value>,
 }
 
 fn reference(name: &str) -> Value {
     json!({"$ref": format!("#/components/schemas/{name}")})
 }
 
-/// Rewrites schemars' local `#/$defs/X` references to the document's components.
+/// Rewrites schemars' local `#/$defs/X` references to the document's components, and
+/// makes string enums plain `enum`s.
 fn relink(value: &mut Value) {
     match value {
         Value::Object(map) => {
@@ -79,10 +137,55 @@ fn relink(value: &mut Value) {
                     *r = format!("#/components/schemas/{name}");
                 }
             }
+            plain_enum(map);
             map.values_mut().for_each(relink);
         }
         Value::Array(items) => items.iter_mut().for_each(relink),
         _ => {}
+    }
+}
+
+/// A `oneOf` of string constants (what schemars makes of an enum whose variants have doc
+/// comments) as one string `enum`, the variants' descriptions in the schema's: what client
+/// generators read best.
+fn plain_enum(map: &mut Map<String, Value>) {
+    let Some(Value::Array(variants)) = map.get("oneOf") else {
+        return;
+    };
+    let mut values = Vec::new();
+    let mut described = Vec::new();
+    for variant in variants {
+        let Some(v) = variant.as_object() else {
+            return;
+        };
+        if v.get("type") != Some(&json!("string"))
+            || v.keys()
+                .any(|k| !["type", "const", "enum", "description"].contains(&k.as_str()))
+        {
+            return;
+        }
+        let consts: Vec<Value> = match (v.get("const"), v.get("enum")) {
+            (Some(c @ Value::String(_)), None) => vec![c.clone()],
+            (None, Some(Value::Array(e))) if e.iter().all(Value::is_string) => e.clone(),
+            _ => return,
+        };
+        if let Some(Value::String(d)) = v.get("description") {
+            let names: Vec<&str> = consts.iter().filter_map(Value::as_str).collect();
+            described.push(format!("`{}`: {d}", names.join("`, `")));
+        }
+        values.extend(consts);
+    }
+    map.remove("oneOf");
+    map.insert("type".into(), json!("string"));
+    map.insert("enum".into(), Value::Array(values));
+    if !described.is_empty() {
+        let mut text = map
+            .get("description")
+            .and_then(Value::as_str)
+            .map(|d| format!("{d}\n\n"))
+            .unwrap_or_default();
+        text.push_str(&described.join("\n"));
+        map.insert("description".into(), json!(text));
     }
 }
 
@@ -99,10 +202,102 @@ fn response(description: &str, schema: Option<Value>) -> Value {
     }
 }
 
+/// `{"inventory": schema}`, as one resource is answered.
+fn one(schema: Value) -> Value {
+    json!({"type": "object", "required": ["inventory"], "properties": {"inventory": schema},
+           "additionalProperties": false})
+}
+
+/// `{"inventories": [schema], "total": n}`, as a list is answered.
+fn many(schema: Value) -> Value {
+    json!({"type": "object", "required": ["inventories", "total"],
+           "properties": {"inventories": {"type": "array", "items": schema},
+                          "total": {"type": "integer", "minimum": 0}},
+           "additionalProperties": false})
+}
+
+/// A `oneOf` of `variants` (component names by discriminating value), told apart by
+/// `property`.
+fn one_of(property: &str, variants: &[(String, String)]) -> Value {
+    let refs: Vec<Value> = variants.iter().map(|(_, name)| reference(name)).collect();
+    let mapping: Map<String, Value> = variants
+        .iter()
+        .map(|(value, name)| (value.clone(), reference(name)["$ref"].clone()))
+        .collect();
+    json!({"oneOf": refs, "discriminator": {"propertyName": property, "mapping": mapping}})
+}
+
+fn object_field<'a>(schema: &'a Value, field: &str) -> Option<&'a Map<String, Value>> {
+    schema.get(field).and_then(Value::as_object)
+}
+
+fn strings(schema: &Value, field: &str) -> Vec<Value> {
+    schema
+        .get(field)
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Whether `schema` is the reply of a message that answers nothing (`()`).
+fn nothing(schema: &Value) -> bool {
+    schema.get("type") == Some(&json!("null"))
+}
+
+/// Whether `schema` is a closed object (`additionalProperties: false`).
+fn closed(schema: &Value) -> bool {
+    schema.get("additionalProperties") == Some(&Value::Bool(false))
+}
+
+/// One variant of an object schema: `base`'s properties and required fields with `own`'s
+/// added (`own_required`: its required fields too) and `field` fixed to `value`; closed if
+/// `closed` says so.
+fn variant(
+    base: &Value,
+    own: Option<&Value>,
+    own_required: bool,
+    field: &str,
+    value: &str,
+    closed: bool,
+) -> Value {
+    let mut properties = object_field(base, "properties")
+        .cloned()
+        .unwrap_or_default();
+    let mut required = strings(base, "required");
+    if let Some(own) = own {
+        if let Some(props) = object_field(own, "properties") {
+            properties.extend(props.clone());
+        }
+        if own_required {
+            for r in strings(own, "required") {
+                if !required.contains(&r) {
+                    required.push(r);
+                }
+            }
+        }
+    }
+    let mut fixed = json!({"type": "string", "const": value});
+    if let Some(description) = properties.get(field).and_then(|p| p.get("description")) {
+        fixed["description"] = description.clone();
+    }
+    properties.insert(field.to_owned(), fixed);
+    if !required.contains(&json!(field)) {
+        required.insert(0, json!(field));
+    }
+    let mut schema = json!({"type": "object", "properties": properties, "required": required});
+    if let Some(description) = base.get("description") {
+        schema["description"] = description.clone();
+    }
+    if closed {
+        schema["additionalProperties"] = json!(false);
+    }
+    schema
+}
+
 impl Doc {
-    /// Adds a schema (and its `$defs`) to the components; returns a reference to it.
-    fn schema(&mut self, name: &str, mut schema: Value) -> Value {
-        if let Value::Object(map) = &mut schema {
+    /// Moves `schema`'s `$defs` to the components and points its references there.
+    fn adopt(&mut self, schema: &mut Value) {
+        if let Value::Object(map) = schema {
             map.remove("$schema");
             if let Some(Value::Object(defs)) = map.remove("$defs") {
                 for (def, mut s) in defs {
@@ -111,55 +306,204 @@ impl Doc {
                 }
             }
         }
-        relink(&mut schema);
+        relink(schema);
+    }
+
+    /// Adds a schema (and its `$defs`) to the components; returns a reference to it.
+    fn schema(&mut self, name: &str, mut schema: Value) -> Value {
+        self.adopt(&mut schema);
         self.schemas.insert(name.to_owned(), schema);
         reference(name)
     }
 
+    /// The component `schema` refers to, followed through `$ref`s (a transparent message
+    /// is a reference to the type it wraps).
+    fn resolve(&self, schema: &Value) -> Value {
+        let mut current = schema.clone();
+        for _ in 0..8 {
+            let target = current
+                .get("$ref")
+                .and_then(Value::as_str)
+                .and_then(|r| r.strip_prefix("#/components/schemas/"))
+                .and_then(|name| self.schemas.get(name));
+            match target {
+                Some(target) if current.get("properties").is_none() => current = target.clone(),
+                _ => break,
+            }
+        }
+        current
+    }
+
+    /// A message's schema as a component named after it (an object of any fields if the
+    /// kernel does not know it); returns the reference.
     fn message(&mut self, kernel: &Kernel, name: &str) -> Value {
-        let schema = kernel
-            .bus()
-            .messages()
-            .get(name)
-            .map(|m| m.schema())
-            .unwrap_or_else(|| json!({"type": "object"}));
+        let schema = match kernel.bus().messages().get(name) {
+            Some(m) => {
+                let mut schema = m.schema();
+                // Titled after the message's own type, not the one a transparent message
+                // wraps: generated clients name their models by title, once each.
+                let title = m.rust_type.rsplit("::").next().unwrap_or(name);
+                if let (Value::Object(map), false) = (&mut schema, m.rust_type.contains('<')) {
+                    map.insert("title".into(), json!(title));
+                }
+                schema
+            }
+            None => json!({"type": "object"}),
+        };
         self.schema(name, schema)
     }
 
+    /// The schema of a message's reply, as a value to put in a document (its `$defs` in
+    /// the components); the generic inventory if it has none.
+    fn reply(&mut self, kernel: &Kernel, name: &str) -> Value {
+        match kernel
+            .bus()
+            .messages()
+            .get(name)
+            .and_then(|m| m.reply_schema())
+        {
+            Some(mut schema) => {
+                self.adopt(&mut schema);
+                if self.schemas.get("Inventory") == Some(&schema) {
+                    reference("Inventory")
+                } else {
+                    schema
+                }
+            }
+            None => reference("Inventory"),
+        }
+    }
+
+    /// The driver types of `r`'s kind, with the schema of each one's own fields (their
+    /// `$defs` in the components).
+    fn types(&mut self, kernel: &Kernel, r: &ApiResource) -> Vec<(String, Option<Value>)> {
+        let Some(kind) = r.driver_kind else {
+            return Vec::new();
+        };
+        let types = kernel.drivers().describe().remove(kind).unwrap_or_default();
+        types
+            .into_iter()
+            .map(|t| {
+                let fields = t.fields.map(|mut fields| {
+                    self.adopt(&mut fields);
+                    fields
+                });
+                (t.name, fields)
+            })
+            .collect()
+    }
+
+    /// The kind's inventory as a component; a typed kind's is a `oneOf` by `type`, one
+    /// variant per type with the fields it publishes. Returns the reference.
+    fn inventory(&mut self, r: &ApiResource, types: &[(String, Option<Value>)]) -> Value {
+        let Some(inventory) = r.inventory else {
+            return reference("Inventory");
+        };
+        let mut base = serde_json::to_value(inventory()).unwrap_or_else(|_| json!({}));
+        let name = match base.get("title").and_then(Value::as_str) {
+            Some(title) => title.to_owned(),
+            None => format!("{}.inventory", r.path),
+        };
+        if types.is_empty() {
+            return self.schema(&name, base);
+        }
+        self.adopt(&mut base);
+        let base_closed = closed(&base);
+        let mut variants = Vec::new();
+        for (type_name, fields) in types {
+            let own_closed = fields.as_ref().is_some_and(closed);
+            let v = variant(
+                &base,
+                fields.as_ref(),
+                false,
+                "type",
+                type_name,
+                base_closed && own_closed,
+            );
+            let component = format!("{name}.{type_name}");
+            self.schemas.insert(component.clone(), v);
+            variants.push((type_name.clone(), component));
+        }
+        let mut schema = one_of("type", &variants);
+        if let Some(description) = base.get("description") {
+            schema["description"] = description.clone();
+        }
+        self.schema(&name, schema)
+    }
+
+    /// The create request's body: the message; for a typed kind, a `oneOf` by `type`, each
+    /// variant the message's fields and those its type publishes.
+    fn create_body(
+        &mut self,
+        kernel: &Kernel,
+        r: &ApiResource,
+        types: &[(String, Option<Value>)],
+    ) -> Value {
+        let message = self.message(kernel, r.create);
+        if types.is_empty() {
+            return message;
+        }
+        let base = self.resolve(&message);
+        let mut variants = Vec::new();
+        for (type_name, fields) in types {
+            // The base takes any driver field; a type that publishes its fields, just those.
+            let own_closed = fields.as_ref().is_some_and(closed);
+            let v = variant(&base, fields.as_ref(), true, "type", type_name, own_closed);
+            let component = format!("{}.{type_name}", r.create);
+            self.schemas.insert(component.clone(), v);
+            variants.push((type_name.clone(), component));
+        }
+        one_of("type", &variants)
+    }
+
+    /// The errors an operation answers with; `default` for the rest (`500`, `504`, ...).
     fn errors(codes: &[&str]) -> Map<String, Value> {
         codes
             .iter()
+            .chain(&["default"])
             .map(|c| ((*c).to_owned(), response("error", Some(reference("Error")))))
             .collect()
     }
 
+    /// A state-changing operation: a job, `202`, or with `?wait=` its result (`success`
+    /// with `result`, `204` if it has none).
     fn job_op(
-        &self,
         id: String,
         summary: String,
         body: Option<Value>,
-        success: &str,
+        (success, result): (&str, Option<Value>),
         errors: &[&str],
     ) -> Value {
         let mut responses = Self::errors(errors);
         responses.insert(
-            success.into(),
-            response(
-                "finished (with ?wait=)",
-                Some(
-                    json!({"type": "object", "properties": {"inventory": reference("Inventory")}}),
-                ),
-            ),
+            "503".into(),
+            response("the node is stopping", Some(reference("Error"))),
         );
+        match result {
+            Some(result) => {
+                responses.insert(
+                    success.into(),
+                    response("finished (with ?wait=)", Some(one(result))),
+                );
+            }
+            None => {
+                responses.insert("204".into(), response("finished (with ?wait=)", None));
+            }
+        }
         responses.insert(
             "202".into(),
             response("accepted: a job was started", Some(reference("Accepted"))),
         );
         let mut op = json!({
             "operationId": id, "summary": summary,
-            "parameters": [{"name": "wait", "in": "query", "required": false,
-                            "description": "Seconds to wait for the job before answering 202.",
-                            "schema": {"type": "number"}}],
+            "parameters": [
+                {"name": "wait", "in": "query", "required": false,
+                 "description": "Seconds to wait for the job before answering 202.",
+                 "schema": {"type": "number", "minimum": 0}},
+                {"name": "Idempotency-Key", "in": "header", "required": false,
+                 "description": "A retry with the same key answers the first request's job.",
+                 "schema": {"type": "string"}}
+            ],
             "responses": responses,
         });
         if let Some(body) = body {
@@ -168,79 +512,80 @@ impl Doc {
         op
     }
 
-    fn resource(&mut self, kernel: &Kernel, r: &ApiResource, children: &[Child]) {
+    fn resource(
+        &mut self,
+        kernel: &Kernel,
+        r: &ApiResource,
+        children: &[Child],
+        types: &[(String, Option<Value>)],
+        inventory: Value,
+    ) {
         let p = r.path;
         let uuid_param =
             json!({"name": "uuid", "in": "path", "required": true, "schema": {"type": "string"}});
-        let create = self.message(kernel, r.create);
+        let create = self.create_body(kernel, r, types);
         let filters: Vec<Value> = r.filters.iter().map(|f| json!({"name": f, "in": "query", "required": false, "schema": {"type": "string"}})).collect();
         let mut list_responses = Self::errors(&["400"]);
         list_responses.insert(
             "200".into(),
-            response("the list", Some(reference("InventoryList"))),
+            response("the list", Some(many(inventory.clone()))),
         );
         self.paths.insert(format!("/v1/{p}"), json!({
             "get": {"operationId": format!("{p}.list"), "summary": format!("List {p}"), "parameters": filters, "responses": list_responses},
-            "post": self.job_op(format!("{p}.create"), format!("Create one of {p}"), Some(create), "201", &["400", "409", "422"]),
+            "post": Self::job_op(format!("{p}.create"), format!("Create one of {p}"), Some(create), ("201", Some(inventory.clone())), &["400", "409", "422"]),
         }));
         let mut show_responses = Self::errors(&["404"]);
         show_responses.insert(
             "200".into(),
-            response(
-                "the resource",
-                Some(
-                    json!({"type": "object", "properties": {"inventory": reference("Inventory")}}),
-                ),
-            ),
+            response("the resource", Some(one(inventory.clone()))),
         );
-        let mut item = json!({
+        let item = json!({
             "parameters": [uuid_param.clone()],
             "get": {"operationId": format!("{p}.show"), "summary": format!("Show one of {p}"), "responses": show_responses},
-            "patch": self.job_op(format!("{p}.update"), format!("Update one of {p}"), Some(reference(UpdateResource::NAME)), "200", &["400", "404", "422"]),
-            "delete": self.job_op(format!("{p}.delete"), format!("Delete one of {p}"), None, "204", &["404", "409", "422"]),
+            "patch": Self::job_op(format!("{p}.update"), format!("Update one of {p}"), Some(reference(UpdateResource::NAME)), ("200", Some(inventory.clone())), &["400", "404", "422"]),
+            "delete": Self::job_op(format!("{p}.delete"), format!("Delete one of {p}"), None, ("204", None), &["404", "409", "422"]),
         });
-        item["delete"]["responses"]["204"] = response("deleted (with ?wait=)", None);
         self.paths.insert(format!("/v1/{p}/{{uuid}}"), item);
-        // The kind's own actions and those drivers added to it.
-        let extensions = kernel.registered::<ApiActionExtension>();
-        let actions: Vec<&ApiAction> = r
-            .actions
-            .iter()
-            .chain(
-                extensions
-                    .iter()
-                    .filter(|(_, e)| e.path == p)
-                    .map(|(_, e)| &e.action),
-            )
-            .collect();
-        if !actions.is_empty() {
-            let variants: Vec<Value> = actions.iter().map(|a| {
-                let body = self.message(kernel, a.message);
-                json!({"allOf": [body, {"type": "object", "required": ["action"], "properties": {"action": {"const": a.name}}}]})
-            }).collect();
-            self.paths.insert(format!("/v1/{p}/{{uuid}}/actions"), json!({
-                "parameters": [uuid_param.clone()],
-                "post": self.job_op(format!("{p}.action"), format!("An action on one of {p}"), Some(json!({"oneOf": variants})), "200", &["400", "404", "409", "422"]),
-            }));
-        }
+        self.actions(kernel, r, &inventory, &uuid_param);
         // The kind's own children and those other plugins add to it.
         for c in children {
+            // A child whose create is a kind's create holds resources of that kind (an L3
+            // network's IP ranges); one whose create is an action of its parent's kind
+            // answers with the parent (an L2 network's clusters, attached).
+            let of_kind = c.create.and_then(|create| self.kinds.get(create).cloned());
+            let parents = c
+                .create
+                .filter(|create| !c.added && r.actions.iter().any(|a| a.message == *create));
+            let declared = c.inventory.map(|schema| {
+                let schema = serde_json::to_value(schema()).unwrap_or_else(|_| json!({}));
+                let name = match schema.get("title").and_then(Value::as_str) {
+                    Some(title) => title.to_owned(),
+                    None => format!("{p}.{}.inventory", c.path),
+                };
+                self.schema(&name, schema)
+            });
             let mut list_responses = Self::errors(&["404"]);
-            list_responses.insert(
-                "200".into(),
-                response("the list", Some(reference("InventoryList"))),
-            );
+            let list = match declared.as_ref().or(of_kind.as_ref()) {
+                Some(inventory) => many(inventory.clone()),
+                None => self.reply(kernel, c.list),
+            };
+            list_responses.insert("200".into(), response("the list", Some(list)));
             let mut item = json!({
                 "parameters": [uuid_param.clone()],
                 "get": {"operationId": format!("{p}.{}.list", c.path), "summary": format!("List the {} of one of {p}", c.path), "responses": list_responses},
             });
             if let Some(create) = c.create {
                 let body = self.message(kernel, create);
-                item["post"] = self.job_op(
+                let result = match (of_kind, parents) {
+                    (Some(inventory), _) => Some(inventory),
+                    (None, Some(_)) => Some(inventory.clone()),
+                    (None, None) => Some(self.reply(kernel, create)).filter(|r| !nothing(r)),
+                };
+                item["post"] = Self::job_op(
                     format!("{p}.{}.create", c.path),
                     format!("Create {} on one of {p}", c.path),
                     Some(body),
-                    "201",
+                    ("201", result),
                     &["400", "404", "409", "422"],
                 );
             }
@@ -248,19 +593,107 @@ impl Doc {
                 .insert(format!("/v1/{p}/{{uuid}}/{}", c.path), item);
         }
         if r.driver_kind.is_some() {
+            let names: Vec<&str> = types.iter().map(|(name, _)| name.as_str()).collect();
+            let answer = json!({
+                "type": "object", "required": ["types"],
+                "properties": {"types": {"type": "array", "items": {
+                    "type": "object", "required": ["name", "plugin"],
+                    "properties": {
+                        "name": {"type": "string", "enum": names},
+                        "plugin": {"type": "string"},
+                        "fields": {"description": "The JSON Schema of the type's own create fields."}
+                    },
+                    "additionalProperties": false
+                }}},
+                "additionalProperties": false
+            });
+            let mut responses = Self::errors(&[]);
+            responses.insert("200".into(), response("the types", Some(answer)));
             self.paths.insert(format!("/v1/{p}/types"), json!({
                 "get": {"operationId": format!("{p}.types"), "summary": format!("Driver types of {p}"),
-                        "responses": {"200": response("the types", Some(json!({"type": "object"})))}}
+                        "responses": responses}
             }));
         }
     }
 
+    /// `/v1/{p}/{uuid}/actions`: the kind's own actions and those other plugins add to it,
+    /// a `oneOf` by `action`. An action of the kind's owner that replies with an inventory
+    /// replies with the kind's.
+    fn actions(&mut self, kernel: &Kernel, r: &ApiResource, inventory: &Value, uuid: &Value) {
+        let p = r.path;
+        let extensions = kernel.registered::<ApiActionExtension>();
+        let actions: Vec<(bool, &ApiAction)> = r
+            .actions
+            .iter()
+            .map(|a| (true, a))
+            .chain(
+                extensions
+                    .iter()
+                    .filter(|(_, e)| e.path == p)
+                    .map(|(_, e)| (false, &e.action)),
+            )
+            .collect();
+        if actions.is_empty() {
+            return;
+        }
+        let mut variants = Vec::new();
+        let mut replies: Vec<Value> = Vec::new();
+        for (own, a) in actions {
+            let message = self.message(kernel, a.message);
+            let body = self.resolve(&message);
+            let component = format!("{p}.actions.{}", a.name);
+            let v = if body.get("$ref").is_some() || body.get("oneOf").is_some() {
+                // Not a plain object: the message's schema as it is, with `action`.
+                json!({"allOf": [message, {"type": "object", "required": ["action"],
+                       "properties": {"action": {"type": "string", "const": a.name}}}]})
+            } else {
+                variant(&body, None, false, "action", a.name, closed(&body))
+            };
+            self.schemas.insert(component.clone(), v);
+            variants.push((a.name.to_owned(), component));
+            let mut reply = self.reply(kernel, a.message);
+            if own && reply == reference("Inventory") {
+                reply = inventory.clone();
+            }
+            if !replies.contains(&reply) {
+                replies.push(reply);
+            }
+        }
+        // A reply of nothing is answered `204`.
+        let result = match replies.len() {
+            1 if nothing(&replies[0]) => None,
+            1 => Some(replies.remove(0)),
+            _ => Some(json!({"anyOf": replies})),
+        };
+        self.paths.insert(format!("/v1/{p}/{{uuid}}/actions"), json!({
+            "parameters": [uuid.clone()],
+            "post": Self::job_op(format!("{p}.action"), format!("An action on one of {p}"), Some(one_of("action", &variants)), ("200", result), &["400", "404", "409", "422"]),
+        }));
+    }
+
     fn fixed(&mut self) {
-        let ok = |d: &str| json!({"200": response(d, Some(json!({"type": "object"})))});
+        let error = response("error", Some(reference("Error")));
+        let ok = |d: &str| {
+            let mut responses = Self::errors(&[]);
+            responses.insert("200".into(), response(d, Some(json!({"type": "object"}))));
+            responses
+        };
         self.paths.insert("/v1/jobs/{uuid}".into(), json!({"get": {
             "operationId": "jobs.show", "summary": "State, progress and result of a job",
             "parameters": [{"name": "uuid", "in": "path", "required": true, "schema": {"type": "string"}}],
-            "responses": {"200": response("the job", Some(json!({"type": "object"}))), "404": response("error", Some(reference("Error")))}}}));
+            "responses": {"200": response("the job", Some(reference("Job"))), "404": error.clone(), "default": error.clone()}}}));
+        let mut page = many(reference("Job"));
+        page["properties"]["next"] = json!({"type": "string", "description": "The cursor of the next page; absent on the last."});
+        self.paths.insert("/v1/jobs".into(), json!({"get": {
+            "operationId": "jobs.list", "summary": "Jobs, newest first",
+            "parameters": [
+                {"name": "state", "in": "query", "required": false, "schema": {"type": "string", "enum": ["running", "succeeded", "failed"]}},
+                {"name": "kind", "in": "query", "required": false, "description": "The request's message, e.g. `vm.create`.", "schema": {"type": "string"}},
+                {"name": "resource_uuid", "in": "query", "required": false, "schema": {"type": "string"}},
+                {"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
+                {"name": "cursor", "in": "query", "required": false, "schema": {"type": "string"}}
+            ],
+            "responses": {"200": response("a page of jobs", Some(page)), "400": error.clone(), "default": error}}}));
         for (path, id, summary) in [
             (
                 "/v1/plugins",

@@ -21,6 +21,36 @@ impl Request for ListTags {
     type Reply = InventoryList;
 }
 
+/// Creates a thing (answered by `things`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+struct CreateThing {}
+impl Message for CreateThing {
+    const NAME: &'static str = "thing.create";
+}
+impl Request for CreateThing {
+    type Reply = Inventory;
+}
+
+/// Lists a thing's parts (answered by `things`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+struct ListParts {}
+impl Message for ListParts {
+    const NAME: &'static str = "thing.part.list";
+}
+impl Request for ListParts {
+    type Reply = InventoryList;
+}
+
+/// Creates a thing's part (answered by `things`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+struct CreatePart {}
+impl Message for CreatePart {
+    const NAME: &'static str = "thing.part.create";
+}
+impl Request for CreatePart {
+    type Reply = Inventory;
+}
+
 /// Owns `things`, of which only `t1` exists, with a child collection of its own, `parts`.
 struct Things;
 
@@ -31,6 +61,9 @@ impl Plugin for Things {
 
     fn build(&self, b: &mut PluginBuilder<'_>) {
         b.service("things", ())
+            .handle::<CreateThing, _, _>(|_, _, _| async move { Ok(Inventory::new()) })
+            .handle::<ListParts, _, _>(|_, _, _| async move { Ok(InventoryList::default()) })
+            .handle::<CreatePart, _, _>(|_, _, _| async move { Ok(Inventory::new()) })
             .handle::<GetResource, _, _>(|_, _, cx| async move {
                 match cx.resource_id()? {
                     "t1" => Ok(Inventory::from_iter([("uuid".into(), json!("t1"))])),
@@ -46,9 +79,11 @@ impl Plugin for Things {
             actions: &[],
             children: &[ApiChild {
                 path: "parts",
-                create: "thing.part.create",
-                list: "thing.part.list",
+                create: CreatePart::NAME,
+                list: ListParts::NAME,
+                inventory: None,
             }],
+            inventory: None,
         });
     }
 }
@@ -141,6 +176,17 @@ fn a_child_with_a_create_message_is_created_through_its_own_service() {
 }
 
 #[test]
+fn assembly_refuses_a_child_whose_service_does_not_answer_its_messages() {
+    let child = tags("things", "tags").with_create("tag.create");
+    let error = flatstack_api::check(&kernel(vec![Adds("tags", child)])).expect_err("refused");
+    assert_eq!(
+        error.to_string(),
+        "plugin `tags` declares child `tags` of `things` as message `tag.create`, \
+         which service `tags` does not answer"
+    );
+}
+
+#[test]
 fn assembly_refuses_a_child_on_an_unknown_kind_or_a_taken_segment() {
     let refused = |adds: Vec<Adds>| flatstack_api::check(&kernel(adds)).expect_err("refused");
 
@@ -177,4 +223,168 @@ fn assembly_refuses_a_child_on_an_unknown_kind_or_a_taken_segment() {
     assert!(matches!(error, CheckError::InvalidChild { .. }), "{error}");
     let error = refused(vec![Adds("tags", tags("things", "Tags"))]);
     assert!(error.to_string().contains("kebab-case"), "{error}");
+}
+
+/// Adds an API declaration of its own: an action, or a kind.
+struct Declares(&'static str, fn(&mut PluginBuilder<'_>));
+
+impl Plugin for Declares {
+    fn name(&self) -> &'static str {
+        self.0
+    }
+
+    fn build(&self, b: &mut PluginBuilder<'_>) {
+        (self.1)(b)
+    }
+}
+
+fn check_with(plugin: Declares) -> Result<(), CheckError> {
+    let kernel = Kernel::builder()
+        .plugin(Things)
+        .plugin(plugin)
+        .build()
+        .expect("assembles");
+    flatstack_api::check(&kernel)
+}
+
+fn kind(path: &'static str, service: &'static str, create: &'static str) -> ApiResource {
+    ApiResource {
+        path,
+        service,
+        create,
+        driver_kind: None,
+        filters: &[],
+        actions: &[],
+        children: &[],
+        inventory: None,
+    }
+}
+
+#[test]
+fn assembly_refuses_a_kind_whose_service_or_create_is_unknown() {
+    let error = check_with(Declares("gadgets", |b| {
+        b.register(kind("gadgets", "gadget", "gadget.create"));
+    }))
+    .expect_err("refused");
+    assert!(
+        matches!(&error, CheckError::UnknownService { plugin, service, .. } if plugin == "gadgets" && service == "gadget"),
+        "{error}"
+    );
+    assert!(error.to_string().contains("`gadget`"), "{error}");
+
+    let error = check_with(Declares("gadgets", |b| {
+        b.service("gadget", ())
+            .handle::<CreateThing, _, _>(|_, _, _| async move { Ok(Inventory::new()) });
+        b.register(kind("gadgets", "gadget", "gadget.create"));
+    }))
+    .expect_err("refused");
+    assert_eq!(
+        error.to_string(),
+        "plugin `gadgets` declares the create of `gadgets` as message `gadget.create`, \
+         which service `gadget` does not answer"
+    );
+
+    // A kind served twice: named with both plugins.
+    let error = check_with(Declares("others", |b| {
+        b.register(kind("things", "things", CreateThing::NAME));
+    }))
+    .expect_err("refused");
+    assert!(
+        matches!(&error, CheckError::DuplicateKind { kind, .. } if kind == "things"),
+        "{error}"
+    );
+}
+
+#[test]
+fn assembly_refuses_an_action_its_service_does_not_answer_or_declared_twice() {
+    use flatstack_header::{ApiAction, ApiActionExtension};
+    // Another plugin's action, with a message its service does not answer.
+    let error = check_with(Declares("polish", |b| {
+        b.service("polish", ());
+        b.register(ApiActionExtension {
+            path: "things",
+            service: "polish",
+            action: ApiAction {
+                name: "polish",
+                message: "polish.run",
+            },
+        });
+    }))
+    .expect_err("refused");
+    assert!(
+        matches!(&error, CheckError::UnknownMessage { plugin, message, what, .. }
+            if plugin == "polish" && message == "polish.run" && what == "action `polish`"),
+        "{error}"
+    );
+    // On a kind nobody serves.
+    let error = check_with(Declares("polish", |b| {
+        b.service("polish", ())
+            .handle::<CreateThing, _, _>(|_, _, _| async move { Ok(Inventory::new()) });
+        b.register(ApiActionExtension {
+            path: "thingz",
+            service: "polish",
+            action: ApiAction {
+                name: "polish",
+                message: CreateThing::NAME,
+            },
+        });
+    }))
+    .expect_err("refused");
+    assert_eq!(
+        error,
+        CheckError::ActionOnUnknownKind {
+            plugin: "polish".into(),
+            kind: "thingz".into(),
+            action: "polish".into()
+        }
+    );
+    // Twice on one kind.
+    let error = check_with(Declares("polish", |b| {
+        b.service("polish", ())
+            .handle::<CreateThing, _, _>(|_, _, _| async move { Ok(Inventory::new()) });
+        for _ in 0..2 {
+            b.register(ApiActionExtension {
+                path: "things",
+                service: "polish",
+                action: ApiAction {
+                    name: "polish",
+                    message: CreateThing::NAME,
+                },
+            });
+        }
+    }))
+    .expect_err("refused");
+    assert!(
+        matches!(&error, CheckError::DuplicateAction { kind, action, .. } if kind == "things" && action == "polish"),
+        "{error}"
+    );
+    // Well declared: accepted, and its body in the document takes `action` and the
+    // message's fields (a closed message does not forbid `action`).
+    let kernel = Kernel::builder()
+        .plugin(Things)
+        .plugin(Declares("polish", |b| {
+            b.service("polish", ())
+                .handle::<CreateThing, _, _>(|_, _, _| async move { Ok(Inventory::new()) });
+            b.register(ApiActionExtension {
+                path: "things",
+                service: "polish",
+                action: ApiAction {
+                    name: "polish",
+                    message: CreateThing::NAME,
+                },
+            });
+        }))
+        .build()
+        .expect("assembles");
+    assert_eq!(flatstack_api::check(&kernel), Ok(()));
+    let doc = flatstack_api::openapi::document(&kernel);
+    let body = &doc["paths"]["/v1/things/{uuid}/actions"]["post"]["requestBody"]["content"]
+        ["application/json"]["schema"];
+    assert_eq!(body["discriminator"]["propertyName"], "action", "{body}");
+    let variant = &doc["components"]["schemas"]["things.actions.polish"];
+    assert_eq!(
+        variant["properties"]["action"]["const"], "polish",
+        "{variant}"
+    );
+    assert_eq!(variant["required"], json!(["action"]), "{variant}");
 }

@@ -472,6 +472,116 @@ async fn introspection_and_documents() {
     assert_eq!(create_ref, "#/components/schemas/cluster.create");
 }
 
+/// A client generated from the OpenAPI document alone can do everything (clients/python
+/// does, in CI): every kind's inventory is typed, a typed kind's create is a `oneOf` by
+/// `type` with each type's own fields, every action's body a `oneOf` by `action` whose
+/// variants take `action`, and the job is documented.
+#[tokio::test]
+async fn the_openapi_document_is_enough_to_be_a_client() {
+    let dir = common::data_dir();
+    let node = Node::start(dir.path());
+    let (_, doc) = node.get("/v1/openapi.json").await;
+    let schemas = &doc["components"]["schemas"];
+    let named = |reference: &Value| {
+        let name = reference["$ref"].as_str().unwrap_or_default();
+        schemas[name.trim_start_matches("#/components/schemas/")].clone()
+    };
+    let body = |op: &Value| op["requestBody"]["content"]["application/json"]["schema"].clone();
+    let answer = |op: &Value, status: &str| {
+        op["responses"][status]["content"]["application/json"]["schema"].clone()
+    };
+    for kind in [
+        "zones",
+        "clusters",
+        "hosts",
+        "primary-storage",
+        "backup-storage",
+        "images",
+        "instance-offerings",
+        "l2-networks",
+        "l3-networks",
+        "ip-ranges",
+        "vm-instances",
+        "volumes",
+        "quotas",
+        "fault-injections",
+    ] {
+        let list = answer(&doc["paths"][format!("/v1/{kind}")]["get"], "200");
+        let inventory = &list["properties"]["inventories"]["items"];
+        assert_ne!(
+            inventory["$ref"], "#/components/schemas/Inventory",
+            "{kind}"
+        );
+        assert!(named(inventory).is_object(), "{kind}: {inventory}");
+        let show = answer(&doc["paths"][format!("/v1/{kind}/{{uuid}}")]["get"], "200");
+        assert_eq!(&show["properties"]["inventory"], inventory, "{kind}");
+    }
+    // Typed kinds: one variant per type, with the type's own fields.
+    let create = body(&doc["paths"]["/v1/l2-networks"]["post"]);
+    assert_eq!(create["discriminator"]["propertyName"], "type", "{create}");
+    let vlan = named(&json!({"$ref": create["discriminator"]["mapping"]["L2VlanNetwork"]}));
+    assert_eq!(vlan["properties"]["vlan"]["maximum"], 4094, "{vlan}");
+    assert!(vlan["required"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("vlan")));
+    assert_eq!(vlan["additionalProperties"], false);
+    let inventory = &schemas["L2NetworkInventory.L2VlanNetwork"];
+    assert_eq!(inventory["properties"]["type"]["const"], "L2VlanNetwork");
+    assert!(inventory["properties"]["vlan"].is_object(), "{inventory}");
+    assert_eq!(
+        schemas["HostInventory"]["discriminator"]["propertyName"],
+        "type"
+    );
+    // States and statuses are enums.
+    assert_eq!(
+        schemas["VmInventory"]["properties"]["state"]["$ref"],
+        "#/components/schemas/VmState"
+    );
+    assert!(schemas["VmState"].to_string().contains("\"Destroying\""));
+    // Plain `enum`s, which client generators read best.
+    assert_eq!(
+        schemas["HostStatus"]["enum"],
+        json!(["Connecting", "Connected", "Disconnected"])
+    );
+    assert_eq!(
+        schemas["ImageFormat"]["enum"],
+        json!(["qcow2", "raw", "iso", "vmdk"])
+    );
+    // Every action's body names its action and takes it.
+    let mut actions = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        if !path.ends_with("/actions") {
+            continue;
+        }
+        let body = body(&item["post"]);
+        assert_eq!(body["discriminator"]["propertyName"], "action", "{path}");
+        for (name, reference) in body["discriminator"]["mapping"].as_object().unwrap() {
+            let variant = named(&json!({"$ref": reference}));
+            assert_eq!(variant["properties"]["action"]["const"], *name, "{path}");
+            assert!(variant["required"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("action")));
+            actions += 1;
+        }
+    }
+    assert!(actions >= 10, "{actions} actions");
+    let vm_actions = body(&doc["paths"]["/v1/vm-instances/{uuid}/actions"]["post"]);
+    let names: Vec<&String> = vm_actions["discriminator"]["mapping"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .collect();
+    assert_eq!(names, ["reboot", "start", "stop"]);
+    // The job.
+    let job = answer(&doc["paths"]["/v1/jobs/{uuid}"]["get"], "200");
+    assert_eq!(
+        named(&job)["properties"]["state"]["enum"],
+        json!(["running", "succeeded", "failed"])
+    );
+}
+
 /// A write a UNIQUE column refuses is a `409` naming the field and the value, on either
 /// backend: never the constraint's name, the statement or a file path.
 #[tokio::test]

@@ -22,6 +22,11 @@ pub struct ApiResource {
     pub actions: &'static [ApiAction],
     /// Sub-collections: `/v1/{path}/{uuid}/{child.path}`.
     pub children: &'static [ApiChild],
+    /// The JSON Schema of the kind's inventory, as the API answers it (e.g.
+    /// `Some(inventory::schema::<ZoneInventory>)`, see [`crate::inventory`]); for a typed
+    /// kind, without its drivers' own fields, which each type publishes. `None`: an
+    /// object of any fields.
+    pub inventory: Option<fn() -> flatstack_kernel::schemars::Schema>,
 }
 
 /// An action on one resource: the body (without `action`) is sent as `message`, with the
@@ -43,6 +48,9 @@ pub struct ApiChild {
     pub create: &'static str,
     /// List message; the parent's uuid is the addressed resource.
     pub list: &'static str,
+    /// The JSON Schema of one of its rows, as the list answers them; `None`: those of the
+    /// kind whose create `create` is (an L3 network's IP ranges), or any object.
+    pub inventory: Option<fn() -> flatstack_kernel::schemars::Schema>,
 }
 
 /// An action a driver adds to another plugin's resource kind, served by the driver's own
@@ -77,6 +85,8 @@ pub struct ApiChildExtension {
     pub list: &'static str,
     /// The create message, if the API may create one (`POST`); `None` lists only.
     pub create: Option<&'static str>,
+    /// The JSON Schema of one of its rows, as the list answers them (`None`: any object).
+    pub inventory: Option<fn() -> flatstack_kernel::schemars::Schema>,
 }
 
 impl ApiChildExtension {
@@ -93,12 +103,22 @@ impl ApiChildExtension {
             service,
             list,
             create: None,
+            inventory: None,
         }
     }
 
     /// Also `POST /v1/{path}/{uuid}/{child}`, which sends `create` as a job.
     pub const fn with_create(mut self, create: &'static str) -> Self {
         self.create = Some(create);
+        self
+    }
+
+    /// Documents its rows with `schema` (e.g. `inventory::schema::<TunnelInventory>`).
+    pub const fn with_inventory(
+        mut self,
+        schema: fn() -> flatstack_kernel::schemars::Schema,
+    ) -> Self {
+        self.inventory = Some(schema);
         self
     }
 }

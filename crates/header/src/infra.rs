@@ -42,6 +42,9 @@ pub struct Hosts;
 impl flatstack_kernel::driver::DriverKind for Hosts {
     const KIND: &'static str = "hosts";
     type Factory = dyn HostDriver;
+    fn fields(driver: &dyn HostDriver) -> Option<schemars::Schema> {
+        driver.fields()
+    }
 }
 
 /// What a hypervisor driver provides to the host plugin.
@@ -52,6 +55,11 @@ pub trait HostDriver: Send + Sync {
     /// Validates the driver's own create fields (those the base does not know) and
     /// returns its own record's columns.
     fn validate(&self, params: &Inventory) -> Result<Inventory, Fault>;
+    /// The JSON Schema of those fields (an object), published in the OpenAPI document and
+    /// at `/v1/hosts/types`; `None` publishes nothing of them.
+    fn fields(&self) -> Option<schemars::Schema> {
+        None
+    }
     /// Connects to the host; on success the host is `Connected`.
     async fn connect(&self, kernel: &Kernel, host: &Inventory) -> Result<(), Fault>;
 

@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod infra;
+pub mod inventory;
 pub mod network;
 pub mod record;
 pub mod resource;

@@ -22,6 +22,9 @@ pub struct L2Networks;
 impl DriverKind for L2Networks {
     const KIND: &'static str = "l2-networks";
     type Factory = dyn L2NetworkDriver;
+    fn fields(driver: &dyn L2NetworkDriver) -> Option<schemars::Schema> {
+        driver.fields()
+    }
 }
 
 /// What an L2 network type provides to the l2-network plugin.
@@ -32,6 +35,12 @@ pub trait L2NetworkDriver: Send + Sync {
     /// Validates the driver's own create fields (those the base does not know) and
     /// returns its own record's columns.
     fn validate(&self, params: &Inventory) -> Result<Inventory, Fault>;
+
+    /// The JSON Schema of those fields (an object), published in the OpenAPI document and
+    /// at `/v1/l2-networks/types`; `None` publishes nothing of them.
+    fn fields(&self) -> Option<schemars::Schema> {
+        None
+    }
 
     /// Columns of the driver's own record that, with the zone and the physical
     /// interface, identify a network of this type: a second one is a conflict. The base

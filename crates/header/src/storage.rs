@@ -14,6 +14,11 @@ pub trait StorageDriver: Send + Sync {
     fn table(&self) -> Option<&'static str>;
     /// Validates the driver's own create fields and returns its own record's columns.
     fn validate(&self, url: &str, params: &Inventory) -> Result<Inventory, Fault>;
+    /// The JSON Schema of those fields (an object), published in the OpenAPI document and
+    /// at `/v1/{kind}/types`; `None` publishes nothing of them.
+    fn fields(&self) -> Option<schemars::Schema> {
+        None
+    }
 
     /// Creates a volume's bytes on the storage (primary storage only). `volume` is the
     /// volume's record as it will be stored: `uuid`, `size`, `type`, `image_uuid`...
@@ -77,6 +82,9 @@ pub struct PrimaryStorages;
 impl DriverKind for PrimaryStorages {
     const KIND: &'static str = "primary-storage";
     type Factory = dyn StorageDriver;
+    fn fields(driver: &dyn StorageDriver) -> Option<schemars::Schema> {
+        driver.fields()
+    }
 }
 
 /// Backup storage: a driver kind.
@@ -84,6 +92,9 @@ pub struct BackupStorages;
 impl DriverKind for BackupStorages {
     const KIND: &'static str = "backup-storage";
     type Factory = dyn StorageDriver;
+    fn fields(driver: &dyn StorageDriver) -> Option<schemars::Schema> {
+        driver.fields()
+    }
 }
 
 /// Creates primary or backup storage (the same fields; the service decides which).
@@ -151,6 +162,7 @@ pub struct CreateImage {
     /// Where the image's bytes come from; not empty.
     pub url: String,
     /// `qcow2`, `raw`, `iso` or `vmdk`.
+    #[schemars(with = "crate::inventory::ImageFormat")]
     pub format: String,
     /// Bytes, taken on each backup storage and the least a root volume made from it gets:
     /// 1 to 2^63-1.

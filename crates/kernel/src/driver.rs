@@ -20,6 +20,13 @@ pub trait DriverKind: 'static {
     const KIND: &'static str;
     /// The factory trait object every driver of this kind implements.
     type Factory: ?Sized + Send + Sync + 'static;
+
+    /// The JSON Schema of the create fields `factory`'s type adds to the kind's own (an
+    /// object schema), as its driver publishes it; `None` if it publishes none (then any
+    /// fields may be given, and the driver checks them).
+    fn fields(_factory: &Self::Factory) -> Option<schemars::Schema> {
+        None
+    }
 }
 
 /// One registered driver type.
@@ -29,6 +36,10 @@ pub struct DriverType {
     pub name: String,
     /// The plugin that registered it.
     pub plugin: String,
+    /// The JSON Schema of the type's own create fields ([`DriverKind::fields`]), if it
+    /// publishes one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fields: Option<serde_json::Value>,
 }
 
 /// The factories of one kind, by type name.
@@ -82,9 +93,10 @@ impl<K: DriverKind> AnyRegistry for TypeRegistry<K> {
     fn describe(&self) -> Vec<DriverType> {
         self.types
             .iter()
-            .map(|(name, (plugin, _))| DriverType {
+            .map(|(name, (plugin, factory))| DriverType {
                 name: name.clone(),
                 plugin: plugin.clone(),
+                fields: K::fields(factory).and_then(|schema| serde_json::to_value(schema).ok()),
             })
             .collect()
     }

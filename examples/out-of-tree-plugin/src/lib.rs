@@ -23,7 +23,7 @@ use flatstack_header::vm::{VmPreInstantiate, VmRelease, VmWork};
 use flatstack_header::{Inventory, InventoryList, ResourceChange};
 use flatstack_kernel::driver::{Handled, Incoming, Resource};
 use flatstack_kernel::migration::Migration;
-use flatstack_kernel::schemars::{self, JsonSchema};
+use flatstack_kernel::schemars::{self, json_schema, JsonSchema, Schema};
 use flatstack_kernel::{
     async_trait, AsyncVeto, ConfigKey, DoUndo, Fault, Kernel, KernelRef, Message, MessageContext,
     Plugin, PluginBuilder, Release, Request,
@@ -122,15 +122,28 @@ impl Plugin for VxlanPlugin {
                     inventories,
                 })
             });
-        b.register(ApiChildExtension::new(
-            "l2-networks",
-            TUNNELS_PATH,
-            SERVICE,
-            ListTunnels::NAME,
-        ));
+        b.register(
+            ApiChildExtension::new("l2-networks", TUNNELS_PATH, SERVICE, ListTunnels::NAME)
+                .with_inventory(flatstack_header::inventory::schema::<TunnelInventory>),
+        );
         // A refusal names a tunnel's VM, not the table.
         b.register(TableKind::part(TUNNELS, "vm-instances", "vm_instance_uuid"));
     }
+}
+
+/// A tunnel, as `GET /v1/l2-networks/{uuid}/vxlan-tunnels` lists it (the OpenAPI
+/// document's schema of its rows).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TunnelInventory {
+    pub uuid: String,
+    pub l2_network_uuid: String,
+    pub vm_instance_uuid: String,
+    pub nic_uuid: String,
+    pub host_uuid: String,
+    pub vni: u32,
+    pub udp_port: u16,
+    pub created_at: String,
 }
 
 /// Validates and stores a VXLAN network's own field, `vni`.
@@ -165,6 +178,19 @@ impl L2NetworkDriver for VxlanDriver {
             ));
         }
         Ok(own)
+    }
+
+    fn fields(&self) -> Option<Schema> {
+        // Published in the OpenAPI document: a client built from it sends `vni`.
+        Some(json_schema!({
+            "type": "object",
+            "properties": {"vni": {
+                "description": "The VXLAN network identifier.",
+                "type": "integer", "minimum": VNIS.start(), "maximum": VNIS.end()
+            }},
+            "required": ["vni"],
+            "additionalProperties": false
+        }))
     }
 
     fn unique_per_interface(&self) -> &'static [&'static str] {

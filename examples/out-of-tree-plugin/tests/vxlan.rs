@@ -91,6 +91,17 @@ async fn the_plugin_runs_beside_every_in_tree_one_and_the_demo() -> Result {
     let child = &doc["paths"]["/v1/l2-networks/{uuid}/vxlan-tunnels"];
     assert!(child["get"].is_object(), "{child}");
     assert!(child["post"].is_null(), "{child}");
+    let rows = &child["get"]["responses"]["200"]["content"]["application/json"]["schema"];
+    assert_eq!(
+        rows["properties"]["inventories"]["items"]["$ref"], "#/components/schemas/TunnelInventory",
+        "{rows}"
+    );
+    // Its own field is in the create's variant for its type: a client sends `vni`.
+    let create = &doc["components"]["schemas"]["l2.create.L2VxlanNetwork"];
+    assert_eq!(create["properties"]["vni"]["type"], "integer", "{create}");
+    assert!(create["required"]
+        .as_array()
+        .is_some_and(|r| r.contains(&json!("vni"))));
     Ok(())
 }
 

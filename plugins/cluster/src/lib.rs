@@ -59,6 +59,7 @@ impl Plugin for ClusterPlugin {
             service: "cluster",
             create: CreateCluster::NAME,
             driver_kind: None,
+            inventory: Some(flatstack_header::inventory::schema::<flatstack_header::inventory::ClusterInventory>),
             filters: CLUSTERS.filters,
             actions: &[],
             children: &[],

@@ -78,6 +78,24 @@ impl Request for CreateFaultInjection {
     type Reply = Inventory;
 }
 
+/// An armed point, as the API answers it.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FaultInjectionInventory {
+    pub uuid: String,
+    /// The extension point.
+    pub point: String,
+    /// Whether the undo of a do/undo point is armed rather than its run.
+    pub undo: bool,
+    pub mode: Mode,
+    pub once: bool,
+    /// With mode `delay` only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_ms: Option<u64>,
+    /// How often it fired.
+    pub fired: u64,
+}
+
 #[derive(Debug, Clone)]
 struct Armed {
     uuid: String,
@@ -410,6 +428,7 @@ impl Plugin for FaultInjectionPlugin {
             service: SERVICE,
             create: CreateFaultInjection::NAME,
             driver_kind: None,
+            inventory: Some(flatstack_header::inventory::schema::<FaultInjectionInventory>),
             filters: &[],
             actions: &[],
             children: &[],

@@ -8,7 +8,7 @@ use flatstack_header::points::Deleted;
 use flatstack_header::vm::VmWork;
 use flatstack_header::{ApiAction, ApiActionExtension, DataDir, Inventory, ResourceChange};
 use flatstack_kernel::migration::Migration;
-use flatstack_kernel::schemars::{self, JsonSchema};
+use flatstack_kernel::schemars::{self, json_schema, JsonSchema, Schema};
 use flatstack_kernel::{
     async_trait, Fault, Kernel, Message, Observe, Plugin, PluginBuilder, Request,
 };
@@ -97,6 +97,17 @@ impl HostDriver for Driver {
         }
         own.entry("latency_ms").or_insert(json!(0));
         Ok(own)
+    }
+
+    fn fields(&self) -> Option<Schema> {
+        Some(json_schema!({
+            "type": "object",
+            "properties": {"latency_ms": {
+                "description": "What every call to the simulated host waits, in milliseconds.",
+                "type": "integer", "minimum": 0, "maximum": 60000, "default": 0
+            }},
+            "additionalProperties": false
+        }))
     }
 
     async fn connect(&self, _kernel: &Kernel, host: &Inventory) -> Result<(), Fault> {

@@ -87,6 +87,9 @@ impl Plugin for HostPlugin {
             service: "host",
             create: CreateHost::NAME,
             driver_kind: Some("hosts"),
+            inventory: Some(
+                flatstack_header::inventory::schema::<flatstack_header::inventory::HostInventory>,
+            ),
             filters: HOSTS.filters,
             actions: &[ApiAction {
                 name: "reconnect",

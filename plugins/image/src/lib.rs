@@ -72,6 +72,9 @@ impl Plugin for ImagePlugin {
             service: IMAGE_SERVICE,
             create: CreateImage::NAME,
             driver_kind: None,
+            inventory: Some(
+                flatstack_header::inventory::schema::<flatstack_header::inventory::ImageInventory>,
+            ),
             filters: IMAGES.filters,
             actions: &[],
             children: &[],

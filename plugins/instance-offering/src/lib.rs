@@ -53,6 +53,11 @@ impl Plugin for InstanceOfferingPlugin {
             service: "instance-offering",
             create: CreateInstanceOffering::NAME,
             driver_kind: None,
+            inventory: Some(
+                flatstack_header::inventory::schema::<
+                    flatstack_header::inventory::InstanceOfferingInventory,
+                >,
+            ),
             filters: OFFERINGS.filters,
             actions: &[],
             children: &[],

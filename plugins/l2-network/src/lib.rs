@@ -12,6 +12,7 @@ use flatstack_header::record;
 use flatstack_header::{ApiAction, ApiChild, ApiResource, Inventory, InventoryList};
 use flatstack_kernel::driver::{call, Handled, Incoming, Resource};
 use flatstack_kernel::migration::Migration;
+use flatstack_kernel::schemars::{json_schema, Schema};
 use flatstack_kernel::{
     async_trait, Fault, Kernel, Message, MessageContext, Plugin, PluginBuilder,
 };
@@ -99,6 +100,11 @@ impl Plugin for L2NetworkPlugin {
             service: L2_NETWORK_SERVICE,
             create: CreateL2Network::NAME,
             driver_kind: Some("l2-networks"),
+            inventory: Some(
+                flatstack_header::inventory::schema::<
+                    flatstack_header::inventory::L2NetworkInventory,
+                >,
+            ),
             filters: L2_NETWORKS.filters,
             actions: &[
                 ApiAction {
@@ -115,6 +121,11 @@ impl Plugin for L2NetworkPlugin {
                 path: "clusters",
                 create: AttachL2Cluster::NAME,
                 list: ListL2Clusters::NAME,
+                inventory: Some(
+                    flatstack_header::inventory::schema::<
+                        flatstack_header::inventory::L2ClusterAttachment,
+                    >,
+                ),
             }],
         });
         // What refusals call the rows of these tables (kinds, not tables).
@@ -286,6 +297,11 @@ impl L2NetworkDriver for NoVlanDriver {
             )),
             None => Ok(Inventory::new()),
         }
+    }
+
+    fn fields(&self) -> Option<Schema> {
+        // None: the base's fields are all it takes.
+        Some(json_schema!({"type": "object", "additionalProperties": false}))
     }
 
     fn resource(&self, _kernel: &Kernel, network: Inventory) -> Result<Arc<dyn Resource>, Fault> {

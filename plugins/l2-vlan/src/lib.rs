@@ -5,6 +5,7 @@ use flatstack_header::network::{L2NetworkDriver, L2Networks, L2_NO_VLAN};
 use flatstack_header::Inventory;
 use flatstack_kernel::driver::{Handled, Incoming, Resource};
 use flatstack_kernel::migration::Migration;
+use flatstack_kernel::schemars::{json_schema, Schema};
 use flatstack_kernel::{async_trait, Fault, Kernel, MessageContext, Plugin, PluginBuilder};
 use serde_json::json;
 use std::ops::RangeInclusive;
@@ -81,6 +82,18 @@ impl L2NetworkDriver for VlanDriver {
             ));
         }
         Ok(own)
+    }
+
+    fn fields(&self) -> Option<Schema> {
+        Some(json_schema!({
+            "type": "object",
+            "properties": {"vlan": {
+                "description": "The 802.1Q VLAN id.",
+                "type": "integer", "minimum": VLAN_IDS.start(), "maximum": VLAN_IDS.end()
+            }},
+            "required": ["vlan"],
+            "additionalProperties": false
+        }))
     }
 
     fn unique_per_interface(&self) -> &'static [&'static str] {

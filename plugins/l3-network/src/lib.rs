@@ -141,12 +141,14 @@ impl Plugin for L3NetworkPlugin {
             service: L3_NETWORK_SERVICE,
             create: CreateL3Network::NAME,
             driver_kind: None,
+            inventory: Some(flatstack_header::inventory::schema::<flatstack_header::inventory::L3NetworkInventory>),
             filters: L3_NETWORKS.filters,
             actions: &[],
             children: &[ApiChild {
                 path: "ip-ranges",
                 create: CreateIpRange::NAME,
                 list: ListIpRanges::NAME,
+                inventory: None, // those of `ip-ranges`, whose create this is
             }],
         })
         .register(ApiResource {
@@ -154,6 +156,7 @@ impl Plugin for L3NetworkPlugin {
             service: IP_RANGE_SERVICE,
             create: CreateIpRange::NAME,
             driver_kind: None,
+            inventory: Some(flatstack_header::inventory::schema::<flatstack_header::inventory::IpRangeInventory>),
             filters: IP_RANGES.filters,
             actions: &[],
             children: &[],

@@ -39,6 +39,22 @@ impl Request for CreateQuota {
     type Reply = Inventory;
 }
 
+/// An owner's limits, as the API answers them.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaInventory {
+    pub uuid: String,
+    pub name: String,
+    pub description: String,
+    pub owner: String,
+    pub max_vm_num: u64,
+    pub max_cpu_num: u64,
+    /// Bytes.
+    pub max_memory_size: u64,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
 /// Takes a consumer's (a VM's) share of the addressed owner's quota: refused if it would
 /// exceed it. Recorded per consumer, so asking again takes nothing more.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -295,6 +311,7 @@ impl Plugin for QuotaPlugin {
             service: SERVICE,
             create: CreateQuota::NAME,
             driver_kind: None,
+            inventory: Some(flatstack_header::inventory::schema::<QuotaInventory>),
             filters: QUOTAS.filters,
             actions: &[],
             children: &[],

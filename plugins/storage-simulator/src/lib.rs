@@ -5,6 +5,7 @@
 use flatstack_header::storage::PrimaryStorageRecord;
 use flatstack_header::storage::{BackupStorages, PrimaryStorages, StorageDriver};
 use flatstack_header::{DataDir, Inventory};
+use flatstack_kernel::schemars::{json_schema, Schema};
 use flatstack_kernel::{async_trait, Fault, Kernel, Plugin, PluginBuilder};
 use flatstack_simulator::{Injections, Ledger, Simulated};
 use flatstack_store::resource::text;
@@ -73,6 +74,11 @@ impl StorageDriver for Driver {
             ));
         }
         Ok(Inventory::new())
+    }
+
+    fn fields(&self) -> Option<Schema> {
+        // None: the base's fields are all it takes.
+        Some(json_schema!({"type": "object", "additionalProperties": false}))
     }
 
     async fn create_volume(

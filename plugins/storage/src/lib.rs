@@ -123,6 +123,11 @@ impl Plugin for StoragePlugin {
             service: PRIMARY_STORAGE_SERVICE,
             create: CreatePrimaryStorage::NAME,
             driver_kind: Some(PrimaryStorages::KIND),
+            inventory: Some(
+                flatstack_header::inventory::schema::<
+                    flatstack_header::inventory::PrimaryStorageInventory,
+                >,
+            ),
             filters: PRIMARY.filters,
             actions: &[
                 ApiAction {
@@ -173,6 +178,11 @@ impl Plugin for StoragePlugin {
             service: BACKUP_STORAGE_SERVICE,
             create: CreateBackupStorage::NAME,
             driver_kind: Some(BackupStorages::KIND),
+            inventory: Some(
+                flatstack_header::inventory::schema::<
+                    flatstack_header::inventory::BackupStorageInventory,
+                >,
+            ),
             filters: BACKUP.filters,
             actions: &[],
             children: &[],

@@ -146,6 +146,9 @@ impl Plugin for VmPlugin {
             service: VM_SERVICE,
             create: CreateVm::NAME,
             driver_kind: None,
+            inventory: Some(
+                flatstack_header::inventory::schema::<flatstack_header::inventory::VmInventory>,
+            ),
             filters: VMS.filters,
             actions: &[
                 ApiAction {

@@ -97,6 +97,9 @@ impl Plugin for VolumePlugin {
             service: VOLUME_SERVICE,
             create: CreateVolume::NAME,
             driver_kind: None,
+            inventory: Some(
+                flatstack_header::inventory::schema::<flatstack_header::inventory::VolumeInventory>,
+            ),
             filters: VOLUMES.filters,
             actions: &[
                 ApiAction {

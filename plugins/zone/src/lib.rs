@@ -42,6 +42,9 @@ impl Plugin for ZonePlugin {
             service: "zone",
             create: CreateZone::NAME,
             driver_kind: None,
+            inventory: Some(
+                flatstack_header::inventory::schema::<flatstack_header::inventory::ZoneInventory>,
+            ),
             filters: ZONES.filters,
             actions: &[],
             children: &[],
