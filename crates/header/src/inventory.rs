@@ -23,10 +23,15 @@ pub fn schema<T: JsonSchema>() -> schemars::Schema {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ZoneInventory {
+    /// Its uuid: 32 lowercase hex characters.
     pub uuid: String,
+    /// Its name (1–255 bytes; not unique).
     pub name: String,
+    /// Free text (may be empty).
     pub description: String,
+    /// When it was created (RFC 3339, UTC).
     pub created_at: String,
+    /// When it last changed (RFC 3339, UTC).
     pub updated_at: String,
 }
 
@@ -34,13 +39,19 @@ pub struct ZoneInventory {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterInventory {
+    /// Its uuid: 32 lowercase hex characters.
     pub uuid: String,
+    /// Its name (1–255 bytes; not unique).
     pub name: String,
+    /// Free text (may be empty).
     pub description: String,
+    /// The zone it belongs to.
     pub zone_uuid: String,
     /// The hypervisor driver type of its hosts, e.g. `Simulator`.
     pub hypervisor_type: String,
+    /// When it was created (RFC 3339, UTC).
     pub created_at: String,
+    /// When it last changed (RFC 3339, UTC).
     pub updated_at: String,
 }
 
@@ -48,23 +59,34 @@ pub struct ClusterInventory {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HostInventory {
+    /// Its uuid: 32 lowercase hex characters.
     pub uuid: String,
+    /// Its name (1–255 bytes; not unique).
     pub name: String,
+    /// Free text (may be empty).
     pub description: String,
     /// The hypervisor driver, e.g. `Simulator`.
     #[serde(rename = "type")]
     pub host_type: String,
+    /// The cluster it belongs to.
     pub cluster_uuid: String,
+    /// The address the management node reaches it at.
     pub management_ip: String,
+    /// Whether it takes new work (`Enabled`) or not (`Disabled`).
     pub state: HostState,
+    /// Its status, as its owner last saw it.
     pub status: HostStatus,
     /// vCPUs.
     pub cpu_capacity: u64,
     /// Bytes.
     pub memory_capacity: u64,
+    /// vCPUs not held by any VM.
     pub available_cpu: u64,
+    /// Bytes of memory not held by any VM.
     pub available_memory: u64,
+    /// When it was created (RFC 3339, UTC).
     pub created_at: String,
+    /// When it last changed (RFC 3339, UTC).
     pub updated_at: String,
 }
 
@@ -72,19 +94,28 @@ pub struct HostInventory {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BackupStorageInventory {
+    /// Its uuid: 32 lowercase hex characters.
     pub uuid: String,
+    /// Its name (1–255 bytes; not unique).
     pub name: String,
+    /// Free text (may be empty).
     pub description: String,
     /// The storage driver, e.g. `Simulator`.
     #[serde(rename = "type")]
     pub storage_type: String,
+    /// The zone it belongs to.
     pub zone_uuid: String,
+    /// Where it is, as its driver understands it.
     pub url: String,
+    /// Its status, as its owner last saw it.
     pub status: StorageStatus,
     /// Bytes.
     pub total_capacity: u64,
+    /// Bytes not held by anything.
     pub available_capacity: u64,
+    /// When it was created (RFC 3339, UTC).
     pub created_at: String,
+    /// When it last changed (RFC 3339, UTC).
     pub updated_at: String,
 }
 
@@ -92,20 +123,30 @@ pub struct BackupStorageInventory {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PrimaryStorageInventory {
+    /// Its uuid: 32 lowercase hex characters.
     pub uuid: String,
+    /// Its name (1–255 bytes; not unique).
     pub name: String,
+    /// Free text (may be empty).
     pub description: String,
     /// The storage driver, e.g. `Simulator`.
     #[serde(rename = "type")]
     pub storage_type: String,
+    /// The zone it belongs to.
     pub zone_uuid: String,
+    /// Where it is, as its driver understands it.
     pub url: String,
+    /// Its status, as its owner last saw it.
     pub status: StorageStatus,
     /// Bytes.
     pub total_capacity: u64,
+    /// Bytes not held by anything.
     pub available_capacity: u64,
+    /// The clusters attached to it.
     pub attached_cluster_uuids: Vec<String>,
+    /// When it was created (RFC 3339, UTC).
     pub created_at: String,
+    /// When it last changed (RFC 3339, UTC).
     pub updated_at: String,
 }
 
@@ -113,15 +154,20 @@ pub struct PrimaryStorageInventory {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ImageFormat {
+    /// QEMU copy-on-write, version 2.
     Qcow2,
+    /// A raw disk image.
     Raw,
+    /// An ISO 9660 CD image.
     Iso,
+    /// VMware's disk format.
     Vmdk,
 }
 
 /// Whether an image can be used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum ImageStatus {
+    /// Placed on its backup storage; VMs can be made from it.
     Ready,
 }
 
@@ -129,17 +175,25 @@ pub enum ImageStatus {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ImageInventory {
+    /// Its uuid: 32 lowercase hex characters.
     pub uuid: String,
+    /// Its name (1–255 bytes; not unique).
     pub name: String,
+    /// Free text (may be empty).
     pub description: String,
+    /// Where its bytes are fetched from.
     pub url: String,
+    /// The image format.
     pub format: ImageFormat,
     /// Bytes.
     pub size: u64,
+    /// Whether VMs can be made from it.
     pub status: ImageStatus,
     /// The backup storage that hold it.
     pub backup_storage_uuids: Vec<String>,
+    /// When it was created (RFC 3339, UTC).
     pub created_at: String,
+    /// When it last changed (RFC 3339, UTC).
     pub updated_at: String,
 }
 
@@ -147,13 +201,19 @@ pub struct ImageInventory {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InstanceOfferingInventory {
+    /// Its uuid: 32 lowercase hex characters.
     pub uuid: String,
+    /// Its name (1–255 bytes; not unique).
     pub name: String,
+    /// Free text (may be empty).
     pub description: String,
+    /// vCPUs.
     pub cpu_num: u64,
     /// Bytes.
     pub memory_size: u64,
+    /// When it was created (RFC 3339, UTC).
     pub created_at: String,
+    /// When it last changed (RFC 3339, UTC).
     pub updated_at: String,
 }
 
@@ -161,17 +221,24 @@ pub struct InstanceOfferingInventory {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct L2NetworkInventory {
+    /// Its uuid: 32 lowercase hex characters.
     pub uuid: String,
+    /// Its name (1–255 bytes; not unique).
     pub name: String,
+    /// Free text (may be empty).
     pub description: String,
     /// Its driver, e.g. `L2NoVlanNetwork`.
     #[serde(rename = "type")]
     pub l2_type: String,
+    /// The zone it belongs to.
     pub zone_uuid: String,
+    /// The host interface it is carried on (a Linux interface name).
     pub physical_interface: String,
     /// The clusters it is attached to.
     pub attached_cluster_uuids: Vec<String>,
+    /// When it was created (RFC 3339, UTC).
     pub created_at: String,
+    /// When it last changed (RFC 3339, UTC).
     pub updated_at: String,
 }
 
@@ -179,8 +246,11 @@ pub struct L2NetworkInventory {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct L2ClusterAttachment {
+    /// The L2 network under it.
     pub l2_network_uuid: String,
+    /// The cluster it belongs to.
     pub cluster_uuid: String,
+    /// When it was created (RFC 3339, UTC).
     pub created_at: String,
 }
 
@@ -188,12 +258,19 @@ pub struct L2ClusterAttachment {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct L3NetworkInventory {
+    /// Its uuid: 32 lowercase hex characters.
     pub uuid: String,
+    /// Its name (1–255 bytes; not unique).
     pub name: String,
+    /// Free text (may be empty).
     pub description: String,
+    /// The L2 network under it.
     pub l2_network_uuid: String,
+    /// The zone it belongs to.
     pub zone_uuid: String,
+    /// When it was created (RFC 3339, UTC).
     pub created_at: String,
+    /// When it last changed (RFC 3339, UTC).
     pub updated_at: String,
 }
 
@@ -201,17 +278,27 @@ pub struct L3NetworkInventory {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IpRangeInventory {
+    /// Its uuid: 32 lowercase hex characters.
     pub uuid: String,
+    /// Its name (1–255 bytes; not unique).
     pub name: String,
+    /// Free text (may be empty).
     pub description: String,
+    /// The L3 network it is on.
     pub l3_network_uuid: String,
+    /// The first address of the range.
     pub start_ip: String,
+    /// The last address of the range.
     pub end_ip: String,
+    /// The netmask of the range.
     pub netmask: String,
+    /// The gateway of the range.
     pub gateway: String,
     /// e.g. `192.168.0.0/24`.
     pub network_cidr: String,
+    /// When it was created (RFC 3339, UTC).
     pub created_at: String,
+    /// When it last changed (RFC 3339, UTC).
     pub updated_at: String,
 }
 
@@ -219,16 +306,23 @@ pub struct IpRangeInventory {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NicInventory {
+    /// Its uuid: 32 lowercase hex characters.
     pub uuid: String,
+    /// The VM it belongs to.
     pub vm_instance_uuid: String,
+    /// The L3 network it is on.
     pub l3_network_uuid: String,
     /// The L2 network under the L3 network (none on NICs recorded before it was kept).
     pub l2_network_uuid: Option<String>,
     /// That L2 network's type, e.g. `L2VlanNetwork`.
     pub l2_type: Option<String>,
+    /// Its IP address.
     pub ip: String,
+    /// Its MAC address (`02:…`, locally administered).
     pub mac: String,
+    /// When it was created (RFC 3339, UTC).
     pub created_at: String,
+    /// When it last changed (RFC 3339, UTC).
     pub updated_at: String,
 }
 
@@ -236,37 +330,55 @@ pub struct NicInventory {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VmInventory {
+    /// Its uuid: 32 lowercase hex characters.
     pub uuid: String,
+    /// Its name (1–255 bytes; not unique).
     pub name: String,
+    /// Free text (may be empty).
     pub description: String,
+    /// Who it belongs to (for quotas).
     pub owner: String,
+    /// Its life-cycle state; `Creating`, `Starting`, `Stopping` and `Destroying` are transient.
     pub state: VmState,
+    /// The instance offering it was made with.
     pub instance_offering_uuid: String,
+    /// The image it was made from.
     pub image_uuid: String,
     /// Where it runs (or ran last); none until placed.
     pub host_uuid: Option<String>,
+    /// vCPUs.
     pub cpu_num: u64,
     /// Bytes.
     pub memory_size: u64,
+    /// Its NICs.
     pub nics: Vec<NicInventory>,
+    /// When it was created (RFC 3339, UTC).
     pub created_at: String,
+    /// When it last changed (RFC 3339, UTC).
     pub updated_at: String,
 }
 
 /// A volume's `type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum VolumeType {
+    /// A VM's root disk, made from its image with the VM and destroyed with it.
     Root,
+    /// A disk of its own, attached to and detached from VMs.
     Data,
 }
 
 /// Where a volume is; all but `Ready` are transient.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum VolumeStatus {
+    /// Its bytes are being made.
     Creating,
+    /// Stable: detached, or attached to its VM.
     Ready,
+    /// Being attached to a VM.
     Attaching,
+    /// Being detached from its VM.
     Detaching,
+    /// Being deleted.
     Deleting,
 }
 
@@ -274,20 +386,29 @@ pub enum VolumeStatus {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VolumeInventory {
+    /// Its uuid: 32 lowercase hex characters.
     pub uuid: String,
+    /// Its name (1–255 bytes; not unique).
     pub name: String,
+    /// Free text (may be empty).
     pub description: String,
     #[serde(rename = "type")]
+    /// Root or data.
     pub volume_type: VolumeType,
+    /// Where it is in its life cycle.
     pub status: VolumeStatus,
     /// Bytes.
     pub size: u64,
+    /// The primary storage it is on.
     pub primary_storage_uuid: String,
     /// The VM it is attached to, if any.
     pub vm_instance_uuid: Option<String>,
+    /// Its device index on the VM; absent when detached.
     pub device_id: Option<u64>,
     /// The image a root volume was made from.
     pub image_uuid: Option<String>,
+    /// When it was created (RFC 3339, UTC).
     pub created_at: String,
+    /// When it last changed (RFC 3339, UTC).
     pub updated_at: String,
 }
