@@ -139,7 +139,11 @@ mod tests {
     use flatstack_header::api::ApiChildExtension;
     use flatstack_kernel::Manifest;
 
-    /// A plugin named `name` that adds a child collection to `kind`.
+    use flatstack_header::{InventoryList, ListResources};
+    use flatstack_kernel::Message;
+
+    /// A plugin named `name` that adds a child collection to `kind`, served by a service
+    /// of its own name.
     struct Adds(&'static str, &'static str);
 
     impl Plugin for Adds {
@@ -148,11 +152,18 @@ mod tests {
         }
 
         fn build(&self, b: &mut PluginBuilder<'_>) {
+            b.service(self.0, ())
+                .handle::<ListResources, _, _>(|_, _, _| async {
+                    Ok(InventoryList {
+                        inventories: Vec::new(),
+                        total: 0,
+                    })
+                });
             b.register(ApiChildExtension::new(
                 self.1,
                 "extras",
                 self.0,
-                "extras.list",
+                ListResources::NAME,
             ));
         }
     }
