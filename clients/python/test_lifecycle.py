@@ -108,6 +108,11 @@ def lifecycle(c: Client) -> None:
     assert vm["state"] == "Running", vm
     assert {n["l2_type"] for n in vm["nics"]} == {"L2NoVlanNetwork", "L2VlanNetwork"}, vm
     uuid = vm["uuid"]
+    # The VM plugin's child collection on L2 networks: the NICs on the VLAN network.
+    on_vlan = c.call("l2-networks.vm-nics.list", uuid=vlan["uuid"])
+    assert on_vlan["total"] == 1, on_vlan
+    assert on_vlan["inventories"][0]["vm_instance_uuid"] == uuid, on_vlan
+    assert on_vlan["inventories"][0]["l2_type"] == "L2VlanNetwork", on_vlan
     actions = c.operations["vm-instances.action"][2]["requestBody"]["content"]["application/json"]["schema"]
     names = sorted(actions["discriminator"]["mapping"])
     assert names == ["reboot", "start", "stop"], names

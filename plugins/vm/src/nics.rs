@@ -45,7 +45,8 @@ pub(crate) fn serve<S: Send + Sync + 'static>(service: &mut ServiceBuilder<'_, S
 
 /// The child collection it adds to L2 networks.
 pub(crate) const ON_L2_NETWORKS: ApiChildExtension =
-    ApiChildExtension::new("l2-networks", "vm-nics", VM_SERVICE, ListNetworkNics::NAME);
+    ApiChildExtension::new("l2-networks", "vm-nics", VM_SERVICE, ListNetworkNics::NAME)
+        .with_inventory(flatstack_header::inventory::schema::<NicRecord>);
 
 async fn find(kernel: &Kernel, query: &NicQuery) -> Result<Vec<NicRecord>, Fault> {
     let mut conditions = Vec::new();
