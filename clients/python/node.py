@@ -9,7 +9,8 @@ import time
 
 def start_node(binary: str, data_dir: str) -> tuple[subprocess.Popen, str]:
     node = subprocess.Popen(
-        [binary, "serve", "--data-dir", data_dir, "--listen", "127.0.0.1:0"],
+        [binary, "serve", "--data-dir", data_dir, "--listen", "127.0.0.1:0",
+         "--enable", "fault-injection"],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,

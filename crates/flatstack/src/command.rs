@@ -47,6 +47,10 @@ enum Command {
         /// Create a small simulated data centre through the API once the node is up.
         #[arg(long)]
         demo: bool,
+        /// Also run these opt-in plugins, which are off unless named (e.g.
+        /// `fault-injection`, for testing rollbacks: never on a production node).
+        #[arg(long, env = "FLATSTACK_ENABLE", value_delimiter = ',')]
+        enable: Vec<String>,
         /// On SIGTERM or Ctrl-C, how many seconds the operations in flight may take to
         /// finish before the node stops anyway.
         #[arg(long, env = "FLATSTACK_SHUTDOWN_TIMEOUT", default_value_t = 30)]
@@ -209,6 +213,7 @@ async fn run(distribution: &Distribution) -> anyhow::Result<()> {
             listen,
             config,
             demo,
+            enable,
             shutdown_timeout,
             events_retention_secs,
             events_retention_count,
@@ -223,6 +228,7 @@ async fn run(distribution: &Distribution) -> anyhow::Result<()> {
                     listen,
                     manifest: config,
                     demo,
+                    enable,
                     shutdown_timeout: Duration::from_secs(shutdown_timeout),
                     events: EventRetention {
                         max_age: Some(Duration::from_secs(events_retention_secs))

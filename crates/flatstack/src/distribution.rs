@@ -119,6 +119,10 @@ impl Plugin for Added {
         self.0.requires()
     }
 
+    fn opt_in(&self) -> bool {
+        self.0.opt_in()
+    }
+
     fn build(&self, b: &mut PluginBuilder<'_>) {
         self.0.build(b)
     }

@@ -22,6 +22,8 @@ pub struct NodeOptions {
     pub manifest: Option<PathBuf>,
     /// Create the demo data centre once serving.
     pub demo: bool,
+    /// Opt-in plugins to run too (added to the manifest's `enabled`).
+    pub enable: Vec<String>,
     /// On SIGTERM or SIGINT, how long the operations in flight may take to finish.
     pub shutdown_timeout: Duration,
     /// What the event outbox keeps.
@@ -42,6 +44,7 @@ impl NodeOptions {
             listen,
             manifest: None,
             demo: false,
+            enable: Vec::new(),
             shutdown_timeout: Duration::from_secs(30),
             events: EventRetention::DEFAULT,
             reconcile_interval: Duration::from_secs(60),
@@ -111,7 +114,8 @@ pub async fn open(
 ) -> anyhow::Result<(Kernel, DataDirLock)> {
     let lock = DataDirLock::acquire(&options.data_dir)?;
     tracing::debug!(lock = %lock.path().display(), "data directory locked");
-    let manifest = load_manifest(options.manifest.as_deref())?;
+    let mut manifest = load_manifest(options.manifest.as_deref())?;
+    manifest.enabled.extend(options.enable.iter().cloned());
     let store = match &options.database_url {
         Some(url) => Store::open(url).await.context("opening the database")?,
         None => Store::open_data_dir(&options.data_dir)

@@ -26,7 +26,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A node started as a process on an ephemeral port and a temporary data directory.
+/// A node started as a process on an ephemeral port and a temporary data directory, with
+/// the opt-in `fault-injection` plugin enabled (to test undos).
 pub struct TestNode {
     child: Child,
     base: String,
@@ -88,6 +89,8 @@ impl TestNode {
             .args(args)
             // The database is the test's: SQLite in its directory.
             .env_remove("FLATSTACK_DATABASE_URL")
+            // A test node runs the opt-in fault-injection plugin, to test undos.
+            .env("FLATSTACK_ENABLE", "fault-injection")
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or("warn".into()),

@@ -646,3 +646,37 @@ async fn a_refused_unique_key_is_a_conflict_about_the_data() {
     }
     assert_eq!(made, 1);
 }
+
+/// Secure by default: a node runs no fault injection unless the operator names the
+/// opt-in plugin (`serve --enable fault-injection`, `FLATSTACK_ENABLE`, or the manifest's
+/// `enabled`); nobody can then arm a failure through the API.
+#[tokio::test]
+async fn fault_injection_is_off_unless_enabled() {
+    let dir = common::data_dir();
+    // The test harness enables it for every other test; this one names another plugin.
+    let node = Node::start_custom(dir.path(), &[], &[("FLATSTACK_ENABLE", "host-tags")]);
+    let (status, _) = node.get("/v1/fault-injections").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = node
+        .post(
+            "/v1/fault-injections?wait=10",
+            json!({"point": "vm.pre-instantiate", "mode": "fail"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (_, plugins) = node.get("/v1/plugins").await;
+    let names: Vec<&str> = plugins
+        .as_array()
+        .into_iter()
+        .flatten()
+        .chain(plugins["plugins"].as_array().into_iter().flatten())
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert!(names.contains(&"vm"), "{plugins}");
+    assert!(!names.contains(&"fault-injection"), "{plugins}");
+    drop(node);
+
+    let enabled = Node::start_custom(dir.path(), &[], &[("FLATSTACK_ENABLE", "fault-injection")]);
+    let (status, list) = enabled.get("/v1/fault-injections").await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+}

@@ -183,7 +183,11 @@ fn select(
         }
     };
     let listed = manifest.plugins.iter().flatten();
-    for name in listed.clone().chain(&manifest.disabled) {
+    for name in listed
+        .clone()
+        .chain(&manifest.disabled)
+        .chain(&manifest.enabled)
+    {
         known(name)?;
     }
     let wanted: Option<BTreeSet<&str>> = manifest
@@ -192,7 +196,11 @@ fn select(
         .map(|list| list.iter().map(String::as_str).collect());
     let enabled: BTreeMap<_, _> = available
         .iter()
-        .filter(|(name, _)| wanted.as_ref().is_none_or(|w| w.contains(*name)))
+        .filter(|(name, p)| match &wanted {
+            Some(wanted) => wanted.contains(*name),
+            // An opt-in plugin (fault injection, say) runs only when named.
+            None => !p.opt_in() || manifest.enabled.iter().any(|e| e == *name),
+        })
         .filter(|(name, _)| !manifest.disabled.iter().any(|d| d == *name))
         .map(|(name, p)| (*name, p.clone()))
         .collect();

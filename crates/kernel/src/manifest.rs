@@ -5,6 +5,8 @@
 //! plugins = ["zone", "cluster", "host"]
 //! # Or: all but these.
 //! disabled = ["billing"]
+//! # Opt-in plugins (off unless named, e.g. fault injection) to run beside the others.
+//! enabled = ["fault-injection"]
 //!
 //! [config]
 //! bus.request_timeout_ms = 10000
@@ -31,6 +33,10 @@ pub struct Manifest {
     /// Plugins not to run.
     #[serde(default)]
     pub disabled: Vec<String>,
+    /// Opt-in plugins ([`crate::Plugin::opt_in`]) to run beside the others: such a plugin
+    /// runs only when named here or in `plugins`.
+    #[serde(default)]
+    pub enabled: Vec<String>,
     /// Values of the plugins' configuration keys ([`crate::ConfigKey`]); dotted tables
     /// are flattened, so `[config.bus] request_timeout_ms = 1` sets `bus.request_timeout_ms`.
     #[serde(default)]

@@ -27,6 +27,12 @@ pub trait Plugin: Send + Sync + 'static {
         ""
     }
 
+    /// Whether it runs only when the manifest names it (`enabled`, or `plugins`): for
+    /// what must never be on unless the operator turns it on, such as fault injection.
+    fn opt_in(&self) -> bool {
+        false
+    }
+
     /// Plugins that must be enabled for this one to work; they also start before it.
     fn requires(&self) -> &'static [&'static str] {
         &[]

@@ -45,6 +45,7 @@ struct P {
     migrations: &'static [u32],
     start: Start,
     log: Log,
+    opt_in: bool,
 }
 
 #[async_trait]
@@ -54,6 +55,9 @@ impl Plugin for P {
     }
     fn requires(&self) -> &'static [&'static str] {
         self.requires
+    }
+    fn opt_in(&self) -> bool {
+        self.opt_in
     }
     fn build(&self, b: &mut PluginBuilder<'_>) {
         if let Some(t) = self.host_type {
@@ -130,6 +134,34 @@ fn a_missing_required_plugin_is_named() {
     );
 }
 
+/// A dangerous plugin (fault injection) is off unless the manifest names it.
+#[test]
+fn an_opt_in_plugin_runs_only_when_named() {
+    let plugins = || {
+        let mut faults = p("faults");
+        faults.opt_in = true;
+        vec![p("zone"), faults]
+    };
+    let names = |manifest: &str| -> Vec<String> {
+        build(plugins(), manifest)
+            .expect("assembles")
+            .plugins()
+            .into_iter()
+            .map(|p| p.name)
+            .collect()
+    };
+    assert_eq!(names(""), ["zone"]);
+    assert_eq!(names(r#"enabled = ["faults"]"#), ["faults", "zone"]);
+    assert_eq!(names(r#"plugins = ["zone", "faults"]"#), ["faults", "zone"]);
+    assert_eq!(
+        names(
+            r#"enabled = ["faults"]
+disabled = ["faults"]"#
+        ),
+        ["zone"]
+    );
+}
+
 #[test]
 fn a_requirement_cycle_is_named() {
     let mut a = p("a");
@@ -166,6 +198,7 @@ fn bad_manifests_are_clear_errors() {
     let cases = [
         ("plugins = [\"zone\", \"nope\"]", "unknown plugin `nope`"),
         ("disabled = [\"ghost\"]", "unknown plugin `ghost`"),
+        ("enabled = [\"ghost\"]", "unknown plugin `ghost`"),
         ("colour = 3", "unknown field `colour`"),
         ("plugins = 3", "invalid type"),
         (

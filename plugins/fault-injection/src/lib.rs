@@ -346,6 +346,12 @@ impl Plugin for FaultInjectionPlugin {
         "Arms a failure, panic or hang at a VM extension point through the API, to test rollback."
     }
 
+    /// Anyone who can reach its API can make every create fail or hang: off unless the
+    /// operator names it (`enabled = ["fault-injection"]`, or `serve --enable`).
+    fn opt_in(&self) -> bool {
+        true
+    }
+
     fn requires(&self) -> &'static [&'static str] {
         // The points it arms are the VM plugin's.
         &["vm"]

@@ -244,6 +244,8 @@ impl Node {
         }
         let mut child = command
             .env("RUST_LOG", "warn")
+            // Test nodes arm failures through the opt-in fault-injection plugin.
+            .env("FLATSTACK_ENABLE", "fault-injection")
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
