@@ -61,6 +61,9 @@ pub fn router_with_jobs(kernel: Kernel) -> (Router, Jobs) {
         catalogue,
     });
     let router = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/v1/version", get(version))
         .route("/v1/openapi.json", get(openapi_doc))
         .route("/v1/schemas", get(schemas))
         .route("/v1/plugins", get(plugins))
@@ -470,6 +473,45 @@ async fn list_jobs(
         answer["next"] = json!(next);
     }
     Ok(Json(answer))
+}
+
+/// Alive: the process answers. For a liveness probe; it reads nothing.
+async fn healthz() -> Json<Value> {
+    Json(json!({"status": "alive"}))
+}
+
+/// Ready to serve: the store answers a read. The API is only served once the migrations
+/// are applied and recovery is done (`flatstack serve` starts it after both), so an
+/// answer at all says those; `503` while the store cannot be read.
+async fn readyz(State(api): Shared) -> Result<Json<Value>, ApiError> {
+    // The database's own message goes to the log, not to whoever asks.
+    let not_ready = |error: flatstack_store::StoreError| {
+        tracing::warn!(%error, "readiness: the store cannot be read");
+        ApiError(Fault::unavailable("the store cannot be read"))
+    };
+    if let Some(store) = api.kernel.get::<flatstack_store::Store>() {
+        let mut tx = store.read().await.map_err(not_ready)?;
+        tx.query("SELECT 1 AS ready", &[])
+            .await
+            .map_err(not_ready)?;
+    }
+    Ok(Json(json!({"status": "ready"})))
+}
+
+/// What is running: the distribution's version, the commit it was built from, and the
+/// plugins enabled.
+async fn version(State(api): Shared) -> Json<Value> {
+    let plugins: Vec<Value> = api
+        .kernel
+        .plugins()
+        .into_iter()
+        .map(|p| json!({"name": p.name, "description": p.description}))
+        .collect();
+    Json(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "commit": env!("FLATSTACK_GIT_COMMIT"),
+        "plugins": plugins,
+    }))
 }
 
 async fn plugins(State(api): Shared) -> Json<Value> {

@@ -680,3 +680,40 @@ async fn fault_injection_is_off_unless_enabled() {
     let (status, list) = enabled.get("/v1/fault-injections").await;
     assert_eq!(status, StatusCode::OK, "{list}");
 }
+
+/// What a probe and an operator ask first: alive, ready (the store answers), and what is
+/// running.
+#[tokio::test]
+async fn health_readiness_and_version_answer() {
+    let dir = common::data_dir();
+    let node = Node::start(dir.path());
+    let (status, alive) = node.get("/healthz").await;
+    assert_eq!(
+        (status, &alive["status"]),
+        (StatusCode::OK, &json!("alive"))
+    );
+    let (status, ready) = node.get("/readyz").await;
+    assert_eq!(
+        (status, &ready["status"]),
+        (StatusCode::OK, &json!("ready"))
+    );
+    let (status, version) = node.get("/v1/version").await;
+    assert_eq!(status, StatusCode::OK, "{version}");
+    assert_eq!(version["version"], env!("CARGO_PKG_VERSION"), "{version}");
+    let commit = version["commit"].as_str().expect("a commit");
+    assert!(
+        commit == "unknown"
+            || (commit.len() == 12 && commit.chars().all(|c| c.is_ascii_hexdigit())),
+        "{version}"
+    );
+    let plugins: Vec<&str> = version["plugins"]
+        .as_array()
+        .expect("plugins")
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert!(
+        plugins.contains(&"vm") && plugins.contains(&"zone"),
+        "{version}"
+    );
+}
