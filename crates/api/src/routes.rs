@@ -79,6 +79,7 @@ pub fn router_with_jobs(kernel: Kernel) -> (Router, Jobs) {
             get(list_children).post(create_child),
         )
         .fallback(|| async { ApiError(Fault::not_found("no such route")) })
+        .layer(axum::middleware::from_fn(json_bodies_only))
         .with_state(api);
     (router, jobs)
 }
@@ -189,6 +190,46 @@ fn idempotency_key(headers: &HeaderMap) -> Option<String> {
     headers
         .get("idempotency-key")
         .map(|v| v.to_str().unwrap_or_default().to_owned())
+}
+
+/// Refuses (`415`, in the JSON error shape) a request whose body is not declared JSON: a
+/// web page can send `text/plain` or a form to any origin without a preflight, so a body
+/// read as JSON whatever its type would let any page the operator opens act on the cloud.
+async fn json_bodies_only(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
+    let headers = request.headers();
+    let has_body = match headers.get(CONTENT_LENGTH) {
+        Some(length) => length.to_str().ok().and_then(|l| l.parse::<u64>().ok()) != Some(0),
+        None => headers.contains_key(TRANSFER_ENCODING),
+    };
+    let json = headers
+        .get(CONTENT_TYPE)
+        .and_then(|t| t.to_str().ok())
+        .map(|t| {
+            let media = t
+                .split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase();
+            media == "application/json" || media.ends_with("+json")
+        })
+        .unwrap_or(false);
+    if has_body && !json {
+        let fault = Fault::invalid(
+            "content-type",
+            "a request body must be JSON, sent with `Content-Type: application/json`",
+        );
+        return (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Json(crate::error::body_of(&fault)),
+        )
+            .into_response();
+    }
+    next.run(request).await
 }
 
 /// Parses a JSON object body; a malformed one is a 400 naming the problem.

@@ -215,6 +215,7 @@ async fn bad_input_is_a_clear_error_and_changes_nothing() {
     let resp = node
         .http
         .post(format!("{}/v1/zones?wait=5", node.base))
+        .header("content-type", "application/json")
         .body("{not json")
         .send()
         .await
@@ -716,4 +717,47 @@ async fn health_readiness_and_version_answer() {
         plugins.contains(&"vm") && plugins.contains(&"zone"),
         "{version}"
     );
+}
+
+/// A body not declared JSON is refused before anything reads it: a page on any origin can
+/// POST `text/plain` or a form without a preflight, and must not act on the cloud.
+#[tokio::test]
+async fn a_body_not_sent_as_json_is_refused_and_changes_nothing() {
+    let dir = common::data_dir();
+    let node = Node::start(dir.path());
+    let zones = || node.http.get(format!("{}/v1/zones", node.base)).send();
+    for content_type in [
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+        Some("multipart/form-data; boundary=x"),
+        None,
+    ] {
+        let mut request = node
+            .http
+            .post(format!("{}/v1/zones?wait=10", node.base))
+            .body(r#"{"name": "from-a-web-page"}"#);
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        let response = request.send().await.expect("request");
+        assert_eq!(
+            response.status(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "{content_type:?}"
+        );
+        let body: Value = response.json().await.expect("the JSON error shape");
+        assert_eq!(body["error"]["details"]["field"], "content-type", "{body}");
+    }
+    let listed: Value = zones().await.expect("list").json().await.expect("JSON");
+    assert_eq!(listed["total"], 0, "{listed}");
+    // JSON, with a charset parameter, is served.
+    let response = node
+        .http
+        .post(format!("{}/v1/zones?wait=10", node.base))
+        .header("content-type", "application/json; charset=utf-8")
+        .body(r#"{"name": "zone-1"}"#)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), StatusCode::CREATED);
 }
