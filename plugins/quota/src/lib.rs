@@ -10,7 +10,7 @@ use flatstack_kernel::migration::Migration;
 use flatstack_kernel::schemars::{self, JsonSchema};
 use flatstack_kernel::{
     async_trait, DoUndo, Fault, FaultCode, Kernel, KernelRef, Message, Plugin, PluginBuilder,
-    Release, Request,
+    Release,
 };
 use flatstack_store::resource::{check_name, row, store, ResourceTable};
 use flatstack_store::Tx;
@@ -32,12 +32,7 @@ pub struct CreateQuota {
     /// Bytes.
     pub max_memory_size: u64,
 }
-impl Message for CreateQuota {
-    const NAME: &'static str = "quota.create";
-}
-impl Request for CreateQuota {
-    type Reply = Inventory;
-}
+flatstack_kernel::request!(CreateQuota = "quota.create" => Inventory, service SERVICE);
 
 /// An owner's limits, as the API answers them.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -65,12 +60,7 @@ pub struct TakeUsage {
     pub cpu_num: i64,
     pub memory_size: i64,
 }
-impl Message for TakeUsage {
-    const NAME: &'static str = "quota.usage.take";
-}
-impl Request for TakeUsage {
-    type Reply = ();
-}
+flatstack_kernel::request!(TakeUsage = "quota.usage.take" => (), service SERVICE);
 
 /// Gives back a consumer's share, whichever owner it counted against; `true` if it held
 /// one. Idempotent.
@@ -79,12 +69,7 @@ impl Request for TakeUsage {
 pub struct ReturnUsage {
     pub consumer: String,
 }
-impl Message for ReturnUsage {
-    const NAME: &'static str = "quota.usage.return";
-}
-impl Request for ReturnUsage {
-    type Reply = bool;
-}
+flatstack_kernel::request!(ReturnUsage = "quota.usage.return" => bool, service SERVICE);
 
 const SERVICE: &str = "quota";
 
@@ -109,11 +94,7 @@ impl DoUndo<VmReserve> for Reserve {
             cpu_num: i64::from(vm.cpu_num),
             memory_size: memory,
         };
-        self.0
-            .get()?
-            .request(SERVICE, take)
-            .resource(vm.owner.as_str())
-            .await
+        self.0.get()?.ask(take).resource(vm.owner.as_str()).await
     }
 
     /// Works from the consumer's record alone: after a restart, or twice, it is the same.
@@ -121,7 +102,7 @@ impl DoUndo<VmReserve> for Reserve {
         let release = ReturnUsage {
             consumer: vm.vm_uuid.clone(),
         };
-        self.0.get()?.request(SERVICE, release).await?;
+        self.0.get()?.ask(release).await?;
         Ok(())
     }
 }

@@ -11,7 +11,7 @@ use flatstack_header::record;
 use flatstack_header::vm::{state, VM_SERVICE};
 use flatstack_header::{Inventory, StateChange};
 use flatstack_kernel::schemars::{self, JsonSchema};
-use flatstack_kernel::{async_trait, Fault, Kernel, KernelRef, Message, Observe, Request};
+use flatstack_kernel::{async_trait, Fault, Kernel, KernelRef, Observe};
 use flatstack_store::resource::{store, text};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -28,13 +28,7 @@ pub(crate) struct SettleVm {
     pub(crate) running: Option<bool>,
 }
 
-impl Message for SettleVm {
-    const NAME: &'static str = "vm.settle";
-}
-
-impl Request for SettleVm {
-    type Reply = Inventory;
-}
+flatstack_kernel::request!(SettleVm = "vm.settle" => Inventory, service VM_SERVICE);
 
 pub(crate) async fn settle(
     kernel: &Kernel,
@@ -109,7 +103,7 @@ impl Observe<StateChanged> for HostStatus {
             // queue, where this observer runs.
             let kernel = kernel.clone();
             tokio::spawn(async move {
-                let settled = kernel.request(VM_SERVICE, settle).resource(&uuid).await;
+                let settled = kernel.ask(settle).resource(&uuid).await;
                 if let Err(fault) = settled {
                     tracing::warn!(vm = %uuid, %fault, "settling the VM's state failed");
                 }

@@ -21,7 +21,7 @@ use flatstack_header::vm::{
 };
 use flatstack_header::Inventory;
 use flatstack_kernel::schemars::{self, JsonSchema};
-use flatstack_kernel::{DoUndoPoint, ExtensionPoint, Fault, Kernel, Message, Request};
+use flatstack_kernel::{DoUndoPoint, ExtensionPoint, Fault, Kernel};
 use flatstack_store::recovery::is_transient;
 use flatstack_store::resource::{store, text};
 use futures::future::BoxFuture;
@@ -72,14 +72,8 @@ impl Drop for Creating {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RecoverVm {}
 
-impl Message for RecoverVm {
-    const NAME: &'static str = "vm.recover";
-}
-
-impl Request for RecoverVm {
-    /// What became of it: its state, or `removed`.
-    type Reply = String;
-}
+// Its reply: what became of the VM, its state or `removed`.
+flatstack_kernel::request!(RecoverVm = "vm.recover" => String, service VM_SERVICE);
 
 /// How many VMs are recovered at once.
 const CONCURRENCY: usize = 32;
@@ -110,7 +104,7 @@ pub(crate) async fn reconcile(kernel: Kernel) -> Result<(), Fault> {
             let kernel = kernel.clone();
             async move {
                 kernel
-                    .request(VM_SERVICE, RecoverVm {})
+                    .ask(RecoverVm {})
                     .resource(uuid.as_str())
                     .await
                     .map_err(|fault| fault.with_detail("vm", uuid))
@@ -371,7 +365,7 @@ pub(crate) async fn sync_hosts(kernel: Kernel) -> Result<(), Fault> {
                     running: Some(false),
                 };
                 kernel
-                    .request(VM_SERVICE, settle)
+                    .ask(settle)
                     .resource(uuid)
                     .await
                     .map_err(|fault| fault.with_detail("vm", uuid))?;
