@@ -193,7 +193,8 @@ def lifecycle(c: Client) -> None:
             c.call(f"{kind}.update", {"name": f"old-{item['name']}"}, uuid=item["uuid"])
             c.call(f"{kind}.delete", uuid=item["uuid"])
         assert c.call(f"{kind}.list")["total"] == 0, kind
-    for introspection in ("plugins.list", "extension_points.list", "schemas.list", "openapi"):
+    for introspection in ("plugins.list", "extension_points.list", "schemas.list", "openapi",
+                          "health.alive", "health.ready", "version"):
         c.call(introspection)
 
 

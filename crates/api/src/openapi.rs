@@ -711,6 +711,17 @@ impl Doc {
                 "The JSON Schema of every message and event",
             ),
             ("/v1/openapi.json", "openapi", "This document"),
+            ("/healthz", "health.alive", "Alive: the process answers"),
+            (
+                "/readyz",
+                "health.ready",
+                "Ready: the store answers (503 while it cannot be read)",
+            ),
+            (
+                "/v1/version",
+                "version",
+                "The version, the commit built from and the enabled plugins",
+            ),
         ] {
             self.paths.insert(
                 path.into(),
