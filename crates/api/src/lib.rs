@@ -4,11 +4,13 @@
 
 mod children;
 mod error;
+mod hosts;
 mod jobs;
 pub mod openapi;
 mod routes;
 
 pub use children::{check, CheckError};
 pub use error::ApiError;
+pub use hosts::allow_hosts;
 pub use jobs::Jobs;
 pub use routes::{router, router_with_jobs};

@@ -51,6 +51,14 @@ enum Command {
         /// `fault-injection`, for testing rollbacks: never on a production node).
         #[arg(long, env = "FLATSTACK_ENABLE", value_delimiter = ',')]
         enable: Vec<String>,
+        /// Host names the API answers to, besides IP addresses and `localhost` (requests
+        /// naming any other `Host` are refused, against DNS rebinding).
+        #[arg(
+            long = "allowed-host",
+            env = "FLATSTACK_ALLOWED_HOSTS",
+            value_delimiter = ','
+        )]
+        allowed_hosts: Vec<String>,
         /// On SIGTERM or Ctrl-C, how many seconds the operations in flight may take to
         /// finish before the node stops anyway.
         #[arg(long, env = "FLATSTACK_SHUTDOWN_TIMEOUT", default_value_t = 30)]
@@ -214,6 +222,7 @@ async fn run(distribution: &Distribution) -> anyhow::Result<()> {
             config,
             demo,
             enable,
+            allowed_hosts,
             shutdown_timeout,
             events_retention_secs,
             events_retention_count,
@@ -229,6 +238,7 @@ async fn run(distribution: &Distribution) -> anyhow::Result<()> {
                     manifest: config,
                     demo,
                     enable,
+                    allowed_hosts,
                     shutdown_timeout: Duration::from_secs(shutdown_timeout),
                     events: EventRetention {
                         max_age: Some(Duration::from_secs(events_retention_secs))

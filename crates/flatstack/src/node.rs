@@ -24,6 +24,8 @@ pub struct NodeOptions {
     pub demo: bool,
     /// Opt-in plugins to run too (added to the manifest's `enabled`).
     pub enable: Vec<String>,
+    /// Host names the API answers to besides IP addresses and `localhost`.
+    pub allowed_hosts: Vec<String>,
     /// On SIGTERM or SIGINT, how long the operations in flight may take to finish.
     pub shutdown_timeout: Duration,
     /// What the event outbox keeps.
@@ -45,6 +47,7 @@ impl NodeOptions {
             manifest: None,
             demo: false,
             enable: Vec::new(),
+            allowed_hosts: Vec::new(),
             shutdown_timeout: Duration::from_secs(30),
             events: EventRetention::DEFAULT,
             reconcile_interval: Duration::from_secs(60),
@@ -184,7 +187,8 @@ pub async fn serve_api(
     kernel: Kernel,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    axum::serve(listener, flatstack_api::router(kernel))
+    let router = flatstack_api::allow_hosts(flatstack_api::router(kernel), Vec::new());
+    axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await
         .context("serving the API")
@@ -205,6 +209,7 @@ pub async fn serve(distribution: &Distribution, options: NodeOptions) -> anyhow:
         }
     };
     let (router, jobs) = flatstack_api::router_with_jobs(kernel.clone());
+    let router = flatstack_api::allow_hosts(router, options.allowed_hosts.clone());
     let (close_api, api_closed) = tokio::sync::oneshot::channel::<()>();
     let mut server = tokio::spawn(
         axum::serve(listener, router)

@@ -761,3 +761,33 @@ async fn a_body_not_sent_as_json_is_refused_and_changes_nothing() {
         .expect("request");
     assert_eq!(response.status(), StatusCode::CREATED);
 }
+
+/// Against DNS rebinding: a request naming a `Host` the node was not told about (a page's
+/// own domain, resolved to the node's address) is refused before anything reads it; IP
+/// addresses, `localhost` and the names given with `--allowed-host` are served.
+#[tokio::test]
+async fn a_foreign_host_is_refused_and_allowed_names_are_served() {
+    let dir = common::data_dir();
+    let node = Node::start_custom(
+        dir.path(),
+        &["--allowed-host".as_ref(), "flatstack.test".as_ref()],
+        &[],
+    );
+    let post_as = |host: &'static str| {
+        node.http
+            .post(format!("{}/v1/zones?wait=10", node.base))
+            .header("host", host)
+            .json(&json!({"name": host}))
+            .send()
+    };
+    let refused = post_as("evil.example.net").await.expect("request");
+    assert_eq!(refused.status(), StatusCode::MISDIRECTED_REQUEST);
+    let body: Value = refused.json().await.expect("the JSON error shape");
+    assert_eq!(body["error"]["details"]["field"], "host", "{body}");
+    for host in ["flatstack.test:80", "localhost", "127.0.0.1"] {
+        let served = post_as(host).await.expect("request");
+        assert_eq!(served.status(), StatusCode::CREATED, "{host}");
+    }
+    let (_, zones) = node.get("/v1/zones").await;
+    assert_eq!(zones["total"], 3, "{zones}");
+}
