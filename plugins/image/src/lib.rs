@@ -118,7 +118,7 @@ async fn create(kernel: &Kernel, msg: CreateImage) -> Result<Inventory, Fault> {
     // image's row exists: a create stopped half-way leaves bytes held by no image, which
     // the reconciler below gives back at the next start.
     let uuid = new_uuid();
-    if let Err(fault) = reserve(kernel, &uuid, size, &targets).await {
+    if let Err(fault) = reserve(kernel, &uuid, msg.size, &targets).await {
         return Err(give_back(kernel, &uuid, fault).await);
     }
     let row = row(json!({
@@ -140,10 +140,9 @@ async fn create(kernel: &Kernel, msg: CreateImage) -> Result<Inventory, Fault> {
 async fn reserve(
     kernel: &Kernel,
     image: &str,
-    size: i64,
+    size: u64,
     targets: &BTreeSet<String>,
 ) -> Result<(), Fault> {
-    let size = u64::try_from(size).map_err(|_| Fault::invalid("size", "size must be positive"))?;
     for bs in targets {
         let reserve = ReserveBackupStorage {
             consumer: image.to_owned(),

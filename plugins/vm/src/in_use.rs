@@ -1,6 +1,6 @@
 //! What VMs use, kept from going while they use it: the VM plugin knows its VMs use their
-//! image, their instance offering, and — through their NICs' L3 networks — the L2 network
-//! those are on, in their host's cluster. So it refuses, through asynchronous vetoes that
+//! image, their instance offering, and — through their NICs, recorded with it — the L2
+//! network under their L3 networks, in their host's cluster. So it refuses, through asynchronous vetoes that
 //! read the store, to delete an image or an offering that a VM uses, or to detach an L2
 //! network from a cluster while NICs of VMs there use it; the refusal (`409`) names the
 //! VMs. A VM counts from the moment its row exists (`Creating`); one being created counts
@@ -10,12 +10,11 @@
 //! which holds SQLite's one writer, so their read sees exactly what the delete changes;
 //! adding a foreign key to `vm_instances` would mean rebuilding the table on SQLite (with a
 //! fixed column list, while its schema is still changing). The create's side of the race
-//! is closed where the VM's row is written: the same transaction checks that its image and
-//! offering are still there (`flow.rs`, `Record`).
+//! is closed where the VM's row is written: once it is committed, the create asks the
+//! owners whether its image and offering are still there (`flow.rs`, `Record`).
 
 use crate::VMS;
 use flatstack_header::infra::{HostQuery, HostRecord};
-use flatstack_header::network::{L3NetworkQuery, L3NetworkRecord};
 use flatstack_header::points::{DeleteCheck, DetachCheck};
 use flatstack_header::record;
 use flatstack_header::vm::{VmReserve, VmStarted, VmWork};
@@ -44,8 +43,8 @@ pub(crate) fn build(b: &mut PluginBuilder<'_>) {
     b.observe::<VmStarted>(Track(creating));
 }
 
-/// The L3 networks of each VM being created, by VM: its NICs are recorded only when it
-/// runs, with its host.
+/// The L2 networks of each VM being created, by VM: known from its first step, before its
+/// NICs are recorded (with its host, when they are allocated).
 #[derive(Clone, Default)]
 struct Creating(Arc<Mutex<BTreeMap<String, Vec<String>>>>);
 
@@ -62,9 +61,13 @@ struct Track(Creating);
 #[async_trait]
 impl DoUndo<VmReserve> for Track {
     async fn run(&self, vm: &mut VmWork) -> Result<(), Fault> {
-        self.0
-            .lock()
-            .insert(vm.vm_uuid.clone(), vm.l3_network_uuids.clone());
+        self.0.lock().insert(
+            vm.vm_uuid.clone(),
+            vm.networks
+                .iter()
+                .map(|n| n.l2_network_uuid.clone())
+                .collect(),
+        );
         Ok(())
     }
 
@@ -125,40 +128,25 @@ impl AsyncVeto<DetachCheck> for Networks {
         }
         let (l2, cluster) = (&attachment.uuid, &attachment.target_uuid);
         let kernel = self.kernel.get()?;
-        // What the owners know: the L3 networks on the L2 network, the cluster's hosts.
-        let l3_query = L3NetworkQuery {
-            l2_network_uuid: Some(l2.clone()),
-            ..Default::default()
-        };
+        // What the host plugin knows: the cluster's hosts.
         let host_query = HostQuery {
             cluster_uuid: Some(cluster.clone()),
             ..Default::default()
         };
-        let (l3s, hosts) = futures::try_join!(
-            record::find::<L3NetworkRecord>(&kernel, l3_query),
-            record::find::<HostRecord>(&kernel, host_query),
-        )?;
-        let on_l2: BTreeSet<String> = l3s.into_iter().map(|l3| l3.uuid).collect();
-        let in_cluster: BTreeSet<String> = hosts.into_iter().map(|h| h.uuid).collect();
-        if on_l2.is_empty() {
-            return Ok(());
-        }
+        let in_cluster: BTreeSet<String> = record::find::<HostRecord>(&kernel, host_query)
+            .await?
+            .into_iter()
+            .map(|h| h.uuid)
+            .collect();
         let mut users = Users::new();
         // A VM without a host has not been placed yet: it may be placed in this cluster.
         let mut tx = store(&kernel)?.read().await?;
-        let marks = (1..=on_l2.len())
-            .map(|i| format!("${i}"))
-            .collect::<Vec<_>>();
-        let params: Vec<_> = on_l2.iter().map(|l3| json!(l3)).collect();
         for nic in tx
             .query(
-                &format!(
-                    "SELECT DISTINCT v.uuid AS u, v.host_uuid AS host FROM vm_nics n
-                       JOIN vm_instances v ON v.uuid = n.vm_instance_uuid
-                      WHERE n.l3_network_uuid IN ({})",
-                    marks.join(", ")
-                ),
-                &params,
+                "SELECT DISTINCT v.uuid AS u, v.host_uuid AS host FROM vm_nics n
+                   JOIN vm_instances v ON v.uuid = n.vm_instance_uuid
+                  WHERE n.l2_network_uuid = $1",
+                &[json!(l2)],
             )
             .await?
         {
@@ -173,8 +161,8 @@ impl AsyncVeto<DetachCheck> for Networks {
         // VMs being created, whose NICs are not recorded yet. One that starts after this
         // read records its row only once this detach has committed (the detach holds the
         // writer), and then its host filters see the network detached.
-        for (vm, l3s) in self.creating.lock().iter() {
-            if l3s.iter().any(|l3| on_l2.contains(l3)) {
+        for (vm, l2s) in self.creating.lock().iter() {
+            if l2s.contains(l2) {
                 users.add(VMS.kind, vm);
             }
         }

@@ -130,6 +130,10 @@ impl Plugin for VmPlugin {
             .handle::<DeleteResource, _, _>(|_, _, cx| async move {
                 destroy(&cx.kernel, cx.resource_id()?).await
             });
+        // First: the VMs' recovery below rebuilds contexts from NICs that must have them.
+        b.register(Reconciler::at_start("NICs' L2 networks", |kernel| {
+            Box::pin(nics::fill_l2_networks(kernel))
+        }));
         b.register(Reconciler::periodic("VMs in transient states", |kernel| {
             Box::pin(recovery::reconcile(kernel))
         }));
@@ -138,9 +142,6 @@ impl Plugin for VmPlugin {
             |kernel| Box::pin(recovery::sync_hosts(kernel)),
         ));
         b.register(nics::ON_L2_NETWORKS);
-        b.register(Reconciler::at_start("NICs' L2 networks", |kernel| {
-            Box::pin(nics::fill_l2_networks(kernel))
-        }));
         b.register(ApiResource {
             path: "vm-instances",
             service: VM_SERVICE,
@@ -327,7 +328,9 @@ async fn work_of(kernel: &Kernel, vm: &Inventory) -> Result<VmWork, Fault> {
         Some(h) => record::get::<HostRecord>(kernel, h).await?,
         None => None,
     };
-    let mut nics: Vec<Nic> = vm
+    // Every NIC has its L2 network: recorded with it, or (an older node's) filled in at
+    // start, before recovery rebuilds any context (`nics::fill_l2_networks`).
+    let nics: Vec<Nic> = vm
         .get("nics")
         .and_then(Value::as_array)
         .into_iter()
@@ -341,25 +344,6 @@ async fn work_of(kernel: &Kernel, vm: &Inventory) -> Result<VmWork, Fault> {
             mac: text_value(n, "mac"),
         })
         .collect();
-    // NICs recorded before their L2 network was: asked of the owners.
-    if nics.iter().any(|n| n.l2_network_uuid.is_empty()) {
-        let mut l3s = Vec::new();
-        for nic in &nics {
-            if let Some(l3) = record::get::<L3NetworkRecord>(kernel, &nic.l3_network_uuid).await? {
-                l3s.push(l3);
-            }
-        }
-        let networks = networks_of(kernel, &l3s).await?;
-        for nic in nics.iter_mut().filter(|n| n.l2_network_uuid.is_empty()) {
-            if let Some(net) = networks
-                .iter()
-                .find(|n| n.l3_network_uuid == nic.l3_network_uuid)
-            {
-                nic.l2_network_uuid = net.l2_network_uuid.clone();
-                nic.l2_type = net.l2_type.clone();
-            }
-        }
-    }
     let networks = nics
         .iter()
         .map(|n| VmNetwork {
