@@ -165,16 +165,22 @@ async fn reserve(
 /// Gives back what a create that failed took; a give-back that fails too is reported
 /// with the create's fault (and done at the next start).
 async fn give_back(kernel: &Kernel, image: &str, fault: Fault) -> Fault {
-    let release = ReleaseBackupStorage {
-        consumer: image.to_owned(),
-    };
-    match kernel.ask(release).await {
+    match release(kernel, image).await {
         Ok(_) => fault,
         Err(undo) => {
             tracing::error!(%image, fault = %undo, "giving back backup storage failed");
             fault.with_undo_failure(Some("backup-storage.reserve"), undo)
         }
     }
+}
+
+/// Gives back every byte of backup storage held for `image`, wherever (the storage plugin's
+/// record of it decides, so twice gives back once).
+async fn release(kernel: &Kernel, image: &str) -> Result<(), Fault> {
+    let release = ReleaseBackupStorage {
+        consumer: image.to_owned(),
+    };
+    kernel.ask(release).await.map(|_| ())
 }
 
 /// Records where the image is placed, in the create's transaction.
@@ -211,10 +217,7 @@ impl Observe<Deleted> for GiveBack {
         if change.kind != IMAGES.kind {
             return Ok(());
         }
-        let release = ReleaseBackupStorage {
-            consumer: change.uuid.clone(),
-        };
-        self.0.get()?.ask(release).await.map(|_| ())
+        release(&self.0.get()?, &change.uuid).await
     }
 }
 
@@ -234,7 +237,7 @@ async fn release_orphans(kernel: Kernel) -> Result<(), Fault> {
     }
     for consumer in orphans {
         tracing::info!(image = %consumer, "giving back backup storage held by no image");
-        kernel.ask(ReleaseBackupStorage { consumer }).await?;
+        release(&kernel, &consumer).await?;
     }
     Ok(())
 }
