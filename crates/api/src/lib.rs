@@ -4,6 +4,7 @@
 
 mod children;
 mod error;
+mod events;
 mod hosts;
 mod jobs;
 pub mod openapi;

@@ -59,6 +59,25 @@ pub fn document(kernel: &Kernel) -> Value {
     })
 }
 
+/// Each kind (its API path) and the schema of its inventory, as a reference into the
+/// OpenAPI document served at `/v1/openapi.json`: what the canonical events about it carry.
+pub(crate) fn inventory_references(kernel: &Kernel) -> Vec<(String, Value)> {
+    let mut doc = Doc::default();
+    let (catalogue, _) = Catalogue::new(kernel);
+    catalogue
+        .resources
+        .values()
+        .map(|(_, r)| {
+            let types = doc.types(kernel, r);
+            let mut inventory = doc.inventory(r, &types);
+            if let Some(Value::String(target)) = inventory.get_mut("$ref") {
+                *target = format!("/v1/openapi.json{target}");
+            }
+            (r.path.to_owned(), inventory)
+        })
+        .collect()
+}
+
 fn schema_of<T: JsonSchema>() -> Value {
     serde_json::to_value(schemars::schema_for!(T)).unwrap_or(Value::Null)
 }

@@ -2,6 +2,7 @@
 
 use crate::children::{Catalogue, Child};
 use crate::error::{body_of, status_of, ApiError};
+use crate::events;
 use crate::jobs::Jobs;
 use crate::openapi;
 use axum::body::Bytes;
@@ -66,6 +67,9 @@ pub fn router_with_jobs(kernel: Kernel) -> (Router, Jobs) {
         .route("/v1/version", get(version))
         .route("/v1/openapi.json", get(openapi_doc))
         .route("/v1/schemas", get(schemas))
+        .route("/v1/schemas/events/{type}", get(event_schema))
+        .route("/v1/events", get(list_events))
+        .route("/v1/events/stream", get(stream_events))
         .route("/v1/plugins", get(plugins))
         .route("/v1/extension-points", get(extension_points))
         .route("/v1/jobs", get(list_jobs))
@@ -577,7 +581,26 @@ async fn schemas(State(api): Shared) -> Json<Value> {
             (m.name.to_owned(), entry)
         })
         .collect();
-    Json(json!({"messages": messages}))
+    Json(json!({"messages": messages, "events": events::event_types(&api.kernel)}))
+}
+
+async fn event_schema(State(api): Shared, Path(ty): Path<String>) -> Result<Json<Value>, ApiError> {
+    events::schema(&api.kernel, &ty)
+}
+
+async fn list_events(
+    State(api): Shared,
+    Query(params): Query<events::EventsParams>,
+) -> Result<Response, ApiError> {
+    events::list(&api.kernel, params).await
+}
+
+async fn stream_events(
+    State(api): Shared,
+    headers: HeaderMap,
+    Query(params): Query<events::EventsParams>,
+) -> Result<Response, ApiError> {
+    events::stream(&api.kernel, &headers, params).await
 }
 
 async fn openapi_doc(State(api): Shared) -> Json<Value> {

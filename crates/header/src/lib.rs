@@ -5,6 +5,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod events;
 pub mod infra;
 pub mod inventory;
 pub mod network;

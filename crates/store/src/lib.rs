@@ -5,9 +5,10 @@
 //!
 //! - Each plugin brings its own migration stream ([`Store::migrate`]).
 //! - Plugins write through a [`Tx`]: records and the canonical events that report them are
-//!   committed together (the outbox, read later by out-of-process delivery); after commit
-//!   the events are published on the in-process bus. [`Store::prune_events`] keeps the
-//!   outbox to a retention by age and count.
+//!   committed together (the event log, `events.rs`); after commit the events are
+//!   published on the in-process bus. [`Store::events`] reads the log in commit order for
+//!   services outside the node; [`Store::prune_events`] keeps it to a retention by age and
+//!   count.
 //! - Generic row helpers map JSON objects to rows, so a resource's inventory is its row.
 //! - Deleting is real and explicit: a row still referenced by a foreign key is refused with
 //!   a `conflict` naming the resources (kinds and uuids) that refer to it ([`users`]).
@@ -16,9 +17,9 @@
 
 pub mod attach;
 mod error;
+mod events;
 mod journal;
 pub mod operation;
-mod outbox;
 pub mod recovery;
 pub mod resource;
 mod rows;
@@ -28,8 +29,8 @@ pub mod users;
 
 pub use error::{Constraint, ConstraintKind, StoreError, StoreErrorKind};
 pub(crate) use error::{Db, Repr};
+pub use events::{EventCursor, EventPage, EventQuery, EventRetention, EventsGone, PRUNE_BATCH};
 pub use journal::Journal;
-pub use outbox::{EventRetention, PRUNE_BATCH};
 pub use tx::{now, Tx};
 pub use users::{TableKind, Users};
 
@@ -168,6 +169,8 @@ pub struct Store {
     commits: AtomicU64,
     /// The operation journal's writes, committed in groups (`operation.rs`).
     journal_writes: std::sync::OnceLock<operation::JournalWrites>,
+    /// Bumped when a transaction that emitted events commits ([`Store::events_committed`]).
+    events_committed: tokio::sync::watch::Sender<u64>,
 }
 
 impl Store {
@@ -229,6 +232,7 @@ impl Store {
             begun: AtomicU64::new(0),
             commits: AtomicU64::new(0),
             journal_writes: std::sync::OnceLock::new(),
+            events_committed: tokio::sync::watch::Sender::new(0),
         }))
     }
 
@@ -262,19 +266,7 @@ impl Store {
             plugin TEXT NOT NULL, version BIGINT NOT NULL, description TEXT NOT NULL,
             PRIMARY KEY (plugin, version))";
         sqlx::query(create).execute(&self.pool).await.db()?;
-        let outbox = match self.backend {
-            Backend::Sqlite => {
-                "CREATE TABLE IF NOT EXISTS event_outbox (
-                seq INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL, body TEXT NOT NULL,
-                created_at TEXT NOT NULL)"
-            }
-            Backend::Postgres => {
-                "CREATE TABLE IF NOT EXISTS event_outbox (
-                seq BIGSERIAL PRIMARY KEY, name TEXT NOT NULL, body TEXT NOT NULL,
-                created_at TEXT NOT NULL)"
-            }
-        };
-        sqlx::query(outbox).execute(&self.pool).await.db()?;
+        self.create_event_log().await?;
         for statement in operation::SCHEMA {
             sqlx::query(statement).execute(&self.pool).await.db()?;
         }

@@ -4,8 +4,9 @@ use crate::rows::{check_ident, postgres_statement, to_json, Param};
 use crate::sqlite::{self, Writer};
 use crate::{Backend, ColumnType, Columns, ConstraintKind, PostgresTurn, Store, StoreError, Users};
 use crate::{Db, Repr};
+use flatstack_header::events::CanonicalEvent;
 use flatstack_kernel::bus::Bus;
-use flatstack_kernel::{Event, Fault};
+use flatstack_kernel::Fault;
 use serde_json::{Map, Value};
 use sqlx::{Any, Transaction};
 use std::collections::BTreeMap;
@@ -597,9 +598,9 @@ impl Tx {
         Ok(self.execute(&sql, &params).await? > 0)
     }
 
-    /// Records `event` in the outbox, in this transaction; it is published on the bus
+    /// Records `event` in the event log, in this transaction; it is published on the bus
     /// after [`Tx::commit`] and never if the transaction rolls back.
-    pub async fn emit<E: Event>(&mut self, event: E) -> Result<(), StoreError> {
+    pub async fn emit<E: CanonicalEvent>(&mut self, event: E) -> Result<(), StoreError> {
         let body = serde_json::to_string(&event).map_err(|e| {
             StoreError::from(Repr::Value {
                 column: "body".into(),
@@ -607,12 +608,17 @@ impl Tx {
             })
         })?;
         let params = [
+            Param::Text(uuid::Uuid::new_v4().to_string().into()),
+            Param::Text(event.event_type().into()),
+            Param::text(event.kind()),
+            Param::text(event.subject()),
             Param::text(E::NAME),
             Param::Text(body.into()),
             Param::Text(now().into()),
         ];
         self.execute(
-            "INSERT INTO event_outbox (name, body, created_at) VALUES ($1, $2, $3)",
+            "INSERT INTO event_outbox (id, type, kind, subject, name, body, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
             &params,
         )
         .await?;
@@ -658,6 +664,9 @@ impl Tx {
             }
         }
         self.store.count_commit();
+        if !self.publish.is_empty() {
+            self.store.count_events_committed();
+        }
         publish(self.publish);
         if handed_over {
             // The SQLite connection now belongs to the next waiting transaction, woken on

@@ -17,8 +17,8 @@ use flatstack_header::vm::{HostFilter, VmAllocateVolumes, VmRelease, VmWork};
 use flatstack_header::vm::{VmRecord, VmState};
 use flatstack_header::volume::{kind, AttachVolume, CreateVolume, DetachVolume, VOLUME_SERVICE};
 use flatstack_header::{
-    ApiAction, ApiResource, DeleteResource, Inventory, ResourceCreated, ResourceDeleted,
-    ResourceUpdated,
+    ApiAction, ApiResource, Attachment, DeleteResource, Inventory, Record, ResourceAttached,
+    ResourceCreated, ResourceDeleted, ResourceDetached, ResourceUpdated,
 };
 use flatstack_kernel::migration::Migration;
 use flatstack_kernel::{
@@ -684,8 +684,19 @@ async fn finish_attach(kernel: &Kernel, uuid: &str, vm: &str) -> Result<bool, Fa
         inventory,
     })
     .await?;
+    tx.emit(ResourceAttached(vm_attachment(uuid, vm))).await?;
     tx.commit(kernel.bus()).await?;
     Ok(true)
+}
+
+/// A volume as attached to (or detached from) a VM, for the canonical events.
+fn vm_attachment(volume: &str, vm: &str) -> Attachment {
+    Attachment {
+        kind: VOLUMES.kind.to_owned(),
+        uuid: volume.to_owned(),
+        target_kind: VmRecord::KIND.to_owned(),
+        target_uuid: vm.to_owned(),
+    }
 }
 
 /// Back from `Attaching` to detached, as it was: it never was attached, so nothing is
@@ -789,6 +800,7 @@ async fn reconcile(kernel: Kernel) -> Result<(), Fault> {
 /// Records a volume detached (and `Ready`); an attach is recorded by [`finish_attach`].
 async fn set_detached(kernel: &Kernel, uuid: &str) -> Result<(), Fault> {
     let mut tx = store(kernel)?.begin().await?;
+    let before = VOLUMES.read(kernel, &mut tx, uuid).await?;
     tx.update(
         VOLUMES.table,
         uuid,
@@ -805,6 +817,9 @@ async fn set_detached(kernel: &Kernel, uuid: &str) -> Result<(), Fault> {
             inventory,
         })
         .await?;
+        if let Some(vm) = before.get("vm_instance_uuid").and_then(|v| v.as_str()) {
+            tx.emit(ResourceDetached(vm_attachment(uuid, vm))).await?;
+        }
     }
     tx.commit(kernel.bus()).await?;
     Ok(())
