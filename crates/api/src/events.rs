@@ -75,7 +75,10 @@ fn gone(gone: EventsGone) -> Response {
     (StatusCode::GONE, Json(body)).into_response()
 }
 
-async fn read(store: &Arc<Store>, query: &EventQuery) -> Result<Result<EventPage, EventsGone>, ApiError> {
+async fn read(
+    store: &Arc<Store>,
+    query: &EventQuery,
+) -> Result<Result<EventPage, EventsGone>, ApiError> {
     store
         .events(query)
         .await
@@ -108,7 +111,10 @@ pub(crate) async fn stream(
                 .ok()
                 .and_then(|v| v.trim().parse::<i64>().ok())
                 .ok_or_else(|| {
-                    ApiError(Fault::invalid("Last-Event-ID", "Last-Event-ID is a sequence number"))
+                    ApiError(Fault::invalid(
+                        "Last-Event-ID",
+                        "Last-Event-ID is a sequence number",
+                    ))
                 })?,
         ),
         None => None,

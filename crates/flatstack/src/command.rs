@@ -63,6 +63,11 @@ enum Command {
         /// finish before the node stops anyway.
         #[arg(long, env = "FLATSTACK_SHUTDOWN_TIMEOUT", default_value_t = 30)]
         shutdown_timeout: u64,
+        /// Publish every canonical event to RabbitMQ at this URL (`amqp://user:pw@host:5672/%2f`),
+        /// on the topic exchange `flatstack.events` (docs/integration.md). Without it,
+        /// events are served over HTTP only (`/v1/events`).
+        #[arg(long, env = "FLATSTACK_AMQP_URL")]
+        amqp_url: Option<String>,
         /// Events older than this many seconds are pruned from the outbox (0: no limit).
         #[arg(long, env = "FLATSTACK_EVENTS_RETENTION_SECS", default_value_t = 7 * 24 * 3600)]
         events_retention_secs: u64,
@@ -205,9 +210,7 @@ async fn run(distribution: &Distribution) -> anyhow::Result<()> {
     // A program that set up its own subscriber keeps it.
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(log_filter())
         .try_init();
     let mut cli = Cli::parse();
     if let Command::Resource(args) = &mut cli.command {
@@ -224,6 +227,7 @@ async fn run(distribution: &Distribution) -> anyhow::Result<()> {
             enable,
             allowed_hosts,
             shutdown_timeout,
+            amqp_url,
             events_retention_secs,
             events_retention_count,
             reconcile_interval,
@@ -240,6 +244,7 @@ async fn run(distribution: &Distribution) -> anyhow::Result<()> {
                     enable,
                     allowed_hosts,
                     shutdown_timeout: Duration::from_secs(shutdown_timeout),
+                    amqp_url,
                     events: EventRetention {
                         max_age: Some(Duration::from_secs(events_retention_secs))
                             .filter(|age| !age.is_zero()),
@@ -347,5 +352,21 @@ fn print_text(kernel: &Kernel) {
     println!("Configuration:");
     for entry in kernel.config().entries() {
         println!("  {:<36} = {} ({:?})", entry.key, entry.value, entry.source);
+    }
+}
+
+/// `RUST_LOG`, or `info`. The AMQP client's own lines stay out unless `RUST_LOG` names it:
+/// it logs every lost connection as an error, which the relay already reports once, with
+/// what it does about it.
+fn log_filter() -> tracing_subscriber::EnvFilter {
+    let wanted = std::env::var("RUST_LOG").unwrap_or_default();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    if wanted.contains("lapin") {
+        return filter;
+    }
+    match "lapin=off".parse() {
+        Ok(directive) => filter.add_directive(directive),
+        Err(_) => filter,
     }
 }

@@ -28,6 +28,8 @@ pub struct NodeOptions {
     pub allowed_hosts: Vec<String>,
     /// On SIGTERM or SIGINT, how long the operations in flight may take to finish.
     pub shutdown_timeout: Duration,
+    /// The RabbitMQ the event log is relayed to, if any.
+    pub amqp_url: Option<String>,
     /// What the event outbox keeps.
     pub events: EventRetention,
     /// How often the periodic reconcilers run (hosts checked, VMs compared with what
@@ -49,6 +51,7 @@ impl NodeOptions {
             enable: Vec::new(),
             allowed_hosts: Vec::new(),
             shutdown_timeout: Duration::from_secs(30),
+            amqp_url: None,
             events: EventRetention::DEFAULT,
             reconcile_interval: Duration::from_secs(60),
             jobs_retention: Duration::from_secs(7 * 24 * 3600),
@@ -218,6 +221,13 @@ pub async fn serve(distribution: &Distribution, options: NodeOptions) -> anyhow:
             })
             .into_future(),
     );
+    let relay = match relay_events(&kernel, options.amqp_url.as_deref()).await {
+        Ok(relay) => relay,
+        Err(e) => {
+            kernel.stop().await;
+            return Err(e);
+        }
+    };
     let pruner = kernel
         .get::<Store>()
         .map(|store| tokio::spawn(prune_events(store, options.events)));
@@ -302,6 +312,8 @@ pub async fn serve(distribution: &Distribution, options: NodeOptions) -> anyhow:
     for task in [pruner, housekeeper].into_iter().flatten() {
         task.abort();
     }
+    // What it has not had confirmed yet goes at the next start, from its cursor.
+    drop(relay);
     kernel.stop().await;
     tracing::info!(unfinished = left, "management node stopped");
     outcome
@@ -328,6 +340,28 @@ impl StopSignals {
             _ = self.int.recv() => "SIGINT",
         }
     }
+}
+
+/// Starts relaying the event log to RabbitMQ at `url`; without one, removes the relay's
+/// cursor, so that a relay switched off does not hold pruning back for ever.
+async fn relay_events(
+    kernel: &Kernel,
+    url: Option<&str>,
+) -> anyhow::Result<Option<flatstack_amqp::Relay>> {
+    let Some(store) = kernel.get::<Store>() else {
+        return Ok(None);
+    };
+    let Some(url) = url else {
+        store
+            .drop_event_cursor(flatstack_amqp::RELAY_CURSOR)
+            .await
+            .context("removing the event relay's cursor")?;
+        return Ok(None);
+    };
+    let relay = flatstack_amqp::Relay::start(store, flatstack_amqp::RelayOptions::new(url))
+        .await
+        .context("starting the event relay (--amqp-url)")?;
+    Ok(Some(relay))
 }
 
 /// Keeps the event outbox to `retention`: at once, then every [`PRUNE_EVERY`].

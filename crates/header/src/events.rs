@@ -84,9 +84,27 @@ macro_rules! canonical {
     };
 }
 
-canonical!(ResourceCreated, "created", "A resource was created; `data.inventory` is the resource as created.", |e| e.kind, e.uuid);
-canonical!(ResourceUpdated, "updated", "A resource's fields changed; `data.inventory` is the resource as it is now.", |e| e.kind, e.uuid);
-canonical!(ResourceDeleted, "deleted", "A resource was deleted (a VM destroyed, a volume deleted).", |e| e.kind, e.uuid);
+canonical!(
+    ResourceCreated,
+    "created",
+    "A resource was created; `data.inventory` is the resource as created.",
+    |e| e.kind,
+    e.uuid
+);
+canonical!(
+    ResourceUpdated,
+    "updated",
+    "A resource's fields changed; `data.inventory` is the resource as it is now.",
+    |e| e.kind,
+    e.uuid
+);
+canonical!(
+    ResourceDeleted,
+    "deleted",
+    "A resource was deleted (a VM destroyed, a volume deleted).",
+    |e| e.kind,
+    e.uuid
+);
 canonical!(
     ResourceStateChanged,
     "state-changed",
@@ -214,7 +232,14 @@ mod tests {
         let verbs: Vec<_> = EventSchema::all().iter().map(|s| s.verb).collect();
         assert_eq!(
             verbs,
-            ["created", "updated", "deleted", "state-changed", "attached", "detached"]
+            [
+                "created",
+                "updated",
+                "deleted",
+                "state-changed",
+                "attached",
+                "detached"
+            ]
         );
     }
 }

@@ -181,11 +181,18 @@ async fn cursors_and_gone(store: Arc<Store>) {
     append(&store, 10, &recently()).await;
     let all = seqs(&store).await;
     // A relay has delivered the first four: only those may go.
-    store.set_event_cursor("relay", all[3]).await.expect("cursor");
+    store
+        .set_event_cursor("relay", all[3])
+        .await
+        .expect("cursor");
     assert_eq!(store.prune_events(&everything).await.expect("prune"), 4);
     assert_eq!(seqs(&store).await, all[4..]);
     assert_eq!(
-        store.event_cursor("relay").await.expect("cursor").map(|c| c.seq),
+        store
+            .event_cursor("relay")
+            .await
+            .expect("cursor")
+            .map(|c| c.seq),
         Some(all[3])
     );
     // Reading from before the window: told which is the oldest kept.
@@ -202,17 +209,33 @@ async fn cursors_and_gone(store: Arc<Store>) {
             oldest: all[4]
         }
     );
-    let page = store.events(&query(all[3])).await.expect("read").expect("kept");
+    let page = store
+        .events(&query(all[3]))
+        .await
+        .expect("read")
+        .expect("kept");
     assert_eq!(page.events.len(), 6);
     assert_eq!(page.next, all[9]);
     // Once the cursor is gone, pruning is no longer held back.
     store.drop_event_cursor("relay").await.expect("drop");
     assert_eq!(store.prune_events(&everything).await.expect("prune"), 6);
-    let gone = store.events(&query(all[3])).await.expect("read").unwrap_err();
+    let gone = store
+        .events(&query(all[3]))
+        .await
+        .expect("read")
+        .unwrap_err();
     assert_eq!(gone.pruned_upto, all[9]);
-    assert_eq!(gone.oldest, all[9] + 1, "an empty log: the next seq to come");
+    assert_eq!(
+        gone.oldest,
+        all[9] + 1,
+        "an empty log: the next seq to come"
+    );
     // Caught up with the end: nothing, and the same place to go on from.
-    let page = store.events(&query(all[9])).await.expect("read").expect("kept");
+    let page = store
+        .events(&query(all[9]))
+        .await
+        .expect("read")
+        .expect("kept");
     assert!(page.events.is_empty());
     assert_eq!(page.next, all[9]);
 }
@@ -238,7 +261,10 @@ async fn tailing(store: Arc<Store>) {
                 tx.emit(ResourceCreated {
                     kind: "racks".into(),
                     uuid: uuid.clone(),
-                    inventory: serde_json::json!({"uuid": uuid}).as_object().cloned().unwrap(),
+                    inventory: serde_json::json!({"uuid": uuid})
+                        .as_object()
+                        .cloned()
+                        .unwrap(),
                 })
                 .await
                 .expect("emit");
@@ -260,12 +286,17 @@ async fn tailing(store: Arc<Store>) {
             }
         }));
     }
-    let expected = WRITERS * (EACH - EACH / 10 + (0..EACH).filter(|i| i % 5 == 0 && i % 10 != 9).count());
+    let expected =
+        WRITERS * (EACH - EACH / 10 + (0..EACH).filter(|i| i % 5 == 0 && i % 10 != 9).count());
     let mut seen = Vec::new();
     let mut after = 0;
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while seen.len() < expected {
-        assert!(std::time::Instant::now() < deadline, "saw {} of {expected}", seen.len());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "saw {} of {expected}",
+            seen.len()
+        );
         let page = store
             .events(&EventQuery {
                 after,
@@ -288,7 +319,9 @@ async fn tailing(store: Arc<Store>) {
         writer.await.expect("writer");
     }
     assert_eq!(seen.len(), expected, "every committed event, once");
-    assert!(!seen.iter().any(|e| e.subject.ends_with("-9") || e.subject.ends_with("-19")));
+    assert!(!seen
+        .iter()
+        .any(|e| e.subject.ends_with("-9") || e.subject.ends_with("-19")));
     let created = &seen[0];
     assert_eq!(created.specversion, "1.0");
     assert_eq!(created.source, "/v1/racks");
@@ -307,8 +340,15 @@ async fn tailing(store: Arc<Store>) {
         .await
         .expect("read")
         .expect("kept");
-    assert_eq!(deleted.events.len(), expected - WRITERS * (EACH - EACH / 10));
-    assert_eq!(deleted.next, seen.last().expect("events").seq, "all looked at");
+    assert_eq!(
+        deleted.events.len(),
+        expected - WRITERS * (EACH - EACH / 10)
+    );
+    assert_eq!(
+        deleted.next,
+        seen.last().expect("events").seq,
+        "all looked at"
+    );
     let one = store
         .events(&EventQuery {
             after: 0,
@@ -322,7 +362,10 @@ async fn tailing(store: Arc<Store>) {
     let verbs: Vec<_> = one.events.iter().map(|e| e.event_type.as_str()).collect();
     assert_eq!(
         verbs,
-        ["io.flatstack.racks.created.v1", "io.flatstack.racks.deleted.v1"]
+        [
+            "io.flatstack.racks.created.v1",
+            "io.flatstack.racks.deleted.v1"
+        ]
     );
 }
 
