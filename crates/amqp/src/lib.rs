@@ -1,6 +1,7 @@
-//! Flatstack over RabbitMQ (AMQP 0-9-1): the relay that publishes the store's event log to
-//! the topic exchange [`EVENTS_EXCHANGE`], for services outside the node
-//! (docs/integration.md is their specification).
+//! Flatstack over RabbitMQ (AMQP 0-9-1), for services outside the node in any language
+//! (docs/integration.md is their specification): the API as request/reply messages
+//! ([`ApiServer`]), and the relay that publishes the store's event log to the topic
+//! exchange [`EVENTS_EXCHANGE`] ([`Relay`]).
 //!
 //! The relay is the only reader that must see every event: it keeps its position in the
 //! store as the cursor [`RELAY_CURSOR`] (which holds pruning back), publishes a batch in
@@ -10,6 +11,9 @@
 //! delivery is at least once, in order, and a repeat has the same `id` and `seq`.
 
 #![warn(missing_docs)]
+
+mod api;
+pub use api::{ApiServer, API_QUEUE};
 
 use flatstack_header::events::{CloudEvent, CONTENT_TYPE};
 use flatstack_store::{EventQuery, Store, StoreError};

@@ -11,7 +11,7 @@ pub mod openapi;
 mod routes;
 
 pub use children::{check, CheckError};
-pub use error::ApiError;
+pub use error::{body_of as error_body, ApiError};
 pub use hosts::allow_hosts;
 pub use jobs::Jobs;
 pub use routes::{router, router_with_jobs};

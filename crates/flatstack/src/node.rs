@@ -212,6 +212,11 @@ pub async fn serve(distribution: &Distribution, options: NodeOptions) -> anyhow:
         }
     };
     let (router, jobs) = flatstack_api::router_with_jobs(kernel.clone());
+    // The same router answers requests over the broker (which carry no `Host`).
+    let amqp_api = options
+        .amqp_url
+        .clone()
+        .map(|url| flatstack_amqp::ApiServer::start(url, router.clone()));
     let router = flatstack_api::allow_hosts(router, options.allowed_hosts.clone());
     let (close_api, api_closed) = tokio::sync::oneshot::channel::<()>();
     let mut server = tokio::spawn(
@@ -312,8 +317,10 @@ pub async fn serve(distribution: &Distribution, options: NodeOptions) -> anyhow:
     for task in [pruner, housekeeper].into_iter().flatten() {
         task.abort();
     }
-    // What it has not had confirmed yet goes at the next start, from its cursor.
+    // What it has not had confirmed yet goes at the next start, from its cursor; requests
+    // over the broker not answered yet go to another node, or to this one when it is back.
     drop(relay);
+    drop(amqp_api);
     kernel.stop().await;
     tracing::info!(unfinished = left, "management node stopped");
     outcome
