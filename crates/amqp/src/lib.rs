@@ -1,7 +1,8 @@
 //! Flatstack over RabbitMQ (AMQP 0-9-1), for services outside the node in any language
 //! (docs/integration.md is their specification): the API as request/reply messages
 //! ([`ApiServer`]), and the relay that publishes the store's event log to the topic
-//! exchange [`EVENTS_EXCHANGE`] ([`Relay`]).
+//! exchange [`EVENTS_EXCHANGE`] ([`Relay`]); and the calls to remote implementors of
+//! extension points ([`AmqpCaller`]).
 //!
 //! The relay is the only reader that must see every event: it keeps its position in the
 //! store as the cursor [`RELAY_CURSOR`] (which holds pruning back), publishes a batch in
@@ -13,7 +14,9 @@
 #![warn(missing_docs)]
 
 mod api;
+mod remote;
 pub use api::{ApiServer, API_QUEUE};
+pub use remote::AmqpCaller;
 
 use flatstack_header::events::{CloudEvent, CONTENT_TYPE};
 use flatstack_store::{EventQuery, Store, StoreError};

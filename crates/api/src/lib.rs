@@ -8,10 +8,12 @@ mod events;
 mod hosts;
 mod jobs;
 pub mod openapi;
+mod remote;
 mod routes;
 
 pub use children::{check, CheckError};
 pub use error::{body_of as error_body, ApiError};
 pub use hosts::allow_hosts;
 pub use jobs::Jobs;
+pub use remote::reload_remote_implementors;
 pub use routes::{router, router_with_jobs};

@@ -5,6 +5,7 @@ use crate::error::{body_of, status_of, ApiError};
 use crate::events;
 use crate::jobs::Jobs;
 use crate::openapi;
+use crate::remote;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -72,6 +73,14 @@ pub fn router_with_jobs(kernel: Kernel) -> (Router, Jobs) {
         .route("/v1/events/stream", get(stream_events))
         .route("/v1/plugins", get(plugins))
         .route("/v1/extension-points", get(extension_points))
+        .route(
+            "/v1/extension-points/{point}/remote-implementors",
+            get(list_remote).post(register_remote),
+        )
+        .route(
+            "/v1/extension-points/{point}/remote-implementors/{name}",
+            axum::routing::delete(remove_remote),
+        )
         .route("/v1/jobs", get(list_jobs))
         .route("/v1/jobs/{uuid}", get(job))
         .route("/v1/{kind}", get(list).post(create))
@@ -582,6 +591,28 @@ async fn schemas(State(api): Shared) -> Json<Value> {
         })
         .collect();
     Json(json!({"messages": messages, "events": events::event_types(&api.kernel)}))
+}
+
+async fn list_remote(
+    State(api): Shared,
+    Path(point): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    remote::list(&api.kernel, &point).await
+}
+
+async fn register_remote(
+    State(api): Shared,
+    Path(point): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    remote::register(&api.kernel, &point, &body).await
+}
+
+async fn remove_remote(
+    State(api): Shared,
+    Path((point, name)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    remote::remove(&api.kernel, &point, &name).await
 }
 
 async fn event_schema(State(api): Shared, Path(ty): Path<String>) -> Result<Json<Value>, ApiError> {

@@ -211,6 +211,15 @@ pub async fn serve(distribution: &Distribution, options: NodeOptions) -> anyhow:
             return Err(e).context("handling SIGTERM and SIGINT");
         }
     };
+    if let Some(url) = &options.amqp_url {
+        let caller = Arc::new(flatstack_amqp::AmqpCaller::new(url.clone()));
+        kernel.extensions().remote().install(caller);
+    }
+    // Before the API serves: a create must not slip past a registered remote veto.
+    if let Err(fault) = flatstack_api::reload_remote_implementors(&kernel).await {
+        kernel.stop().await;
+        return Err(anyhow::anyhow!("loading the remote implementors: {fault}"));
+    }
     let (router, jobs) = flatstack_api::router_with_jobs(kernel.clone());
     // The same router answers requests over the broker (which carry no `Host`).
     let amqp_api = options
@@ -233,6 +242,7 @@ pub async fn serve(distribution: &Distribution, options: NodeOptions) -> anyhow:
             return Err(e);
         }
     };
+    let remote_registrations = tokio::spawn(reload_remote_implementors(kernel.clone()));
     let pruner = kernel
         .get::<Store>()
         .map(|store| tokio::spawn(prune_events(store, options.events)));
@@ -317,6 +327,7 @@ pub async fn serve(distribution: &Distribution, options: NodeOptions) -> anyhow:
     for task in [pruner, housekeeper].into_iter().flatten() {
         task.abort();
     }
+    remote_registrations.abort();
     // What it has not had confirmed yet goes at the next start, from its cursor; requests
     // over the broker not answered yet go to another node, or to this one when it is back.
     drop(relay);
@@ -369,6 +380,21 @@ async fn relay_events(
         .await
         .context("starting the event relay (--amqp-url)")?;
     Ok(Some(relay))
+}
+
+/// How often a node reloads the remote implementors' registrations (those made through
+/// another node of the cloud; its own take effect at once).
+const REMOTE_RELOAD_EVERY: Duration = Duration::from_secs(5);
+
+/// Keeps the kernel's remote implementors to the store's registrations, every
+/// [`REMOTE_RELOAD_EVERY`].
+async fn reload_remote_implementors(kernel: Kernel) {
+    loop {
+        tokio::time::sleep(REMOTE_RELOAD_EVERY).await;
+        if let Err(fault) = flatstack_api::reload_remote_implementors(&kernel).await {
+            tracing::warn!(%fault, "reloading the remote implementors failed");
+        }
+    }
 }
 
 /// Keeps the event outbox to `retention`: at once, then every [`PRUNE_EVERY`].

@@ -311,11 +311,29 @@ impl VmWork {
 }
 
 flatstack_kernel::extension_point!(
-    /// Before anything is done for a new VM: quotas and policies refuse here.
-    VmCreateCheck: VetoPoint, "vm.create.pre-check",
+    /// Before anything is done for a new VM: quotas and policies refuse here, in the node
+    /// or from outside it (a remote implementor is shown [`remote_vm_create`]).
+    VmCreateCheck: RemoteVetoPoint, "vm.create.pre-check",
     "Before a VM is created; a refusal stops the create before anything is allocated.",
-    Input = VmWork
+    Input = VmWork, remote = remote_vm_create
 );
+
+/// What a service outside the node implementing `vm.create.pre-check` is shown of the VM
+/// about to be created (docs/integration.md): its uuid, name, owner, size, image,
+/// networks, and the host and host tags asked for.
+pub fn remote_vm_create(work: &VmWork) -> serde_json::Value {
+    serde_json::json!({
+        "vm_uuid": work.vm_uuid,
+        "name": work.name,
+        "owner": work.owner,
+        "cpu_num": work.cpu_num,
+        "memory_size": work.memory_size,
+        "image_uuid": work.image_uuid,
+        "l3_network_uuids": work.l3_network_uuids,
+        "requested_host": work.requested_host,
+        "host_tags": work.host_tags,
+    })
+}
 flatstack_kernel::extension_point!(
     /// The first step of a create: take what the VM will count against (quotas); undone
     /// if the create fails (given back at destroy through [`VmRelease`]).

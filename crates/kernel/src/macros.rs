@@ -53,12 +53,35 @@ macro_rules! event {
 /// ```
 ///
 /// `AsyncVetoPoint` declares a [`VetoPoint`](crate::VetoPoint) whose implementors may
-/// also be asynchronous.
+/// also be asynchronous. `RemoteVetoPoint` (with `, remote = f` after the input, `f`
+/// turning the input into the JSON services are shown) declares one that services outside
+/// the node may implement too ([`remote`](crate::extension::remote)).
 ///
 /// The doc comments given come first on the marker type; its name and description are
 /// added to them, so a point declared without any (out of tree, say) is documented too.
 #[macro_export]
 macro_rules! extension_point {
+    ($(#[$doc:meta])* $name:ident: RemoteVetoPoint, $wire:literal, $description:literal, Input = $input:ty, remote = $to_json:path) => {
+        $(#[$doc])*
+        #[doc = ""]
+        #[doc = concat!("Extension point `", $wire, "`: ", $description)]
+        #[doc = ""]
+        #[doc = "Services outside the node may implement it too (remote extension points): they are shown what the `remote` function makes of the input."]
+        pub struct $name;
+        impl $crate::ExtensionPoint for $name {
+            const NAME: &'static str = $wire;
+            const DESCRIPTION: &'static str = $description;
+            const REMOTE: bool = true;
+        }
+        impl $crate::VetoPoint for $name {
+            type Input = $input;
+        }
+        impl $crate::AsyncVetoPoint for $name {
+            fn remote_input(input: &$input) -> Option<$crate::extension::remote::Json> {
+                Some($to_json(input))
+            }
+        }
+    };
     ($(#[$doc:meta])* $name:ident: AsyncVetoPoint, $wire:literal, $description:literal, Input = $input:ty) => {
         $crate::extension_point!($(#[$doc])* $name: VetoPoint, $wire, $description, Input = $input);
         impl $crate::AsyncVetoPoint for $name {}

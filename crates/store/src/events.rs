@@ -30,7 +30,7 @@ use time::OffsetDateTime;
 
 /// The statements that create the log (idempotent), for `backend`. A log written before
 /// events had CloudEvents columns (which nothing could read) is replaced.
-pub(crate) fn schema(backend: Backend) -> [&'static str; 4] {
+pub(crate) fn schema(backend: Backend) -> [&'static str; 5] {
     let seq = match backend {
         Backend::Sqlite => "seq INTEGER PRIMARY KEY AUTOINCREMENT",
         Backend::Postgres => "seq BIGSERIAL PRIMARY KEY",
@@ -47,6 +47,7 @@ pub(crate) fn schema(backend: Backend) -> [&'static str; 4] {
             id INTEGER PRIMARY KEY CHECK (id = 1), pruned_upto BIGINT NOT NULL)",
         "CREATE TABLE IF NOT EXISTS event_cursors (
             name TEXT PRIMARY KEY, seq BIGINT NOT NULL, updated_at TEXT NOT NULL)",
+        crate::remote::SCHEMA,
     ]
 }
 
@@ -378,10 +379,11 @@ impl Store {
         Ok(done.first().copied().unwrap_or(0))
     }
 
-    /// Runs the log's own bookkeeping statements in one transaction: on SQLite on the
+    /// Runs the store's own bookkeeping statements (the event log's, the remote
+    /// registrations') in one transaction: on SQLite on the
     /// writer, as every SQLite write while the node serves (the pool's connection would
     /// only wait for the writer's lock); how many rows each changed.
-    async fn write_log_all(
+    pub(crate) async fn write_log_all(
         &self,
         statements: &[(&str, &[Param<'_>])],
     ) -> Result<Vec<u64>, StoreError> {

@@ -21,6 +21,7 @@ mod events;
 mod journal;
 pub mod operation;
 pub mod recovery;
+mod remote;
 pub mod resource;
 mod rows;
 mod sqlite;

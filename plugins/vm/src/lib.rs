@@ -268,7 +268,10 @@ async fn create(
         nics: Vec::new(),
         slots: Default::default(),
     };
-    kernel.extensions().veto::<VmCreateCheck>(&work)?;
+    kernel
+        .extensions()
+        .veto_async::<VmCreateCheck>(&work)
+        .await?;
     let created = flow::Created::default();
     let flow = flow::create(kernel, &msg, operation, &created);
     // Periodic recovery leaves this VM alone while its create runs (a create runs on no

@@ -1,6 +1,7 @@
 //! The one dispatcher every extension call goes through.
 
 use super::registry::{CallStats, Implementor, PointDescription, PointRegistry};
+use super::remote::RemoteImplementors;
 use super::{
     AsyncVeto, AsyncVetoPoint, DoUndo, DoUndoPoint, Filter, FilterPoint, Observe, ObservePoint,
     Release, ReleasePoint, Veto, VetoPoint,
@@ -27,6 +28,7 @@ pub(crate) enum VetoImp<P: VetoPoint> {
 pub struct Extensions {
     registry: PointRegistry,
     default_timeout: Duration,
+    remote: RemoteImplementors,
 }
 
 impl Extensions {
@@ -34,12 +36,18 @@ impl Extensions {
         Extensions {
             registry,
             default_timeout,
+            remote: RemoteImplementors::default(),
         }
     }
 
     /// Every point with its semantics, owner, ordered implementors and their metrics.
     pub fn describe(&self) -> Vec<PointDescription> {
-        self.registry.describe()
+        self.registry.describe(&self.remote)
+    }
+
+    /// The implementors of remote points that run outside the node, and their transport.
+    pub fn remote(&self) -> &RemoteImplementors {
+        &self.remote
     }
 
     /// The plugins implementing veto point `P`, in calling order.
@@ -84,21 +92,45 @@ impl Extensions {
     /// one, each in the point's order. An asynchronous check runs as every async extension
     /// call does: in a span, measured, bounded by the point's timeout and panic-contained;
     /// a time-out (`timeout`) or a panic (`internal`) refuses, naming plugin and point.
+    ///
+    /// Then, on a point services outside the node may implement, each of its remote
+    /// implementors ([`remote`](super::remote)), in their order, each bounded by its own
+    /// timeout; one that does not answer refuses or not by its failure policy.
     pub async fn veto_async<P: AsyncVetoPoint>(&self, input: &P::Input) -> Result<(), Fault> {
-        let Some((imps, timeout)) = self.registry.implementors::<VetoImp<P>>() else {
-            return Ok(());
-        };
-        check_sync::<P>(imps, input)?;
-        let timeout = timeout.unwrap_or(self.default_timeout);
-        for e in imps {
-            let VetoImp::Async(imp) = &*e.imp else {
-                continue;
-            };
-            if let Err(refusal) = contained(P::NAME, e, timeout, imp.check(input)).await? {
-                return Err(refused(P::NAME, &e.plugin, &e.stats, refusal));
+        if let Some((imps, timeout)) = self.registry.implementors::<VetoImp<P>>() {
+            check_sync::<P>(imps, input)?;
+            let timeout = timeout.unwrap_or(self.default_timeout);
+            for e in imps {
+                let VetoImp::Async(imp) = &*e.imp else {
+                    continue;
+                };
+                if let Err(refusal) = contained(P::NAME, e, timeout, imp.check(input)).await? {
+                    return Err(refused(P::NAME, &e.plugin, &e.stats, refusal));
+                }
             }
         }
-        Ok(())
+        if !P::REMOTE {
+            return Ok(());
+        }
+        let Some(remotes) = self.remote.of(P::NAME) else {
+            return Ok(());
+        };
+        let Some(json) = P::remote_input(input) else {
+            return Ok(());
+        };
+        let span = tracing::debug_span!("remote extensions", point = P::NAME);
+        async {
+            for remote in remotes.iter() {
+                if let Some(refusal) =
+                    super::remote::ask(P::NAME, remote, self.remote.caller(), &json).await
+                {
+                    return Err(refusal);
+                }
+            }
+            Ok(())
+        }
+        .instrument(span)
+        .await
     }
 
     /// Runs every implementor of `P` in order. If one fails, those that completed are

@@ -15,6 +15,7 @@
 mod dispatch;
 mod order;
 mod registry;
+pub mod remote;
 
 pub use dispatch::Extensions;
 pub(crate) use dispatch::VetoImp;
@@ -53,6 +54,8 @@ pub trait ExtensionPoint: Send + Sync + 'static {
     const DESCRIPTION: &'static str;
     /// Bound on each async call; `None` uses the kernel's `extension.timeout_ms`.
     const TIMEOUT: Option<Duration> = None;
+    /// Whether services outside the node may implement it ([`remote`]).
+    const REMOTE: bool = false;
 }
 
 /// A point whose implementors may refuse an operation before it starts.
@@ -65,7 +68,13 @@ pub trait VetoPoint: ExtensionPoint {
 /// also be [`AsyncVeto`]s, which wait — typically for a read of the store. The owner awaits
 /// the check where it would have called [`Extensions::veto`]; a synchronous call on a point
 /// with asynchronous implementors is refused as a bug (`internal`), never half-checked.
-pub trait AsyncVetoPoint: VetoPoint {}
+pub trait AsyncVetoPoint: VetoPoint {
+    /// What the point's remote implementors are shown of `input` ([`remote`]); `None`
+    /// (the default): the point takes no remote implementors.
+    fn remote_input(_input: &Self::Input) -> Option<serde_json::Value> {
+        None
+    }
+}
 
 /// A point whose implementors do work that can be undone if a later step fails.
 pub trait DoUndoPoint: ExtensionPoint {

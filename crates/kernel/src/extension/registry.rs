@@ -34,7 +34,7 @@ impl CallStats {
         }
     }
 
-    fn snapshot(&self) -> StatsSnapshot {
+    pub(crate) fn snapshot(&self) -> StatsSnapshot {
         let calls = self.calls.load(Ordering::Relaxed);
         let total_ns = self.total_ns.load(Ordering::Relaxed);
         StatsSnapshot {
@@ -100,6 +100,7 @@ struct Point {
     name: &'static str,
     description: &'static str,
     semantics: Semantics,
+    remote: bool,
     timeout: Option<Duration>,
     owner: Option<String>,
     specs: Vec<(String, OrderSpec)>,
@@ -115,6 +116,7 @@ impl Point {
             name: P::NAME,
             description: P::DESCRIPTION,
             semantics,
+            remote: P::REMOTE,
             timeout: P::TIMEOUT,
             owner: None,
             specs: Vec::new(),
@@ -287,7 +289,7 @@ impl PointRegistry {
         Some((slot.as_slice(), point.timeout))
     }
 
-    pub fn describe(&self) -> Vec<PointDescription> {
+    pub fn describe(&self, remotes: &super::remote::RemoteImplementors) -> Vec<PointDescription> {
         let mut out: Vec<PointDescription> = self
             .points
             .values()
@@ -296,6 +298,7 @@ impl PointRegistry {
                 description: p.description.to_owned(),
                 semantics: p.semantics,
                 owner: p.owner.clone(),
+                remote: p.remote,
                 implementors: p
                     .specs
                     .iter()
@@ -306,9 +309,11 @@ impl PointRegistry {
                             plugin: plugin.clone(),
                             order: spec.clone(),
                             async_veto: *async_veto,
+                            remote: None,
                             stats: stats.snapshot(),
                         },
                     )
+                    .chain(remotes.describe(p.name))
                     .collect(),
             })
             .collect();
@@ -328,6 +333,9 @@ pub struct PointDescription {
     pub semantics: Semantics,
     /// The plugin that defines the point and calls it; `None` if no loaded plugin defines it.
     pub owner: Option<String>,
+    /// Whether services outside the node may implement it ([`super::remote`]).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub remote: bool,
     /// In calling order.
     pub implementors: Vec<ImplementorDescription>,
 }
@@ -342,6 +350,10 @@ pub struct ImplementorDescription {
     /// An asynchronous veto ([`super::AsyncVeto`]); shown only when true.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub async_veto: bool,
+    /// A service outside the node: its registration ([`super::remote`]). Remote
+    /// implementors come after the in-process ones.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote: Option<super::remote::RemoteRegistration>,
     /// Its calls so far.
     pub stats: StatsSnapshot,
 }
