@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use flatstack_header::events::{event_type, schema_path, EventSchema};
+use flatstack_header::events::{event_type, schema_path, CanonicalType, EventSchema};
 use flatstack_kernel::{Fault, Kernel};
 use flatstack_store::{EventPage, EventQuery, EventsGone, Store};
 use serde::Deserialize;
@@ -197,9 +197,18 @@ impl Follow {
 /// Every event type the node emits, by type: for each kind, each verb.
 pub(crate) fn event_types(kernel: &Kernel) -> Map<String, Value> {
     let inventories = crate::openapi::inventory_references(kernel);
+    let added: Vec<CanonicalType> = kernel
+        .registered::<CanonicalType>()
+        .into_iter()
+        .map(|(_, t)| t.clone())
+        .collect();
     let mut types = Map::new();
     for (kind, inventory) in inventories {
-        for verb in EventSchema::all() {
+        let own = added
+            .iter()
+            .filter(|t| t.kind == kind)
+            .map(|t| t.schema.clone());
+        for verb in EventSchema::all().into_iter().chain(own) {
             let ty = event_type(&kind, verb.verb);
             let mut data = serde_json::to_value(&verb.data).unwrap_or_default();
             // The kind's own inventory schema, in the OpenAPI document.

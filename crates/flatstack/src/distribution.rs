@@ -43,6 +43,8 @@ fn in_tree(builder: KernelBuilder) -> KernelBuilder {
     let b = b.plugin(flatstack_plugin_volume::VolumePlugin);
     #[cfg(feature = "fault-injection")]
     let b = b.plugin(flatstack_plugin_fault_injection::FaultInjectionPlugin);
+    #[cfg(feature = "capacity-report")]
+    let b = b.plugin(flatstack_plugin_capacity_report::CapacityReportPlugin::default());
     b
 }
 

@@ -159,6 +159,31 @@ impl EventSchema {
     }
 }
 
+/// An event type a plugin adds to the canonical ones (beyond the resource verbs every kind
+/// has), registered in its `build` (`b.register(CanonicalType::of::<E>("hosts"))`) so that
+/// `/v1/schemas` lists it with the schema of its `data`.
+#[derive(Debug, Clone)]
+pub struct CanonicalType {
+    /// The kind its events are about.
+    pub kind: &'static str,
+    /// The verb, and when it is emitted.
+    pub schema: EventSchema,
+}
+
+impl CanonicalType {
+    /// The type of `E`'s events about resources of `kind`.
+    pub fn of<E: CanonicalEvent + JsonSchema>(kind: &'static str) -> CanonicalType {
+        CanonicalType {
+            kind,
+            schema: EventSchema {
+                verb: E::VERB,
+                when: E::WHEN,
+                data: E::data_schema(),
+            },
+        }
+    }
+}
+
 /// A canonical event as a service outside the node receives it: CloudEvents 1.0, JSON
 /// (structured mode), with the node's sequence number as the extension attribute `seq`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
