@@ -157,6 +157,11 @@ def lifecycle(c: Client) -> None:
         c.call(f"{kind}.action", {"action": "inject_failure", "operation": operation, "delay_ms": 1}, uuid=target["uuid"])
         c.call(f"{kind}.action", {"action": "clear_failures"}, uuid=target["uuid"])
     expect_error(404, c.call, "hosts.action", {"action": "power_off_vm", "vm_uuid": uuid}, uuid=host["uuid"])
+    # The simulated host's agent: the daemons it runs, and what it holds (nothing yet).
+    assert inv(c.call("hosts.action", {"action": "set_daemons", "daemons": "openvswitch"},
+                      uuid=host["uuid"]))["daemons"] == "openvswitch"
+    inv(c.call("hosts.action", {"action": "forget_agent_state"}, uuid=host["uuid"]))
+    assert c.call("hosts.agent-objects.list", uuid=host["uuid"])["total"] == 0
     for l2 in (novlan, vlan):
         detached = inv(c.call("l2-networks.action", {"action": "detach_cluster", "cluster_uuid": cluster["uuid"]},
                               uuid=l2["uuid"]))
