@@ -21,9 +21,11 @@ use std::time::Duration;
 type Result = std::result::Result<(), common::Error>;
 
 fn main() -> ExitCode {
+    // ANCHOR: node_as_library
     if std::env::args().nth(1).as_deref() == Some("serve") {
         return flatstack::Distribution::default().main();
     }
+    // ANCHOR_END: node_as_library
     common::run(&[
         ("the_type_is_listed_with_its_fields_and_its_paths", || {
             Box::pin(the_type_is_listed_with_its_fields_and_its_paths())
@@ -320,6 +322,7 @@ fn pair(a: &str, b: &str) -> (String, String) {
     }
 }
 
+// ANCHOR: test_mesh
 async fn tunnels_follow_the_vms_across_hosts() -> Result {
     let node = start(None, true).await?;
     let demo = node.demo(Duration::from_secs(60)).await?;
@@ -345,6 +348,7 @@ async fn tunnels_follow_the_vms_across_hosts() -> Result {
     let v3 = create_vm(&node, &demo, &[&l3], Some(h3)).await.expect("v3");
     let full = BTreeSet::from([pair(h1, h2), pair(h1, h3), pair(h2, h3)]);
     assert_eq!(mesh(&node, &l2, &hosts).await?, full);
+    // ANCHOR_END: test_mesh
     // Another VM on a host already in the mesh: nothing new; one on another network: no
     // tunnel, no command.
     let v4 = create_vm(&node, &demo, &[&l3], Some(h1)).await.expect("v4");
