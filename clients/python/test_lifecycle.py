@@ -77,6 +77,16 @@ def lifecycle(c: Client) -> None:
             raise AssertionError(f"the document accepted {bad}")
     types = c.call("l2-networks.types")
     assert {t["name"] for t in types["types"]} >= {"L2NoVlanNetwork", "L2VlanNetwork"}, types
+    # The Openvswitch type (a plugin of its own): its fields, its tunnels and their resync.
+    ovs = inv(c.call("l2-networks.create", {
+        "type": "Openvswitch", "name": "overlay", "zone_uuid": zone["uuid"], "physical_interface": "eth2",
+        "bridge": "br-tun", "tunnel_key_range": {"first": 100, "last": 199},
+    }))
+    assert (ovs["bridge"], ovs["tunnel_protocol"], ovs["tunnel_key"]) == ("br-tun", "gre", 100), ovs
+    assert c.call("l2-networks.tunnels.list", uuid=ovs["uuid"])["total"] == 0
+    resync = inv(c.call("l2-networks.action", {"action": "resync_tunnels"}, uuid=ovs["uuid"]))
+    assert resync["tunnels"] == 0, resync
+    c.call("l2-networks.delete", uuid=ovs["uuid"])
     l3s = []
     # Attached to the cluster: one with the action, one through its `clusters` collection.
     inv(c.call("l2-networks.action", {"action": "attach_cluster", "cluster_uuid": cluster["uuid"]}, uuid=novlan["uuid"]))
@@ -157,6 +167,11 @@ def lifecycle(c: Client) -> None:
         c.call(f"{kind}.action", {"action": "inject_failure", "operation": operation, "delay_ms": 1}, uuid=target["uuid"])
         c.call(f"{kind}.action", {"action": "clear_failures"}, uuid=target["uuid"])
     expect_error(404, c.call, "hosts.action", {"action": "power_off_vm", "vm_uuid": uuid}, uuid=host["uuid"])
+    # The simulated host's agent: the daemons it runs, and what it holds (nothing yet).
+    assert inv(c.call("hosts.action", {"action": "set_daemons", "daemons": "openvswitch"},
+                      uuid=host["uuid"]))["daemons"] == "openvswitch"
+    inv(c.call("hosts.action", {"action": "forget_agent_state"}, uuid=host["uuid"]))
+    assert c.call("hosts.agent-objects.list", uuid=host["uuid"])["total"] == 0
     for l2 in (novlan, vlan):
         detached = inv(c.call("l2-networks.action", {"action": "detach_cluster", "cluster_uuid": cluster["uuid"]},
                               uuid=l2["uuid"]))

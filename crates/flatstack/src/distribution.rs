@@ -29,6 +29,8 @@ fn in_tree(builder: KernelBuilder) -> KernelBuilder {
     let b = b.plugin(flatstack_plugin_l2_network::L2NetworkPlugin);
     #[cfg(feature = "l2-vlan")]
     let b = b.plugin(flatstack_plugin_l2_vlan::L2VlanPlugin);
+    #[cfg(feature = "l2-openvswitch")]
+    let b = b.plugin(flatstack_plugin_l2_openvswitch::OpenvswitchPlugin);
     #[cfg(feature = "l3-network")]
     let b = b.plugin(flatstack_plugin_l3_network::L3NetworkPlugin);
     #[cfg(feature = "vm")]

@@ -373,7 +373,7 @@ async fn bad_network_input_is_a_clear_error_and_changes_nothing() {
         (l2_path.clone(), vlan(json!({"type": null})), bad, "type"),
         (
             l2_path.clone(),
-            vlan(json!({"type": "Openvswitch"})),
+            vlan(json!({"type": "L2TokenRingNetwork"})),
             bad,
             "type",
         ),
@@ -708,7 +708,8 @@ async fn network_plugins_and_types_are_introspectable() {
         types,
         [
             ("L2NoVlanNetwork", "l2-network"),
-            ("L2VlanNetwork", "l2-vlan")
+            ("L2VlanNetwork", "l2-vlan"),
+            ("Openvswitch", "l2-openvswitch")
         ]
     );
     let (_, schemas) = node.get("/v1/schemas").await;

@@ -124,7 +124,77 @@ pub trait HostDriver: Send + Sync {
     ) -> Result<(), Fault> {
         Err(unsupported_by(&host.host_type, "hosts", "detach volumes"))
     }
+
+    /// Runs a command of the host's agent (as ZStack's KVM agent takes HTTP calls):
+    /// what plugins need done on a host that the trait has no method for — a bridge, a
+    /// tunnel, a daemon's status. The driver sends it and returns the agent's answer; a
+    /// command the agent does not know is an error. Plugins that are not the host's owner
+    /// send [`CallHostAgent`] rather than call this.
+    async fn call_agent(
+        &self,
+        _kernel: &Kernel,
+        host: &HostRecord,
+        _command: &AgentCommand,
+    ) -> Result<serde_json::Value, Fault> {
+        Err(unsupported_by(
+            &host.host_type,
+            "hosts",
+            "run agent commands",
+        ))
+    }
 }
+
+/// A command for a host's agent: a dotted name the agent knows (`daemon.status`,
+/// `<namespace>.create`, ...) and its JSON body. Which commands exist is an agreement
+/// between the plugin that sends them and the hypervisor driver's agent, not the host
+/// plugin's business: it only carries them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AgentCommand {
+    /// The command, e.g. `daemon.status`: lowercase words joined by dots.
+    pub name: String,
+    /// Its arguments; `{}` if it takes none.
+    #[serde(default = "empty_object")]
+    pub body: serde_json::Value,
+}
+
+fn empty_object() -> serde_json::Value {
+    serde_json::Value::Object(Default::default())
+}
+
+impl AgentCommand {
+    /// The command `name` with `body`.
+    pub fn new(name: impl Into<String>, body: serde_json::Value) -> Self {
+        AgentCommand {
+            name: name.into(),
+            body,
+        }
+    }
+
+    /// Whether `name` is a command name: 1 to 100 bytes of lowercase words (`a-z`,
+    /// digits, `-`, `_`) joined by dots.
+    pub fn is_valid_name(name: &str) -> bool {
+        name.len() <= 100
+            && name.split('.').all(|word| {
+                !word.is_empty()
+                    && word.chars().all(|c| {
+                        c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_'
+                    })
+            })
+    }
+}
+
+/// Runs a command on the addressed host's agent, through the host's driver, and replies
+/// with the agent's answer. Addressed to the host: commands to one host run one at a time,
+/// in the order sent. Inside `host.connect`, which runs on that same queue, call the
+/// driver's [`HostDriver::call_agent`] instead (the request would wait for the connect).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CallHostAgent {
+    /// The command.
+    pub command: AgentCommand,
+}
+flatstack_kernel::request!(CallHostAgent = "host.agent.call" => serde_json::Value, service HOST_SERVICE);
 
 /// What a driver's default method answers: `<type> <things> cannot <what>`, e.g.
 /// "KVM hosts cannot attach volumes".

@@ -1,10 +1,11 @@
 //! Hosts: the hypervisors VMs run on. The host plugin owns the base record and the
 //! connect flow; hypervisor drivers (types of the `Hosts` kind) do the rest.
 
-use flatstack_header::infra::{ClusterRecord, HostRecord};
 use flatstack_header::infra::{
-    CreateHost, HostConnect, HostConnection, Hosts, ReconnectHost, ReleaseCapacity, ReserveCapacity,
+    AgentCommand, CallHostAgent, CreateHost, HostConnect, HostConnection, Hosts, ReconnectHost,
+    ReleaseCapacity, ReserveCapacity,
 };
+use flatstack_header::infra::{ClusterRecord, HostRecord};
 use flatstack_header::record;
 use flatstack_header::{ApiAction, ApiResource, Inventory};
 use flatstack_kernel::migration::Migration;
@@ -81,6 +82,9 @@ impl Plugin for HostPlugin {
             })
             .handle::<ReleaseCapacity, _, _>(|_, msg, cx| async move {
                 release(&cx.kernel, &msg.consumer).await
+            })
+            .handle::<CallHostAgent, _, _>(|_, msg, cx| async move {
+                call_agent(&cx.kernel, cx.resource_id()?, msg.command).await
             });
         b.register(ApiResource {
             path: "hosts",
@@ -222,6 +226,27 @@ async fn connect(kernel: &Kernel, uuid: &str) -> Result<Inventory, Fault> {
         }
         (Err(fault), _) => Err(fault),
     }
+}
+
+/// Carries a command to the host's agent through its driver. The host plugin knows no
+/// command: it checks the name's shape, finds the host and its driver, and passes the
+/// answer back.
+async fn call_agent(kernel: &Kernel, uuid: &str, command: AgentCommand) -> Result<Value, Fault> {
+    if !AgentCommand::is_valid_name(&command.name) {
+        return Err(Fault::invalid(
+            "name",
+            format!(
+                "`{}` is not an agent command name (lowercase words joined by dots)",
+                command.name
+            ),
+        ));
+    }
+    let host: HostRecord = {
+        let mut tx = store(kernel)?.read().await?;
+        HOSTS.read_record(&mut tx, uuid).await?
+    };
+    let driver = kernel.drivers().get::<Hosts>(&host.host_type)?;
+    driver.call_agent(kernel, &host, &command).await
 }
 
 /// Takes a consumer's CPU and memory from a host: one conditional update (never below
