@@ -38,6 +38,8 @@ pub struct CreateVms {
     /// A PostgreSQL server to run on (`postgres://...`, naming a database to connect to
     /// while creating and dropping the run's own), instead of SQLite in the data directory.
     pub database_url: Option<String>,
+    /// Relay the events to this RabbitMQ while the VMs are created (as `serve --amqp-url`).
+    pub amqp_url: Option<String>,
 }
 
 const MIB: u64 = 1 << 20;
@@ -60,6 +62,9 @@ pub async fn create_vms(distribution: &Distribution, options: CreateVms) -> anyh
     // The range starts at .2 of a /8 (network, gateway) and stops before its broadcast.
     if options.count > (1 << 24) - 3 {
         bail!("--count is at most {} (one /8 of addresses)", (1 << 24) - 3);
+    }
+    if options.database_url.is_some() && options.amqp_url.is_some() {
+        bail!("--amqp-url is measured on SQLite only: leave out --database-url");
     }
     if let Some(url) = &options.database_url {
         if !url.starts_with("postgres") {
@@ -90,17 +95,17 @@ pub async fn create_vms(distribution: &Distribution, options: CreateVms) -> anyh
 }
 
 /// A management node started in process, serving its API on an ephemeral port.
-struct BenchNode {
-    kernel: Kernel,
+pub(crate) struct BenchNode {
+    pub(crate) kernel: Kernel,
     store: Arc<Store>,
-    base: String,
+    pub(crate) base: String,
     stop: tokio::sync::oneshot::Sender<()>,
     server: tokio::task::JoinHandle<anyhow::Result<()>>,
     _lock: DataDirLock,
 }
 
 impl BenchNode {
-    async fn start(
+    pub(crate) async fn start(
         distribution: &Distribution,
         options: &NodeOptions,
     ) -> anyhow::Result<BenchNode> {
@@ -134,7 +139,7 @@ impl BenchNode {
     }
 
     /// Stops serving, then stops the plugins; the data directory is unlocked.
-    async fn stop(self) -> anyhow::Result<()> {
+    pub(crate) async fn stop(self) -> anyhow::Result<()> {
         let _ = self.stop.send(());
         let served = match self.server.await {
             Ok(served) => served,
@@ -158,7 +163,20 @@ async fn on_sqlite(
         let body = data_centre(&node.base, options).await?;
         let before = dir.join("before-creates.db");
         node.store.snapshot(&before).await?;
+        let relay = match &options.amqp_url {
+            Some(url) => Some(
+                flatstack_amqp::Relay::start(
+                    node.store.clone(),
+                    flatstack_amqp::RelayOptions::new(url.clone()),
+                )
+                .await?,
+            ),
+            None => None,
+        };
         let (creates, journal) = create(options, &node, body).await?;
+        if let Some(relay) = relay {
+            relay_caught_up(&node.store, &relay).await?;
+        }
         let replayed_rows = journal.transactions();
         let statements = journal.statements();
         let path = before.clone();
@@ -196,6 +214,30 @@ async fn on_sqlite(
     let report = outcome?;
     stopped?;
     Ok(report)
+}
+
+/// Waits for the relay to have every event confirmed by the broker, and says how long that
+/// took after the last create.
+async fn relay_caught_up(store: &Store, relay: &flatstack_amqp::Relay) -> anyhow::Result<()> {
+    let newest = store.newest_event_seq().await?;
+    let started = Instant::now();
+    while relay
+        .status
+        .cursor
+        .load(std::sync::atomic::Ordering::Relaxed)
+        < newest
+    {
+        if started.elapsed() > Duration::from_secs(300) {
+            bail!("the relay did not catch up within 5 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    println!(
+        "relay: {} events confirmed by the broker during the run; the last {} ms after the last create",
+        relay.status.confirmed.load(std::sync::atomic::Ordering::Relaxed),
+        started.elapsed().as_millis()
+    );
+    Ok(())
 }
 
 /// The node on a database of its own on the PostgreSQL server at `url`, dropped with its

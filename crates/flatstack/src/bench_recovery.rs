@@ -127,6 +127,7 @@ async fn creates_in_flight(
         hosts,
         data_dir: None,
         database_url: None,
+        amqp_url: None,
     };
     let body = data_centre(&base, &shape).await?;
     let http = reqwest::Client::new();

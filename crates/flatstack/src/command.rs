@@ -2,7 +2,7 @@
 //! over the plugins of a [`Distribution`].
 
 use crate::node::{self, NodeOptions};
-use crate::{bench, bench_recovery, cli, Distribution};
+use crate::{bench, bench_amqp, bench_recovery, cli, Distribution};
 use clap::{Parser, Subcommand};
 use flatstack_kernel::Kernel;
 use flatstack_store::EventRetention;
@@ -136,6 +136,22 @@ enum BenchCommand {
         /// a database of its own there, created through `db` and dropped afterwards.
         #[arg(long)]
         database_url: Option<String>,
+        /// Relay the events to RabbitMQ while creating (`amqp://...`), as `serve --amqp-url`.
+        #[arg(long)]
+        amqp_url: Option<String>,
+    },
+    /// Relay throughput and the API over AMQP, each beside the same work done raw with the
+    /// same client library on the same broker.
+    Amqp {
+        /// The broker (`amqp://user:password@host:5672/%2f`).
+        #[arg(long, default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+        amqp_url: String,
+        /// How many events the relay publishes (and the raw publisher).
+        #[arg(long, default_value_t = 20000)]
+        events: u32,
+        /// How many API requests (and raw round trips) are timed, one after another.
+        #[arg(long, default_value_t = 2000)]
+        requests: u32,
     },
     /// Crash a node with VM creates in flight, start a new one on the same data, and
     /// report how long its recovery takes (and that nothing is left held).
@@ -286,6 +302,7 @@ async fn run(distribution: &Distribution) -> anyhow::Result<()> {
             hosts,
             data_dir,
             database_url,
+            amqp_url,
         }) => {
             bench::create_vms(
                 distribution,
@@ -295,10 +312,16 @@ async fn run(distribution: &Distribution) -> anyhow::Result<()> {
                     hosts,
                     data_dir,
                     database_url,
+                    amqp_url,
                 },
             )
             .await?
         }
+        Command::Bench(BenchCommand::Amqp {
+            amqp_url,
+            events,
+            requests,
+        }) => bench_amqp::run(distribution, &amqp_url, events, requests).await?,
         Command::Bench(BenchCommand::Recovery {
             count,
             hosts,

@@ -21,6 +21,7 @@
 #![warn(missing_docs)]
 
 mod bench;
+mod bench_amqp;
 mod bench_recovery;
 mod cli;
 mod command;

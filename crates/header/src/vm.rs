@@ -319,19 +319,41 @@ flatstack_kernel::extension_point!(
 );
 
 /// What a service outside the node implementing `vm.create.pre-check` is shown of the VM
-/// about to be created (docs/integration.md): its uuid, name, owner, size, image,
-/// networks, and the host and host tags asked for.
+/// about to be created (docs/integration.md): a published projection of [`VmWork`].
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct RemoteVmCreate<'a> {
+    /// The uuid the VM will have.
+    pub vm_uuid: &'a str,
+    /// Its name.
+    pub name: &'a str,
+    /// Who it will belong to.
+    pub owner: &'a str,
+    /// Its vCPUs.
+    pub cpu_num: u32,
+    /// Its bytes of memory.
+    pub memory_size: u64,
+    /// The image of its root volume.
+    pub image_uuid: &'a str,
+    /// The L3 networks it gets a NIC on, in order.
+    pub l3_network_uuids: &'a [String],
+    /// The host asked for, if any.
+    pub requested_host: Option<&'a str>,
+    /// Tags every candidate host must carry.
+    pub host_tags: &'a [String],
+}
+
+/// [`RemoteVmCreate`] of `work`, as JSON.
 pub fn remote_vm_create(work: &VmWork) -> serde_json::Value {
-    serde_json::json!({
-        "vm_uuid": work.vm_uuid,
-        "name": work.name,
-        "owner": work.owner,
-        "cpu_num": work.cpu_num,
-        "memory_size": work.memory_size,
-        "image_uuid": work.image_uuid,
-        "l3_network_uuids": work.l3_network_uuids,
-        "requested_host": work.requested_host,
-        "host_tags": work.host_tags,
+    flatstack_kernel::extension::remote::to_remote_input(&RemoteVmCreate {
+        vm_uuid: &work.vm_uuid,
+        name: &work.name,
+        owner: &work.owner,
+        cpu_num: work.cpu_num,
+        memory_size: work.memory_size,
+        image_uuid: &work.image_uuid,
+        l3_network_uuids: &work.l3_network_uuids,
+        requested_host: work.requested_host.as_deref(),
+        host_tags: &work.host_tags,
     })
 }
 flatstack_kernel::extension_point!(

@@ -233,6 +233,15 @@ impl Store {
         Ok(Ok(EventPage { events, next }))
     }
 
+    /// The highest `seq` issued and still kept (0 if the log is empty).
+    pub async fn newest_event_seq(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT COALESCE(MAX(seq), 0) AS seq FROM event_outbox")
+            .fetch_one(&self.pool)
+            .await
+            .db()?;
+        row.try_get::<i64, _>("seq").db()
+    }
+
     async fn oldest_event_in(&self, tx: &mut crate::Tx) -> Result<Option<i64>, StoreError> {
         let rows = tx
             .query("SELECT MIN(seq) AS oldest FROM event_outbox", &[])
