@@ -5,9 +5,10 @@
 //! extension points ([`AmqpCaller`]).
 //!
 //! The relay is the only reader that must see every event: it keeps its position in the
-//! store as the cursor [`RELAY_CURSOR`] (which holds pruning back), publishes a batch in
-//! `seq` order with publisher confirms (all of the batch in flight at once, then every
-//! confirm awaited), and moves the cursor only once the broker confirmed the whole batch.
+//! store as the cursor [`RELAY_CURSOR`] (which holds pruning back), publishes batches in
+//! `seq` order with publisher confirms (two batches in flight: the next is read and sent
+//! while the broker confirms the previous one; `data` is sent as stored, not parsed and
+//! printed again), and moves the cursor batch by batch, once the broker confirmed each.
 //! After a crash of the node or an outage of the broker it starts again from the cursor:
 //! delivery is at least once, in order, and a repeat has the same `id` and `seq`.
 
@@ -18,7 +19,7 @@ mod remote;
 pub use api::{ApiServer, API_QUEUE};
 pub use remote::AmqpCaller;
 
-use flatstack_header::events::{CloudEvent, CONTENT_TYPE};
+use flatstack_header::events::{RawEvent, CONTENT_TYPE};
 use flatstack_store::{EventQuery, Store, StoreError};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
@@ -51,14 +52,6 @@ pub enum RelayError {
     /// The URL is not one the relay can use.
     #[error("{0}")]
     Url(String),
-    /// An event could not be encoded (it is retried, and logged each time).
-    #[error("event {seq} cannot be encoded: {reason}")]
-    Encode {
-        /// The event.
-        seq: i64,
-        /// Why.
-        reason: String,
-    },
 }
 
 /// How the relay runs.
@@ -201,7 +194,18 @@ async fn connect(url: &str) -> Result<(Connection, Channel), RelayError> {
     Ok((connection, channel))
 }
 
-/// Publishes the log from the cursor on, batch after batch, until something fails.
+/// How many batches are published before the oldest one's confirms are awaited: the next
+/// batch is read and sent while the broker confirms the previous one.
+const WINDOW: usize = 2;
+
+/// A batch published, its confirms not awaited yet.
+struct InFlight {
+    last: i64,
+    confirms: Vec<(i64, lapin::PublisherConfirm)>,
+}
+
+/// Publishes the log from the cursor on, [`WINDOW`] batches in flight, until something
+/// fails. The cursor moves batch by batch, in order, once the broker confirmed each.
 async fn publish_forever(
     store: &Arc<Store>,
     options: &RelayOptions,
@@ -209,50 +213,65 @@ async fn publish_forever(
     status: &RelayStatus,
 ) -> RelayError {
     let mut committed = store.events_committed();
+    let mut in_flight: std::collections::VecDeque<InFlight> = Default::default();
+    let mut read_after = match store.event_cursor(RELAY_CURSOR).await {
+        Ok(cursor) => cursor.map_or(0, |cursor| cursor.seq),
+        Err(error) => return error.into(),
+    };
+    status.cursor.store(read_after, Ordering::Relaxed);
     loop {
-        let published = async {
-            let cursor = store
-                .event_cursor(RELAY_CURSOR)
-                .await?
-                .map_or(0, |cursor| cursor.seq);
-            status.cursor.store(cursor, Ordering::Relaxed);
-            let query = EventQuery {
-                after: cursor,
-                limit: options.batch,
-                ..EventQuery::default()
-            };
-            let page = match store.events(&query).await? {
-                Ok(page) => page,
-                // Only if the cursor was removed meanwhile: go on from what is kept.
-                Err(gone) => {
-                    tracing::error!(
-                        from = cursor + 1,
-                        to = gone.pruned_upto,
-                        "events were pruned before they were relayed"
-                    );
-                    store
-                        .set_event_cursor(RELAY_CURSOR, gone.pruned_upto)
-                        .await?;
-                    return Ok(0);
+        let step = async {
+            // Fill the window.
+            let mut whole = false;
+            while in_flight.len() < WINDOW {
+                let query = EventQuery {
+                    after: read_after,
+                    limit: options.batch,
+                    ..EventQuery::default()
+                };
+                let page = match store.raw_events(&query).await? {
+                    Ok(page) => page,
+                    // Only if the cursor was removed meanwhile: go on from what is kept.
+                    Err(gone) => {
+                        tracing::error!(
+                            from = read_after + 1,
+                            to = gone.pruned_upto,
+                            "events were pruned before they were relayed"
+                        );
+                        read_after = gone.pruned_upto;
+                        continue;
+                    }
+                };
+                let Some(last) = page.events.last().map(|e| e.seq) else {
+                    break;
+                };
+                whole = page.events.len() >= options.batch as usize;
+                in_flight.push_back(InFlight {
+                    last,
+                    confirms: publish(channel, &page.events).await?,
+                });
+                read_after = last;
+                if !whole {
+                    break;
                 }
+            }
+            // Settle the oldest batch.
+            let Some(batch) = in_flight.pop_front() else {
+                return Ok::<bool, RelayError>(false);
             };
-            let Some(last) = page.events.last().map(|e| e.seq) else {
-                return Ok(0);
-            };
-            publish_confirmed(channel, &page.events).await?;
-            store.set_event_cursor(RELAY_CURSOR, last).await?;
-            status.cursor.store(last, Ordering::Relaxed);
-            status
-                .confirmed
-                .fetch_add(page.events.len() as u64, Ordering::Relaxed);
-            Ok::<usize, RelayError>(page.events.len())
+            let count = batch.confirms.len() as u64;
+            confirmed(batch.confirms).await?;
+            store.set_event_cursor(RELAY_CURSOR, batch.last).await?;
+            status.cursor.store(batch.last, Ordering::Relaxed);
+            status.confirmed.fetch_add(count, Ordering::Relaxed);
+            Ok(whole || !in_flight.is_empty())
         }
         .await;
-        match published {
+        match step {
             Err(error) => return error,
-            // A whole batch: there may be more at once.
-            Ok(n) if n >= options.batch as usize => continue,
-            Ok(_) => {
+            // More may be there at once.
+            Ok(true) => continue,
+            Ok(false) => {
                 committed.borrow_and_update();
                 let _ = tokio::time::timeout(options.poll, committed.changed()).await;
             }
@@ -260,14 +279,14 @@ async fn publish_forever(
     }
 }
 
-/// Publishes `events` in order, all in flight at once, then awaits every confirm.
-async fn publish_confirmed(channel: &Channel, events: &[CloudEvent]) -> Result<(), RelayError> {
+/// Publishes `events` in order; their confirms, to await.
+async fn publish(
+    channel: &Channel,
+    events: &[RawEvent],
+) -> Result<Vec<(i64, lapin::PublisherConfirm)>, RelayError> {
     let mut confirms = Vec::with_capacity(events.len());
     for event in events {
-        let payload = serde_json::to_vec(event).map_err(|e| RelayError::Encode {
-            seq: event.seq,
-            reason: e.to_string(),
-        })?;
+        let payload = event.encode();
         let mut headers = FieldTable::default();
         headers.insert("seq".into(), AMQPValue::LongLongInt(event.seq));
         let properties = BasicProperties::default()
@@ -281,12 +300,17 @@ async fn publish_confirmed(channel: &Channel, events: &[CloudEvent]) -> Result<(
                 EVENTS_EXCHANGE.into(),
                 event.event_type.as_str().into(),
                 BasicPublishOptions::default(),
-                &payload,
+                payload.as_bytes(),
                 properties,
             )
             .await?;
         confirms.push((event.seq, confirm));
     }
+    Ok(confirms)
+}
+
+/// Awaits every confirm, in order; a `nack` is an error naming the event.
+async fn confirmed(confirms: Vec<(i64, lapin::PublisherConfirm)>) -> Result<(), RelayError> {
     for (seq, confirm) in confirms {
         if !confirm.await?.is_ack() {
             return Err(RelayError::Nacked { seq });

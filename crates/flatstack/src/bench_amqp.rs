@@ -3,7 +3,8 @@
 //!
 //! - **event export**: the relay publishing events from a store's log (read in batches,
 //!   published with confirms, the cursor moved per batch) against a raw publisher sending
-//!   as many messages of the same bytes with confirms, pipelined by the same batch size;
+//!   as many messages of the same bytes with confirms, pipelined as the relay is (batches
+//!   of the same size, two in flight);
 //! - **the API over AMQP**: `GET /v1/zones/{uuid}` sent as a message to `flatstack.api`
 //!   and answered through the node's router, against a raw round trip to a responder that
 //!   answers at once with as many bytes; one request at a time, so these are latencies.
@@ -193,23 +194,29 @@ async fn raw_publish(
         .await?;
     let started = Instant::now();
     let mut sent = 0;
-    while sent < count {
-        let mut confirms = Vec::new();
-        for _ in 0..BATCH.min(count - sent) {
-            confirms.push(
-                channel
-                    .basic_publish(
-                        EVENTS_EXCHANGE.into(),
-                        "io.flatstack.zones.updated.v1".into(),
-                        BasicPublishOptions::default(),
-                        payload,
-                        BasicProperties::default().with_delivery_mode(2),
-                    )
-                    .await?,
-            );
-            sent += 1;
+    // As the relay: two batches in flight, the oldest's confirms awaited before the next.
+    let mut in_flight = std::collections::VecDeque::new();
+    while sent < count || !in_flight.is_empty() {
+        if sent < count && in_flight.len() < 2 {
+            let mut confirms = Vec::new();
+            for _ in 0..BATCH.min(count - sent) {
+                confirms.push(
+                    channel
+                        .basic_publish(
+                            EVENTS_EXCHANGE.into(),
+                            "io.flatstack.zones.updated.v1".into(),
+                            BasicPublishOptions::default(),
+                            payload,
+                            raw_properties(sent),
+                        )
+                        .await?,
+                );
+                sent += 1;
+            }
+            in_flight.push_back(confirms);
+            continue;
         }
-        for confirm in confirms {
+        for confirm in in_flight.pop_front().unwrap_or_default() {
             if !confirm.await?.is_ack() {
                 bail!("the broker refused a raw message");
             }
@@ -218,6 +225,22 @@ async fn raw_publish(
     let took = started.elapsed();
     channel.close(200, "done".into()).await?;
     Ok(took)
+}
+
+/// What the relay sets on each message (content type, id, type, persistence, `seq`), with
+/// values of the same sizes.
+fn raw_properties(seq: u32) -> BasicProperties {
+    let mut headers = FieldTable::default();
+    headers.insert(
+        "seq".into(),
+        lapin::types::AMQPValue::LongLongInt(i64::from(seq)),
+    );
+    BasicProperties::default()
+        .with_content_type("application/cloudevents+json".into())
+        .with_message_id(format!("{:036}", seq).as_str().into())
+        .with_type("io.flatstack.zones.updated.v1".into())
+        .with_delivery_mode(2)
+        .with_headers(headers)
 }
 
 async fn purge(channel: &Channel, queue: &str) -> anyhow::Result<()> {

@@ -238,10 +238,79 @@ impl CloudEvent {
     }
 }
 
+/// One stored event, its `data` still JSON text: what the relay publishes without parsing
+/// it again ([`RawEvent::encode`]), and what [`RawEvent::parse`] makes a [`CloudEvent`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawEvent {
+    /// The sequence number.
+    pub seq: i64,
+    /// The CloudEvents `id`.
+    pub id: String,
+    /// The CloudEvents `type`.
+    pub event_type: String,
+    /// The kind it is about.
+    pub kind: String,
+    /// The resource's uuid.
+    pub subject: String,
+    /// When it was written.
+    pub time: String,
+    /// `data`, as JSON text.
+    pub data: String,
+}
+
+impl RawEvent {
+    /// The event, `data` parsed.
+    pub fn parse(self) -> Result<CloudEvent, serde_json::Error> {
+        let data = serde_json::from_str(&self.data)?;
+        Ok(CloudEvent::new(
+            self.seq,
+            self.id,
+            self.event_type,
+            &self.kind,
+            self.subject,
+            self.time,
+            data,
+        ))
+    }
+
+    /// The CloudEvent's JSON, the same as serialising [`RawEvent::parse`]'s result, with
+    /// `data` copied as it is stored rather than parsed and printed again.
+    pub fn encode(&self) -> String {
+        let text = |s: &str| serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into());
+        format!(
+            "{{\"specversion\":\"{SPEC_VERSION}\",\"id\":{},\"source\":{},\"type\":{},\"subject\":{},\"time\":{},\"datacontenttype\":\"application/json\",\"dataschema\":{},\"seq\":{},\"data\":{}}}",
+            text(&self.id),
+            text(&format!("/v1/{}", self.kind)),
+            text(&self.event_type),
+            text(&self.subject),
+            text(&self.time),
+            text(&format!("flatstack:{}", schema_path(&self.event_type))),
+            self.seq,
+            self.data,
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::resource::StateChange;
+
+    #[test]
+    fn a_raw_event_encodes_as_its_parsed_event_serialises() {
+        let raw = RawEvent {
+            seq: 7,
+            id: "id-\"1\"".into(),
+            event_type: "io.flatstack.zones.created.v1".into(),
+            kind: "zones".into(),
+            subject: "z\u{1b}1".into(),
+            time: "2026-12-04T15:30:25.893Z".into(),
+            data: r#"{"kind":"zones","uuid":"z1","inventory":{"name":"a\nb"}}"#.into(),
+        };
+        let encoded: Value = serde_json::from_str(&raw.encode()).expect("JSON");
+        let parsed = serde_json::to_value(raw.parse().expect("parses")).expect("value");
+        assert_eq!(encoded, parsed);
+    }
 
     #[test]
     fn types_name_kind_verb_and_major_version() {

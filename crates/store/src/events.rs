@@ -21,7 +21,7 @@
 use crate::rows::Param;
 use crate::Db;
 use crate::{Backend, Store, StoreError};
-use flatstack_header::events::CloudEvent;
+use flatstack_header::events::{CloudEvent, RawEvent};
 use serde_json::{json, Value};
 use sqlx::Row;
 use std::time::Duration;
@@ -111,6 +111,15 @@ pub struct EventPage {
     pub next: i64,
 }
 
+/// Events read, `data` left as JSON text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawEventPage {
+    /// The events, oldest first.
+    pub events: Vec<RawEvent>,
+    /// As [`EventPage::next`].
+    pub next: i64,
+}
+
 /// The events asked for were pruned: the oldest kept is `oldest` (the log may be empty,
 /// in which case it is the next `seq` to be issued).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -174,6 +183,32 @@ impl Store {
         self: &std::sync::Arc<Self>,
         query: &EventQuery,
     ) -> Result<Result<EventPage, EventsGone>, StoreError> {
+        let page = match self.raw_events(query).await? {
+            Ok(page) => page,
+            Err(gone) => return Ok(Err(gone)),
+        };
+        let events = page
+            .events
+            .into_iter()
+            .map(|raw| {
+                let seq = raw.seq;
+                raw.parse().map_err(|e| {
+                    StoreError::io(format!("event {seq} has a body that is not JSON: {e}"))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Ok(EventPage {
+            events,
+            next: page.next,
+        }))
+    }
+
+    /// [`Store::events`] with each event's `data` left as the JSON text stored: for the
+    /// relay, which publishes it as it is ([`RawEvent::encode`]).
+    pub async fn raw_events(
+        self: &std::sync::Arc<Self>,
+        query: &EventQuery,
+    ) -> Result<Result<RawEventPage, EventsGone>, StoreError> {
         // One snapshot: the bounds and the page agree.
         let mut tx = self.read().await?;
         let bounds = tx
@@ -223,14 +258,14 @@ impl Store {
         let full = rows.len() >= query.limit as usize;
         let events = rows
             .into_iter()
-            .map(cloud_event)
+            .map(raw_event)
             .collect::<Result<Vec<_>, _>>()?;
         let next = match events.last() {
             Some(last) if full => last.seq,
             // Everything up to the newest was looked at.
             _ => newest.max(query.after),
         };
-        Ok(Ok(EventPage { events, next }))
+        Ok(Ok(RawEventPage { events, next }))
     }
 
     /// The highest `seq` issued and still kept (0 if the log is empty).
@@ -429,26 +464,24 @@ impl Store {
 }
 
 /// A row of `event_outbox` as the event it stands for.
-fn cloud_event(row: serde_json::Map<String, Value>) -> Result<CloudEvent, StoreError> {
+fn raw_event(row: serde_json::Map<String, Value>) -> Result<RawEvent, StoreError> {
     let text = |column: &str| -> Result<String, StoreError> {
-        row.get(column)
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-            .ok_or_else(|| StoreError::io(format!("event_outbox.{column} is not text")))
+        match row.get(column) {
+            Some(Value::String(s)) => Ok(s.clone()),
+            _ => Err(StoreError::io(format!("event_outbox.{column} is not text"))),
+        }
     };
     let seq = row
         .get("seq")
         .and_then(Value::as_i64)
         .ok_or_else(|| StoreError::io("event_outbox.seq is not an integer"))?;
-    let data = serde_json::from_str(&text("body")?)
-        .map_err(|e| StoreError::io(format!("event {seq} has a body that is not JSON: {e}")))?;
-    Ok(CloudEvent::new(
+    Ok(RawEvent {
         seq,
-        text("id")?,
-        text("type")?,
-        &text("kind")?,
-        text("subject")?,
-        text("created_at")?,
-        data,
-    ))
+        id: text("id")?,
+        event_type: text("type")?,
+        kind: text("kind")?,
+        subject: text("subject")?,
+        time: text("created_at")?,
+        data: text("body")?,
+    })
 }

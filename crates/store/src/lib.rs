@@ -30,7 +30,9 @@ pub mod users;
 
 pub use error::{Constraint, ConstraintKind, StoreError, StoreErrorKind};
 pub(crate) use error::{Db, Repr};
-pub use events::{EventCursor, EventPage, EventQuery, EventRetention, EventsGone, PRUNE_BATCH};
+pub use events::{
+    EventCursor, EventPage, EventQuery, EventRetention, EventsGone, RawEventPage, PRUNE_BATCH,
+};
 pub use journal::Journal;
 pub use tx::{now, Tx};
 pub use users::{TableKind, Users};
