@@ -160,22 +160,59 @@ impl RemoteCaller for AmqpCaller {
             "timeout_ms": registration.timeout_ms,
         })
         .to_string();
+        let properties = BasicProperties::default()
+            .with_content_type("application/json".into())
+            .with_reply_to(link.reply_queue.as_str().into())
+            .with_correlation_id(id.as_str().into())
+            // A call nobody took in time is dropped by the broker.
+            .with_expiration(registration.timeout_ms.to_string().into());
+        self.deliver(&link, &registration.queue, payload.as_bytes(), properties)
+            .await?;
+        let data = answer_rx
+            .await
+            .map_err(|_| RemoteFailure::Broken("the connection was lost".into()))?;
+        parse_answer(&data)
+    }
+
+    async fn notify(
+        &self,
+        registration: &RemoteRegistration,
+        event: &Value,
+    ) -> Result<(), RemoteFailure> {
+        let link = self
+            .link()
+            .await
+            .map_err(|e| RemoteFailure::Broken(format!("the broker cannot be reached: {e}")))?;
+        let payload = json!({"point": registration.point, "event": event}).to_string();
+        let properties = BasicProperties::default()
+            .with_content_type("application/json".into())
+            .with_delivery_mode(2);
+        self.deliver(&link, &registration.queue, payload.as_bytes(), properties)
+            .await
+    }
+}
+
+impl AmqpCaller {
+    /// Publishes `payload` to `queue` (mandatory) and waits for the broker's confirm:
+    /// `Absent` if nobody consumes the queue.
+    async fn deliver(
+        &self,
+        link: &Link,
+        queue: &str,
+        payload: &[u8],
+        properties: BasicProperties,
+    ) -> Result<(), RemoteFailure> {
         let published = async {
             link.channel
                 .basic_publish(
                     "".into(),
-                    registration.queue.as_str().into(),
+                    queue.into(),
                     BasicPublishOptions {
                         mandatory: true,
                         ..BasicPublishOptions::default()
                     },
-                    payload.as_bytes(),
-                    BasicProperties::default()
-                        .with_content_type("application/json".into())
-                        .with_reply_to(link.reply_queue.as_str().into())
-                        .with_correlation_id(id.as_str().into())
-                        // A call nobody took in time is dropped by the broker.
-                        .with_expiration(registration.timeout_ms.to_string().into()),
+                    payload,
+                    properties,
                 )
                 .await?
                 .await
@@ -192,12 +229,9 @@ impl RemoteCaller for AmqpCaller {
             return Err(RemoteFailure::Broken("the broker refused the call".into()));
         }
         if confirm.take_message().is_some() {
-            return Err(RemoteFailure::Absent(registration.queue.clone()));
+            return Err(RemoteFailure::Absent(queue.to_owned()));
         }
-        let data = answer_rx
-            .await
-            .map_err(|_| RemoteFailure::Broken("the connection was lost".into()))?;
-        parse_answer(&data)
+        Ok(())
     }
 }
 

@@ -356,3 +356,98 @@ async fn without_a_broker_no_remote_implementor_can_be_registered() {
         .expect("message")
         .contains("--amqp-url"));
 }
+
+#[tokio::test]
+async fn a_remote_observer_is_sent_vm_events_and_its_absence_never_stops_a_flow() {
+    let _broker = BROKER.lock().await;
+    let dir = common::data_dir();
+    let node = Node::start_custom(
+        dir.path(),
+        &["--amqp-url".as_ref(), amqp_url().as_ref()],
+        &[],
+    );
+    let dc = data_centre(&node).await;
+    let connection = Connection::connect(&amqp_url(), ConnectionProperties::default())
+        .await
+        .expect("broker");
+    let channel = connection.create_channel().await.expect("channel");
+    let queue = format!("observer-{}", uuid::Uuid::new_v4());
+    channel
+        .queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("queue");
+    let mut seen = channel
+        .basic_consume(
+            queue.as_str().into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("consume");
+    for point in ["vm.started", "vm.destroyed"] {
+        let (status, reply) = node
+            .post(
+                &format!("/v1/extension-points/{point}/remote-implementors"),
+                json!({"name": "audit", "queue": queue, "timeout_ms": 1000}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{reply}");
+    }
+    let vm = node.create("vm-instances", vm_body(&dc, "observed")).await;
+    let uuid = vm["uuid"].as_str().expect("uuid").to_owned();
+    let (status, _) = node
+        .send(
+            Method::DELETE,
+            &format!("/v1/vm-instances/{uuid}?wait=20"),
+            None,
+        )
+        .await;
+    assert!(status.is_success());
+    let mut points = Vec::new();
+    for _ in 0..2 {
+        let delivery = tokio::time::timeout(Duration::from_secs(10), seen.next())
+            .await
+            .expect("an event within 10 s")
+            .expect("consumer")
+            .expect("delivery");
+        let message: Value = serde_json::from_slice(&delivery.data).expect("JSON");
+        assert_eq!(message["event"]["vm_uuid"], uuid.as_str(), "{message}");
+        assert_eq!(message["event"]["name"], "observed");
+        assert!(message["event"]["host_uuid"].is_string(), "{message}");
+        points.push(message["point"].as_str().expect("point").to_owned());
+        delivery.ack(BasicAckOptions::default()).await.expect("ack");
+    }
+    assert_eq!(points, ["vm.started", "vm.destroyed"]);
+
+    // Gone: the flows go on; the misses are counted.
+    connection.close(200, "bye".into()).await.expect("close");
+    let (status, reply) = create_vm(&node, &dc, "unobserved").await;
+    assert_eq!(status, StatusCode::CREATED, "{reply}");
+    let (_, described) = node.get("/v1/extension-points").await;
+    let started = described["extension_points"]
+        .as_array()
+        .expect("points")
+        .iter()
+        .find(|p| p["name"] == "vm.started")
+        .cloned()
+        .expect("vm.started");
+    assert_eq!(started["remote"], true);
+    let audit = started["implementors"]
+        .as_array()
+        .expect("implementors")
+        .iter()
+        .find(|i| i["plugin"] == "audit")
+        .cloned()
+        .expect("audit listed");
+    assert_eq!(audit["stats"]["calls"], 2, "{audit}");
+    assert_eq!(audit["stats"]["errors"], 1, "{audit}");
+}

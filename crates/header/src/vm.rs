@@ -342,6 +342,42 @@ pub struct RemoteVmCreate<'a> {
     pub host_tags: &'a [String],
 }
 
+/// What a service outside the node observing `vm.started` or `vm.destroyed` is sent of
+/// the VM (docs/integration.md).
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct RemoteVm<'a> {
+    /// The VM's uuid.
+    pub vm_uuid: &'a str,
+    /// Its name.
+    pub name: &'a str,
+    /// Who it belongs to.
+    pub owner: &'a str,
+    /// Its vCPUs.
+    pub cpu_num: u32,
+    /// Its bytes of memory.
+    pub memory_size: u64,
+    /// The image of its root volume.
+    pub image_uuid: &'a str,
+    /// The host it runs (ran) on.
+    pub host_uuid: Option<&'a str>,
+    /// The L3 networks it has a NIC on, in order.
+    pub l3_network_uuids: &'a [String],
+}
+
+/// [`RemoteVm`] of `work`, as JSON.
+pub fn remote_vm(work: &VmWork) -> serde_json::Value {
+    flatstack_kernel::extension::remote::to_remote_input(&RemoteVm {
+        vm_uuid: &work.vm_uuid,
+        name: &work.name,
+        owner: &work.owner,
+        cpu_num: work.cpu_num,
+        memory_size: work.memory_size,
+        image_uuid: &work.image_uuid,
+        host_uuid: work.host_uuid(),
+        l3_network_uuids: &work.l3_network_uuids,
+    })
+}
+
 /// [`RemoteVmCreate`] of `work`, as JSON.
 pub fn remote_vm_create(work: &VmWork) -> serde_json::Value {
     flatstack_kernel::extension::remote::to_remote_input(&RemoteVmCreate {
@@ -451,10 +487,10 @@ flatstack_kernel::extension_point!(
     Context = VmWork
 );
 flatstack_kernel::extension_point!(
-    /// A VM is running (after create or start).
-    VmStarted: ObservePoint, "vm.started",
+    /// A VM is running (after create or start). Services outside the node may observe it ([`RemoteVm`]).
+    VmStarted: RemoteObservePoint, "vm.started",
     "After a VM started (created or started again).",
-    Event = VmWork
+    Event = VmWork, remote = remote_vm
 );
 flatstack_kernel::extension_point!(
     /// A VM stopped.
@@ -469,8 +505,8 @@ flatstack_kernel::extension_point!(
     Event = VmWork
 );
 flatstack_kernel::extension_point!(
-    /// A VM was destroyed and everything it held released.
-    VmDestroyed: ObservePoint, "vm.destroyed",
+    /// A VM was destroyed and everything it held released. Services outside the node may observe it ([`RemoteVm`]).
+    VmDestroyed: RemoteObservePoint, "vm.destroyed",
     "After a VM was destroyed and its host capacity, volumes, IPs and NICs released.",
-    Event = VmWork
+    Event = VmWork, remote = remote_vm
 );

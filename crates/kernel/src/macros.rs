@@ -82,6 +82,25 @@ macro_rules! extension_point {
             }
         }
     };
+    ($(#[$doc:meta])* $name:ident: RemoteObservePoint, $wire:literal, $description:literal, Event = $event:ty, remote = $to_json:path) => {
+        $(#[$doc])*
+        #[doc = ""]
+        #[doc = concat!("Extension point `", $wire, "`: ", $description)]
+        #[doc = ""]
+        #[doc = "Services outside the node may observe it too (remote extension points): they are sent what the `remote` function makes of the event."]
+        pub struct $name;
+        impl $crate::ExtensionPoint for $name {
+            const NAME: &'static str = $wire;
+            const DESCRIPTION: &'static str = $description;
+            const REMOTE: bool = true;
+        }
+        impl $crate::ObservePoint for $name {
+            type Event = $event;
+            fn remote_event(event: &$event) -> Option<$crate::extension::remote::Json> {
+                Some($to_json(event))
+            }
+        }
+    };
     ($(#[$doc:meta])* $name:ident: AsyncVetoPoint, $wire:literal, $description:literal, Input = $input:ty) => {
         $crate::extension_point!($(#[$doc])* $name: VetoPoint, $wire, $description, Input = $input);
         impl $crate::AsyncVetoPoint for $name {}

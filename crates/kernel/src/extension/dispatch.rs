@@ -202,15 +202,30 @@ impl Extensions {
     }
 
     /// Tells every implementor of `P`; failures are logged and counted, never returned.
+    ///
+    /// Then, on a point services outside the node may observe, each remote observer is
+    /// sent the event; its delivery is bounded by its timeout, and a failure is logged and
+    /// counted, never returned.
     pub async fn observe<P: ObservePoint>(&self, event: &P::Event) {
-        let Some((imps, timeout)) = self.registry.implementors::<dyn Observe<P>>() else {
+        if let Some((imps, timeout)) = self.registry.implementors::<dyn Observe<P>>() {
+            let timeout = timeout.unwrap_or(self.default_timeout);
+            for e in imps {
+                if let Err(fault) = guarded(P::NAME, e, timeout, e.imp.observe(event)).await {
+                    tracing::warn!(point = P::NAME, plugin = &*e.plugin, %fault, "observer failed");
+                }
+            }
+        }
+        if !P::REMOTE {
+            return;
+        }
+        let Some(remotes) = self.remote.of(P::NAME) else {
             return;
         };
-        let timeout = timeout.unwrap_or(self.default_timeout);
-        for e in imps {
-            if let Err(fault) = guarded(P::NAME, e, timeout, e.imp.observe(event)).await {
-                tracing::warn!(point = P::NAME, plugin = &*e.plugin, %fault, "observer failed");
-            }
+        let Some(json) = P::remote_event(event) else {
+            return;
+        };
+        for remote in remotes.iter() {
+            super::remote::notify(P::NAME, remote, self.remote.caller(), &json).await;
         }
     }
 

@@ -95,6 +95,11 @@ pub trait ReleasePoint: ExtensionPoint {
 pub trait ObservePoint: ExtensionPoint {
     /// What happened, as each observer is shown it.
     type Event: Sync + 'static;
+    /// What the point's remote observers are sent of `event` ([`remote`]); `None` (the
+    /// default): the point takes no remote observers.
+    fn remote_event(_event: &Self::Event) -> Option<serde_json::Value> {
+        None
+    }
 }
 
 /// A point whose implementors narrow a list of candidates (e.g. hosts for a VM).

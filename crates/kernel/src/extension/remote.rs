@@ -84,6 +84,14 @@ pub trait RemoteCaller: Send + Sync {
         registration: &RemoteRegistration,
         input: &Value,
     ) -> Result<RemoteAnswer, RemoteFailure>;
+
+    /// Sends `event` to the observer `registration`; returns once it is delivered to its
+    /// queue (no answer is awaited). The dispatcher bounds the wait.
+    async fn notify(
+        &self,
+        registration: &RemoteRegistration,
+        event: &Value,
+    ) -> Result<(), RemoteFailure>;
 }
 
 /// One remote implementor with its metrics (kept across reloads of the registrations).
@@ -241,6 +249,44 @@ pub(crate) async fn ask(
                     .with_detail("point", point)
                     .with_detail("failure_policy", "fail"),
             )
+        }
+    }
+}
+
+/// Sends `event` to one remote observer, bounded by its timeout, measured; a failure is
+/// logged and counted (an observer never stops the flow, whatever its policy).
+pub(crate) async fn notify(
+    point: &'static str,
+    remote: &Remote,
+    caller: Option<&Arc<dyn RemoteCaller>>,
+    event: &Value,
+) {
+    let registration = &remote.registration;
+    let timeout = Duration::from_millis(registration.timeout_ms)
+        .clamp(MIN_REMOTE_TIMEOUT, MAX_REMOTE_TIMEOUT);
+    let start = quanta::Instant::now();
+    let sent = match caller {
+        Some(caller) => tokio::time::timeout(timeout, caller.notify(registration, event)).await,
+        None => Ok(Err(RemoteFailure::Broken(
+            "this node has no broker to reach it (serve --amqp-url)".into(),
+        ))),
+    };
+    remote.stats.record(start.elapsed());
+    let name = registration.name.as_str();
+    match sent {
+        Ok(Ok(())) => {}
+        Ok(Err(failure)) => {
+            remote.stats.errors.fetch_add(1, Relaxed);
+            tracing::warn!(point, remote = name, %failure, "a remote observer was not reached");
+        }
+        Err(_) => {
+            remote.stats.timeouts.fetch_add(1, Relaxed);
+            tracing::warn!(
+                point,
+                remote = name,
+                ?timeout,
+                "a remote observer was not reached in time"
+            );
         }
     }
 }
