@@ -26,7 +26,7 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The topic exchange every event is published to, with its `type` as the routing key.
 pub const EVENTS_EXCHANGE: &str = "flatstack.events";
@@ -198,6 +198,12 @@ async fn connect(url: &str) -> Result<(Connection, Channel), RelayError> {
 /// batch is read and sent while the broker confirms the previous one.
 const WINDOW: usize = 2;
 
+/// How often, at most, a busy relay writes its cursor to the store.
+const CURSOR_EVERY: Duration = Duration::from_millis(250);
+
+/// How long the relay waits, once woken by a commit, for more to join the batch.
+const LINGER: Duration = Duration::from_millis(5);
+
 /// A batch published, its confirms not awaited yet.
 struct InFlight {
     last: i64,
@@ -219,7 +225,11 @@ async fn publish_forever(
         Err(error) => return error.into(),
     };
     status.cursor.store(read_after, Ordering::Relaxed);
+    // The cursor as last written to the store, and when.
+    let mut saved = (read_after, Instant::now());
     loop {
+        // Seen before reading: a commit from now on wakes the wait below.
+        committed.borrow_and_update();
         let step = async {
             // Fill the window.
             let mut whole = false;
@@ -261,9 +271,15 @@ async fn publish_forever(
             };
             let count = batch.confirms.len() as u64;
             confirmed(batch.confirms).await?;
-            store.set_event_cursor(RELAY_CURSOR, batch.last).await?;
             status.cursor.store(batch.last, Ordering::Relaxed);
             status.confirmed.fetch_add(count, Ordering::Relaxed);
+            // The cursor is a write on the one writer the node's own changes wait for:
+            // written now and then while busy, and whenever the relay falls idle. A crash
+            // in between repeats at most that much (delivery is at least once anyway).
+            if saved.1.elapsed() >= CURSOR_EVERY {
+                store.set_event_cursor(RELAY_CURSOR, batch.last).await?;
+                saved = (batch.last, Instant::now());
+            }
             Ok(whole || !in_flight.is_empty())
         }
         .await;
@@ -272,8 +288,27 @@ async fn publish_forever(
             // More may be there at once.
             Ok(true) => continue,
             Ok(false) => {
-                committed.borrow_and_update();
-                let _ = tokio::time::timeout(options.poll, committed.changed()).await;
+                // Idle: the progress is written once CURSOR_EVERY has passed since the last
+                // write (waking then to write it if nothing else wakes the relay first).
+                let confirmed_upto = status.cursor.load(Ordering::Relaxed);
+                let mut wait = options.poll;
+                if confirmed_upto > saved.0 {
+                    let since = saved.1.elapsed();
+                    if since >= CURSOR_EVERY {
+                        if let Err(error) =
+                            store.set_event_cursor(RELAY_CURSOR, confirmed_upto).await
+                        {
+                            return error.into();
+                        }
+                        saved = (confirmed_upto, Instant::now());
+                    } else {
+                        wait = wait.min(CURSOR_EVERY - since);
+                    }
+                }
+                if let Ok(Ok(())) = tokio::time::timeout(wait, committed.changed()).await {
+                    // Let a busy node's next commits join this batch.
+                    tokio::time::sleep(LINGER).await;
+                }
             }
         }
     }

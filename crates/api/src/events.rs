@@ -166,6 +166,8 @@ impl Follow {
                 return Some((Ok(sse), self));
             }
             self.query.after = self.next;
+            // Seen before reading: a commit from now on wakes the wait below.
+            self.committed.borrow_and_update();
             match self.store.events(&self.query).await {
                 Ok(Ok(page)) if !page.events.is_empty() => {
                     self.next = page.next;
@@ -174,7 +176,6 @@ impl Follow {
                 Ok(Ok(page)) => {
                     self.next = page.next;
                     // Woken by a commit here, or after a while for other nodes'.
-                    self.committed.borrow_and_update();
                     let _ = tokio::time::timeout(STREAM_POLL, self.committed.changed()).await;
                 }
                 // The reader fell behind the retention: say so and end, as a 410 would.
