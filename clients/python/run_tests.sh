@@ -6,8 +6,9 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 binary=$(realpath "${1:?usage: run_tests.sh path/to/flatstack}")
 python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
-  jsonschema openapi-python-client
+  jsonschema openapi-python-client prometheus-client
 python3 "$here/test_lifecycle.py" "$binary"
+python3 "$here/test_metrics.py" "$binary"
 gen=$(mktemp -d)
 trap 'rm -rf "$gen"' EXIT
 "$binary" openapi > "$gen/openapi.json"

@@ -247,6 +247,13 @@ impl Jobs {
             {
                 job.resource_uuid.get_or_insert_with(|| made.to_owned());
             }
+            let state = if outcome.is_ok() {
+                "succeeded"
+            } else {
+                "failed"
+            };
+            metrics::counter!("flatstack_jobs_total", "kind" => job.operation.clone(), "state" => state)
+                .increment(1);
             match outcome {
                 Ok(result) => {
                     job.state = OperationState::Succeeded;

@@ -7,6 +7,7 @@ mod error;
 mod events;
 mod hosts;
 mod jobs;
+pub mod metrics;
 pub mod openapi;
 mod remote;
 mod routes;

@@ -93,6 +93,7 @@ pub fn router_with_jobs(kernel: Kernel) -> (Router, Jobs) {
         )
         .fallback(|| async { ApiError(Fault::not_found("no such route")) })
         .layer(axum::middleware::from_fn(json_bodies_only))
+        .layer(axum::middleware::from_fn(crate::metrics::track))
         .with_state(api);
     (router, jobs)
 }

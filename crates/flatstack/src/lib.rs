@@ -28,6 +28,7 @@ mod command;
 mod demo;
 mod distribution;
 mod lock;
+mod metrics;
 mod node;
 pub mod testing;
 

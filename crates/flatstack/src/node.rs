@@ -226,6 +226,7 @@ pub async fn serve(distribution: &Distribution, options: NodeOptions) -> anyhow:
         .amqp_url
         .clone()
         .map(|url| flatstack_amqp::ApiServer::start(url, router.clone()));
+    let router = crate::metrics::serve(router, kernel.clone());
     let router = flatstack_api::allow_hosts(router, options.allowed_hosts.clone());
     let (close_api, api_closed) = tokio::sync::oneshot::channel::<()>();
     let mut server = tokio::spawn(

@@ -303,6 +303,22 @@ impl Store {
         })
     }
 
+    /// Every reader's position.
+    pub async fn event_cursors(&self) -> Result<Vec<EventCursor>, StoreError> {
+        let rows = sqlx::query("SELECT name, seq FROM event_cursors ORDER BY name")
+            .fetch_all(&self.pool)
+            .await
+            .db()?;
+        rows.iter()
+            .map(|row| {
+                Ok(EventCursor {
+                    name: row.try_get("name").db()?,
+                    seq: row.try_get("seq").db()?,
+                })
+            })
+            .collect()
+    }
+
     /// Moves (or creates) the cursor of reader `name` to `seq`.
     pub async fn set_event_cursor(&self, name: &str, seq: i64) -> Result<(), StoreError> {
         let now = crate::now();
