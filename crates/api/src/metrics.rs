@@ -93,7 +93,7 @@ pub async fn refresh(kernel: &Kernel) {
         record::find::<PrimaryStorageRecord>(kernel, PrimaryStorageQuery::default()).await
     {
         for storage in storages {
-            let labels = [("primary_storage", storage.uuid.clone())];
+            let labels = [("storage", storage.uuid.clone())];
             gauge!("flatstack_primary_storage_capacity_bytes", &labels)
                 .set(storage.total_capacity as f64);
             gauge!("flatstack_primary_storage_available_bytes", &labels)
