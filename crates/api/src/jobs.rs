@@ -252,6 +252,24 @@ impl Jobs {
             } else {
                 "failed"
             };
+            // One line per operation, for operators: what, on what, how it ended, how long.
+            let duration_ms = time::OffsetDateTime::parse(
+                &job.created_at,
+                &time::format_description::well_known::Rfc3339,
+            )
+            .map(|began| (time::OffsetDateTime::now_utc() - began).as_seconds_f64() * 1e3)
+            .unwrap_or(0.0);
+            let resource = job.resource_uuid.as_deref().unwrap_or("");
+            match &outcome {
+                Ok(_) => tracing::info!(
+                    job = %uuid, kind = %job.operation, resource, duration_ms,
+                    "operation succeeded"
+                ),
+                Err(fault) => tracing::info!(
+                    job = %uuid, kind = %job.operation, resource, duration_ms,
+                    code = fault.code.as_str(), "operation failed"
+                ),
+            }
             metrics::counter!("flatstack_jobs_total", "kind" => job.operation.clone(), "state" => state)
                 .increment(1);
             match outcome {

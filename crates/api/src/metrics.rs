@@ -31,13 +31,32 @@ pub(crate) async fn track(request: Request, next: Next) -> Response {
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let method = request.method().as_str().to_owned();
+    let path = request.uri().path().to_owned();
     let started = Instant::now();
     let response = next.run(request).await;
-    let status = response.status().as_u16().to_string();
+    let code = response.status().as_u16();
+    let latency = started.elapsed();
+    // The access log: a URI path is visible ASCII only (the HTTP parser refuses the rest),
+    // so nothing a client sends reaches a terminal raw through it.
+    let job = response
+        .headers()
+        .get("location")
+        .and_then(|l| l.to_str().ok())
+        .and_then(|l| l.strip_prefix("/v1/jobs/"))
+        .unwrap_or("");
+    tracing::info!(
+        target: "flatstack::access",
+        method = %method,
+        path = %path,
+        status = code,
+        latency_ms = latency.as_secs_f64() * 1e3,
+        job,
+        "request"
+    );
+    let status = code.to_string();
     counter!("flatstack_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
         .increment(1);
-    histogram!(HTTP_DURATION, "method" => method, "route" => route)
-        .record(started.elapsed().as_secs_f64());
+    histogram!(HTTP_DURATION, "method" => method, "route" => route).record(latency.as_secs_f64());
     response
 }
 

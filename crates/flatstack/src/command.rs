@@ -24,6 +24,16 @@ struct Cli {
     /// How the client commands print results.
     #[arg(long, global = true, value_enum, default_value = "table")]
     output: cli::Output,
+    /// How logs are written to standard error: `text` (coloured only on a terminal) or
+    /// `json` (one object per line, for log collectors).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "FLATSTACK_LOG_FORMAT",
+        default_value = "text"
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -223,12 +233,8 @@ fn take_global_flags(
 }
 
 async fn run(distribution: &Distribution) -> anyhow::Result<()> {
-    // A program that set up its own subscriber keeps it.
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(log_filter())
-        .try_init();
     let mut cli = Cli::parse();
+    init_logs(cli.log_format);
     if let Command::Resource(args) = &mut cli.command {
         take_global_flags(args, &mut cli.endpoint, &mut cli.output)?;
     }
@@ -392,4 +398,27 @@ fn log_filter() -> tracing_subscriber::EnvFilter {
         Ok(directive) => filter.add_directive(directive),
         Err(_) => filter,
     }
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines; ANSI colours only when standard error is a terminal.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Logs to standard error in `format`; a program that set up its own subscriber keeps it.
+fn init_logs(format: LogFormat) {
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(log_filter());
+    let _ = match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+        LogFormat::Json => builder.json().with_current_span(false).try_init(),
+    };
 }
