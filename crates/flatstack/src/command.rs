@@ -234,7 +234,13 @@ fn take_global_flags(
 
 async fn run(distribution: &Distribution) -> anyhow::Result<()> {
     let mut cli = Cli::parse();
-    init_logs(cli.log_format);
+    // A benchmark's figures are its output: its node logs only warnings unless asked.
+    let level = if matches!(cli.command, Command::Bench(_)) {
+        "warn"
+    } else {
+        "info"
+    };
+    init_logs(cli.log_format, level);
     if let Command::Resource(args) = &mut cli.command {
         take_global_flags(args, &mut cli.endpoint, &mut cli.output)?;
     }
@@ -384,13 +390,13 @@ fn print_text(kernel: &Kernel) {
     }
 }
 
-/// `RUST_LOG`, or `info`. The AMQP client's own lines stay out unless `RUST_LOG` names it:
+/// `RUST_LOG`, or `level`. The AMQP client's own lines stay out unless `RUST_LOG` names it:
 /// it logs every lost connection as an error, which the relay already reports once, with
 /// what it does about it.
-fn log_filter() -> tracing_subscriber::EnvFilter {
+fn log_filter(level: &str) -> tracing_subscriber::EnvFilter {
     let wanted = std::env::var("RUST_LOG").unwrap_or_default();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     if wanted.contains("lapin") {
         return filter;
     }
@@ -410,11 +416,11 @@ enum LogFormat {
 }
 
 /// Logs to standard error in `format`; a program that set up its own subscriber keeps it.
-fn init_logs(format: LogFormat) {
+fn init_logs(format: LogFormat, level: &str) {
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(log_filter());
+        .with_env_filter(log_filter(level));
     let _ = match format {
         LogFormat::Text => builder
             .with_ansi(std::io::stderr().is_terminal())
