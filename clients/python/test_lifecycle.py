@@ -211,6 +211,15 @@ def lifecycle(c: Client) -> None:
     for introspection in ("plugins.list", "extension_points.list", "schemas.list", "openapi",
                           "health.alive", "health.ready", "version"):
         c.call(introspection)
+    # The event log: everything above, in order, page by page; each type has a schema.
+    first = c.call("events.list", after=0, limit=5)
+    assert len(first["events"]) == 5 and first["next"] == first["events"][-1]["seq"], first
+    rest = c.call("events.list", after=first["next"], limit=1000)
+    seqs = [e["seq"] for e in first["events"] + rest["events"]]
+    assert seqs == sorted(set(seqs)), "in order, no repeat"
+    created = c.call("events.list", type="io.flatstack.zones.created.v1", limit=10)["events"]
+    assert [e["subject"] for e in created] == [zone["uuid"]], created
+    assert c.call("events.schema", type="io.flatstack.zones.created.v1")["type"] == "object"
 
 
 def main() -> int:

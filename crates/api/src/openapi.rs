@@ -713,6 +713,40 @@ impl Doc {
                 {"name": "cursor", "in": "query", "required": false, "schema": {"type": "string"}}
             ],
             "responses": {"200": response("a page of jobs", Some(page)), "400": error.clone(), "default": error}}}));
+        // The event log (docs/integration.md). Its server-sent-events form,
+        // `/v1/events/stream`, is left out: OpenAPI does not describe a stream of events.
+        let mut event = schema_of::<flatstack_header::events::CloudEvent>();
+        event["properties"]["data"] = json!({
+            "type": "object", "additionalProperties": true,
+            "description": "The change itself: its schema is the type's, at `dataschema`."
+        });
+        self.schema("CloudEvent", event);
+        self.paths.insert("/v1/events".into(), json!({"get": {
+            "operationId": "events.list",
+            "summary": "Canonical events after a sequence number, in sequence order (also as server-sent events at /v1/events/stream)",
+            "parameters": [
+                {"name": "after", "in": "query", "required": false, "description": "Events with a greater `seq` (0: from the oldest kept).", "schema": {"type": "integer", "minimum": 0}},
+                {"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
+                {"name": "type", "in": "query", "required": false, "description": "Only this type, e.g. `io.flatstack.vm-instances.created.v1`.", "schema": {"type": "string"}},
+                {"name": "subject", "in": "query", "required": false, "description": "Only about this resource (its uuid).", "schema": {"type": "string"}},
+                {"name": "kind", "in": "query", "required": false, "description": "Only about resources of this kind, e.g. `vm-instances`.", "schema": {"type": "string"}}
+            ],
+            "responses": {
+                "200": response("the events, and the `after` to continue from", Some(json!({
+                    "type": "object", "required": ["events", "next"], "additionalProperties": false,
+                    "properties": {
+                        "events": {"type": "array", "items": reference("CloudEvent")},
+                        "next": {"type": "integer", "description": "Every matching event up to this `seq` was returned."}
+                    }
+                }))),
+                "400": error.clone(),
+                "410": response("the events asked for were pruned; `error.details.oldest` is the oldest kept", Some(reference("Error"))),
+                "default": error.clone()
+            }}}));
+        self.paths.insert("/v1/schemas/events/{type}".into(), json!({"get": {
+            "operationId": "events.schema", "summary": "The JSON Schema of an event type's `data`",
+            "parameters": [{"name": "type", "in": "path", "required": true, "schema": {"type": "string"}}],
+            "responses": {"200": response("the schema", Some(json!({"type": "object"}))), "404": error.clone(), "default": error.clone()}}}));
         for (path, id, summary) in [
             (
                 "/v1/plugins",
