@@ -234,6 +234,9 @@ fn take_global_flags(
 
 async fn run(distribution: &Distribution) -> anyhow::Result<()> {
     let mut cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve { .. } | Command::Bench(_)) {
+        quiet_on_closed_pipes();
+    }
     // A benchmark's figures are its output: its node logs only warnings unless asked.
     let level = if matches!(cli.command, Command::Bench(_)) {
         "warn"
@@ -427,4 +430,16 @@ fn init_logs(format: LogFormat, level: &str) {
             .try_init(),
         LogFormat::Json => builder.json().with_current_span(false).try_init(),
     };
+}
+
+/// Output piped into a reader that stops early (`flatstack openapi | head -1`) ends a
+/// command quietly, as any Unix tool, instead of a panic on the broken pipe (Rust ignores
+/// SIGPIPE, so the next print fails). Not for the node: a log reader that goes away must
+/// not stop it.
+fn quiet_on_closed_pipes() {
+    #[cfg(unix)]
+    // SAFETY: sets the process's disposition of one signal to the default; no handler runs.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
 }

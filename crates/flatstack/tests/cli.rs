@@ -178,3 +178,33 @@ async fn errors_are_clear_and_exit_non_zero() {
     .unwrap();
     assert!(err.contains("cannot reach the node"), "{err}");
 }
+
+/// A reader that stops early (`flatstack openapi | head -1`) ends the program quietly, as
+/// any Unix tool: killed by SIGPIPE, nothing on standard error (no panic, no backtrace).
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    use std::io::Read;
+    use std::os::unix::process::ExitStatusExt;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_flatstack"))
+        .arg("openapi")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("runs");
+    let mut first = [0u8; 1];
+    child
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_exact(&mut first)
+        .expect("a first byte");
+    // The pipe's reader is gone (dropped above): the rest cannot be written.
+    let out = child.wait_with_output().expect("ends");
+    assert_eq!(first[0], b'{');
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{:?}", out.status);
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

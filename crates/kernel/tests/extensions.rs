@@ -591,6 +591,31 @@ fn the_manifest_overrides_order() {
 }
 
 #[test]
+fn a_manifest_order_naming_no_implementor_is_refused() {
+    let log = Log::default();
+    let manifest = Manifest::parse(
+        r#"
+        [extensions."test.create.pre-check".zulu]
+        after = ["audit"]
+        "#,
+    )
+    .unwrap();
+    let err = Kernel::builder()
+        .plugin(Owner)
+        .plugin(Actor::new("alpha", Behaviour::Ok, &log))
+        .plugin(Actor::new("zulu", Behaviour::Ok, &log))
+        .manifest(manifest)
+        .build()
+        .err()
+        .expect("refused");
+    let message = err.to_string();
+    assert!(
+        message.contains("`audit`") && message.contains("test.create.pre-check"),
+        "{message}"
+    );
+}
+
+#[test]
 fn an_ordering_cycle_is_a_clear_error() {
     let log = Log::default();
     let mut a = Actor::new("a", Behaviour::Ok, &log);

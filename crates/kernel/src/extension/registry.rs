@@ -243,6 +243,20 @@ impl PointsBuilder {
                     KernelError::Manifest(format!("unknown extension point `{point_name}`"))
                 })?;
             for (plugin, spec) in plugins {
+                // An operator's order names implementors of the point: a name that is not
+                // one (a typo, a plugin not enabled) would be ignored, silently.
+                let implementors: Vec<&str> = point.specs.iter().map(|(p, _)| p.as_str()).collect();
+                if let Some(unknown) = spec
+                    .before
+                    .iter()
+                    .chain(&spec.after)
+                    .find(|other| !implementors.contains(&other.as_str()))
+                {
+                    return Err(KernelError::Manifest(format!(
+                        "the order of `{plugin}` on `{point_name}` names `{unknown}`, which does not implement it (its implementors: {})",
+                        implementors.join(", ")
+                    )));
+                }
                 let slot = point
                     .specs
                     .iter_mut()
