@@ -22,8 +22,9 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::time::Duration;
 use tower::ServiceExt;
+
+use crate::Backoff;
 
 /// The queue API requests are sent to (on the default exchange).
 pub const API_QUEUE: &str = "flatstack.api";
@@ -72,22 +73,19 @@ impl Drop for ApiServer {
 }
 
 async fn serve(url: String, router: Router) {
-    const FIRST_WAIT: Duration = Duration::from_millis(100);
-    const LONGEST_WAIT: Duration = Duration::from_secs(5);
-    let mut wait = FIRST_WAIT;
+    let mut backoff = Backoff::default();
     loop {
-        match consume(&url, &router, &mut wait).await {
+        match consume(&url, &router, &mut backoff).await {
             Ok(()) => tracing::warn!("the API queue's consumer ended; consuming again"),
             Err(error) => {
-                tracing::warn!(%error, retry_in_ms = wait.as_millis() as u64, "the API over AMQP is down");
+                tracing::warn!(%error, retry_in_ms = backoff.next_ms(), "the API over AMQP is down");
             }
         }
-        tokio::time::sleep(wait).await;
-        wait = (wait * 2).min(LONGEST_WAIT);
+        backoff.wait().await;
     }
 }
 
-async fn consume(url: &str, router: &Router, wait: &mut Duration) -> Result<(), lapin::Error> {
+async fn consume(url: &str, router: &Router, backoff: &mut Backoff) -> Result<(), lapin::Error> {
     let connection = Connection::connect(url, ConnectionProperties::default()).await?;
     let channel = connection.create_channel().await?;
     channel
@@ -112,7 +110,7 @@ async fn consume(url: &str, router: &Router, wait: &mut Duration) -> Result<(), 
         )
         .await?;
     tracing::info!(queue = API_QUEUE, "serving the API over AMQP");
-    *wait = Duration::from_millis(100);
+    backoff.reset();
     while let Some(delivery) = deliveries.next().await {
         let delivery = delivery?;
         let (channel, router) = (channel.clone(), router.clone());

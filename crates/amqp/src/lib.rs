@@ -135,6 +135,19 @@ impl Relay {
         Ok(Relay { status, task })
     }
 
+    /// Waits until the broker has confirmed every event up to `seq`, for at most `within`:
+    /// how long that took, or `None` if it did not happen in time.
+    pub async fn confirmed_up_to(&self, seq: i64, within: Duration) -> Option<Duration> {
+        let started = Instant::now();
+        while self.status.cursor.load(Ordering::Relaxed) < seq {
+            if started.elapsed() > within {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        Some(started.elapsed())
+    }
+
     /// Stops relaying (what was confirmed stays confirmed; the rest goes at next start).
     pub fn stop(&self) {
         self.task.abort();
@@ -150,27 +163,55 @@ impl Drop for Relay {
 /// Connects, relays until something fails, then waits (longer each time, up to a few
 /// seconds) and starts again from the cursor.
 async fn relay(store: Arc<Store>, options: RelayOptions, status: Arc<RelayStatus>) {
-    const FIRST_WAIT: Duration = Duration::from_millis(100);
-    const LONGEST_WAIT: Duration = Duration::from_secs(5);
-    let mut wait = FIRST_WAIT;
+    let mut backoff = Backoff::default();
     loop {
         let connected = connect(&options.url).await;
         match connected {
             Ok((connection, channel)) => {
                 status.connected.store(true, Ordering::Relaxed);
                 tracing::info!(exchange = EVENTS_EXCHANGE, "event relay connected");
-                wait = FIRST_WAIT;
+                backoff.reset();
                 let error = publish_forever(&store, &options, &channel, &status).await;
                 status.connected.store(false, Ordering::Relaxed);
                 tracing::warn!(%error, "event relay stopped; it resumes from its cursor");
                 let _ = connection.close(200, "reconnecting".into()).await;
             }
             Err(error) => {
-                tracing::warn!(%error, retry_in_ms = wait.as_millis() as u64, "event relay cannot reach the broker");
+                tracing::warn!(%error, retry_in_ms = backoff.next_ms(), "event relay cannot reach the broker");
             }
         }
-        tokio::time::sleep(wait).await;
-        wait = (wait * 2).min(LONGEST_WAIT);
+        backoff.wait().await;
+    }
+}
+
+/// How long a connection lost waits before the next attempt: 100 ms, doubling up to 5 s,
+/// back to 100 ms once connected again (the relay and the API server both reconnect so).
+pub(crate) struct Backoff(Duration);
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(100);
+    const LONGEST: Duration = Duration::from_secs(5);
+
+    /// Connected again: the next loss waits the shortest time.
+    pub(crate) fn reset(&mut self) {
+        self.0 = Self::FIRST;
+    }
+
+    /// The next wait, in milliseconds (for the log line that announces it).
+    pub(crate) fn next_ms(&self) -> u64 {
+        self.0.as_millis() as u64
+    }
+
+    /// Waits, then makes the next wait longer.
+    pub(crate) async fn wait(&mut self) {
+        tokio::time::sleep(self.0).await;
+        self.0 = (self.0 * 2).min(Self::LONGEST);
+    }
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff(Self::FIRST)
     }
 }
 

@@ -55,10 +55,12 @@ impl EventsParams {
     }
 }
 
-fn store(kernel: &Kernel) -> Result<Arc<Store>, ApiError> {
+/// The node's store, or `503` for a kernel assembled without one (what the event log and
+/// the remote registrations are kept in).
+pub(crate) fn store(kernel: &Kernel) -> Result<Arc<Store>, ApiError> {
     kernel
         .get::<Store>()
-        .ok_or_else(|| ApiError(Fault::unavailable("this node has no store, so no events")))
+        .ok_or_else(|| ApiError(Fault::unavailable("this node has no store")))
 }
 
 /// `410 Gone` in the error shape, saying which is the oldest event kept.

@@ -3,6 +3,7 @@
 //! point themselves, so a broken remote implementor can always be removed.
 
 use crate::error::ApiError;
+use crate::events::store;
 use axum::body::Bytes;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -30,12 +31,6 @@ struct Register {
 
 fn fail() -> FailurePolicy {
     FailurePolicy::Fail
-}
-
-fn store(kernel: &Kernel) -> Result<std::sync::Arc<Store>, ApiError> {
-    kernel
-        .get::<Store>()
-        .ok_or_else(|| ApiError(Fault::unavailable("this node has no store")))
 }
 
 fn db(error: flatstack_store::StoreError) -> ApiError {

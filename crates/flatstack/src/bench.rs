@@ -220,22 +220,16 @@ async fn on_sqlite(
 /// took after the last create.
 async fn relay_caught_up(store: &Store, relay: &flatstack_amqp::Relay) -> anyhow::Result<()> {
     let newest = store.newest_event_seq().await?;
-    let started = Instant::now();
-    while relay
-        .status
-        .cursor
-        .load(std::sync::atomic::Ordering::Relaxed)
-        < newest
-    {
-        if started.elapsed() > Duration::from_secs(300) {
-            bail!("the relay did not catch up within 5 minutes");
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let Some(took) = relay
+        .confirmed_up_to(newest, Duration::from_secs(300))
+        .await
+    else {
+        bail!("the relay did not catch up within 5 minutes");
+    };
     println!(
         "relay: {} events confirmed by the broker during the run; the last {} ms after the last create",
         relay.status.confirmed.load(std::sync::atomic::Ordering::Relaxed),
-        started.elapsed().as_millis()
+        took.as_millis()
     );
     Ok(())
 }

@@ -28,7 +28,6 @@ use lapin::options::{
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use serde_json::json;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -68,17 +67,7 @@ pub(crate) async fn run(
         .await?;
     // Both are routed to a queue of the bench's own, as a consumer's would be, and dropped
     // from it between runs.
-    let sink = channel
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
-    let sink = sink.name().as_str().to_owned();
+    let sink = exclusive_queue(&channel).await?;
     channel
         .queue_bind(
             sink.as_str().into(),
@@ -171,11 +160,12 @@ async fn relay_export(store: &Arc<Store>, url: &str) -> anyhow::Result<Duration>
     options.batch = BATCH;
     let started = Instant::now();
     let relay = Relay::start(store.clone(), options).await?;
-    while relay.status.cursor.load(Ordering::Relaxed) < newest {
-        if started.elapsed() > Duration::from_secs(600) {
-            bail!("the relay did not finish within 10 minutes");
-        }
-        tokio::time::sleep(Duration::from_micros(200)).await;
+    if relay
+        .confirmed_up_to(newest, Duration::from_secs(600))
+        .await
+        .is_none()
+    {
+        bail!("the relay did not finish within 10 minutes");
     }
     let took = started.elapsed();
     relay.stop();
@@ -243,6 +233,21 @@ fn raw_properties(seq: u32) -> BasicProperties {
         .with_headers(headers)
 }
 
+/// A server-named queue of this connection's own: the bench's sink, responder and replies.
+async fn exclusive_queue(channel: &Channel) -> anyhow::Result<String> {
+    let queue = channel
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    Ok(queue.name().as_str().to_owned())
+}
+
 async fn purge(channel: &Channel, queue: &str) -> anyhow::Result<()> {
     channel
         .queue_purge(queue.into(), QueuePurgeOptions::default())
@@ -277,19 +282,7 @@ async fn api_round_trips(
         .get(format!("{}{path}", node.base)).send().await?.json::<serde_json::Value>().await?}))?
     .len();
     let echo = connection.create_channel().await?;
-    let echo_queue = echo
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await?
-        .name()
-        .as_str()
-        .to_owned();
+    let echo_queue = exclusive_queue(&echo).await?;
     let mut calls = echo
         .basic_consume(
             echo_queue.as_str().into(),
@@ -395,19 +388,7 @@ struct Client {
 impl Client {
     async fn new(connection: &Connection) -> anyhow::Result<Client> {
         let channel = connection.create_channel().await?;
-        let reply_queue = channel
-            .queue_declare(
-                "".into(),
-                QueueDeclareOptions {
-                    exclusive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await?
-            .name()
-            .as_str()
-            .to_owned();
+        let reply_queue = exclusive_queue(&channel).await?;
         let replies = channel
             .basic_consume(
                 reply_queue.as_str().into(),

@@ -187,6 +187,32 @@ impl RemoteImplementors {
     }
 }
 
+/// Runs `call` on the transport, bounded by `remote`'s timeout (clamped to the allowed
+/// range) and measured in its stats; `Err` if it timed out. Without a transport, the call
+/// fails as broken. Returns the timeout too, for the message that reports it.
+async fn bounded<'a, T>(
+    remote: &Remote,
+    caller: Option<&'a Arc<dyn RemoteCaller>>,
+    call: impl FnOnce(
+        &'a Arc<dyn RemoteCaller>,
+    ) -> futures::future::BoxFuture<'a, Result<T, RemoteFailure>>,
+) -> (
+    Result<Result<T, RemoteFailure>, tokio::time::error::Elapsed>,
+    Duration,
+) {
+    let timeout = Duration::from_millis(remote.registration.timeout_ms)
+        .clamp(MIN_REMOTE_TIMEOUT, MAX_REMOTE_TIMEOUT);
+    let start = quanta::Instant::now();
+    let outcome = match caller {
+        Some(caller) => tokio::time::timeout(timeout, call(caller)).await,
+        None => Ok(Err(RemoteFailure::Broken(
+            "this node has no broker to reach it (serve --amqp-url)".into(),
+        ))),
+    };
+    remote.stats.record(start.elapsed());
+    (outcome, timeout)
+}
+
 /// Asks one remote implementor, bounded by its timeout, measured; its silence is decided
 /// by its policy. `Ok(None)`: it allows (or its silence is ignored).
 pub(crate) async fn ask(
@@ -196,16 +222,8 @@ pub(crate) async fn ask(
     input: &Value,
 ) -> Option<Fault> {
     let registration = &remote.registration;
-    let timeout = Duration::from_millis(registration.timeout_ms)
-        .clamp(MIN_REMOTE_TIMEOUT, MAX_REMOTE_TIMEOUT);
-    let start = quanta::Instant::now();
-    let answer = match caller {
-        Some(caller) => tokio::time::timeout(timeout, caller.veto(registration, input)).await,
-        None => Ok(Err(RemoteFailure::Broken(
-            "this node has no broker to reach it (serve --amqp-url)".into(),
-        ))),
-    };
-    remote.stats.record(start.elapsed());
+    let (answer, timeout) =
+        bounded(remote, caller, |caller| caller.veto(registration, input)).await;
     let name = registration.name.as_str();
     let (message, code) = match answer {
         Ok(Ok(RemoteAnswer::Allow)) => return None,
@@ -262,16 +280,8 @@ pub(crate) async fn notify(
     event: &Value,
 ) {
     let registration = &remote.registration;
-    let timeout = Duration::from_millis(registration.timeout_ms)
-        .clamp(MIN_REMOTE_TIMEOUT, MAX_REMOTE_TIMEOUT);
-    let start = quanta::Instant::now();
-    let sent = match caller {
-        Some(caller) => tokio::time::timeout(timeout, caller.notify(registration, event)).await,
-        None => Ok(Err(RemoteFailure::Broken(
-            "this node has no broker to reach it (serve --amqp-url)".into(),
-        ))),
-    };
-    remote.stats.record(start.elapsed());
+    let (sent, timeout) =
+        bounded(remote, caller, |caller| caller.notify(registration, event)).await;
     let name = registration.name.as_str();
     match sent {
         Ok(Ok(())) => {}
