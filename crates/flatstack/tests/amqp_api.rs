@@ -5,25 +5,12 @@
 
 mod common;
 
-use common::Node;
-use futures::StreamExt;
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions,
-    QueueDeclareOptions,
-};
-use lapin::types::FieldTable;
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use common::{amqp, Node};
+use lapin::options::{BasicAckOptions, BasicPublishOptions, ConfirmSelectOptions};
+use lapin::{BasicProperties, Channel, Connection};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
-
-fn amqp_url() -> String {
-    std::env::var("FLATSTACK_TEST_AMQP_URL")
-        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
-}
-
-/// The nodes of these tests consume the broker's one `flatstack.api` queue: one at a time.
-static BROKER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 #[derive(Debug, PartialEq)]
 enum Answer {
@@ -43,41 +30,13 @@ struct Client {
 
 impl Client {
     async fn connect() -> Client {
-        let connection = Connection::connect(&amqp_url(), ConnectionProperties::default())
-            .await
-            .unwrap_or_else(|e| {
-                panic!(
-                    "RabbitMQ at {} is needed (`.ci/run` starts it): {e}",
-                    amqp_url()
-                )
-            });
+        let connection = amqp::connect().await;
         let channel = connection.create_channel().await.expect("channel");
         channel
             .confirm_select(ConfirmSelectOptions::default())
             .await
             .expect("confirms");
-        let queue = channel
-            .queue_declare(
-                "".into(),
-                QueueDeclareOptions {
-                    exclusive: true,
-                    auto_delete: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .expect("reply queue");
-        let reply_queue = queue.name().as_str().to_owned();
-        let replies = channel
-            .basic_consume(
-                reply_queue.as_str().into(),
-                "".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .expect("consume");
+        let (reply_queue, replies) = amqp::exclusive_queue(&channel, "", false).await;
         Client {
             _connection: connection,
             channel,
@@ -112,11 +71,9 @@ impl Client {
             return Answer::Returned;
         }
         loop {
-            let delivery = tokio::time::timeout(Duration::from_secs(20), self.replies.next())
+            let delivery = amqp::next(&mut self.replies, Duration::from_secs(20))
                 .await
-                .expect("a reply within 20 s")
-                .expect("the consumer goes on")
-                .expect("delivery");
+                .expect("a reply within 20 s");
             delivery.ack(BasicAckOptions::default()).await.expect("ack");
             let correlation = delivery
                 .properties
@@ -162,11 +119,11 @@ impl Client {
 
 #[tokio::test]
 async fn the_api_over_amqp_answers_as_http_does() {
-    let _broker = BROKER.lock().await;
+    let _broker = amqp::BROKER.lock().await;
     let dir = common::data_dir();
     let node = Node::start_custom(
         dir.path(),
-        &["--amqp-url".as_ref(), amqp_url().as_ref()],
+        &["--amqp-url".as_ref(), amqp::url().as_ref()],
         &[],
     );
     let mut client = Client::connect().await;
@@ -262,12 +219,12 @@ async fn the_api_over_amqp_answers_as_http_does() {
 
 #[tokio::test]
 async fn with_no_node_serving_the_broker_returns_the_request_at_once() {
-    let _broker = BROKER.lock().await;
+    let _broker = amqp::BROKER.lock().await;
     let dir = common::data_dir();
     let mut client = Client::connect().await;
     let mut node = Node::start_custom(
         dir.path(),
-        &["--amqp-url".as_ref(), amqp_url().as_ref()],
+        &["--amqp-url".as_ref(), amqp::url().as_ref()],
         &[],
     );
     client.until_served().await;

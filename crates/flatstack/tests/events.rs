@@ -6,29 +6,16 @@
 mod common;
 
 use common::cloud::{data_centre, vm_body, GIB};
-use common::{uuid, Node};
-use futures::StreamExt;
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, ExchangeDeclareOptions, QueueBindOptions,
-    QueueDeclareOptions,
-};
+use common::{amqp, uuid, Node};
+use lapin::options::{BasicAckOptions, ExchangeDeclareOptions, QueueBindOptions};
 use lapin::types::FieldTable;
-use lapin::{Connection, ConnectionProperties, ExchangeKind};
+use lapin::{Connection, ExchangeKind};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// The tests that bind to the broker's one `flatstack.events` exchange run one at a time:
-/// each would receive the other's node's events.
-static BROKER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn amqp_url() -> String {
-    std::env::var("FLATSTACK_TEST_AMQP_URL")
-        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
-}
 
 /// Every event in the node's log, over HTTP, page by page.
 async fn all_events(node: &Node) -> Vec<Value> {
@@ -70,14 +57,7 @@ struct Consumer {
 
 impl Consumer {
     async fn bind(queue: &str) -> Consumer {
-        let connection = Connection::connect(&amqp_url(), ConnectionProperties::default())
-            .await
-            .unwrap_or_else(|e| {
-                panic!(
-                    "RabbitMQ at {} is needed for this test (`.ci/run` starts it): {e}",
-                    amqp_url()
-                )
-            });
+        let connection = amqp::connect().await;
         let channel = connection.create_channel().await.expect("channel");
         channel
             .exchange_declare(
@@ -91,21 +71,10 @@ impl Consumer {
             )
             .await
             .expect("exchange");
-        channel
-            .queue_declare(
-                queue.into(),
-                QueueDeclareOptions {
-                    exclusive: true,
-                    auto_delete: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .expect("queue");
+        let (queue, consumer) = amqp::exclusive_queue(&channel, queue, false).await;
         channel
             .queue_bind(
-                queue.into(),
+                queue.as_str().into(),
                 "flatstack.events".into(),
                 "io.flatstack.#".into(),
                 QueueBindOptions::default(),
@@ -113,15 +82,6 @@ impl Consumer {
             )
             .await
             .expect("bind");
-        let consumer = channel
-            .basic_consume(
-                queue.into(),
-                "test".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .expect("consume");
         Consumer {
             _connection: connection,
             consumer,
@@ -130,10 +90,7 @@ impl Consumer {
 
     /// The next event, checked against its AMQP properties, or `None` after `within`.
     async fn next(&mut self, within: Duration) -> Option<Value> {
-        let delivery = tokio::time::timeout(within, self.consumer.next())
-            .await
-            .ok()??
-            .expect("delivery");
+        let delivery = amqp::next(&mut self.consumer, within).await?;
         let event: Value = serde_json::from_slice(&delivery.data).expect("JSON event");
         assert_eq!(
             delivery.routing_key.as_str(),
@@ -203,7 +160,7 @@ impl Proxy {
             .await
             .expect("bind");
         let port = listener.local_addr().expect("addr").port();
-        let broker = amqp_url();
+        let broker = amqp::url();
         let upstream = broker
             .split('@')
             .nth(1)
@@ -256,10 +213,10 @@ fn relayed(dir: &std::path::Path, url: &str) -> Node {
 
 #[tokio::test]
 async fn every_kind_of_change_reaches_rabbitmq_as_a_cloudevent_in_sequence_order() {
-    let _broker = BROKER.lock().await;
+    let _broker = amqp::BROKER.lock().await;
     let mut consumer = Consumer::bind(&format!("test-{}", uuid::Uuid::new_v4())).await;
     let dir = common::data_dir();
-    let node = relayed(dir.path(), &amqp_url());
+    let node = relayed(dir.path(), &amqp::url());
     let dc = data_centre(&node).await;
     let vm = uuid(&node.create("vm-instances", vm_body(&dc, "vm")).await);
     let volume = uuid(
@@ -345,7 +302,7 @@ async fn every_kind_of_change_reaches_rabbitmq_as_a_cloudevent_in_sequence_order
 
 #[tokio::test]
 async fn no_event_is_lost_to_a_kill_before_publishing_nor_to_a_broker_outage() {
-    let _broker = BROKER.lock().await;
+    let _broker = amqp::BROKER.lock().await;
     let mut consumer = Consumer::bind(&format!("test-{}", uuid::Uuid::new_v4())).await;
     let proxy = Proxy::start(false).await;
     let dir = common::data_dir();

@@ -7,24 +7,13 @@
 mod common;
 
 use common::cloud::{data_centre, vm_body, Dc};
-use common::Node;
+use common::{amqp, Node};
 use futures::StreamExt;
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, QueueDeclareOptions,
-};
-use lapin::types::FieldTable;
-use lapin::{BasicProperties, Connection, ConnectionProperties};
+use lapin::options::{BasicAckOptions, BasicPublishOptions};
+use lapin::{BasicProperties, Connection};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use std::time::Duration;
-
-fn amqp_url() -> String {
-    std::env::var("FLATSTACK_TEST_AMQP_URL")
-        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
-}
-
-/// The node consumes the broker's one `flatstack.api` queue: one test at a time.
-static BROKER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// A naming policy outside the node: refuses VM names starting with `bad`, answers names
 /// starting with `slow` after two seconds. Its queue is exclusive: it goes with the service.
@@ -36,37 +25,10 @@ struct Policy {
 
 impl Policy {
     async fn start() -> Policy {
-        let connection = Connection::connect(&amqp_url(), ConnectionProperties::default())
-            .await
-            .unwrap_or_else(|e| {
-                panic!(
-                    "RabbitMQ at {} is needed (`.ci/run` starts it): {e}",
-                    amqp_url()
-                )
-            });
+        let connection = amqp::connect().await;
         let channel = connection.create_channel().await.expect("channel");
-        let queue = format!("policy-{}", uuid::Uuid::new_v4());
-        channel
-            .queue_declare(
-                queue.as_str().into(),
-                QueueDeclareOptions {
-                    exclusive: true,
-                    auto_delete: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .expect("queue");
-        let mut calls = channel
-            .basic_consume(
-                queue.as_str().into(),
-                "".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .expect("consume");
+        let name = format!("policy-{}", uuid::Uuid::new_v4());
+        let (queue, mut calls) = amqp::exclusive_queue(&channel, &name, false).await;
         let task = tokio::spawn(async move {
             while let Some(Ok(call)) = calls.next().await {
                 let channel = channel.clone();
@@ -173,11 +135,11 @@ fn remote_stats(points: &Value, name: &str) -> Value {
 
 #[tokio::test]
 async fn a_remote_veto_refuses_times_out_or_is_absent_by_its_policy_and_leaks_nothing() {
-    let _broker = BROKER.lock().await;
+    let _broker = amqp::BROKER.lock().await;
     let dir = common::data_dir();
     let node = Node::start_custom(
         dir.path(),
-        &["--amqp-url".as_ref(), amqp_url().as_ref()],
+        &["--amqp-url".as_ref(), amqp::url().as_ref()],
         &[],
     );
     let dc = data_centre(&node).await;
@@ -331,7 +293,7 @@ async fn a_remote_veto_refuses_times_out_or_is_absent_by_its_policy_and_leaks_no
     drop(node);
     let node = Node::start_custom(
         dir.path(),
-        &["--amqp-url".as_ref(), amqp_url().as_ref()],
+        &["--amqp-url".as_ref(), amqp::url().as_ref()],
         &[],
     );
     let (_, listed) = node
@@ -359,40 +321,18 @@ async fn without_a_broker_no_remote_implementor_can_be_registered() {
 
 #[tokio::test]
 async fn a_remote_observer_is_sent_vm_events_and_its_absence_never_stops_a_flow() {
-    let _broker = BROKER.lock().await;
+    let _broker = amqp::BROKER.lock().await;
     let dir = common::data_dir();
     let node = Node::start_custom(
         dir.path(),
-        &["--amqp-url".as_ref(), amqp_url().as_ref()],
+        &["--amqp-url".as_ref(), amqp::url().as_ref()],
         &[],
     );
     let dc = data_centre(&node).await;
-    let connection = Connection::connect(&amqp_url(), ConnectionProperties::default())
-        .await
-        .expect("broker");
+    let connection = amqp::connect().await;
     let channel = connection.create_channel().await.expect("channel");
-    let queue = format!("observer-{}", uuid::Uuid::new_v4());
-    channel
-        .queue_declare(
-            queue.as_str().into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .expect("queue");
-    let mut seen = channel
-        .basic_consume(
-            queue.as_str().into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .expect("consume");
+    let name = format!("observer-{}", uuid::Uuid::new_v4());
+    let (queue, mut seen) = amqp::exclusive_queue(&channel, &name, false).await;
     for point in ["vm.started", "vm.destroyed"] {
         let (status, reply) = node
             .post(
@@ -414,11 +354,9 @@ async fn a_remote_observer_is_sent_vm_events_and_its_absence_never_stops_a_flow(
     assert!(status.is_success());
     let mut points = Vec::new();
     for _ in 0..2 {
-        let delivery = tokio::time::timeout(Duration::from_secs(10), seen.next())
+        let delivery = amqp::next(&mut seen, Duration::from_secs(10))
             .await
-            .expect("an event within 10 s")
-            .expect("consumer")
-            .expect("delivery");
+            .expect("an event within 10 s");
         let message: Value = serde_json::from_slice(&delivery.data).expect("JSON");
         assert_eq!(message["event"]["vm_uuid"], uuid.as_str(), "{message}");
         assert_eq!(message["event"]["name"], "observed");

@@ -5,6 +5,7 @@
 //! Every test takes its directory from [`data_dir`], so the switch covers every test.
 #![allow(dead_code)]
 
+pub mod amqp;
 pub mod cloud;
 
 use reqwest::{Client, StatusCode};
