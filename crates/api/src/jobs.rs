@@ -38,6 +38,9 @@ pub struct Job {
     pub created_at: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<String>,
+    /// The account of the caller that started it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub account_uuid: Option<String>,
 }
 
 impl From<Operation> for Job {
@@ -57,6 +60,7 @@ impl From<Operation> for Job {
             recovered: op.recovered,
             created_at: op.created_at,
             finished_at: op.finished_at,
+            account_uuid: op.account_uuid,
         }
     }
 }
@@ -153,6 +157,7 @@ impl Jobs {
                 error: None,
                 idempotency_key: new.idempotency_key,
                 recovered: false,
+                account_uuid: new.account_uuid,
                 created_at: flatstack_store::now(),
                 updated_at: flatstack_store::now(),
                 finished_at: None,

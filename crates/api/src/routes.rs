@@ -1,5 +1,6 @@
 //! Routes generated from the registered API resources.
 
+use crate::auth::{admin_only, authorize, scope, JobStarted, Op};
 use crate::children::{Catalogue, Child};
 use crate::error::{body_of, status_of, ApiError};
 use crate::events;
@@ -11,7 +12,8 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
+use flatstack_header::identity::{Access, Caller, ListAudit};
 use flatstack_header::{
     ApiAction, ApiActionExtension, ApiResource, DeleteResource, GetResource, ListResources,
     UpdateResource,
@@ -25,8 +27,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-struct Api {
-    kernel: Kernel,
+pub(crate) struct Api {
+    pub(crate) kernel: Kernel,
     jobs: Jobs,
     /// Actions drivers add to other plugins' kinds: (path, action) → service.
     extensions: Vec<ApiActionExtension>,
@@ -81,6 +83,9 @@ pub fn router_with_jobs(kernel: Kernel) -> (Router, Jobs) {
             "/v1/extension-points/{point}/remote-implementors/{name}",
             axum::routing::delete(remove_remote),
         )
+        .route("/v1/sessions", axum::routing::post(crate::identity::login))
+        .route("/v1/permissions", get(crate::identity::permissions))
+        .route("/v1/audit", get(audit))
         .route("/v1/jobs", get(list_jobs))
         .route("/v1/jobs/{uuid}", get(job))
         .route("/v1/{kind}", get(list).post(create))
@@ -93,8 +98,10 @@ pub fn router_with_jobs(kernel: Kernel) -> (Router, Jobs) {
         )
         .fallback(|| async { ApiError(Fault::not_found("no such route")) })
         .layer(axum::middleware::from_fn(json_bodies_only))
-        .layer(axum::middleware::from_fn(crate::metrics::track))
-        .with_state(api);
+        .with_state(api.clone());
+    let router = crate::auth::authenticated(router, &api.kernel)
+        .layer(axum::middleware::from_fn(crate::error::json_errors))
+        .layer(axum::middleware::from_fn(crate::metrics::track));
     (router, jobs)
 }
 
@@ -140,6 +147,7 @@ impl Api {
             resource_uuid: call.resource.clone(),
             request: call.body.clone(),
             idempotency_key: call.idempotency_key.clone(),
+            account_uuid: Some(call.account.clone()),
         };
         let api = self.clone();
         let started = self
@@ -159,9 +167,16 @@ impl Api {
             Ok(started) => started.uuid,
             Err(fault) => return ApiError(fault).into_response(),
         };
+        let mut response = self.answer(&uuid, wait, success).await;
+        response.extensions_mut().insert(JobStarted(uuid));
+        response
+    }
+
+    /// A job's answer: its result if it ends within `wait`, else `202` and where to look.
+    async fn answer(&self, uuid: &str, wait: Option<f64>, success: StatusCode) -> Response {
         if let Some(seconds) = wait.filter(|s| s.is_finite() && *s > 0.0) {
             let wait = Duration::from_secs_f64(seconds.min(3600.0));
-            match self.jobs.wait(&uuid, wait).await {
+            match self.jobs.wait(uuid, wait).await {
                 Ok(Some(job)) => {
                     return match (job.state, job.result, job.error) {
                         (OperationState::Succeeded, Some(Value::Null) | None, _) => {
@@ -196,6 +211,8 @@ struct Call {
     body: Value,
     verb: Verb,
     idempotency_key: Option<String>,
+    /// The caller's account.
+    account: String,
 }
 
 /// The client's `Idempotency-Key`, if it sent one (not valid text: refused with the key
@@ -263,33 +280,65 @@ fn object(body: &Bytes) -> Result<Map<String, Value>, ApiError> {
 
 async fn create(
     State(api): Shared,
+    Extension(caller): Extension<Caller>,
     Path(kind): Path<String>,
     Query(q): Query<WaitQuery>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let r = api.resource(&kind)?;
+    authorize(&caller, &kind, r.access, Op::Create)?;
+    let mut body = object(&body)?;
+    crate::text::check_body(&body)?;
+    assign_owner(&caller, r.access, &mut body);
+    if r.holds_secrets {
+        // Its request or answer holds a secret: run at once, never journaled.
+        let inventory = api
+            .call(r.service, None, r.create, Value::Object(body))
+            .await?;
+        return Ok((StatusCode::CREATED, Json(json!({"inventory": inventory}))).into_response());
+    }
     let call = Call {
         service: r.service.to_owned(),
         resource: None,
         message: r.create.to_owned(),
-        body: Value::Object(object(&body)?),
+        body: Value::Object(body),
         verb: Verb::Create,
         idempotency_key: idempotency_key(&headers),
+        account: caller.account_uuid.clone(),
     };
     Ok(api.job(q.wait, StatusCode::CREATED, call).await)
 }
 
+/// Who a new resource belongs to: the caller's account (or, for a credential, the caller),
+/// never what the body says — unless the caller is an admin creating on another's behalf.
+fn assign_owner(caller: &Caller, access: Access, body: &mut Map<String, Value>) {
+    let (column, own) = match access {
+        Access::Owned => ("account_uuid", &caller.account_uuid),
+        Access::Personal => ("user_uuid", &caller.user_uuid),
+        Access::Infrastructure | Access::Admin => return,
+    };
+    if !caller.is_admin() || !body.get(column).is_some_and(Value::is_string) {
+        body.insert(column.to_owned(), Value::String(own.clone()));
+    }
+}
+
 async fn list(
     State(api): Shared,
+    Extension(caller): Extension<Caller>,
     Path(kind): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     let r = api.resource(&kind)?;
-    let filters: Map<String, Value> = query
+    authorize(&caller, &kind, r.access, Op::Read)?;
+    let mut filters: Map<String, Value> = query
         .into_iter()
         .map(|(k, v)| (k, Value::String(v)))
         .collect();
+    // Only the caller's own, whatever the filters say.
+    if let Some((column, own)) = scope(&caller, r.access) {
+        filters.insert(column.to_owned(), Value::String(own.to_owned()));
+    }
     Ok(Json(
         api.call(
             r.service,
@@ -303,41 +352,93 @@ async fn list(
 
 async fn show(
     State(api): Shared,
+    Extension(caller): Extension<Caller>,
     Path((kind, uuid)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let r = api.resource(&kind)?;
-    let inventory = api
-        .call(r.service, Some(&uuid), GetResource::NAME, json!({}))
-        .await?;
+    authorize(&caller, &kind, r.access, Op::Read)?;
+    let inventory = api.visible(&caller, r, &uuid).await?;
     Ok(Json(json!({"inventory": inventory})))
+}
+
+impl Api {
+    /// One resource's inventory, if `caller` may see it: another account's (or user's)
+    /// answers exactly as a missing one, so that its existence does not leak.
+    async fn visible(
+        &self,
+        caller: &Caller,
+        r: &ApiResource,
+        uuid: &str,
+    ) -> Result<Value, ApiError> {
+        let inventory = self
+            .call(r.service, Some(uuid), GetResource::NAME, json!({}))
+            .await?;
+        if let Some((column, own)) = scope(caller, r.access) {
+            if inventory.get(column).and_then(Value::as_str) != Some(own) {
+                return Err(ApiError(
+                    Fault::not_found(format!("no {} {uuid}", r.path)).with_detail("uuid", uuid),
+                ));
+            }
+        }
+        Ok(inventory)
+    }
+
+    /// Checks `op` on one resource: the role's permission, then (for a caller that sees
+    /// only its own) that the resource is its own.
+    async fn may(
+        &self,
+        caller: &Caller,
+        r: &ApiResource,
+        uuid: &str,
+        op: Op,
+    ) -> Result<(), ApiError> {
+        authorize(caller, r.path, r.access, op)?;
+        if scope(caller, r.access).is_some() {
+            self.visible(caller, r, uuid).await?;
+        }
+        Ok(())
+    }
 }
 
 async fn update(
     State(api): Shared,
+    Extension(caller): Extension<Caller>,
     Path((kind, uuid)): Path<(String, String)>,
     Query(q): Query<WaitQuery>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let r = api.resource(&kind)?;
+    let body = object(&body)?;
+    crate::text::check_body(&body)?;
+    api.may(&caller, r, &uuid, Op::Update).await?;
     let call = Call {
         service: r.service.to_owned(),
         resource: Some(uuid),
         message: UpdateResource::NAME.to_owned(),
-        body: Value::Object(object(&body)?),
+        body: Value::Object(body),
         verb: Verb::Update,
         idempotency_key: idempotency_key(&headers),
+        account: caller.account_uuid.clone(),
     };
     Ok(api.job(q.wait, StatusCode::OK, call).await)
 }
 
 async fn delete(
     State(api): Shared,
+    Extension(caller): Extension<Caller>,
     Path((kind, uuid)): Path<(String, String)>,
     Query(q): Query<WaitQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let r = api.resource(&kind)?;
+    api.may(&caller, r, &uuid, Op::Delete).await?;
+    if r.holds_secrets {
+        // A credential's removal (a revocation) takes effect before the answer.
+        api.call(r.service, Some(&uuid), DeleteResource::NAME, json!({}))
+            .await?;
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
     let call = Call {
         service: r.service.to_owned(),
         resource: Some(uuid),
@@ -345,12 +446,14 @@ async fn delete(
         body: json!({}),
         verb: Verb::Delete,
         idempotency_key: idempotency_key(&headers),
+        account: caller.account_uuid.clone(),
     };
     Ok(api.job(q.wait, StatusCode::OK, call).await)
 }
 
 async fn action(
     State(api): Shared,
+    Extension(caller): Extension<Caller>,
     Path((kind, uuid)): Path<(String, String)>,
     Query(q): Query<WaitQuery>,
     headers: HeaderMap,
@@ -358,6 +461,7 @@ async fn action(
 ) -> Result<Response, ApiError> {
     let r = api.resource(&kind)?;
     let mut body = object(&body)?;
+    crate::text::check_body(&body)?;
     let Some(Value::String(name)) = body.remove("action") else {
         return Err(ApiError(Fault::invalid(
             "action",
@@ -382,6 +486,10 @@ async fn action(
             ),
         )));
     };
+    let op = Op::Action {
+        member: action.member,
+    };
+    api.may(&caller, r, &uuid, op).await?;
     let call = Call {
         service: (*service).to_owned(),
         resource: Some(uuid),
@@ -389,22 +497,29 @@ async fn action(
         body: Value::Object(body),
         verb: Verb::Action,
         idempotency_key: idempotency_key(&headers),
+        account: caller.account_uuid.clone(),
     };
     Ok(api.job(q.wait, StatusCode::OK, call).await)
 }
 
 impl Api {
-    /// Child collection `child` of `kind`; for one another plugin serves, the parent is
-    /// asked of its owner first, so a missing one is a `404` whatever that plugin does.
-    async fn child(&self, kind: &str, uuid: &str, child: &str) -> Result<&Child, ApiError> {
+    /// Child collection `child` of `kind`, if `caller` may do `op` on the parent (read to
+    /// list, update to create); for one another plugin serves, the parent is asked of its
+    /// owner first, so a missing one is a `404` whatever that plugin does.
+    async fn child(
+        &self,
+        caller: &Caller,
+        (kind, uuid, child): (&str, &str, &str),
+        op: Op,
+    ) -> Result<&Child, ApiError> {
         let r = self.resource(kind)?;
         let c = self
             .catalogue
             .child(kind, child)
             .ok_or_else(|| ApiError(Fault::not_found(format!("{kind} have no `{child}`"))))?;
-        if c.added {
-            self.call(r.service, Some(uuid), GetResource::NAME, json!({}))
-                .await?;
+        authorize(caller, kind, r.access, op)?;
+        if c.added || scope(caller, r.access).is_some() {
+            self.visible(caller, r, uuid).await?;
         }
         Ok(c)
     }
@@ -412,9 +527,10 @@ impl Api {
 
 async fn list_children(
     State(api): Shared,
+    Extension(caller): Extension<Caller>,
     Path((kind, uuid, sub)): Path<(String, String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    let c = api.child(&kind, &uuid, &sub).await?;
+    let c = api.child(&caller, (&kind, &uuid, &sub), Op::Read).await?;
     Ok(Json(
         api.call(c.service, Some(&uuid), c.list, json!({})).await?,
     ))
@@ -422,23 +538,27 @@ async fn list_children(
 
 async fn create_child(
     State(api): Shared,
+    Extension(caller): Extension<Caller>,
     Path((kind, uuid, sub)): Path<(String, String, String)>,
     Query(q): Query<WaitQuery>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let c = api.child(&kind, &uuid, &sub).await?;
+    let c = api.child(&caller, (&kind, &uuid, &sub), Op::Update).await?;
     let Some(create) = c.create else {
         let fault = Fault::invalid("", format!("the `{sub}` of {kind} are listed, not created"));
         return Ok((StatusCode::METHOD_NOT_ALLOWED, Json(body_of(&fault))).into_response());
     };
+    let body = object(&body)?;
+    crate::text::check_body(&body)?;
     let call = Call {
         service: c.service.to_owned(),
         resource: Some(uuid),
         message: create.to_owned(),
-        body: Value::Object(object(&body)?),
+        body: Value::Object(body),
         verb: Verb::Action,
         idempotency_key: idempotency_key(&headers),
+        account: caller.account_uuid.clone(),
     };
     Ok(api.job(q.wait, StatusCode::CREATED, call).await)
 }
@@ -459,11 +579,17 @@ async fn types(State(api): Shared, Path(kind): Path<String>) -> Result<Json<Valu
     Ok(Json(json!({"types": types})))
 }
 
-async fn job(State(api): Shared, Path(uuid): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn job(
+    State(api): Shared,
+    Extension(caller): Extension<Caller>,
+    Path(uuid): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let job = api
         .jobs
         .get(&uuid)
         .await?
+        // Another account's job answers as a missing one.
+        .filter(|job| caller.is_admin() || job.account_uuid.as_ref() == Some(&caller.account_uuid))
         .ok_or_else(|| ApiError(Fault::not_found(format!("no job {uuid}"))))?;
     Ok(Json(job_view(&job)?))
 }
@@ -485,6 +611,7 @@ struct JobsQuery {
     state: Option<String>,
     kind: Option<String>,
     resource_uuid: Option<String>,
+    account_uuid: Option<String>,
     limit: Option<usize>,
     cursor: Option<String>,
 }
@@ -495,6 +622,7 @@ const MAX_JOBS_PAGE: usize = 1000;
 /// `GET /v1/jobs`: newest first, filtered by state, kind and resource, paged.
 async fn list_jobs(
     State(api): Shared,
+    Extension(caller): Extension<Caller>,
     Query(q): Query<JobsQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let state = q
@@ -520,6 +648,12 @@ async fn list_jobs(
         state,
         kind: q.kind,
         resource_uuid: q.resource_uuid,
+        // Only the caller's account's, unless it is an admin (who may narrow to one).
+        account_uuid: if caller.is_admin() {
+            q.account_uuid
+        } else {
+            Some(caller.account_uuid.clone())
+        },
     };
     let (page, next, total) = api.jobs.list(&filter, limit, q.cursor.as_deref()).await?;
     let inventories = page.iter().map(job_view).collect::<Result<Vec<_>, _>>()?;
@@ -596,23 +730,29 @@ async fn schemas(State(api): Shared) -> Json<Value> {
 
 async fn list_remote(
     State(api): Shared,
+    Extension(caller): Extension<Caller>,
     Path(point): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    admin_only(&caller, "see remote implementors")?;
     remote::list(&api.kernel, &point).await
 }
 
 async fn register_remote(
     State(api): Shared,
+    Extension(caller): Extension<Caller>,
     Path(point): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    admin_only(&caller, "register remote implementors")?;
     remote::register(&api.kernel, &point, &body).await
 }
 
 async fn remove_remote(
     State(api): Shared,
+    Extension(caller): Extension<Caller>,
     Path((point, name)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
+    admin_only(&caller, "remove remote implementors")?;
     remote::remove(&api.kernel, &point, &name).await
 }
 
@@ -622,19 +762,37 @@ async fn event_schema(State(api): Shared, Path(ty): Path<String>) -> Result<Json
 
 async fn list_events(
     State(api): Shared,
+    Extension(caller): Extension<Caller>,
     Query(params): Query<events::EventsParams>,
 ) -> Result<Response, ApiError> {
+    // Events are every account's: admins (and services with an admin's token) only.
+    admin_only(&caller, "read the event log")?;
     events::list(&api.kernel, params).await
 }
 
 async fn stream_events(
     State(api): Shared,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     Query(params): Query<events::EventsParams>,
 ) -> Result<Response, ApiError> {
+    admin_only(&caller, "read the event log")?;
     events::stream(&api.kernel, &headers, params).await
 }
 
 async fn openapi_doc(State(api): Shared) -> Json<Value> {
     Json(openapi::document(&api.kernel))
+}
+
+/// `GET /v1/audit`: admins only; newest first, paged, filtered.
+async fn audit(
+    State(api): Shared,
+    Extension(caller): Extension<Caller>,
+    Query(q): Query<ListAudit>,
+) -> Result<Json<Value>, ApiError> {
+    admin_only(&caller, "read the audit trail")?;
+    let page = api.kernel.ask(q).await?;
+    Ok(Json(
+        serde_json::to_value(page).map_err(|e| ApiError(Fault::internal(e.to_string())))?,
+    ))
 }

@@ -74,6 +74,8 @@ impl Plugin for Things {
             path: "things",
             service: "things",
             create: "thing.create",
+            access: flatstack_header::identity::Access::Infrastructure,
+            holds_secrets: false,
             driver_kind: None,
             filters: &[],
             actions: &[],
@@ -304,10 +306,7 @@ fn assembly_refuses_an_action_its_service_does_not_answer_or_declared_twice() {
         b.register(ApiActionExtension {
             path: "things",
             service: "polish",
-            action: ApiAction {
-                name: "polish",
-                message: "polish.run",
-            },
+            action: ApiAction::admin("polish", "polish.run"),
         });
     }))
     .expect_err("refused");
@@ -323,10 +322,7 @@ fn assembly_refuses_an_action_its_service_does_not_answer_or_declared_twice() {
         b.register(ApiActionExtension {
             path: "thingz",
             service: "polish",
-            action: ApiAction {
-                name: "polish",
-                message: CreateThing::NAME,
-            },
+            action: ApiAction::admin("polish", CreateThing::NAME),
         });
     }))
     .expect_err("refused");
@@ -346,10 +342,7 @@ fn assembly_refuses_an_action_its_service_does_not_answer_or_declared_twice() {
             b.register(ApiActionExtension {
                 path: "things",
                 service: "polish",
-                action: ApiAction {
-                    name: "polish",
-                    message: CreateThing::NAME,
-                },
+                action: ApiAction::admin("polish", CreateThing::NAME),
             });
         }
     }))
@@ -368,10 +361,7 @@ fn assembly_refuses_an_action_its_service_does_not_answer_or_declared_twice() {
             b.register(ApiActionExtension {
                 path: "things",
                 service: "polish",
-                action: ApiAction {
-                    name: "polish",
-                    message: CreateThing::NAME,
-                },
+                action: ApiAction::admin("polish", CreateThing::NAME),
             });
         }))
         .build()

@@ -99,6 +99,8 @@ pub(crate) struct BenchNode {
     pub(crate) kernel: Kernel,
     store: Arc<Store>,
     pub(crate) base: String,
+    /// The admin token the node wrote to its data directory.
+    pub(crate) token: Option<String>,
     stop: tokio::sync::oneshot::Sender<()>,
     server: tokio::task::JoinHandle<anyhow::Result<()>>,
     _lock: DataDirLock,
@@ -132,6 +134,7 @@ impl BenchNode {
             kernel,
             store,
             base: format!("http://{address}"),
+            token: crate::token::admin_token(&options.data_dir),
             stop,
             server,
             _lock: lock,
@@ -160,7 +163,7 @@ async fn on_sqlite(
     let node_options = NodeOptions::new(dir.join("node"), ([127, 0, 0, 1], 0).into());
     let node = BenchNode::start(distribution, &node_options).await?;
     let outcome: anyhow::Result<Report> = async {
-        let body = data_centre(&node.base, options).await?;
+        let body = data_centre(&node.base, node.token.as_deref(), options).await?;
         let before = dir.join("before-creates.db");
         node.store.snapshot(&before).await?;
         let relay = match &options.amqp_url {
@@ -284,7 +287,7 @@ async fn postgres_run(
     // restart: what it keeps in memory (IPAM's hints) is rebuilt, and recovery finds
     // nothing to do. None of it is timed.
     let node = BenchNode::start(distribution, &node_options).await?;
-    let body = data_centre(&node.base, options).await;
+    let body = data_centre(&node.base, node.token.as_deref(), options).await;
     let store = node.store.clone();
     let stopped = node.stop().await;
     store.pool().close().await;
@@ -421,7 +424,7 @@ async fn create(
 ) -> anyhow::Result<(Creates, Journal)> {
     let store = &node.store;
     let url = format!("{}/v1/vm-instances?wait={WAIT_SECONDS}", node.base);
-    let http = reqwest::Client::builder()
+    let http = crate::token::builder(node.token.as_deref())?
         .pool_max_idle_per_host(options.concurrency)
         .build()
         .context("building the HTTP client")?;
@@ -510,8 +513,12 @@ async fn create_one(
 
 /// Builds, through the API, a data centre that takes every VM, and returns the body of a
 /// VM create (its `name` is set per VM).
-pub(crate) async fn data_centre(base: &str, options: &CreateVms) -> anyhow::Result<Value> {
-    let api = Api::new(base);
+pub(crate) async fn data_centre(
+    base: &str,
+    token: Option<&str>,
+    options: &CreateVms,
+) -> anyhow::Result<Value> {
+    let api = Api::new(base, token)?;
     let count = u64::from(options.count);
     let zone = api.create("zones", json!({"name": "bench-zone"})).await?;
     let cluster = api

@@ -263,7 +263,7 @@ async fn api_round_trips(
     url: &str,
     requests: u32,
 ) -> anyhow::Result<(Latencies, Latencies, Latencies)> {
-    let http = reqwest::Client::new();
+    let http = crate::token::client(node.token.as_deref())?;
     let zone: serde_json::Value = http
         .post(format!("{}/v1/zones?wait=10", node.base))
         .json(&json!({"name": "bench-zone"}))
@@ -313,7 +313,10 @@ async fn api_round_trips(
         }
     });
     let mut client = Client::new(connection).await?;
-    let request = json!({"method": "GET", "path": path}).to_string();
+    let authorization = format!("Bearer {}", node.token.as_deref().unwrap_or_default());
+    let request = json!({"method": "GET", "path": path,
+        "headers": {"authorization": authorization}})
+    .to_string();
     // Until the node consumes its queue.
     let deadline = Instant::now() + Duration::from_secs(20);
     while client

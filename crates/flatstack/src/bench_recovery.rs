@@ -129,8 +129,9 @@ async fn creates_in_flight(
         database_url: None,
         amqp_url: None,
     };
-    let body = data_centre(&base, &shape).await?;
-    let http = reqwest::Client::new();
+    let token = crate::token::admin_token(&options.data_dir);
+    let body = data_centre(&base, token.as_deref(), &shape).await?;
+    let http = crate::token::client(token.as_deref())?;
     let (_, listed) = get(&http, &format!("{base}/v1/hosts")).await?;
     for host in listed["inventories"].as_array().into_iter().flatten() {
         let uuid = host["uuid"].as_str().context("a host's uuid")?;

@@ -6,6 +6,7 @@
 //! `uuids=["a","b"]`), anything else as a string.
 
 use anyhow::{anyhow, bail, Context};
+use flatstack_api::escape;
 use serde_json::{json, Map, Value};
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
@@ -47,12 +48,13 @@ pub fn fields(args: &[String]) -> anyhow::Result<Map<String, Value>> {
 }
 
 impl Client {
-    pub fn new(endpoint: &str, output: Output) -> Self {
-        Client {
-            http: reqwest::Client::new(),
+    /// A client of the node at `endpoint`, sending `token` with every request.
+    pub fn new(endpoint: &str, output: Output, token: Option<&str>) -> anyhow::Result<Self> {
+        Ok(Client {
+            http: crate::token::client(token)?,
             endpoint: endpoint.trim_end_matches('/').to_owned(),
             output,
-        }
+        })
     }
 
     async fn send(
@@ -309,7 +311,7 @@ impl Client {
             .as_object()
             .into_iter()
             .flatten()
-            .map(|(k, v)| vec![k.clone(), text(v)])
+            .map(|(k, v)| vec![escape(k).into_owned(), text(v)])
             .collect();
         print_table(&["FIELD", "VALUE"], &rows);
         Ok(())
@@ -367,21 +369,25 @@ impl Client {
     }
 }
 
+/// A value as a table shows it; text from the node is escaped (no control, bidi or
+/// zero-width character reaches the terminal).
 fn text(v: &Value) -> String {
     match v {
-        Value::String(s) => s.clone(),
+        Value::String(s) => escape(s).into_owned(),
         Value::Null => "-".into(),
         other => other.to_string(),
     }
 }
 
 fn print_table(headers: &[&str], rows: &[Vec<String>]) {
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    let mut widths: Vec<usize> = headers.iter().map(|h| escape(h).chars().count()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
     }
+    let headers: Vec<String> = headers.iter().map(|h| escape(h).into_owned()).collect();
+    let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
     let line = |cells: Vec<&str>| {
         let padded: Vec<String> = cells
             .iter()
@@ -401,14 +407,15 @@ fn describe_error(status: u16, body: &Value) -> String {
     match error["message"].as_str() {
         Some(message) => {
             let mut out = format!(
-                "error {status} ({}): {message}",
-                error["code"].as_str().unwrap_or("?")
+                "error {status} ({}): {}",
+                escape(error["code"].as_str().unwrap_or("?")),
+                escape(message)
             );
             if let Some(field) = error["details"]["field"].as_str().filter(|f| !f.is_empty()) {
-                out.push_str(&format!(" [field: {field}]"));
+                out.push_str(&format!(" [field: {}]", escape(field)));
             }
             out
         }
-        None => format!("error {status}: {body}"),
+        None => format!("error {status}: {}", escape(&body.to_string())),
     }
 }

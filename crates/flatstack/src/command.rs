@@ -21,6 +21,10 @@ struct Cli {
         default_value = "http://127.0.0.1:8080"
     )]
     endpoint: String,
+    /// The API token the client commands send; if absent, the admin token of a node run
+    /// beside them (`$FLATSTACK_DATA_DIR/admin.token`, or `flatstack-data/admin.token`).
+    #[arg(long, global = true, env = "FLATSTACK_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     /// How the client commands print results.
     #[arg(long, global = true, value_enum, default_value = "table")]
     output: cli::Output,
@@ -42,8 +46,9 @@ struct Cli {
 enum Command {
     /// Run the management node (HTTP API on --listen, data in --data-dir).
     Serve {
-        /// Where the node keeps its SQLite database; created on first start.
-        #[arg(long, default_value = "flatstack-data")]
+        /// Where the node keeps its SQLite database and the admin token it writes at its
+        /// first start; created then.
+        #[arg(long, env = "FLATSTACK_DATA_DIR", default_value = "flatstack-data")]
         data_dir: PathBuf,
         /// Use this database instead (`postgres://user@host/db`); SQLite in --data-dir if absent.
         #[arg(long, env = "FLATSTACK_DATABASE_URL")]
@@ -204,6 +209,7 @@ pub(crate) fn main(distribution: &Distribution) -> std::process::ExitCode {
 fn take_global_flags(
     args: &mut Vec<String>,
     endpoint: &mut String,
+    token: &mut Option<String>,
     output: &mut cli::Output,
 ) -> anyhow::Result<()> {
     let mut i = 0;
@@ -212,7 +218,7 @@ fn take_global_flags(
             Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
             _ => (args[i].clone(), None),
         };
-        if flag != "--output" && flag != "--endpoint" {
+        if flag != "--output" && flag != "--endpoint" && flag != "--token" {
             i += 1;
             continue;
         }
@@ -224,6 +230,8 @@ fn take_global_flags(
         args.remove(i);
         if flag == "--endpoint" {
             *endpoint = value;
+        } else if flag == "--token" {
+            *token = Some(value);
         } else {
             *output = <cli::Output as clap::ValueEnum>::from_str(&value, true)
                 .map_err(|e| anyhow::anyhow!("--output: {e}"))?;
@@ -245,9 +253,13 @@ async fn run(distribution: &Distribution) -> anyhow::Result<()> {
     };
     init_logs(cli.log_format, level);
     if let Command::Resource(args) = &mut cli.command {
-        take_global_flags(args, &mut cli.endpoint, &mut cli.output)?;
+        take_global_flags(args, &mut cli.endpoint, &mut cli.token, &mut cli.output)?;
     }
-    let client = cli::Client::new(&cli.endpoint, cli.output);
+    let token = cli
+        .token
+        .clone()
+        .or_else(|| crate::token::admin_token(&crate::token::default_data_dir()));
+    let client = cli::Client::new(&cli.endpoint, cli.output, token.as_deref())?;
     match cli.command {
         Command::Serve {
             data_dir,

@@ -12,11 +12,13 @@ pub(crate) struct Api {
 }
 
 impl Api {
-    pub(crate) fn new(base: &str) -> Api {
-        Api {
-            http: reqwest::Client::new(),
+    /// A client of the node at `base` sending `token` (the admin token of a node started
+    /// beside it).
+    pub(crate) fn new(base: &str, token: Option<&str>) -> anyhow::Result<Api> {
+        Ok(Api {
+            http: crate::token::client(token)?,
             base: base.to_owned(),
-        }
+        })
     }
 
     pub(crate) async fn call(
@@ -101,8 +103,8 @@ impl Api {
 }
 
 /// Creates the demo data centre on the node at `base` unless it already has a zone.
-pub async fn create(base: &str) -> anyhow::Result<()> {
-    let api = Api::new(base);
+pub async fn create(base: &str, token: Option<&str>) -> anyhow::Result<()> {
+    let api = Api::new(base, token)?;
     let zones = api
         .call(reqwest::Method::GET, "/v1/zones", Value::Null)
         .await?;

@@ -9,6 +9,8 @@ use std::sync::Arc;
 fn in_tree(builder: KernelBuilder) -> KernelBuilder {
     // The core: the life cycle every resource kind shares.
     let b = builder.plugin(flatstack_store::ResourcePlugin);
+    #[cfg(feature = "identity")]
+    let b = b.plugin(flatstack_plugin_identity::IdentityPlugin::default());
     #[cfg(feature = "zone")]
     let b = b.plugin(flatstack_plugin_zone::ZonePlugin);
     #[cfg(feature = "cluster")]

@@ -31,6 +31,7 @@ mod lock;
 mod metrics;
 mod node;
 pub mod testing;
+pub mod token;
 
 pub use distribution::Distribution;
 

@@ -35,26 +35,31 @@ fn handle() -> Option<PrometheusHandle> {
 /// Installs the recorder (so that what is counted from now on is kept) and adds `/metrics`.
 pub(crate) fn serve(router: Router, kernel: Kernel) -> Router {
     let handle = handle();
-    router.route(
+    let metrics = Router::new().route(
         "/metrics",
-        get(move || {
-            let (kernel, handle) = (kernel.clone(), handle.clone());
-            async move {
-                let Some(handle) = handle else {
-                    return (StatusCode::SERVICE_UNAVAILABLE, "no metrics recorder")
-                        .into_response();
-                };
-                flatstack_api::metrics::refresh(&kernel).await;
-                handle.run_upkeep();
-                (
-                    [(
-                        header::CONTENT_TYPE,
-                        "text/plain; version=0.0.4; charset=utf-8",
-                    )],
-                    handle.render(),
-                )
-                    .into_response()
+        get({
+            let kernel = kernel.clone();
+            move || {
+                let (kernel, handle) = (kernel.clone(), handle.clone());
+                async move {
+                    let Some(handle) = handle else {
+                        return (StatusCode::SERVICE_UNAVAILABLE, "no metrics recorder")
+                            .into_response();
+                    };
+                    flatstack_api::metrics::refresh(&kernel).await;
+                    handle.run_upkeep();
+                    (
+                        [(
+                            header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4; charset=utf-8",
+                        )],
+                        handle.render(),
+                    )
+                        .into_response()
+                }
             }
         }),
-    )
+    );
+    // A token is needed here too: the figures tell what the cloud holds.
+    router.merge(flatstack_api::authenticated(metrics, &kernel))
 }

@@ -260,8 +260,9 @@ pub async fn serve(distribution: &Distribution, options: NodeOptions) -> anyhow:
     tracing::info!(%address, data_dir = %options.data_dir.display(), "management node ready");
     if options.demo {
         let base = format!("http://{address}");
+        let token = crate::token::admin_token(&options.data_dir);
         tokio::spawn(async move {
-            if let Err(error) = crate::demo::create(&base).await {
+            if let Err(error) = crate::demo::create(&base, token.as_deref()).await {
                 tracing::error!(%error, "demo data centre");
             }
         });

@@ -31,7 +31,11 @@ use std::time::{Duration, Instant};
 pub struct TestNode {
     child: Child,
     base: String,
+    /// Sends the admin token with every request.
     http: reqwest::Client,
+    /// Sends what each request says.
+    bare: reqwest::Client,
+    token: String,
     dir: tempfile::TempDir,
 }
 
@@ -110,14 +114,18 @@ impl TestNode {
             .trim()
             .strip_prefix("flatstack listening on ")
             .map(str::to_owned);
-        match (read, base) {
-            (Ok(()), Some(base)) => Ok(TestNode {
+        // The node wrote its admin token before it printed its address.
+        let token = crate::token::admin_token(dir.path());
+        match (read, base, token) {
+            (Ok(()), Some(base), Some(token)) => Ok(TestNode {
                 child,
                 base,
-                http: reqwest::Client::new(),
+                http: crate::token::client(Some(&token)).map_err(Error)?,
+                bare: reqwest::Client::new(),
+                token,
                 dir,
             }),
-            (read, _) => {
+            (read, _, _) => {
                 let _ = child.kill();
                 let status = child.wait().ok();
                 Err(Error::msg(format!(
@@ -131,6 +139,31 @@ impl TestNode {
     /// The node's address, e.g. `http://127.0.0.1:40123`.
     pub fn base(&self) -> &str {
         &self.base
+    }
+
+    /// The admin token the node wrote at its first start (sent with every request of
+    /// [`TestNode::get`], [`TestNode::post`], ...).
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// Sends `method path` with `body` and `token` (none: anonymous) instead of the admin
+    /// token; the status and the body.
+    pub async fn request_as(
+        &self,
+        token: Option<&str>,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<(u16, Value), Error> {
+        let mut request = self.bare.request(method, format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        answer(request, path).await
     }
 
     /// The node's data directory (its SQLite database is `flatstack.db` there).
@@ -149,18 +182,7 @@ impl TestNode {
         if let Some(body) = body {
             request = request.json(&body);
         }
-        let answer = async {
-            let response = request.send().await.context(path.to_owned())?;
-            let status = response.status().as_u16();
-            let text = response.text().await.context(path.to_owned())?;
-            let body = if text.is_empty() {
-                Value::Null
-            } else {
-                serde_json::from_str(&text).with_context(|| format!("{path} answered {text}"))?
-            };
-            anyhow::Ok((status, body))
-        };
-        answer.await.map_err(Error)
+        answer(request, path).await
     }
 
     /// `GET path`.
@@ -231,4 +253,20 @@ impl Drop for TestNode {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Sends `request`; its status and JSON body (`null` if empty).
+async fn answer(request: reqwest::RequestBuilder, path: &str) -> Result<(u16, Value), Error> {
+    let answer = async {
+        let response = request.send().await.context(path.to_owned())?;
+        let status = response.status().as_u16();
+        let text = response.text().await.context(path.to_owned())?;
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).with_context(|| format!("{path} answered {text}"))?
+        };
+        anyhow::Ok((status, body))
+    };
+    answer.await.map_err(Error)
 }

@@ -2,6 +2,8 @@
 //! (and the OpenAPI document) from these descriptors; a plugin registers one with
 //! `PluginBuilder::register(ApiResource { .. })`.
 
+use crate::identity::Access;
+
 /// A collection `/v1/{path}` served by bus service `service`.
 ///
 /// `POST /v1/{path}` sends `create` (a message of the service) with the request body;
@@ -27,6 +29,12 @@ pub struct ApiResource {
     /// kind, without its drivers' own fields, which each type publishes. `None`: an
     /// object of any fields.
     pub inventory: Option<fn() -> flatstack_kernel::schemars::Schema>,
+    /// Who may see and change the kind's resources ([`Access`]); `Access::Admin` unless
+    /// the plugin says otherwise.
+    pub access: Access,
+    /// Its create request or answer holds a secret (a password, a token shown once): the
+    /// create runs at once and answers `201`, never written to the job journal.
+    pub holds_secrets: bool,
 }
 
 /// An action on one resource: the body (without `action`) is sent as `message`, with the
@@ -37,6 +45,29 @@ pub struct ApiAction {
     pub name: &'static str,
     /// The name of the message sent, e.g. `host.reconnect`.
     pub message: &'static str,
+    /// Members may run it on their account's resources of an [`Access::Owned`] kind;
+    /// otherwise it is admin-only.
+    pub member: bool,
+}
+
+impl ApiAction {
+    /// An action only admins may run.
+    pub const fn admin(name: &'static str, message: &'static str) -> Self {
+        ApiAction {
+            name,
+            message,
+            member: false,
+        }
+    }
+
+    /// An action members may run on their own account's resources.
+    pub const fn member(name: &'static str, message: &'static str) -> Self {
+        ApiAction {
+            name,
+            message,
+            member: true,
+        }
+    }
 }
 
 /// A sub-collection of a resource, e.g. the IP ranges of an L3 network.

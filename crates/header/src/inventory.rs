@@ -336,8 +336,8 @@ pub struct VmInventory {
     pub name: String,
     /// Free text (may be empty).
     pub description: String,
-    /// Who it belongs to (for quotas).
-    pub owner: String,
+    /// The account it belongs to (quotas count per account).
+    pub account_uuid: String,
     /// Its life-cycle state; `Creating`, `Starting`, `Stopping` and `Destroying` are transient.
     pub state: VmState,
     /// The instance offering it was made with.
@@ -407,6 +407,8 @@ pub struct VolumeInventory {
     pub device_id: Option<u64>,
     /// The image a root volume was made from.
     pub image_uuid: Option<String>,
+    /// The account it belongs to (a root volume: its VM's).
+    pub account_uuid: String,
     /// When it was created (RFC 3339, UTC).
     pub created_at: String,
     /// When it last changed (RFC 3339, UTC).

@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod events;
+pub mod identity;
 pub mod infra;
 pub mod inventory;
 pub mod network;

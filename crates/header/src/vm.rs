@@ -91,8 +91,8 @@ pub struct VmRecord {
     pub uuid: String,
     /// Its name.
     pub name: String,
-    /// Who it belongs to (quotas count per owner).
-    pub owner: String,
+    /// The account it belongs to (quotas count per account).
+    pub account_uuid: String,
     /// Where it is in its life cycle.
     pub state: VmState,
     /// Where it runs (or ran last); `None` until placed.
@@ -117,9 +117,9 @@ pub struct VmQuery {
     /// VMs in this state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<VmState>,
-    /// VMs of this owner.
+    /// VMs of this account.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub owner: Option<String>,
+    pub account_uuid: Option<String>,
 }
 crate::record!(VmRecord, query VmQuery, kind "vm-instances", service VM_SERVICE, "vm.record");
 
@@ -131,9 +131,10 @@ crate::record!(VmRecord, query VmQuery, kind "vm-instances", service VM_SERVICE,
 pub struct CreateVm {
     /// Shown to people: 1 to 255 bytes, not only whitespace; need not be unique.
     pub name: String,
-    /// Who the VM belongs to (for quotas); `admin` if not given.
-    #[serde(default = "default_owner")]
-    pub owner: String,
+    /// The account the VM belongs to: set by the node from the caller (an admin may name
+    /// another account); the admin account if not given.
+    #[serde(default = "crate::identity::admin_account")]
+    pub account_uuid: String,
     /// Free text; empty if not given.
     #[serde(default)]
     pub description: String,
@@ -149,9 +150,6 @@ pub struct CreateVm {
     /// Place the VM only on hosts that carry every one of these tags.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub host_tags: Vec<String>,
-}
-fn default_owner() -> String {
-    "admin".to_owned()
 }
 
 flatstack_kernel::request!(CreateVm = "vm.create" => Inventory);
@@ -274,8 +272,8 @@ pub struct VmWork {
     pub vm_uuid: String,
     /// Its name.
     pub name: String,
-    /// Who it belongs to.
-    pub owner: String,
+    /// The account it belongs to.
+    pub account_uuid: String,
     /// Its vCPUs.
     pub cpu_num: u32,
     /// Its bytes of memory.
@@ -326,8 +324,8 @@ pub struct RemoteVmCreate<'a> {
     pub vm_uuid: &'a str,
     /// Its name.
     pub name: &'a str,
-    /// Who it will belong to.
-    pub owner: &'a str,
+    /// The account it will belong to.
+    pub account_uuid: &'a str,
     /// Its vCPUs.
     pub cpu_num: u32,
     /// Its bytes of memory.
@@ -350,8 +348,8 @@ pub struct RemoteVm<'a> {
     pub vm_uuid: &'a str,
     /// Its name.
     pub name: &'a str,
-    /// Who it belongs to.
-    pub owner: &'a str,
+    /// The account it belongs to.
+    pub account_uuid: &'a str,
     /// Its vCPUs.
     pub cpu_num: u32,
     /// Its bytes of memory.
@@ -369,7 +367,7 @@ pub fn remote_vm(work: &VmWork) -> serde_json::Value {
     flatstack_kernel::extension::remote::to_remote_input(&RemoteVm {
         vm_uuid: &work.vm_uuid,
         name: &work.name,
-        owner: &work.owner,
+        account_uuid: &work.account_uuid,
         cpu_num: work.cpu_num,
         memory_size: work.memory_size,
         image_uuid: &work.image_uuid,
@@ -383,7 +381,7 @@ pub fn remote_vm_create(work: &VmWork) -> serde_json::Value {
     flatstack_kernel::extension::remote::to_remote_input(&RemoteVmCreate {
         vm_uuid: &work.vm_uuid,
         name: &work.name,
-        owner: &work.owner,
+        account_uuid: &work.account_uuid,
         cpu_num: work.cpu_num,
         memory_size: work.memory_size,
         image_uuid: &work.image_uuid,

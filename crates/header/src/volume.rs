@@ -30,6 +30,10 @@ pub struct CreateVolume {
     /// Where to put it; if not given, the connected primary storage with the most free space.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub primary_storage_uuid: Option<String>,
+    /// The account it belongs to: set by the node from the caller (an admin may name
+    /// another account); the admin account if not given.
+    #[serde(default = "crate::identity::admin_account")]
+    pub account_uuid: String,
 }
 flatstack_kernel::request!(CreateVolume = "volume.create" => Inventory);
 

@@ -25,6 +25,12 @@ pub enum FaultCode {
     Timeout,
     /// A bug: a panic, a broken invariant.
     Internal,
+    /// No valid credential came with the request.
+    Unauthenticated,
+    /// The caller is known but may not do this.
+    Forbidden,
+    /// Too many requests of this kind (failed logins); try again later.
+    TooManyRequests,
 }
 
 impl FaultCode {
@@ -37,6 +43,9 @@ impl FaultCode {
                 | FaultCode::NotFound
                 | FaultCode::Conflict
                 | FaultCode::Vetoed
+                | FaultCode::Unauthenticated
+                | FaultCode::Forbidden
+                | FaultCode::TooManyRequests
         )
     }
 
@@ -57,6 +66,9 @@ impl FaultCode {
             FaultCode::Unavailable => "unavailable",
             FaultCode::Timeout => "timeout",
             FaultCode::Internal => "internal",
+            FaultCode::Unauthenticated => "unauthenticated",
+            FaultCode::Forbidden => "forbidden",
+            FaultCode::TooManyRequests => "too_many_requests",
         }
     }
 }
@@ -111,6 +123,21 @@ impl Fault {
     pub fn not_found(message: impl Into<String>) -> Self {
         Fault::new(FaultCode::NotFound, message)
     }
+    /// `unauthenticated` (401): no valid credential.
+    pub fn unauthenticated(message: impl Into<String>) -> Self {
+        Fault::new(FaultCode::Unauthenticated, message)
+    }
+
+    /// `forbidden` (403): a known caller without the permission.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Fault::new(FaultCode::Forbidden, message)
+    }
+
+    /// `too_many_requests` (429): refused for a while (too many failed logins).
+    pub fn too_many_requests(message: impl Into<String>) -> Self {
+        Fault::new(FaultCode::TooManyRequests, message)
+    }
+
     /// `conflict` (409): the request cannot be done in the current state (in use, taken,
     /// the wrong state).
     pub fn conflict(message: impl Into<String>) -> Self {

@@ -227,7 +227,7 @@ pub fn serve<S: Simulated>(
         b.register(ApiActionExtension {
             path,
             service,
-            action: ApiAction { name, message },
+            action: ApiAction::admin(name, message),
         });
     }
 }

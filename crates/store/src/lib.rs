@@ -273,6 +273,15 @@ impl Store {
         for statement in operation::SCHEMA {
             sqlx::query(statement).execute(&self.pool).await.db()?;
         }
+        // Journals recorded before operations had accounts (SQLite has no
+        // `ADD COLUMN IF NOT EXISTS`): the probe fails only if the column is missing.
+        let probe = "SELECT account_uuid FROM operations WHERE 1 = 0";
+        if sqlx::query(probe).execute(&self.pool).await.is_err() {
+            sqlx::query("ALTER TABLE operations ADD COLUMN account_uuid TEXT")
+                .execute(&self.pool)
+                .await
+                .db()?;
+        }
         for (plugin, stream) in streams {
             let applied: i64 = sqlx::query(
                 "SELECT COALESCE(MAX(version), 0) AS v FROM schema_migrations WHERE plugin = $1",

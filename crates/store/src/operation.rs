@@ -109,6 +109,9 @@ pub struct Operation {
     pub idempotency_key: Option<String>,
     /// Closed by recovery after the node stopped while it ran.
     pub recovered: bool,
+    /// The account of the caller that asked for it (`None`: asked by the node itself, or
+    /// recorded before there were accounts).
+    pub account_uuid: Option<String>,
     /// When it was recorded (RFC 3339, UTC).
     pub created_at: String,
     /// When it last changed (RFC 3339, UTC).
@@ -132,6 +135,8 @@ pub struct NewOperation {
     pub request: Value,
     /// The client's `Idempotency-Key`, if it sent one.
     pub idempotency_key: Option<String>,
+    /// The caller's account.
+    pub account_uuid: Option<String>,
 }
 
 /// What [`Store::begin_operation`] did.
@@ -153,6 +158,8 @@ pub struct OperationFilter {
     pub kind: Option<String>,
     /// Operations on this resource.
     pub resource_uuid: Option<String>,
+    /// Operations asked for by callers of this account.
+    pub account_uuid: Option<String>,
 }
 
 /// The journal's table. Created with the store's own tables, before any plugin's.
@@ -161,7 +168,8 @@ pub(crate) const SCHEMA: &[&str] = &[
         uuid TEXT PRIMARY KEY, kind TEXT NOT NULL, service TEXT NOT NULL, verb TEXT NOT NULL,
         resource_uuid TEXT, state TEXT NOT NULL, request TEXT NOT NULL,
         result TEXT, error TEXT, idempotency_key TEXT UNIQUE, recovered BIGINT NOT NULL,
-        created_at TEXT NOT NULL, updated_at TEXT NOT NULL, finished_at TEXT)",
+        created_at TEXT NOT NULL, updated_at TEXT NOT NULL, finished_at TEXT,
+        account_uuid TEXT)",
     "CREATE INDEX IF NOT EXISTS operations_by_state ON operations (state, created_at, uuid)",
     "CREATE INDEX IF NOT EXISTS operations_by_resource ON operations (resource_uuid)",
     "CREATE INDEX IF NOT EXISTS operations_by_time ON operations (created_at, uuid)",
@@ -194,6 +202,7 @@ impl Store {
             error: None,
             idempotency_key: new.idempotency_key.clone(),
             recovered: false,
+            account_uuid: new.account_uuid.clone(),
             created_at: at.clone(),
             updated_at: at,
             finished_at: None,
@@ -324,6 +333,9 @@ impl Store {
         if let Some(resource) = &filter.resource_uuid {
             condition(&mut sql, " AND resource_uuid = ?", json!(resource));
         }
+        if let Some(account) = &filter.account_uuid {
+            condition(&mut sql, " AND account_uuid = ?", json!(account));
+        }
         if let Some(cursor) = cursor {
             let (at, uuid) = cursor
                 .split_once('~')
@@ -353,6 +365,7 @@ impl Store {
             ("state", filter.state.map(|s| s.as_str().to_owned())),
             ("kind", filter.kind.clone()),
             ("resource_uuid", filter.resource_uuid.clone()),
+            ("account_uuid", filter.account_uuid.clone()),
         ] {
             if let Some(value) = value {
                 params.push(json!(value));
@@ -565,6 +578,7 @@ fn to_row(op: &Operation) -> Result<Map<String, Value>, StoreError> {
         "resource_uuid": op.resource_uuid, "state": op.state.as_str(),
         "request": op.request.to_string(), "result": null, "error": null,
         "idempotency_key": op.idempotency_key, "recovered": i64::from(op.recovered),
+        "account_uuid": op.account_uuid,
         "created_at": op.created_at, "updated_at": op.updated_at, "finished_at": null,
     })))
 }
@@ -615,5 +629,6 @@ fn from_row(row: &Map<String, Value>) -> Result<Operation, StoreError> {
         created_at: text("created_at").unwrap_or_default(),
         updated_at: text("updated_at").unwrap_or_default(),
         finished_at: text("finished_at"),
+        account_uuid: text("account_uuid"),
     })
 }

@@ -58,6 +58,8 @@ impl Plugin for ClusterPlugin {
             path: "clusters",
             service: "cluster",
             create: CreateCluster::NAME,
+            access: flatstack_header::identity::Access::Infrastructure,
+            holds_secrets: false,
             driver_kind: None,
             inventory: Some(flatstack_header::inventory::schema::<flatstack_header::inventory::ClusterInventory>),
             filters: CLUSTERS.filters,

@@ -114,10 +114,7 @@ impl Plugin for DhcpPlugin {
         b.register(ApiActionExtension {
             path: "l3-networks",
             service: "dhcp",
-            action: ApiAction {
-                name: "list_dhcp_leases",
-                message: ListLeases::NAME,
-            },
+            action: ApiAction::admin("list_dhcp_leases", ListLeases::NAME),
         });
         // What refusals call the rows of these tables (kinds, not tables).
         b.register(TableKind::part(LEASES, "vm-instances", "vm_instance_uuid"));

@@ -433,6 +433,8 @@ impl Plugin for FaultInjectionPlugin {
             path: "fault-injections",
             service: SERVICE,
             create: CreateFaultInjection::NAME,
+            access: flatstack_header::identity::Access::Admin,
+            holds_secrets: false,
             driver_kind: None,
             inventory: Some(flatstack_header::inventory::schema::<FaultInjectionInventory>),
             filters: &[],

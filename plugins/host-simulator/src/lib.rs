@@ -538,7 +538,7 @@ impl Plugin for SimulatorPlugin {
             b.register(ApiActionExtension {
                 path: "hosts",
                 service: "simulator-vms",
-                action: ApiAction { name, message },
+                action: ApiAction::admin(name, message),
             });
         }
         // GET /v1/hosts/{uuid}/agent-objects

@@ -168,7 +168,7 @@ impl Plugin for HostTagsPlugin {
             b.register(ApiActionExtension {
                 path: "hosts",
                 service: "host-tags",
-                action: ApiAction { name, message },
+                action: ApiAction::admin(name, message),
             });
         }
     }

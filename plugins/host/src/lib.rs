@@ -90,15 +90,14 @@ impl Plugin for HostPlugin {
             path: "hosts",
             service: "host",
             create: CreateHost::NAME,
+            access: flatstack_header::identity::Access::Infrastructure,
+            holds_secrets: false,
             driver_kind: Some("hosts"),
             inventory: Some(
                 flatstack_header::inventory::schema::<flatstack_header::inventory::HostInventory>,
             ),
             filters: HOSTS.filters,
-            actions: &[ApiAction {
-                name: "reconnect",
-                message: ReconnectHost::NAME,
-            }],
+            actions: const { &[ApiAction::admin("reconnect", ReconnectHost::NAME)] },
             children: &[],
         });
         // What refusals call the rows of these tables (kinds, not tables).

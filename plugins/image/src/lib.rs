@@ -71,6 +71,8 @@ impl Plugin for ImagePlugin {
             path: "images",
             service: IMAGE_SERVICE,
             create: CreateImage::NAME,
+            access: flatstack_header::identity::Access::Infrastructure,
+            holds_secrets: false,
             driver_kind: None,
             inventory: Some(
                 flatstack_header::inventory::schema::<flatstack_header::inventory::ImageInventory>,

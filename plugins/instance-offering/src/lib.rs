@@ -52,6 +52,8 @@ impl Plugin for InstanceOfferingPlugin {
             path: "instance-offerings",
             service: "instance-offering",
             create: CreateInstanceOffering::NAME,
+            access: flatstack_header::identity::Access::Infrastructure,
+            holds_secrets: false,
             driver_kind: None,
             inventory: Some(
                 flatstack_header::inventory::schema::<

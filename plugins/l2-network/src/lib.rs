@@ -99,6 +99,8 @@ impl Plugin for L2NetworkPlugin {
             path: "l2-networks",
             service: L2_NETWORK_SERVICE,
             create: CreateL2Network::NAME,
+            access: flatstack_header::identity::Access::Infrastructure,
+            holds_secrets: false,
             driver_kind: Some("l2-networks"),
             inventory: Some(
                 flatstack_header::inventory::schema::<
@@ -106,16 +108,12 @@ impl Plugin for L2NetworkPlugin {
                 >,
             ),
             filters: L2_NETWORKS.filters,
-            actions: &[
-                ApiAction {
-                    name: "attach_cluster",
-                    message: AttachL2Cluster::NAME,
-                },
-                ApiAction {
-                    name: "detach_cluster",
-                    message: DetachL2Cluster::NAME,
-                },
-            ],
+            actions: const {
+                &[
+                    ApiAction::admin("attach_cluster", AttachL2Cluster::NAME),
+                    ApiAction::admin("detach_cluster", DetachL2Cluster::NAME),
+                ]
+            },
             // `GET .../clusters` lists the attachments; `POST` is the attach action.
             children: &[ApiChild {
                 path: "clusters",

@@ -199,10 +199,7 @@ impl Plugin for OpenvswitchPlugin {
         b.register(ApiActionExtension {
             path: "l2-networks",
             service: SERVICE,
-            action: ApiAction {
-                name: "resync_tunnels",
-                message: tunnels::ResyncTunnels::NAME,
-            },
+            action: ApiAction::admin("resync_tunnels", tunnels::ResyncTunnels::NAME),
         });
         // A refusal that names a tunnel names its network, not the table.
         b.register(TableKind::part(

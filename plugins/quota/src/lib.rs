@@ -1,7 +1,7 @@
-//! Quotas: how many VMs, vCPUs and bytes of memory an owner may hold. A create takes its
+//! Quotas: how many VMs, vCPUs and bytes of memory an account may hold. A create takes its
 //! share in `vm.create.reserve` (the first step of the create, so a refusal costs
 //! nothing) and gives it back if the create fails or the VM is destroyed. Reservations for
-//! one owner are conditional updates, recorded per VM: concurrent creates, on any number of
+//! one account are conditional updates, recorded per VM: concurrent creates, on any number of
 //! nodes, can never exceed a quota together, and a return that runs twice frees once.
 
 use flatstack_header::vm::{VmRelease, VmReserve, VmWork};
@@ -17,16 +17,16 @@ use flatstack_store::Tx;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-static QUOTAS: ResourceTable = ResourceTable::new("quotas", "quotas").filters(&["owner"]);
+static QUOTAS: ResourceTable = ResourceTable::new("quotas", "quotas").filters(&["account_uuid"]);
 
-/// Sets an owner's limits (one quota per owner).
+/// Sets an account's limits (one quota per account).
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateQuota {
     pub name: String,
     #[serde(default)]
     pub description: String,
-    pub owner: String,
+    pub account_uuid: String,
     pub max_vm_num: u32,
     pub max_cpu_num: u32,
     /// Bytes.
@@ -34,14 +34,14 @@ pub struct CreateQuota {
 }
 flatstack_kernel::request!(CreateQuota = "quota.create" => Inventory, service SERVICE);
 
-/// An owner's limits, as the API answers them.
+/// An account's limits, as the API answers them.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QuotaInventory {
     pub uuid: String,
     pub name: String,
     pub description: String,
-    pub owner: String,
+    pub account_uuid: String,
     pub max_vm_num: u64,
     pub max_cpu_num: u64,
     /// Bytes.
@@ -50,7 +50,7 @@ pub struct QuotaInventory {
     pub updated_at: String,
 }
 
-/// Takes a consumer's (a VM's) share of the addressed owner's quota: refused if it would
+/// Takes a consumer's (a VM's) share of the addressed account's quota: refused if it would
 /// exceed it. Recorded per consumer, so asking again takes nothing more.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -62,7 +62,7 @@ pub struct TakeUsage {
 }
 flatstack_kernel::request!(TakeUsage = "quota.usage.take" => (), service SERVICE);
 
-/// Gives back a consumer's share, whichever owner it counted against; `true` if it held
+/// Gives back a consumer's share, whichever account it counted against; `true` if it held
 /// one. Idempotent.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -94,7 +94,11 @@ impl DoUndo<VmReserve> for Reserve {
             cpu_num: i64::from(vm.cpu_num),
             memory_size: memory,
         };
-        self.0.get()?.ask(take).resource(vm.owner.as_str()).await
+        self.0
+            .get()?
+            .ask(take)
+            .resource(vm.account_uuid.as_str())
+            .await
     }
 
     /// Works from the consumer's record alone: after a restart, or twice, it is the same.
@@ -107,10 +111,10 @@ impl DoUndo<VmReserve> for Reserve {
     }
 }
 
-/// Takes a consumer's usage for one owner: a conditional update that refuses to pass the
-/// owner's quota (race-free on any number of nodes) and the consumer's record, in one
+/// Takes a consumer's usage for one account: a conditional update that refuses to pass the
+/// account's quota (race-free on any number of nodes) and the consumer's record, in one
 /// transaction.
-async fn take_usage(kernel: &Kernel, owner: &str, take: TakeUsage) -> Result<(), Fault> {
+async fn take_usage(kernel: &Kernel, account_uuid: &str, take: TakeUsage) -> Result<(), Fault> {
     let mut tx = store(kernel)?.begin().await?;
     if tx
         .allocation("quota_allocations", &take.consumer)
@@ -121,9 +125,9 @@ async fn take_usage(kernel: &Kernel, owner: &str, take: TakeUsage) -> Result<(),
     }
     let at = flatstack_store::now();
     tx.statement(
-        "INSERT INTO quota_usage (owner, vm_num, cpu_num, memory_size, created_at, updated_at)
-         VALUES ($1, 0, 0, 0, $2, $2) ON CONFLICT (owner) DO NOTHING",
-        &[json!(owner), json!(at)],
+        "INSERT INTO quota_usage (account_uuid, vm_num, cpu_num, memory_size, created_at, updated_at)
+         VALUES ($1, 0, 0, 0, $2, $2) ON CONFLICT (account_uuid) DO NOTHING",
+        &[json!(account_uuid), json!(at)],
     )
     .await?;
     let amounts = [
@@ -135,7 +139,7 @@ async fn take_usage(kernel: &Kernel, owner: &str, take: TakeUsage) -> Result<(),
         .statement(
             "UPDATE quota_usage SET vm_num = vm_num + $1, cpu_num = cpu_num + $2,
                  memory_size = memory_size + $3, updated_at = $4
-             WHERE owner = $5 AND NOT EXISTS (SELECT 1 FROM quotas q WHERE q.owner = $5 AND (
+             WHERE account_uuid = $5 AND NOT EXISTS (SELECT 1 FROM quotas q WHERE q.account_uuid = $5 AND (
                  quota_usage.vm_num + $1 > q.max_vm_num OR quota_usage.cpu_num + $2 > q.max_cpu_num
                  OR quota_usage.memory_size + $3 > q.max_memory_size))",
             &[
@@ -143,15 +147,15 @@ async fn take_usage(kernel: &Kernel, owner: &str, take: TakeUsage) -> Result<(),
                 amounts[1].clone(),
                 amounts[2].clone(),
                 json!(at),
-                json!(owner),
+                json!(account_uuid),
             ],
         )
         .await?;
     if taken == 0 {
-        return Err(refusal(&mut tx, owner, &take).await);
+        return Err(refusal(&mut tx, account_uuid, &take).await);
     }
     let record = row(json!({
-        "consumer_uuid": take.consumer, "owner": owner, "vm_num": take.vm_num,
+        "consumer_uuid": take.consumer, "account_uuid": account_uuid, "vm_num": take.vm_num,
         "cpu_num": take.cpu_num, "memory_size": take.memory_size, "created_at": at,
     }));
     tx.insert("quota_allocations", &record).await?;
@@ -159,19 +163,21 @@ async fn take_usage(kernel: &Kernel, owner: &str, take: TakeUsage) -> Result<(),
     Ok(())
 }
 
-/// Why `take` does not fit the owner's quota: the first limit it would pass.
-async fn refusal(tx: &mut Tx, owner: &str, take: &TakeUsage) -> Fault {
+/// Why `take` does not fit the account's quota: the first limit it would pass.
+async fn refusal(tx: &mut Tx, account_uuid: &str, take: &TakeUsage) -> Fault {
     let mut filter = Inventory::new();
-    filter.insert("owner".into(), json!(owner));
+    filter.insert("account_uuid".into(), json!(account_uuid));
     let (usage, quota) = match (
-        tx.list_by("quota_usage", &filter, &["owner"]).await,
+        tx.list_by("quota_usage", &filter, &["account_uuid"]).await,
         tx.list("quotas", &filter).await,
     ) {
         (Ok(mut usage), Ok(mut quota)) => (usage.pop().unwrap_or_default(), quota.pop()),
         (Err(e), _) | (_, Err(e)) => return e.into(),
     };
     let Some(quota) = quota else {
-        return Fault::internal(format!("owner `{owner}`: usage refused without a quota"));
+        return Fault::internal(format!(
+            "account {account_uuid}: usage refused without a quota"
+        ));
     };
     let number = |row: &Inventory, column: &str| row.get(column).and_then(Value::as_i64);
     for (what, column, limit, wanted) in [
@@ -189,43 +195,45 @@ async fn refusal(tx: &mut Tx, owner: &str, take: &TakeUsage) -> Fault {
         if next > limit_value {
             return Fault::new(
                 FaultCode::Vetoed,
-                format!("owner `{owner}` may hold {limit_value} {what}; this would make {next}"),
+                format!(
+                    "account {account_uuid} may hold {limit_value} {what}; this would make {next}"
+                ),
             )
             .with_detail("quota", limit);
         }
     }
     Fault::conflict(format!(
-        "owner `{owner}`: the quota changed meanwhile; retry"
+        "account {account_uuid}: the quota changed meanwhile; retry"
     ))
 }
 
 /// Gives back a consumer's usage; `false` if it held none. The record's delete decides, so
-/// two returns free once. An owner who holds nothing has no usage row: a create that was
+/// two returns free once. An account who holds nothing has no usage row: a create that was
 /// refused or rolled back leaves the table as it found it.
 async fn return_usage(kernel: &Kernel, consumer: &str) -> Result<bool, Fault> {
     let mut tx = store(kernel)?.begin().await?;
     let Some(held) = tx.take_allocation("quota_allocations", consumer).await? else {
         return Ok(false);
     };
-    let owner = held.get("owner").cloned().unwrap_or(Value::Null);
+    let account_uuid = held.get("account_uuid").cloned().unwrap_or(Value::Null);
     let amount = |column: &str| held.get(column).cloned().unwrap_or(json!(0));
     tx.statement(
         "UPDATE quota_usage SET vm_num = vm_num - $1, cpu_num = cpu_num - $2,
              memory_size = memory_size - $3, updated_at = $4
-         WHERE owner = $5",
+         WHERE account_uuid = $5",
         &[
             amount("vm_num"),
             amount("cpu_num"),
             amount("memory_size"),
             json!(flatstack_store::now()),
-            owner.clone(),
+            account_uuid.clone(),
         ],
     )
     .await?;
     tx.statement(
-        "DELETE FROM quota_usage WHERE owner = $1 AND vm_num <= 0 AND cpu_num <= 0
+        "DELETE FROM quota_usage WHERE account_uuid = $1 AND vm_num <= 0 AND cpu_num <= 0
              AND memory_size <= 0",
-        &[owner],
+        &[account_uuid],
     )
     .await?;
     tx.commit(kernel.bus()).await?;
@@ -240,7 +248,7 @@ impl Plugin for QuotaPlugin {
     }
 
     fn description(&self) -> &'static str {
-        "Per-owner limits on VMs, vCPUs and memory, enforced when a VM is created."
+        "Per-account limits on VMs, vCPUs and memory, enforced when a VM is created."
     }
 
     fn build(&self, b: &mut PluginBuilder<'_>) {
@@ -265,6 +273,13 @@ impl Plugin for QuotaPlugin {
                 vm_num BIGINT NOT NULL, cpu_num BIGINT NOT NULL, memory_size BIGINT NOT NULL,
                 created_at TEXT NOT NULL)",
         ));
+        b.migration(Migration::new(
+            3,
+            "quotas per account",
+            "ALTER TABLE quotas RENAME COLUMN owner TO account_uuid;
+             ALTER TABLE quota_usage RENAME COLUMN owner TO account_uuid;
+             ALTER TABLE quota_allocations RENAME COLUMN owner TO account_uuid;",
+        ));
         b.do_undo::<VmReserve>(Reserve(b.kernel()));
         b.release::<VmRelease>(Reserve(b.kernel()));
         let mut service = b.service(SERVICE, ());
@@ -272,12 +287,12 @@ impl Plugin for QuotaPlugin {
         service
             .handle::<CreateQuota, _, _>(|_, msg, cx| async move {
                 check_name(&msg.name)?;
-                if msg.owner.trim().is_empty() {
-                    return Err(Fault::invalid("owner", "owner must not be empty"));
+                if msg.account_uuid.trim().is_empty() {
+                    return Err(Fault::invalid("account_uuid", "account_uuid must not be empty"));
                 }
                 let memory = i64::try_from(msg.max_memory_size)
                     .map_err(|_| Fault::invalid("max_memory_size", "max_memory_size is too large"))?;
-                let quota = row(json!({"name": msg.name, "description": msg.description, "owner": msg.owner,
+                let quota = row(json!({"name": msg.name, "description": msg.description, "account_uuid": msg.account_uuid,
                     "max_vm_num": msg.max_vm_num, "max_cpu_num": msg.max_cpu_num, "max_memory_size": memory}));
                 QUOTAS.create_row(&cx.kernel, quota).await
             })
@@ -291,6 +306,8 @@ impl Plugin for QuotaPlugin {
             path: "quotas",
             service: SERVICE,
             create: CreateQuota::NAME,
+            access: flatstack_header::identity::Access::Admin,
+            holds_secrets: false,
             driver_kind: None,
             inventory: Some(flatstack_header::inventory::schema::<QuotaInventory>),
             filters: QUOTAS.filters,

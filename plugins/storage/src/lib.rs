@@ -122,6 +122,8 @@ impl Plugin for StoragePlugin {
             path: "primary-storage",
             service: PRIMARY_STORAGE_SERVICE,
             create: CreatePrimaryStorage::NAME,
+            access: flatstack_header::identity::Access::Infrastructure,
+            holds_secrets: false,
             driver_kind: Some(PrimaryStorages::KIND),
             inventory: Some(
                 flatstack_header::inventory::schema::<
@@ -129,16 +131,12 @@ impl Plugin for StoragePlugin {
                 >,
             ),
             filters: PRIMARY.filters,
-            actions: &[
-                ApiAction {
-                    name: "attach_cluster",
-                    message: AttachPrimaryStorage::NAME,
-                },
-                ApiAction {
-                    name: "detach_cluster",
-                    message: DetachPrimaryStorage::NAME,
-                },
-            ],
+            actions: const {
+                &[
+                    ApiAction::admin("attach_cluster", AttachPrimaryStorage::NAME),
+                    ApiAction::admin("detach_cluster", DetachPrimaryStorage::NAME),
+                ]
+            },
             children: &[],
         });
 
@@ -177,6 +175,8 @@ impl Plugin for StoragePlugin {
             path: "backup-storage",
             service: BACKUP_STORAGE_SERVICE,
             create: CreateBackupStorage::NAME,
+            access: flatstack_header::identity::Access::Infrastructure,
+            holds_secrets: false,
             driver_kind: Some(BackupStorages::KIND),
             inventory: Some(
                 flatstack_header::inventory::schema::<

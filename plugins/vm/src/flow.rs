@@ -69,7 +69,7 @@ impl Step<VmWork> for Record {
         let at = flatstack_store::now();
         let vm = row(json!({
             "uuid": work.vm_uuid, "name": self.msg.name, "description": self.msg.description,
-            "owner": work.owner,
+            "account_uuid": work.account_uuid,
             "state": state::CREATING, "instance_offering_uuid": self.msg.instance_offering_uuid,
             "image_uuid": self.msg.image_uuid, "host_uuid": null,
             "cpu_num": work.cpu_num, "memory_size": work.memory_size,

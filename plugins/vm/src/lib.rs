@@ -35,7 +35,7 @@ use flatstack_store::Tx;
 use serde_json::{json, Value};
 
 pub(crate) static VMS: ResourceTable = ResourceTable::new("vm-instances", "vm_instances")
-    .filters(&["name", "state", "host_uuid", "owner"])
+    .filters(&["name", "state", "host_uuid", "account_uuid"])
     .decorate(|tx, vm| Box::pin(nics_of(tx, vm)));
 
 pub struct VmPlugin;
@@ -76,6 +76,13 @@ impl Plugin for VmPlugin {
             "each nic's L2 network and its type",
             "ALTER TABLE vm_nics ADD COLUMN l2_network_uuid TEXT;
              ALTER TABLE vm_nics ADD COLUMN l2_type TEXT;",
+        ));
+        b.migration(Migration::new(
+            3,
+            "VMs belong to accounts",
+            "ALTER TABLE vm_instances RENAME COLUMN owner TO account_uuid;
+             UPDATE vm_instances SET account_uuid = '00000000000000000000000000000001'
+                WHERE account_uuid = 'admin';",
         ));
         b.define_veto::<VmCreateCheck>()
             .define_do_undo::<VmReserve>()
@@ -146,25 +153,20 @@ impl Plugin for VmPlugin {
             path: "vm-instances",
             service: VM_SERVICE,
             create: CreateVm::NAME,
+            access: flatstack_header::identity::Access::Owned,
+            holds_secrets: false,
             driver_kind: None,
             inventory: Some(
                 flatstack_header::inventory::schema::<flatstack_header::inventory::VmInventory>,
             ),
             filters: VMS.filters,
-            actions: &[
-                ApiAction {
-                    name: "start",
-                    message: StartVm::NAME,
-                },
-                ApiAction {
-                    name: "stop",
-                    message: StopVm::NAME,
-                },
-                ApiAction {
-                    name: "reboot",
-                    message: RebootVm::NAME,
-                },
-            ],
+            actions: const {
+                &[
+                    ApiAction::member("start", StartVm::NAME),
+                    ApiAction::member("stop", StopVm::NAME),
+                    ApiAction::member("reboot", RebootVm::NAME),
+                ]
+            },
             children: &[],
         });
         in_use::build(b);
@@ -255,7 +257,7 @@ async fn create(
     let mut work = VmWork {
         vm_uuid: flatstack_store::resource::new_uuid(),
         name: msg.name.clone(),
-        owner: msg.owner.clone(),
+        account_uuid: msg.account_uuid.clone(),
         cpu_num: offering.cpu_num,
         memory_size: offering.memory_size,
         image_uuid: msg.image_uuid.clone(),
@@ -358,7 +360,7 @@ async fn work_of(kernel: &Kernel, vm: &Inventory) -> Result<VmWork, Fault> {
     Ok(VmWork {
         vm_uuid: text(vm, "uuid").to_owned(),
         name: text(vm, "name").to_owned(),
-        owner: text(vm, "owner").to_owned(),
+        account_uuid: text(vm, "account_uuid").to_owned(),
         cpu_num: vm
             .get("cpu_num")
             .and_then(Value::as_u64)

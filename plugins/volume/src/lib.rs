@@ -37,6 +37,7 @@ static VOLUMES: ResourceTable = ResourceTable::new("volumes", "volumes").filters
     "status",
     "vm_instance_uuid",
     "primary_storage_uuid",
+    "account_uuid",
 ]);
 
 pub struct VolumePlugin;
@@ -67,6 +68,12 @@ impl Plugin for VolumePlugin {
                 device_id BIGINT, image_uuid TEXT,
                 created_at TEXT NOT NULL, updated_at TEXT NOT NULL)",
         ));
+        b.migration(Migration::new(
+            2,
+            "volumes belong to accounts",
+            "ALTER TABLE volumes ADD COLUMN account_uuid TEXT NOT NULL
+                DEFAULT '00000000000000000000000000000001'",
+        ));
         let kernel = b.kernel();
         b.do_undo::<VmAllocateVolumes>(RootVolume(kernel.clone()));
         b.release::<VmRelease>(RootVolume(kernel.clone()));
@@ -96,21 +103,19 @@ impl Plugin for VolumePlugin {
             path: "volumes",
             service: VOLUME_SERVICE,
             create: CreateVolume::NAME,
+            access: flatstack_header::identity::Access::Owned,
+            holds_secrets: false,
             driver_kind: None,
             inventory: Some(
                 flatstack_header::inventory::schema::<flatstack_header::inventory::VolumeInventory>,
             ),
             filters: VOLUMES.filters,
-            actions: &[
-                ApiAction {
-                    name: "attach",
-                    message: AttachVolume::NAME,
-                },
-                ApiAction {
-                    name: "detach",
-                    message: DetachVolume::NAME,
-                },
-            ],
+            actions: const {
+                &[
+                    ApiAction::member("attach", AttachVolume::NAME),
+                    ApiAction::member("detach", DetachVolume::NAME),
+                ]
+            },
             children: &[],
         });
         in_use::build(b);
@@ -260,10 +265,18 @@ impl Filter<HostFilter> for ReachesStorage {
     }
 }
 
-fn volume_row(name: &str, description: &str, volume_type: &str, size: u64, ps: &str) -> Inventory {
+fn volume_row(
+    name: &str,
+    description: &str,
+    volume_type: &str,
+    size: u64,
+    ps: &str,
+    account: &str,
+) -> Inventory {
     let at = flatstack_store::now();
     row(json!({
         "uuid": new_uuid(), "name": name, "description": description, "type": volume_type,
+        "account_uuid": account,
         "status": "Ready", "size": size, "primary_storage_uuid": ps,
         "vm_instance_uuid": null, "device_id": null, "image_uuid": null,
         "created_at": at, "updated_at": at,
@@ -328,6 +341,7 @@ impl DoUndo<VmAllocateVolumes> for RootVolume {
             kind::ROOT,
             size,
             storage.uuid(),
+            &vm.account_uuid,
         );
         volume.insert("uuid".into(), json!(uuid));
         volume.insert("vm_instance_uuid".into(), json!(vm.vm_uuid));
@@ -432,7 +446,14 @@ async fn create_data_volume(
     let storage = Storage::load(kernel, &ps).await?.ok_or_else(|| {
         Fault::invalid("primary_storage_uuid", format!("no primary storage {ps}"))
     })?;
-    let mut volume = volume_row(&msg.name, &msg.description, kind::DATA, msg.size, &ps);
+    let mut volume = volume_row(
+        &msg.name,
+        &msg.description,
+        kind::DATA,
+        msg.size,
+        &ps,
+        &msg.account_uuid,
+    );
     volume.insert("status".into(), json!(status::CREATING));
     let uuid = text(&volume, "uuid").to_owned();
     {
@@ -569,7 +590,7 @@ async fn target(kernel: &Kernel, vm_uuid: &str, field: &str) -> Result<Target, F
     let work = VmWork {
         vm_uuid: vm_uuid.to_owned(),
         name: vm.name,
-        owner: vm.owner,
+        account_uuid: vm.account_uuid,
         host: Some(host.clone()),
         ..VmWork::default()
     };
@@ -586,6 +607,12 @@ async fn attach(kernel: &Kernel, uuid: &str, vm_uuid: &str) -> Result<Inventory,
         )));
     }
     let target = target(kernel, vm_uuid, "vm_instance_uuid").await?;
+    // A volume is attached only to a VM of its own account: another's answers as absent.
+    if target.work.account_uuid != text(&volume, "account_uuid") {
+        return Err(
+            Fault::not_found(format!("no VM {vm_uuid}")).with_detail("field", "vm_instance_uuid")
+        );
+    }
     let cluster = &target.host.cluster_uuid;
     let ps = text(&volume, "primary_storage_uuid");
     let reachable = record::get::<PrimaryStorageRecord>(kernel, ps)

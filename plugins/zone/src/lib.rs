@@ -41,6 +41,8 @@ impl Plugin for ZonePlugin {
             path: "zones",
             service: "zone",
             create: CreateZone::NAME,
+            access: flatstack_header::identity::Access::Infrastructure,
+            holds_secrets: false,
             driver_kind: None,
             inventory: Some(
                 flatstack_header::inventory::schema::<flatstack_header::inventory::ZoneInventory>,
