@@ -18,6 +18,8 @@ import requests
 HERE = os.path.dirname(os.path.abspath(__file__))
 AMQP = os.environ.get("FLATSTACK_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")
 PYTHON = sys.executable
+# Every request carries the node's admin token (set once the node has written it).
+http = requests.Session()
 
 
 def start_node(binary: str, data_dir: str) -> tuple[subprocess.Popen, str]:
@@ -31,26 +33,32 @@ def start_node(binary: str, data_dir: str) -> tuple[subprocess.Popen, str]:
         node.kill()
         raise RuntimeError(f"the node did not start: {line!r}")
     api = found.group(1)
+    # The node wrote its admin token before printing its address; the examples run as
+    # subprocesses find it in FLATSTACK_TOKEN.
+    with open(os.path.join(data_dir, "admin.token")) as f:
+        token = f.read().strip()
+    http.headers["Authorization"] = f"Bearer {token}"
+    os.environ["FLATSTACK_TOKEN"] = token
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:  # the demo is complete once its offering exists
-        if requests.get(f"{api}/v1/instance-offerings").json()["total"] > 0:
+        if http.get(f"{api}/v1/instance-offerings").json()["total"] > 0:
             return node, api
         time.sleep(0.1)
     raise RuntimeError("the demo data centre was not created")
 
 
 def first(api: str, kind: str) -> str:
-    return requests.get(f"{api}/v1/{kind}").json()["inventories"][0]["uuid"]
+    return http.get(f"{api}/v1/{kind}").json()["inventories"][0]["uuid"]
 
 
 def create_vm(api: str, name: str) -> requests.Response:
     body = {"name": name, "instance_offering_uuid": first(api, "instance-offerings"),
             "image_uuid": first(api, "images"), "l3_network_uuids": [first(api, "l3-networks")]}
-    return requests.post(f"{api}/v1/vm-instances?wait=20", json=body)
+    return http.post(f"{api}/v1/vm-instances?wait=20", json=body)
 
 
 def vm_action(api: str, vm: str, action: str) -> None:
-    response = requests.post(f"{api}/v1/vm-instances/{vm}/actions?wait=20", json={"action": action})
+    response = http.post(f"{api}/v1/vm-instances/{vm}/actions?wait=20", json={"action": action})
     assert response.status_code == 200, response.text
 
 
@@ -62,7 +70,7 @@ def events_http(api: str, work: str) -> None:
     next_two = subprocess.run(follow + ["--count", "2"], capture_output=True, text=True,
                               timeout=60, check=True).stdout.splitlines()
     seqs = [json.loads(line)["seq"] for line in first_three + next_two]
-    log = [e["seq"] for e in requests.get(f"{api}/v1/events?limit=5").json()["events"]]
+    log = [e["seq"] for e in http.get(f"{api}/v1/events?limit=5").json()["events"]]
     assert seqs == log, f"resumed without a repeat or a gap: {seqs} vs {log}"
     print("events-http: followed, stopped, resumed: ok")
 
@@ -74,19 +82,19 @@ def policy(api: str) -> None:
     try:
         line = service.stdout.readline()
         assert "registered" in line, line
-        listed = requests.get(f"{api}/v1/extension-points/vm.create.pre-check/remote-implementors").json()
+        listed = http.get(f"{api}/v1/extension-points/vm.create.pre-check/remote-implementors").json()
         assert listed["total"] == 1, listed
-        vms = requests.get(f"{api}/v1/vm-instances").json()["total"]
+        vms = http.get(f"{api}/v1/vm-instances").json()["total"]
         refused = create_vm(api, "Bad_Name")
         assert refused.status_code == 422, refused.text
         assert "Bad_Name" in refused.json()["error"]["message"], refused.text
-        assert requests.get(f"{api}/v1/vm-instances").json()["total"] == vms, "nothing created"
+        assert http.get(f"{api}/v1/vm-instances").json()["total"] == vms, "nothing created"
         allowed = create_vm(api, "good-name")
         assert allowed.status_code == 201, allowed.text
     finally:
         service.terminate()
         service.wait(timeout=30)
-    listed = requests.get(f"{api}/v1/extension-points/vm.create.pre-check/remote-implementors").json()
+    listed = http.get(f"{api}/v1/extension-points/vm.create.pre-check/remote-implementors").json()
     assert listed["total"] == 0, f"it unregistered when it stopped: {listed}"
     assert create_vm(api, "Any_Name_Now").status_code == 201
     print("policy: refused a bad name, allowed a good one, unregistered: ok")
@@ -113,10 +121,10 @@ def billing(api: str, work: str) -> None:
     consume(queue, db, 1.0)
     vm_action(api, one, "start")
     time.sleep(0.5)
-    requests.delete(f"{api}/v1/vm-instances/{one}?wait=20").raise_for_status()
+    http.delete(f"{api}/v1/vm-instances/{one}?wait=20").raise_for_status()
     vm_action(api, two, "stop")
     # A redelivered event (as after a crash before its ack) changes nothing.
-    events = requests.get(f"{api}/v1/events?kind=vm-instances&limit=1000").json()["events"]
+    events = http.get(f"{api}/v1/events?kind=vm-instances&limit=1000").json()["events"]
     started = next(e for e in events if e["subject"] == one and e["type"].endswith("state-changed.v1")
                    and e["data"]["to"] == "Running")
     connection = pika.BlockingConnection(pika.URLParameters(AMQP))

@@ -35,9 +35,10 @@ class ApiError(Exception):
 class Client:
     """Operations of the document, by `operationId`: `client.call("zones.create", body=...)`."""
 
-    def __init__(self, base: str, timeout: float = 30.0):
+    def __init__(self, base: str, token: str | None = None, timeout: float = 30.0):
         self.base = base.rstrip("/")
         self.timeout = timeout
+        self.token = token
         self.doc = self._http("GET", "/v1/openapi.json")[1]
         self.operations: dict[str, tuple[str, str, dict]] = {}
         for path, item in self.doc["paths"].items():
@@ -69,6 +70,8 @@ class Client:
         request = urllib.request.Request(self.base + path, data=data, method=method)
         if data is not None:
             request.add_header("Content-Type", "application/json")
+        if self.token is not None:
+            request.add_header("Authorization", f"Bearer {self.token}")
         for k, v in (headers or {}).items():
             request.add_header(k, v)
         try:

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import time
+
+# The account the node creates at its first start, for its `admin` user.
+ADMIN_ACCOUNT = "0" * 31 + "1"
+
+
+def admin_token(data_dir: str) -> str:
+    """The admin token the node wrote to its data directory before printing its address."""
+    with open(os.path.join(data_dir, "admin.token")) as f:
+        return f.read().strip()
 
 
 def start_node(binary: str, data_dir: str) -> tuple[subprocess.Popen, str]:

@@ -14,17 +14,18 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from node import start_node  # noqa: E402
+from node import admin_token, start_node  # noqa: E402
 
-from flatstack_client import Client  # noqa: E402  (the generated package)
+from flatstack_client import AuthenticatedClient  # noqa: E402  (the generated package)
 from flatstack_client import models  # noqa: E402
 
 GiB = 1 << 30
 
 
 class Generated:
-    def __init__(self, base: str):
-        self.client = Client(base_url=base, timeout=30.0, raise_on_unexpected_status=True)
+    def __init__(self, base: str, token: str):
+        self.client = AuthenticatedClient(base_url=base, token=token, timeout=30.0,
+                                          raise_on_unexpected_status=True)
         self.calls = 0
 
     def __call__(self, operation: str, model: str | None = None, body: dict | None = None, **params):
@@ -102,7 +103,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as data_dir:
         node, base = start_node(binary, data_dir)
         try:
-            g = Generated(base)
+            g = Generated(base, admin_token(data_dir))
             lifecycle(g)
             print(f"generated client: {g.calls} calls")
         finally:

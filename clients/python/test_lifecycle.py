@@ -19,7 +19,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from docclient import ApiError, Client, SchemaError  # noqa: E402
-from node import start_node  # noqa: E402
+from node import ADMIN_ACCOUNT, admin_token, start_node  # noqa: E402
 
 GiB = 1 << 30
 
@@ -107,12 +107,12 @@ def lifecycle(c: Client) -> None:
     }))
     c.call("l3-networks.ip-ranges.list", uuid=l3s[1]["uuid"])
     quota = inv(c.call("quotas.create", {
-        "name": "q", "owner": "alice", "max_vm_num": 10, "max_cpu_num": 10, "max_memory_size": 10 * GiB,
+        "name": "q", "account_uuid": ADMIN_ACCOUNT, "max_vm_num": 10, "max_cpu_num": 10, "max_memory_size": 10 * GiB,
     }))
 
     # A VM's whole life: create on both networks, every action, destroy.
     vm = inv(c.call("vm-instances.create", {
-        "name": "vm1", "owner": "alice", "instance_offering_uuid": offering["uuid"], "image_uuid": image["uuid"],
+        "name": "vm1", "instance_offering_uuid": offering["uuid"], "image_uuid": image["uuid"],
         "l3_network_uuids": [l3["uuid"] for l3 in l3s],
     }))
     assert vm["state"] == "Running", vm
@@ -141,7 +141,7 @@ def lifecycle(c: Client) -> None:
     c.call("volumes.delete", uuid=volume["uuid"])
     c.call("vm-instances.update", {"name": "vm1-renamed"}, uuid=uuid)
     assert inv(c.call("vm-instances.show", uuid=uuid))["name"] == "vm1-renamed"
-    assert c.call("vm-instances.list", owner="alice")["total"] == 1
+    assert c.call("vm-instances.list", account_uuid=ADMIN_ACCOUNT)["total"] == 1
     # A point armed and disarmed again.
     fault = inv(c.call("fault-injections.create", {"point": "vm.reboot.pre-check", "mode": "fail"}))
     body = expect_error(422, c.call, "vm-instances.action", {"action": "reboot"}, uuid=uuid)
@@ -222,6 +222,43 @@ def lifecycle(c: Client) -> None:
     assert c.call("events.schema", type="io.flatstack.zones.created.v1")["type"] == "object"
 
 
+def identity(c: Client) -> None:
+    """Accounts, users, tokens and sessions, the permissions and the audit trail."""
+    account = inv(c.call("accounts.create", {"name": "acme"}))
+    c.call("accounts.update", {"description": "a customer"}, uuid=account["uuid"])
+    assert c.call("accounts.show", uuid=account["uuid"])["inventory"]["description"] == "a customer"
+    assert c.call("accounts.list", name="acme")["total"] == 1
+    user = inv(c.call("users.create", {"name": "alice", "account_uuid": account["uuid"], "role": "member",
+                                       "password": "correct horse battery"}))
+    assert "password" not in user and "password_hash" not in user, user
+    c.call("users.update", {"description": "first member"}, uuid=user["uuid"])
+    c.call("users.show", uuid=user["uuid"])
+    assert c.call("users.list", account_uuid=account["uuid"])["total"] == 1
+    token = inv(c.call("tokens.create", {"name": "ci", "user_uuid": user["uuid"]}))
+    assert token["token"].startswith("fst_"), token
+    c.call("tokens.update", {"description": "for CI"}, uuid=token["uuid"])
+    shown = c.call("tokens.show", uuid=token["uuid"])["inventory"]
+    assert "token" not in shown and "token_hash" not in shown, shown
+    session = inv(c.call("sessions.create", {"name": "alice", "password": "correct horse battery"}))
+    assert session["user_uuid"] == user["uuid"], session
+    assert c.call("tokens.list", user_uuid=user["uuid"])["total"] == 2
+    # As alice: her tokens only, and no zone of her own.
+    as_alice = Client(c.base, session["token"])
+    assert as_alice.call("tokens.list")["total"] == 2
+    expect_error(403, as_alice.call, "zones.create", {"name": "mine"})
+    expect_error(401, Client(c.base).call, "zones.list")
+    permissions = c.call("permissions.list")["permissions"]
+    assert any(p["permission"] == "vm-instances:create" and p["roles"] == ["admin", "member"]
+               for p in permissions), permissions
+    c.call("tokens.delete", uuid=token["uuid"])
+    c.call("users.delete", uuid=user["uuid"])
+    c.call("accounts.delete", uuid=account["uuid"])
+    deadline = time.monotonic() + 10
+    while not any(r["path"] == "/v1/accounts" for r in c.call("audit.list", limit=1000)["inventories"]):
+        assert time.monotonic() < deadline, "the account's create was not audited"
+        time.sleep(0.1)
+
+
 def main() -> int:
     binary = sys.argv[1] if len(sys.argv) > 1 else os.path.join(
         os.environ.get("CARGO_TARGET_DIR", "target"), "debug", "flatstack")
@@ -229,8 +266,9 @@ def main() -> int:
         node, base = start_node(binary, data_dir)
         try:
             started = time.monotonic()
-            client = Client(base)
+            client = Client(base, admin_token(data_dir))
             lifecycle(client)
+            identity(client)
             unused = sorted(set(client.operations) - client.checked)
             assert not unused, f"operations of the document not called: {unused}"
             print(f"python client: {len(client.checked)} operations and actions, {client.validated} schema checks, "

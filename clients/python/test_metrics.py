@@ -7,9 +7,11 @@ import sys
 import tempfile
 
 import requests
+
+http = requests.Session()
 from prometheus_client.parser import text_string_to_metric_families
 
-from node import start_node
+from node import admin_token, start_node
 
 
 def samples(text: str) -> dict[str, list]:
@@ -30,15 +32,16 @@ def value(found: dict, name: str, **labels) -> float:
 def main() -> None:
     with tempfile.TemporaryDirectory() as data:
         node, api = start_node(sys.argv[1], data)
+        http.headers["Authorization"] = f"Bearer {admin_token(data)}"
         try:
-            zone = requests.post(f"{api}/v1/zones?wait=10", json={"name": "z"}).json()["inventory"]["uuid"]
-            cluster = requests.post(f"{api}/v1/clusters?wait=10", json={
+            zone = http.post(f"{api}/v1/zones?wait=10", json={"name": "z"}).json()["inventory"]["uuid"]
+            cluster = http.post(f"{api}/v1/clusters?wait=10", json={
                 "name": "c", "zone_uuid": zone, "hypervisor_type": "Simulator"}).json()["inventory"]["uuid"]
-            host = requests.post(f"{api}/v1/hosts?wait=10", json={
+            host = http.post(f"{api}/v1/hosts?wait=10", json={
                 "type": "Simulator", "name": "h", "cluster_uuid": cluster, "management_ip": "10.1.0.1",
                 "cpu_capacity": 16, "memory_capacity": 1 << 34}).json()["inventory"]["uuid"]
-            assert requests.get(f"{api}/v1/zones/{'0' * 32}").status_code == 404
-            response = requests.get(f"{api}/metrics")
+            assert http.get(f"{api}/v1/zones/{'0' * 32}").status_code == 404
+            response = http.get(f"{api}/metrics")
             assert response.status_code == 200, response.text
             assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
             found = samples(response.text)

@@ -19,8 +19,9 @@ import sys
 import requests
 
 
-def events(api: str, after: int, event_type: str | None):
-    headers = {"Accept": "text/event-stream", "Last-Event-ID": str(after)}
+def events(api: str, token: str, after: int, event_type: str | None):
+    headers = {"Accept": "text/event-stream", "Last-Event-ID": str(after),
+               "Authorization": f"Bearer {token}"}
     params = {"type": event_type} if event_type else {}
     with requests.get(f"{api}/v1/events/stream", headers=headers, params=params,
                       stream=True, timeout=(5, 60)) as response:
@@ -46,6 +47,8 @@ def events(api: str, after: int, event_type: str | None):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--api", default="http://127.0.0.1:8080")
+    parser.add_argument("--token", default=os.environ.get("FLATSTACK_TOKEN"),
+                        help="an admin's API token (default: $FLATSTACK_TOKEN)")
     parser.add_argument("--state", help="file keeping the last sequence printed")
     parser.add_argument("--count", type=int, help="stop after this many events")
     parser.add_argument("--type", help="only this event type")
@@ -54,7 +57,7 @@ def main() -> None:
     if args.state and os.path.exists(args.state):
         after = int(open(args.state).read().strip() or 0)
     printed = 0
-    for event in events(args.api, after, args.type):
+    for event in events(args.api, args.token or "", after, args.type):
         print(json.dumps(event, sort_keys=True), flush=True)
         if args.state:
             with open(args.state + ".tmp", "w") as state:

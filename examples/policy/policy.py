@@ -14,6 +14,7 @@ removes its registration when it stops (SIGTERM or Ctrl-C).
 from __future__ import annotations
 
 import argparse
+import os
 import json
 import re
 import signal
@@ -27,8 +28,9 @@ POINT = "vm.create.pre-check"
 class Api:
     """Flatstack's API over the broker: a request on `flatstack.api`, its reply on ours."""
 
-    def __init__(self, channel) -> None:
+    def __init__(self, channel, token: str) -> None:
         self.channel = channel
+        self.token = token
         self.replies = channel.queue_declare("", exclusive=True).method.queue
         self.answers: dict[str, dict] = {}
         channel.basic_consume(self.replies, self._on_reply, auto_ack=True)
@@ -38,7 +40,8 @@ class Api:
 
     def call(self, method: str, path: str, body=None) -> tuple[int, object]:
         request_id = str(uuid.uuid4())
-        request = {"method": method, "path": path}
+        request = {"method": method, "path": path,
+                   "headers": {"authorization": f"Bearer {self.token}"}}
         if body is not None:
             request["body"] = body
         self.channel.basic_publish(
@@ -60,6 +63,8 @@ def main() -> None:
     parser.add_argument("--amqp", default="amqp://guest:guest@127.0.0.1:5672/%2f")
     parser.add_argument("--rule", default="[a-z][a-z0-9-]{0,62}", help="a VM name must match it whole")
     parser.add_argument("--name", default="naming-policy", help="its registration's name")
+    parser.add_argument("--token", default=os.environ.get("FLATSTACK_TOKEN"),
+                        help="an admin's API token (default: $FLATSTACK_TOKEN)")
     parser.add_argument("--timeout-ms", type=int, default=2000)
     parser.add_argument("--failure-policy", choices=["fail", "ignore"], default="fail")
     args = parser.parse_args()
@@ -68,7 +73,9 @@ def main() -> None:
     connection = pika.BlockingConnection(pika.URLParameters(args.amqp))
     channel = connection.channel()
     calls = channel.queue_declare("", exclusive=True).method.queue
-    api = Api(channel)
+    if not args.token:
+        raise SystemExit("an admin's API token is needed: --token or FLATSTACK_TOKEN")
+    api = Api(channel, args.token)
     path = f"/v1/extension-points/{POINT}/remote-implementors"
     api.call("DELETE", f"{path}/{args.name}")  # a registration left by an earlier run
     status, body = api.call("POST", path, {

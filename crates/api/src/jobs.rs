@@ -372,6 +372,7 @@ mod tests {
             resource_uuid: None,
             request: json!({}),
             idempotency_key: None,
+            account_uuid: None,
         }
     }
 

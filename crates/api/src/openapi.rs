@@ -50,12 +50,20 @@ pub fn document(kernel: &Kernel) -> Value {
         doc.resource(kernel, r, children, &types, inventory);
     }
     doc.fixed();
+    secure(&mut doc.paths);
     json!({
         "openapi": "3.1.0",
         "info": {"title": "Flatstack", "version": env!("CARGO_PKG_VERSION"),
                  "description": "The management node's API; generated from the loaded plugins."},
         "paths": doc.paths,
-        "components": {"schemas": doc.schemas},
+        "security": [{"bearer": []}],
+        "components": {
+            "schemas": doc.schemas,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
+                "description": "An API token (POST /v1/tokens), a session token (POST \
+                    /v1/sessions), or the admin token a node writes to \
+                    <data dir>/admin.token at its first start."}},
+        },
     })
 }
 
@@ -743,6 +751,39 @@ impl Doc {
                 "410": response("the events asked for were pruned; `error.details.oldest` is the oldest kept", Some(reference("Error"))),
                 "default": error.clone()
             }}}));
+        // Identity: the login, the permissions, the audit trail.
+        self.schema(
+            "Session",
+            schema_of::<flatstack_header::identity::Session>(),
+        );
+        self.schema(
+            "AuditPage",
+            schema_of::<flatstack_header::identity::AuditPage>(),
+        );
+        self.paths.insert("/v1/sessions".into(), json!({"post": {
+            "operationId": "sessions.create", "summary": "Log in with a name and password for a session token",
+            "requestBody": {"required": true, "content": {"application/json": {"schema": {
+                "type": "object", "required": ["name", "password"], "additionalProperties": false,
+                "properties": {"name": {"type": "string"}, "password": {"type": "string"}}}}}},
+            "responses": {
+                "201": response("the session; its token is shown only now", Some(json!({"type": "object",
+                    "required": ["inventory"], "properties": {"inventory": reference("Session")}}))),
+                "401": error.clone(),
+                "429": response("too many failed logins for this name; wait a minute", Some(reference("Error"))),
+                "default": error.clone()}}}));
+        self.paths.insert("/v1/permissions".into(), json!({"get": {
+            "operationId": "permissions.list", "summary": "Every permission, its kind's access, and the roles that hold it",
+            "responses": {"200": response("the permissions", Some(json!({"type": "object"}))), "default": error.clone()}}}));
+        self.paths.insert("/v1/audit".into(), json!({"get": {
+            "operationId": "audit.list", "summary": "The audit trail, newest first (admins)",
+            "parameters": [
+                {"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
+                {"name": "cursor", "in": "query", "required": false, "schema": {"type": "string"}},
+                {"name": "user_uuid", "in": "query", "required": false, "schema": {"type": "string"}},
+                {"name": "account_uuid", "in": "query", "required": false, "schema": {"type": "string"}},
+                {"name": "method", "in": "query", "required": false, "schema": {"type": "string"}}
+            ],
+            "responses": {"200": response("a page of records", Some(reference("AuditPage"))), "400": error.clone(), "default": error.clone()}}}));
         self.paths.insert("/v1/schemas/events/{type}".into(), json!({"get": {
             "operationId": "events.schema", "summary": "The JSON Schema of an event type's `data`",
             "parameters": [{"name": "type", "in": "path", "required": true, "schema": {"type": "string"}}],
@@ -780,6 +821,39 @@ impl Doc {
                 path.into(),
                 json!({"get": {"operationId": id, "summary": summary, "responses": ok(summary)}}),
             );
+        }
+    }
+}
+
+/// Marks the public operations as needing no token, and gives every other one its `401`
+/// and `403` (the document's default security is the bearer token).
+fn secure(paths: &mut Map<String, Value>) {
+    let error = json!({"description": "refused", "content": {"application/json":
+        {"schema": {"$ref": "#/components/schemas/Error"}}}});
+    for (path, item) in paths.iter_mut() {
+        let Some(item) = item.as_object_mut() else {
+            continue;
+        };
+        for (method, operation) in item.iter_mut() {
+            // Path items also hold `parameters`, shared by their operations.
+            let (Ok(method), Some(operation)) = (
+                method.to_uppercase().parse::<axum::http::Method>(),
+                operation.as_object_mut(),
+            ) else {
+                continue;
+            };
+            if crate::auth::is_public(&method, path) {
+                operation.insert("security".into(), json!([]));
+                continue;
+            }
+            if let Some(responses) = operation
+                .get_mut("responses")
+                .and_then(Value::as_object_mut)
+            {
+                for status in ["401", "403"] {
+                    responses.entry(status).or_insert_with(|| error.clone());
+                }
+            }
         }
     }
 }

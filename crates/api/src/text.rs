@@ -15,14 +15,14 @@ pub fn hostile_char(text: &str) -> Option<char> {
 /// Whether `c` is a control, bidirectional or zero-width character.
 pub fn is_hostile(c: char) -> bool {
     c.is_control()
-            || matches!(c,
-                '\u{200B}'..='\u{200F}' // zero-width space/joiners, LRM, RLM
-                | '\u{202A}'..='\u{202E}' // bidi embeddings and overrides
-                | '\u{2060}'..='\u{2064}' // word joiner, invisible operators
-                | '\u{2066}'..='\u{2069}' // bidi isolates
-                | '\u{FEFF}' // zero-width no-break space
-                | '\u{061C}' // Arabic letter mark
-            )
+        || matches!(c,
+            '\u{200B}'..='\u{200F}' // zero-width space/joiners, LRM, RLM
+            | '\u{202A}'..='\u{202E}' // bidi embeddings and overrides
+            | '\u{2060}'..='\u{2064}' // word joiner, invisible operators
+            | '\u{2066}'..='\u{2069}' // bidi isolates
+            | '\u{FEFF}' // zero-width no-break space
+            | '\u{061C}' // Arabic letter mark
+        )
 }
 
 /// `text` with every hostile character written as `\u{XXXX}`: what a terminal may be

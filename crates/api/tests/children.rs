@@ -4,6 +4,7 @@
 
 use flatstack_api::CheckError;
 use flatstack_header::api::ApiChildExtension;
+use flatstack_header::identity::{AuthMethod, Authenticator, Caller, Role};
 use flatstack_header::{ApiChild, ApiResource, GetResource, Inventory, InventoryList};
 use flatstack_kernel::schemars::{self, JsonSchema};
 use flatstack_kernel::{Fault, Kernel, Message, Plugin, PluginBuilder, Request};
@@ -60,6 +61,7 @@ impl Plugin for Things {
     }
 
     fn build(&self, b: &mut PluginBuilder<'_>) {
+        b.register(AuthMethod::new("test", std::sync::Arc::new(TestTokens)));
         b.service("things", ())
             .handle::<CreateThing, _, _>(|_, _, _| async move { Ok(Inventory::new()) })
             .handle::<ListParts, _, _>(|_, _, _| async move { Ok(InventoryList::default()) })
@@ -122,8 +124,27 @@ fn kernel(adds: Vec<Adds>) -> Kernel {
         .expect("assembles")
 }
 
+/// The one token the test kernel knows: an admin's.
+const TOKEN: &str = "test-admin";
+
+/// Knows [`TOKEN`], as an admin.
+struct TestTokens;
+
+#[flatstack_kernel::async_trait]
+impl Authenticator for TestTokens {
+    async fn authenticate(&self, token: &str) -> Result<Option<Caller>, Fault> {
+        Ok((token == TOKEN)
+            .then(|| Caller::new("u".into(), "admin".into(), "a".into(), Role::Admin)))
+    }
+}
+
 async fn get(base: &str, path: &str) -> (u16, Value) {
-    let response = reqwest::get(format!("{base}{path}")).await.expect("answer");
+    let response = reqwest::Client::new()
+        .get(format!("{base}{path}"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("answer");
     let status = response.status().as_u16();
     (status, response.json().await.unwrap_or(Value::Null))
 }
@@ -153,6 +174,7 @@ async fn another_plugins_child_is_served_after_its_parent_is_found() {
     // Listed, not created: it has no create message.
     let response = reqwest::Client::new()
         .post(format!("{base}/v1/things/t1/tags"))
+        .bearer_auth(TOKEN)
         .json(&json!({}))
         .send()
         .await
@@ -259,6 +281,8 @@ fn kind(path: &'static str, service: &'static str, create: &'static str) -> ApiR
         actions: &[],
         children: &[],
         inventory: None,
+        access: flatstack_header::identity::Access::Infrastructure,
+        holds_secrets: false,
     }
 }
 

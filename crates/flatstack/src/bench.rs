@@ -576,12 +576,12 @@ pub(crate) async fn data_centre(
     let l3 = api.flat_network(&zone, &cluster, "bench-l3", range).await?;
     api.create(
         "quotas",
-        json!({"name": "bench-quota", "owner": OWNER, "max_vm_num": options.count,
+        json!({"name": "bench-quota", "account_uuid": OWNER, "max_vm_num": options.count,
             "max_cpu_num": count * VM_CPU, "max_memory_size": count * VM_MEMORY}),
     )
     .await?;
     Ok(
-        json!({"name": "", "owner": OWNER, "instance_offering_uuid": offering,
+        json!({"name": "", "account_uuid": OWNER, "instance_offering_uuid": offering,
         "image_uuid": image, "l3_network_uuids": [l3]}),
     )
 }

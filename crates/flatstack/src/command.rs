@@ -100,6 +100,17 @@ enum Command {
         /// Seconds finished jobs are kept (`GET /v1/jobs`), default 7 days.
         #[arg(long, env = "FLATSTACK_JOBS_RETENTION", default_value_t = 604_800)]
         jobs_retention: u64,
+        /// API connections served at once; more wait to be accepted. By default, as many
+        /// as the open-files limit allows, less 256 for the rest of the node.
+        #[arg(long, env = "FLATSTACK_MAX_CONNECTIONS")]
+        max_connections: Option<usize>,
+        /// Seconds a request's head may take to arrive (idle keep-alive time included);
+        /// the connection is closed after that.
+        #[arg(long, env = "FLATSTACK_HEADER_TIMEOUT", default_value_t = 30)]
+        header_timeout: u64,
+        /// Seconds a request's body may take to arrive (`408` after that).
+        #[arg(long, env = "FLATSTACK_BODY_TIMEOUT", default_value_t = 30)]
+        body_timeout: u64,
     },
     /// List the plugins of a running node.
     Plugins,
@@ -275,6 +286,9 @@ async fn run(distribution: &Distribution) -> anyhow::Result<()> {
             events_retention_count,
             reconcile_interval,
             jobs_retention,
+            max_connections,
+            header_timeout,
+            body_timeout,
         } => {
             node::serve(
                 distribution,
@@ -295,6 +309,12 @@ async fn run(distribution: &Distribution) -> anyhow::Result<()> {
                     },
                     reconcile_interval: Duration::from_secs(reconcile_interval),
                     jobs_retention: Duration::from_secs(jobs_retention),
+                    limits: crate::http::Limits {
+                        max_connections: max_connections
+                            .unwrap_or_else(crate::http::default_max_connections),
+                        header_timeout: Duration::from_secs(header_timeout.max(1)),
+                        body_timeout: Duration::from_secs(body_timeout.max(1)),
+                    },
                 },
             )
             .await?

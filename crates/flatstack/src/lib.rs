@@ -27,6 +27,7 @@ mod cli;
 mod command;
 mod demo;
 mod distribution;
+mod http;
 mod lock;
 mod metrics;
 mod node;

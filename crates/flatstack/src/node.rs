@@ -6,7 +6,6 @@ use anyhow::Context;
 use flatstack_header::DataDir;
 use flatstack_kernel::{Kernel, Manifest};
 use flatstack_store::{recovery, EventRetention, Store};
-use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -37,6 +36,8 @@ pub struct NodeOptions {
     pub reconcile_interval: Duration,
     /// How long finished jobs are kept in the journal.
     pub jobs_retention: Duration,
+    /// What a client may hold of the API: connections, header and body read times.
+    pub limits: crate::http::Limits,
 }
 
 impl NodeOptions {
@@ -55,6 +56,7 @@ impl NodeOptions {
             events: EventRetention::DEFAULT,
             reconcile_interval: Duration::from_secs(60),
             jobs_retention: Duration::from_secs(7 * 24 * 3600),
+            limits: crate::http::Limits::default(),
         }
     }
 }
@@ -191,8 +193,7 @@ pub async fn serve_api(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let router = flatstack_api::allow_hosts(flatstack_api::router(kernel), Vec::new());
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
+    crate::http::serve(listener, router, crate::http::Limits::default(), shutdown)
         .await
         .context("serving the API")
 }
@@ -229,13 +230,14 @@ pub async fn serve(distribution: &Distribution, options: NodeOptions) -> anyhow:
     let router = crate::metrics::serve(router, kernel.clone());
     let router = flatstack_api::allow_hosts(router, options.allowed_hosts.clone());
     let (close_api, api_closed) = tokio::sync::oneshot::channel::<()>();
-    let mut server = tokio::spawn(
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async {
-                let _ = api_closed.await;
-            })
-            .into_future(),
-    );
+    let mut server = tokio::spawn(crate::http::serve(
+        listener,
+        router,
+        options.limits,
+        async {
+            let _ = api_closed.await;
+        },
+    ));
     let relay = match relay_events(&kernel, options.amqp_url.as_deref()).await {
         Ok(relay) => relay,
         Err(e) => {

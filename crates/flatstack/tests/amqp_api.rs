@@ -26,6 +26,8 @@ struct Client {
     channel: Channel,
     reply_queue: String,
     replies: lapin::Consumer,
+    /// Sent as `Authorization` with each [`Client::request`] that names none.
+    token: Option<String>,
 }
 
 impl Client {
@@ -38,6 +40,7 @@ impl Client {
             .expect("confirms");
         let (reply_queue, replies) = amqp::exclusive_queue(&channel, "", false).await;
         Client {
+            token: None,
             _connection: connection,
             channel,
             reply_queue,
@@ -89,7 +92,12 @@ impl Client {
         }
     }
 
-    async fn request(&mut self, request: Value) -> (u16, Value) {
+    async fn request(&mut self, mut request: Value) -> (u16, Value) {
+        if let Some(token) = &self.token {
+            if request["headers"]["authorization"].is_null() {
+                request["headers"]["authorization"] = json!(format!("Bearer {token}"));
+            }
+        }
         match self.send(request.to_string().as_bytes()).await {
             Answer::Reply(status, body) => (status, body),
             Answer::Returned => panic!("no node serves the API queue"),
@@ -128,6 +136,17 @@ async fn the_api_over_amqp_answers_as_http_does() {
     );
     let mut client = Client::connect().await;
     client.until_served().await;
+    // Over the broker as over HTTP: nothing without a valid token.
+    for authorization in [None, Some("Bearer fst_0000")] {
+        let mut anonymous = json!({"method": "POST", "path": "/v1/zones?wait=10",
+            "body": {"name": "nobody"}});
+        if let Some(authorization) = authorization {
+            anonymous["headers"] = json!({"authorization": authorization});
+        }
+        let (status, reply) = client.request(anonymous).await;
+        assert_eq!(status, 401, "{reply}");
+    }
+    client.token = Some(node.token.clone());
 
     // A create, with the same reply as over HTTP; then seen over HTTP.
     let (status, created) = client

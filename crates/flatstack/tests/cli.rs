@@ -9,6 +9,7 @@ use serde_json::Value;
 fn flatstack(node: &Node) -> Command {
     let mut cmd = Command::cargo_bin("flatstack").expect("binary");
     cmd.env("FLATSTACK_ENDPOINT", &node.base)
+        .env("FLATSTACK_TOKEN", &node.token)
         .env("RUST_BACKTRACE", "0");
     cmd
 }

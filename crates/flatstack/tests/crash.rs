@@ -389,7 +389,7 @@ async fn build_cloud(node: &Node) -> Cloud {
     }
     node.create(
         "quotas",
-        json!({"name": "tenant", "owner": "tenant", "max_vm_num": 12, "max_cpu_num": 16,
+        json!({"name": "tenant", "account_uuid": "tenant", "max_vm_num": 12, "max_cpu_num": 16,
                "max_memory_size": 24 * GIB}),
     )
     .await;
@@ -553,6 +553,8 @@ struct Shared {
     /// Answers no client should ever get: 5xx other than 503, jobs that vanished...
     unexpected: Mutex<Vec<String>>,
     names: AtomicU64,
+    /// The node's admin token: the same across restarts (its file stays valid).
+    token: String,
 }
 
 impl Shared {
@@ -601,7 +603,14 @@ struct Request {
 
 async fn client(id: usize, shared: Arc<Shared>, cloud: Arc<Cloud>, seed: u64) {
     let mut rng = Rng(seed);
+    let mut headers = reqwest::header::HeaderMap::new();
+    let bearer = format!("Bearer {}", shared.token);
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        bearer.parse().expect("header"),
+    );
     let http = reqwest::Client::builder()
+        .default_headers(headers)
         .timeout(Duration::from_secs(30))
         .build()
         .expect("HTTP client");
@@ -693,7 +702,7 @@ async fn prepare(
             Request {
                 method: Method::POST,
                 path: "/v1/vm-instances".into(),
-                body: Some(json!({"name": name, "owner": owner,
+                body: Some(json!({"name": name, "account_uuid": owner,
                     "instance_offering_uuid": cloud.offering, "image_uuid": cloud.image,
                     "l3_network_uuids": networks})),
                 idempotency_key: Some(format!("crash-{name}")),
@@ -958,6 +967,7 @@ async fn crash_test(backend: Backend, dir: &Path) -> Result<(), String> {
         counts: Mutex::default(),
         unexpected: Mutex::default(),
         names: AtomicU64::new(0),
+        token: node.token.clone(),
     });
     let clients: Vec<_> = (0..clients)
         .map(|id| {
@@ -1147,7 +1157,7 @@ async fn check_database(
     let mut broken = |what: String| violations.push(what);
     let vms = query(
         store,
-        "SELECT uuid, name, state, host_uuid, owner, cpu_num, memory_size FROM vm_instances",
+        "SELECT uuid, name, state, host_uuid, account_uuid, cpu_num, memory_size FROM vm_instances",
     )
     .await;
     let vm_by_uuid: HashMap<&str, &Map<String, Value>> =
@@ -1409,12 +1419,12 @@ async fn check_database(
     // Quotas: usage = the VMs of each owner; one allocation per VM.
     let usage = query(
         store,
-        "SELECT owner, vm_num, cpu_num, memory_size FROM quota_usage",
+        "SELECT account_uuid, vm_num, cpu_num, memory_size FROM quota_usage",
     )
     .await;
     let mut owners: BTreeMap<String, (i64, i64, i64)> = BTreeMap::new();
     for vm in &vms {
-        let o = owners.entry(s(vm, "owner").to_owned()).or_default();
+        let o = owners.entry(s(vm, "account_uuid").to_owned()).or_default();
         o.0 += 1;
         o.1 += n(vm, "cpu_num");
         o.2 += n(vm, "memory_size");
@@ -1423,7 +1433,7 @@ async fn check_database(
     for u in &usage {
         let counted = (n(u, "vm_num"), n(u, "cpu_num"), n(u, "memory_size"));
         if counted != (0, 0, 0) {
-            used.insert(s(u, "owner").to_owned(), counted);
+            used.insert(s(u, "account_uuid").to_owned(), counted);
         }
     }
     if used != owners {
@@ -1439,7 +1449,7 @@ async fn check_database(
         match vm_by_uuid.get(consumer) {
             None => broken(format!("quota allocation {a:?}: no such VM")),
             Some(vm) => {
-                if s(vm, "owner") != s(a, "owner")
+                if s(vm, "account_uuid") != s(a, "account_uuid")
                     || n(a, "vm_num") != 1
                     || n(vm, "cpu_num") != n(a, "cpu_num")
                     || n(vm, "memory_size") != n(a, "memory_size")
@@ -1454,7 +1464,10 @@ async fn check_database(
             broken(format!("VM {} holds no quota allocation", s(vm, "uuid")));
         }
     }
-    let tenant = vms.iter().filter(|vm| s(vm, "owner") == "tenant").count();
+    let tenant = vms
+        .iter()
+        .filter(|vm| s(vm, "account_uuid") == "tenant")
+        .count();
     if tenant > 12 {
         broken(format!("tenant holds {tenant} VMs, its quota 12"));
     }

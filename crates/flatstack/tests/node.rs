@@ -589,14 +589,14 @@ async fn the_openapi_document_is_enough_to_be_a_client() {
 async fn a_refused_unique_key_is_a_conflict_about_the_data() {
     let dir = common::data_dir();
     let node = Node::start(dir.path());
-    // The quota plugin does not look first: only the UNIQUE (owner) column refuses this.
-    let quota = json!({"name": "q", "owner": "alice", "max_vm_num": 1, "max_cpu_num": 1,
+    // The quota plugin does not look first: only the UNIQUE (account) column refuses this.
+    let quota = json!({"name": "q", "account_uuid": "alice", "max_vm_num": 1, "max_cpu_num": 1,
                        "max_memory_size": 1 << 30});
     node.create("quotas", quota.clone()).await;
     let (status, err) = node.post("/v1/quotas?wait=10", quota).await;
     assert_eq!(status, StatusCode::CONFLICT, "{err}");
     assert_eq!(err["error"]["code"], "conflict", "{err}");
-    assert_eq!(err["error"]["details"]["field"], "owner", "{err}");
+    assert_eq!(err["error"]["details"]["field"], "account_uuid", "{err}");
     assert_eq!(err["error"]["details"]["value"], "alice", "{err}");
     let text = err.to_string();
     for leak in [

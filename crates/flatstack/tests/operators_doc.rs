@@ -62,6 +62,7 @@ async fn every_console_example_of_the_operators_guide_runs() {
             ),
         )
         .env("FLATSTACK_ENDPOINT", &node.base)
+        .env("FLATSTACK_TOKEN", &node.token)
         .env("RUST_BACKTRACE", "0")
         .output()
         .expect("bash runs");

@@ -120,12 +120,12 @@ async fn vms_volumes_and_conflicts_on_a_fresh_database() {
 
     // A second quota for one owner: the UNIQUE column refuses it, as a conflict about the
     // data, never the constraint's name or SQL.
-    let quota = json!({"name": "q", "owner": "alice", "max_vm_num": 1, "max_cpu_num": 1,
+    let quota = json!({"name": "q", "account_uuid": "alice", "max_vm_num": 1, "max_cpu_num": 1,
                        "max_memory_size": 1 << 30});
     node.create("quotas", quota.clone()).await;
     let (status, err) = node.post("/v1/quotas?wait=10", quota).await;
     assert_eq!(status, StatusCode::CONFLICT, "{err}");
-    assert_eq!(err["error"]["details"]["field"], "owner", "{err}");
+    assert_eq!(err["error"]["details"]["field"], "account_uuid", "{err}");
     assert_eq!(err["error"]["details"]["value"], "alice", "{err}");
     let text = err.to_string();
     assert!(

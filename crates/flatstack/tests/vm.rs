@@ -254,22 +254,22 @@ async fn quotas_refuse_what_would_exceed_them_and_free_on_destroy() {
     let dir = common::data_dir();
     let node = Node::start(dir.path());
     let dc = data_centre(&node).await;
-    node.create("quotas", json!({"name": "alice", "owner": "alice", "max_vm_num": 2, "max_cpu_num": 100, "max_memory_size": 100 * GIB}))
+    node.create("quotas", json!({"name": "alice", "account_uuid": "alice", "max_vm_num": 2, "max_cpu_num": 100, "max_memory_size": 100 * GIB}))
         .await;
     let (status, err) = node
-        .post("/v1/quotas?wait=10", json!({"name": "again", "owner": "alice", "max_vm_num": 1, "max_cpu_num": 1, "max_memory_size": GIB}))
+        .post("/v1/quotas?wait=10", json!({"name": "again", "account_uuid": "alice", "max_vm_num": 1, "max_cpu_num": 1, "max_memory_size": GIB}))
         .await;
     assert_eq!(status, StatusCode::CONFLICT, "one quota per owner: {err}");
 
     let mut alices = Vec::new();
     for i in 0..2 {
         let mut body = vm_body(&dc, &format!("a{i}"));
-        body["owner"] = json!("alice");
+        body["account_uuid"] = json!("alice");
         alices.push(uuid(&node.create("vm-instances", body).await));
     }
     let before = snapshot(&node, dir.path(), &dc).await;
     let mut body = vm_body(&dc, "a2");
-    body["owner"] = json!("alice");
+    body["account_uuid"] = json!("alice");
     let (status, err) = node.post("/v1/vm-instances?wait=10", body.clone()).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{err}");
     assert_eq!(err["error"]["details"]["plugin"], "quota");

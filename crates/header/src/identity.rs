@@ -110,7 +110,7 @@ impl Caller {
 }
 
 /// A session token, answered once by a login.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[non_exhaustive]
 pub struct Session {
     /// The token's uuid (revoked with `DELETE /v1/tokens/{uuid}`).

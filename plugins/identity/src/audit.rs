@@ -215,7 +215,7 @@ fn encode_cursor(at: &str, uuid: &str) -> String {
 
 fn decode_cursor(cursor: &str) -> Result<(String, String), Fault> {
     let bad = || Fault::invalid("cursor", "not a cursor this list gave");
-    if cursor.len() % 2 != 0 || cursor.len() > 512 {
+    if !cursor.len().is_multiple_of(2) || cursor.len() > 512 {
         return Err(bad());
     }
     let bytes = (0..cursor.len())

@@ -28,9 +28,10 @@ pub const ADMIN_USER: &str = "00000000000000000000000000000002";
 /// The file in the data directory that holds the admin token written at first start.
 pub const ADMIN_TOKEN_FILE: &str = "admin.token";
 
-static ACCOUNTS: ResourceTable = ResourceTable::new("accounts", "accounts").filters(&["name"]);
+static ACCOUNTS: ResourceTable =
+    ResourceTable::new("accounts", "identity_accounts").filters(&["name"]);
 
-static USERS: ResourceTable = ResourceTable::new("users", "users")
+static USERS: ResourceTable = ResourceTable::new("users", "identity_users")
     .filters(&["name", "account_uuid", "role"])
     .before_delete(|tx, user| {
         Box::pin(async move {
@@ -107,16 +108,16 @@ impl Plugin for IdentityPlugin {
         b.migration(Migration::new(
             1,
             "accounts, users, tokens and the audit trail",
-            "CREATE TABLE accounts (
+            "CREATE TABLE identity_accounts (
                 uuid TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, description TEXT NOT NULL,
                 created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
-             CREATE TABLE users (
+             CREATE TABLE identity_users (
                 uuid TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, description TEXT NOT NULL,
-                account_uuid TEXT NOT NULL REFERENCES accounts (uuid), role TEXT NOT NULL,
+                account_uuid TEXT NOT NULL REFERENCES identity_accounts (uuid), role TEXT NOT NULL,
                 password_hash TEXT, created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
              CREATE TABLE api_tokens (
                 uuid TEXT PRIMARY KEY, name TEXT NOT NULL, description TEXT NOT NULL,
-                user_uuid TEXT NOT NULL REFERENCES users (uuid), account_uuid TEXT NOT NULL,
+                user_uuid TEXT NOT NULL REFERENCES identity_users (uuid), account_uuid TEXT NOT NULL,
                 kind TEXT NOT NULL, token_hash TEXT NOT NULL UNIQUE, expires_at TEXT,
                 created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
              CREATE TABLE audit_records (
@@ -241,7 +242,7 @@ impl Plugin for IdentityPlugin {
 async fn create_user(kernel: &Kernel, msg: CreateUser) -> Result<Inventory, Fault> {
     check_name(&msg.name)?;
     let mut tx = store(kernel)?.read().await?;
-    if !tx.exists("accounts", &msg.account_uuid).await? {
+    if !tx.exists(ACCOUNTS.table, &msg.account_uuid).await? {
         return Err(Fault::invalid(
             "account_uuid",
             format!("no account {}", msg.account_uuid),
@@ -260,66 +261,57 @@ async fn create_user(kernel: &Kernel, msg: CreateUser) -> Result<Inventory, Faul
 }
 
 /// The admin account and user, and the admin token in the data directory: created at the
-/// first start, and the token again if its file is gone or no longer valid (a new
-/// database). Two nodes starting at once on one database: the second finds the first's.
+/// first start (and the token again if its file is gone or no longer valid: a new
+/// database), in one transaction. They are the node's initial state, as its schema is:
+/// written without canonical events. Two nodes starting at once on one database: the
+/// second's insert is refused and it finds the first's rows.
 async fn bootstrap(kernel: &Kernel) -> Result<(), Fault> {
-    let mut tx = store(kernel)?.read().await?;
-    let has_account = tx.exists("accounts", ADMIN_ACCOUNT).await?;
-    let has_user = tx.exists("users", ADMIN_USER).await?;
-    drop(tx);
-    if !has_account {
-        let account = row(json!({"uuid": ADMIN_ACCOUNT, "name": "admin",
-            "description": "The node's administrators."}));
-        let created = ACCOUNTS.create_row(kernel, account).await;
-        created_or_there(kernel, &ACCOUNTS, ADMIN_ACCOUNT, created).await?;
-    }
-    if !has_user {
-        let user = row(json!({"uuid": ADMIN_USER, "name": "admin",
-            "description": "Created at the node's first start.", "account_uuid": ADMIN_ACCOUNT,
-            "role": Role::Admin.as_str(), "password_hash": Value::Null}));
-        let created = USERS.create_row(kernel, user).await;
-        created_or_there(kernel, &USERS, ADMIN_USER, created).await?;
-    }
-    let Some(dir) = kernel.get::<DataDir>() else {
-        return Ok(());
-    };
-    let path = dir.0.join(ADMIN_TOKEN_FILE);
-    if let Ok(existing) = std::fs::read_to_string(&path) {
-        if tokens::lookup(kernel, existing.trim()).await?.is_some() {
-            return Ok(());
+    match bootstrap_once(kernel).await {
+        Err(fault) if fault.code == flatstack_kernel::FaultCode::Conflict => {
+            bootstrap_once(kernel).await
         }
+        done => done,
     }
-    let token = tokens::issue(
-        kernel,
-        ADMIN_USER,
-        ADMIN_ACCOUNT,
-        ("admin.token", ""),
-        "api",
-        None,
-    )
-    .await?;
-    tokens::write_secret_file(&path, &token.token)
-        .map_err(|e| Fault::internal(format!("writing the admin token file: {e}")))?;
-    tracing::info!(path = %path.display(), "admin token written");
-    Ok(())
 }
 
-/// A bootstrap create's outcome: made, or made meanwhile by another node.
-async fn created_or_there(
-    kernel: &Kernel,
-    table: &ResourceTable,
-    uuid: &str,
-    created: Result<Inventory, Fault>,
-) -> Result<(), Fault> {
-    match created {
-        Ok(_) => Ok(()),
-        Err(fault) => {
-            let mut tx = store(kernel)?.read().await?;
-            if tx.exists(table.table, uuid).await? {
-                Ok(())
-            } else {
-                Err(fault)
-            }
-        }
+async fn bootstrap_once(kernel: &Kernel) -> Result<(), Fault> {
+    let path = kernel
+        .get::<DataDir>()
+        .map(|dir| dir.0.join(ADMIN_TOKEN_FILE));
+    let token_valid = match path.as_ref().and_then(|p| std::fs::read_to_string(p).ok()) {
+        Some(existing) => tokens::lookup(kernel, existing.trim()).await?.is_some(),
+        None => path.is_none(),
+    };
+    let store = store(kernel)?;
+    let mut tx = store.begin().await?;
+    let at = flatstack_store::now();
+    if !tx.exists(ACCOUNTS.table, ADMIN_ACCOUNT).await? {
+        let account = row(json!({"uuid": ADMIN_ACCOUNT, "name": "admin",
+            "description": "The node's administrators.", "created_at": at, "updated_at": at}));
+        tx.insert(ACCOUNTS.table, &account).await?;
     }
+    if !tx.exists(USERS.table, ADMIN_USER).await? {
+        let user = row(json!({"uuid": ADMIN_USER, "name": "admin",
+            "description": "Created at the node's first start.", "account_uuid": ADMIN_ACCOUNT,
+            "role": Role::Admin.as_str(), "password_hash": Value::Null,
+            "created_at": at, "updated_at": at}));
+        tx.insert(USERS.table, &user).await?;
+    }
+    let mut secret = None;
+    if !token_valid {
+        let (token, mut record) =
+            tokens::new_token(ADMIN_USER, ADMIN_ACCOUNT, ("admin.token", ""), "api", None);
+        record.insert("uuid".into(), json!(flatstack_store::resource::new_uuid()));
+        record.insert("created_at".into(), json!(at));
+        record.insert("updated_at".into(), json!(at));
+        tx.insert(TOKENS.table, &record).await?;
+        secret = Some(token);
+    }
+    tx.commit(kernel.bus()).await?;
+    if let (Some(path), Some(token)) = (path, secret) {
+        tokens::write_secret_file(&path, &token)
+            .map_err(|e| Fault::internal(format!("writing the admin token file: {e}")))?;
+        tracing::info!(path = %path.display(), "admin token written");
+    }
+    Ok(())
 }

@@ -138,7 +138,7 @@ impl Authenticator for Tokens {
         let mut tx = store(&kernel)?.read().await?;
         let users = tx
             .query(
-                "SELECT uuid, account_uuid, password_hash FROM users WHERE name = $1",
+                "SELECT uuid, account_uuid, password_hash FROM identity_users WHERE name = $1",
                 &[json!(name)],
             )
             .await?;
@@ -209,7 +209,7 @@ pub(crate) async fn lookup(
         .query(
             "SELECT t.expires_at, u.uuid AS user_uuid, u.name AS user_name, u.account_uuid,
                     u.role
-             FROM api_tokens t JOIN users u ON u.uuid = t.user_uuid
+             FROM api_tokens t JOIN identity_users u ON u.uuid = t.user_uuid
              WHERE t.token_hash = $1",
             &[json!(hash_token(token))],
         )
@@ -249,6 +249,25 @@ pub(crate) struct Issued {
     pub inventory: Inventory,
 }
 
+/// A new token for `user`, and the row that stores its hash (without uuid or times).
+pub(crate) fn new_token(
+    user: &str,
+    account: &str,
+    (name, description): (&str, &str),
+    kind: &str,
+    expires_at: Option<String>,
+) -> (String, Inventory) {
+    let mut bytes = [0u8; 32];
+    OsRng.fill_bytes(&mut bytes);
+    let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let token = format!("{TOKEN_PREFIX}{secret}");
+    let record = row(json!({
+        "name": name, "description": description, "user_uuid": user, "account_uuid": account,
+        "kind": kind, "token_hash": hash_token(&token), "expires_at": expires_at,
+    }));
+    (token, record)
+}
+
 /// Makes a token for `user` and stores its hash.
 pub(crate) async fn issue(
     kernel: &Kernel,
@@ -258,14 +277,7 @@ pub(crate) async fn issue(
     kind: &str,
     expires_at: Option<String>,
 ) -> Result<Issued, Fault> {
-    let mut bytes = [0u8; 32];
-    OsRng.fill_bytes(&mut bytes);
-    let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    let token = format!("{TOKEN_PREFIX}{secret}");
-    let record = row(json!({
-        "name": name, "description": description, "user_uuid": user, "account_uuid": account,
-        "kind": kind, "token_hash": hash_token(&token), "expires_at": expires_at,
-    }));
+    let (token, record) = new_token(user, account, (name, description), kind, expires_at);
     let inventory = TOKENS.create_row(kernel, record).await?;
     let uuid = inventory
         .get("uuid")
@@ -297,7 +309,7 @@ pub(crate) async fn create(kernel: &Kernel, msg: CreateToken) -> Result<Inventor
     }
     let mut tx = store(kernel)?.read().await?;
     let account = tx
-        .get("users", &user)
+        .get(crate::USERS.table, &user)
         .await?
         .and_then(|u| {
             u.get("account_uuid")

@@ -194,7 +194,10 @@ async fn open_store(data_dir: &Path) -> Arc<flatstack_store::Store> {
 pub struct Node {
     child: Child,
     pub base: String,
+    /// Sends the node's admin token with every request.
     pub http: Client,
+    /// The admin token the node wrote to its data directory at its first start.
+    pub token: String,
     /// The data directory of a node started with [`Node::start_postgres`]: the node still
     /// locks one, so each gets its own.
     _data_dir: Option<tempfile::TempDir>,
@@ -262,10 +265,24 @@ impl Node {
             .strip_prefix("flatstack listening on ")
             .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
             .to_owned();
+        // Written before the node printed its address.
+        let token = std::fs::read_to_string(data_dir.join("admin.token"))
+            .expect("the node wrote its admin token")
+            .trim()
+            .to_owned();
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {token}").parse().expect("a header value"),
+        );
         Node {
             child,
             base,
-            http: Client::new(),
+            http: Client::builder()
+                .default_headers(headers)
+                .build()
+                .expect("HTTP client"),
+            token,
             _data_dir: None,
         }
     }

@@ -208,7 +208,7 @@ pub async fn start(manifest: Option<&str>, demo: bool) -> Result<Node, Error> {
     };
     Ok(Node {
         base: node.base().to_owned(),
-        http: reqwest::Client::new(),
+        http: flatstack::token::client(Some(node.token())).map_err(|e| err(e.to_string()))?,
         _node: Some(node),
         _database: database,
     })
@@ -296,6 +296,7 @@ pub struct Proc {
     child: Child,
     base: String,
     dir: Option<tempfile::TempDir>,
+    token: String,
     database: Option<Database>,
 }
 
@@ -340,8 +341,11 @@ impl Proc {
             let _ = child.wait();
             return Err(err(format!("the node did not start: {line:?}")));
         };
+        let token = flatstack::token::admin_token(dir.path())
+            .ok_or_else(|| err("the node wrote no admin token"))?;
         Ok(Proc {
             base: base.to_owned(),
+            token,
             child,
             dir: Some(dir),
             database,
@@ -361,7 +365,7 @@ impl Proc {
     pub fn client(&self) -> Node {
         Node {
             base: self.base.clone(),
-            http: reqwest::Client::new(),
+            http: flatstack::token::client(Some(&self.token)).unwrap_or_default(),
             _node: None,
             _database: None,
         }
