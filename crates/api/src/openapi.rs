@@ -90,7 +90,7 @@ fn schema_of<T: JsonSchema>() -> Value {
     serde_json::to_value(schemars::schema_for!(T)).unwrap_or(Value::Null)
 }
 
-const ERROR_CODES: [&str; 7] = [
+const ERROR_CODES: [&str; 10] = [
     "invalid_argument",
     "not_found",
     "conflict",
@@ -98,6 +98,9 @@ const ERROR_CODES: [&str; 7] = [
     "unavailable",
     "timeout",
     "internal",
+    "unauthenticated",
+    "forbidden",
+    "too_many_requests",
 ];
 
 fn error_body() -> Value {
@@ -136,7 +139,8 @@ fn job_schema() -> Value {
             "status": {"type": "integer", "description": "The HTTP status its error would have had."},
             "recovered": {"type": "boolean", "description": "Closed by recovery after the node stopped while it ran."},
             "created_at": {"type": "string"},
-            "finished_at": {"type": "string"}
+            "finished_at": {"type": "string"},
+            "account_uuid": {"type": "string", "description": "The account of the caller that started it."}
         },
         "additionalProperties": false
     })
@@ -717,6 +721,7 @@ impl Doc {
                 {"name": "state", "in": "query", "required": false, "schema": {"type": "string", "enum": ["running", "succeeded", "failed"]}},
                 {"name": "kind", "in": "query", "required": false, "description": "The request's message, e.g. `vm.create`.", "schema": {"type": "string"}},
                 {"name": "resource_uuid", "in": "query", "required": false, "schema": {"type": "string"}},
+                {"name": "account_uuid", "in": "query", "required": false, "description": "Jobs of this account (admins; others see only their account's).", "schema": {"type": "string"}},
                 {"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
                 {"name": "cursor", "in": "query", "required": false, "schema": {"type": "string"}}
             ],
