@@ -223,7 +223,11 @@ fn http_request(request: ApiRequest) -> Result<Request<Body>, Fault> {
             ))
         }
     };
-    let mut builder = Request::builder().method(method).uri(&request.path);
+    // The audit trail says where a request came from: here, the broker.
+    let mut builder = Request::builder()
+        .method(method)
+        .uri(&request.path)
+        .extension(flatstack_api::Origin("amqp".to_owned()));
     for (name, value) in &request.headers {
         let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
             Fault::invalid(

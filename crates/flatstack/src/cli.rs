@@ -7,6 +7,7 @@
 
 use anyhow::{anyhow, bail, Context};
 use flatstack_api::escape;
+use flatstack_header::identity::Session;
 use serde_json::{json, Map, Value};
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
@@ -85,6 +86,23 @@ impl Client {
             bail!(describe_error(status, &value));
         }
         Ok((status, value))
+    }
+
+    /// `POST /v1/sessions`: a session for `name`.
+    pub async fn login(&self, name: &str, password: &str) -> anyhow::Result<Session> {
+        let body = json!({"name": name, "password": password});
+        let (_, reply) = self
+            .send(reqwest::Method::POST, "/v1/sessions", Some(body))
+            .await?;
+        serde_json::from_value(reply["inventory"].clone())
+            .context("the node's answer to a login is not a session")
+    }
+
+    /// `DELETE /v1/tokens/{uuid}`.
+    pub async fn revoke(&self, uuid: &str) -> anyhow::Result<()> {
+        self.send(reqwest::Method::DELETE, &format!("/v1/tokens/{uuid}"), None)
+            .await?;
+        Ok(())
     }
 
     async fn get(&self, path: &str) -> anyhow::Result<Value> {

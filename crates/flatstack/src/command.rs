@@ -2,7 +2,7 @@
 //! over the plugins of a [`Distribution`].
 
 use crate::node::{self, NodeOptions};
-use crate::{bench, bench_amqp, bench_recovery, cli, Distribution};
+use crate::{bench, bench_amqp, bench_auth, bench_recovery, cli, profile, Distribution};
 use clap::{Parser, Subcommand};
 use flatstack_kernel::Kernel;
 use flatstack_store::EventRetention;
@@ -13,18 +13,19 @@ use std::time::Duration;
 #[derive(Parser)]
 #[command(name = "flatstack", version, about = "A pluggable IaaS control plane")]
 struct Cli {
-    /// The node the client commands talk to.
-    #[arg(
-        long,
-        global = true,
-        env = "FLATSTACK_ENDPOINT",
-        default_value = "http://127.0.0.1:8080"
-    )]
-    endpoint: String,
-    /// The API token the client commands send; if absent, the admin token of a node run
-    /// beside them (`$FLATSTACK_DATA_DIR/admin.token`, or `flatstack-data/admin.token`).
+    /// The node the client commands talk to [default: the profile's, else
+    /// http://127.0.0.1:8080].
+    #[arg(long, global = true, env = "FLATSTACK_ENDPOINT")]
+    endpoint: Option<String>,
+    /// The API token the client commands send; if absent, the profile's, else the admin
+    /// token of a node run beside them (`$FLATSTACK_DATA_DIR/admin.token`, or
+    /// `flatstack-data/admin.token`).
     #[arg(long, global = true, env = "FLATSTACK_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// The profile (`flatstack login`) whose node and token the client commands use
+    /// [default: the profiles file's `current`].
+    #[arg(long, global = true, env = "FLATSTACK_PROFILE")]
+    profile: Option<String>,
     /// How the client commands print results.
     #[arg(long, global = true, value_enum, default_value = "table")]
     output: cli::Output,
@@ -42,6 +43,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per process: the size of its largest variant (the node's options) is no cost.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run the management node (HTTP API on --listen, data in --data-dir).
@@ -74,6 +77,20 @@ enum Command {
             value_delimiter = ','
         )]
         allowed_hosts: Vec<String>,
+        /// Web origins whose pages may call the API from a browser (CORS), e.g.
+        /// `https://console.example.com`; none by default, so no web page can read it.
+        #[arg(
+            long = "cors-origin",
+            env = "FLATSTACK_CORS_ORIGINS",
+            value_delimiter = ','
+        )]
+        cors_origins: Vec<String>,
+        /// Serve the API over TLS with this certificate chain (PEM); needs --tls-key.
+        #[arg(long, env = "FLATSTACK_TLS_CERT", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The TLS certificate's private key (PEM); needs --tls-cert.
+        #[arg(long, env = "FLATSTACK_TLS_KEY", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
         /// On SIGTERM or Ctrl-C, how many seconds the operations in flight may take to
         /// finish before the node stops anyway.
         #[arg(long, env = "FLATSTACK_SHUTDOWN_TIMEOUT", default_value_t = 30)]
@@ -112,6 +129,18 @@ enum Command {
         #[arg(long, env = "FLATSTACK_BODY_TIMEOUT", default_value_t = 30)]
         body_timeout: u64,
     },
+    /// Log in to a node (`--endpoint`) with a user's name and password; its session token
+    /// is kept in a profile (`--profile`, default `default`), which becomes the current one.
+    Login {
+        /// The user's name.
+        #[arg(long)]
+        name: String,
+        /// Read the password from standard input instead of prompting for it.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Revoke the profile's session token and forget the profile.
+    Logout,
     /// List the plugins of a running node.
     Plugins,
     /// List the extension points of a running node, with their ordered implementors.
@@ -179,6 +208,13 @@ enum BenchCommand {
         #[arg(long, default_value_t = 2000)]
         requests: u32,
     },
+    /// What authentication costs a request: the same request through the router with and
+    /// without the token check, in process.
+    Auth {
+        /// How many requests of each kind are timed, one after another.
+        #[arg(long, default_value_t = 20000)]
+        requests: u32,
+    },
     /// Crash a node with VM creates in flight, start a new one on the same data, and
     /// report how long its recovery takes (and that nothing is left held).
     Recovery {
@@ -219,8 +255,8 @@ pub(crate) fn main(distribution: &Distribution) -> std::process::ExitCode {
 /// (everything after a resource kind).
 fn take_global_flags(
     args: &mut Vec<String>,
-    endpoint: &mut String,
-    token: &mut Option<String>,
+    endpoint: &mut Option<String>,
+    (token, profile): (&mut Option<String>, &mut Option<String>),
     output: &mut cli::Output,
 ) -> anyhow::Result<()> {
     let mut i = 0;
@@ -229,7 +265,7 @@ fn take_global_flags(
             Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
             _ => (args[i].clone(), None),
         };
-        if flag != "--output" && flag != "--endpoint" && flag != "--token" {
+        if !["--output", "--endpoint", "--token", "--profile"].contains(&flag.as_str()) {
             i += 1;
             continue;
         }
@@ -240,9 +276,11 @@ fn take_global_flags(
         };
         args.remove(i);
         if flag == "--endpoint" {
-            *endpoint = value;
+            *endpoint = Some(value);
         } else if flag == "--token" {
             *token = Some(value);
+        } else if flag == "--profile" {
+            *profile = Some(value);
         } else {
             *output = <cli::Output as clap::ValueEnum>::from_str(&value, true)
                 .map_err(|e| anyhow::anyhow!("--output: {e}"))?;
@@ -264,13 +302,32 @@ async fn run(distribution: &Distribution) -> anyhow::Result<()> {
     };
     init_logs(cli.log_format, level);
     if let Command::Resource(args) = &mut cli.command {
-        take_global_flags(args, &mut cli.endpoint, &mut cli.token, &mut cli.output)?;
+        let named = (&mut cli.token, &mut cli.profile);
+        take_global_flags(args, &mut cli.endpoint, named, &mut cli.output)?;
     }
+    // What is said on the command line (or in the environment) first, then the profile,
+    // then the node beside the client.
+    let profiles = match &cli.command {
+        Command::Serve { .. } | Command::Bench(_) | Command::Openapi { .. } => {
+            profile::Profiles::default()
+        }
+        _ => profile::Profiles::load()?,
+    };
+    let chosen = match &cli.command {
+        Command::Login { .. } => None,
+        _ => profiles.chosen(cli.profile.as_deref())?.cloned(),
+    };
+    let endpoint = cli
+        .endpoint
+        .clone()
+        .or_else(|| chosen.as_ref().map(|p| p.endpoint.clone()))
+        .unwrap_or_else(|| "http://127.0.0.1:8080".to_owned());
     let token = cli
         .token
         .clone()
+        .or_else(|| chosen.as_ref().map(|p| p.token.clone()))
         .or_else(|| crate::token::admin_token(&crate::token::default_data_dir()));
-    let client = cli::Client::new(&cli.endpoint, cli.output, token.as_deref())?;
+    let client = cli::Client::new(&endpoint, cli.output, token.as_deref())?;
     match cli.command {
         Command::Serve {
             data_dir,
@@ -280,6 +337,9 @@ async fn run(distribution: &Distribution) -> anyhow::Result<()> {
             demo,
             enable,
             allowed_hosts,
+            cors_origins,
+            tls_cert,
+            tls_key,
             shutdown_timeout,
             amqp_url,
             events_retention_secs,
@@ -315,9 +375,62 @@ async fn run(distribution: &Distribution) -> anyhow::Result<()> {
                         header_timeout: Duration::from_secs(header_timeout.max(1)),
                         body_timeout: Duration::from_secs(body_timeout.max(1)),
                     },
+                    cors_origins,
+                    tls: tls_cert.zip(tls_key),
                 },
             )
             .await?
+        }
+        Command::Login {
+            name,
+            password_stdin,
+        } => {
+            let password = if password_stdin {
+                let mut line = String::new();
+                std::io::stdin().read_line(&mut line)?;
+                line.trim_end_matches(['\r', '\n']).to_owned()
+            } else {
+                rpassword::prompt_password(format!("password of {name}: "))?
+            };
+            let session = client.login(&name, &password).await?;
+            let name = cli.profile.clone().unwrap_or_else(|| "default".to_owned());
+            let mut profiles = profiles;
+            profiles.profiles.insert(
+                name.clone(),
+                profile::Profile {
+                    endpoint: endpoint.clone(),
+                    token: session.token,
+                    token_uuid: Some(session.uuid),
+                    expires_at: Some(session.expires_at.clone()),
+                },
+            );
+            profiles.current = Some(name.clone());
+            let path = profiles.save()?;
+            println!(
+                "logged in to {endpoint} until {}; profile `{name}` in {}",
+                session.expires_at,
+                path.display()
+            );
+        }
+        Command::Logout => {
+            let mut profiles = profiles;
+            let name = cli
+                .profile
+                .clone()
+                .or_else(|| profiles.current.clone())
+                .ok_or_else(|| anyhow::anyhow!("no profile to log out of"))?;
+            let gone = profiles
+                .profiles
+                .remove(&name)
+                .ok_or_else(|| anyhow::anyhow!("no profile `{name}`"))?;
+            if let Some(uuid) = &gone.token_uuid {
+                client.revoke(uuid).await?;
+            }
+            if profiles.current.as_deref() == Some(name.as_str()) {
+                profiles.current = None;
+            }
+            profiles.save()?;
+            println!("logged out of {} (profile `{name}`)", gone.endpoint);
         }
         Command::Plugins => client.introspect("plugins").await?,
         Command::ExtensionPoints => client.introspect("extension-points").await?,
@@ -369,6 +482,9 @@ async fn run(distribution: &Distribution) -> anyhow::Result<()> {
             events,
             requests,
         }) => bench_amqp::run(distribution, &amqp_url, events, requests).await?,
+        Command::Bench(BenchCommand::Auth { requests }) => {
+            bench_auth::run(distribution, requests).await?
+        }
         Command::Bench(BenchCommand::Recovery {
             count,
             hosts,

@@ -5,15 +5,18 @@
 //! `header_timeout` is closed (a silent new one, an idle keep-alive one, a half-sent head),
 //! and a body must arrive within `body_timeout`.
 
+use anyhow::Context;
 use axum::extract::ConnectInfo;
 use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 /// What a client may hold of the node.
@@ -70,12 +73,36 @@ pub fn default_max_connections() -> usize {
     usize::try_from(free).unwrap_or(65_536)
 }
 
-/// Serves `router` on `listener` until `shutdown` completes; then stops accepting and
-/// lets the connections finish what they were answering (for at most 10 s).
+/// A TLS listener's certificate chain and key, from PEM files: rustls on the `ring`
+/// provider, TLS 1.2 and 1.3, no client certificates.
+pub fn tls(cert: &Path, key: &Path) -> anyhow::Result<TlsAcceptor> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .with_context(|| format!("reading the certificate chain {}", cert.display()))?;
+    if chain.is_empty() {
+        anyhow::bail!("{} holds no certificate", cert.display());
+    }
+    let key = PrivateKeyDer::from_pem_file(key)
+        .with_context(|| format!("reading the private key {}", key.display()))?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .context("the certificate and the key do not go together")?;
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Serves `router` on `listener` (over TLS if `tls` is given) until `shutdown` completes;
+/// then stops accepting and lets the connections finish what they were answering (for at
+/// most 10 s).
 pub async fn serve(
     listener: TcpListener,
     router: Router,
-    limits: Limits,
+    (limits, tls): (Limits, Option<TlsAcceptor>),
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let router = router.layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
@@ -115,10 +142,25 @@ pub async fn serve(
             request.extensions_mut().insert(ConnectInfo(peer));
             router.clone().oneshot(request.map(axum::body::Body::new))
         });
-        let connection = builder.serve_connection(TokioIo::new(stream), service);
-        let connection = graceful.watch(connection);
+        let (builder, watcher, tls) = (builder.clone(), graceful.watcher(), tls.clone());
+        let handshake = limits.header_timeout;
         tokio::spawn(async move {
-            if let Err(error) = connection.await {
+            let ended = match tls {
+                None => {
+                    let connection = builder.serve_connection(TokioIo::new(stream), service);
+                    watcher.watch(connection).await.map_err(|e| e.to_string())
+                }
+                // The handshake is bounded as a request's head is.
+                Some(tls) => match tokio::time::timeout(handshake, tls.accept(stream)).await {
+                    Ok(Ok(stream)) => {
+                        let connection = builder.serve_connection(TokioIo::new(stream), service);
+                        watcher.watch(connection).await.map_err(|e| e.to_string())
+                    }
+                    Ok(Err(e)) => Err(format!("TLS handshake: {e}")),
+                    Err(_) => Err("TLS handshake timed out".to_owned()),
+                },
+            };
+            if let Err(error) = ended {
                 tracing::debug!(%error, %peer, "connection ended");
             }
             drop(slot);

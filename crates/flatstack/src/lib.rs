@@ -22,6 +22,7 @@
 
 mod bench;
 mod bench_amqp;
+mod bench_auth;
 mod bench_recovery;
 mod cli;
 mod command;
@@ -31,6 +32,7 @@ mod http;
 mod lock;
 mod metrics;
 mod node;
+mod profile;
 pub mod testing;
 pub mod token;
 

@@ -38,6 +38,10 @@ pub struct NodeOptions {
     pub jobs_retention: Duration,
     /// What a client may hold of the API: connections, header and body read times.
     pub limits: crate::http::Limits,
+    /// Web origins whose pages may call the API from a browser (CORS); none by default.
+    pub cors_origins: Vec<String>,
+    /// Serve the API over TLS with this certificate chain and key (PEM files).
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl NodeOptions {
@@ -57,6 +61,8 @@ impl NodeOptions {
             reconcile_interval: Duration::from_secs(60),
             jobs_retention: Duration::from_secs(7 * 24 * 3600),
             limits: crate::http::Limits::default(),
+            cors_origins: Vec::new(),
+            tls: None,
         }
     }
 }
@@ -177,6 +183,42 @@ async fn housekeeping(kernel: Kernel, store: Arc<Store>, interval: Duration, ret
     }
 }
 
+/// The CORS layer for `origins` (e.g. `https://console.example.com`), outside the token
+/// check so that a browser's preflight is answered; `None` (no cross-origin page may read
+/// an answer) when there are none.
+fn cors(origins: &[String]) -> anyhow::Result<Option<tower_http::cors::CorsLayer>> {
+    use axum::http::{header, HeaderName, HeaderValue, Method};
+    if origins.is_empty() {
+        return Ok(None);
+    }
+    let origins = origins
+        .iter()
+        .map(|origin| {
+            let parsed = origin.trim().trim_end_matches('/');
+            let valid = (parsed.starts_with("https://") || parsed.starts_with("http://"))
+                && !parsed.contains('*');
+            if !valid {
+                anyhow::bail!(
+                    "--cors-origin `{origin}`: give an origin, e.g. https://console.example.com"
+                );
+            }
+            HeaderValue::from_str(parsed).with_context(|| format!("--cors-origin `{origin}`"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(Some(
+        tower_http::cors::CorsLayer::new()
+            .allow_origin(origins)
+            .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                HeaderName::from_static("idempotency-key"),
+                HeaderName::from_static("last-event-id"),
+            ])
+            .max_age(std::time::Duration::from_secs(600)),
+    ))
+}
+
 /// Binds the API's listener; port 0 picks a free port (the address says which).
 pub async fn bind(listen: SocketAddr) -> anyhow::Result<(tokio::net::TcpListener, SocketAddr)> {
     let listener = tokio::net::TcpListener::bind(listen)
@@ -193,9 +235,14 @@ pub async fn serve_api(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let router = flatstack_api::allow_hosts(flatstack_api::router(kernel), Vec::new());
-    crate::http::serve(listener, router, crate::http::Limits::default(), shutdown)
-        .await
-        .context("serving the API")
+    crate::http::serve(
+        listener,
+        router,
+        (crate::http::Limits::default(), None),
+        shutdown,
+    )
+    .await
+    .context("serving the API")
 }
 
 /// Serves the API until SIGTERM or SIGINT (Ctrl-C), then stops cleanly: new operations
@@ -229,11 +276,30 @@ pub async fn serve(distribution: &Distribution, options: NodeOptions) -> anyhow:
         .map(|url| flatstack_amqp::ApiServer::start(url, router.clone()));
     let router = crate::metrics::serve(router, kernel.clone());
     let router = flatstack_api::allow_hosts(router, options.allowed_hosts.clone());
+    let router = match cors(&options.cors_origins) {
+        Ok(Some(cors)) => router.layer(cors),
+        Ok(None) => router,
+        Err(e) => {
+            kernel.stop().await;
+            return Err(e);
+        }
+    };
     let (close_api, api_closed) = tokio::sync::oneshot::channel::<()>();
+    let tls = match &options.tls {
+        Some((cert, key)) => match crate::http::tls(cert, key) {
+            Ok(tls) => Some(tls),
+            Err(e) => {
+                kernel.stop().await;
+                return Err(e);
+            }
+        },
+        None => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let mut server = tokio::spawn(crate::http::serve(
         listener,
         router,
-        options.limits,
+        (options.limits, tls),
         async {
             let _ = api_closed.await;
         },
@@ -258,7 +324,7 @@ pub async fn serve(distribution: &Distribution, options: NodeOptions) -> anyhow:
         ))
     });
     // The first line of output: scripts and tests read the address from it.
-    println!("flatstack listening on http://{address}");
+    println!("flatstack listening on {scheme}://{address}");
     tracing::info!(%address, data_dir = %options.data_dir.display(), "management node ready");
     if options.demo {
         let base = format!("http://{address}");

@@ -209,3 +209,94 @@ fn output_into_a_closed_pipe_ends_quietly() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn login_keeps_a_profile_that_later_commands_use_and_logout_revokes() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = common::data_dir();
+    let node = Node::start(dir.path());
+    let account = node
+        .create("accounts", serde_json::json!({"name": "acme"}))
+        .await;
+    node.create(
+        "users",
+        serde_json::json!({"name": "alice", "account_uuid": common::uuid(&account),
+            "role": "member", "password": "correct horse battery"}),
+    )
+    .await;
+    let home = tempfile::tempdir().expect("home");
+    let config = home.path().join("profiles.toml");
+    // No token nor endpoint from the environment: only the profile.
+    let client = || {
+        let mut cmd = Command::cargo_bin("flatstack").expect("binary");
+        cmd.env_remove("FLATSTACK_ENDPOINT")
+            .env_remove("FLATSTACK_TOKEN")
+            .env("FLATSTACK_DATA_DIR", home.path())
+            .env("FLATSTACK_CONFIG", &config)
+            .env("RUST_BACKTRACE", "0");
+        cmd
+    };
+    client()
+        .args([
+            "login",
+            "--name",
+            "alice",
+            "--password-stdin",
+            "--endpoint",
+            &node.base,
+        ])
+        .write_stdin("wrong password!\n")
+        .assert()
+        .failure();
+    client()
+        .args([
+            "login",
+            "--name",
+            "alice",
+            "--password-stdin",
+            "--endpoint",
+            &node.base,
+        ])
+        .write_stdin("correct horse battery\n")
+        .assert()
+        .success();
+    let mode = std::fs::metadata(&config)
+        .expect("profiles")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let saved = std::fs::read_to_string(&config).expect("profiles");
+    assert!(
+        saved.contains(&node.base) && saved.contains("fst_"),
+        "{saved}"
+    );
+    // The profile's node and token: alice's view, and a member's refusal.
+    client().args(["vm-instances", "list"]).assert().success();
+    let refused = client()
+        .args(["zones", "create", "name=not-hers"])
+        .assert()
+        .failure()
+        .get_output()
+        .stderr
+        .clone();
+    assert!(String::from_utf8_lossy(&refused).contains("403"));
+    client().args(["logout"]).assert().success();
+    let token = saved
+        .lines()
+        .find_map(|l| l.strip_prefix("token = "))
+        .expect("a token line")
+        .trim_matches('"')
+        .to_owned();
+    let (status, _) = reqwest::Client::new()
+        .get(format!("{}/v1/zones", node.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .map(|r| (r.status(), ()))
+        .expect("answer");
+    assert_eq!(status, 401, "the session was revoked");
+    client()
+        .args(["--profile", "gone", "zones", "list"])
+        .assert()
+        .failure();
+}

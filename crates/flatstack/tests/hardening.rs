@@ -231,3 +231,59 @@ async fn idle_and_half_sent_connections_do_not_take_the_node_down() {
     let (status, _) = fresh(&node, reqwest::Method::GET, "/healthz", None).await;
     assert_eq!(status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn the_api_is_served_over_tls_when_given_a_certificate() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = common::data_dir();
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("a certificate");
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, certified.cert.pem()).expect("cert written");
+    std::fs::write(&key, certified.key_pair.serialize_pem()).expect("key written");
+    let node = Node::start_custom(
+        dir.path(),
+        &[
+            "--tls-cert".as_ref(),
+            cert.as_os_str(),
+            "--tls-key".as_ref(),
+            key.as_os_str(),
+        ],
+        &[],
+    );
+    let address = node
+        .base
+        .strip_prefix("https://")
+        .expect("an https address");
+    // A client that trusts that certificate only.
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(certified.cert.der().clone()).expect("root");
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connected");
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    let mut tls = connector.connect(name, tcp).await.expect("a TLS handshake");
+    let request = format!(
+        "GET /v1/zones HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+        node.token
+    );
+    tls.write_all(request.as_bytes()).await.expect("sent");
+    let mut answer = String::new();
+    tls.read_to_string(&mut answer).await.expect("answer");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("\"inventories\""), "{answer}");
+    // Plain HTTP on the TLS port gets no HTTP answer.
+    let plain = reqwest::Client::new()
+        .get(format!("http://{address}/healthz"))
+        .send()
+        .await;
+    assert!(plain.is_err() || !plain.expect("answer").status().is_success());
+}
