@@ -280,6 +280,19 @@ async fn the_api_is_served_over_tls_when_given_a_certificate() {
     tls.read_to_string(&mut answer).await.expect("answer");
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.contains("\"inventories\""), "{answer}");
+    // The client, trusting that certificate (SSL_CERT_FILE, as for other programs).
+    let port = address.rsplit(':').next().expect("a port");
+    let listed = std::process::Command::new(env!("CARGO_BIN_EXE_flatstack"))
+        .args(["--endpoint", &format!("https://localhost:{port}"), "--token", &node.token])
+        .args(["zones", "list", "--output", "json"])
+        .env("SSL_CERT_FILE", &cert)
+        .output()
+        .expect("the client runs");
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
     // Plain HTTP on the TLS port gets no HTTP answer.
     let plain = reqwest::Client::new()
         .get(format!("http://{address}/healthz"))
