@@ -4,7 +4,7 @@
 use crate::AUDIT_RETENTION;
 use flatstack_header::identity::{AuditPage, AuditRecord, AuditSink, ListAudit};
 use flatstack_kernel::{Fault, Kernel, KernelRef};
-use flatstack_store::resource::{new_uuid, row, store};
+use flatstack_store::resource::{new_uuid, store};
 use serde_json::{json, Value};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
@@ -175,15 +175,37 @@ fn text<'a>(r: &'a serde_json::Map<String, Value>, key: &str) -> &'a str {
     r.get(key).and_then(Value::as_str).unwrap_or_default()
 }
 
+/// Columns of a record, in the order `write` binds them.
+const COLUMNS: &str =
+    "uuid, at, user_uuid, user_name, account_uuid, remote, method, path, status, job_uuid";
+
+/// Rows per `INSERT`: one statement per 100 records, not one per record.
+const ROWS_PER_INSERT: usize = 100;
+
 async fn write(kernel: &Kernel, batch: &[AuditRecord]) -> Result<(), Fault> {
     let mut tx = store(kernel)?.begin().await?;
-    for record in batch {
-        let mut r = match serde_json::to_value(record) {
-            Ok(Value::Object(r)) => r,
-            _ => continue,
-        };
-        r.insert("uuid".into(), json!(new_uuid()));
-        tx.insert("audit_records", &row(Value::Object(r))).await?;
+    for chunk in batch.chunks(ROWS_PER_INSERT) {
+        let mut values = Vec::with_capacity(chunk.len());
+        let mut params = Vec::with_capacity(chunk.len() * 10);
+        for record in chunk {
+            let first = params.len();
+            params.extend([
+                json!(new_uuid()),
+                json!(record.at),
+                json!(record.user_uuid),
+                json!(record.user_name),
+                json!(record.account_uuid),
+                json!(record.remote),
+                json!(record.method),
+                json!(record.path),
+                json!(record.status),
+                json!(record.job_uuid),
+            ]);
+            let marks: Vec<String> = (first + 1..=params.len()).map(|i| format!("${i}")).collect();
+            values.push(format!("({})", marks.join(", ")));
+        }
+        let sql = format!("INSERT INTO audit_records ({COLUMNS}) VALUES {}", values.join(", "));
+        tx.statement(&sql, &params).await?;
     }
     tx.commit(kernel.bus()).await?;
     Ok(())
