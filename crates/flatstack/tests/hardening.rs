@@ -283,7 +283,12 @@ async fn the_api_is_served_over_tls_when_given_a_certificate() {
     // The client, trusting that certificate (SSL_CERT_FILE, as for other programs).
     let port = address.rsplit(':').next().expect("a port");
     let listed = std::process::Command::new(env!("CARGO_BIN_EXE_flatstack"))
-        .args(["--endpoint", &format!("https://localhost:{port}"), "--token", &node.token])
+        .args([
+            "--endpoint",
+            &format!("https://localhost:{port}"),
+            "--token",
+            &node.token,
+        ])
         .args(["zones", "list", "--output", "json"])
         .env("SSL_CERT_FILE", &cert)
         .output()

@@ -22,7 +22,8 @@ pub struct InventoryList {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GetResource {}
-flatstack_kernel::request!(GetResource = "resource.get" => Inventory);
+// A read: a `GET` answers at once, never behind an operation on the resource.
+flatstack_kernel::request!(GetResource = "resource.get" => Inventory, reads);
 
 /// Lists resources; `filters` are column = value pairs the API resource allows.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]

@@ -9,9 +9,20 @@
 /// ```ignore
 /// request!(CreateZone = "zone.create" => Inventory);
 /// request!(ReserveCapacity = "host.capacity.reserve" => HostRecord, service HOST_SERVICE);
+/// // A read: answered beside the addressed resource's queue (`Message::READS_ONLY`).
+/// request!(GetResource = "resource.get" => Inventory, reads);
 /// ```
 #[macro_export]
 macro_rules! request {
+    ($ty:ty = $name:literal => $reply:ty, reads) => {
+        impl $crate::Message for $ty {
+            const NAME: &'static str = $name;
+            const READS_ONLY: bool = true;
+        }
+        impl $crate::Request for $ty {
+            type Reply = $reply;
+        }
+    };
     ($ty:ty = $name:literal => $reply:ty $(, service $service:expr)?) => {
         impl $crate::Message for $ty {
             const NAME: &'static str = $name;

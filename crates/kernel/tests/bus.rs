@@ -34,6 +34,17 @@ impl Request for Sleep {
     type Reply = ();
 }
 
+/// Reads a resource: answered beside its queue.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+struct Peek;
+impl Message for Peek {
+    const NAME: &'static str = "calc.peek";
+    const READS_ONLY: bool = true;
+}
+impl Request for Peek {
+    type Reply = ();
+}
+
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
 struct Explode;
 impl Message for Explode {
@@ -89,6 +100,7 @@ impl Plugin for CalcPlugin {
                 tokio::time::sleep(Duration::from_millis(m.ms)).await;
                 Ok(())
             })
+            .handle::<Peek, _, _>(|_, _, _| async move { Ok(()) })
             .handle::<Explode, _, _>(|_, _, _| async move {
                 if true {
                     panic!("calculator on fire");
@@ -194,6 +206,41 @@ async fn requests_for_one_resource_never_overlap_but_different_resources_do() {
     // Idle lanes retire.
     tokio::time::sleep(Duration::from_millis(20)).await;
     assert_eq!(k.bus().busy_resources(), 0);
+}
+
+#[tokio::test]
+async fn a_read_does_not_wait_behind_the_resources_queue() {
+    let (k, _) = kernel();
+    let slow = {
+        let k = k.clone();
+        tokio::spawn(async move { k.request("calc", Sleep { ms: 2000 }).resource("vm-1").await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Queued behind the sleep, a write would time out; the read answers at once, typed
+    // and as JSON.
+    let queued = k
+        .request("calc", Touch)
+        .resource("vm-1")
+        .timeout(Duration::from_millis(300))
+        .await;
+    assert_eq!(queued.unwrap_err().code, FaultCode::Timeout);
+    k.request("calc", Peek)
+        .resource("vm-1")
+        .timeout(Duration::from_millis(300))
+        .await
+        .expect("the read answers beside the queue");
+    let envelope = Envelope {
+        service: "calc".into(),
+        resource: Some("vm-1".into()),
+        message: "calc.peek".into(),
+        body: json!(null),
+        operation: None,
+    };
+    k.bus()
+        .request_json(envelope, Some(Duration::from_millis(300)))
+        .await
+        .expect("and as JSON");
+    slow.await.unwrap().unwrap();
 }
 
 #[tokio::test]

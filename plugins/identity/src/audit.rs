@@ -201,10 +201,15 @@ async fn write(kernel: &Kernel, batch: &[AuditRecord]) -> Result<(), Fault> {
                 json!(record.status),
                 json!(record.job_uuid),
             ]);
-            let marks: Vec<String> = (first + 1..=params.len()).map(|i| format!("${i}")).collect();
+            let marks: Vec<String> = (first + 1..=params.len())
+                .map(|i| format!("${i}"))
+                .collect();
             values.push(format!("({})", marks.join(", ")));
         }
-        let sql = format!("INSERT INTO audit_records ({COLUMNS}) VALUES {}", values.join(", "));
+        let sql = format!(
+            "INSERT INTO audit_records ({COLUMNS}) VALUES {}",
+            values.join(", ")
+        );
         tx.statement(&sql, &params).await?;
     }
     tx.commit(kernel.bus()).await?;

@@ -15,6 +15,10 @@ pub trait Message: Serialize + DeserializeOwned + JsonSchema + Send + 'static {
     /// The wire name, dotted and kebab-case, prefixed with the owner's kind
     /// (`vm.create`, `l3.ip.allocate`); unique among the distribution's messages.
     const NAME: &'static str;
+    /// A read: addressed to a resource, it is answered at once, beside that resource's
+    /// queue, never waiting behind an operation on it (a `GET` during a slow start). Its
+    /// handler must not change anything.
+    const READS_ONLY: bool = false;
 }
 
 /// A message answered by exactly one reply.
@@ -90,6 +94,8 @@ pub struct MessageInfo {
     reply_schema: Option<fn() -> Value>,
     /// Decodes an event from JSON and publishes it to local typed subscribers.
     pub(crate) publish_json: Option<PublishJson>,
+    /// A read, answered beside its resource's queue ([`Message::READS_ONLY`]).
+    pub reads_only: bool,
 }
 
 impl MessageInfo {
@@ -102,6 +108,7 @@ impl MessageInfo {
             schema: schema_of::<M>,
             reply_schema: Some(schema_of::<M::Reply>),
             publish_json: None,
+            reads_only: M::READS_ONLY,
         }
     }
 
@@ -118,6 +125,7 @@ impl MessageInfo {
                 bus.publish_typed(event);
                 Ok(())
             }),
+            reads_only: false,
         }
     }
 

@@ -149,7 +149,13 @@ impl Bus {
         let resource = envelope.resource.map(Arc::from);
         let operation = envelope.operation.map(Arc::from);
         let call = handler(envelope.body, self.context(resource.clone(), operation)?);
-        self.dispatch(&table.id, resource, call, timeout, &envelope.message)
+        // A read runs beside the resource's queue: it need not wait for its operations.
+        let reads_only = self
+            .messages
+            .get(&envelope.message)
+            .is_some_and(|m| m.reads_only);
+        let lane = if reads_only { None } else { resource };
+        self.dispatch(&table.id, lane, call, timeout, &envelope.message)
             .await
     }
 
@@ -443,8 +449,9 @@ impl<'a, M: Request> RequestBuilder<'a, M> {
             Box::new(self.msg),
             bus.context(resource.clone(), operation)?,
         );
+        let lane = if M::READS_ONLY { None } else { resource };
         let reply = bus
-            .dispatch(&table.id, resource, call, timeout, M::NAME)
+            .dispatch(&table.id, lane, call, timeout, M::NAME)
             .await?;
         reply
             .downcast::<M::Reply>()
