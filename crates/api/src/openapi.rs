@@ -243,7 +243,8 @@ fn one(schema: Value) -> Value {
 fn many(schema: Value) -> Value {
     json!({"type": "object", "required": ["inventories", "total"],
            "properties": {"inventories": {"type": "array", "items": schema},
-                          "total": {"type": "integer", "minimum": 0}},
+                          "total": {"type": "integer", "minimum": 0},
+                          "next": {"type": "string", "description": "The cursor of the next page; absent on the last."}},
            "additionalProperties": false})
 }
 
@@ -555,7 +556,12 @@ impl Doc {
         let uuid_param =
             json!({"name": "uuid", "in": "path", "required": true, "schema": {"type": "string"}});
         let create = self.create_body(kernel, r, types);
-        let filters: Vec<Value> = r.filters.iter().map(|f| json!({"name": f, "in": "query", "required": false, "schema": {"type": "string"}})).collect();
+        let mut filters: Vec<Value> = r.filters.iter().map(|f| json!({"name": f, "in": "query", "required": false, "schema": {"type": "string"}})).collect();
+        filters.extend([
+            json!({"name": "limit", "in": "query", "required": false, "description": "At most this many (1 to 1000, 1000 if absent).", "schema": {"type": "integer", "minimum": 1, "maximum": flatstack_store::resource::MAX_PAGE}}),
+            json!({"name": "cursor", "in": "query", "required": false, "description": "The `next` of the previous page.", "schema": {"type": "string"}}),
+            json!({"name": "sort", "in": "query", "required": false, "description": "Columns to sort by, comma-separated, `-` for descending: name, created_at (the default), updated_at, uuid or a filter's column.", "schema": {"type": "string"}}),
+        ]);
         let mut list_responses = Self::errors(&["400"]);
         list_responses.insert(
             "200".into(),

@@ -105,6 +105,7 @@ impl Plugin for Adds {
             .handle::<ListTags, _, _>(|_, _, cx| async move {
                 let tag = Inventory::from_iter([("thing".into(), json!(cx.resource_id()?))]);
                 Ok(InventoryList {
+                    next: None,
                     inventories: vec![tag],
                     total: 1,
                 })

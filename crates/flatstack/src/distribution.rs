@@ -165,6 +165,7 @@ mod tests {
             b.service(self.0, ())
                 .handle::<ListResources, _, _>(|_, _, _| async {
                     Ok(InventoryList {
+                        next: None,
                         inventories: Vec::new(),
                         total: 0,
                     })

@@ -14,8 +14,11 @@ pub type Inventory = Map<String, Value>;
 pub struct InventoryList {
     /// The resources, oldest first.
     pub inventories: Vec<Inventory>,
-    /// How many resources matched (here, all of them: lists are not paged yet).
+    /// How many resources matched, on every page.
     pub total: u64,
+    /// The cursor of the next page (`?cursor=`); absent on the last one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 /// Reads one resource; addressed to the resource's uuid.

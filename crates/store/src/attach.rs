@@ -197,6 +197,7 @@ impl Attachments {
             .list_by(self.table, &filter, &[self.target_column])
             .await?;
         Ok(InventoryList {
+            next: None,
             total: inventories.len() as u64,
             inventories,
         })

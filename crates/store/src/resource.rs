@@ -97,6 +97,41 @@ pub type Decorate = for<'t> fn(&'t mut Tx, &'t mut Inventory) -> BoxFuture<'t, R
 /// See [`ResourceTable::before_delete`].
 pub type BeforeDelete = for<'t> fn(&'t mut Tx, &'t Inventory) -> BoxFuture<'t, Result<(), Fault>>;
 
+/// The most resources one page of a list holds (and how many a list without `limit`
+/// answers).
+pub const MAX_PAGE: usize = 1000;
+
+/// A page's end as an opaque cursor: its last row's sort values, as hex of their JSON.
+fn encode_cursor(last: &Inventory, order: &[(&str, bool)]) -> String {
+    let values: Vec<&Value> = order
+        .iter()
+        .map(|(column, _)| last.get(*column).unwrap_or(&Value::Null))
+        .collect();
+    serde_json::to_string(&values)
+        .unwrap_or_default()
+        .bytes()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn decode_cursor(cursor: &Value, columns: usize) -> Result<Vec<Value>, Fault> {
+    let bad = || Fault::invalid("cursor", "not a cursor this list gave (for this sort)");
+    let text = cursor.as_str().ok_or_else(bad)?;
+    if !text.len().is_multiple_of(2) || text.len() > 8192 {
+        return Err(bad());
+    }
+    let bytes = (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2).unwrap_or("zz"), 16))
+        .collect::<Result<Vec<u8>, _>>()
+        .map_err(|_| bad())?;
+    let values: Vec<Value> = serde_json::from_slice(&bytes).map_err(|_| bad())?;
+    if values.len() != columns || values.iter().any(|v| v.is_array() || v.is_object()) {
+        return Err(bad());
+    }
+    Ok(values)
+}
+
 /// The store the distribution provided.
 pub fn store(kernel: &Kernel) -> Result<Arc<Store>, Fault> {
     kernel
@@ -372,11 +407,27 @@ impl ResourceTable {
         Ok(())
     }
 
+    /// A page of the kind's resources: `filters` (columns of `filters`), and the paging
+    /// parameters `limit` (1 to [`MAX_PAGE`], that by default), `sort` (`name,-created_at`:
+    /// columns that may be filtered on, or `name`, `created_at`, `updated_at`, `uuid`; a
+    /// `-` sorts descending; `created_at` by default; `uuid` ends every order) and
+    /// `cursor` (the previous page's `next`). `total` counts every match.
     async fn list(
         &self,
         kernel: &Kernel,
-        filters: Map<String, Value>,
+        mut filters: Map<String, Value>,
     ) -> Result<InventoryList, Fault> {
+        let limit = match filters.remove("limit") {
+            None => MAX_PAGE,
+            Some(limit) => limit
+                .as_u64()
+                .or_else(|| limit.as_str().and_then(|l| l.parse().ok()))
+                .filter(|l| (1..=MAX_PAGE as u64).contains(l))
+                .map(|l| l as usize)
+                .ok_or_else(|| Fault::invalid("limit", format!("limit is 1 to {MAX_PAGE}")))?,
+        };
+        let sort = self.sort(filters.remove("sort"))?;
+        let cursor = filters.remove("cursor");
         if let Some(bad) = filters.keys().find(|k| !self.filters.contains(&k.as_str())) {
             return Err(Fault::invalid(
                 bad,
@@ -387,15 +438,64 @@ impl ResourceTable {
                 ),
             ));
         }
+        let after = match &cursor {
+            Some(cursor) => Some(decode_cursor(cursor, sort.len())?),
+            None => None,
+        };
+        let order: Vec<(&str, bool)> = sort.iter().map(|(c, d)| (c.as_str(), *d)).collect();
         let mut tx = store(kernel)?.read().await?;
-        let mut inventories = tx.list(self.table, &filters).await?;
+        let total = tx.count(self.table, &filters).await?;
+        let mut inventories = tx
+            .page(self.table, &filters, &order, after.as_deref(), limit + 1)
+            .await?;
+        let next = if inventories.len() > limit {
+            inventories.truncate(limit);
+            inventories.last().map(|last| encode_cursor(last, &order))
+        } else {
+            None
+        };
         for inventory in &mut inventories {
             self.join(kernel, &mut tx, inventory).await?;
         }
         Ok(InventoryList {
-            total: inventories.len() as u64,
+            total,
             inventories,
+            next,
         })
+    }
+
+    /// The order `sort` asks for, `uuid` last.
+    fn sort(&self, sort: Option<Value>) -> Result<Vec<(String, bool)>, Fault> {
+        let text = match &sort {
+            None => "created_at".to_owned(),
+            Some(Value::String(text)) => text.clone(),
+            Some(other) => other.to_string(),
+        };
+        let mut order = Vec::new();
+        for term in text.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            let (column, desc) = match term.strip_prefix('-') {
+                Some(column) => (column, true),
+                None => (term, false),
+            };
+            let sortable = ["name", "created_at", "updated_at", "uuid"].contains(&column)
+                || self.filters.contains(&column);
+            if !sortable || order.iter().any(|(c, _)| c == column) {
+                return Err(Fault::invalid(
+                    "sort",
+                    format!(
+                        "{} sort by name, created_at, updated_at, uuid or {}, each once \
+                         (`-` for descending); not `{column}`",
+                        self.kind,
+                        self.filters.join(", ")
+                    ),
+                ));
+            }
+            order.push((column.to_owned(), desc));
+        }
+        if !order.iter().any(|(c, _)| c == "uuid") {
+            order.push(("uuid".to_owned(), false));
+        }
+        Ok(order)
     }
 
     async fn update(&self, cx: &MessageContext, msg: UpdateResource) -> Result<Inventory, Fault> {

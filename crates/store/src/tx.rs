@@ -383,6 +383,125 @@ impl Tx {
         self.fetch(&sql, &params, false).await
     }
 
+    /// One page of `table`'s rows matching every `column = value` of `filters`, in the
+    /// order of `sort` (each column with `true` for descending; end it with `uuid`, so that
+    /// the order is total), from just after the row whose sort values are `after`, at most
+    /// `limit`. Keyset paging: a page does not move when rows are inserted or deleted
+    /// before it, so a walk through the pages sees every row that stays once. A `NULL`
+    /// sorts as the lowest value.
+    pub async fn page(
+        &mut self,
+        table: &str,
+        filters: &Map<String, Value>,
+        sort: &[(&str, bool)],
+        after: Option<&[Value]>,
+        limit: usize,
+    ) -> Result<Vec<Map<String, Value>>, StoreError> {
+        check_ident(table)?;
+        let types = self.store.columns_of(table);
+        let mut sql = format!("SELECT * FROM {table} WHERE 1 = 1");
+        let mut params = Vec::new();
+        for (column, value) in filters {
+            check_ident(column)?;
+            let param = Param::for_column(column, value, type_of(&types, column))?;
+            if param.never_equals(type_of(&types, column)) {
+                return Ok(Vec::new());
+            }
+            params.push(param);
+            sql.push_str(&format!(" AND {column} = ${}", params.len()));
+        }
+        let mut keys = Vec::with_capacity(sort.len());
+        for (column, _) in sort {
+            check_ident(column)?;
+            keys.push(self.page_key(&types, column));
+        }
+        // A NULL in the cursor compares as the lowest value, as the keys do.
+        let after: Option<Vec<Value>> = after.map(|values| {
+            sort.iter()
+                .zip(values)
+                .map(
+                    |((column, _), value)| match (value, type_of(&types, column)) {
+                        (Value::Null, Some(ColumnType::Text)) => Value::String(String::new()),
+                        (Value::Null, _) => Value::from(i64::MIN + 1),
+                        (value, _) => value.clone(),
+                    },
+                )
+                .collect()
+        });
+        if let Some(after) = &after {
+            // (k0 > v0) OR (k0 = v0 AND k1 > v1) OR ..., `<` for a descending column.
+            let mut marks = Vec::with_capacity(sort.len());
+            for ((column, _), value) in sort.iter().zip(after) {
+                params.push(Param::for_column(column, value, type_of(&types, column))?);
+                marks.push(format!("${}", params.len()));
+            }
+            let mut alternatives = Vec::with_capacity(sort.len());
+            for i in 0..sort.len().min(marks.len()) {
+                let mut terms: Vec<String> = (0..i)
+                    .map(|j| format!("{} = {}", keys[j], marks[j]))
+                    .collect();
+                let op = if sort[i].1 { "<" } else { ">" };
+                terms.push(format!("{} {op} {}", keys[i], marks[i]));
+                alternatives.push(format!("({})", terms.join(" AND ")));
+            }
+            if !alternatives.is_empty() {
+                sql.push_str(&format!(" AND ({})", alternatives.join(" OR ")));
+            }
+        }
+        let order: Vec<String> = keys
+            .iter()
+            .zip(sort)
+            .map(|(key, (_, desc))| format!("{key} {}", if *desc { "DESC" } else { "ASC" }))
+            .collect();
+        if !order.is_empty() {
+            sql.push_str(&format!(" ORDER BY {}", order.join(", ")));
+        }
+        sql.push_str(&format!(" LIMIT {limit}"));
+        self.fetch(&sql, &params, false).await
+    }
+
+    /// How many rows of `table` match every `column = value` of `filters`.
+    pub async fn count(
+        &mut self,
+        table: &str,
+        filters: &Map<String, Value>,
+    ) -> Result<u64, StoreError> {
+        check_ident(table)?;
+        let types = self.store.columns_of(table);
+        let mut sql = format!("SELECT COUNT(*) AS n FROM {table} WHERE 1 = 1");
+        let mut params = Vec::new();
+        for (column, value) in filters {
+            check_ident(column)?;
+            let param = Param::for_column(column, value, type_of(&types, column))?;
+            if param.never_equals(type_of(&types, column)) {
+                return Ok(0);
+            }
+            params.push(param);
+            sql.push_str(&format!(" AND {column} = ${}", params.len()));
+        }
+        let rows = self.fetch(&sql, &params, true).await?;
+        Ok(rows
+            .first()
+            .and_then(|row| row.get("n"))
+            .and_then(Value::as_u64)
+            .unwrap_or(0))
+    }
+
+    /// A column as a page's sort key: `NULL` as the lowest value (so that keyset
+    /// comparisons hold), text byte by byte on both backends.
+    fn page_key(&self, types: &Option<Columns>, column: &str) -> String {
+        match type_of(types, column) {
+            Some(ColumnType::Text) => {
+                self.sort_key(types, column)
+                    .replacen(column, &format!("COALESCE({column}, '')"), 1)
+            }
+            Some(ColumnType::Integer | ColumnType::Real) => {
+                format!("COALESCE({column}, {})", i64::MIN + 1)
+            }
+            _ => column.to_owned(),
+        }
+    }
+
     /// `column` as an `ORDER BY` term that sorts text byte by byte, as SQLite does: on
     /// PostgreSQL text sorts by the database's collation otherwise (`en_US` puts `db`
     /// before `Web` and ignores punctuation), so lists would come in another order.

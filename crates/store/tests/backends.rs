@@ -579,3 +579,80 @@ fn admin_statement(admin: &str, sql: String) -> Result<(), String> {
     .join()
     .unwrap_or_else(|_| Err("the thread panicked".into()))
 }
+
+#[tokio::test]
+async fn pages_walk_ten_thousand_rows_once_each_while_rows_are_inserted_on_both() {
+    let kernel = Kernel::builder().build().expect("kernel");
+    for (store, _place) in stores().await {
+        let backend = store.backend();
+        let mut tx = store.begin().await.expect("begin");
+        for i in 0..10_000u32 {
+            // Sizes repeat and some are NULL: the order needs the uuid to be total.
+            let size = if i % 7 == 0 {
+                json!(null)
+            } else {
+                json!(i % 100)
+            };
+            let at = format!("2026-01-01T00:00:{:02}.000Z", i % 60);
+            tx.insert(
+                "things",
+                &row(
+                    json!({"uuid": format!("{i:05}"), "name": format!("thing-{i}"),
+                    "size": size, "created_at": at, "updated_at": at}),
+                ),
+            )
+            .await
+            .expect("insert");
+        }
+        tx.commit(kernel.bus()).await.expect("commit");
+        let none = serde_json::Map::new();
+        let mut extra = 0;
+        for sort in [
+            vec![("created_at", false), ("uuid", false)],
+            vec![("size", true), ("uuid", false)],
+            vec![("name", false), ("uuid", true)],
+        ] {
+            let mut seen = std::collections::BTreeSet::new();
+            let mut after: Option<Vec<Value>> = None;
+            loop {
+                let mut tx = store.read().await.expect("read");
+                let page = tx
+                    .page("things", &none, &sort, after.as_deref(), 500)
+                    .await
+                    .expect("page");
+                drop(tx);
+                if page.is_empty() {
+                    break;
+                }
+                for row in &page {
+                    let uuid = row["uuid"].as_str().expect("uuid").to_owned();
+                    assert!(
+                        seen.insert(uuid.clone()),
+                        "{backend:?} {sort:?}: {uuid} twice"
+                    );
+                }
+                let last = page.last().expect("a row");
+                after = Some(sort.iter().map(|(c, _)| last[*c].clone()).collect());
+                // Rows come and go between pages: every row that stays is seen once.
+                let mut tx = store.begin().await.expect("begin");
+                extra += 1;
+                tx.insert(
+                    "things",
+                    &row(
+                        json!({"uuid": format!("new-{extra:03}"), "name": format!("new-{extra}"),
+                        "size": 50, "created_at": "2026-01-01T00:00:30.000Z",
+                        "updated_at": "2026-01-01T00:00:30.000Z"}),
+                    ),
+                )
+                .await
+                .expect("insert");
+                tx.commit(kernel.bus()).await.expect("commit");
+            }
+            let originals = seen.iter().filter(|u| !u.starts_with("new-")).count();
+            assert_eq!(originals, 10_000, "{backend:?} {sort:?}: every row once");
+            let mut tx = store.read().await.expect("read");
+            let total = tx.count("things", &none).await.expect("count");
+            assert_eq!(total as usize, 10_000 + extra, "{backend:?}");
+        }
+    }
+}

@@ -107,6 +107,7 @@ impl Plugin for DhcpPlugin {
                 filter.insert("l3_network_uuid".into(), json!(cx.resource_id()?));
                 let inventories = tx.list_by(LEASES, &filter, &["ip"]).await?;
                 Ok(InventoryList {
+                    next: None,
                     total: inventories.len() as u64,
                     inventories,
                 })

@@ -414,6 +414,7 @@ impl Plugin for FaultInjectionPlugin {
                 }
                 let inventories = faults.list();
                 Ok(InventoryList {
+                    next: None,
                     total: inventories.len() as u64,
                     inventories,
                 })

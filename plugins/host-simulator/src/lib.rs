@@ -526,6 +526,7 @@ impl Plugin for SimulatorPlugin {
                     })
                     .collect();
                 Ok(InventoryList {
+                    next: None,
                     total: inventories.len() as u64,
                     inventories,
                 })

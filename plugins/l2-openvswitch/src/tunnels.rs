@@ -537,6 +537,7 @@ pub(crate) async fn list(kernel: &Kernel, network: &Inventory) -> Result<Invento
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(InventoryList {
+        next: None,
         total: inventories.len() as u64,
         inventories,
     })

@@ -339,6 +339,7 @@ async fn list_ranges(kernel: &Kernel, l3: &str) -> Result<InventoryList, Fault> 
     filters.insert("l3_network_uuid".into(), json!(l3));
     let inventories = tx.list("ip_ranges", &filters).await?;
     Ok(InventoryList {
+        next: None,
         total: inventories.len() as u64,
         inventories,
     })
@@ -555,6 +556,7 @@ async fn list_addresses(kernel: &Kernel, l3: &str) -> Result<InventoryList, Faul
         .map(|(_, row)| address_inventory(row, &ranges))
         .collect();
     Ok(InventoryList {
+        next: None,
         total: inventories.len() as u64,
         inventories,
     })

@@ -37,6 +37,7 @@ pub(crate) fn serve<S: Send + Sync + 'static>(service: &mut ServiceBuilder<'_, S
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(InventoryList {
+                next: None,
                 total: inventories.len() as u64,
                 inventories,
             })
