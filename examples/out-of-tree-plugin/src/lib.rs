@@ -117,7 +117,8 @@ impl Plugin for VxlanPlugin {
                 let mut filter = Inventory::new();
                 filter.insert("l2_network_uuid".into(), json!(cx.resource_id()?));
                 let inventories = tx.list(TUNNELS, &filter).await?;
-                Ok(InventoryList { next: None,
+                Ok(InventoryList {
+                    next: None,
                     total: inventories.len() as u64,
                     inventories,
                 })
