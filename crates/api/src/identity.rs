@@ -10,7 +10,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use flatstack_header::identity::{AuthMethod, Role};
-use flatstack_header::{ApiActionExtension, ApiResource};
 use flatstack_kernel::Fault;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -70,13 +69,7 @@ pub(crate) async fn permissions(State(api): State<Arc<crate::routes::Api>>) -> J
             .map(Role::as_str)
             .collect()
     };
-    let added: Vec<&ApiActionExtension> = api
-        .kernel
-        .registered::<ApiActionExtension>()
-        .into_iter()
-        .map(|(_, e)| e)
-        .collect();
-    for (_, r) in api.kernel.registered::<ApiResource>() {
+    for r in api.resources() {
         let access = format!("{:?}", r.access).to_lowercase();
         for op in [Op::Read, Op::Create, Op::Update, Op::Delete] {
             add(
@@ -85,11 +78,7 @@ pub(crate) async fn permissions(State(api): State<Arc<crate::routes::Api>>) -> J
                 roles(r.access, op),
             );
         }
-        let actions = r
-            .actions
-            .iter()
-            .chain(added.iter().filter(|e| e.path == r.path).map(|e| &e.action));
-        for action in actions {
+        for (_, action) in api.actions(r) {
             let op = Op::Action {
                 member: action.member,
             };

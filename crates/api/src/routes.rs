@@ -111,6 +111,23 @@ struct WaitQuery {
 }
 
 impl Api {
+    /// A kind's actions, each with the service that runs it: its own, then those drivers
+    /// added to it.
+    pub(crate) fn actions<'a>(&'a self, r: &'a ApiResource) -> Vec<(&'a str, &'a ApiAction)> {
+        let own = r.actions.iter().map(|a| (r.service, a));
+        let added = self
+            .extensions
+            .iter()
+            .filter(|e| e.path == r.path)
+            .map(|e| (e.service, &e.action));
+        own.chain(added).collect()
+    }
+
+    /// Every kind the API serves.
+    pub(crate) fn resources(&self) -> impl Iterator<Item = &ApiResource> {
+        self.catalogue.resources.values().map(|(_, r)| r)
+    }
+
     fn resource(&self, kind: &str) -> Result<&ApiResource, ApiError> {
         self.catalogue
             .resources
@@ -468,14 +485,7 @@ async fn action(
             "`action` (a string) is required",
         )));
     };
-    // The kind's own actions, then those drivers added to it.
-    let own = r.actions.iter().map(|a| (r.service, a));
-    let added = api
-        .extensions
-        .iter()
-        .filter(|e| e.path == r.path)
-        .map(|e| (e.service, &e.action));
-    let known: Vec<(&str, &ApiAction)> = own.chain(added).collect();
+    let known = api.actions(r);
     let Some((service, action)) = known.iter().find(|(_, a)| a.name == name) else {
         let names: Vec<&str> = known.iter().map(|(_, a)| a.name).collect();
         return Err(ApiError(Fault::invalid(

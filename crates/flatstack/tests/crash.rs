@@ -603,14 +603,8 @@ struct Request {
 
 async fn client(id: usize, shared: Arc<Shared>, cloud: Arc<Cloud>, seed: u64) {
     let mut rng = Rng(seed);
-    let mut headers = reqwest::header::HeaderMap::new();
-    let bearer = format!("Bearer {}", shared.token);
-    headers.insert(
-        reqwest::header::AUTHORIZATION,
-        bearer.parse().expect("header"),
-    );
-    let http = reqwest::Client::builder()
-        .default_headers(headers)
+    let http = flatstack::token::builder(Some(&shared.token))
+        .expect("HTTP client")
         .timeout(Duration::from_secs(30))
         .build()
         .expect("HTTP client");

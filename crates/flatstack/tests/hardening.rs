@@ -114,29 +114,6 @@ async fn hostile_text_is_refused_on_every_field_and_nothing_is_created() {
     assert_eq!(zone["inventory"]["description"], "", "nothing changed");
 }
 
-/// `method path` on a connection of its own (with the admin token): the node closes
-/// connections these tests leave idle or half used, which a pooled client would reuse.
-async fn fresh(
-    node: &Node,
-    method: reqwest::Method,
-    path: &str,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    let mut request = reqwest::Client::new()
-        .request(method, format!("{}{path}", node.base))
-        .bearer_auth(&node.token);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.expect("answer");
-    let status = response.status();
-    let text = response.text().await.expect("body");
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
-}
-
 #[tokio::test]
 async fn every_error_has_the_json_shape() {
     let dir = common::data_dir();
@@ -144,13 +121,29 @@ async fn every_error_has_the_json_shape() {
     // Too large (axum's own 413), a malformed query (400), a method the route lacks (405).
     let huge = "x".repeat(3 << 20);
     let post = reqwest::Method::POST;
-    let (status, answer) = fresh(&node, post, "/v1/zones", Some(json!({"name": huge}))).await;
+    let (status, answer) = node
+        .send_as(
+            Some(&node.token),
+            post,
+            "/v1/zones",
+            Some(json!({"name": huge})),
+        )
+        .await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(answer["error"]["code"], "invalid_argument", "{answer}");
-    let (status, answer) = fresh(&node, reqwest::Method::GET, "/v1/jobs?limit=many", None).await;
+    let (status, answer) = node
+        .send_as(
+            Some(&node.token),
+            reqwest::Method::GET,
+            "/v1/jobs?limit=many",
+            None,
+        )
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(answer["error"]["message"].is_string(), "{answer}");
-    let (status, answer) = fresh(&node, reqwest::Method::PUT, "/v1/zones", None).await;
+    let (status, answer) = node
+        .send_as(Some(&node.token), reqwest::Method::PUT, "/v1/zones", None)
+        .await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
     assert!(answer["error"]["code"].is_string(), "{answer}");
 }
@@ -209,7 +202,9 @@ async fn idle_and_half_sent_connections_do_not_take_the_node_down() {
         .expect("written");
     // The node still answers, once the idle ones it took are closed.
     let started = Instant::now();
-    let (status, _) = fresh(&node, reqwest::Method::GET, "/v1/zones", None).await;
+    let (status, _) = node
+        .send_as(Some(&node.token), reqwest::Method::GET, "/v1/zones", None)
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert!(
         started.elapsed() < Duration::from_secs(30),
@@ -228,7 +223,9 @@ async fn idle_and_half_sent_connections_do_not_take_the_node_down() {
         "{read:?}"
     );
     drop(idle);
-    let (status, _) = fresh(&node, reqwest::Method::GET, "/healthz", None).await;
+    let (status, _) = node
+        .send_as(Some(&node.token), reqwest::Method::GET, "/healthz", None)
+        .await;
     assert_eq!(status, StatusCode::OK);
 }
 

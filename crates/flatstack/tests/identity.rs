@@ -7,30 +7,8 @@ mod common;
 use common::cloud::{data_centre, vm_body};
 use common::{uuid, Node};
 use reqwest::{Method, StatusCode};
-use serde_json::{json, Value};
+use serde_json::json;
 use std::time::{Duration, Instant};
-
-/// Sends a request with `token` (none: anonymous) instead of the node's admin token.
-async fn send_as(
-    node: &Node,
-    token: Option<&str>,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    let mut request = reqwest::Client::new().request(method, format!("{}{path}", node.base));
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.expect("answer");
-    let status = response.status();
-    let text = response.text().await.expect("body");
-    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-    (status, body)
-}
 
 /// An account with a user of `role` and an API token for it: (account, user, token).
 async fn member(node: &Node, account: &str, role: &str) -> (String, String, String) {
@@ -65,7 +43,7 @@ async fn nothing_but_probes_version_and_the_document_answers_without_a_valid_tok
     let dir = common::data_dir();
     let node = Node::start(dir.path());
     for path in ["/healthz", "/readyz", "/v1/version", "/v1/openapi.json"] {
-        let (status, body) = send_as(&node, None, Method::GET, path, None).await;
+        let (status, body) = node.send_as(None, Method::GET, path, None).await;
         assert_eq!(status, StatusCode::OK, "{path}: {body}");
     }
     // Every operation of the document, and the routes it does not describe.
@@ -99,7 +77,7 @@ async fn nothing_but_probes_version_and_the_document_answers_without_a_valid_tok
             }
             let body = (method != Method::GET && method != Method::DELETE)
                 .then(|| json!({"name": "sneaky"}));
-            let (status, answer) = send_as(&node, token, method.clone(), path, body).await;
+            let (status, answer) = node.send_as(token, method.clone(), path, body).await;
             assert_eq!(
                 status,
                 StatusCode::UNAUTHORIZED,
@@ -132,14 +110,14 @@ async fn members_see_and_change_only_their_own_accounts_resources() {
     // Alice's VM is her account's, whatever the body says.
     let mut body = vm_body(&dc, "alices");
     body["account_uuid"] = json!(b);
-    let (status, created) = send_as(
-        &node,
-        Some(&alice),
-        Method::POST,
-        "/v1/vm-instances?wait=30",
-        Some(body),
-    )
-    .await;
+    let (status, created) = node
+        .send_as(
+            Some(&alice),
+            Method::POST,
+            "/v1/vm-instances?wait=30",
+            Some(body),
+        )
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
     let vm = uuid(&created["inventory"]);
     assert_eq!(created["inventory"]["account_uuid"], a.as_str());
@@ -147,8 +125,9 @@ async fn members_see_and_change_only_their_own_accounts_resources() {
     let list = |token: String| {
         let node = &node;
         async move {
-            let (status, list) =
-                send_as(node, Some(&token), Method::GET, "/v1/vm-instances", None).await;
+            let (status, list) = node
+                .send_as(Some(&token), Method::GET, "/v1/vm-instances", None)
+                .await;
             assert_eq!(status, StatusCode::OK, "{list}");
             list["total"].as_u64().expect("total")
         }
@@ -181,112 +160,113 @@ async fn members_see_and_change_only_their_own_accounts_resources() {
         ),
         (Method::DELETE, format!("{path}?wait=10"), None),
     ] {
-        let (status, answer) = send_as(&node, Some(&bob), method.clone(), &path, body).await;
+        let (status, answer) = node.send_as(Some(&bob), method.clone(), &path, body).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{method} {path}: {answer}");
     }
     // A viewer reads it but changes nothing; nobody but admins touches infrastructure.
-    let (status, _) = send_as(&node, Some(&victor), Method::GET, &path, None).await;
+    let (status, _) = node.send_as(Some(&victor), Method::GET, &path, None).await;
     assert_eq!(status, StatusCode::OK);
     let stop = json!({"action": "stop"});
     let actions = format!("{path}/actions?wait=10");
-    let (status, answer) = send_as(
-        &node,
-        Some(&victor),
-        Method::POST,
-        &actions,
-        Some(stop.clone()),
-    )
-    .await;
+    let (status, answer) = node
+        .send_as(Some(&victor), Method::POST, &actions, Some(stop.clone()))
+        .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{answer}");
     assert_eq!(answer["error"]["code"], "forbidden");
     for token in [&alice, &victor] {
-        let (status, answer) = send_as(
-            &node,
-            Some(token),
-            Method::POST,
-            "/v1/zones?wait=10",
-            Some(json!({"name": "z"})),
-        )
-        .await;
+        let (status, answer) = node
+            .send_as(
+                Some(token),
+                Method::POST,
+                "/v1/zones?wait=10",
+                Some(json!({"name": "z"})),
+            )
+            .await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{answer}");
-        let (status, _) = send_as(&node, Some(token), Method::GET, "/v1/zones", None).await;
+        let (status, _) = node
+            .send_as(Some(token), Method::GET, "/v1/zones", None)
+            .await;
         assert_eq!(status, StatusCode::OK, "infrastructure is readable");
         for admin_only in ["/v1/accounts", "/v1/users", "/v1/audit", "/v1/events"] {
-            let (status, _) = send_as(&node, Some(token), Method::GET, admin_only, None).await;
+            let (status, _) = node
+                .send_as(Some(token), Method::GET, admin_only, None)
+                .await;
             assert_eq!(status, StatusCode::FORBIDDEN, "{admin_only}");
         }
     }
     // Alice stops her own VM; its job is hers, not Bob's.
-    let (status, stopped) = send_as(
-        &node,
-        Some(&alice),
-        Method::POST,
-        &actions.replace("?wait=10", ""),
-        Some(stop),
-    )
-    .await;
+    let (status, stopped) = node
+        .send_as(
+            Some(&alice),
+            Method::POST,
+            &actions.replace("?wait=10", ""),
+            Some(stop),
+        )
+        .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{stopped}");
     let job = stopped["location"].as_str().expect("location").to_owned();
-    let (status, _) = send_as(&node, Some(&bob), Method::GET, &job, None).await;
+    let (status, _) = node.send_as(Some(&bob), Method::GET, &job, None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let (status, _) = send_as(&node, Some(&alice), Method::GET, &job, None).await;
+    let (status, _) = node.send_as(Some(&alice), Method::GET, &job, None).await;
     assert_eq!(status, StatusCode::OK);
-    let (_, jobs) = send_as(&node, Some(&bob), Method::GET, "/v1/jobs", None).await;
+    let (_, jobs) = node
+        .send_as(Some(&bob), Method::GET, "/v1/jobs", None)
+        .await;
     assert_eq!(jobs["total"], 0, "{jobs}");
 
     // Quotas count per account: Acme may hold one VM, Bravo is not limited by it.
     let quota = json!({"name": "acme", "account_uuid": a, "max_vm_num": 1, "max_cpu_num": 64,
         "max_memory_size": 64u64 << 30});
     node.create("quotas", quota).await;
-    let (status, refused) = send_as(
-        &node,
-        Some(&alice),
-        Method::POST,
-        "/v1/vm-instances?wait=30",
-        Some(vm_body(&dc, "second")),
-    )
-    .await;
+    let (status, refused) = node
+        .send_as(
+            Some(&alice),
+            Method::POST,
+            "/v1/vm-instances?wait=30",
+            Some(vm_body(&dc, "second")),
+        )
+        .await;
     assert!(status.is_client_error(), "{status} {refused}");
-    let (status, bobs) = send_as(
-        &node,
-        Some(&bob),
-        Method::POST,
-        "/v1/vm-instances?wait=30",
-        Some(vm_body(&dc, "bobs")),
-    )
-    .await;
+    let (status, bobs) = node
+        .send_as(
+            Some(&bob),
+            Method::POST,
+            "/v1/vm-instances?wait=30",
+            Some(vm_body(&dc, "bobs")),
+        )
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{bobs}");
     let bobs = uuid(&bobs["inventory"]);
 
     // A volume attaches only to a VM of its own account.
-    let (status, volume) = send_as(
-        &node,
-        Some(&alice),
-        Method::POST,
-        "/v1/volumes?wait=30",
-        Some(json!({"name": "data", "size": 1u64 << 30})),
-    )
-    .await;
+    let (status, volume) = node
+        .send_as(
+            Some(&alice),
+            Method::POST,
+            "/v1/volumes?wait=30",
+            Some(json!({"name": "data", "size": 1u64 << 30})),
+        )
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{volume}");
     let volume = uuid(&volume["inventory"]);
     let attach = format!("/v1/volumes/{volume}/actions?wait=30");
-    let (status, answer) = send_as(
-        &node,
-        Some(&alice),
-        Method::POST,
-        &attach,
-        Some(json!({"action": "attach", "vm_instance_uuid": bobs})),
-    )
-    .await;
+    let (status, answer) = node
+        .send_as(
+            Some(&alice),
+            Method::POST,
+            &attach,
+            Some(json!({"action": "attach", "vm_instance_uuid": bobs})),
+        )
+        .await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{answer}");
-    let (status, answer) = send_as(
-        &node,
-        Some(&bob),
-        Method::POST,
-        &attach,
-        Some(json!({"action": "attach", "vm_instance_uuid": bobs})),
-    )
-    .await;
+    let (status, answer) = node
+        .send_as(
+            Some(&bob),
+            Method::POST,
+            &attach,
+            Some(json!({"action": "attach", "vm_instance_uuid": bobs})),
+        )
+        .await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{answer}");
 }
 
@@ -295,11 +275,15 @@ async fn tokens_are_revoked_and_expire_and_logins_are_limited() {
     let dir = common::data_dir();
     let node = Node::start(dir.path());
     let (_, user, token) = member(&node, "acme", "member").await;
-    let (status, _) = send_as(&node, Some(&token), Method::GET, "/v1/zones", None).await;
+    let (status, _) = node
+        .send_as(Some(&token), Method::GET, "/v1/zones", None)
+        .await;
     assert_eq!(status, StatusCode::OK);
 
     // The token is shown once: lists and reads show neither it nor its hash.
-    let (_, tokens) = send_as(&node, Some(&token), Method::GET, "/v1/tokens", None).await;
+    let (_, tokens) = node
+        .send_as(Some(&token), Method::GET, "/v1/tokens", None)
+        .await;
     let mine = tokens["inventories"].as_array().expect("tokens");
     assert_eq!(mine.len(), 1, "a member sees its own tokens only: {tokens}");
     assert!(mine[0].get("token").is_none() && mine[0].get("token_hash").is_none());
@@ -310,16 +294,18 @@ async fn tokens_are_revoked_and_expire_and_logins_are_limited() {
     );
 
     // Revoked: refused at once.
-    let (status, _) = send_as(
-        &node,
-        Some(&token),
-        Method::DELETE,
-        &format!("/v1/tokens/{}", uuid(&mine[0])),
-        None,
-    )
-    .await;
+    let (status, _) = node
+        .send_as(
+            Some(&token),
+            Method::DELETE,
+            &format!("/v1/tokens/{}", uuid(&mine[0])),
+            None,
+        )
+        .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    let (status, _) = send_as(&node, Some(&token), Method::GET, "/v1/zones", None).await;
+    let (status, _) = node
+        .send_as(Some(&token), Method::GET, "/v1/zones", None)
+        .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 
     // An expiry in the past is refused; one in two seconds is honoured.
@@ -339,57 +325,58 @@ async fn tokens_are_revoked_and_expire_and_logins_are_limited() {
         .as_str()
         .expect("token")
         .to_owned();
-    let (status, _) = send_as(&node, Some(&short), Method::GET, "/v1/zones", None).await;
+    let (status, _) = node
+        .send_as(Some(&short), Method::GET, "/v1/zones", None)
+        .await;
     assert_eq!(status, StatusCode::OK);
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    let (status, _) = send_as(&node, Some(&short), Method::GET, "/v1/zones", None).await;
+    let (status, _) = node
+        .send_as(Some(&short), Method::GET, "/v1/zones", None)
+        .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "expired");
 
     // A login answers a session token; wrong passwords are limited per name.
     let login = |password: &str| json!({"name": "acme-member", "password": password});
-    let (status, session) = send_as(
-        &node,
-        None,
-        Method::POST,
-        "/v1/sessions",
-        Some(login("correct horse battery")),
-    )
-    .await;
+    let (status, session) = node
+        .send_as(
+            None,
+            Method::POST,
+            "/v1/sessions",
+            Some(login("correct horse battery")),
+        )
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{session}");
     let session = session["inventory"]["token"]
         .as_str()
         .expect("token")
         .to_owned();
-    let (status, _) = send_as(&node, Some(&session), Method::GET, "/v1/vm-instances", None).await;
+    let (status, _) = node
+        .send_as(Some(&session), Method::GET, "/v1/vm-instances", None)
+        .await;
     assert_eq!(status, StatusCode::OK);
     for _ in 0..5 {
-        let (status, _) = send_as(
-            &node,
+        let (status, _) = node
+            .send_as(None, Method::POST, "/v1/sessions", Some(login("wrong")))
+            .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    let (status, answer) = node
+        .send_as(
             None,
             Method::POST,
             "/v1/sessions",
-            Some(login("wrong")),
+            Some(login("correct horse battery")),
         )
         .await;
-        assert_eq!(status, StatusCode::UNAUTHORIZED);
-    }
-    let (status, answer) = send_as(
-        &node,
-        None,
-        Method::POST,
-        "/v1/sessions",
-        Some(login("correct horse battery")),
-    )
-    .await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{answer}");
-    let (status, _) = send_as(
-        &node,
-        None,
-        Method::POST,
-        "/v1/sessions",
-        Some(json!({"name": "nobody", "password": "whatever-it-is"})),
-    )
-    .await;
+    let (status, _) = node
+        .send_as(
+            None,
+            Method::POST,
+            "/v1/sessions",
+            Some(json!({"name": "nobody", "password": "whatever-it-is"})),
+        )
+        .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     // A password too short is refused at the user's create, naming the field.
     let (status, answer) = node
@@ -412,16 +399,18 @@ async fn every_mutating_request_is_audited_and_only_admins_read_it() {
         .post("/v1/zones?wait=10", json!({"name": "audited"}))
         .await;
     assert_eq!(status, StatusCode::CREATED);
-    let (status, _) = send_as(
-        &node,
-        Some(&token),
-        Method::POST,
-        "/v1/zones",
-        Some(json!({"name": "no"})),
-    )
-    .await;
+    let (status, _) = node
+        .send_as(
+            Some(&token),
+            Method::POST,
+            "/v1/zones",
+            Some(json!({"name": "no"})),
+        )
+        .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    let (status, _) = send_as(&node, None, Method::DELETE, "/v1/zones/x", None).await;
+    let (status, _) = node
+        .send_as(None, Method::DELETE, "/v1/zones/x", None)
+        .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 
     // Written in batches: within a moment.
@@ -465,7 +454,9 @@ async fn every_mutating_request_is_audited_and_only_admins_read_it() {
         .all(|r| r["user_uuid"] == user.as_str()));
     let (status, _) = node.get("/v1/audit?cursor=zz").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    let (status, _) = send_as(&node, Some(&token), Method::GET, "/v1/audit", None).await;
+    let (status, _) = node
+        .send_as(Some(&token), Method::GET, "/v1/audit", None)
+        .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 }
 

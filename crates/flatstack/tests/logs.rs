@@ -34,9 +34,9 @@ fn logged(args: &[&str]) -> String {
         .to_owned();
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
-        let token = std::fs::read_to_string(dir.path().join("data").join("admin.token"))
-            .expect("the admin token");
-        let http = flatstack::token::client(Some(token.trim())).expect("client");
+        let token =
+            flatstack::token::admin_token(&dir.path().join("data")).expect("the admin token");
+        let http = flatstack::token::client(Some(&token)).expect("client");
         let created = http
             .post(format!("{base}/v1/zones?wait=10"))
             .json(&serde_json::json!({"name": "logged"}))

@@ -101,8 +101,9 @@ pub type BeforeDelete = for<'t> fn(&'t mut Tx, &'t Inventory) -> BoxFuture<'t, R
 /// answers).
 pub const MAX_PAGE: usize = 1000;
 
-/// A page's end as an opaque cursor: its last row's sort values, as hex of their JSON.
-fn encode_cursor(last: &Inventory, order: &[(&str, bool)]) -> String {
+/// A page's end as an opaque cursor: its last row's values of the `order` columns, as hex
+/// of their JSON. (Lists here and the audit trail, which pages its own table.)
+pub fn encode_cursor(last: &Inventory, order: &[(&str, bool)]) -> String {
     let values: Vec<&Value> = order
         .iter()
         .map(|(column, _)| last.get(*column).unwrap_or(&Value::Null))
@@ -114,7 +115,9 @@ fn encode_cursor(last: &Inventory, order: &[(&str, bool)]) -> String {
         .collect()
 }
 
-fn decode_cursor(cursor: &Value, columns: usize) -> Result<Vec<Value>, Fault> {
+/// The values an [`encode_cursor`] cursor of `columns` columns holds; a `400` naming
+/// `cursor` for anything else.
+pub fn decode_cursor(cursor: &Value, columns: usize) -> Result<Vec<Value>, Fault> {
     let bad = || Fault::invalid("cursor", "not a cursor this list gave (for this sort)");
     let text = cursor.as_str().ok_or_else(bad)?;
     if !text.len().is_multiple_of(2) || text.len() > 8192 {

@@ -74,6 +74,28 @@ fn type_of(columns: &Option<Columns>, column: &str) -> Option<ColumnType> {
     columns.as_ref()?.get(column).copied()
 }
 
+/// Appends ` WHERE 1 = 1 AND column = $n ...` for `filters` to `sql`, and the parameters,
+/// each bound as its column's type; `None` when a value can never equal its column (no
+/// row matches). Lists, pages and counts filter alike.
+fn equalities<'v>(
+    types: &Option<Columns>,
+    filters: &'v Map<String, Value>,
+    sql: &mut String,
+) -> Result<Option<Vec<Param<'v>>>, StoreError> {
+    sql.push_str(" WHERE 1 = 1");
+    let mut params = Vec::with_capacity(filters.len());
+    for (column, value) in filters {
+        check_ident(column)?;
+        let param = Param::for_column(column, value, type_of(types, column))?;
+        if param.never_equals(type_of(types, column)) {
+            return Ok(None);
+        }
+        params.push(param);
+        sql.push_str(&format!(" AND {column} = ${}", params.len()));
+    }
+    Ok(Some(params))
+}
+
 /// Now, as RFC 3339 in UTC with milliseconds: sortable as text on every backend.
 pub fn now() -> String {
     timestamp(time::OffsetDateTime::now_utc())
@@ -362,17 +384,9 @@ impl Tx {
         check_ident(table)?;
         let types = self.store.columns_of(table);
         let mut sql = format!("SELECT * FROM {table}");
-        let mut params = Vec::with_capacity(filters.len());
-        for (i, (column, value)) in filters.iter().enumerate() {
-            check_ident(column)?;
-            sql.push_str(if i == 0 { " WHERE " } else { " AND " });
-            sql.push_str(&format!("{column} = ${}", i + 1));
-            let param = Param::for_column(column, value, type_of(&types, column))?;
-            if param.never_equals(type_of(&types, column)) {
-                return Ok(Vec::new());
-            }
-            params.push(param);
-        }
+        let Some(params) = equalities(&types, filters, &mut sql)? else {
+            return Ok(Vec::new());
+        };
         sql.push_str(" ORDER BY ");
         sql.push_str(&self.sort_key(&types, "created_at"));
         for column in order {
@@ -399,17 +413,10 @@ impl Tx {
     ) -> Result<Vec<Map<String, Value>>, StoreError> {
         check_ident(table)?;
         let types = self.store.columns_of(table);
-        let mut sql = format!("SELECT * FROM {table} WHERE 1 = 1");
-        let mut params = Vec::new();
-        for (column, value) in filters {
-            check_ident(column)?;
-            let param = Param::for_column(column, value, type_of(&types, column))?;
-            if param.never_equals(type_of(&types, column)) {
-                return Ok(Vec::new());
-            }
-            params.push(param);
-            sql.push_str(&format!(" AND {column} = ${}", params.len()));
-        }
+        let mut sql = format!("SELECT * FROM {table}");
+        let Some(mut params) = equalities(&types, filters, &mut sql)? else {
+            return Ok(Vec::new());
+        };
         let mut keys = Vec::with_capacity(sort.len());
         for (column, _) in sort {
             check_ident(column)?;
@@ -468,17 +475,10 @@ impl Tx {
     ) -> Result<u64, StoreError> {
         check_ident(table)?;
         let types = self.store.columns_of(table);
-        let mut sql = format!("SELECT COUNT(*) AS n FROM {table} WHERE 1 = 1");
-        let mut params = Vec::new();
-        for (column, value) in filters {
-            check_ident(column)?;
-            let param = Param::for_column(column, value, type_of(&types, column))?;
-            if param.never_equals(type_of(&types, column)) {
-                return Ok(0);
-            }
-            params.push(param);
-            sql.push_str(&format!(" AND {column} = ${}", params.len()));
-        }
+        let mut sql = format!("SELECT COUNT(*) AS n FROM {table}");
+        let Some(params) = equalities(&types, filters, &mut sql)? else {
+            return Ok(0);
+        };
         let rows = self.fetch(&sql, &params, true).await?;
         Ok(rows
             .first()

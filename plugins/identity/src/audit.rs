@@ -4,7 +4,7 @@
 use crate::AUDIT_RETENTION;
 use flatstack_header::identity::{AuditPage, AuditRecord, AuditSink, ListAudit};
 use flatstack_kernel::{Fault, Kernel, KernelRef};
-use flatstack_store::resource::{new_uuid, store};
+use flatstack_store::resource::{decode_cursor, encode_cursor, new_uuid, store};
 use serde_json::{json, Value};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
@@ -18,6 +18,9 @@ const LINGER: Duration = Duration::from_millis(100);
 /// The most records held while the store cannot take them; older ones are dropped (and
 /// the loss logged) past that.
 const MAX_PENDING: usize = 100_000;
+
+/// The order of a page, newest first, as its cursor holds it.
+const ORDER: [(&str, bool); 2] = [("at", true), ("uuid", true)];
 
 /// The most records a page holds.
 const MAX_PAGE: u32 = 1000;
@@ -130,11 +133,15 @@ impl Audit {
             .unwrap_or_default();
         let mut page_conditions = filtered;
         if let Some(cursor) = &q.cursor {
-            let (at, uuid) = decode_cursor(cursor)?;
-            params.push(json!(at));
-            let a = params.len();
-            params.push(json!(uuid));
-            let u = params.len();
+            let after = decode_cursor(&json!(cursor), ORDER.len())?;
+            // A time and a record's uuid, as this list gave them.
+            let ours = matches!(after.as_slice(), [Value::String(_), Value::String(uuid)]
+                if uuid.bytes().all(|b| b.is_ascii_hexdigit()));
+            if !ours {
+                return Err(Fault::invalid("cursor", "not a cursor this list gave"));
+            }
+            params.extend(after);
+            let (a, u) = (params.len() - 1, params.len());
             page_conditions =
                 format!("{page_conditions} AND (at < ${a} OR (at = ${a} AND uuid < ${u}))");
         }
@@ -152,7 +159,7 @@ impl Audit {
         let more = rows.len() > limit as usize;
         let rows: Vec<_> = rows.into_iter().take(limit as usize).collect();
         let next = match (more, rows.last()) {
-            (true, Some(last)) => Some(encode_cursor(text(last, "at"), text(last, "uuid"))),
+            (true, Some(last)) => Some(encode_cursor(last, &ORDER)),
             _ => None,
         };
         let inventories = rows
@@ -169,10 +176,6 @@ impl Audit {
             next,
         })
     }
-}
-
-fn text<'a>(r: &'a serde_json::Map<String, Value>, key: &str) -> &'a str {
-    r.get(key).and_then(Value::as_str).unwrap_or_default()
 }
 
 /// Columns of a record, in the order `write` binds them.
@@ -230,30 +233,4 @@ async fn prune(kernel: &Kernel) -> Result<(), Fault> {
         tracing::info!(removed, "audit records past the retention window removed");
     }
     Ok(())
-}
-
-/// A page's end as an opaque cursor: the last record's time and uuid, in hex.
-fn encode_cursor(at: &str, uuid: &str) -> String {
-    format!("{at}|{uuid}")
-        .bytes()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-fn decode_cursor(cursor: &str) -> Result<(String, String), Fault> {
-    let bad = || Fault::invalid("cursor", "not a cursor this list gave");
-    if !cursor.len().is_multiple_of(2) || cursor.len() > 512 {
-        return Err(bad());
-    }
-    let bytes = (0..cursor.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(cursor.get(i..i + 2).unwrap_or("zz"), 16))
-        .collect::<Result<Vec<u8>, _>>()
-        .map_err(|_| bad())?;
-    let text = String::from_utf8(bytes).map_err(|_| bad())?;
-    let (at, uuid) = text.split_once('|').ok_or_else(bad)?;
-    if !uuid.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(bad());
-    }
-    Ok((at.to_owned(), uuid.to_owned()))
 }

@@ -9,7 +9,7 @@ use argon2::Argon2;
 use flatstack_header::identity::{Authenticator, Caller, CreateToken, Role, Session};
 use flatstack_header::Inventory;
 use flatstack_kernel::{async_trait, Fault, Kernel, KernelRef};
-use flatstack_store::resource::{row, store};
+use flatstack_store::resource::{row, store, text};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -156,12 +156,7 @@ impl Authenticator for Tokens {
             self.failed(name);
             return Err(Fault::unauthenticated("wrong user name or password"));
         };
-        let text = |key: &str| {
-            user.get(key)
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned()
-        };
+        let text = |key: &str| text(&user, key).to_owned();
         let ttl = kernel.config().get(&SESSION_TTL);
         let expires = OffsetDateTime::now_utc() + Duration::from_secs(ttl);
         let issued = issue(
@@ -217,13 +212,7 @@ pub(crate) async fn lookup(
     let Some(found) = rows.into_iter().next() else {
         return Ok(None);
     };
-    let text = |key: &str| {
-        found
-            .get(key)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned()
-    };
+    let text = |key: &str| text(&found, key).to_owned();
     let role = Role::parse(&text("role"))
         .ok_or_else(|| Fault::internal(format!("user {} has no known role", text("user_uuid"))))?;
     let expires_at = match found.get("expires_at").and_then(Value::as_str) {

@@ -266,22 +266,12 @@ impl Node {
             .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
             .to_owned();
         // Written before the node printed its address.
-        let token = std::fs::read_to_string(data_dir.join("admin.token"))
-            .expect("the node wrote its admin token")
-            .trim()
-            .to_owned();
-        let mut headers = reqwest::header::HeaderMap::new();
-        headers.insert(
-            reqwest::header::AUTHORIZATION,
-            format!("Bearer {token}").parse().expect("a header value"),
-        );
+        let token =
+            flatstack::token::admin_token(data_dir).expect("the node wrote its admin token");
         Node {
             child,
             base,
-            http: Client::builder()
-                .default_headers(headers)
-                .build()
-                .expect("HTTP client"),
+            http: flatstack::token::client(Some(&token)).expect("HTTP client"),
             token,
             _data_dir: None,
         }
@@ -335,6 +325,31 @@ impl Node {
             serde_json::from_str(&text).expect("JSON body")
         };
         (status, value)
+    }
+
+    /// Sends `method path` with `body` on a connection of its own, with `token` (none:
+    /// anonymous) instead of the pooled client's admin token: for other users, and for
+    /// requests after the node closed connections a pooled client would reuse. A body
+    /// that is not JSON comes back as a string.
+    pub async fn send_as(
+        &self,
+        token: Option<&str>,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = Client::new().request(method, format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("answer");
+        let status = response.status();
+        let text = response.text().await.expect("body");
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, body)
     }
 
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {
