@@ -24,6 +24,9 @@ pub struct Journal {
     /// PostgreSQL: a statement of the transaction in progress failed, which aborts it
     /// there; its `COMMIT` commits nothing, so it is not kept.
     failed: bool,
+    /// The store's commit count when it began, and how many it counted until taken.
+    counted_from: u64,
+    counted: u64,
 }
 
 struct Statement {
@@ -35,13 +38,28 @@ struct Statement {
 }
 
 impl Journal {
-    pub(crate) fn new(backend: Backend) -> Journal {
+    /// A journal begun when the store had counted `commits` commits.
+    pub(crate) fn new(backend: Backend, commits: u64) -> Journal {
         Journal {
             backend,
             committed: Vec::new(),
             open: Vec::new(),
             failed: false,
+            counted_from: commits,
+            counted: 0,
         }
+    }
+
+    /// Ends it when the store had counted `commits` commits.
+    pub(crate) fn taken(mut self, commits: u64) -> Journal {
+        self.counted = commits - self.counted_from;
+        self
+    }
+
+    /// How many commits the store counted while it was kept (read with the writer held at
+    /// both ends, so no commit falls between the count and the journal).
+    pub fn commits(&self) -> u64 {
+        self.counted
     }
 
     /// The backend whose transactions it recorded, and on which it replays.

@@ -622,10 +622,14 @@ impl Store {
     /// transactions ([`Store::read`]) commit nothing and are not recorded.
     pub async fn keep_journal(&self) -> Result<(), StoreError> {
         match self.backend {
-            Backend::Sqlite => self.sqlite_writer("a journal").await?.keep_journal(),
+            // The count is read with the writer (or the turn) held, as commits count it.
+            Backend::Sqlite => {
+                let mut writer = self.sqlite_writer("a journal").await?;
+                writer.keep_journal(self.commits());
+            }
             Backend::Postgres => {
                 if let Some(mut turn) = self.postgres_turn().await? {
-                    turn.journal = Some(Journal::new(Backend::Postgres));
+                    turn.journal = Some(Journal::new(Backend::Postgres, self.commits()));
                 }
             }
         }
@@ -635,11 +639,14 @@ impl Store {
     /// The journal kept since [`Store::keep_journal`], if any; stops keeping it.
     pub async fn take_journal(&self) -> Result<Option<Journal>, StoreError> {
         Ok(match self.backend {
-            Backend::Sqlite => self.sqlite_writer("a journal").await?.take_journal(),
+            Backend::Sqlite => {
+                let mut writer = self.sqlite_writer("a journal").await?;
+                writer.take_journal(self.commits())
+            }
             Backend::Postgres => self
                 .postgres_turn()
                 .await?
-                .and_then(|mut turn| turn.journal.take()),
+                .and_then(|mut turn| turn.journal.take().map(|j| j.taken(self.commits()))),
         })
     }
 

@@ -115,12 +115,12 @@ impl Writer {
         Ok(())
     }
 
-    pub(crate) fn keep_journal(&mut self) {
-        self.journal = Some(Journal::new(Backend::Sqlite));
+    pub(crate) fn keep_journal(&mut self, commits: u64) {
+        self.journal = Some(Journal::new(Backend::Sqlite, commits));
     }
 
-    pub(crate) fn take_journal(&mut self) -> Option<Journal> {
-        self.journal.take()
+    pub(crate) fn take_journal(&mut self, commits: u64) -> Option<Journal> {
+        self.journal.take().map(|journal| journal.taken(commits))
     }
 }
 

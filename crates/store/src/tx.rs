@@ -771,7 +771,12 @@ impl Tx {
         let handed_over = matches!(self.tx, Conn::Sqlite(_));
         match self.tx {
             // If COMMIT fails, dropping the connection rolls the transaction back.
-            Conn::Sqlite(mut writer) => writer.0.commit()?,
+            // Counted while the writer is still held: a journal taken meanwhile (which
+            // waits for the writer) agrees with the count.
+            Conn::Sqlite(mut writer) => {
+                writer.0.commit()?;
+                self.store.count_commit();
+            }
             // Nothing to commit: ending it is releasing the connection.
             Conn::SqliteRead(_) => return Ok(()),
             // The turn goes once the transaction has ended (and the journal has it).
@@ -780,9 +785,9 @@ impl Tx {
                 if let Some(journal) = turn.as_deref_mut().and_then(|turn| turn.journal.as_mut()) {
                     journal.commit();
                 }
+                self.store.count_commit();
             }
         }
-        self.store.count_commit();
         if !self.publish.is_empty() {
             self.store.count_events_committed();
         }
