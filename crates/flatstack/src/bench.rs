@@ -405,6 +405,8 @@ struct Creates {
     /// Every request's latency, sorted.
     latencies: Vec<Duration>,
     commits: u64,
+    /// Commits of the database itself (SQLite commits transactions in groups).
+    database_commits: u64,
     transactions: u64,
 }
 
@@ -431,6 +433,7 @@ async fn create(
 
     store.keep_journal().await?;
     let transactions = store.transactions();
+    let database_commits = store.database_commits();
     let cpu = cpu_time::ProcessTime::try_now().context("reading the process's CPU time")?;
     let started = Instant::now();
     let outcomes: Vec<(Duration, Result<(), String>)> = stream::iter(0..options.count)
@@ -448,6 +451,7 @@ async fn create(
         .try_elapsed()
         .context("reading the process's CPU time")?;
     let transactions = store.transactions() - transactions;
+    let database_commits = store.database_commits() - database_commits;
 
     let mut latencies = Vec::with_capacity(outcomes.len());
     let (mut succeeded, mut failed, mut first_error) = (0, 0, None);
@@ -479,6 +483,7 @@ async fn create(
         cpu,
         latencies,
         commits,
+        database_commits,
         transactions,
     };
     Ok((creates, journal))
@@ -715,6 +720,11 @@ impl Report {
         );
         println!("commits: {}", creates.commits);
         println!("commits per create: {:.2}", creates.commits as f64 / count);
+        println!(
+            "database commits: {} ({:.1} transactions a commit)",
+            creates.database_commits,
+            creates.commits as f64 / creates.database_commits.max(1) as f64
+        );
         println!(
             "transactions per create (with read-only): {:.2}",
             creates.transactions as f64 / count

@@ -305,6 +305,26 @@ impl StoreError {
         StoreError(Repr::Io(message.into()))
     }
 
+    /// The same failure again, for each of the transactions of a group commit that failed
+    /// (SQLite's own errors keep their code, and so their kind; others keep their text).
+    pub(crate) fn duplicate(&self) -> StoreError {
+        match &self.0 {
+            Repr::Sqlite(rusqlite::Error::SqliteFailure(code, message)) => StoreError(
+                Repr::Sqlite(rusqlite::Error::SqliteFailure(*code, message.clone())),
+            ),
+            _ => StoreError::io(self.to_string()),
+        }
+    }
+
+    /// A transaction rolled back because it held SQLite's writer without running a
+    /// statement while a group commit waited for it (see `sqlite::Writer`): busy.
+    pub(crate) fn aborted() -> StoreError {
+        StoreError(Repr::Sqlite(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+            Some("the transaction held the writer, idle, while others waited: rolled back".into()),
+        )))
+    }
+
     /// A write in a read-only transaction.
     pub(crate) fn read_only(sql: &str) -> StoreError {
         StoreError(Repr::ReadOnly(sql.to_owned()))

@@ -449,13 +449,14 @@ impl Store {
     ) -> Result<Vec<u64>, StoreError> {
         match self.backend {
             Backend::Sqlite => {
-                let mut writer = self.sqlite_writer("the event log").await?;
+                let turn = self.sqlite_writer("the event log").await?;
+                let mut writer = turn.lock();
                 writer.begin()?;
                 let done = statements
                     .iter()
                     .map(|(sql, params)| writer.execute(sql, params))
                     .collect::<Result<Vec<_>, _>>()
-                    .and_then(|done| writer.commit().map(|()| done));
+                    .and_then(|done| writer.commit().map(|_| done));
                 if done.is_err() {
                     writer.rollback();
                 }

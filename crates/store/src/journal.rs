@@ -21,6 +21,9 @@ pub struct Journal {
     committed: Vec<Vec<Statement>>,
     /// The statements of the transaction in progress, kept if it commits.
     open: Vec<Statement>,
+    /// SQLite: transactions committed into the group commit in progress, kept if it
+    /// commits (see `sqlite::Writer`).
+    grouped: Vec<Vec<Statement>>,
     /// PostgreSQL: a statement of the transaction in progress failed, which aborts it
     /// there; its `COMMIT` commits nothing, so it is not kept.
     failed: bool,
@@ -44,6 +47,7 @@ impl Journal {
             backend,
             committed: Vec::new(),
             open: Vec::new(),
+            grouped: Vec::new(),
             failed: false,
             counted_from: commits,
             counted: 0,
@@ -76,6 +80,20 @@ impl Journal {
         let open = std::mem::take(&mut self.open);
         if !self.failed {
             self.committed.push(open);
+        }
+    }
+
+    /// SQLite: the transaction in progress joined the group commit in progress.
+    pub(crate) fn group(&mut self) {
+        let open = std::mem::take(&mut self.open);
+        self.grouped.push(open);
+    }
+
+    /// SQLite: the group commit in progress committed (`true`) or rolled back.
+    pub(crate) fn settle_group(&mut self, committed: bool) {
+        let grouped = std::mem::take(&mut self.grouped);
+        if committed {
+            self.committed.extend(grouped);
         }
     }
 

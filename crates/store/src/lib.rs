@@ -44,7 +44,7 @@ use sqlx::{AnyPool, Row};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 /// The database a [`Store`] runs on.
@@ -151,7 +151,7 @@ pub struct Store {
     /// connection's own thread for every statement, `BEGIN` and `COMMIT` (see
     /// docs/performance.md). The pool serves the rest (migrations, [`Store::count`],
     /// [`Store::pool`]).
-    writer: Option<Arc<tokio::sync::Mutex<sqlite::Writer>>>,
+    writer: Option<sqlite::WriterSlot>,
     /// SQLite: connections for [`Store::read`], which read beside the writer.
     readers: Option<Arc<sqlite::Readers>>,
     /// PostgreSQL: this node's turn to write. Write transactions wait for it before they
@@ -170,6 +170,9 @@ pub struct Store {
     /// Transactions begun and committed through [`Tx`] (see [`Store::transactions`]).
     begun: AtomicU64,
     commits: AtomicU64,
+    database_commits: AtomicU64,
+    /// SQLite: transactions waiting for the writer (see [`Store::writers_waiting`]).
+    writers_waiting: AtomicUsize,
     /// The operation journal's writes, committed in groups (`operation.rs`).
     journal_writes: std::sync::OnceLock<operation::JournalWrites>,
     /// Bumped when a transaction that emitted events commits ([`Store::events_committed`]).
@@ -214,7 +217,7 @@ impl Store {
                 let options = SqliteConnectOptions::from_str(url).db()?;
                 let writer = sqlite::Writer::open(options.get_filename())?;
                 (
-                    Some(Arc::new(tokio::sync::Mutex::new(writer))),
+                    Some(sqlite::WriterSlot::new(writer)),
                     Some(sqlite::Readers::new(options.get_filename())),
                 )
             }
@@ -234,6 +237,8 @@ impl Store {
             columns: RwLock::default(),
             begun: AtomicU64::new(0),
             commits: AtomicU64::new(0),
+            database_commits: AtomicU64::new(0),
+            writers_waiting: AtomicUsize::new(0),
             journal_writes: std::sync::OnceLock::new(),
             events_committed: tokio::sync::watch::Sender::new(0),
         }))
@@ -525,16 +530,85 @@ impl Store {
     }
 
     /// SQLite's transaction connection, once the previous [`Tx`] is done with it.
-    pub(crate) async fn writer(
-        &self,
-    ) -> Result<Option<tokio::sync::OwnedMutexGuard<sqlite::Writer>>, StoreError> {
-        let Some(writer) = &self.writer else {
+    pub(crate) async fn writer(&self) -> Result<Option<sqlite::Turn>, StoreError> {
+        let Some(slot) = &self.writer else {
             return Ok(None);
         };
-        tokio::time::timeout(BEGIN_TIMEOUT, writer.clone().lock_owned())
+        // Counted while waiting: a transaction that commits meanwhile leaves its group
+        // open for this one (see `sqlite::Writer`). Uncounted however the wait ends.
+        struct Waiting<'a>(&'a AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        self.writers_waiting.fetch_add(1, Ordering::Relaxed);
+        let _waiting = Waiting(&self.writers_waiting);
+        tokio::time::timeout(BEGIN_TIMEOUT, slot.turn.clone().lock_owned())
             .await
-            .map(Some)
+            .map(|turn| Some(sqlite::Turn::new(turn, slot.clone())))
             .map_err(|_| StoreError::pool_timed_out())
+    }
+
+    /// SQLite: transactions waiting to begin on the writer.
+    pub(crate) fn writers_waiting(&self) -> usize {
+        self.writers_waiting.load(Ordering::Relaxed)
+    }
+
+    /// SQLite: waits until the group commit numbered `number`, which the caller's
+    /// transaction joined, has settled, committing it if the writer comes first to the
+    /// caller (so a group never waits for a transaction that does not come).
+    pub(crate) async fn settle_group(
+        &self,
+        slot: sqlite::WriterSlot,
+        number: u64,
+        mut settled: sqlite::Settled,
+    ) -> Result<(), StoreError> {
+        let outcome = |settled: &Option<Result<(), StoreError>>| match settled {
+            Some(Ok(())) => Ok(()),
+            Some(Err(e)) => Err(e.duplicate()),
+            None => Err(StoreError::io("a group commit was abandoned")),
+        };
+        let turn = slot.turn.clone().lock_owned();
+        tokio::pin!(turn);
+        let turn = loop {
+            tokio::select! {
+                biased;
+                done = settled.wait_for(Option::is_some) => {
+                    return match done {
+                        Ok(done) => outcome(&done),
+                        Err(_) => Err(StoreError::io("a group commit was abandoned")),
+                    };
+                }
+                turn = &mut turn => break Some(turn),
+                () = tokio::time::sleep(sqlite::STALLED) => {
+                    // The holder may be waiting for this member: if it has run no
+                    // statement for that long, it is rolled back (see `sqlite::Writer`).
+                    let stalled = slot.lock().stalled_for().is_some_and(|idle| idle >= sqlite::STALLED);
+                    if stalled {
+                        break None;
+                    }
+                }
+            }
+        };
+        let mut writer = slot.lock();
+        if writer.group().is_some_and(|(current, _)| current == number) {
+            if turn.is_none() {
+                tracing::warn!(
+                    "a transaction held the writer without running a statement while a group \
+                     commit waited for it: rolled back (a task holding a Tx while awaiting \
+                     another's commit?)"
+                );
+                writer.rollback();
+            }
+            let committed = writer.flush()?;
+            self.count_commits(committed);
+            return Ok(());
+        }
+        drop(writer);
+        drop(turn);
+        let done = settled.borrow();
+        outcome(&done)
     }
 
     /// PostgreSQL: a write transaction, begun once this node's previous one is done, with
@@ -601,19 +675,24 @@ impl Store {
     }
 
     /// SQLite's transaction connection, or an error naming `what` needs it.
-    async fn sqlite_writer(
-        &self,
-        what: &str,
-    ) -> Result<tokio::sync::OwnedMutexGuard<sqlite::Writer>, StoreError> {
-        self.writer()
+    async fn sqlite_writer(&self, what: &str) -> Result<sqlite::Turn, StoreError> {
+        let turn = self
+            .writer()
             .await?
-            .ok_or_else(|| StoreError::io(format!("{what} is for SQLite stores only")))
+            .ok_or_else(|| StoreError::io(format!("{what} is for SQLite stores only")))?;
+        // Whatever follows runs outside any transaction: the group commit ends first.
+        let committed = turn.lock().flush()?;
+        self.count_commits(committed);
+        Ok(turn)
     }
 
     /// Copies the database into a new SQLite file at `path`, between transactions
     /// (`VACUUM INTO`): e.g. the starting point on which to replay a [`Journal`].
     pub async fn snapshot(&self, path: &Path) -> Result<(), StoreError> {
-        self.sqlite_writer("a snapshot").await?.snapshot(path)
+        self.sqlite_writer("a snapshot")
+            .await?
+            .lock()
+            .snapshot(path)
     }
 
     /// From now on, records what every committed write transaction executes, until
@@ -624,8 +703,8 @@ impl Store {
         match self.backend {
             // The count is read with the writer (or the turn) held, as commits count it.
             Backend::Sqlite => {
-                let mut writer = self.sqlite_writer("a journal").await?;
-                writer.keep_journal(self.commits());
+                let turn = self.sqlite_writer("a journal").await?;
+                turn.lock().keep_journal(self.commits());
             }
             Backend::Postgres => {
                 if let Some(mut turn) = self.postgres_turn().await? {
@@ -640,8 +719,9 @@ impl Store {
     pub async fn take_journal(&self) -> Result<Option<Journal>, StoreError> {
         Ok(match self.backend {
             Backend::Sqlite => {
-                let mut writer = self.sqlite_writer("a journal").await?;
-                writer.take_journal(self.commits())
+                let turn = self.sqlite_writer("a journal").await?;
+                let journal = turn.lock().take_journal(self.commits());
+                journal
             }
             Backend::Postgres => self
                 .postgres_turn()
@@ -654,8 +734,19 @@ impl Store {
         self.begun.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(crate) fn count_commit(&self) {
-        self.commits.fetch_add(1, Ordering::Relaxed);
+    /// `committed` transactions committed by one commit of the database (a group commit
+    /// on SQLite, one transaction on PostgreSQL).
+    pub(crate) fn count_commits(&self, committed: usize) {
+        if committed > 0 {
+            self.commits.fetch_add(committed as u64, Ordering::Relaxed);
+            self.database_commits.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// How many commits the database made for the [`Store::commits`] counted: fewer on
+    /// SQLite, whose transactions commit in groups while others wait.
+    pub fn database_commits(&self) -> u64 {
+        self.database_commits.load(Ordering::Relaxed)
     }
 
     /// Rows in `table` (for tests and introspection).

@@ -1,7 +1,7 @@
 //! A transaction: records and the events that report them, committed together.
 
 use crate::rows::{check_ident, postgres_statement, to_json, Param};
-use crate::sqlite::{self, Writer};
+use crate::sqlite::{self, Turn, Writer};
 use crate::{Backend, ColumnType, Columns, ConstraintKind, PostgresTurn, Store, StoreError, Users};
 use crate::{Db, Repr};
 use flatstack_header::events::CanonicalEvent;
@@ -10,10 +10,14 @@ use flatstack_kernel::Fault;
 use serde_json::{Map, Value};
 use sqlx::{Any, Transaction};
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, MutexGuard};
 use tokio::sync::OwnedMutexGuard;
 
 type Publish = Box<dyn FnOnce(&Bus) + Send>;
+
+/// SQLite: at most so many transactions share one `COMMIT` (see `sqlite::Writer`), so
+/// that the first of a group waits for a bounded number of others.
+const GROUP_COMMIT: usize = 64;
 
 /// A transaction on the store: from [`Store::begin`] (writes; one at a time, on either
 /// backend) or [`Store::read`] (reads only, beside the writer). Rows go in and out as JSON
@@ -59,13 +63,22 @@ fn journal_postgres(
     }
 }
 
-/// The SQLite connection with a transaction open on it, rolled back (inline, before the
-/// connection is released) if it is dropped without commit.
-struct SqliteTx(OwnedMutexGuard<Writer>);
+/// The turn to write on SQLite's connection, with transaction number `.1` open on it,
+/// rolled back (inline, before the turn is released) if it is dropped without commit.
+struct SqliteTx(Turn, u64);
+
+impl SqliteTx {
+    /// The connection, if this transaction is still in progress on it.
+    fn writer(&self) -> Result<MutexGuard<'_, Writer>, StoreError> {
+        let mut writer = self.0.lock();
+        writer.check(self.1)?;
+        Ok(writer)
+    }
+}
 
 impl Drop for SqliteTx {
     fn drop(&mut self) {
-        self.0.rollback();
+        self.0.lock().rollback_tx(self.1);
     }
 }
 
@@ -115,9 +128,9 @@ pub(crate) fn timestamp(now: time::OffsetDateTime) -> String {
 impl Tx {
     pub(crate) async fn begin(store: Arc<Store>) -> Result<Tx, StoreError> {
         let tx = match store.writer().await? {
-            Some(mut writer) => {
-                writer.begin()?;
-                Conn::Sqlite(SqliteTx(writer))
+            Some(turn) => {
+                let number = turn.lock().begin()?;
+                Conn::Sqlite(SqliteTx(turn, number))
             }
             None => {
                 let (tx, turn) = store.postgres_write().await?;
@@ -155,7 +168,7 @@ impl Tx {
         }
         let result = match &mut self.tx {
             Conn::SqliteRead(_) => Err(StoreError::read_only(sql)),
-            Conn::Sqlite(writer) => writer.0.execute(sql, params),
+            Conn::Sqlite(writer) => writer.writer().and_then(|mut w| w.execute(sql, params)),
             Conn::Postgres(tx, turn) => {
                 let (statement, params) = postgres_statement(sql, params);
                 let mut query = sqlx::query(&statement);
@@ -179,7 +192,9 @@ impl Tx {
     ) -> Result<Vec<Map<String, Value>>, StoreError> {
         let limit = if one { 1 } else { usize::MAX };
         let result = match &mut self.tx {
-            Conn::Sqlite(writer) => writer.0.fetch(sql, params, limit),
+            Conn::Sqlite(writer) => writer
+                .writer()
+                .and_then(|mut w| w.fetch(sql, params, limit)),
             Conn::SqliteRead(reader) => reader.fetch(sql, params, limit),
             Conn::Postgres(tx, turn) => {
                 let (statement, params) = postgres_statement(sql, params);
@@ -773,9 +788,26 @@ impl Tx {
             // If COMMIT fails, dropping the connection rolls the transaction back.
             // Counted while the writer is still held: a journal taken meanwhile (which
             // waits for the writer) agrees with the count.
-            Conn::Sqlite(mut writer) => {
-                writer.0.commit()?;
-                self.store.count_commit();
+            // While others wait to write, the commit joins the group that the last of
+            // them commits (see `sqlite::Writer`), and waits for it.
+            Conn::Sqlite(writer) => {
+                let (members, group) = {
+                    let mut w = writer.writer()?;
+                    (w.join_group()?, w.group())
+                };
+                match group {
+                    Some((number, settled))
+                        if members < GROUP_COMMIT && self.store.writers_waiting() > 0 =>
+                    {
+                        let slot = writer.0.slot.clone();
+                        drop(writer);
+                        self.store.settle_group(slot, number, settled).await?;
+                    }
+                    _ => {
+                        let committed = writer.0.lock().flush()?;
+                        self.store.count_commits(committed);
+                    }
+                }
             }
             // Nothing to commit: ending it is releasing the connection.
             Conn::SqliteRead(_) => return Ok(()),
@@ -785,7 +817,7 @@ impl Tx {
                 if let Some(journal) = turn.as_deref_mut().and_then(|turn| turn.journal.as_mut()) {
                     journal.commit();
                 }
-                self.store.count_commit();
+                self.store.count_commits(1);
             }
         }
         if !self.publish.is_empty() {

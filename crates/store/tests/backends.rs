@@ -340,7 +340,12 @@ async fn write_transactions_never_overlap_and_reads_do_not_wait_on_both() {
             .expect("a read does not wait")
             .expect("read");
         assert!(!read.exists("things", "a").await.expect("exists"));
-        first.commit(kernel.bus()).await.expect("commit");
+        // The first commits (on SQLite its commit may wait for the second, which joins its
+        // group: see `sqlite::Writer`), and the second begins.
+        let committing = tokio::spawn({
+            let kernel = kernel.clone();
+            async move { first.commit(kernel.bus()).await }
+        });
         let mut second = tokio::time::timeout(Duration::from_secs(5), second)
             .await
             .expect("the second write begins once the first is done")
@@ -372,6 +377,11 @@ async fn write_transactions_never_overlap_and_reads_do_not_wait_on_both() {
             .await
             .is_err());
         drop(second);
+        tokio::time::timeout(Duration::from_secs(5), committing)
+            .await
+            .expect("the first commit returns")
+            .expect("task")
+            .expect("commit");
     }
 }
 

@@ -317,3 +317,194 @@ async fn errors_say_their_kind_and_the_constraint() {
         .expect_err("not an identifier");
     assert_eq!(bad.kind(), StoreErrorKind::Invalid);
 }
+
+/// A read on its own connection: whether `uuid` is committed.
+async fn committed(store: &Arc<Store>, uuid: &str) -> bool {
+    let mut read = store.read().await.expect("read");
+    read.exists("things", uuid).await.expect("exists")
+}
+
+#[tokio::test]
+async fn a_commit_while_others_wait_returns_once_its_group_has_committed() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = store(dir.path()).await;
+    let kernel = Kernel::builder().build().expect("kernel");
+
+    // The first writes while the second waits for the writer: its commit joins a group
+    // that the second, or whoever comes next, commits.
+    let mut first = store.begin().await.expect("begin");
+    first
+        .insert("things", &thing("a", "one"))
+        .await
+        .expect("insert");
+    let second = tokio::spawn({
+        let store = store.clone();
+        async move { store.begin().await.expect("begin") }
+    });
+    // Begun transactions are counted once they have the writer: the second waits.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert_eq!(store.transactions(), 1);
+    let first = tokio::spawn({
+        let kernel = kernel.clone();
+        async move { first.commit(kernel.bus()).await }
+    });
+    let mut second = second.await.expect("task");
+    // Not committed yet: its commit has not returned and other connections do not see it.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert!(
+        !first.is_finished(),
+        "a grouped commit returned before its group committed"
+    );
+    assert!(!committed(&store, "a").await);
+    // The second sees it (it can only commit with it) and commits both.
+    assert!(second.exists("things", "a").await.expect("exists"));
+    second
+        .insert("things", &thing("b", "two"))
+        .await
+        .expect("insert");
+    second.commit(kernel.bus()).await.expect("commit");
+    first.await.expect("task").expect("the group committed");
+    assert!(committed(&store, "a").await && committed(&store, "b").await);
+    assert_eq!((store.commits(), store.database_commits()), (2, 1));
+
+    // The same, but the second rolls back: the first's commit still commits, alone.
+    let mut first = store.begin().await.expect("begin");
+    first
+        .insert("things", &thing("c", "three"))
+        .await
+        .expect("insert");
+    let second = tokio::spawn({
+        let store = store.clone();
+        async move { store.begin().await.expect("begin") }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let first = tokio::spawn({
+        let kernel = kernel.clone();
+        async move { first.commit(kernel.bus()).await }
+    });
+    let mut second = second.await.expect("task");
+    second
+        .insert("things", &thing("d", "four"))
+        .await
+        .expect("insert");
+    drop(second);
+    first
+        .await
+        .expect("task")
+        .expect("committed without the second");
+    assert!(committed(&store, "c").await);
+    assert!(!committed(&store, "d").await);
+    assert_eq!((store.commits(), store.database_commits()), (3, 2));
+    assert_eq!(store.count("things").await.expect("count"), 3);
+}
+
+#[tokio::test]
+async fn many_writers_commit_in_groups_and_each_is_all_or_nothing() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = store(dir.path()).await;
+    let kernel = Kernel::builder().build().expect("kernel");
+    // A transaction holds the writer while 200 wait, so that groups form.
+    let holder = store.begin().await.expect("begin");
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let (store, kernel) = (store.clone(), kernel.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut tx = store.begin().await.expect("begin");
+            let uuid = format!("t{i}");
+            tx.insert("things", &thing(&uuid, &uuid))
+                .await
+                .expect("insert");
+            match i % 4 {
+                // Rolled back after writing: none of it stays, the group goes on.
+                0 => {
+                    drop(tx);
+                    false
+                }
+                // A refused statement (the name is taken), then committed: the rest stays.
+                1 => {
+                    assert!(tx.insert("things", &thing("x", "t1")).await.is_err());
+                    tx.commit(kernel.bus()).await.expect("commit");
+                    true
+                }
+                _ => {
+                    tx.commit(kernel.bus()).await.expect("commit");
+                    true
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(store.transactions(), 1, "the others wait for the writer");
+    drop(holder);
+    let mut kept = 0;
+    for (i, task) in tasks.into_iter().enumerate() {
+        let committed_it = task.await.expect("task");
+        assert_eq!(
+            committed(&store, &format!("t{i}")).await,
+            committed_it,
+            "t{i}"
+        );
+        kept += usize::from(committed_it);
+    }
+    assert_eq!(kept, 150);
+    assert!(!committed(&store, "x").await);
+    assert_eq!(store.count("things").await.expect("count"), 150);
+    assert_eq!(store.commits(), 150);
+    assert!(
+        store.database_commits() <= 150 / 4,
+        "{} database commits for 150 transactions",
+        store.database_commits()
+    );
+}
+
+#[tokio::test]
+async fn a_holder_idle_while_its_group_waits_for_it_is_rolled_back_not_deadlocked() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = store(dir.path()).await;
+    let kernel = Kernel::builder().build().expect("kernel");
+    let mut first = store.begin().await.expect("begin");
+    first
+        .insert("things", &thing("a", "one"))
+        .await
+        .expect("insert");
+    let second = tokio::spawn({
+        let store = store.clone();
+        async move { store.begin().await.expect("begin") }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    // This task's commit joins a group that the second would commit, but this task holds
+    // the second (it has begun: a write, then idle) until its commit returns: a deadlock
+    // but for the stall's end, after `sqlite::STALLED`.
+    let mut second = {
+        let commit = tokio::spawn({
+            let kernel = kernel.clone();
+            async move { first.commit(kernel.bus()).await }
+        });
+        let mut second = second.await.expect("task");
+        second
+            .insert("things", &thing("b", "two"))
+            .await
+            .expect("insert");
+        tokio::time::timeout(std::time::Duration::from_secs(5), commit)
+            .await
+            .expect("the commit returns once the stall is ended")
+            .expect("task")
+            .expect("the first committed");
+        second
+    };
+    let refused = second
+        .insert("things", &thing("c", "three"))
+        .await
+        .expect_err("the stalled transaction was rolled back");
+    assert_eq!(refused.kind(), flatstack_store::StoreErrorKind::Busy);
+    assert!(second.commit(kernel.bus()).await.is_err());
+    assert!(committed(&store, "a").await);
+    assert!(!committed(&store, "b").await && !committed(&store, "c").await);
+    // The writer is whole again.
+    let mut next = store.begin().await.expect("begin");
+    next.insert("things", &thing("d", "four"))
+        .await
+        .expect("insert");
+    next.commit(kernel.bus()).await.expect("commit");
+    assert_eq!(store.count("things").await.expect("count"), 2);
+}
