@@ -285,7 +285,18 @@ pub async fn serve(distribution: &Distribution, options: NodeOptions) -> anyhow:
         }
     };
     let (close_api, api_closed) = tokio::sync::oneshot::channel::<()>();
-    let tls = match &options.tls {
+    // The command line's certificate, else the manifest's `[tls]`.
+    let files = match &options.tls {
+        Some(files) => Some(files.clone()),
+        None => match load_manifest(options.manifest.as_deref()) {
+            Ok(manifest) => manifest.tls.map(|tls| (tls.cert, tls.key)),
+            Err(e) => {
+                kernel.stop().await;
+                return Err(e);
+            }
+        },
+    };
+    let tls = match &files {
         Some((cert, key)) => match crate::http::tls(cert, key) {
             Ok(tls) => Some(tls),
             Err(e) => {

@@ -229,9 +229,88 @@ async fn idle_and_half_sent_connections_do_not_take_the_node_down() {
     assert_eq!(status, StatusCode::OK);
 }
 
+/// A `GET /v1/zones` over TLS to `address`, trusting `certificate` only: the raw answer.
+async fn zones_over_tls(address: &str, certificate: &rcgen::CertifiedKey, token: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(certificate.cert.der().clone()).expect("root");
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connected");
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    let mut tls = connector.connect(name, tcp).await.expect("a TLS handshake");
+    let request = format!(
+        "GET /v1/zones HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    );
+    tls.write_all(request.as_bytes()).await.expect("sent");
+    let mut answer = String::new();
+    tls.read_to_string(&mut answer).await.expect("answer");
+    answer
+}
+
+#[tokio::test]
+async fn the_manifest_can_name_the_certificate_relative_to_itself() {
+    let dir = common::data_dir();
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("a certificate");
+    let conf = dir.path().join("conf");
+    std::fs::create_dir_all(conf.join("tls")).expect("conf dir");
+    std::fs::write(conf.join("tls/node.pem"), certified.cert.pem()).expect("cert written");
+    std::fs::write(
+        conf.join("tls/node.key"),
+        certified.key_pair.serialize_pem(),
+    )
+    .expect("key written");
+    let manifest = conf.join("flatstack.toml");
+    std::fs::write(
+        &manifest,
+        "enabled = [\"fault-injection\"]\n[tls]\ncert = \"tls/node.pem\"\nkey = \"tls/node.key\"\n",
+    )
+    .expect("manifest written");
+
+    // A manifest naming a key that is not there: the node refuses to start, and says which.
+    let broken = conf.join("broken.toml");
+    std::fs::write(
+        &broken,
+        "[tls]\ncert = \"tls/node.pem\"\nkey = \"tls/missing.key\"\n",
+    )
+    .expect("manifest written");
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_flatstack"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("other"))
+        .arg("--config")
+        .arg(&broken)
+        .env("RUST_LOG", "warn")
+        .env_remove("FLATSTACK_DATABASE_URL")
+        .output()
+        .expect("the node runs");
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("missing.key"), "{said}");
+
+    let node = Node::start_custom(
+        dir.path(),
+        &["--config".as_ref(), manifest.as_os_str()],
+        &[],
+    );
+    let address = node
+        .base
+        .strip_prefix("https://")
+        .expect("an https address");
+    let answer = zones_over_tls(address, &certified, &node.token).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
 #[tokio::test]
 async fn the_api_is_served_over_tls_when_given_a_certificate() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let dir = common::data_dir();
     let certified =
         rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("a certificate");
@@ -253,28 +332,7 @@ async fn the_api_is_served_over_tls_when_given_a_certificate() {
         .strip_prefix("https://")
         .expect("an https address");
     // A client that trusts that certificate only.
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(certified.cert.der().clone()).expect("root");
-    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
-    let tcp = tokio::net::TcpStream::connect(address)
-        .await
-        .expect("connected");
-    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
-    let mut tls = connector.connect(name, tcp).await.expect("a TLS handshake");
-    let request = format!(
-        "GET /v1/zones HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
-        node.token
-    );
-    tls.write_all(request.as_bytes()).await.expect("sent");
-    let mut answer = String::new();
-    tls.read_to_string(&mut answer).await.expect("answer");
+    let answer = zones_over_tls(address, &certified, &node.token).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.contains("\"inventories\""), "{answer}");
     // The client, trusting that certificate (SSL_CERT_FILE, as for other programs).

@@ -34,7 +34,7 @@ pub use kernel::{
     Kernel, KernelBuilder, PluginDescription, WeakKernel, EXTENSION_TIMEOUT_MS, KERNEL,
     REQUEST_TIMEOUT_MS, START_TIMEOUT_MS,
 };
-pub use manifest::Manifest;
+pub use manifest::{Manifest, TlsFiles};
 pub use plugin::{Contributions, KernelRef, Plugin, PluginBuilder};
 pub use slots::Slots;
 

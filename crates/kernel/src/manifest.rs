@@ -11,6 +11,12 @@
 //! [config]
 //! bus.request_timeout_ms = 10000
 //!
+//! # Serve the API over TLS (paths relative to this file; `serve --tls-cert/--tls-key`
+//! # take precedence).
+//! [tls]
+//! cert = "tls/node.pem"
+//! key = "tls/node.key"
+//!
 //! # Overrides where `quota` sits among the implementors of one point.
 //! [extensions."vm.create.pre-check".quota]
 //! order = -10
@@ -21,7 +27,7 @@ use crate::extension::OrderSpec;
 use crate::KernelError;
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// A node's manifest, as parsed; [`Default`] runs every plugin with its defaults.
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -44,6 +50,19 @@ pub struct Manifest {
     /// Point name → plugin name → order override.
     #[serde(default)]
     pub extensions: BTreeMap<String, BTreeMap<String, OrderSpec>>,
+    /// The node's TLS listener for its API, if any (the kernel only carries it).
+    #[serde(default)]
+    pub tls: Option<TlsFiles>,
+}
+
+/// A certificate chain and its private key, PEM files.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// The certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// The leaf certificate's private key.
+    pub key: PathBuf,
 }
 
 impl Manifest {
@@ -56,6 +75,13 @@ impl Manifest {
     pub fn load(path: &Path) -> Result<Self, KernelError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| KernelError::Manifest(format!("cannot read {}: {e}", path.display())))?;
-        toml::from_str(&text).map_err(|e| KernelError::Manifest(format!("{}: {e}", path.display())))
+        let mut manifest: Manifest = toml::from_str(&text)
+            .map_err(|e| KernelError::Manifest(format!("{}: {e}", path.display())))?;
+        // Relative paths name files beside the manifest, wherever the node is started.
+        if let (Some(tls), Some(dir)) = (&mut manifest.tls, path.parent()) {
+            tls.cert = dir.join(&tls.cert);
+            tls.key = dir.join(&tls.key);
+        }
+        Ok(manifest)
     }
 }
