@@ -79,3 +79,54 @@ async fn every_console_example_of_the_operators_guide_runs() {
     let (_, zones) = node.get("/v1/zones").await;
     assert_eq!(zones["inventories"][0]["name"], "zone-one");
 }
+
+#[test]
+fn the_operators_guide_example_manifest_is_valid() {
+    let guide = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/operators.md"
+    ))
+    .expect("docs/operators.md");
+    let section = guide
+        .split("## The manifest")
+        .nth(1)
+        .expect("the guide has a manifest section");
+    let manifest = section
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|block| block.split("```").next())
+        .expect("the section shows a manifest");
+    let dir = common::data_dir();
+    let path = dir.path().join("manifest.toml");
+    std::fs::write(&path, manifest).expect("manifest written");
+    let inspected = Command::new(env!("CARGO_BIN_EXE_flatstack"))
+        .arg("inspect")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .expect("the client runs");
+    let said = String::from_utf8_lossy(&inspected.stdout);
+    assert!(
+        inspected.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&inspected.stderr)
+    );
+    // What it shows took effect: the order override and the disabled plugin.
+    assert!(
+        said.contains("implementors=[vm, l3-network, host-tags, volume]"),
+        "{said}"
+    );
+    assert!(!said.contains("l2-openvswitch"), "{said}");
+    // And the same manifest with a typo in the order is refused, naming it.
+    let typo = manifest.replace("after = [\"l3-network\"]", "after = [\"l3-netwrok\"]");
+    assert_ne!(typo, manifest);
+    std::fs::write(&path, typo).expect("manifest written");
+    let refused = Command::new(env!("CARGO_BIN_EXE_flatstack"))
+        .arg("inspect")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .expect("the client runs");
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("l3-netwrok"));
+}
