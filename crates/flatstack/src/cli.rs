@@ -161,6 +161,13 @@ impl Client {
     }
 
     pub async fn run(&self, args: &[String]) -> anyhow::Result<()> {
+        // `flatstack <kind>`, `flatstack <kind> --help`: what can be done with the kind.
+        if let [kind] | [kind, _] = args {
+            if args.len() == 1 || matches!(args[1].as_str(), "--help" | "-h" | "help") {
+                println!("{}", USAGE.replace("<kind>", kind));
+                return Ok(());
+            }
+        }
         let [kind, verb, rest @ ..] = args else {
             bail!("{USAGE}");
         };
@@ -169,6 +176,16 @@ impl Client {
             rest.first()
                 .cloned()
                 .ok_or_else(|| anyhow!("`{kind} {verb}` needs a uuid\n{USAGE}"))
+        };
+        // `show` and `delete` take one uuid: more is a mistake, not something to ignore.
+        let only = |rest: &[String]| -> anyhow::Result<String> {
+            match rest {
+                [_, extra @ ..] if !extra.is_empty() => bail!(
+                    "`{kind} {verb}` takes one uuid; unexpected: {}",
+                    escape(&extra.join(" "))
+                ),
+                _ => one(rest),
+            }
         };
         match verb.as_str() {
             "list" => {
@@ -201,7 +218,7 @@ impl Client {
                 self.print_one(&reply["inventory"])
             }
             "show" => {
-                let reply = self.get(&format!("{base}/{}", one(rest)?)).await?;
+                let reply = self.get(&format!("{base}/{}", only(rest)?)).await?;
                 self.print_one(&reply["inventory"])
             }
             "update" => {
@@ -216,7 +233,7 @@ impl Client {
                 self.print_one(&reply["inventory"])
             }
             "delete" => {
-                let uuid = one(rest)?;
+                let uuid = only(rest)?;
                 self.job(reqwest::Method::DELETE, &format!("{base}/{uuid}"), None)
                     .await?;
                 match self.output {

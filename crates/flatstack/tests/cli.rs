@@ -300,3 +300,44 @@ async fn login_keeps_a_profile_that_later_commands_use_and_logout_revokes() {
         .assert()
         .failure();
 }
+
+#[test]
+fn a_kind_explains_its_verbs_and_extra_arguments_are_refused() {
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_flatstack"))
+            // No node there: what is checked here is refused before any request.
+            .args(["--endpoint", "http://127.0.0.1:9", "--token", "fst_unused"])
+            .args(args)
+            .output()
+            .expect("runs")
+    };
+    for help in [
+        &["zones", "--help"][..],
+        &["zones", "-h"],
+        &["zones", "help"],
+        &["zones"],
+    ] {
+        let out = run(help);
+        assert!(out.status.success(), "{help:?}: {out:?}");
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(said.contains("flatstack zones list"), "{help:?}: {said}");
+        assert!(
+            said.contains("flatstack zones show|delete <uuid>"),
+            "{said}"
+        );
+    }
+    for extra in [
+        &["zones", "delete", "A", "B"][..],
+        &["zones", "show", "A", "B", "C"],
+    ] {
+        let out = run(extra);
+        assert!(!out.status.success(), "{extra:?}");
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            said.contains("takes one uuid; unexpected: B"),
+            "{extra:?}: {said}"
+        );
+        // Refused before any request: the unreachable node is never mentioned.
+        assert!(!said.contains("127.0.0.1:9"), "{said}");
+    }
+}
