@@ -249,6 +249,18 @@ pub async fn serve_api(
 /// are refused (`503`) while those in flight finish, for at most `shutdown_timeout` (a
 /// second signal stops waiting); then the API closes and the plugins stop in reverse order.
 pub async fn serve(distribution: &Distribution, options: NodeOptions) -> anyhow::Result<()> {
+    // The command line's certificate, else the manifest's `[tls]`: read before anything
+    // starts, so that a file that cannot be read stops nothing.
+    let files = match &options.tls {
+        Some(files) => Some(files.clone()),
+        None => load_manifest(options.manifest.as_deref())?
+            .tls
+            .map(|tls| (tls.cert, tls.key)),
+    };
+    let tls = match &files {
+        Some((cert, key)) => Some(crate::http::tls(cert, key)?),
+        None => None,
+    };
     let (kernel, _lock) = start(distribution, &options).await?;
     let (listener, address) = bind(options.listen).await?;
     // Before the address is announced: a signal sent from then on stops the node cleanly.
@@ -285,27 +297,6 @@ pub async fn serve(distribution: &Distribution, options: NodeOptions) -> anyhow:
         }
     };
     let (close_api, api_closed) = tokio::sync::oneshot::channel::<()>();
-    // The command line's certificate, else the manifest's `[tls]`.
-    let files = match &options.tls {
-        Some(files) => Some(files.clone()),
-        None => match load_manifest(options.manifest.as_deref()) {
-            Ok(manifest) => manifest.tls.map(|tls| (tls.cert, tls.key)),
-            Err(e) => {
-                kernel.stop().await;
-                return Err(e);
-            }
-        },
-    };
-    let tls = match &files {
-        Some((cert, key)) => match crate::http::tls(cert, key) {
-            Ok(tls) => Some(tls),
-            Err(e) => {
-                kernel.stop().await;
-                return Err(e);
-            }
-        },
-        None => None,
-    };
     let scheme = if tls.is_some() { "https" } else { "http" };
     let mut server = tokio::spawn(crate::http::serve(
         listener,

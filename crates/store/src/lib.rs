@@ -577,7 +577,7 @@ impl Store {
                 done = settled.wait_for(Option::is_some) => {
                     return match done {
                         Ok(done) => outcome(&done),
-                        Err(_) => Err(StoreError::io("a group commit was abandoned")),
+                        Err(_) => outcome(&None),
                     };
                 }
                 turn = &mut turn => break Some(turn),
@@ -592,7 +592,7 @@ impl Store {
             }
         };
         let mut writer = slot.lock();
-        if writer.group().is_some_and(|(current, _)| current == number) {
+        if writer.group_number() == Some(number) {
             if turn.is_none() {
                 tracing::warn!(
                     "a transaction held the writer without running a statement while a group \

@@ -174,12 +174,12 @@ impl Writer {
     }
 
     /// Whether `Tx` number `tx` is still in progress (not rolled back to end a stall).
-    pub(crate) fn check(&mut self, tx: u64) -> Result<&mut Writer, StoreError> {
+    pub(crate) fn check(&mut self, tx: u64) -> Result<(), StoreError> {
         if self.savepoint != Some(tx) {
             return Err(StoreError::aborted());
         }
         self.last_statement = Instant::now();
-        Ok(self)
+        Ok(())
     }
 
     /// Ends the transaction in progress into the group commit (its writes are kept in
@@ -201,6 +201,11 @@ impl Writer {
         });
         group.members += 1;
         Ok(group.members)
+    }
+
+    /// The number of the group in progress, if any.
+    pub(crate) fn group_number(&self) -> Option<u64> {
+        self.group.as_ref().map(|group| group.number)
     }
 
     /// The group in progress, for a member that waits for it to settle.
