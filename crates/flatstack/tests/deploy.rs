@@ -13,10 +13,14 @@ fn deploy(file: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// Runs `flatstack` with `args` (the address made `127.0.0.1:0`, the data directory
-/// `data_dir`) and returns the first line it prints; the node is then killed.
-fn first_line(args: &[String], data_dir: &Path) -> String {
-    let args: Vec<String> = args
+/// Runs `command` (a program, then its arguments, with the address made `127.0.0.1:0` and
+/// the data directory a temporary one) and checks that it starts a node, which is then
+/// killed. `program` is where the example expects the binary; this one stands for it.
+fn starts_a_node(mut command: Vec<String>, program: &str) {
+    assert_eq!(command.remove(0), program);
+    let dir = tempfile::tempdir().expect("dir");
+    let data_dir = dir.path().join("data");
+    let args: Vec<String> = command
         .iter()
         .map(|arg| match arg.as_str() {
             "0.0.0.0:8080" => "127.0.0.1:0".to_owned(),
@@ -38,7 +42,10 @@ fn first_line(args: &[String], data_dir: &Path) -> String {
         .expect("first line");
     let _ = child.kill();
     let _ = child.wait();
-    line
+    assert!(
+        line.starts_with("flatstack listening on http://127.0.0.1:"),
+        "{line}"
+    );
 }
 
 #[test]
@@ -48,18 +55,15 @@ fn the_systemd_unit_is_valid_and_its_command_starts_a_node() {
         .lines()
         .find_map(|line| line.strip_prefix("ExecStart="))
         .expect("an ExecStart line");
-    let mut args: Vec<String> = exec.split_whitespace().map(str::to_owned).collect();
-    assert_eq!(args.remove(0), "/usr/local/bin/flatstack");
-    let dir = tempfile::tempdir().expect("dir");
-    let line = first_line(&args, &dir.path().join("data"));
-    assert!(
-        line.starts_with("flatstack listening on http://127.0.0.1:"),
-        "{line}"
+    starts_a_node(
+        exec.split_whitespace().map(str::to_owned).collect(),
+        "/usr/local/bin/flatstack",
     );
 
     // systemd's own check, with the binary where the unit expects it made this one.
     match Command::new("systemd-analyze").arg("--version").output() {
         Ok(_) => {
+            let dir = tempfile::tempdir().expect("dir");
             let copy = dir.path().join("flatstack.service");
             std::fs::write(
                 &copy,
@@ -88,13 +92,9 @@ fn the_dockerfile_entrypoint_starts_a_node() {
         .lines()
         .find_map(|line| line.strip_prefix("ENTRYPOINT "))
         .expect("an ENTRYPOINT line");
-    let mut args: Vec<String> = serde_json::from_str(entrypoint).expect("an exec-form array");
-    assert_eq!(args.remove(0), "flatstack");
-    let dir = tempfile::tempdir().expect("dir");
-    let line = first_line(&args, &dir.path().join("data"));
-    assert!(
-        line.starts_with("flatstack listening on http://127.0.0.1:"),
-        "{line}"
+    starts_a_node(
+        serde_json::from_str(entrypoint).expect("an exec-form array"),
+        "flatstack",
     );
     // The binary it copies is the one the build stage builds.
     assert!(dockerfile.contains("cargo build --locked --release -p flatstack"));

@@ -256,19 +256,21 @@ async fn zones_over_tls(address: &str, certificate: &rcgen::CertifiedKey, token:
     answer
 }
 
+/// A self-signed certificate for `localhost`, written as PEM to `cert` and `key`.
+fn self_signed(cert: &std::path::Path, key: &std::path::Path) -> rcgen::CertifiedKey {
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("a certificate");
+    std::fs::write(cert, certified.cert.pem()).expect("cert written");
+    std::fs::write(key, certified.key_pair.serialize_pem()).expect("key written");
+    certified
+}
+
 #[tokio::test]
 async fn the_manifest_can_name_the_certificate_relative_to_itself() {
     let dir = common::data_dir();
-    let certified =
-        rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("a certificate");
     let conf = dir.path().join("conf");
     std::fs::create_dir_all(conf.join("tls")).expect("conf dir");
-    std::fs::write(conf.join("tls/node.pem"), certified.cert.pem()).expect("cert written");
-    std::fs::write(
-        conf.join("tls/node.key"),
-        certified.key_pair.serialize_pem(),
-    )
-    .expect("key written");
+    let certified = self_signed(&conf.join("tls/node.pem"), &conf.join("tls/node.key"));
     let manifest = conf.join("flatstack.toml");
     std::fs::write(
         &manifest,
@@ -312,11 +314,8 @@ async fn the_manifest_can_name_the_certificate_relative_to_itself() {
 #[tokio::test]
 async fn the_api_is_served_over_tls_when_given_a_certificate() {
     let dir = common::data_dir();
-    let certified =
-        rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("a certificate");
     let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    std::fs::write(&cert, certified.cert.pem()).expect("cert written");
-    std::fs::write(&key, certified.key_pair.serialize_pem()).expect("key written");
+    let certified = self_signed(&cert, &key);
     let node = Node::start_custom(
         dir.path(),
         &[

@@ -3,7 +3,7 @@
 
 use flatstack_kernel::Kernel;
 use flatstack_store::resource::row;
-use flatstack_store::Store;
+use flatstack_store::{Store, StoreError, Tx};
 use serde_json::json;
 use std::sync::Arc;
 
@@ -324,6 +324,35 @@ async fn committed(store: &Arc<Store>, uuid: &str) -> bool {
     read.exists("things", uuid).await.expect("exists")
 }
 
+/// A transaction writes `uuid` and commits while another waits for the writer: its commit
+/// (in a task, since it joins a group that another must commit) and the other transaction,
+/// which now holds the writer.
+async fn commit_while_another_waits(
+    store: &Arc<Store>,
+    kernel: &Kernel,
+    uuid: &str,
+    name: &str,
+) -> (tokio::task::JoinHandle<Result<(), StoreError>>, Tx) {
+    let mut first = store.begin().await.expect("begin");
+    first
+        .insert("things", &thing(uuid, name))
+        .await
+        .expect("insert");
+    let begun = store.transactions();
+    let second = tokio::spawn({
+        let store = store.clone();
+        async move { store.begin().await.expect("begin") }
+    });
+    // Begun transactions are counted once they have the writer: the second waits.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert_eq!(store.transactions(), begun);
+    let commit = tokio::spawn({
+        let kernel = kernel.clone();
+        async move { first.commit(kernel.bus()).await }
+    });
+    (commit, second.await.expect("task"))
+}
+
 #[tokio::test]
 async fn a_commit_while_others_wait_returns_once_its_group_has_committed() {
     let dir = tempfile::tempdir().expect("dir");
@@ -332,23 +361,7 @@ async fn a_commit_while_others_wait_returns_once_its_group_has_committed() {
 
     // The first writes while the second waits for the writer: its commit joins a group
     // that the second, or whoever comes next, commits.
-    let mut first = store.begin().await.expect("begin");
-    first
-        .insert("things", &thing("a", "one"))
-        .await
-        .expect("insert");
-    let second = tokio::spawn({
-        let store = store.clone();
-        async move { store.begin().await.expect("begin") }
-    });
-    // Begun transactions are counted once they have the writer: the second waits.
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    assert_eq!(store.transactions(), 1);
-    let first = tokio::spawn({
-        let kernel = kernel.clone();
-        async move { first.commit(kernel.bus()).await }
-    });
-    let mut second = second.await.expect("task");
+    let (first, mut second) = commit_while_another_waits(&store, &kernel, "a", "one").await;
     // Not committed yet: its commit has not returned and other connections do not see it.
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     assert!(
@@ -368,21 +381,7 @@ async fn a_commit_while_others_wait_returns_once_its_group_has_committed() {
     assert_eq!((store.commits(), store.database_commits()), (2, 1));
 
     // The same, but the second rolls back: the first's commit still commits, alone.
-    let mut first = store.begin().await.expect("begin");
-    first
-        .insert("things", &thing("c", "three"))
-        .await
-        .expect("insert");
-    let second = tokio::spawn({
-        let store = store.clone();
-        async move { store.begin().await.expect("begin") }
-    });
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    let first = tokio::spawn({
-        let kernel = kernel.clone();
-        async move { first.commit(kernel.bus()).await }
-    });
-    let mut second = second.await.expect("task");
+    let (first, mut second) = commit_while_another_waits(&store, &kernel, "c", "three").await;
     second
         .insert("things", &thing("d", "four"))
         .await
@@ -462,36 +461,19 @@ async fn a_holder_idle_while_its_group_waits_for_it_is_rolled_back_not_deadlocke
     let dir = tempfile::tempdir().expect("dir");
     let store = store(dir.path()).await;
     let kernel = Kernel::builder().build().expect("kernel");
-    let mut first = store.begin().await.expect("begin");
-    first
-        .insert("things", &thing("a", "one"))
-        .await
-        .expect("insert");
-    let second = tokio::spawn({
-        let store = store.clone();
-        async move { store.begin().await.expect("begin") }
-    });
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     // This task's commit joins a group that the second would commit, but this task holds
     // the second (it has begun: a write, then idle) until its commit returns: a deadlock
     // but for the stall's end, after `sqlite::STALLED`.
-    let mut second = {
-        let commit = tokio::spawn({
-            let kernel = kernel.clone();
-            async move { first.commit(kernel.bus()).await }
-        });
-        let mut second = second.await.expect("task");
-        second
-            .insert("things", &thing("b", "two"))
-            .await
-            .expect("insert");
-        tokio::time::timeout(std::time::Duration::from_secs(5), commit)
-            .await
-            .expect("the commit returns once the stall is ended")
-            .expect("task")
-            .expect("the first committed");
-        second
-    };
+    let (commit, mut second) = commit_while_another_waits(&store, &kernel, "a", "one").await;
+    second
+        .insert("things", &thing("b", "two"))
+        .await
+        .expect("insert");
+    tokio::time::timeout(std::time::Duration::from_secs(5), commit)
+        .await
+        .expect("the commit returns once the stall is ended")
+        .expect("task")
+        .expect("the first committed");
     let refused = second
         .insert("things", &thing("c", "three"))
         .await
