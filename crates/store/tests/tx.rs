@@ -490,3 +490,37 @@ async fn a_holder_idle_while_its_group_waits_for_it_is_rolled_back_not_deadlocke
     next.commit(kernel.bus()).await.expect("commit");
     assert_eq!(store.count("things").await.expect("count"), 2);
 }
+
+/// A thread beside the writer copies what commits into the database file, long before the
+/// writer's own checkpoint (every 10,000 pages of WAL) would: a copy of the file alone,
+/// without its WAL, soon holds the committed row.
+#[tokio::test]
+async fn committed_pages_reach_the_database_file_in_the_background() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = store(dir.path()).await;
+    let kernel = Kernel::builder().build().expect("kernel");
+    let mut tx = store.begin().await.expect("begin");
+    tx.insert("things", &thing("a", "in-the-file"))
+        .await
+        .expect("insert");
+    tx.commit(kernel.bus()).await.expect("commit");
+
+    let copy = dir.path().join("copy.db");
+    let in_copy = || -> rusqlite::Result<i64> {
+        std::fs::copy(dir.path().join("flatstack.db"), &copy).expect("copy the file");
+        rusqlite::Connection::open(&copy)?.query_row(
+            "SELECT count(*) FROM things WHERE name = 'in-the-file'",
+            [],
+            |row| row.get(0),
+        )
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    // Until then the file has neither the table nor the row (both are in the WAL).
+    while in_copy().unwrap_or(0) != 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the committed row never reached the database file"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
