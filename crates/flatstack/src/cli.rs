@@ -30,10 +30,83 @@ pub struct Client {
 
 const USAGE: &str = "usage: flatstack <kind> create key=value...
        flatstack <kind> list [key=value...]
-       flatstack <kind> show|delete <uuid>
-       flatstack <kind> update <uuid> key=value...
-       flatstack <kind> action <uuid> <action> [key=value...]
-       flatstack <kind> <uuid> <child> list|create [key=value...]";
+       flatstack <kind> show|delete <uuid or name>
+       flatstack <kind> update <uuid or name> key=value...
+       flatstack <kind> action <uuid or name> <action> [key=value...]
+       flatstack <kind> <uuid> <child> list|create [key=value...]
+       flatstack jobs list [state=...] | show <uuid> | wait <uuid>
+Commands that start a job wait for it; --no-wait prints the job instead, --timeout <seconds>
+gives up waiting (the job goes on: flatstack jobs wait <uuid>).";
+
+/// The verbs `flatstack <kind>` knows, for "did you mean".
+const VERBS: &[&str] = &[
+    "list", "create", "show", "update", "delete", "action", "types", "wait",
+];
+
+/// How a command that starts a job waits for it (`--no-wait`, `--timeout <seconds>`).
+#[derive(Clone, Copy, Default)]
+struct Wait {
+    no_wait: bool,
+    timeout: Option<Duration>,
+}
+
+impl Wait {
+    /// Takes `--no-wait` and `--timeout <seconds>` (or `--timeout=<seconds>`) out of `args`.
+    fn take(args: &mut Vec<String>) -> anyhow::Result<Wait> {
+        let mut wait = Wait::default();
+        let mut i = 0;
+        while i < args.len() {
+            let (flag, inline) = match args[i].split_once('=') {
+                Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
+                _ => (args[i].clone(), None),
+            };
+            match flag.as_str() {
+                "--no-wait" => {
+                    args.remove(i);
+                    wait.no_wait = true;
+                }
+                "--timeout" => {
+                    let value = match inline {
+                        Some(v) => v,
+                        None if i + 1 < args.len() => args.remove(i + 1),
+                        None => bail!("--timeout needs a number of seconds"),
+                    };
+                    args.remove(i);
+                    let seconds: f64 = value
+                        .parse()
+                        .ok()
+                        .filter(|s: &f64| s.is_finite() && *s > 0.0)
+                        .ok_or_else(|| {
+                            anyhow!("--timeout: `{}` is not a number of seconds", escape(&value))
+                        })?;
+                    wait.timeout = Some(Duration::from_secs_f64(seconds));
+                }
+                _ => i += 1,
+            }
+        }
+        Ok(wait)
+    }
+}
+
+/// What a command that starts a job ends with.
+enum Outcome {
+    /// The job finished: what it answered (`{"inventory": ...}`).
+    Done(Value),
+    /// `--no-wait`: the job, started.
+    Started { job: String },
+}
+
+/// A uuid as the node makes them: 32 lowercase hex digits.
+fn is_uuid(s: &str) -> bool {
+    s.len() == 32
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// `key=value` pairs as a query string, encoded.
+fn query(pairs: &[(String, String)]) -> anyhow::Result<String> {
+    serde_urlencoded::to_string(pairs).context("encoding the query")
+}
 
 /// Parses `key=value` pairs into a JSON object.
 pub fn fields(args: &[String]) -> anyhow::Result<Map<String, Value>> {
@@ -109,47 +182,70 @@ impl Client {
         Ok(self.send(reqwest::Method::GET, path, None).await?.1)
     }
 
-    /// Starts a job and waits for it, with a spinner on a terminal.
+    /// Starts a job and waits for it (unless `--no-wait`), with its progress on a terminal.
     async fn job(
         &self,
         method: reqwest::Method,
         path: &str,
         body: Option<Value>,
-    ) -> anyhow::Result<Value> {
+        wait: Wait,
+    ) -> anyhow::Result<Outcome> {
         let (status, reply) = self.send(method, path, body).await?;
         if status != 202 {
-            return Ok(reply);
+            return Ok(Outcome::Done(reply));
         }
-        let location = reply["location"]
+        let job = reply["job_uuid"]
             .as_str()
-            .ok_or_else(|| anyhow!("202 without a job location"))?
+            .ok_or_else(|| anyhow!("202 without a job"))?
             .to_owned();
-        let spinner = std::io::stderr().is_terminal();
+        if wait.no_wait {
+            return Ok(Outcome::Started { job });
+        }
+        self.wait(&job, wait.timeout).await.map(Outcome::Done)
+    }
+
+    /// Waits for job `uuid` to finish: `{"inventory": <its result>}`, or its error.
+    async fn wait(&self, uuid: &str, timeout: Option<Duration>) -> anyhow::Result<Value> {
+        let location = format!("/v1/jobs/{uuid}");
+        let progress = std::io::stderr().is_terminal();
         let frames = ['|', '/', '-', '\\'];
+        let started = std::time::Instant::now();
+        let clear = || {
+            if progress {
+                eprint!("\r\x1b[K");
+            }
+        };
         for tick in 0usize.. {
             let job = self.get(&location).await?;
             match job["state"].as_str() {
                 Some("running") => {
-                    if spinner {
+                    let elapsed = started.elapsed();
+                    if timeout.is_some_and(|t| elapsed >= t) {
+                        clear();
+                        bail!(
+                            "job {uuid} is still running after {:.1} s; it goes on: \
+                             `flatstack jobs wait {uuid}` waits for it",
+                            elapsed.as_secs_f64()
+                        );
+                    }
+                    if progress {
                         eprint!(
-                            "\r{} {} ",
+                            "\r{} {} (job {}, {:.1} s) ",
                             frames[tick % frames.len()],
-                            job["operation"].as_str().unwrap_or("working")
+                            escape(job["operation"].as_str().unwrap_or("working")),
+                            &uuid[..uuid.len().min(8)],
+                            elapsed.as_secs_f64()
                         );
                         let _ = std::io::stderr().flush();
                     }
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 Some("succeeded") => {
-                    if spinner {
-                        eprint!("\r\x1b[K");
-                    }
+                    clear();
                     return Ok(json!({"inventory": job["result"]}));
                 }
                 _ => {
-                    if spinner {
-                        eprint!("\r\x1b[K");
-                    }
+                    clear();
                     bail!(describe_error(
                         job["status"].as_u64().unwrap_or(500) as u16,
                         &job
@@ -160,7 +256,59 @@ impl Client {
         unreachable!("the loop only ends by returning")
     }
 
+    /// Prints what a job-starting command ended with: the resource, or the job started.
+    fn print_outcome(&self, outcome: Outcome) -> anyhow::Result<()> {
+        match outcome {
+            Outcome::Done(reply) => self.print_one(&reply["inventory"]),
+            Outcome::Started { job } => {
+                match self.output {
+                    Output::Json => println!(
+                        "{}",
+                        json!({"job_uuid": job, "location": format!("/v1/jobs/{job}")})
+                    ),
+                    Output::Uuid => println!("{job}"),
+                    Output::Table => {
+                        println!("job {job} started: `flatstack jobs wait {job}` waits for it")
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The uuid of the `kind` resource `arg` names: `arg` itself if it is a uuid, else the
+    /// one resource of that name (none or several: an error listing them).
+    async fn resolve(&self, kind: &str, arg: &str) -> anyhow::Result<String> {
+        if is_uuid(arg) || kind == "jobs" {
+            return Ok(arg.to_owned());
+        }
+        let path = format!(
+            "/v1/{kind}?{}",
+            query(&[("name".to_owned(), arg.to_owned())])?
+        );
+        let list = self.get(&path).await?;
+        let found: Vec<String> = list["inventories"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|i| text(&i["uuid"]))
+            .collect();
+        match found.as_slice() {
+            [uuid] => Ok(uuid.clone()),
+            [] => bail!("none of the {kind} has the uuid or name `{}`", escape(arg)),
+            many => bail!(
+                "{} {kind} are named `{}`; say which by uuid: {}",
+                many.len(),
+                escape(arg),
+                many.join(", ")
+            ),
+        }
+    }
+
     pub async fn run(&self, args: &[String]) -> anyhow::Result<()> {
+        let mut args = args.to_vec();
+        let wait = Wait::take(&mut args)?;
+        let args = args.as_slice();
         // `flatstack <kind>`, `flatstack <kind> --help`: what can be done with the kind.
         if let [kind] | [kind, _] = args {
             if args.len() == 1 || matches!(args[1].as_str(), "--help" | "-h" | "help") {
@@ -175,7 +323,7 @@ impl Client {
         let one = |rest: &[String]| -> anyhow::Result<String> {
             rest.first()
                 .cloned()
-                .ok_or_else(|| anyhow!("`{kind} {verb}` needs a uuid\n{USAGE}"))
+                .ok_or_else(|| anyhow!("`{kind} {verb}` needs a uuid or a name\n{USAGE}"))
         };
         // `show` and `delete` take one uuid: more is a mistake, not something to ignore.
         let only = |rest: &[String]| -> anyhow::Result<String> {
@@ -187,55 +335,83 @@ impl Client {
                 _ => one(rest),
             }
         };
+        if kind == "jobs" {
+            match verb.as_str() {
+                "show" => {
+                    let job = self.get(&format!("/v1/jobs/{}", only(rest)?)).await?;
+                    return self.print_one(&job);
+                }
+                "wait" => {
+                    let done = self.wait(&only(rest)?, wait.timeout).await?;
+                    return self.print_one(&done["inventory"]);
+                }
+                "list" => {}
+                other => bail!(
+                    "jobs are listed, shown and waited for, not `{}`\n{USAGE}",
+                    escape(other)
+                ),
+            }
+        }
         match verb.as_str() {
             "list" => {
-                let query: Vec<String> = fields(rest)?
+                let pairs: Vec<(String, String)> = fields(rest)?
                     .into_iter()
                     .map(|(k, v)| {
-                        format!(
-                            "{k}={}",
-                            v.as_str()
-                                .map(str::to_owned)
-                                .unwrap_or_else(|| v.to_string())
-                        )
+                        let v = v
+                            .as_str()
+                            .map(str::to_owned)
+                            .unwrap_or_else(|| v.to_string());
+                        (k, v)
                     })
                     .collect();
-                let path = if query.is_empty() {
+                let path = if pairs.is_empty() {
                     base
                 } else {
-                    format!("{base}?{}", query.join("&"))
+                    format!("{base}?{}", query(&pairs)?)
                 };
                 self.print_list(&self.get(&path).await?)
             }
             "create" => {
-                let reply = self
+                let outcome = self
                     .job(
                         reqwest::Method::POST,
                         &base,
                         Some(Value::Object(fields(rest)?)),
+                        wait,
                     )
                     .await?;
-                self.print_one(&reply["inventory"])
+                self.print_outcome(outcome)
             }
             "show" => {
-                let reply = self.get(&format!("{base}/{}", only(rest)?)).await?;
+                let uuid = self.resolve(kind, &only(rest)?).await?;
+                let reply = self.get(&format!("{base}/{uuid}")).await?;
                 self.print_one(&reply["inventory"])
             }
             "update" => {
-                let uuid = one(rest)?;
-                let reply = self
+                let uuid = self.resolve(kind, &one(rest)?).await?;
+                let outcome = self
                     .job(
                         reqwest::Method::PATCH,
                         &format!("{base}/{uuid}"),
                         Some(Value::Object(fields(&rest[1..])?)),
+                        wait,
                     )
                     .await?;
-                self.print_one(&reply["inventory"])
+                self.print_outcome(outcome)
             }
             "delete" => {
-                let uuid = only(rest)?;
-                self.job(reqwest::Method::DELETE, &format!("{base}/{uuid}"), None)
+                let uuid = self.resolve(kind, &only(rest)?).await?;
+                let outcome = self
+                    .job(
+                        reqwest::Method::DELETE,
+                        &format!("{base}/{uuid}"),
+                        None,
+                        wait,
+                    )
                     .await?;
+                if let Outcome::Started { .. } = outcome {
+                    return self.print_outcome(outcome);
+                }
                 match self.output {
                     Output::Json => println!("{}", json!({"deleted": uuid})),
                     Output::Uuid => println!("{uuid}"),
@@ -244,20 +420,21 @@ impl Client {
                 Ok(())
             }
             "action" => {
-                let uuid = one(rest)?;
+                let uuid = self.resolve(kind, &one(rest)?).await?;
                 let action = rest
                     .get(1)
                     .ok_or_else(|| anyhow!("`{kind} action {uuid}` needs an action name"))?;
                 let mut body = fields(&rest[2..])?;
                 body.insert("action".into(), json!(action));
-                let reply = self
+                let outcome = self
                     .job(
                         reqwest::Method::POST,
                         &format!("{base}/{uuid}/actions"),
                         Some(Value::Object(body)),
+                        wait,
                     )
                     .await?;
-                self.print_one(&reply["inventory"])
+                self.print_outcome(outcome)
             }
             "types" => {
                 let reply = self.get(&format!("{base}/types")).await?;
@@ -266,22 +443,31 @@ impl Client {
             uuid => {
                 // `<kind> <uuid> <child> list|create ...`
                 let (Some(child), Some(child_verb)) = (rest.first(), rest.get(1)) else {
-                    bail!("unknown verb `{uuid}`\n{USAGE}");
+                    bail!(
+                        "unknown verb `{}`{}\n{USAGE}",
+                        escape(uuid),
+                        did_you_mean(uuid)
+                    );
                 };
                 let path = format!("{base}/{uuid}/{child}");
                 match child_verb.as_str() {
                     "list" => self.print_list(&self.get(&path).await?),
                     "create" => {
-                        let reply = self
+                        let outcome = self
                             .job(
                                 reqwest::Method::POST,
                                 &path,
                                 Some(Value::Object(fields(&rest[2..])?)),
+                                wait,
                             )
                             .await?;
-                        self.print_one(&reply["inventory"])
+                        self.print_outcome(outcome)
                     }
-                    other => bail!("unknown verb `{other}`\n{USAGE}"),
+                    other => bail!(
+                        "unknown verb `{}`{}\n{USAGE}",
+                        escape(other),
+                        did_you_mean(other)
+                    ),
                 }
             }
         }
@@ -402,6 +588,17 @@ impl Client {
         print_table(&headers, &rows);
         Ok(())
     }
+}
+
+/// ` (did you mean `list`?)` for a word one or two edits from a known verb, else nothing.
+fn did_you_mean(word: &str) -> String {
+    VERBS
+        .iter()
+        .map(|verb| (strsim::levenshtein(word, verb), verb))
+        .filter(|(distance, _)| *distance <= 2)
+        .min()
+        .map(|(_, verb)| format!(" (did you mean `{verb}`?)"))
+        .unwrap_or_default()
 }
 
 /// A value as a table shows it; text from the node is escaped (no control, bidi or

@@ -3,7 +3,7 @@
 
 use crate::node::{self, NodeOptions};
 use crate::{bench, bench_amqp, bench_auth, bench_recovery, cli, profile, Distribution};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use flatstack_kernel::Kernel;
 use flatstack_store::EventRetention;
 use std::net::SocketAddr;
@@ -158,6 +158,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print a completion script for a shell: `source <(flatstack completion bash)`, or
+    /// save it where the shell loads completions from.
+    Completion {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
     /// Print the OpenAPI document of the distribution's API.
     Openapi {
         #[arg(long)]
@@ -308,9 +314,10 @@ async fn run(distribution: &Distribution) -> anyhow::Result<()> {
     // What is said on the command line (or in the environment) first, then the profile,
     // then the node beside the client.
     let profiles = match &cli.command {
-        Command::Serve { .. } | Command::Bench(_) | Command::Openapi { .. } => {
-            profile::Profiles::default()
-        }
+        Command::Serve { .. }
+        | Command::Bench(_)
+        | Command::Openapi { .. }
+        | Command::Completion { .. } => profile::Profiles::default(),
         _ => profile::Profiles::load()?,
     };
     let chosen = match &cli.command {
@@ -499,6 +506,14 @@ async fn run(distribution: &Distribution) -> anyhow::Result<()> {
                 },
             )
             .await?
+        }
+        Command::Completion { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "flatstack",
+                &mut std::io::stdout(),
+            );
         }
         Command::Openapi { config } => {
             let kernel = node::assemble(

@@ -322,7 +322,7 @@ fn a_kind_explains_its_verbs_and_extra_arguments_are_refused() {
         let said = String::from_utf8_lossy(&out.stdout);
         assert!(said.contains("flatstack zones list"), "{help:?}: {said}");
         assert!(
-            said.contains("flatstack zones show|delete <uuid>"),
+            said.contains("flatstack zones show|delete <uuid or name>"),
             "{said}"
         );
     }
@@ -340,4 +340,208 @@ fn a_kind_explains_its_verbs_and_extra_arguments_are_refused() {
         // Refused before any request: the unreachable node is never mentioned.
         assert!(!said.contains("127.0.0.1:9"), "{said}");
     }
+    // A mistyped verb is answered with the verb it is closest to; bad waiting flags are
+    // refused before any request too.
+    for (args, expected) in [
+        (
+            &["zones", "lsit"][..],
+            "unknown verb `lsit` (did you mean `list`?)",
+        ),
+        (&["zones", "dleete"], "(did you mean `delete`?)"),
+        (
+            &["zones", "create", "name=a", "--timeout"],
+            "--timeout needs a number",
+        ),
+        (
+            &["zones", "create", "name=a", "--timeout", "0"],
+            "is not a number of seconds",
+        ),
+        (
+            &["zones", "create", "name=a", "--timeout=soon"],
+            "`soon` is not a number",
+        ),
+        (
+            &["jobs", "delete", "x"],
+            "jobs are listed, shown and waited for",
+        ),
+    ] {
+        let out = run(args);
+        assert!(!out.status.success(), "{args:?}");
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(said.contains(expected), "{args:?}: {said}");
+        assert!(!said.contains("127.0.0.1:9"), "{said}");
+    }
+    let out = run(&["zones", "frobnicate"]);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("did you mean"));
+}
+
+/// `flatstack completion <shell>` prints a script that completes the client's commands.
+#[test]
+fn completion_scripts_for_each_shell() {
+    for (shell, marker) in [
+        ("bash", "_flatstack()"),
+        ("zsh", "#compdef flatstack"),
+        ("fish", "complete -c flatstack"),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_flatstack"))
+            .args(["completion", shell])
+            .output()
+            .expect("runs");
+        assert!(out.status.success(), "{shell}: {out:?}");
+        let script = String::from_utf8_lossy(&out.stdout);
+        assert!(script.contains(marker), "{shell}: {script}");
+        assert!(
+            script.contains("serve"),
+            "{shell}: the subcommands are completed"
+        );
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_flatstack"))
+        .args(["completion", "cmd.exe"])
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+}
+
+/// Wherever a uuid is taken, a name that is unique among the kind's resources is too; an
+/// ambiguous or unknown name is an error that says so (and lists the candidates). A job
+/// can be started without waiting, then shown and waited for.
+#[tokio::test(flavor = "multi_thread")]
+async fn names_stand_for_uuids_and_jobs_can_be_left_running_then_waited_for() {
+    let dir = common::data_dir();
+    let node = Node::start(dir.path());
+    let create = |name: &str| {
+        let out = flatstack(&node)
+            .args([
+                "zones",
+                "create",
+                &format!("name={name}"),
+                "--output",
+                "uuid",
+            ])
+            .assert()
+            .success()
+            .get_output()
+            .stdout
+            .clone();
+        String::from_utf8(out).unwrap().trim().to_owned()
+    };
+    let solo = create("solo zone");
+    let twins = [create("twin"), create("twin")];
+
+    let shown = json_of(
+        &flatstack(&node)
+            .args(["zones", "show", "solo zone", "--output", "json"])
+            .assert()
+            .success()
+            .get_output()
+            .stdout
+            .clone(),
+    );
+    assert_eq!(shown["uuid"], solo.as_str());
+    let said = String::from_utf8(
+        flatstack(&node)
+            .args(["zones", "delete", "twin"])
+            .assert()
+            .failure()
+            .get_output()
+            .stderr
+            .clone(),
+    )
+    .unwrap();
+    assert!(said.contains("2 zones are named `twin`"), "{said}");
+    assert!(
+        said.contains(&twins[0]) && said.contains(&twins[1]),
+        "{said}"
+    );
+    let said = String::from_utf8(
+        flatstack(&node)
+            .args(["zones", "update", "nowhere", "description=x"])
+            .assert()
+            .failure()
+            .get_output()
+            .stderr
+            .clone(),
+    )
+    .unwrap();
+    assert!(
+        said.contains("none of the zones has the uuid or name `nowhere`"),
+        "{said}"
+    );
+    assert_eq!(node.count("zones").await, 3, "nothing deleted");
+    flatstack(&node)
+        .args(["zones", "delete", "solo zone"])
+        .assert()
+        .success();
+    assert_eq!(node.count("zones").await, 2);
+
+    // --no-wait: the job, not the zone; then shown and waited for.
+    let job = String::from_utf8(
+        flatstack(&node)
+            .args([
+                "zones",
+                "create",
+                "name=later",
+                "--no-wait",
+                "--output",
+                "uuid",
+            ])
+            .assert()
+            .success()
+            .get_output()
+            .stdout
+            .clone(),
+    )
+    .unwrap()
+    .trim()
+    .to_owned();
+    let zone = json_of(
+        &flatstack(&node)
+            .args(["jobs", "wait", &job, "--timeout", "30", "--output", "json"])
+            .assert()
+            .success()
+            .get_output()
+            .stdout
+            .clone(),
+    );
+    assert_eq!(zone["name"], "later");
+    let shown = json_of(
+        &flatstack(&node)
+            .args(["jobs", "show", &job, "--output", "json"])
+            .assert()
+            .success()
+            .get_output()
+            .stdout
+            .clone(),
+    );
+    assert_eq!(shown["uuid"], job.as_str());
+    assert_eq!(shown["state"], "succeeded");
+    let listed = json_of(
+        &flatstack(&node)
+            .args(["jobs", "list", "state=succeeded", "--output", "json"])
+            .assert()
+            .success()
+            .get_output()
+            .stdout
+            .clone(),
+    );
+    assert!(
+        listed["inventories"]
+            .as_array()
+            .is_some_and(|jobs| jobs.iter().any(|j| j["uuid"] == job.as_str())),
+        "{listed}"
+    );
+    let table = String::from_utf8(
+        flatstack(&node)
+            .args(["zones", "create", "name=table", "--no-wait"])
+            .assert()
+            .success()
+            .get_output()
+            .stdout
+            .clone(),
+    )
+    .unwrap();
+    assert!(
+        table.starts_with("job ") && table.contains("flatstack jobs wait"),
+        "{table}"
+    );
 }
