@@ -309,8 +309,16 @@ fn variant(
         }
     }
     let mut fixed = json!({"type": "string", "const": value});
-    if let Some(description) = properties.get(field).and_then(|p| p.get("description")) {
-        fixed["description"] = description.clone();
+    // The base's description and its extensions (a table column) stay with the field.
+    for (key, kept) in properties
+        .get(field)
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+    {
+        if key == "description" || key.starts_with("x-") {
+            fixed[key.as_str()] = kept.clone();
+        }
     }
     properties.insert(field.to_owned(), fixed);
     if !required.contains(&json!(field)) {

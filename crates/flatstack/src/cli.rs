@@ -5,6 +5,7 @@
 //! Fields are `key=value`; a value that parses as JSON is sent as JSON (`cpu_num=2`,
 //! `uuids=["a","b"]`), anything else as a string.
 
+use crate::cli_schema;
 use anyhow::{anyhow, bail, Context};
 use flatstack_api::escape;
 use flatstack_header::identity::Session;
@@ -14,8 +15,10 @@ use std::time::Duration;
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Output {
-    /// Aligned columns for people.
+    /// Aligned columns for people: the columns the kind declares, sizes readable.
     Table,
+    /// As `table`, with every field of a list's items.
+    Wide,
     /// The API's JSON.
     Json,
     /// Only uuids, one per line: for scripts (`ZONE=$(flatstack zones create ... --output uuid)`).
@@ -48,6 +51,33 @@ const VERBS: &[&str] = &[
 struct Wait {
     no_wait: bool,
     timeout: Option<Duration>,
+}
+
+/// A body's fields from `-f <file>` (`-f -`: standard input), a JSON object, before the
+/// `key=value` pairs (which win).
+fn take_file(args: &mut Vec<String>) -> anyhow::Result<Option<Map<String, Value>>> {
+    let Some(i) = args
+        .iter()
+        .position(|a| a == "-f" || a == "--file" || a.starts_with("--file="))
+    else {
+        return Ok(None);
+    };
+    let path = match args[i].strip_prefix("--file=") {
+        Some(path) => path.to_owned(),
+        None if i + 1 < args.len() => args.remove(i + 1),
+        None => bail!("{} needs a file (`-` for standard input)", args[i]),
+    };
+    args.remove(i);
+    let text = if path == "-" {
+        std::io::read_to_string(std::io::stdin()).context("reading standard input")?
+    } else {
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", escape(&path)))?
+    };
+    match serde_json::from_str(&text) {
+        Ok(Value::Object(body)) => Ok(Some(body)),
+        Ok(_) => bail!("{} does not hold a JSON object", escape(&path)),
+        Err(e) => bail!("{} is not JSON: {e}", escape(&path)),
+    }
 }
 
 impl Wait {
@@ -267,7 +297,7 @@ impl Client {
                         json!({"job_uuid": job, "location": format!("/v1/jobs/{job}")})
                     ),
                     Output::Uuid => println!("{job}"),
-                    Output::Table => {
+                    Output::Table | Output::Wide => {
                         println!("job {job} started: `flatstack jobs wait {job}` waits for it")
                     }
                 }
@@ -305,15 +335,154 @@ impl Client {
         }
     }
 
+    /// The node's OpenAPI document.
+    async fn openapi(&self) -> anyhow::Result<Value> {
+        self.get("/v1/openapi.json").await
+    }
+
+    /// What `kind` takes, from the node's document; `None` if the node serves no such kind.
+    async fn kind_schema(&self, kind: &str) -> anyhow::Result<Option<cli_schema::KindSchema>> {
+        Ok(cli_schema::kind(&self.openapi().await?, kind))
+    }
+
+    /// A body from `-f` and `key=value` pairs, each value typed by the field's JSON type
+    /// in the node's document (`name=2024` is a string; `cpu_num=2` a number). The
+    /// document is read only when a value could be taken either way.
+    async fn body(
+        &self,
+        kind: &str,
+        target: cli_schema::Target<'_>,
+        file: Option<Map<String, Value>>,
+        args: &[String],
+    ) -> anyhow::Result<Value> {
+        let mut body = file.unwrap_or_default();
+        let pairs = fields(args)?;
+        let named = |key: &str, value: &Value| {
+            (key.ends_with("_uuid") && value.as_str().is_some_and(|v| !is_uuid(v)))
+                || (key.ends_with("_uuids")
+                    && value.as_array().is_some_and(|items| {
+                        items
+                            .iter()
+                            .any(|i| i.as_str().is_some_and(|v| !is_uuid(v)))
+                    }))
+        };
+        let doc = if pairs.iter().any(|(k, v)| !v.is_string() || named(k, v)) {
+            Some(self.openapi().await?)
+        } else {
+            None
+        };
+        let schema = doc.as_ref().and_then(|doc| cli_schema::kind(doc, kind));
+        for (key, value) in pairs {
+            let declared = schema.as_ref().and_then(|schema| {
+                cli_schema::fields_of(schema, target)
+                    .iter()
+                    .find(|f| f.name == key)
+                    .map(|f| f.json_type.as_str())
+            });
+            let mut value = match (declared, &value) {
+                (Some("string"), v) if !v.is_string() => {
+                    // As typed: the JSON text of a number is the digits given.
+                    let raw = args
+                        .iter()
+                        .find_map(|a| a.strip_prefix(&format!("{key}=")))
+                        .unwrap_or_default();
+                    Value::String(raw.to_owned())
+                }
+                _ => value,
+            };
+            // A reference by name (`image_uuid=cirros`): the uuid of the one so named.
+            let referred = doc
+                .as_ref()
+                .filter(|_| named(&key, &value))
+                .and_then(|doc| cli_schema::referred_kind(doc, &key));
+            if let Some(referred) = referred {
+                value = match value {
+                    Value::String(name) => Value::String(self.resolve(&referred, &name).await?),
+                    Value::Array(items) => {
+                        let mut uuids = Vec::with_capacity(items.len());
+                        for item in items {
+                            uuids.push(match item {
+                                Value::String(name) => {
+                                    Value::String(self.resolve(&referred, &name).await?)
+                                }
+                                other => other,
+                            });
+                        }
+                        Value::Array(uuids)
+                    }
+                    other => other,
+                };
+            }
+            body.insert(key, value);
+        }
+        Ok(Value::Object(body))
+    }
+
+    /// `flatstack <kind> --help`: the verbs, then what the node says of the kind.
+    async fn explain(&self, kind: &str) -> anyhow::Result<()> {
+        println!("{}", USAGE.replace("<kind>", kind));
+        let schema = match self.kind_schema(kind).await {
+            Ok(Some(schema)) => schema,
+            Ok(None) => bail!("the node serves no resource kind `{}`", escape(kind)),
+            Err(e) => {
+                println!("\n(its fields, filters and actions come from the node: {e})");
+                return Ok(());
+            }
+        };
+        let section = |title: &str, fields: &[cli_schema::Field]| {
+            if !fields.is_empty() {
+                println!("\n{title} (* required):");
+                for field in fields {
+                    println!("  {}", escape(&cli_schema::describe(field)));
+                }
+            }
+        };
+        section("create fields", &schema.create);
+        section("update fields", &schema.update);
+        if !schema.filters.is_empty() {
+            println!(
+                "\nlist filters: {} (and limit, cursor, sort)",
+                escape(&schema.filters.join(", "))
+            );
+        }
+        if !schema.actions.is_empty() {
+            println!("\nactions (flatstack {kind} action <uuid or name> <action> [key=value...]):");
+            for (action, fields) in &schema.actions {
+                let fields: Vec<String> = fields.iter().map(cli_schema::describe).collect();
+                if fields.is_empty() {
+                    println!("  {}", escape(action));
+                } else {
+                    println!("  {}:", escape(action));
+                    for field in fields {
+                        println!("    {}", escape(&field));
+                    }
+                }
+            }
+        }
+        for (child, fields) in &schema.children {
+            section(
+                &format!("child collection {child} (flatstack {kind} <uuid> {child} list|create), create fields"),
+                fields,
+            );
+            if fields.is_empty() {
+                println!(
+                    "\nchild collection {} (flatstack {kind} <uuid> {child} list)",
+                    escape(child)
+                );
+            }
+        }
+        Ok(())
+    }
+
     pub async fn run(&self, args: &[String]) -> anyhow::Result<()> {
         let mut args = args.to_vec();
         let wait = Wait::take(&mut args)?;
+        let file = take_file(&mut args)?;
         let args = args.as_slice();
         // `flatstack <kind>`, `flatstack <kind> --help`: what can be done with the kind.
         if let [kind] | [kind, _] = args {
             if args.len() == 1 || matches!(args[1].as_str(), "--help" | "-h" | "help") {
-                println!("{}", USAGE.replace("<kind>", kind));
-                return Ok(());
+                return self.explain(kind).await;
             }
         }
         let [kind, verb, rest @ ..] = args else {
@@ -369,14 +538,19 @@ impl Client {
                 } else {
                     format!("{base}?{}", query(&pairs)?)
                 };
-                self.print_list(&self.get(&path).await?)
+                let list = self.get(&path).await?;
+                let schema = self.table_schema(kind).await;
+                self.print_list(&list, schema.as_ref())
             }
             "create" => {
                 let outcome = self
                     .job(
                         reqwest::Method::POST,
                         &base,
-                        Some(Value::Object(fields(rest)?)),
+                        Some(
+                            self.body(kind, cli_schema::Target::Create, file, rest)
+                                .await?,
+                        ),
                         wait,
                     )
                     .await?;
@@ -385,7 +559,8 @@ impl Client {
             "show" => {
                 let uuid = self.resolve(kind, &only(rest)?).await?;
                 let reply = self.get(&format!("{base}/{uuid}")).await?;
-                self.print_one(&reply["inventory"])
+                let schema = self.table_schema(kind).await;
+                self.print_fields(&reply["inventory"], schema.as_ref())
             }
             "update" => {
                 let uuid = self.resolve(kind, &one(rest)?).await?;
@@ -393,7 +568,10 @@ impl Client {
                     .job(
                         reqwest::Method::PATCH,
                         &format!("{base}/{uuid}"),
-                        Some(Value::Object(fields(&rest[1..])?)),
+                        Some(
+                            self.body(kind, cli_schema::Target::Update, file, &rest[1..])
+                                .await?,
+                        ),
                         wait,
                     )
                     .await?;
@@ -415,7 +593,7 @@ impl Client {
                 match self.output {
                     Output::Json => println!("{}", json!({"deleted": uuid})),
                     Output::Uuid => println!("{uuid}"),
-                    Output::Table => println!("deleted {uuid}"),
+                    Output::Table | Output::Wide => println!("deleted {uuid}"),
                 }
                 Ok(())
             }
@@ -424,13 +602,15 @@ impl Client {
                 let action = rest
                     .get(1)
                     .ok_or_else(|| anyhow!("`{kind} action {uuid}` needs an action name"))?;
-                let mut body = fields(&rest[2..])?;
-                body.insert("action".into(), json!(action));
+                let mut body = self
+                    .body(kind, cli_schema::Target::Action(action), file, &rest[2..])
+                    .await?;
+                body["action"] = json!(action);
                 let outcome = self
                     .job(
                         reqwest::Method::POST,
                         &format!("{base}/{uuid}/actions"),
-                        Some(Value::Object(body)),
+                        Some(body),
                         wait,
                     )
                     .await?;
@@ -438,7 +618,7 @@ impl Client {
             }
             "types" => {
                 let reply = self.get(&format!("{base}/types")).await?;
-                self.print_list(&json!({"inventories": reply["types"]}))
+                self.print_list(&json!({"inventories": reply["types"]}), None)
             }
             uuid => {
                 // `<kind> <uuid> <child> list|create ...`
@@ -451,13 +631,21 @@ impl Client {
                 };
                 let path = format!("{base}/{uuid}/{child}");
                 match child_verb.as_str() {
-                    "list" => self.print_list(&self.get(&path).await?),
+                    "list" => self.print_list(&self.get(&path).await?, None),
                     "create" => {
                         let outcome = self
                             .job(
                                 reqwest::Method::POST,
                                 &path,
-                                Some(Value::Object(fields(&rest[2..])?)),
+                                Some(
+                                    self.body(
+                                        kind,
+                                        cli_schema::Target::Child(child),
+                                        file,
+                                        &rest[2..],
+                                    )
+                                    .await?,
+                                ),
                                 wait,
                             )
                             .await?;
@@ -519,7 +707,24 @@ impl Client {
         Ok(())
     }
 
+    /// What the node says of `kind`'s tables, when a table is printed (else, or if it
+    /// cannot be read, `None`: the table shows what it finds).
+    async fn table_schema(&self, kind: &str) -> Option<cli_schema::KindSchema> {
+        if !matches!(self.output, Output::Table | Output::Wide) {
+            return None;
+        }
+        self.kind_schema(kind).await.ok().flatten()
+    }
+
     fn print_one(&self, inventory: &Value) -> anyhow::Result<()> {
+        self.print_fields(inventory, None)
+    }
+
+    fn print_fields(
+        &self,
+        inventory: &Value,
+        schema: Option<&cli_schema::KindSchema>,
+    ) -> anyhow::Result<()> {
         if self.output == Output::Uuid {
             println!("{}", text(&inventory["uuid"]));
             return Ok(());
@@ -532,13 +737,17 @@ impl Client {
             .as_object()
             .into_iter()
             .flatten()
-            .map(|(k, v)| vec![escape(k).into_owned(), text(v)])
+            .map(|(k, v)| vec![escape(k).into_owned(), shown(k, v, schema)])
             .collect();
         print_table(&["FIELD", "VALUE"], &rows);
         Ok(())
     }
 
-    fn print_list(&self, list: &Value) -> anyhow::Result<()> {
+    fn print_list(
+        &self,
+        list: &Value,
+        schema: Option<&cli_schema::KindSchema>,
+    ) -> anyhow::Result<()> {
         if self.output == Output::Uuid {
             for item in list["inventories"].as_array().into_iter().flatten() {
                 println!("{}", text(&item["uuid"]));
@@ -555,7 +764,44 @@ impl Client {
             .flatten()
             .filter_map(Value::as_object)
             .collect();
-        // uuid and name first, then the other short scalar fields of the first item.
+        // The kind's declared columns, after the uuid.
+        if let Some(declared) = schema
+            .map(|s| &s.columns)
+            .filter(|c| !c.is_empty() && self.output == Output::Table)
+        {
+            let mut headers = vec!["UUID".to_owned()];
+            headers.extend(declared.iter().map(|c| c.header.clone()));
+            let rows: Vec<Vec<String>> = items
+                .iter()
+                .map(|item| {
+                    let mut row = vec![text(item.get("uuid").unwrap_or(&Value::Null))];
+                    row.extend(declared.iter().map(|c| {
+                        let value = item.get(&c.field).unwrap_or(&Value::Null);
+                        match &c.each {
+                            Some(each) => value
+                                .as_array()
+                                .into_iter()
+                                .flatten()
+                                .map(|v| text(&v[each.as_str()]))
+                                .collect::<Vec<_>>()
+                                .join(", "),
+                            None => shown(&c.field, value, schema),
+                        }
+                    }));
+                    row
+                })
+                .collect();
+            let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
+            print_table(&headers, &rows);
+            return Ok(());
+        }
+        // uuid and name first, then the other short scalar fields of the first item (all
+        // of them with `wide`).
+        let limit = if self.output == Output::Wide {
+            usize::MAX
+        } else {
+            7
+        };
         let mut columns: Vec<String> = ["uuid", "name"]
             .iter()
             .filter(|c| items.first().is_some_and(|i| i.contains_key(**c)))
@@ -563,11 +809,12 @@ impl Client {
             .collect();
         if let Some(first) = items.first() {
             for (k, v) in first.iter() {
-                if columns.len() >= 7 {
+                if columns.len() >= limit {
                     break;
                 }
+                let detail = matches!(k.as_str(), "description" | "created_at" | "updated_at");
                 if !columns.contains(k)
-                    && !matches!(k.as_str(), "description" | "created_at" | "updated_at")
+                    && (!detail || self.output == Output::Wide)
                     && !v.is_object()
                 {
                     columns.push(k.clone());
@@ -579,7 +826,7 @@ impl Client {
             .map(|i| {
                 columns
                     .iter()
-                    .map(|c| text(&i.get(c).cloned().unwrap_or(Value::Null)))
+                    .map(|c| shown(c, i.get(c).unwrap_or(&Value::Null), schema))
                     .collect()
             })
             .collect();
@@ -599,6 +846,17 @@ fn did_you_mean(word: &str) -> String {
         .min()
         .map(|(_, verb)| format!(" (did you mean `{verb}`?)"))
         .unwrap_or_default()
+}
+
+/// A field's value as a table shows it: a size in bytes readable (`10.0 GiB`) where the
+/// kind says it is one.
+fn shown(field: &str, value: &Value, schema: Option<&cli_schema::KindSchema>) -> String {
+    match (value.as_u64(), schema) {
+        (Some(bytes), Some(schema)) if schema.bytes.iter().any(|b| b == field) => {
+            cli_schema::human_bytes(bytes)
+        }
+        _ => text(value),
+    }
 }
 
 /// A value as a table shows it; text from the node is escaped (no control, bidi or

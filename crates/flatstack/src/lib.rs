@@ -25,6 +25,7 @@ mod bench_amqp;
 mod bench_auth;
 mod bench_recovery;
 mod cli;
+mod cli_schema;
 mod command;
 mod demo;
 mod distribution;

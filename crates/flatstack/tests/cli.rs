@@ -427,6 +427,45 @@ async fn names_stand_for_uuids_and_jobs_can_be_left_running_then_waited_for() {
     };
     let solo = create("solo zone");
     let twins = [create("twin"), create("twin")];
+    let home = create("home");
+
+    // A reference in a body, by name too (`zone_uuid=home`), and ambiguity refused there.
+    let cluster = json_of(
+        &flatstack(&node)
+            .args([
+                "clusters",
+                "create",
+                "name=by-name",
+                "zone_uuid=home",
+                "hypervisor_type=Simulator",
+                "--output",
+                "json",
+            ])
+            .assert()
+            .success()
+            .get_output()
+            .stdout
+            .clone(),
+    );
+    assert_eq!(cluster["zone_uuid"], home.as_str());
+    let said = String::from_utf8(
+        flatstack(&node)
+            .args([
+                "clusters",
+                "create",
+                "name=x",
+                "zone_uuid=twin",
+                "hypervisor_type=Simulator",
+            ])
+            .assert()
+            .failure()
+            .get_output()
+            .stderr
+            .clone(),
+    )
+    .unwrap();
+    assert!(said.contains("2 zones are named `twin`"), "{said}");
+    assert_eq!(node.count("clusters").await, 1);
 
     let shown = json_of(
         &flatstack(&node)
@@ -467,12 +506,12 @@ async fn names_stand_for_uuids_and_jobs_can_be_left_running_then_waited_for() {
         said.contains("none of the zones has the uuid or name `nowhere`"),
         "{said}"
     );
-    assert_eq!(node.count("zones").await, 3, "nothing deleted");
+    assert_eq!(node.count("zones").await, 4, "nothing deleted");
     flatstack(&node)
         .args(["zones", "delete", "solo zone"])
         .assert()
         .success();
-    assert_eq!(node.count("zones").await, 2);
+    assert_eq!(node.count("zones").await, 3);
 
     // --no-wait: the job, not the zone; then shown and waited for.
     let job = String::from_utf8(
@@ -544,4 +583,226 @@ async fn names_stand_for_uuids_and_jobs_can_be_left_running_then_waited_for() {
         table.starts_with("job ") && table.contains("flatstack jobs wait"),
         "{table}"
     );
+}
+
+/// The client asks the node what a kind takes: `<kind> --help` lists its fields (required
+/// ones marked, types, allowed values), filters, actions and child collections; values are
+/// typed by the field's JSON type (`name=2024` is a name, not a number); `-f` reads a
+/// body from a file or standard input, and `key=value` pairs override it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_schema_explains_a_kind_and_types_its_values() {
+    let dir = common::data_dir();
+    let node = Node::start(dir.path());
+    let help = String::from_utf8(
+        flatstack(&node)
+            .args(["vm-instances", "--help"])
+            .assert()
+            .success()
+            .get_output()
+            .stdout
+            .clone(),
+    )
+    .unwrap();
+    for expected in [
+        "create fields (* required):",
+        "image_uuid*",
+        "l3_network_uuids*",
+        "host_tags",
+        "array",
+        "list filters: name, state",
+        "actions (flatstack vm-instances action <uuid or name> <action>",
+        "  start\n",
+        "  reboot\n",
+    ] {
+        assert!(help.contains(expected), "{expected}: {help}");
+    }
+    let help = String::from_utf8(
+        flatstack(&node)
+            .args(["l3-networks", "--help"])
+            .assert()
+            .success()
+            .get_output()
+            .stdout
+            .clone(),
+    )
+    .unwrap();
+    assert!(help.contains("child collection ip-ranges"), "{help}");
+    assert!(help.contains("start_ip*"), "{help}");
+    let said = String::from_utf8(
+        flatstack(&node)
+            .args(["spaceships", "--help"])
+            .assert()
+            .failure()
+            .get_output()
+            .stderr
+            .clone(),
+    )
+    .unwrap();
+    assert!(
+        said.contains("serves no resource kind `spaceships`"),
+        "{said}"
+    );
+
+    // A name made of digits stays a name; a number field still gets a number.
+    let zone = json_of(
+        &flatstack(&node)
+            .args(["zones", "create", "name=2024", "--output", "json"])
+            .assert()
+            .success()
+            .get_output()
+            .stdout
+            .clone(),
+    );
+    assert_eq!(zone["name"], "2024");
+    let offering = json_of(
+        &flatstack(&node)
+            .args([
+                "instance-offerings",
+                "create",
+                "name=007",
+                "cpu_num=2",
+                "memory_size=1073741824",
+                "--output",
+                "json",
+            ])
+            .assert()
+            .success()
+            .get_output()
+            .stdout
+            .clone(),
+    );
+    assert_eq!(
+        (offering["name"].clone(), offering["cpu_num"].clone()),
+        ("007".into(), 2.into())
+    );
+
+    // -f: a file, then standard input; the pairs win over the file.
+    let body = dir.path().join("zone.json");
+    std::fs::write(
+        &body,
+        r#"{"name": "from-file", "description": "in the file"}"#,
+    )
+    .unwrap();
+    let zone = json_of(
+        &flatstack(&node)
+            .args(["zones", "create", "-f"])
+            .arg(&body)
+            .args(["description=on the line", "--output", "json"])
+            .assert()
+            .success()
+            .get_output()
+            .stdout
+            .clone(),
+    );
+    assert_eq!(zone["name"], "from-file");
+    assert_eq!(zone["description"], "on the line");
+    let zone = json_of(
+        &flatstack(&node)
+            .args(["zones", "create", "-f", "-", "--output", "json"])
+            .write_stdin(r#"{"name": "from-stdin"}"#)
+            .assert()
+            .success()
+            .get_output()
+            .stdout
+            .clone(),
+    );
+    assert_eq!(zone["name"], "from-stdin");
+    for (input, expected) in [
+        ("[1, 2]", "does not hold a JSON object"),
+        ("{nope", "is not JSON"),
+    ] {
+        let said = String::from_utf8(
+            flatstack(&node)
+                .args(["zones", "create", "-f", "-"])
+                .write_stdin(input)
+                .assert()
+                .failure()
+                .get_output()
+                .stderr
+                .clone(),
+        )
+        .unwrap();
+        assert!(said.contains(expected), "{input}: {said}");
+    }
+    let missing = dir.path().join("absent.json");
+    flatstack(&node)
+        .args(["zones", "create", "-f"])
+        .arg(&missing)
+        .assert()
+        .failure();
+    assert_eq!(
+        node.count("zones").await,
+        3,
+        "the refused bodies created nothing"
+    );
+}
+
+/// Tables show the columns each kind's inventory declares (VMs: name, state, host, IPs,
+/// CPUs, memory), sizes readable; `-o wide` shows every field.
+#[tokio::test(flavor = "multi_thread")]
+async fn tables_show_each_kinds_columns_and_readable_sizes() {
+    let dir = common::data_dir();
+    let node = Node::start(dir.path());
+    let dc = common::cloud::data_centre(&node).await;
+    let vm = node
+        .create("vm-instances", common::cloud::vm_body(&dc, "vm-columns"))
+        .await;
+    let table = |args: &[&str]| {
+        String::from_utf8(
+            flatstack(&node)
+                .args(args)
+                .assert()
+                .success()
+                .get_output()
+                .stdout
+                .clone(),
+        )
+        .unwrap()
+    };
+    let vms = table(&["vm-instances", "list"]);
+    let header: Vec<&str> = vms.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "UUID",
+            "NAME",
+            "STATE",
+            "HOST_UUID",
+            "IPS",
+            "CPU_NUM",
+            "MEMORY_SIZE"
+        ],
+        "{vms}"
+    );
+    let ip = vm["nics"][0]["ip"].as_str().unwrap();
+    let row = vms.lines().nth(1).unwrap();
+    for expected in ["vm-columns", "Running", ip, "4.0 GiB"] {
+        assert!(row.contains(expected), "{expected}: {vms}");
+    }
+    let hosts = table(&["hosts", "list"]);
+    assert!(
+        hosts.starts_with("UUID")
+            && hosts.contains("MANAGEMENT_IP")
+            && hosts.contains("AVAILABLE_MEMORY"),
+        "{hosts}"
+    );
+    assert!(hosts.contains("GiB"), "{hosts}");
+    // One resource's fields, sizes readable too; JSON stays the API's numbers.
+    let shown = table(&["vm-instances", "show", "vm-columns"]);
+    assert!(shown.contains("4.0 GiB"), "{shown}");
+    let json =
+        json_of(table(&["vm-instances", "show", "vm-columns", "--output", "json"]).as_bytes());
+    assert_eq!(json["memory_size"], 4u64 << 30);
+    let wide = table(&["vm-instances", "list", "--output", "wide"]);
+    for expected in [
+        "IMAGE_UUID",
+        "INSTANCE_OFFERING_UUID",
+        "ACCOUNT_UUID",
+        "DESCRIPTION",
+    ] {
+        assert!(
+            wide.lines().next().unwrap().contains(expected),
+            "{expected}: {wide}"
+        );
+    }
 }

@@ -7,6 +7,12 @@
 //! published fields ([`flatstack_kernel::driver::DriverKind::fields`]), and the document
 //! makes one variant per type. Fields are closed (`deny_unknown_fields`): a column added
 //! without its field here is a schema a client would refuse, which the client test sees.
+//!
+//! Fields may say how a table shows them, as schema extensions the client reads from the
+//! OpenAPI document: `x-column` (shown by default, in this order, after the uuid),
+//! `x-unit = "bytes"` (shown as `1.0 GiB`), and for an array of objects `x-column-each`
+//! (the field of each shown, comma-separated) with `x-column-header`. An out-of-tree
+//! plugin's inventory declares its columns the same way.
 
 use crate::infra::{HostState, HostStatus};
 use crate::storage::StorageStatus;
@@ -26,6 +32,7 @@ pub struct ZoneInventory {
     /// Its uuid: 32 lowercase hex characters.
     pub uuid: String,
     /// Its name (1–255 bytes; not unique).
+    #[schemars(extend("x-column" = 1))]
     pub name: String,
     /// Free text (may be empty).
     pub description: String,
@@ -42,12 +49,15 @@ pub struct ClusterInventory {
     /// Its uuid: 32 lowercase hex characters.
     pub uuid: String,
     /// Its name (1–255 bytes; not unique).
+    #[schemars(extend("x-column" = 1))]
     pub name: String,
     /// Free text (may be empty).
     pub description: String,
     /// The zone it belongs to.
+    #[schemars(extend("x-column" = 3))]
     pub zone_uuid: String,
     /// The hypervisor driver type of its hosts, e.g. `Simulator`.
+    #[schemars(extend("x-column" = 2))]
     pub hypervisor_type: String,
     /// When it was created (RFC 3339, UTC).
     pub created_at: String,
@@ -62,27 +72,34 @@ pub struct HostInventory {
     /// Its uuid: 32 lowercase hex characters.
     pub uuid: String,
     /// Its name (1–255 bytes; not unique).
+    #[schemars(extend("x-column" = 1))]
     pub name: String,
     /// Free text (may be empty).
     pub description: String,
     /// The hypervisor driver, e.g. `Simulator`.
     #[serde(rename = "type")]
+    #[schemars(extend("x-column" = 4))]
     pub host_type: String,
     /// The cluster it belongs to.
     pub cluster_uuid: String,
     /// The address the management node reaches it at.
+    #[schemars(extend("x-column" = 5))]
     pub management_ip: String,
     /// Whether it takes new work (`Enabled`) or not (`Disabled`).
+    #[schemars(extend("x-column" = 3))]
     pub state: HostState,
     /// Its status, as its owner last saw it.
+    #[schemars(extend("x-column" = 2))]
     pub status: HostStatus,
     /// vCPUs.
     pub cpu_capacity: u64,
     /// Bytes.
     pub memory_capacity: u64,
     /// vCPUs not held by any VM.
+    #[schemars(extend("x-column" = 6))]
     pub available_cpu: u64,
     /// Bytes of memory not held by any VM.
+    #[schemars(extend("x-column" = 7, "x-unit" = "bytes"))]
     pub available_memory: u64,
     /// When it was created (RFC 3339, UTC).
     pub created_at: String,
@@ -97,21 +114,26 @@ pub struct BackupStorageInventory {
     /// Its uuid: 32 lowercase hex characters.
     pub uuid: String,
     /// Its name (1–255 bytes; not unique).
+    #[schemars(extend("x-column" = 1))]
     pub name: String,
     /// Free text (may be empty).
     pub description: String,
     /// The storage driver, e.g. `Simulator`.
     #[serde(rename = "type")]
+    #[schemars(extend("x-column" = 3))]
     pub storage_type: String,
     /// The zone it belongs to.
     pub zone_uuid: String,
     /// Where it is, as its driver understands it.
     pub url: String,
     /// Its status, as its owner last saw it.
+    #[schemars(extend("x-column" = 2))]
     pub status: StorageStatus,
     /// Bytes.
+    #[schemars(extend("x-column" = 4, "x-unit" = "bytes"))]
     pub total_capacity: u64,
     /// Bytes not held by anything.
+    #[schemars(extend("x-column" = 5, "x-unit" = "bytes"))]
     pub available_capacity: u64,
     /// When it was created (RFC 3339, UTC).
     pub created_at: String,
@@ -126,21 +148,26 @@ pub struct PrimaryStorageInventory {
     /// Its uuid: 32 lowercase hex characters.
     pub uuid: String,
     /// Its name (1–255 bytes; not unique).
+    #[schemars(extend("x-column" = 1))]
     pub name: String,
     /// Free text (may be empty).
     pub description: String,
     /// The storage driver, e.g. `Simulator`.
     #[serde(rename = "type")]
+    #[schemars(extend("x-column" = 3))]
     pub storage_type: String,
     /// The zone it belongs to.
     pub zone_uuid: String,
     /// Where it is, as its driver understands it.
     pub url: String,
     /// Its status, as its owner last saw it.
+    #[schemars(extend("x-column" = 2))]
     pub status: StorageStatus,
     /// Bytes.
+    #[schemars(extend("x-column" = 4, "x-unit" = "bytes"))]
     pub total_capacity: u64,
     /// Bytes not held by anything.
+    #[schemars(extend("x-column" = 5, "x-unit" = "bytes"))]
     pub available_capacity: u64,
     /// The clusters attached to it.
     pub attached_cluster_uuids: Vec<String>,
@@ -178,16 +205,20 @@ pub struct ImageInventory {
     /// Its uuid: 32 lowercase hex characters.
     pub uuid: String,
     /// Its name (1–255 bytes; not unique).
+    #[schemars(extend("x-column" = 1))]
     pub name: String,
     /// Free text (may be empty).
     pub description: String,
     /// Where its bytes are fetched from.
     pub url: String,
     /// The image format.
+    #[schemars(extend("x-column" = 3))]
     pub format: ImageFormat,
     /// Bytes.
+    #[schemars(extend("x-column" = 4, "x-unit" = "bytes"))]
     pub size: u64,
     /// Whether VMs can be made from it.
+    #[schemars(extend("x-column" = 2))]
     pub status: ImageStatus,
     /// The backup storage that hold it.
     pub backup_storage_uuids: Vec<String>,
@@ -204,12 +235,15 @@ pub struct InstanceOfferingInventory {
     /// Its uuid: 32 lowercase hex characters.
     pub uuid: String,
     /// Its name (1–255 bytes; not unique).
+    #[schemars(extend("x-column" = 1))]
     pub name: String,
     /// Free text (may be empty).
     pub description: String,
     /// vCPUs.
+    #[schemars(extend("x-column" = 2))]
     pub cpu_num: u64,
     /// Bytes.
+    #[schemars(extend("x-column" = 3, "x-unit" = "bytes"))]
     pub memory_size: u64,
     /// When it was created (RFC 3339, UTC).
     pub created_at: String,
@@ -224,15 +258,19 @@ pub struct L2NetworkInventory {
     /// Its uuid: 32 lowercase hex characters.
     pub uuid: String,
     /// Its name (1–255 bytes; not unique).
+    #[schemars(extend("x-column" = 1))]
     pub name: String,
     /// Free text (may be empty).
     pub description: String,
     /// Its driver, e.g. `L2NoVlanNetwork`.
     #[serde(rename = "type")]
+    #[schemars(extend("x-column" = 2))]
     pub l2_type: String,
     /// The zone it belongs to.
+    #[schemars(extend("x-column" = 4))]
     pub zone_uuid: String,
     /// The host interface it is carried on (a Linux interface name).
+    #[schemars(extend("x-column" = 3))]
     pub physical_interface: String,
     /// The clusters it is attached to.
     pub attached_cluster_uuids: Vec<String>,
@@ -261,12 +299,15 @@ pub struct L3NetworkInventory {
     /// Its uuid: 32 lowercase hex characters.
     pub uuid: String,
     /// Its name (1–255 bytes; not unique).
+    #[schemars(extend("x-column" = 1))]
     pub name: String,
     /// Free text (may be empty).
     pub description: String,
     /// The L2 network under it.
+    #[schemars(extend("x-column" = 2))]
     pub l2_network_uuid: String,
     /// The zone it belongs to.
+    #[schemars(extend("x-column" = 3))]
     pub zone_uuid: String,
     /// When it was created (RFC 3339, UTC).
     pub created_at: String,
@@ -281,18 +322,23 @@ pub struct IpRangeInventory {
     /// Its uuid: 32 lowercase hex characters.
     pub uuid: String,
     /// Its name (1–255 bytes; not unique).
+    #[schemars(extend("x-column" = 1))]
     pub name: String,
     /// Free text (may be empty).
     pub description: String,
     /// The L3 network it is on.
     pub l3_network_uuid: String,
     /// The first address of the range.
+    #[schemars(extend("x-column" = 2))]
     pub start_ip: String,
     /// The last address of the range.
+    #[schemars(extend("x-column" = 3))]
     pub end_ip: String,
     /// The netmask of the range.
+    #[schemars(extend("x-column" = 4))]
     pub netmask: String,
     /// The gateway of the range.
+    #[schemars(extend("x-column" = 5))]
     pub gateway: String,
     /// e.g. `192.168.0.0/24`.
     pub network_cidr: String,
@@ -333,24 +379,30 @@ pub struct VmInventory {
     /// Its uuid: 32 lowercase hex characters.
     pub uuid: String,
     /// Its name (1–255 bytes; not unique).
+    #[schemars(extend("x-column" = 1))]
     pub name: String,
     /// Free text (may be empty).
     pub description: String,
     /// The account it belongs to (quotas count per account).
     pub account_uuid: String,
     /// Its life-cycle state; `Creating`, `Starting`, `Stopping` and `Destroying` are transient.
+    #[schemars(extend("x-column" = 2))]
     pub state: VmState,
     /// The instance offering it was made with.
     pub instance_offering_uuid: String,
     /// The image it was made from.
     pub image_uuid: String,
     /// Where it runs (or ran last); none until placed.
+    #[schemars(extend("x-column" = 3))]
     pub host_uuid: Option<String>,
     /// vCPUs.
+    #[schemars(extend("x-column" = 5))]
     pub cpu_num: u64,
     /// Bytes.
+    #[schemars(extend("x-column" = 6, "x-unit" = "bytes"))]
     pub memory_size: u64,
     /// Its NICs.
+    #[schemars(extend("x-column" = 4, "x-column-header" = "IPS", "x-column-each" = "ip"))]
     pub nics: Vec<NicInventory>,
     /// When it was created (RFC 3339, UTC).
     pub created_at: String,
@@ -389,19 +441,24 @@ pub struct VolumeInventory {
     /// Its uuid: 32 lowercase hex characters.
     pub uuid: String,
     /// Its name (1–255 bytes; not unique).
+    #[schemars(extend("x-column" = 1))]
     pub name: String,
     /// Free text (may be empty).
     pub description: String,
     #[serde(rename = "type")]
     /// Root or data.
+    #[schemars(extend("x-column" = 3))]
     pub volume_type: VolumeType,
     /// Where it is in its life cycle.
+    #[schemars(extend("x-column" = 2))]
     pub status: VolumeStatus,
     /// Bytes.
+    #[schemars(extend("x-column" = 4, "x-unit" = "bytes"))]
     pub size: u64,
     /// The primary storage it is on.
     pub primary_storage_uuid: String,
     /// The VM it is attached to, if any.
+    #[schemars(extend("x-column" = 5))]
     pub vm_instance_uuid: Option<String>,
     /// Its device index on the VM; absent when detached.
     pub device_id: Option<u64>,
