@@ -207,8 +207,8 @@ pub(crate) fn allows(access: Access, role: Role, op: Op) -> bool {
         // A credential is its user's own, whatever the role: a viewer makes and revokes
         // its tokens too.
         (_, Access::Personal) => matches!(op, Op::Read | Op::Create | Op::Delete),
-        (Role::Viewer, Access::Owned) => op == Op::Read,
-        (Role::Member, Access::Owned) => match op {
+        (Role::Viewer, Access::Owned | Access::Shared) => op == Op::Read,
+        (Role::Member, Access::Owned | Access::Shared) => match op {
             Op::Action { member } => member,
             _ => true,
         },
@@ -245,17 +245,32 @@ pub(crate) fn admin_only(caller: &Caller, what: &str) -> Result<(), ApiError> {
     ))))
 }
 
-/// The column that says whose a resource of `access` is, and the caller's value of it,
-/// when the caller sees only its own; `None` when it sees all of the kind.
-pub(crate) fn scope(caller: &Caller, access: Access) -> Option<(&'static str, &str)> {
+/// Which of a kind's resources a caller sees, when not all of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Scope<'a> {
+    /// The column that says whose a resource is, and the caller's value of it.
+    pub column: &'static str,
+    pub own: &'a str,
+    /// Those marked `shared` too (an [`Access::Shared`] kind), for reading.
+    pub shared: bool,
+}
+
+/// What `caller` sees of a kind of `access`; `None` when it sees all of the kind.
+pub(crate) fn scope(caller: &Caller, access: Access) -> Option<Scope<'_>> {
     if caller.is_admin() {
         return None;
     }
-    match access {
-        Access::Owned => Some(("account_uuid", &caller.account_uuid)),
-        Access::Personal => Some(("user_uuid", &caller.user_uuid)),
-        Access::Infrastructure | Access::Admin => None,
-    }
+    let (column, own, shared) = match access {
+        Access::Owned => ("account_uuid", &caller.account_uuid, false),
+        Access::Shared => ("account_uuid", &caller.account_uuid, true),
+        Access::Personal => ("user_uuid", &caller.user_uuid, false),
+        Access::Infrastructure | Access::Admin => return None,
+    };
+    Some(Scope {
+        column,
+        own,
+        shared,
+    })
 }
 
 #[cfg(test)]
@@ -281,6 +296,9 @@ mod tests {
         assert!(!member(Access::Infrastructure, Op::Create));
         assert!(!member(Access::Infrastructure, Op::Action { member: true }));
         assert!(member(Access::Owned, Op::Delete));
+        assert!(member(Access::Shared, Op::Create));
+        assert!(viewer(Access::Shared, Op::Read));
+        assert!(!viewer(Access::Shared, Op::Create));
         assert!(member(Access::Owned, Op::Action { member: true }));
         assert!(!member(Access::Owned, Op::Action { member: false }));
         assert!(viewer(Access::Owned, Op::Read));

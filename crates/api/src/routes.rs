@@ -307,7 +307,7 @@ async fn create(
     authorize(&caller, &kind, r.access, Op::Create)?;
     let mut body = object(&body)?;
     crate::text::check_body(&body)?;
-    assign_owner(&caller, r.access, &mut body);
+    assign_owner(&caller, &kind, r.access, &mut body)?;
     if r.holds_secrets {
         // Its request or answer holds a secret: run at once, never journaled.
         let inventory = api
@@ -329,16 +329,36 @@ async fn create(
 
 /// Who a new resource belongs to: the caller's account (or, for a credential, the caller),
 /// never what the body says — unless the caller is an admin creating on another's behalf.
-fn assign_owner(caller: &Caller, access: Access, body: &mut Map<String, Value>) {
+/// Of a shareable kind, only an admin's may be shared.
+fn assign_owner(
+    caller: &Caller,
+    kind: &str,
+    access: Access,
+    body: &mut Map<String, Value>,
+) -> Result<(), ApiError> {
     let (column, own) = match access {
-        Access::Owned => ("account_uuid", &caller.account_uuid),
+        Access::Owned | Access::Shared => ("account_uuid", &caller.account_uuid),
         Access::Personal => ("user_uuid", &caller.user_uuid),
-        Access::Infrastructure | Access::Admin => return,
+        Access::Infrastructure | Access::Admin => return Ok(()),
     };
     if !caller.is_admin() || !body.get(column).is_some_and(Value::is_string) {
         body.insert(column.to_owned(), Value::String(own.clone()));
     }
+    if access == Access::Shared && !caller.is_admin() {
+        if body.get(SHARED) == Some(&Value::Bool(true)) {
+            return Err(ApiError(
+                Fault::forbidden(format!("only admins share {kind}"))
+                    .with_detail("field", SHARED)
+                    .with_detail("permission", format!("{kind}:share")),
+            ));
+        }
+        body.insert(SHARED.to_owned(), Value::Bool(false));
+    }
+    Ok(())
 }
+
+/// The field of an [`Access::Shared`] kind that shares a resource with every account.
+const SHARED: &str = "shared";
 
 async fn list(
     State(api): Shared,
@@ -352,9 +372,15 @@ async fn list(
         .into_iter()
         .map(|(k, v)| (k, Value::String(v)))
         .collect();
-    // Only the caller's own, whatever the filters say.
-    if let Some((column, own)) = scope(&caller, r.access) {
-        filters.insert(column.to_owned(), Value::String(own.to_owned()));
+    // Only the caller's own (and what is shared, if the kind shares), whatever the
+    // filters say.
+    if let Some(scope) = scope(&caller, r.access) {
+        let column = if scope.shared {
+            flatstack_header::resource::VISIBLE_TO
+        } else {
+            scope.column
+        };
+        filters.insert(column.to_owned(), Value::String(scope.own.to_owned()));
     }
     Ok(Json(
         api.call(
@@ -374,28 +400,43 @@ async fn show(
 ) -> Result<Json<Value>, ApiError> {
     let r = api.resource(&kind)?;
     authorize(&caller, &kind, r.access, Op::Read)?;
-    let inventory = api.visible(&caller, r, &uuid).await?;
+    let inventory = api.visible(&caller, r, &uuid, Op::Read).await?;
     Ok(Json(json!({"inventory": inventory})))
 }
 
 impl Api {
-    /// One resource's inventory, if `caller` may see it: another account's (or user's)
-    /// answers exactly as a missing one, so that its existence does not leak.
+    /// One resource's inventory, if `caller` may do `op` on it: another account's (or
+    /// user's) answers exactly as a missing one, so that its existence does not leak; a
+    /// shared one is read by all and changed by admins only (`403`).
     async fn visible(
         &self,
         caller: &Caller,
         r: &ApiResource,
         uuid: &str,
+        op: Op,
     ) -> Result<Value, ApiError> {
         let inventory = self
             .call(r.service, Some(uuid), GetResource::NAME, json!({}))
             .await?;
-        if let Some((column, own)) = scope(caller, r.access) {
-            if inventory.get(column).and_then(Value::as_str) != Some(own) {
+        if let Some(scope) = scope(caller, r.access) {
+            if inventory.get(scope.column).and_then(Value::as_str) == Some(scope.own) {
+                return Ok(inventory);
+            }
+            if scope.shared && inventory.get(SHARED) == Some(&Value::Bool(true)) {
+                if op == Op::Read {
+                    return Ok(inventory);
+                }
                 return Err(ApiError(
-                    Fault::not_found(format!("no {} {uuid}", r.path)).with_detail("uuid", uuid),
+                    Fault::forbidden(format!(
+                        "{} {uuid} is shared: only admins change it",
+                        r.path
+                    ))
+                    .with_detail("permission", format!("{}:{}", r.path, op.verb())),
                 ));
             }
+            return Err(ApiError(
+                Fault::not_found(format!("no {} {uuid}", r.path)).with_detail("uuid", uuid),
+            ));
         }
         Ok(inventory)
     }
@@ -411,7 +452,7 @@ impl Api {
     ) -> Result<(), ApiError> {
         authorize(caller, r.path, r.access, op)?;
         if scope(caller, r.access).is_some() {
-            self.visible(caller, r, uuid).await?;
+            self.visible(caller, r, uuid, op).await?;
         }
         Ok(())
     }
@@ -529,7 +570,7 @@ impl Api {
             .ok_or_else(|| ApiError(Fault::not_found(format!("{kind} have no `{child}`"))))?;
         authorize(caller, kind, r.access, op)?;
         if c.added || scope(caller, r.access).is_some() {
-            self.visible(caller, r, uuid).await?;
+            self.visible(caller, r, uuid, op).await?;
         }
         Ok(c)
     }

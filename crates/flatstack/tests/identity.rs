@@ -270,6 +270,262 @@ async fn members_see_and_change_only_their_own_accounts_resources() {
     assert_eq!(status, StatusCode::NOT_FOUND, "{answer}");
 }
 
+/// Members build L3 networks of their own on the cloud's L2 networks: private to their
+/// account (another account's VMs cannot use one, and it answers `404` to them), while the
+/// admins' networks are shared with all, readable by members and changed by admins only.
+#[tokio::test]
+async fn members_build_their_own_l3_networks_and_images_private_to_their_account() {
+    let dir = common::data_dir();
+    let node = Node::start(dir.path());
+    let dc = data_centre(&node).await;
+    let (a, _, alice) = member(&node, "acme", "member").await;
+    let (_, _, bob) = member(&node, "bravo", "member").await;
+
+    // The admin's network is shared: members read it.
+    let (status, shared) = node
+        .send_as(
+            Some(&bob),
+            Method::GET,
+            &format!("/v1/l3-networks/{}", dc.l3),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{shared}");
+    assert_eq!(shared["inventory"]["shared"], true);
+    let l2 = shared["inventory"]["l2_network_uuid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // Alice's own network: hers, private, whatever she asks; sharing is refused.
+    let (status, refused) = node
+        .send_as(
+            Some(&alice),
+            Method::POST,
+            "/v1/l3-networks?wait=10",
+            Some(json!({"name": "alices-net", "l2_network_uuid": l2, "shared": true})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{refused}");
+    assert_eq!(refused["error"]["details"]["field"], "shared");
+    assert_eq!(node.count("l3-networks").await, 1, "nothing made");
+    let (status, made) = node
+        .send_as(
+            Some(&alice),
+            Method::POST,
+            "/v1/l3-networks?wait=10",
+            Some(json!({"name": "alices-net", "l2_network_uuid": l2})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{made}");
+    assert_eq!(made["inventory"]["account_uuid"], a.as_str());
+    assert_eq!(made["inventory"]["shared"], false);
+    let own = uuid(&made["inventory"]);
+    let range = json!({"name": "r", "start_ip": "10.9.0.10", "end_ip": "10.9.0.19",
+        "netmask": "255.255.255.0", "gateway": "10.9.0.1"});
+    let (status, added) = node
+        .send_as(
+            Some(&alice),
+            Method::POST,
+            &format!("/v1/l3-networks/{own}/ip-ranges?wait=10"),
+            Some(range.clone()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{added}");
+
+    // Her VM gets an address on it.
+    let mut body = vm_body(&dc, "on-her-net");
+    body["l3_network_uuids"] = json!([own]);
+    let (status, vm) = node
+        .send_as(
+            Some(&alice),
+            Method::POST,
+            "/v1/vm-instances?wait=30",
+            Some(body.clone()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{vm}");
+    let ip = vm["inventory"]["nics"][0]["ip"].as_str().unwrap();
+    assert!(ip.starts_with("10.9.0."), "{vm}");
+
+    // Lists: each member sees its own and the shared; the admin sees all.
+    let total = |token: Option<String>, query: &'static str| {
+        let node = &node;
+        async move {
+            let path = format!("/v1/l3-networks{query}");
+            let (status, list) = match token {
+                Some(token) => node.send_as(Some(&token), Method::GET, &path, None).await,
+                None => node.get(&path).await,
+            };
+            assert_eq!(status, StatusCode::OK, "{list}");
+            list["total"].as_u64().expect("total")
+        }
+    };
+    assert_eq!(total(Some(alice.clone()), "").await, 2);
+    assert_eq!(total(Some(bob.clone()), "").await, 1, "only the shared one");
+    assert_eq!(
+        total(Some(bob.clone()), "?name=alices-net").await,
+        0,
+        "a filter does not reach past the scope"
+    );
+
+    // To Bob, Alice's network is as absent as one that never was: every verb, and a VM on it.
+    let path = format!("/v1/l3-networks/{own}");
+    for (method, path, body) in [
+        (Method::GET, path.clone(), None),
+        (
+            Method::PATCH,
+            format!("{path}?wait=10"),
+            Some(json!({"name": "mine"})),
+        ),
+        (Method::DELETE, format!("{path}?wait=10"), None),
+        (Method::GET, format!("{path}/ip-ranges"), None),
+        (
+            Method::POST,
+            format!("{path}/ip-ranges?wait=10"),
+            Some(range.clone()),
+        ),
+    ] {
+        let (status, answer) = node.send_as(Some(&bob), method.clone(), &path, body).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{method} {path}: {answer}");
+    }
+    // Nor through the list of every network's ranges, which is the admins'.
+    let (status, _) = node
+        .send_as(Some(&bob), Method::GET, "/v1/ip-ranges", None)
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, refused) = node
+        .send_as(
+            Some(&bob),
+            Method::POST,
+            "/v1/vm-instances?wait=30",
+            Some(body.clone()),
+        )
+        .await;
+    let absent = "00000000000000000000000000000bad";
+    let mut missing = body.clone();
+    missing["l3_network_uuids"] = json!([absent]);
+    let (_, as_missing) = node
+        .send_as(
+            Some(&bob),
+            Method::POST,
+            "/v1/vm-instances?wait=30",
+            Some(missing),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{refused}");
+    assert_eq!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .replace(&own, absent),
+        as_missing["error"]["message"].as_str().unwrap(),
+        "the same answer as a network that does not exist"
+    );
+    // The shared network is the admins' to change.
+    for (method, path, body) in [
+        (
+            Method::PATCH,
+            format!("/v1/l3-networks/{}?wait=10", dc.l3),
+            Some(json!({"name": "x"})),
+        ),
+        (
+            Method::DELETE,
+            format!("/v1/l3-networks/{}?wait=10", dc.l3),
+            None,
+        ),
+        (
+            Method::POST,
+            format!("/v1/l3-networks/{}/ip-ranges?wait=10", dc.l3),
+            Some(range.clone()),
+        ),
+    ] {
+        let (status, answer) = node
+            .send_as(Some(&alice), method.clone(), &path, body)
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{method} {path}: {answer}");
+    }
+    // Her own she renames.
+    let (status, renamed) = node
+        .send_as(
+            Some(&alice),
+            Method::PATCH,
+            &format!("{path}?wait=10"),
+            Some(json!({"name": "renamed"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{renamed}");
+    assert_eq!(total(None, "").await, 2);
+    assert_eq!(
+        total(None, "?account_uuid=00000000000000000000000000000001").await,
+        1
+    );
+
+    // Images alike: the admin's is public; Alice's own is hers alone.
+    let (status, public) = node
+        .send_as(
+            Some(&bob),
+            Method::GET,
+            &format!("/v1/images/{}", dc.image),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{public}");
+    assert_eq!(public["inventory"]["shared"], true);
+    let image = json!({"name": "alices-image", "url": "http://images/alice.qcow2",
+        "format": "qcow2", "size": 1024, "backup_storage_uuids": public["inventory"]["backup_storage_uuids"]});
+    let (status, registered) = node
+        .send_as(
+            Some(&alice),
+            Method::POST,
+            "/v1/images?wait=10",
+            Some(image),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{registered}");
+    assert_eq!(registered["inventory"]["shared"], false);
+    let hers = uuid(&registered["inventory"]);
+    let (status, _) = node
+        .send_as(Some(&bob), Method::GET, &format!("/v1/images/{hers}"), None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (_, images) = node
+        .send_as(Some(&bob), Method::GET, "/v1/images", None)
+        .await;
+    assert_eq!(images["total"], 1, "{images}");
+    let mut from_hers = vm_body(&dc, "from-her-image");
+    from_hers["image_uuid"] = json!(hers);
+    let (status, refused) = node
+        .send_as(
+            Some(&bob),
+            Method::POST,
+            "/v1/vm-instances?wait=30",
+            Some(from_hers.clone()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{refused}");
+    assert_eq!(refused["error"]["message"], format!("no image {hers}"));
+    let (status, made) = node
+        .send_as(
+            Some(&alice),
+            Method::POST,
+            "/v1/vm-instances?wait=30",
+            Some(from_hers),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{made}");
+    assert_eq!(made["inventory"]["image_uuid"], hers.as_str());
+    let (status, _) = node
+        .send_as(
+            Some(&alice),
+            Method::PATCH,
+            &format!("/v1/images/{}?wait=10", dc.image),
+            Some(json!({"name": "mine"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+}
+
 #[tokio::test]
 async fn tokens_are_revoked_and_expire_and_logins_are_limited() {
     let dir = common::data_dir();

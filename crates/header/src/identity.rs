@@ -29,6 +29,29 @@ pub fn admin_account() -> String {
     ADMIN_ACCOUNT.to_owned()
 }
 
+/// `true`, for `#[serde(default = ..)]` on the `shared` field of a shareable kind's create
+/// and record ([`Access::Shared`]): what an admin makes is the cloud's unless it says not.
+pub fn shared_by_default() -> bool {
+    true
+}
+
+/// A `shared` flag as a record reads it from its owner's row, where it is stored as 0 or
+/// 1 (a boolean is taken too): `#[serde(deserialize_with = "flatstack_header::identity::flag")]`.
+pub fn flag<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Flag {
+        Bool(bool),
+        Int(i64),
+    }
+    Ok(
+        match <Flag as serde::Deserialize>::deserialize(deserializer)? {
+            Flag::Bool(b) => b,
+            Flag::Int(n) => n != 0,
+        },
+    )
+}
+
 /// What a user may do within its account.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -68,6 +91,12 @@ pub enum Access {
     /// from the caller): members create, change and delete their account's, viewers read
     /// them; another account's answer `404`, as if absent.
     Owned,
+    /// Each resource belongs to an account, as with `Owned`, and may be shared with every
+    /// account (its table has `account_uuid` and `shared`): members create private ones
+    /// and change and delete their own; every role reads its account's and the shared
+    /// ones; only admins share one (`shared: true`) or change a shared one. Another
+    /// account's private one answers `404`. (L3 networks, images.)
+    Shared,
     /// Each resource belongs to one user (its table has `user_uuid` and `account_uuid`):
     /// a user sees and deletes only its own (API tokens).
     Personal,

@@ -222,6 +222,11 @@ pub struct ImageInventory {
     pub status: ImageStatus,
     /// The backup storage that hold it.
     pub backup_storage_uuids: Vec<String>,
+    /// The account it belongs to.
+    pub account_uuid: String,
+    /// Every account sees it and may make VMs from it (only admins share).
+    #[schemars(extend("x-column" = 5))]
+    pub shared: bool,
     /// When it was created (RFC 3339, UTC).
     pub created_at: String,
     /// When it last changed (RFC 3339, UTC).
@@ -309,6 +314,11 @@ pub struct L3NetworkInventory {
     /// The zone it belongs to.
     #[schemars(extend("x-column" = 3))]
     pub zone_uuid: String,
+    /// The account it belongs to.
+    pub account_uuid: String,
+    /// Every account sees it and may put VMs on it (only admins share).
+    #[schemars(extend("x-column" = 4))]
+    pub shared: bool,
     /// When it was created (RFC 3339, UTC).
     pub created_at: String,
     /// When it last changed (RFC 3339, UTC).

@@ -115,6 +115,15 @@ pub struct CreateL3Network {
     pub description: String,
     /// The L2 network it is built on (a uuid); it must exist.
     pub l2_network_uuid: String,
+    /// The account it belongs to: set by the node from the caller (an admin may name
+    /// another account); the admin account if not given.
+    #[serde(default = "crate::identity::admin_account")]
+    pub account_uuid: String,
+    /// Whether every account sees it and may put VMs on it. Only admins share: a member's
+    /// network is its account's alone. Shared if not given (an admin's networks are the
+    /// cloud's).
+    #[serde(default = "crate::identity::shared_by_default")]
+    pub shared: bool,
 }
 flatstack_kernel::request!(CreateL3Network = "l3.create" => Inventory);
 
@@ -237,6 +246,22 @@ pub struct L3NetworkRecord {
     pub l2_network_uuid: String,
     /// The zone it belongs to (its L2 network's).
     pub zone_uuid: String,
+    /// The account it belongs to.
+    #[serde(default = "crate::identity::admin_account")]
+    pub account_uuid: String,
+    /// Every account may use it; otherwise only its own account's VMs.
+    #[serde(
+        default = "crate::identity::shared_by_default",
+        deserialize_with = "crate::identity::flag"
+    )]
+    pub shared: bool,
+}
+
+impl L3NetworkRecord {
+    /// Whether VMs of `account` may have a NIC on it.
+    pub fn usable_by(&self, account: &str) -> bool {
+        self.shared || self.account_uuid == account
+    }
 }
 
 /// What L3 networks may be found by.

@@ -28,6 +28,11 @@ pub struct GetResource {}
 // A read: a `GET` answers at once, never behind an operation on the resource.
 flatstack_kernel::request!(GetResource = "resource.get" => Inventory, reads);
 
+/// A filter of [`ListResources`] on a shareable kind ([`crate::identity::Access::Shared`]):
+/// the resources of the account it names and the shared ones
+/// (`account_uuid = $1 OR shared`).
+pub const VISIBLE_TO: &str = "visible_to";
+
 /// Lists resources; `filters` are column = value pairs the API resource allows.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -169,6 +169,14 @@ pub struct CreateImage {
     pub size: u64,
     /// The backup storages to keep it on (uuids): one or more, each once.
     pub backup_storage_uuids: Vec<String>,
+    /// The account it belongs to: set by the node from the caller (an admin may name
+    /// another account); the admin account if not given.
+    #[serde(default = "crate::identity::admin_account")]
+    pub account_uuid: String,
+    /// Whether every account sees it and may make VMs from it (a public image). Only
+    /// admins share: a member's image is its account's alone. Shared if not given.
+    #[serde(default = "crate::identity::shared_by_default")]
+    pub shared: bool,
 }
 flatstack_kernel::request!(CreateImage = "image.create" => Inventory);
 
@@ -292,6 +300,22 @@ pub struct ImageRecord {
     pub format: String,
     /// Bytes: what a root volume made from it needs at least.
     pub size: u64,
+    /// The account it belongs to.
+    #[serde(default = "crate::identity::admin_account")]
+    pub account_uuid: String,
+    /// Every account may make VMs from it; otherwise only its own account.
+    #[serde(
+        default = "crate::identity::shared_by_default",
+        deserialize_with = "crate::identity::flag"
+    )]
+    pub shared: bool,
+}
+
+impl ImageRecord {
+    /// Whether VMs of `account` may be made from it.
+    pub fn usable_by(&self, account: &str) -> bool {
+        self.shared || self.account_uuid == account
+    }
 }
 
 /// What images may be found by.
@@ -326,3 +350,25 @@ pub struct InstanceOfferingQuery {
     pub name: Option<String>,
 }
 crate::record!(InstanceOfferingRecord, query InstanceOfferingQuery, kind "instance-offerings", service INSTANCE_OFFERING_SERVICE, "instance-offering.record");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_reads_its_shared_flag_as_stored_or_as_a_boolean() {
+        let row = |shared: serde_json::Value| {
+            serde_json::json!({"uuid": "i", "name": "n", "url": "u", "format": "raw",
+                "size": 1, "account_uuid": "a", "shared": shared})
+        };
+        let read = |shared| serde_json::from_value::<ImageRecord>(row(shared)).expect("reads");
+        assert!(!read(serde_json::json!(0)).shared);
+        assert!(read(serde_json::json!(1)).shared);
+        assert!(read(serde_json::json!(true)).shared);
+        assert!(!read(serde_json::json!(false)).shared);
+        assert!(serde_json::from_value::<ImageRecord>(row(serde_json::json!("yes"))).is_err());
+        let mine = read(serde_json::json!(0));
+        assert!(mine.usable_by("a") && !mine.usable_by("b"));
+        assert!(read(serde_json::json!(1)).usable_by("b"));
+    }
+}

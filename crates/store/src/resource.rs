@@ -37,6 +37,9 @@ pub struct ResourceTable {
     pub before_delete: Option<BeforeDelete>,
     /// Adds what the inventory shows beyond the rows (e.g. attached clusters).
     pub decorate: Option<Decorate>,
+    /// Its rows have `account_uuid` and `shared`: a list may ask for what one account sees
+    /// ([`flatstack_header::resource::VISIBLE_TO`]).
+    pub shareable: bool,
 }
 
 impl ResourceTable {
@@ -56,7 +59,15 @@ impl ResourceTable {
             joined: None,
             before_delete: None,
             decorate: None,
+            shareable: false,
         }
+    }
+
+    /// Its rows have `account_uuid` and `shared` (an `Access::Shared` kind): a list may
+    /// filter on what one account sees, its own and the shared ones.
+    pub const fn shareable(mut self) -> Self {
+        self.shareable = true;
+        self
     }
 
     /// Sets the columns a list may filter on (`GET /v1/{kind}?column=value`).
@@ -93,6 +104,16 @@ impl ResourceTable {
 
 /// See [`ResourceTable::decorate`].
 pub type Decorate = for<'t> fn(&'t mut Tx, &'t mut Inventory) -> BoxFuture<'t, Result<(), Fault>>;
+
+/// A shareable kind's `shared` column, stored as 0 or 1 (the same on both backends), as
+/// inventories and records say it: `true` or `false`. For its [`ResourceTable::decorate`].
+pub fn shared_as_bool(inventory: &mut Inventory) {
+    let shared = inventory
+        .get("shared")
+        .and_then(Value::as_i64)
+        .is_some_and(|n| n != 0);
+    inventory.insert("shared".into(), Value::Bool(shared));
+}
 
 /// See [`ResourceTable::before_delete`].
 pub type BeforeDelete = for<'t> fn(&'t mut Tx, &'t Inventory) -> BoxFuture<'t, Result<(), Fault>>;
@@ -431,7 +452,11 @@ impl ResourceTable {
         };
         let sort = self.sort(filters.remove("sort"))?;
         let cursor = filters.remove("cursor");
-        if let Some(bad) = filters.keys().find(|k| !self.filters.contains(&k.as_str())) {
+        let allowed = |k: &str| {
+            self.filters.contains(&k)
+                || (self.shareable && k == flatstack_header::resource::VISIBLE_TO)
+        };
+        if let Some(bad) = filters.keys().find(|k| !allowed(k)) {
             return Err(Fault::invalid(
                 bad,
                 format!(

@@ -98,6 +98,16 @@ fn equalities<'v>(
     sql.push_str(" WHERE 1 = 1");
     let mut params = Vec::with_capacity(filters.len());
     for (column, value) in filters {
+        if column == flatstack_header::resource::VISIBLE_TO {
+            // What one account sees of a shareable kind: its own and the shared.
+            let param = Param::for_column("account_uuid", value, type_of(types, "account_uuid"))?;
+            params.push(param);
+            sql.push_str(&format!(
+                " AND (account_uuid = ${} OR shared = 1)",
+                params.len()
+            ));
+            continue;
+        }
         check_ident(column)?;
         let param = Param::for_column(column, value, type_of(types, column))?;
         if param.never_equals(type_of(types, column)) {

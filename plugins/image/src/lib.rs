@@ -12,7 +12,9 @@ use flatstack_kernel::{
     async_trait, Fault, FaultCode, Kernel, KernelRef, Message, Observe, Plugin, PluginBuilder,
 };
 use flatstack_store::recovery::Reconciler;
-use flatstack_store::resource::{check_name, new_uuid, row, store, text, ResourceTable};
+use flatstack_store::resource::{
+    check_name, new_uuid, row, shared_as_bool, store, text, ResourceTable,
+};
 use flatstack_store::TableKind;
 use flatstack_store::Tx;
 use serde_json::json;
@@ -22,7 +24,8 @@ const FORMATS: &[&str] = &["qcow2", "raw", "iso", "vmdk"];
 const REFS: &str = "image_backup_storage_refs";
 
 static IMAGES: ResourceTable = ResourceTable::new("images", "images")
-    .filters(&["name", "format", "status"])
+    .filters(&["name", "format", "status", "account_uuid"])
+    .shareable()
     .before_delete(|tx, image| Box::pin(unplace(tx, image)))
     .decorate(|tx, image| Box::pin(placements(tx, image)));
 
@@ -55,6 +58,15 @@ impl Plugin for ImagePlugin {
                 backup_storage_uuid TEXT NOT NULL REFERENCES backup_storage (uuid),
                 created_at TEXT NOT NULL,
                 PRIMARY KEY (image_uuid, backup_storage_uuid));",
+        ))
+        .migration(Migration::new(
+            2,
+            "images owned by an account, and shared or not",
+            // The images registered before were admins' and everyone's: they stay so.
+            "ALTER TABLE images ADD COLUMN account_uuid TEXT NOT NULL
+                 DEFAULT '00000000000000000000000000000001';
+             ALTER TABLE images ADD COLUMN shared BIGINT NOT NULL DEFAULT 1;
+             CREATE INDEX images_by_account ON images (account_uuid);",
         ));
         let kernel = b.kernel();
         b.observe::<Deleted>(GiveBack(kernel));
@@ -71,7 +83,8 @@ impl Plugin for ImagePlugin {
             path: "images",
             service: IMAGE_SERVICE,
             create: CreateImage::NAME,
-            access: flatstack_header::identity::Access::Infrastructure,
+            // Members register private images; admins' are public.
+            access: flatstack_header::identity::Access::Shared,
             holds_secrets: false,
             driver_kind: None,
             inventory: Some(
@@ -126,6 +139,7 @@ async fn create(kernel: &Kernel, msg: CreateImage) -> Result<Inventory, Fault> {
     let row = row(json!({
         "uuid": uuid, "name": msg.name, "description": msg.description, "url": msg.url,
         "format": msg.format, "size": size, "status": "Ready",
+        "account_uuid": msg.account_uuid, "shared": i64::from(msg.shared),
     }));
     let created = IMAGES
         .create(kernel, row, move |tx, uuid| {
@@ -251,5 +265,6 @@ async fn placements(tx: &mut Tx, image: &mut Inventory) -> Result<(), Fault> {
         .list_refs(REFS, "image_uuid", &uuid, "backup_storage_uuid")
         .await?;
     image.insert("backup_storage_uuids".into(), json!(on));
+    shared_as_bool(image);
     Ok(())
 }

@@ -21,18 +21,22 @@ use flatstack_kernel::migration::Migration;
 use flatstack_kernel::{
     async_trait, Fault, Filter, Kernel, KernelRef, Message, MessageContext, Plugin, PluginBuilder,
 };
-use flatstack_store::resource::{check_name, new_uuid, store, text, ResourceTable};
+use flatstack_store::resource::{check_name, new_uuid, shared_as_bool, store, text, ResourceTable};
 use flatstack_store::{now, Tx};
 use ipv4::{dotted, Range};
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-static L3_NETWORKS: ResourceTable = ResourceTable::new("l3-networks", "l3_networks").filters(&[
-    "name",
-    "l2_network_uuid",
-    "zone_uuid",
-]);
+static L3_NETWORKS: ResourceTable = ResourceTable::new("l3-networks", "l3_networks")
+    .filters(&["name", "l2_network_uuid", "zone_uuid", "account_uuid"])
+    .shareable()
+    .decorate(|_, l3| {
+        Box::pin(async move {
+            shared_as_bool(l3);
+            Ok(())
+        })
+    });
 
 static IP_RANGES: ResourceTable = ResourceTable::new("ip-ranges", "ip_ranges").filters(&[
     "name",
@@ -98,6 +102,15 @@ impl Plugin for L3NetworkPlugin {
             // back from this record alone: after a restart, or twice, it is the same.
             "ALTER TABLE ip_addresses ADD COLUMN consumer_uuid TEXT;
              CREATE INDEX ip_addresses_by_consumer ON ip_addresses (consumer_uuid);",
+        ))
+        .migration(Migration::new(
+            5,
+            "l3 networks owned by an account, and shared or not",
+            // The networks made before were admins' and everyone's: they stay so.
+            "ALTER TABLE l3_networks ADD COLUMN account_uuid TEXT NOT NULL
+                 DEFAULT '00000000000000000000000000000001';
+             ALTER TABLE l3_networks ADD COLUMN shared BIGINT NOT NULL DEFAULT 1;
+             CREATE INDEX l3_networks_by_account ON l3_networks (account_uuid);",
         ));
 
         let mut l3 = b.service(L3_NETWORK_SERVICE, Hints::default());
@@ -140,7 +153,8 @@ impl Plugin for L3NetworkPlugin {
             path: "l3-networks",
             service: L3_NETWORK_SERVICE,
             create: CreateL3Network::NAME,
-            access: flatstack_header::identity::Access::Infrastructure,
+            // Members build their own on the cloud's L2 networks; admins' are shared.
+            access: flatstack_header::identity::Access::Shared,
             holds_secrets: false,
             driver_kind: None,
             inventory: Some(flatstack_header::inventory::schema::<flatstack_header::inventory::L3NetworkInventory>),
@@ -157,7 +171,10 @@ impl Plugin for L3NetworkPlugin {
             path: "ip-ranges",
             service: IP_RANGE_SERVICE,
             create: CreateIpRange::NAME,
-            access: flatstack_header::identity::Access::Infrastructure,
+            // Every network's ranges, private ones included: admins only. Members reach
+            // their networks' through `/v1/l3-networks/{uuid}/ip-ranges`, which checks the
+            // network is theirs (or shared).
+            access: flatstack_header::identity::Access::Admin,
             holds_secrets: false,
             driver_kind: None,
             inventory: Some(flatstack_header::inventory::schema::<flatstack_header::inventory::IpRangeInventory>),
@@ -187,6 +204,7 @@ async fn create(kernel: &Kernel, msg: CreateL3Network) -> Result<Inventory, Faul
     let row = object(json!({
         "name": msg.name, "description": msg.description,
         "l2_network_uuid": msg.l2_network_uuid, "zone_uuid": zone,
+        "account_uuid": msg.account_uuid, "shared": i64::from(msg.shared),
     }))?;
     L3_NETWORKS
         .create(kernel, row, |_, _| Box::pin(async { Ok(()) }))

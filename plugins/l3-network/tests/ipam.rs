@@ -98,6 +98,8 @@ async fn l3_with_range(k: &Kernel, start: &str, end: &str) -> (String, String) {
                 name: "l3".into(),
                 description: String::new(),
                 l2_network_uuid: uuid(&l2),
+                account_uuid: flatstack_header::identity::ADMIN_ACCOUNT.into(),
+                shared: true,
             },
         )
         .await

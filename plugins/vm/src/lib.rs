@@ -253,6 +253,20 @@ async fn create(
             }
         },
     )?;
+    // Another account's private network is answered as a missing one: its existence does
+    // not leak.
+    if let Some(private) = l3s.iter().find(|l3| !l3.usable_by(&msg.account_uuid)) {
+        return Err(Fault::invalid(
+            "l3_network_uuids",
+            format!("no l3-network {}", private.uuid),
+        ));
+    }
+    if !image.usable_by(&msg.account_uuid) {
+        return Err(Fault::invalid(
+            "image_uuid",
+            format!("no image {}", image.uuid),
+        ));
+    }
     let networks = networks_of(kernel, &l3s).await?;
     let mut work = VmWork {
         vm_uuid: flatstack_store::resource::new_uuid(),
