@@ -59,6 +59,12 @@ def main() -> None:
     assert value(found, "flatstack_events_newest_seq") >= 3
     assert value(found, "flatstack_store_commits_total") > 0
     assert "flatstack_bus_busy_lanes" in found
+    assert value(found, "flatstack_extension_call_seconds_count", point="host.connect",
+                 implementor="l2-openvswitch", remote="false") >= 1
+    assert value(found, "flatstack_extension_call_seconds_bucket", point="host.connect",
+                 implementor="l2-openvswitch", remote="false", le="+Inf") >= 1
+    assert value(found, "flatstack_store_transaction_seconds_count", backend="sqlite") > 0
+    assert value(found, "flatstack_store_transaction_seconds_bucket", backend="sqlite", le="+Inf") > 0
     print(f"metrics: {sum(len(v) for v in found.values())} samples parsed: ok")
 
 

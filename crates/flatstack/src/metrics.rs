@@ -9,6 +9,18 @@ use flatstack_kernel::Kernel;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
 
+/// Buckets for what takes microseconds to milliseconds, with a tail to seconds.
+const FAST_BUCKETS: &[f64] = &[
+    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+    0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
+/// Installs the process's recorder, if not yet: before the kernel is assembled, so that
+/// what its extension points and transactions record from the first call is kept.
+pub(crate) fn install() {
+    let _ = handle();
+}
+
 /// The process's recorder, installed at the first call; `None` if another recorder was
 /// installed first (then `/metrics` answers 503).
 fn handle() -> Option<PrometheusHandle> {
@@ -19,6 +31,17 @@ fn handle() -> Option<PrometheusHandle> {
                 .set_buckets_for_metric(
                     Matcher::Full(flatstack_api::metrics::HTTP_DURATION.to_owned()),
                     flatstack_api::metrics::LATENCY_BUCKETS,
+                )
+                .ok()?
+                // Extension calls and transactions take microseconds to milliseconds.
+                .set_buckets_for_metric(
+                    Matcher::Full(flatstack_kernel::extension::EXTENSION_CALL_SECONDS.to_owned()),
+                    FAST_BUCKETS,
+                )
+                .ok()?
+                .set_buckets_for_metric(
+                    Matcher::Full(flatstack_store::TRANSACTION_SECONDS.to_owned()),
+                    FAST_BUCKETS,
                 )
                 .ok()?;
             match builder.install_recorder() {

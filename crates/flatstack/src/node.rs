@@ -104,6 +104,7 @@ pub async fn start(
     distribution: &Distribution,
     options: &NodeOptions,
 ) -> anyhow::Result<(Kernel, DataDirLock)> {
+    crate::metrics::install();
     let (kernel, lock) = open(distribution, options).await?;
     // Before the API accepts a request: what a stopped node left in flight is finished or
     // undone, and every operation it left running is closed.

@@ -34,7 +34,7 @@ pub use events::{
     EventCursor, EventPage, EventQuery, EventRetention, EventsGone, RawEventPage, PRUNE_BATCH,
 };
 pub use journal::Journal;
-pub use tx::{now, Tx};
+pub use tx::{now, Tx, TRANSACTION_SECONDS};
 pub use users::{TableKind, Users};
 
 use flatstack_kernel::migration::Migration;

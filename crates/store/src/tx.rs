@@ -26,6 +26,8 @@ const GROUP_COMMIT: usize = 64;
 pub struct Tx {
     store: Arc<Store>,
     tx: Conn,
+    /// When it began: a committed write's latency is recorded ([`TRANSACTION_SECONDS`]).
+    began: std::time::Instant,
     /// Begun by [`Store::read`]: statements that write are refused.
     read_only: bool,
     /// Events to publish in process once the transaction has committed.
@@ -62,6 +64,10 @@ fn journal_postgres(
         }
     }
 }
+
+/// The histogram of write transactions' durations, from begin to durable commit (the
+/// wait for the writer included), by backend.
+pub const TRANSACTION_SECONDS: &str = "flatstack_store_transaction_seconds";
 
 /// The turn to write on SQLite's connection, with transaction number `.1` open on it,
 /// rolled back (inline, before the turn is released) if it is dropped without commit.
@@ -137,6 +143,7 @@ pub(crate) fn timestamp(now: time::OffsetDateTime) -> String {
 
 impl Tx {
     pub(crate) async fn begin(store: Arc<Store>) -> Result<Tx, StoreError> {
+        let began = std::time::Instant::now();
         let tx = match store.writer().await? {
             Some(turn) => {
                 let number = turn.lock().begin()?;
@@ -151,6 +158,7 @@ impl Tx {
         Ok(Tx {
             store,
             tx,
+            began,
             read_only: false,
             publish: Vec::new(),
         })
@@ -165,6 +173,7 @@ impl Tx {
         Ok(Tx {
             store,
             tx,
+            began: std::time::Instant::now(),
             read_only: true,
             publish: Vec::new(),
         })
@@ -829,6 +838,14 @@ impl Tx {
                 }
                 self.store.count_commits(1);
             }
+        }
+        if !self.read_only {
+            let backend = match self.store.backend() {
+                crate::Backend::Sqlite => "sqlite",
+                crate::Backend::Postgres => "postgres",
+            };
+            metrics::histogram!(TRANSACTION_SECONDS, "backend" => backend)
+                .record(self.began.elapsed().as_secs_f64());
         }
         if !self.publish.is_empty() {
             self.store.count_events_committed();

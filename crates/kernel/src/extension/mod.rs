@@ -21,7 +21,9 @@ pub use dispatch::Extensions;
 pub(crate) use dispatch::VetoImp;
 pub use order::OrderSpec;
 pub(crate) use registry::PointsBuilder;
-pub use registry::{ImplementorDescription, PointDescription, StatsSnapshot};
+pub use registry::{
+    ImplementorDescription, PointDescription, StatsSnapshot, EXTENSION_CALL_SECONDS,
+};
 
 use crate::Fault;
 use async_trait::async_trait;

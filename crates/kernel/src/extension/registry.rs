@@ -11,7 +11,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Per (point, plugin) counters, updated with relaxed atomics on every call.
+/// The histogram of every extension call's duration, by point, implementor and whether
+/// it is remote.
+pub const EXTENSION_CALL_SECONDS: &str = "flatstack_extension_call_seconds";
+
+/// Per (point, plugin) counters, updated with relaxed atomics on every call, and the
+/// calls' durations in the process's metrics recorder (if one is installed when the first
+/// call is made: the node installs it before it assembles the kernel).
 #[derive(Debug, Default)]
 pub(crate) struct CallStats {
     pub calls: AtomicU64,
@@ -21,10 +27,28 @@ pub(crate) struct CallStats {
     pub timeouts: AtomicU64,
     pub total_ns: AtomicU64,
     pub max_ns: AtomicU64,
+    /// (point, implementor, remote): the histogram's labels.
+    labels: (String, String, bool),
+    histogram: std::sync::OnceLock<metrics::Histogram>,
 }
 
 impl CallStats {
+    pub fn new(point: &str, implementor: &str, remote: bool) -> CallStats {
+        CallStats {
+            labels: (point.to_owned(), implementor.to_owned(), remote),
+            ..CallStats::default()
+        }
+    }
+
     pub fn record(&self, elapsed: Duration) {
+        self.histogram
+            .get_or_init(|| {
+                let (point, implementor, remote) = &self.labels;
+                metrics::histogram!(EXTENSION_CALL_SECONDS,
+                    "point" => point.clone(), "implementor" => implementor.clone(),
+                    "remote" => remote.to_string())
+            })
+            .record(elapsed.as_secs_f64());
         let ns = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
         self.calls.fetch_add(1, Ordering::Relaxed);
         self.total_ns.fetch_add(ns, Ordering::Relaxed);
@@ -201,7 +225,7 @@ impl PointsBuilder {
                 plugin: plugin.to_owned(),
             });
         }
-        let stats = Arc::new(CallStats::default());
+        let stats = Arc::new(CallStats::new(P::NAME, plugin, false));
         let slot = point
             .slot
             .as_any_mut()

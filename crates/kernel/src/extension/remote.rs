@@ -135,7 +135,13 @@ impl RemoteImplementors {
                         .find(|r| r.registration.name == registration.name)
                         .map(|r| r.stats.clone())
                 })
-                .unwrap_or_default();
+                .unwrap_or_else(|| {
+                    Arc::new(CallStats::new(
+                        &registration.point,
+                        &registration.name,
+                        true,
+                    ))
+                });
             by_point
                 .entry(registration.point.clone())
                 .or_default()
