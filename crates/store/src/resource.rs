@@ -64,7 +64,8 @@ impl ResourceTable {
     }
 
     /// Its rows have `account_uuid` and `shared` (an `Access::Shared` kind): a list may
-    /// filter on what one account sees, its own and the shared ones.
+    /// filter on what one account sees, its own and the shared ones; `shared`, stored as
+    /// 0 or 1, reads as a boolean in its inventories and records.
     pub const fn shareable(mut self) -> Self {
         self.shareable = true;
         self
@@ -106,8 +107,8 @@ impl ResourceTable {
 pub type Decorate = for<'t> fn(&'t mut Tx, &'t mut Inventory) -> BoxFuture<'t, Result<(), Fault>>;
 
 /// A shareable kind's `shared` column, stored as 0 or 1 (the same on both backends), as
-/// inventories and records say it: `true` or `false`. For its [`ResourceTable::decorate`].
-pub fn shared_as_bool(inventory: &mut Inventory) {
+/// its inventories and records say it: `true` or `false`.
+fn shared_as_bool(inventory: &mut Inventory) {
     let shared = inventory
         .get("shared")
         .and_then(Value::as_i64)
@@ -251,6 +252,9 @@ impl ResourceTable {
     /// A row as the kind's record `R`; a row that does not read as one is the owner's bug,
     /// reported as such (never a default value).
     async fn record<R: Record>(&self, tx: &mut Tx, mut row: Inventory) -> Result<R, Fault> {
+        if self.shareable {
+            shared_as_bool(&mut row);
+        }
         if let (true, Some(decorate)) = (R::DECORATED, self.decorate) {
             decorate(tx, &mut row).await?;
         }
@@ -412,6 +416,9 @@ impl ResourceTable {
         tx: &mut Tx,
         inventory: &mut Inventory,
     ) -> Result<(), Fault> {
+        if self.shareable {
+            shared_as_bool(inventory);
+        }
         if let Some(decorate) = self.decorate {
             decorate(tx, inventory).await?;
         }

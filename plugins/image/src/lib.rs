@@ -12,9 +12,7 @@ use flatstack_kernel::{
     async_trait, Fault, FaultCode, Kernel, KernelRef, Message, Observe, Plugin, PluginBuilder,
 };
 use flatstack_store::recovery::Reconciler;
-use flatstack_store::resource::{
-    check_name, new_uuid, row, shared_as_bool, store, text, ResourceTable,
-};
+use flatstack_store::resource::{check_name, new_uuid, row, store, text, ResourceTable};
 use flatstack_store::TableKind;
 use flatstack_store::Tx;
 use serde_json::json;
@@ -265,6 +263,5 @@ async fn placements(tx: &mut Tx, image: &mut Inventory) -> Result<(), Fault> {
         .list_refs(REFS, "image_uuid", &uuid, "backup_storage_uuid")
         .await?;
     image.insert("backup_storage_uuids".into(), json!(on));
-    shared_as_bool(image);
     Ok(())
 }

@@ -21,7 +21,7 @@ use flatstack_kernel::migration::Migration;
 use flatstack_kernel::{
     async_trait, Fault, Filter, Kernel, KernelRef, Message, MessageContext, Plugin, PluginBuilder,
 };
-use flatstack_store::resource::{check_name, new_uuid, shared_as_bool, store, text, ResourceTable};
+use flatstack_store::resource::{check_name, new_uuid, store, text, ResourceTable};
 use flatstack_store::{now, Tx};
 use ipv4::{dotted, Range};
 use serde_json::{json, Map, Value};
@@ -30,13 +30,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 static L3_NETWORKS: ResourceTable = ResourceTable::new("l3-networks", "l3_networks")
     .filters(&["name", "l2_network_uuid", "zone_uuid", "account_uuid"])
-    .shareable()
-    .decorate(|_, l3| {
-        Box::pin(async move {
-            shared_as_bool(l3);
-            Ok(())
-        })
-    });
+    .shareable();
 
 static IP_RANGES: ResourceTable = ResourceTable::new("ip-ranges", "ip_ranges").filters(&[
     "name",
