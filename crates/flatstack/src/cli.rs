@@ -53,21 +53,41 @@ struct Wait {
     timeout: Option<Duration>,
 }
 
+/// An argument as a flag and its inline value: `--flag=value` is (`--flag`, `value`).
+pub(crate) fn split_flag(arg: &str) -> (&str, Option<&str>) {
+    match arg.split_once('=') {
+        Some((flag, value)) if flag.starts_with("--") => (flag, Some(value)),
+        _ => (arg, None),
+    }
+}
+
+/// Takes the flag at `args[i]` out of `args` with its value (given inline, or the next
+/// argument), which it answers; without one, an error saying the flag `needs` it.
+pub(crate) fn take_flag_value(
+    args: &mut Vec<String>,
+    i: usize,
+    needs: &str,
+) -> anyhow::Result<String> {
+    let (flag, inline) = split_flag(&args[i]);
+    let value = match inline {
+        Some(value) => value.to_owned(),
+        None if i + 1 < args.len() => args.remove(i + 1),
+        None => bail!("{flag} needs {needs}"),
+    };
+    args.remove(i);
+    Ok(value)
+}
+
 /// A body's fields from `-f <file>` (`-f -`: standard input), a JSON object, before the
 /// `key=value` pairs (which win).
 fn take_file(args: &mut Vec<String>) -> anyhow::Result<Option<Map<String, Value>>> {
     let Some(i) = args
         .iter()
-        .position(|a| a == "-f" || a == "--file" || a.starts_with("--file="))
+        .position(|a| matches!(split_flag(a).0, "-f" | "--file"))
     else {
         return Ok(None);
     };
-    let path = match args[i].strip_prefix("--file=") {
-        Some(path) => path.to_owned(),
-        None if i + 1 < args.len() => args.remove(i + 1),
-        None => bail!("{} needs a file (`-` for standard input)", args[i]),
-    };
-    args.remove(i);
+    let path = take_flag_value(args, i, "a file (`-` for standard input)")?;
     let text = if path == "-" {
         std::io::read_to_string(std::io::stdin()).context("reading standard input")?
     } else {
@@ -86,22 +106,13 @@ impl Wait {
         let mut wait = Wait::default();
         let mut i = 0;
         while i < args.len() {
-            let (flag, inline) = match args[i].split_once('=') {
-                Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
-                _ => (args[i].clone(), None),
-            };
-            match flag.as_str() {
+            match split_flag(&args[i]).0 {
                 "--no-wait" => {
                     args.remove(i);
                     wait.no_wait = true;
                 }
                 "--timeout" => {
-                    let value = match inline {
-                        Some(v) => v,
-                        None if i + 1 < args.len() => args.remove(i + 1),
-                        None => bail!("--timeout needs a number of seconds"),
-                    };
-                    args.remove(i);
+                    let value = take_flag_value(args, i, "a number of seconds")?;
                     let seconds: f64 = value
                         .parse()
                         .ok()

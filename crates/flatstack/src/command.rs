@@ -267,20 +267,12 @@ fn take_global_flags(
 ) -> anyhow::Result<()> {
     let mut i = 0;
     while i < args.len() {
-        let (flag, inline) = match args[i].split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
-            _ => (args[i].clone(), None),
-        };
+        let flag = cli::split_flag(&args[i]).0.to_owned();
         if !["--output", "--endpoint", "--token", "--profile"].contains(&flag.as_str()) {
             i += 1;
             continue;
         }
-        let value = match inline {
-            Some(v) => v,
-            None if i + 1 < args.len() => args.remove(i + 1),
-            None => anyhow::bail!("{flag} needs a value"),
-        };
-        args.remove(i);
+        let value = cli::take_flag_value(args, i, "a value")?;
         if flag == "--endpoint" {
             *endpoint = Some(value);
         } else if flag == "--token" {
