@@ -615,9 +615,29 @@ impl Doc {
                 None => self.reply(kernel, c.list),
             };
             list_responses.insert("200".into(), response("the list", Some(list)));
+            // The list message's fields are the query's (`PageQuery`'s, for those that
+            // page); one that takes none answers `400` to any.
+            let message = self.message(kernel, c.list);
+            let fields = self.resolve(&message);
+            let query: Vec<Value> = fields
+                .get("properties")
+                .and_then(Value::as_object)
+                .into_iter()
+                .flatten()
+                .map(|(name, schema)| {
+                    let mut param = json!({"name": name, "in": "query", "required": false, "schema": schema});
+                    if let Some(text) = schema.get("description") {
+                        param["description"] = text.clone();
+                    }
+                    param
+                })
+                .collect();
+            if !query.is_empty() {
+                list_responses.insert("400".into(), response("error", Some(reference("Error"))));
+            }
             let mut item = json!({
                 "parameters": [uuid_param.clone()],
-                "get": {"operationId": format!("{p}.{}.list", c.path), "summary": format!("List the {} of one of {p}", c.path), "responses": list_responses},
+                "get": {"operationId": format!("{p}.{}.list", c.path), "summary": format!("List the {} of one of {p}", c.path), "parameters": query, "responses": list_responses},
             });
             if let Some(create) = c.create {
                 let body = self.message(kernel, create);

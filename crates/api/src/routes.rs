@@ -580,10 +580,13 @@ async fn list_children(
     State(api): Shared,
     Extension(caller): Extension<Caller>,
     Path((kind, uuid, sub)): Path<(String, String, String)>,
+    Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     let c = api.child(&caller, (&kind, &uuid, &sub), Op::Read).await?;
+    // The query is the list message's body: `limit`, `cursor`, `sort` (`PageQuery`) for
+    // the children that page, which refuse anything else by name.
     Ok(Json(
-        api.call(c.service, Some(&uuid), c.list, json!({})).await?,
+        api.call(c.service, Some(&uuid), c.list, json!(query)).await?,
     ))
 }
 

@@ -78,3 +78,109 @@ async fn lists_page_by_cursor_sort_and_count_truly() {
         );
     }
 }
+
+/// Every page of `path` (`?limit=` and the like already in it), walked by `next`: the
+/// names in order, and the `total` of each page.
+async fn walk(node: &Node, path: &str) -> (Vec<String>, Vec<u64>) {
+    let (mut names, mut totals) = (Vec::new(), Vec::new());
+    let mut cursor: Option<String> = None;
+    loop {
+        let url = match &cursor {
+            Some(c) => format!("{path}&cursor={c}"),
+            None => path.to_owned(),
+        };
+        let (status, page) = node.get(&url).await;
+        assert_eq!(status, StatusCode::OK, "{url}: {page}");
+        for row in page["inventories"].as_array().expect("inventories") {
+            let name = row["name"].as_str().or(row["cluster_uuid"].as_str());
+            names.push(name.expect("a name or a cluster").to_owned());
+        }
+        totals.push(page["total"].as_u64().expect("total"));
+        match page["next"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => return (names, totals),
+        }
+    }
+}
+
+#[tokio::test]
+async fn child_collections_page_as_lists_do() {
+    let dir = common::data_dir();
+    let node = Node::start(dir.path());
+    let (zone, first_cluster, _) = common::data_centre(&node).await;
+    let l2 = common::uuid(
+        &node
+            .create(
+                "l2-networks",
+                json!({"name": "l2", "zone_uuid": zone, "physical_interface": "eth0",
+                       "type": "L2VlanNetwork", "vlan": 100}),
+            )
+            .await,
+    );
+    let l3 = common::uuid(
+        &node
+            .create("l3-networks", json!({"name": "l3", "l2_network_uuid": l2}))
+            .await,
+    );
+    for i in 1..=7 {
+        let (status, reply) = node
+            .post(
+                &format!("/v1/l3-networks/{l3}/ip-ranges?wait=10"),
+                json!({"name": format!("range-{i}"), "start_ip": format!("192.168.0.{}", i * 10),
+                       "end_ip": format!("192.168.0.{}", i * 10 + 5),
+                       "netmask": "255.255.255.0", "gateway": "192.168.0.1"}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{reply}");
+    }
+    // An L3 network's IP ranges, 3 a page, by name descending.
+    let ranges = format!("/v1/l3-networks/{l3}/ip-ranges");
+    let (names, totals) = walk(&node, &format!("{ranges}?limit=3&sort=-name")).await;
+    let expected: Vec<String> = (1..=7).rev().map(|i| format!("range-{i}")).collect();
+    assert_eq!(names, expected);
+    assert_eq!(totals, [7, 7, 7], "three pages, each with the true count");
+    // An L2 network's clusters (an attachment table, keyed by the cluster), 2 a page.
+    let mut clusters = vec![first_cluster];
+    for i in 2..=5 {
+        clusters.push(common::uuid(
+            &node
+                .create(
+                    "clusters",
+                    json!({"name": format!("c{i}"), "zone_uuid": zone, "hypervisor_type": "Simulator"}),
+                )
+                .await,
+        ));
+    }
+    for cluster in &clusters {
+        let (status, reply) = node
+            .post(
+                &format!("/v1/l2-networks/{l2}/actions?wait=10"),
+                json!({"action": "attach_cluster", "cluster_uuid": cluster}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{reply}");
+    }
+    let (seen, totals) = walk(&node, &format!("/v1/l2-networks/{l2}/clusters?limit=2")).await;
+    clusters.sort();
+    assert_eq!(seen, clusters, "by cluster, each once");
+    assert_eq!(totals, [5, 5, 5]);
+    // Bad paging is a 400 naming the parameter, as on a kind's list; and a child list
+    // takes nothing else.
+    for (query, field) in [
+        ("limit=0", Some("limit")),
+        ("limit=many", None),
+        ("sort=end_ip", Some("sort")),
+        ("cursor=zz", Some("cursor")),
+        ("colour=red", None),
+    ] {
+        let (status, answer) = node.get(&format!("{ranges}?{query}")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {answer}");
+        if let Some(field) = field {
+            assert_eq!(answer["error"]["details"]["field"], field, "{answer}");
+        }
+        assert!(
+            answer["error"]["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{answer}"
+        );
+    }
+}

@@ -30,6 +30,6 @@ pub struct DataDir(
 );
 pub use resource::{
     points, Attachment, DeleteResource, GetResource, Inventory, InventoryList, ListResources,
-    ResourceAttached, ResourceChange, ResourceCreated, ResourceDeleted, ResourceDetached,
-    ResourceStateChanged, ResourceUpdated, StateChange, UpdateResource,
+    PageQuery, ResourceAttached, ResourceChange, ResourceCreated, ResourceDeleted,
+    ResourceDetached, ResourceStateChanged, ResourceUpdated, StateChange, UpdateResource,
 };

@@ -100,8 +100,8 @@ flatstack_kernel::request!(DetachL2Cluster = "l2.detach-cluster" => Inventory);
 /// The clusters an L2 network (the addressed resource) is attached to: rows of
 /// `{l2_network_uuid, cluster_uuid, created_at}`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ListL2Clusters {}
+#[serde(transparent)]
+pub struct ListL2Clusters(pub crate::resource::PageQuery);
 flatstack_kernel::request!(ListL2Clusters = "l2.cluster.list" => InventoryList);
 
 /// Creates an L3 network (an IP subnet) on an L2 network; it takes the L2's zone.
@@ -154,8 +154,8 @@ flatstack_kernel::request!(CreateIpRange = "l3.ip-range.create" => Inventory);
 
 /// The IP ranges of an L3 network (the addressed resource).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ListIpRanges {}
+#[serde(transparent)]
+pub struct ListIpRanges(pub crate::resource::PageQuery);
 flatstack_kernel::request!(ListIpRanges = "l3.ip-range.list" => InventoryList);
 
 /// Allocates an IP address of an L3 network (the addressed resource): the lowest free

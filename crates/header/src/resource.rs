@@ -21,6 +21,47 @@ pub struct InventoryList {
     pub next: Option<String>,
 }
 
+/// How a page of a list is asked for: the `limit`, `cursor` and `sort` of a list's query.
+/// A child collection's list message carries it (`GET /v1/{kind}/{uuid}/{child}?limit=`),
+/// as the serde-transparent newtype `struct ListThings(pub PageQuery)`; a kind's own list
+/// takes the same three among its filters ([`ListResources`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PageQuery {
+    /// At most this many rows (1 to the list's maximum, which is also the default).
+    #[serde(
+        default,
+        deserialize_with = "number_or_text",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub limit: Option<u64>,
+    /// The previous page's `next`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+    /// Columns to sort by, comma-separated, each `-`-prefixed for descending
+    /// (`name,-created_at`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sort: Option<String>,
+}
+
+/// A count given as a JSON number or, as a query string has it, as text.
+fn number_or_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Count {
+        Number(u64),
+        Text(String),
+    }
+    match Option::<Count>::deserialize(d)? {
+        None => Ok(None),
+        Some(Count::Number(n)) => Ok(Some(n)),
+        Some(Count::Text(t)) => t
+            .parse()
+            .map(Some)
+            .map_err(|_| serde::de::Error::custom(format!("`{t}` is not a count"))),
+    }
+}
+
 /// Reads one resource; addressed to the resource's uuid.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -3,10 +3,12 @@
 //! `resource.attach`/`resource.detach` extension points and write the canonical events in
 //! the same transaction as the reference row.
 
-use crate::resource::{row, store, text};
+use crate::resource::{row, store, text, Pager};
 use crate::Tx;
 use flatstack_header::points::{AttachCheck, Attached, DetachCheck, Detached};
-use flatstack_header::{Attachment, Inventory, InventoryList, ResourceAttached, ResourceDetached};
+use flatstack_header::{
+    Attachment, Inventory, InventoryList, PageQuery, ResourceAttached, ResourceDetached,
+};
 use flatstack_kernel::{Fault, Kernel};
 use serde_json::json;
 
@@ -188,18 +190,23 @@ impl Attachments {
             .await?)
     }
 
-    /// The reference rows of `owner`, as a list.
-    pub async fn list(&self, kernel: &Kernel, owner: &str) -> Result<InventoryList, Fault> {
-        let mut tx = store(kernel)?.begin().await?;
+    /// A page of the reference rows of `owner` (`query`: sorted by the target column,
+    /// the default, or `created_at`).
+    pub async fn list(
+        &self,
+        kernel: &Kernel,
+        owner: &str,
+        query: &PageQuery,
+    ) -> Result<InventoryList, Fault> {
+        let mut tx = store(kernel)?.read().await?;
         let mut filter = Inventory::new();
         filter.insert(self.owner_column.into(), json!(owner));
-        let inventories = tx
-            .list_by(self.table, &filter, &[self.target_column])
-            .await?;
-        Ok(InventoryList {
-            next: None,
-            total: inventories.len() as u64,
-            inventories,
-        })
+        let pager = Pager {
+            what: self.target_kind,
+            sortable: &[self.target_column, "created_at"],
+            default_sort: self.target_column,
+            key: &[self.target_column],
+        };
+        pager.page(&mut tx, self.table, &filter, query).await
     }
 }

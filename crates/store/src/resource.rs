@@ -9,7 +9,7 @@ use flatstack_header::points::{
 };
 use flatstack_header::{
     DeleteResource, FindRecords, GetRecord, GetResource, Inventory, InventoryList, ListResources,
-    Record, ResourceChange, ResourceCreated, ResourceDeleted, ResourceStateChanged,
+    PageQuery, Record, ResourceChange, ResourceCreated, ResourceDeleted, ResourceStateChanged,
     ResourceUpdated, StateChange, UpdateResource,
 };
 use flatstack_kernel::bus::ServiceBuilder;
@@ -155,6 +155,95 @@ pub fn decode_cursor(cursor: &Value, columns: usize) -> Result<Vec<Value>, Fault
         return Err(bad());
     }
     Ok(values)
+}
+
+/// How one table's rows are listed a page at a time, by any list: a kind's, a child
+/// collection's ([`PageQuery`] in its list message), a plugin's own table.
+#[derive(Debug, Clone, Copy)]
+pub struct Pager<'a> {
+    /// What the rows are, for refusals: `l2-networks`, `tunnels`.
+    pub what: &'a str,
+    /// The columns a `sort` may name.
+    pub sortable: &'a [&'a str],
+    /// The order when the query names none (a `sort` text).
+    pub default_sort: &'a str,
+    /// Columns that make the order total, appended to every order that lacks them: a
+    /// cursor then names one row, and no row is skipped or seen twice across pages.
+    pub key: &'a [&'a str],
+}
+
+impl Pager<'_> {
+    /// The page of `table`'s rows matching `filters` (column = value) that `query` asks
+    /// for, with the cursor of the next and the count of every match. A `limit` outside 1
+    /// to [`MAX_PAGE`], a `sort` naming another column or one twice, or a cursor this
+    /// order did not give is a `400` naming the parameter.
+    pub async fn page(
+        &self,
+        tx: &mut Tx,
+        table: &str,
+        filters: &Map<String, Value>,
+        query: &PageQuery,
+    ) -> Result<InventoryList, Fault> {
+        let limit = match query.limit {
+            None => MAX_PAGE,
+            Some(l) if (1..=MAX_PAGE as u64).contains(&l) => l as usize,
+            Some(_) => {
+                return Err(Fault::invalid(
+                    "limit",
+                    format!("limit is 1 to {MAX_PAGE}"),
+                ))
+            }
+        };
+        let sort = self.order(query.sort.as_deref().unwrap_or(self.default_sort))?;
+        let order: Vec<(&str, bool)> = sort.iter().map(|(c, d)| (c.as_str(), *d)).collect();
+        let after = match &query.cursor {
+            Some(cursor) => Some(decode_cursor(&Value::String(cursor.clone()), order.len())?),
+            None => None,
+        };
+        let total = tx.count(table, filters).await?;
+        let mut inventories = tx
+            .page(table, filters, &order, after.as_deref(), limit + 1)
+            .await?;
+        let next = if inventories.len() > limit {
+            inventories.truncate(limit);
+            inventories.last().map(|last| encode_cursor(last, &order))
+        } else {
+            None
+        };
+        Ok(InventoryList {
+            total,
+            inventories,
+            next,
+        })
+    }
+
+    /// The order `sort` asks for, the key columns last.
+    fn order(&self, sort: &str) -> Result<Vec<(String, bool)>, Fault> {
+        let mut order: Vec<(String, bool)> = Vec::new();
+        for term in sort.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            let (column, desc) = match term.strip_prefix('-') {
+                Some(column) => (column, true),
+                None => (term, false),
+            };
+            if !self.sortable.contains(&column) || order.iter().any(|(c, _)| c == column) {
+                return Err(Fault::invalid(
+                    "sort",
+                    format!(
+                        "{} sort by {}, each once (`-` for descending); not `{column}`",
+                        self.what,
+                        self.sortable.join(", ")
+                    ),
+                ));
+            }
+            order.push((column.to_owned(), desc));
+        }
+        for key in self.key {
+            if !order.iter().any(|(c, _)| c == key) {
+                order.push(((*key).to_owned(), false));
+            }
+        }
+        Ok(order)
+    }
 }
 
 /// The store the distribution provided.
@@ -439,26 +528,33 @@ impl ResourceTable {
     }
 
     /// A page of the kind's resources: `filters` (columns of `filters`), and the paging
-    /// parameters `limit` (1 to [`MAX_PAGE`], that by default), `sort` (`name,-created_at`:
-    /// columns that may be filtered on, or `name`, `created_at`, `updated_at`, `uuid`; a
-    /// `-` sorts descending; `created_at` by default; `uuid` ends every order) and
-    /// `cursor` (the previous page's `next`). `total` counts every match.
+    /// parameters `limit`, `sort` and `cursor` ([`PageQuery`]): sorted by `name`,
+    /// `created_at` (the default), `updated_at`, `uuid` or a filter's column; `uuid` ends
+    /// every order. `total` counts every match.
     async fn list(
         &self,
         kernel: &Kernel,
         mut filters: Map<String, Value>,
     ) -> Result<InventoryList, Fault> {
-        let limit = match filters.remove("limit") {
-            None => MAX_PAGE,
-            Some(limit) => limit
-                .as_u64()
-                .or_else(|| limit.as_str().and_then(|l| l.parse().ok()))
-                .filter(|l| (1..=MAX_PAGE as u64).contains(l))
-                .map(|l| l as usize)
-                .ok_or_else(|| Fault::invalid("limit", format!("limit is 1 to {MAX_PAGE}")))?,
+        let query = PageQuery {
+            limit: match filters.remove("limit") {
+                None => None,
+                Some(limit) => Some(
+                    limit
+                        .as_u64()
+                        .or_else(|| limit.as_str().and_then(|l| l.parse().ok()))
+                        .ok_or_else(|| Fault::invalid("limit", format!("limit is 1 to {MAX_PAGE}")))?,
+                ),
+            },
+            cursor: filters.remove("cursor").map(|c| match c {
+                Value::String(c) => c,
+                other => other.to_string(),
+            }),
+            sort: filters.remove("sort").map(|s| match s {
+                Value::String(s) => s,
+                other => other.to_string(),
+            }),
         };
-        let sort = self.sort(filters.remove("sort"))?;
-        let cursor = filters.remove("cursor");
         let allowed = |k: &str| {
             self.filters.contains(&k)
                 || (self.shareable && k == flatstack_header::resource::VISIBLE_TO)
@@ -473,64 +569,20 @@ impl ResourceTable {
                 ),
             ));
         }
-        let after = match &cursor {
-            Some(cursor) => Some(decode_cursor(cursor, sort.len())?),
-            None => None,
+        let mut sortable = vec!["name", "created_at", "updated_at", "uuid"];
+        sortable.extend(self.filters.iter().copied());
+        let pager = Pager {
+            what: self.kind,
+            sortable: &sortable,
+            default_sort: "created_at",
+            key: &["uuid"],
         };
-        let order: Vec<(&str, bool)> = sort.iter().map(|(c, d)| (c.as_str(), *d)).collect();
         let mut tx = store(kernel)?.read().await?;
-        let total = tx.count(self.table, &filters).await?;
-        let mut inventories = tx
-            .page(self.table, &filters, &order, after.as_deref(), limit + 1)
-            .await?;
-        let next = if inventories.len() > limit {
-            inventories.truncate(limit);
-            inventories.last().map(|last| encode_cursor(last, &order))
-        } else {
-            None
-        };
-        for inventory in &mut inventories {
+        let mut list = pager.page(&mut tx, self.table, &filters, &query).await?;
+        for inventory in &mut list.inventories {
             self.join(kernel, &mut tx, inventory).await?;
         }
-        Ok(InventoryList {
-            total,
-            inventories,
-            next,
-        })
-    }
-
-    /// The order `sort` asks for, `uuid` last.
-    fn sort(&self, sort: Option<Value>) -> Result<Vec<(String, bool)>, Fault> {
-        let text = match &sort {
-            None => "created_at".to_owned(),
-            Some(Value::String(text)) => text.clone(),
-            Some(other) => other.to_string(),
-        };
-        let mut order = Vec::new();
-        for term in text.split(',').map(str::trim).filter(|t| !t.is_empty()) {
-            let (column, desc) = match term.strip_prefix('-') {
-                Some(column) => (column, true),
-                None => (term, false),
-            };
-            let sortable = ["name", "created_at", "updated_at", "uuid"].contains(&column)
-                || self.filters.contains(&column);
-            if !sortable || order.iter().any(|(c, _)| c == column) {
-                return Err(Fault::invalid(
-                    "sort",
-                    format!(
-                        "{} sort by name, created_at, updated_at, uuid or {}, each once \
-                         (`-` for descending); not `{column}`",
-                        self.kind,
-                        self.filters.join(", ")
-                    ),
-                ));
-            }
-            order.push((column.to_owned(), desc));
-        }
-        if !order.iter().any(|(c, _)| c == "uuid") {
-            order.push(("uuid".to_owned(), false));
-        }
-        Ok(order)
+        Ok(list)
     }
 
     async fn update(&self, cx: &MessageContext, msg: UpdateResource) -> Result<Inventory, Fault> {

@@ -9,7 +9,9 @@ use flatstack_header::network::{
     L2_NETWORK_SERVICE, L2_NO_VLAN,
 };
 use flatstack_header::record;
-use flatstack_header::{ApiAction, ApiChild, ApiResource, Inventory, InventoryList};
+use flatstack_header::{
+    ApiAction, ApiChild, ApiResource, Inventory, InventoryList, PageQuery,
+};
 use flatstack_kernel::driver::{call, Handled, Incoming, Resource};
 use flatstack_kernel::migration::Migration;
 use flatstack_kernel::schemars::{json_schema, Schema};
@@ -92,8 +94,8 @@ impl Plugin for L2NetworkPlugin {
             .handle::<DetachL2Cluster, _, _>(|_, msg, cx| async move {
                 call(&*resource_of(&cx).await?, msg, &cx).await
             })
-            .handle::<ListL2Clusters, _, _>(|_, _, cx| async move {
-                list_clusters(&cx.kernel, cx.resource_id()?).await
+            .handle::<ListL2Clusters, _, _>(|_, msg, cx| async move {
+                list_clusters(&cx.kernel, cx.resource_id()?, &msg.0).await
             });
         b.register(ApiResource {
             path: "l2-networks",
@@ -366,11 +368,15 @@ async fn reread(kernel: &Kernel, network: &Inventory) -> Result<Inventory, Fault
         .await
 }
 
-async fn list_clusters(kernel: &Kernel, uuid: &str) -> Result<InventoryList, Fault> {
+async fn list_clusters(
+    kernel: &Kernel,
+    uuid: &str,
+    query: &PageQuery,
+) -> Result<InventoryList, Fault> {
     reread(
         kernel,
         &Inventory::from_iter([("uuid".to_owned(), json!(uuid))]),
     )
     .await?;
-    CLUSTER_ATTACHMENTS.list(kernel, uuid).await
+    CLUSTER_ATTACHMENTS.list(kernel, uuid, query).await
 }

@@ -318,7 +318,9 @@ pub struct Openvswitch {
 impl Resource for Openvswitch {
     async fn handle(&self, msg: Incoming, cx: &MessageContext) -> Handled {
         let msg = match msg.take::<ListTunnels>() {
-            Ok(_) => return Handled::reply(tunnels::list(&cx.kernel, &self.network).await),
+            Ok(msg) => {
+                return Handled::reply(tunnels::list(&cx.kernel, &self.network, &msg.0).await)
+            }
             Err(other) => other,
         };
         let msg = match msg.take::<ResyncTunnels>() {

@@ -15,12 +15,12 @@ use flatstack_header::infra::{AgentCommand, CallHostAgent, HostQuery, HostRecord
 use flatstack_header::network::{L2Networks, L2_NETWORK_SERVICE};
 use flatstack_header::record;
 use flatstack_header::vm::{NicQuery, NicRecord, VmState};
-use flatstack_header::{GetResource, Inventory, InventoryList};
+use flatstack_header::{GetResource, Inventory, InventoryList, PageQuery};
 use flatstack_kernel::bus::ServiceBuilder;
 use flatstack_kernel::driver::{call, Resource};
 use flatstack_kernel::schemars::{self, JsonSchema};
 use flatstack_kernel::{request, Fault, Kernel, MessageContext};
-use flatstack_store::resource::{new_uuid, row, store};
+use flatstack_store::resource::{new_uuid, row, store, Pager};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -33,8 +33,8 @@ pub const NAMESPACE: &str = "ovs.tunnel";
 
 /// The tunnels of the addressed L2 network (`GET /v1/l2-networks/{uuid}/tunnels`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ListTunnels {}
+#[serde(transparent)]
+pub struct ListTunnels(pub PageQuery);
 request!(ListTunnels = "openvswitch.tunnel.list" => InventoryList, service SERVICE);
 
 /// Makes the addressed network's tunnels what its VMs need: missing ones made, needless
@@ -522,25 +522,37 @@ async fn release(kernel: &Kernel, l2: &str, msg: ReleaseTunnels) -> Result<u64, 
 }
 // ANCHOR_END: release
 
-/// `GET /v1/l2-networks/{uuid}/tunnels`.
-pub(crate) async fn list(kernel: &Kernel, network: &Inventory) -> Result<InventoryList, Fault> {
+/// `GET /v1/l2-networks/{uuid}/tunnels`: a page of them, by host and peer unless `query`
+/// sorts otherwise.
+pub(crate) async fn list(
+    kernel: &Kernel,
+    network: &Inventory,
+    query: &PageQuery,
+) -> Result<InventoryList, Fault> {
     let l2 = network
         .get("uuid")
         .and_then(Value::as_str)
         .unwrap_or_default();
-    let inventories = tunnels_of(kernel, l2)
-        .await?
-        .into_iter()
-        .map(|t| match serde_json::to_value(t) {
-            Ok(Value::Object(row)) => Ok(row),
-            _ => Err(Fault::internal("a tunnel is an object")),
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(InventoryList {
-        next: None,
-        total: inventories.len() as u64,
-        inventories,
-    })
+    let mut filter = Inventory::new();
+    filter.insert("l2_network_uuid".into(), json!(l2));
+    let pager = Pager {
+        what: "tunnels",
+        sortable: &["host_uuid", "peer_host_uuid", "created_at", "uuid"],
+        default_sort: "host_uuid,peer_host_uuid",
+        key: &["uuid"],
+    };
+    let mut tx = store(kernel)?.read().await?;
+    let mut page = pager.page(&mut tx, TUNNELS, &filter, query).await?;
+    // Each row as the typed inventory shows it.
+    for row in &mut page.inventories {
+        let tunnel: TunnelInventory = serde_json::from_value(Value::Object(std::mem::take(row)))
+            .map_err(|e| Fault::internal(format!("a row of {TUNNELS} does not read: {e}")))?;
+        match serde_json::to_value(tunnel) {
+            Ok(Value::Object(typed)) => *row = typed,
+            _ => return Err(Fault::internal("a tunnel is an object")),
+        }
+    }
+    Ok(page)
 }
 
 // ANCHOR: resync

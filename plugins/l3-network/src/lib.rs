@@ -16,12 +16,12 @@ use flatstack_header::network::{
 };
 use flatstack_header::record;
 use flatstack_header::vm::{HostFilter, VmWork};
-use flatstack_header::{ApiChild, ApiResource, Inventory, InventoryList};
+use flatstack_header::{ApiChild, ApiResource, Inventory, InventoryList, PageQuery};
 use flatstack_kernel::migration::Migration;
 use flatstack_kernel::{
     async_trait, Fault, Filter, Kernel, KernelRef, Message, MessageContext, Plugin, PluginBuilder,
 };
-use flatstack_store::resource::{check_name, new_uuid, store, text, ResourceTable};
+use flatstack_store::resource::{check_name, new_uuid, store, text, Pager, ResourceTable};
 use flatstack_store::{now, Tx};
 use ipv4::{dotted, Range};
 use serde_json::{json, Map, Value};
@@ -119,8 +119,8 @@ impl Plugin for L3NetworkPlugin {
             hints.forget(l3);
             create_range(&cx.kernel, l3, msg).await
         })
-        .handle::<ListIpRanges, _, _>(|_, _, cx| async move {
-            list_ranges(&cx.kernel, cx.resource_id()?).await
+        .handle::<ListIpRanges, _, _>(|_, msg, cx| async move {
+            list_ranges(&cx.kernel, cx.resource_id()?, &msg.0).await
         })
         .handle::<AllocateIp, _, _>(|hints, msg, cx| async move {
             allocate(&cx.kernel, &hints, cx.resource_id()?, msg).await
@@ -344,17 +344,22 @@ fn check_fits(new: &Range, other: &StoredRange, l3: &str) -> Result<(), Fault> {
     Ok(())
 }
 
-async fn list_ranges(kernel: &Kernel, l3: &str) -> Result<InventoryList, Fault> {
-    let mut tx = store(kernel)?.begin().await?;
+async fn list_ranges(
+    kernel: &Kernel,
+    l3: &str,
+    query: &PageQuery,
+) -> Result<InventoryList, Fault> {
+    let mut tx = store(kernel)?.read().await?;
     L3_NETWORKS.read(kernel, &mut tx, l3).await?;
     let mut filters = Map::new();
     filters.insert("l3_network_uuid".into(), json!(l3));
-    let inventories = tx.list("ip_ranges", &filters).await?;
-    Ok(InventoryList {
-        next: None,
-        total: inventories.len() as u64,
-        inventories,
-    })
+    let pager = Pager {
+        what: "ip-ranges",
+        sortable: &["name", "created_at", "uuid"],
+        default_sort: "created_at",
+        key: &["uuid"],
+    };
+    pager.page(&mut tx, "ip_ranges", &filters, query).await
 }
 
 /// The allocated addresses of an L3 network, lowest first.
