@@ -180,6 +180,7 @@ async fn on_sqlite(
         if let Some(relay) = relay {
             relay_caught_up(&node.store, &relay).await?;
         }
+        let pages = pages(&node).await?;
         let replayed_rows = journal.transactions();
         let statements = journal.statements();
         let path = before.clone();
@@ -210,6 +211,7 @@ async fn on_sqlite(
             creates,
             raw,
             single_row: single_row?,
+            pages,
         })
     }
     .await;
@@ -301,6 +303,7 @@ async fn postgres_run(
     let node = BenchNode::start(distribution, &node_options).await?;
     let outcome: anyhow::Result<Report> = async {
         let (creates, journal) = create(options, &node, body).await?;
+        let pages = pages(&node).await?;
         let copy_url = with_database(url, copy);
         let raw = Replayed {
             transactions: journal.transactions(),
@@ -330,6 +333,7 @@ async fn postgres_run(
             creates,
             raw,
             single_row: outcome?,
+            pages,
         })
     }
     .await;
@@ -391,6 +395,21 @@ struct Report {
     raw: Replayed,
     /// As many one-row transactions through the store.
     single_row: Duration,
+    /// Every VM listed a page of 100 at a time, after the creates.
+    pages: Pages,
+}
+
+/// The VMs walked a page at a time through the API, and the same pages read raw.
+struct Pages {
+    /// How many rows a page holds.
+    size: usize,
+    /// How many VMs the walk saw (each once).
+    rows: usize,
+    /// Each page's request, sorted.
+    latencies: Vec<Duration>,
+    /// Each page's SQL (the keyset query and the count the API also makes) on the same
+    /// database through the store's pool, with no node in between, sorted.
+    raw: Vec<Duration>,
 }
 
 /// What the creates did.
@@ -516,6 +535,90 @@ async fn create_one(
     }
     .await;
     (started.elapsed(), outcome)
+}
+
+/// Walks every VM through `GET /v1/vm-instances?limit=100` (the default order, by creation
+/// then uuid), each page timed; then reads the same pages raw: the keyset query the store
+/// sends and the count, on the store's pool.
+async fn pages(node: &BenchNode) -> anyhow::Result<Pages> {
+    const SIZE: usize = 100;
+    let http = crate::token::builder(node.token.as_deref())?
+        .build()
+        .context("building the HTTP client")?;
+    let mut latencies = Vec::new();
+    let mut bounds: Vec<Option<(String, String)>> = vec![None];
+    let mut seen = std::collections::HashSet::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut url = format!("{}/v1/vm-instances?limit={SIZE}", node.base);
+        if let Some(cursor) = &cursor {
+            url.push_str(&format!("&cursor={cursor}"));
+        }
+        let started = Instant::now();
+        let response = http.get(&url).send().await.context("listing VMs")?;
+        let status = response.status();
+        let page: Value = response.json().await.context("a page of VMs")?;
+        latencies.push(started.elapsed());
+        if !status.is_success() {
+            bail!("listing VMs: {status}: {page}");
+        }
+        let rows = page["inventories"].as_array().context("inventories")?;
+        for vm in rows {
+            let uuid = vm["uuid"].as_str().context("a VM's uuid")?;
+            if !seen.insert(uuid.to_owned()) {
+                bail!("VM {uuid} was listed twice");
+            }
+        }
+        match (page["next"].as_str(), rows.last()) {
+            (Some(next), Some(last)) => {
+                cursor = Some(next.to_owned());
+                let at = |k: &str| last[k].as_str().unwrap_or_default().to_owned();
+                bounds.push(Some((at("created_at"), at("uuid"))));
+            }
+            _ => break,
+        }
+    }
+    let mut raw = Vec::with_capacity(bounds.len());
+    let pool = node.store.pool();
+    for bound in &bounds {
+        let started = Instant::now();
+        let rows = match bound {
+            None => {
+                sqlx::query(
+                    "SELECT * FROM vm_instances ORDER BY created_at, uuid LIMIT 101",
+                )
+                .fetch_all(pool)
+                .await
+            }
+            Some((created_at, uuid)) => {
+                sqlx::query(
+                    "SELECT * FROM vm_instances WHERE (created_at, uuid) > ($1, $2) \
+                     ORDER BY created_at, uuid LIMIT 101",
+                )
+                .bind(created_at)
+                .bind(uuid)
+                .fetch_all(pool)
+                .await
+            }
+        }
+        .context("the raw page")?;
+        sqlx::query("SELECT COUNT(*) FROM vm_instances")
+            .fetch_one(pool)
+            .await
+            .context("the raw count")?;
+        raw.push(started.elapsed());
+        if rows.is_empty() && bound.is_some() {
+            bail!("the raw walk ended early");
+        }
+    }
+    latencies.sort_unstable();
+    raw.sort_unstable();
+    Ok(Pages {
+        size: SIZE,
+        rows: seen.len(),
+        latencies,
+        raw,
+    })
 }
 
 /// Builds, through the API, a data centre that takes every VM, and returns the body of a
@@ -748,6 +851,20 @@ impl Report {
             "ratio create/single-row commits: {:.2}",
             wall / single_row.max(f64::EPSILON)
         );
+        let pages = &self.pages;
+        println!(
+            "pages: {} of {} VMs, {} rows seen",
+            pages.latencies.len(),
+            pages.size,
+            pages.rows
+        );
+        for (name, p) in [("p50", 0.50), ("p99", 0.99), ("max", 1.0)] {
+            let api = millis(percentile(&pages.latencies, p));
+            let raw = millis(percentile(&pages.raw, p));
+            println!("page {name}: {api:.2} ms");
+            println!("raw page {name}: {raw:.2} ms");
+            println!("ratio page/raw {name}: {:.2}", api / raw.max(f64::EPSILON));
+        }
     }
 }
 
