@@ -25,6 +25,9 @@ pub struct Job {
     pub state: OperationState,
     /// 0 while running, 100 when finished.
     pub progress: u8,
+    /// While it runs on this node, the flow step it is at (`vm.create: allocate-host`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
     /// The resource it acts on (for a create, the one it made, once known).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resource_uuid: Option<String>,
@@ -51,6 +54,9 @@ impl From<Operation> for Job {
             } else {
                 100
             },
+            step: (op.state == OperationState::Running)
+                .then(|| flatstack_kernel::progress::step(&op.uuid))
+                .flatten(),
             uuid: op.uuid,
             operation: op.kind,
             state: op.state,
@@ -301,7 +307,11 @@ impl Jobs {
     pub async fn get(&self, uuid: &str) -> Result<Option<Job>, Fault> {
         if let Some((job, _)) = self.lock().jobs.get(uuid) {
             if job.state != OperationState::Running || self.store.is_none() {
-                return Ok(Some(job.clone()));
+                let mut job = job.clone();
+                if job.state == OperationState::Running {
+                    job.step = flatstack_kernel::progress::step(uuid);
+                }
+                return Ok(Some(job));
             }
         }
         match &self.store {

@@ -133,6 +133,7 @@ fn job_schema() -> Value {
             "operation": {"type": "string", "description": "The request's message, e.g. `vm.create`."},
             "state": {"type": "string", "enum": ["running", "succeeded", "failed"]},
             "progress": {"type": "integer", "minimum": 0, "maximum": 100},
+            "step": {"type": "string", "description": "While it runs on this node, the flow step it is at, e.g. `vm.create: allocate-host`."},
             "resource_uuid": {"type": "string", "description": "The resource it acts on (for a create, the one it made, once known)."},
             "result": {"description": "The reply: for a create, update or action, the resource's inventory."},
             "error": error_body(),
@@ -625,7 +626,8 @@ impl Doc {
                 .into_iter()
                 .flatten()
                 .map(|(name, schema)| {
-                    let mut param = json!({"name": name, "in": "query", "required": false, "schema": schema});
+                    let mut param =
+                        json!({"name": name, "in": "query", "required": false, "schema": schema});
                     if let Some(text) = schema.get("description") {
                         param["description"] = text.clone();
                     }

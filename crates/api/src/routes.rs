@@ -586,7 +586,8 @@ async fn list_children(
     // The query is the list message's body: `limit`, `cursor`, `sort` (`PageQuery`) for
     // the children that page, which refuse anything else by name.
     Ok(Json(
-        api.call(c.service, Some(&uuid), c.list, json!(query)).await?,
+        api.call(c.service, Some(&uuid), c.list, json!(query))
+            .await?,
     ))
 }
 

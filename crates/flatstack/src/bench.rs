@@ -584,11 +584,9 @@ async fn pages(node: &BenchNode) -> anyhow::Result<Pages> {
         let started = Instant::now();
         let rows = match bound {
             None => {
-                sqlx::query(
-                    "SELECT * FROM vm_instances ORDER BY created_at, uuid LIMIT 101",
-                )
-                .fetch_all(pool)
-                .await
+                sqlx::query("SELECT * FROM vm_instances ORDER BY created_at, uuid LIMIT 101")
+                    .fetch_all(pool)
+                    .await
             }
             Some((created_at, uuid)) => {
                 sqlx::query(

@@ -21,8 +21,60 @@ pub enum Output {
     Wide,
     /// The API's JSON.
     Json,
+    /// The API's JSON as YAML.
+    Yaml,
     /// Only uuids, one per line: for scripts (`ZONE=$(flatstack zones create ... --output uuid)`).
     Uuid,
+}
+
+/// Why a command failed, when its exit code says more than "it failed" (1): see
+/// docs/operators.md, "Exit codes". Carried in the error's chain; its message is the one
+/// printed.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Failure {
+    pub kind: FailureKind,
+    message: String,
+}
+
+/// The exit codes besides 0 (done) and 1 (the node refused, or a job failed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// 2: the command line is wrong (clap's own code for usage errors).
+    Usage,
+    /// 3: no node answered at the endpoint.
+    Unreachable,
+    /// 4: a job outlived `--timeout`; it goes on.
+    TimedOut,
+}
+
+impl FailureKind {
+    /// The process's exit code.
+    pub fn code(self) -> u8 {
+        match self {
+            FailureKind::Usage => 2,
+            FailureKind::Unreachable => 3,
+            FailureKind::TimedOut => 4,
+        }
+    }
+}
+
+/// A wrong command line: exit code 2.
+pub(crate) fn usage(message: impl std::fmt::Display) -> anyhow::Error {
+    Failure {
+        kind: FailureKind::Usage,
+        message: message.to_string(),
+    }
+    .into()
+}
+
+/// The exit code for `error`: its [`Failure`]'s (as the error, a context of it, or a
+/// cause), else 1.
+pub fn exit_code(error: &anyhow::Error) -> u8 {
+    error
+        .downcast_ref::<Failure>()
+        .or_else(|| error.chain().find_map(|e| e.downcast_ref::<Failure>()))
+        .map_or(1, |f| f.kind.code())
 }
 
 pub struct Client {
@@ -72,7 +124,7 @@ pub(crate) fn take_flag_value(
     let value = match inline {
         Some(value) => value.to_owned(),
         None if i + 1 < args.len() => args.remove(i + 1),
-        None => bail!("{flag} needs {needs}"),
+        None => return Err(usage(format!("{flag} needs {needs}"))),
     };
     args.remove(i);
     Ok(value)
@@ -95,8 +147,11 @@ fn take_file(args: &mut Vec<String>) -> anyhow::Result<Option<Map<String, Value>
     };
     match serde_json::from_str(&text) {
         Ok(Value::Object(body)) => Ok(Some(body)),
-        Ok(_) => bail!("{} does not hold a JSON object", escape(&path)),
-        Err(e) => bail!("{} is not JSON: {e}", escape(&path)),
+        Ok(_) => Err(usage(format!(
+            "{} does not hold a JSON object",
+            escape(&path)
+        ))),
+        Err(e) => Err(usage(format!("{} is not JSON: {e}", escape(&path)))),
     }
 }
 
@@ -118,7 +173,10 @@ impl Wait {
                         .ok()
                         .filter(|s: &f64| s.is_finite() && *s > 0.0)
                         .ok_or_else(|| {
-                            anyhow!("--timeout: `{}` is not a number of seconds", escape(&value))
+                            usage(format!(
+                                "--timeout: `{}` is not a number of seconds",
+                                escape(&value)
+                            ))
                         })?;
                     wait.timeout = Some(Duration::from_secs_f64(seconds));
                 }
@@ -149,13 +207,32 @@ fn query(pairs: &[(String, String)]) -> anyhow::Result<String> {
     serde_urlencoded::to_string(pairs).context("encoding the query")
 }
 
+/// `path` with the `key=value` pairs of `args` as its query, encoded.
+fn with_query(path: &str, args: &[String]) -> anyhow::Result<String> {
+    let pairs: Vec<(String, String)> = fields(args)?
+        .into_iter()
+        .map(|(k, v)| {
+            let v = v
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| v.to_string());
+            (k, v)
+        })
+        .collect();
+    Ok(if pairs.is_empty() {
+        path.to_owned()
+    } else {
+        format!("{path}?{}", query(&pairs)?)
+    })
+}
+
 /// Parses `key=value` pairs into a JSON object.
 pub fn fields(args: &[String]) -> anyhow::Result<Map<String, Value>> {
     let mut out = Map::new();
     for arg in args {
         let (key, value) = arg
             .split_once('=')
-            .ok_or_else(|| anyhow!("`{arg}` is not key=value"))?;
+            .ok_or_else(|| usage(format!("`{}` is not key=value", escape(arg))))?;
         let value = serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.to_owned()));
         out.insert(key.to_owned(), value);
     }
@@ -183,11 +260,14 @@ impl Client {
         if let Some(body) = body {
             request = request.json(&body);
         }
-        let response = request.send().await.with_context(|| {
-            format!(
-                "cannot reach the node at {} (is `flatstack serve` running?)",
-                self.endpoint
-            )
+        let response = request.send().await.map_err(|e| {
+            anyhow::Error::new(e).context(Failure {
+                kind: FailureKind::Unreachable,
+                message: format!(
+                    "cannot reach the node at {} (is `flatstack serve` running?)",
+                    self.endpoint
+                ),
+            })
         })?;
         let status = response.status().as_u16();
         let text = response.text().await?;
@@ -263,17 +343,26 @@ impl Client {
                     let elapsed = started.elapsed();
                     if timeout.is_some_and(|t| elapsed >= t) {
                         clear();
-                        bail!(
-                            "job {uuid} is still running after {:.1} s; it goes on: \
-                             `flatstack jobs wait {uuid}` waits for it",
-                            elapsed.as_secs_f64()
-                        );
+                        return Err(Failure {
+                            kind: FailureKind::TimedOut,
+                            message: format!(
+                                "job {uuid} is still running after {:.1} s; it goes on: \
+                                 `flatstack jobs wait {uuid}` waits for it",
+                                elapsed.as_secs_f64()
+                            ),
+                        }
+                        .into());
                     }
                     if progress {
+                        // The step of a long flow, else the operation.
+                        let doing = job["step"]
+                            .as_str()
+                            .or(job["operation"].as_str())
+                            .unwrap_or("working");
                         eprint!(
-                            "\r{} {} (job {}, {:.1} s) ",
+                            "\r\x1b[K{} {} (job {}, {:.1} s) ",
                             frames[tick % frames.len()],
-                            escape(job["operation"].as_str().unwrap_or("working")),
+                            escape(doing),
                             &uuid[..uuid.len().min(8)],
                             elapsed.as_secs_f64()
                         );
@@ -303,10 +392,11 @@ impl Client {
             Outcome::Done(reply) => self.print_one(&reply["inventory"]),
             Outcome::Started { job } => {
                 match self.output {
-                    Output::Json => println!(
-                        "{}",
-                        json!({"job_uuid": job, "location": format!("/v1/jobs/{job}")})
-                    ),
+                    Output::Json | Output::Yaml => {
+                        let started =
+                            json!({"job_uuid": job, "location": format!("/v1/jobs/{job}")});
+                        self.print_data(&started)?;
+                    }
                     Output::Uuid => println!("{job}"),
                     Output::Table | Output::Wide => {
                         println!("job {job} started: `flatstack jobs wait {job}` waits for it")
@@ -337,12 +427,12 @@ impl Client {
         match found.as_slice() {
             [uuid] => Ok(uuid.clone()),
             [] => bail!("none of the {kind} has the uuid or name `{}`", escape(arg)),
-            many => bail!(
+            many => Err(usage(format!(
                 "{} {kind} are named `{}`; say which by uuid: {}",
                 many.len(),
                 escape(arg),
                 many.join(", ")
-            ),
+            ))),
         }
     }
 
@@ -434,7 +524,12 @@ impl Client {
         println!("{}", USAGE.replace("<kind>", kind));
         let schema = match self.kind_schema(kind).await {
             Ok(Some(schema)) => schema,
-            Ok(None) => bail!("the node serves no resource kind `{}`", escape(kind)),
+            Ok(None) => {
+                return Err(usage(format!(
+                    "the node serves no resource kind `{}`",
+                    escape(kind)
+                )))
+            }
             Err(e) => {
                 println!("\n(its fields, filters and actions come from the node: {e})");
                 return Ok(());
@@ -497,21 +592,21 @@ impl Client {
             }
         }
         let [kind, verb, rest @ ..] = args else {
-            bail!("{USAGE}");
+            return Err(usage(USAGE));
         };
         let base = format!("/v1/{kind}");
         let one = |rest: &[String]| -> anyhow::Result<String> {
             rest.first()
                 .cloned()
-                .ok_or_else(|| anyhow!("`{kind} {verb}` needs a uuid or a name\n{USAGE}"))
+                .ok_or_else(|| usage(format!("`{kind} {verb}` needs a uuid or a name\n{USAGE}")))
         };
         // `show` and `delete` take one uuid: more is a mistake, not something to ignore.
         let only = |rest: &[String]| -> anyhow::Result<String> {
             match rest {
-                [_, extra @ ..] if !extra.is_empty() => bail!(
+                [_, extra @ ..] if !extra.is_empty() => Err(usage(format!(
                     "`{kind} {verb}` takes one uuid; unexpected: {}",
                     escape(&extra.join(" "))
-                ),
+                ))),
                 _ => one(rest),
             }
         };
@@ -526,30 +621,17 @@ impl Client {
                     return self.print_one(&done["inventory"]);
                 }
                 "list" => {}
-                other => bail!(
-                    "jobs are listed, shown and waited for, not `{}`\n{USAGE}",
-                    escape(other)
-                ),
+                other => {
+                    return Err(usage(format!(
+                        "jobs are listed, shown and waited for, not `{}`\n{USAGE}",
+                        escape(other)
+                    )))
+                }
             }
         }
         match verb.as_str() {
             "list" => {
-                let pairs: Vec<(String, String)> = fields(rest)?
-                    .into_iter()
-                    .map(|(k, v)| {
-                        let v = v
-                            .as_str()
-                            .map(str::to_owned)
-                            .unwrap_or_else(|| v.to_string());
-                        (k, v)
-                    })
-                    .collect();
-                let path = if pairs.is_empty() {
-                    base
-                } else {
-                    format!("{base}?{}", query(&pairs)?)
-                };
-                let list = self.get(&path).await?;
+                let list = self.get(&with_query(&base, rest)?).await?;
                 let schema = self.table_schema(kind).await;
                 self.print_list(&list, schema.as_ref())
             }
@@ -602,7 +684,9 @@ impl Client {
                     return self.print_outcome(outcome);
                 }
                 match self.output {
-                    Output::Json => println!("{}", json!({"deleted": uuid})),
+                    Output::Json | Output::Yaml => {
+                        self.print_data(&json!({"deleted": uuid}))?;
+                    }
                     Output::Uuid => println!("{uuid}"),
                     Output::Table | Output::Wide => println!("deleted {uuid}"),
                 }
@@ -612,7 +696,7 @@ impl Client {
                 let uuid = self.resolve(kind, &one(rest)?).await?;
                 let action = rest
                     .get(1)
-                    .ok_or_else(|| anyhow!("`{kind} action {uuid}` needs an action name"))?;
+                    .ok_or_else(|| usage(format!("`{kind} action {uuid}` needs an action name")))?;
                 let mut body = self
                     .body(kind, cli_schema::Target::Action(action), file, &rest[2..])
                     .await?;
@@ -634,15 +718,26 @@ impl Client {
             uuid => {
                 // `<kind> <uuid> <child> list|create ...`
                 let (Some(child), Some(child_verb)) = (rest.first(), rest.get(1)) else {
-                    bail!(
+                    return Err(usage(format!(
                         "unknown verb `{}`{}\n{USAGE}",
                         escape(uuid),
                         did_you_mean(uuid)
-                    );
+                    )));
                 };
                 let path = format!("{base}/{uuid}/{child}");
                 match child_verb.as_str() {
-                    "list" => self.print_list(&self.get(&path).await?, None),
+                    "list" => {
+                        let list = self.get(&with_query(&path, &rest[2..])?).await?;
+                        let schema = match self.output {
+                            Output::Table | Output::Wide => self
+                                .openapi()
+                                .await
+                                .ok()
+                                .and_then(|doc| cli_schema::child(&doc, kind, child)),
+                            _ => None,
+                        };
+                        self.print_list(&list, schema.as_ref())
+                    }
                     "create" => {
                         let outcome = self
                             .job(
@@ -662,11 +757,11 @@ impl Client {
                             .await?;
                         self.print_outcome(outcome)
                     }
-                    other => bail!(
+                    other => Err(usage(format!(
                         "unknown verb `{}`{}\n{USAGE}",
                         escape(other),
                         did_you_mean(other)
-                    ),
+                    ))),
                 }
             }
         }
@@ -675,8 +770,7 @@ impl Client {
     /// `flatstack plugins`, `flatstack extension-points`.
     pub async fn introspect(&self, what: &str) -> anyhow::Result<()> {
         let reply = self.get(&format!("/v1/{what}")).await?;
-        if self.output == Output::Json {
-            println!("{}", serde_json::to_string_pretty(&reply)?);
+        if self.print_data(&reply)? {
             return Ok(());
         }
         match what {
@@ -727,6 +821,17 @@ impl Client {
         self.kind_schema(kind).await.ok().flatten()
     }
 
+    /// Prints `value` as it is if the output is a data format (`json`, `yaml`): whether it
+    /// did.
+    fn print_data(&self, value: &Value) -> anyhow::Result<bool> {
+        match self.output {
+            Output::Json => println!("{}", serde_json::to_string_pretty(value)?),
+            Output::Yaml => print!("{}", serde_norway::to_string(value)?),
+            Output::Table | Output::Wide | Output::Uuid => return Ok(false),
+        }
+        Ok(true)
+    }
+
     fn print_one(&self, inventory: &Value) -> anyhow::Result<()> {
         self.print_fields(inventory, None)
     }
@@ -740,8 +845,7 @@ impl Client {
             println!("{}", text(&inventory["uuid"]));
             return Ok(());
         }
-        if self.output == Output::Json {
-            println!("{}", serde_json::to_string_pretty(inventory)?);
+        if self.print_data(inventory)? {
             return Ok(());
         }
         let rows: Vec<Vec<String>> = inventory
@@ -765,8 +869,7 @@ impl Client {
             }
             return Ok(());
         }
-        if self.output == Output::Json {
-            println!("{}", serde_json::to_string_pretty(list)?);
+        if self.print_data(list)? {
             return Ok(());
         }
         let items: Vec<&Map<String, Value>> = list["inventories"]

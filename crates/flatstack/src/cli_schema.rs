@@ -165,8 +165,32 @@ pub fn kind(doc: &Value, kind: &str) -> Option<KindSchema> {
             schema.actions.push((name.to_owned(), action_fields));
         }
     }
-    let items = &collection["get"]["responses"]["200"]["content"]["application/json"]["schema"]
-        ["properties"]["inventories"]["items"];
+    table(doc, &collection["get"], &mut schema);
+    let prefix = format!("/v1/{kind}/{{uuid}}/");
+    for (path, item) in paths {
+        if let Some(child) = path.strip_prefix(&prefix) {
+            if !child.contains('/') && child != "actions" {
+                let create = fields(doc, body(&item["post"]));
+                schema.children.push((child.to_owned(), create));
+            }
+        }
+    }
+    Some(schema)
+}
+
+/// What the list of a kind's child collection (`/v1/{kind}/{uuid}/{child}`) shows: its
+/// rows' columns and sizes (the rest left empty).
+pub fn child(doc: &Value, kind: &str, child: &str) -> Option<KindSchema> {
+    let item = doc["paths"].get(format!("/v1/{kind}/{{uuid}}/{child}"))?;
+    let mut schema = KindSchema::default();
+    table(doc, &item["get"], &mut schema);
+    Some(schema)
+}
+
+/// The columns (`x-column`) and sizes (`x-unit`) of the rows a list operation answers.
+fn table(doc: &Value, list: &Value, schema: &mut KindSchema) {
+    let items = &list["responses"]["200"]["content"]["application/json"]["schema"]["properties"]
+        ["inventories"]["items"];
     let mut properties = Vec::new();
     inventory_properties(doc, items, &mut properties, 0);
     let mut declared: Vec<(i64, Column)> = Vec::new();
@@ -192,16 +216,6 @@ pub fn kind(doc: &Value, kind: &str) -> Option<KindSchema> {
     }
     declared.sort_by_key(|(order, _)| *order);
     schema.columns = declared.into_iter().map(|(_, column)| column).collect();
-    let prefix = format!("/v1/{kind}/{{uuid}}/");
-    for (path, item) in paths {
-        if let Some(child) = path.strip_prefix(&prefix) {
-            if !child.contains('/') && child != "actions" {
-                let create = fields(doc, body(&item["post"]));
-                schema.children.push((child.to_owned(), create));
-            }
-        }
-    }
-    Some(schema)
 }
 
 /// The properties of an inventory schema (a typed kind's variants' too), first seen kept.

@@ -27,7 +27,7 @@ struct Cli {
     #[arg(long, global = true, env = "FLATSTACK_PROFILE")]
     profile: Option<String>,
     /// How the client commands print results.
-    #[arg(long, global = true, value_enum, default_value = "table")]
+    #[arg(long, short = 'o', global = true, value_enum, default_value = "table")]
     output: cli::Output,
     /// How logs are written to standard error: `text` (coloured only on a terminal) or
     /// `json` (one object per line, for log collectors).
@@ -252,7 +252,7 @@ pub(crate) fn main(distribution: &Distribution) -> std::process::ExitCode {
         Err(error) => {
             // `{:#}` prints the chain of causes on one line, without a backtrace.
             eprintln!("{error:#}");
-            std::process::ExitCode::FAILURE
+            std::process::ExitCode::from(cli::exit_code(&error))
         }
     }
 }
@@ -268,7 +268,7 @@ fn take_global_flags(
     let mut i = 0;
     while i < args.len() {
         let flag = cli::split_flag(&args[i]).0.to_owned();
-        if !["--output", "--endpoint", "--token", "--profile"].contains(&flag.as_str()) {
+        if !["--output", "-o", "--endpoint", "--token", "--profile"].contains(&flag.as_str()) {
             i += 1;
             continue;
         }
@@ -281,7 +281,7 @@ fn take_global_flags(
             *profile = Some(value);
         } else {
             *output = <cli::Output as clap::ValueEnum>::from_str(&value, true)
-                .map_err(|e| anyhow::anyhow!("--output: {e}"))?;
+                .map_err(|e| cli::usage(format!("--output: {e}")))?;
         }
     }
     Ok(())

@@ -106,6 +106,15 @@ async fn a_create_cut_by_a_kill_is_undone_and_every_job_answers_after_the_restar
         (json!("running"), vm["uuid"].clone()),
         "the job names the VM it is creating: {job}"
     );
+    // And the step it is at: the hypervisor's start, which the host holds up.
+    let step = |job: &Value| job["step"].as_str().unwrap_or_default().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut job = job;
+    while !step(&job).starts_with("vm.create: hypervisor.") && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        job = node.get(&format!("/v1/jobs/{cut}")).await.1;
+    }
+    assert!(step(&job).starts_with("vm.create: hypervisor."), "{job}");
     tokio::time::sleep(Duration::from_millis(300)).await;
     drop(node); // SIGKILL
 

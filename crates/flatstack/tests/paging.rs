@@ -179,7 +179,9 @@ async fn child_collections_page_as_lists_do() {
             assert_eq!(answer["error"]["details"]["field"], field, "{answer}");
         }
         assert!(
-            answer["error"]["message"].as_str().is_some_and(|m| !m.is_empty()),
+            answer["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
             "{answer}"
         );
     }

@@ -186,10 +186,14 @@ impl<C: Send + 'static> Flow<C> {
         let started = Instant::now();
         let mut records = vec![(StepOutcome::NotRun, Duration::ZERO); self.steps.len()];
         let mut clock = started;
+        let noted = crate::progress::Noted::start();
         for (i, step) in self.steps.iter().enumerate() {
             if step.skip(ctx) {
                 records[i].0 = StepOutcome::Skipped;
                 continue;
+            }
+            if let Some(noted) = &noted {
+                noted.step(&self.name, step.name());
             }
             // One clock read per step: a step's time runs from the end of the previous one.
             let begun = clock;
@@ -238,6 +242,7 @@ impl<C: Send + 'static> Flow<C> {
         ctx: &mut C,
         mut fault: Fault,
     ) -> Fault {
+        let noted = crate::progress::Noted::start();
         for j in (0..failed).rev() {
             if records[j].0 != StepOutcome::Done {
                 continue;
@@ -246,6 +251,9 @@ impl<C: Send + 'static> Flow<C> {
             if fault.rollback_incomplete() && step.keep_if_rollback_incomplete() {
                 records[j].0 = StepOutcome::Kept;
                 continue;
+            }
+            if let Some(noted) = &noted {
+                noted.step(&self.name, &format!("undoing {}", step.name()));
             }
             records[j].0 = match contained(step.name(), step.rollback(ctx)).await {
                 Ok(()) => StepOutcome::RolledBack,

@@ -17,6 +17,7 @@ mod macros;
 pub mod manifest;
 pub mod migration;
 mod plugin;
+pub mod progress;
 mod registry;
 mod slots;
 mod type_map;

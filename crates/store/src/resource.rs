@@ -187,12 +187,7 @@ impl Pager<'_> {
         let limit = match query.limit {
             None => MAX_PAGE,
             Some(l) if (1..=MAX_PAGE as u64).contains(&l) => l as usize,
-            Some(_) => {
-                return Err(Fault::invalid(
-                    "limit",
-                    format!("limit is 1 to {MAX_PAGE}"),
-                ))
-            }
+            Some(_) => return Err(Fault::invalid("limit", format!("limit is 1 to {MAX_PAGE}"))),
         };
         let sort = self.order(query.sort.as_deref().unwrap_or(self.default_sort))?;
         let order: Vec<(&str, bool)> = sort.iter().map(|(c, d)| (c.as_str(), *d)).collect();
@@ -543,7 +538,9 @@ impl ResourceTable {
                     limit
                         .as_u64()
                         .or_else(|| limit.as_str().and_then(|l| l.parse().ok()))
-                        .ok_or_else(|| Fault::invalid("limit", format!("limit is 1 to {MAX_PAGE}")))?,
+                        .ok_or_else(|| {
+                            Fault::invalid("limit", format!("limit is 1 to {MAX_PAGE}"))
+                        })?,
                 ),
             },
             cursor: filters.remove("cursor").map(|c| match c {

@@ -9,9 +9,7 @@ use flatstack_header::network::{
     L2_NETWORK_SERVICE, L2_NO_VLAN,
 };
 use flatstack_header::record;
-use flatstack_header::{
-    ApiAction, ApiChild, ApiResource, Inventory, InventoryList, PageQuery,
-};
+use flatstack_header::{ApiAction, ApiChild, ApiResource, Inventory, InventoryList, PageQuery};
 use flatstack_kernel::driver::{call, Handled, Incoming, Resource};
 use flatstack_kernel::migration::Migration;
 use flatstack_kernel::schemars::{json_schema, Schema};

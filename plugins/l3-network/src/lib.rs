@@ -344,11 +344,7 @@ fn check_fits(new: &Range, other: &StoredRange, l3: &str) -> Result<(), Fault> {
     Ok(())
 }
 
-async fn list_ranges(
-    kernel: &Kernel,
-    l3: &str,
-    query: &PageQuery,
-) -> Result<InventoryList, Fault> {
+async fn list_ranges(kernel: &Kernel, l3: &str, query: &PageQuery) -> Result<InventoryList, Fault> {
     let mut tx = store(kernel)?.read().await?;
     L3_NETWORKS.read(kernel, &mut tx, l3).await?;
     let mut filters = Map::new();

@@ -148,7 +148,11 @@ impl Bus {
         let handler = table.json_handler(&envelope.message)?;
         let resource = envelope.resource.map(Arc::from);
         let operation = envelope.operation.map(Arc::from);
-        let call = handler(envelope.body, self.context(resource.clone(), operation)?);
+        let call = handler(
+            envelope.body,
+            self.context(resource.clone(), operation.clone())?,
+        );
+        let call = in_operation(operation, call);
         // A read runs beside the resource's queue: it need not wait for its operations.
         let reads_only = self
             .messages
@@ -447,8 +451,9 @@ impl<'a, M: Request> RequestBuilder<'a, M> {
         let operation = self.operation.map(Arc::<str>::from);
         let call = handler(
             Box::new(self.msg),
-            bus.context(resource.clone(), operation)?,
+            bus.context(resource.clone(), operation.clone())?,
         );
+        let call = in_operation(operation, call);
         let lane = if M::READS_ONLY { None } else { resource };
         let reply = bus
             .dispatch(&table.id, lane, call, timeout, M::NAME)
@@ -478,5 +483,17 @@ impl Kernel {
     /// Shorthand for `self.bus().ask(msg)`: to the service `M` names.
     pub fn ask<M: Addressed>(&self, msg: M) -> RequestBuilder<'_, M> {
         self.bus().ask(msg)
+    }
+}
+
+/// A handler's future, run in `operation`'s scope if the request names one, so that the
+/// flows it runs note their steps ([`crate::progress`]).
+fn in_operation<T: Send + 'static>(
+    operation: Option<Arc<str>>,
+    call: BoxFuture<'static, Result<T, Fault>>,
+) -> BoxFuture<'static, Result<T, Fault>> {
+    match operation {
+        Some(operation) => Box::pin(crate::progress::scope(operation, call)),
+        None => call,
     }
 }
