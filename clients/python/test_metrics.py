@@ -59,6 +59,7 @@ def main() -> None:
     assert value(found, "flatstack_events_newest_seq") >= 3
     assert value(found, "flatstack_store_commits_total") > 0
     assert "flatstack_bus_busy_lanes" in found
+    assert value(found, "flatstack_bus_queued_requests") >= 0
     assert value(found, "flatstack_extension_call_seconds_count", point="host.connect",
                  implementor="l2-openvswitch", remote="false") >= 1
     assert value(found, "flatstack_extension_call_seconds_bucket", point="host.connect",

@@ -8,6 +8,7 @@ use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
 use axum::response::Response;
 use flatstack_header::infra::{HostQuery, HostRecord};
+use flatstack_header::network::IpUsage;
 use flatstack_header::record;
 use flatstack_header::storage::{PrimaryStorageQuery, PrimaryStorageRecord};
 use flatstack_kernel::Kernel;
@@ -81,6 +82,7 @@ pub async fn refresh(kernel: &Kernel) {
         }
     }
     gauge!("flatstack_bus_busy_lanes").set(kernel.bus().busy_resources() as f64);
+    gauge!("flatstack_bus_queued_requests").set(kernel.bus().queued_requests() as f64);
     if let Some(store) = kernel.get::<Store>() {
         counter!("flatstack_store_transactions_total").absolute(store.transactions());
         counter!("flatstack_store_commits_total").absolute(store.commits());
@@ -106,6 +108,16 @@ pub async fn refresh(kernel: &Kernel) {
                 .set(host.memory_capacity as f64);
             gauge!("flatstack_host_memory_available_bytes", &labels)
                 .set(host.available_memory as f64);
+        }
+    }
+    if let Ok(ranges) = kernel.bus().ask(IpUsage {}).await {
+        for range in ranges {
+            let labels = [
+                ("ip_range", range.ip_range_uuid),
+                ("l3_network", range.l3_network_uuid),
+            ];
+            gauge!("flatstack_ip_range_addresses", &labels).set(range.total as f64);
+            gauge!("flatstack_ip_range_addresses_used", &labels).set(range.used as f64);
         }
     }
     if let Ok(storages) =

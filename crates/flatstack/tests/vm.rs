@@ -691,3 +691,67 @@ async fn a_show_answers_at_once_while_an_operation_on_the_vm_runs() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+/// A metric's value in `/metrics` text: the sample named `name` whose labels include
+/// each of `labels` (`key="value"`).
+fn metric(text: &str, name: &str, labels: &[String]) -> Option<f64> {
+    text.lines()
+        .filter(|line| line.starts_with(&format!("{name}{{")))
+        .find(|line| labels.iter().all(|l| line.contains(l.as_str())))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
+}
+
+#[tokio::test]
+async fn the_metrics_count_each_ranges_addresses_as_vms_take_and_give_them_back() {
+    let dir = common::data_dir();
+    let node = Node::start(dir.path());
+    let dc = data_centre(&node).await;
+    let range = format!(r#"l3_network="{}""#, dc.l3);
+    let scrape = || async {
+        let (status, text) = node
+            .send_as(Some(&node.token), reqwest::Method::GET, "/metrics", None)
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        text.as_str().expect("the metrics' text").to_owned()
+    };
+    let text = scrape().await;
+    assert_eq!(
+        metric(&text, "flatstack_ip_range_addresses", &[range.clone()]),
+        Some(10.0),
+        "192.168.0.10 to .19: {text}"
+    );
+    assert_eq!(
+        metric(&text, "flatstack_ip_range_addresses_used", &[range.clone()]),
+        Some(0.0)
+    );
+    let vms: Vec<String> = futures::future::join_all(
+        (0..3).map(|i| node.create("vm-instances", vm_body(&dc, &format!("vm-{i}")))),
+    )
+    .await
+    .iter()
+    .map(uuid)
+    .collect();
+    let text = scrape().await;
+    assert_eq!(
+        metric(&text, "flatstack_ip_range_addresses_used", &[range.clone()]),
+        Some(3.0),
+        "{text}"
+    );
+    let (status, _) = node
+        .send(
+            Method::DELETE,
+            &format!("/v1/vm-instances/{}?wait=10", vms[0]),
+            None,
+        )
+        .await;
+    assert!(status.is_success());
+    assert_eq!(
+        metric(
+            &scrape().await,
+            "flatstack_ip_range_addresses_used",
+            &[range]
+        ),
+        Some(2.0)
+    );
+}

@@ -197,6 +197,26 @@ pub struct ReleaseIps {
 }
 flatstack_kernel::request!(ReleaseIps = "l3.ip.release-consumer" => u64, service L3_NETWORK_SERVICE);
 
+/// How many addresses each IP range holds and how many are allocated (the capacity
+/// gauges of `/metrics`); answered by the l3-network plugin, ranges in creation order.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IpUsage {}
+flatstack_kernel::request!(IpUsage = "l3.ip-usage" => Vec<IpRangeUsage>, service L3_NETWORK_SERVICE);
+
+/// One range's addresses, in [`IpUsage`]'s answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct IpRangeUsage {
+    /// The range.
+    pub ip_range_uuid: String,
+    /// Its L3 network.
+    pub l3_network_uuid: String,
+    /// How many addresses it has, first to last.
+    pub total: u64,
+    /// How many of them are allocated.
+    pub used: u64,
+}
+
 /// The allocated IP addresses of an L3 network (the addressed resource), lowest first.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -244,6 +244,27 @@ async fn a_read_does_not_wait_behind_the_resources_queue() {
 }
 
 #[tokio::test]
+async fn requests_waiting_behind_their_resources_lane_are_counted() {
+    let (k, _) = kernel();
+    assert_eq!(k.bus().queued_requests(), 0);
+    let mut calls = Vec::new();
+    for _ in 0..3 {
+        let k = k.clone();
+        calls.push(tokio::spawn(async move {
+            k.request("calc", Sleep { ms: 200 }).resource("vm-1").await
+        }));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // One sleeping, two behind it; one lane busy.
+    assert_eq!(k.bus().queued_requests(), 2);
+    assert_eq!(k.bus().busy_resources(), 1);
+    for call in calls {
+        call.await.unwrap().unwrap();
+    }
+    assert_eq!(k.bus().queued_requests(), 0);
+}
+
+#[tokio::test]
 async fn a_resource_request_without_a_resource_is_refused() {
     let (k, _) = kernel();
     let fault = k.request("calc", Touch).await.unwrap_err();

@@ -11,8 +11,8 @@ use flatstack_header::infra::HostRecord;
 use flatstack_header::network::L2NetworkRecord;
 use flatstack_header::network::L3NetworkRecord;
 use flatstack_header::network::{
-    AllocateIp, CreateIpRange, CreateL3Network, ListIpAddresses, ListIpRanges, ReleaseIp,
-    ReleaseIps, IP_RANGE_SERVICE, L3_NETWORK_SERVICE,
+    AllocateIp, CreateIpRange, CreateL3Network, IpRangeUsage, IpUsage, ListIpAddresses,
+    ListIpRanges, ReleaseIp, ReleaseIps, IP_RANGE_SERVICE, L3_NETWORK_SERVICE,
 };
 use flatstack_header::record;
 use flatstack_header::vm::{HostFilter, VmWork};
@@ -131,6 +131,7 @@ impl Plugin for L3NetworkPlugin {
         .handle::<ReleaseIps, _, _>(|hints, msg, cx| async move {
             release_consumer(&cx.kernel, &hints, &msg.consumer).await
         })
+        .handle::<IpUsage, _, _>(|_, _, cx| async move { ip_usage(&cx.kernel).await })
         .handle::<ListIpAddresses, _, _>(|_, _, cx| async move {
             list_addresses(&cx.kernel, cx.resource_id()?).await
         });
@@ -356,6 +357,33 @@ async fn list_ranges(kernel: &Kernel, l3: &str, query: &PageQuery) -> Result<Inv
         key: &["uuid"],
     };
     pager.page(&mut tx, "ip_ranges", &filters, query).await
+}
+
+/// Every range's size and allocated addresses.
+async fn ip_usage(kernel: &Kernel) -> Result<Vec<IpRangeUsage>, Fault> {
+    let mut tx = store(kernel)?.read().await?;
+    let ranges = tx
+        .list_by("ip_ranges", &Map::new(), &["created_at", "uuid"])
+        .await?;
+    let mut usage = Vec::with_capacity(ranges.len());
+    for range in ranges {
+        let stored = |field| {
+            ipv4::parse(field, text(&range, field))
+                .map_err(|f| Fault::internal(format!("stored range: {}", f.message)))
+        };
+        let (start, end) = (stored("start_ip")?, stored("end_ip")?);
+        let uuid = text(&range, "uuid");
+        let used = tx
+            .count_where("ip_addresses", "ip_range_uuid", &json!(uuid))
+            .await?;
+        usage.push(IpRangeUsage {
+            ip_range_uuid: uuid.to_owned(),
+            l3_network_uuid: text(&range, "l3_network_uuid").to_owned(),
+            total: u64::from(end.saturating_sub(start)) + 1,
+            used: used.max(0) as u64,
+        });
+    }
+    Ok(usage)
 }
 
 /// The allocated addresses of an L3 network, lowest first.

@@ -248,6 +248,11 @@ impl Bus {
         self.queues.active_lanes()
     }
 
+    /// Requests waiting on their resource's lane behind another right now.
+    pub fn queued_requests(&self) -> usize {
+        self.queues.waiting()
+    }
+
     fn attached_transport(&self) -> Option<Arc<dyn Transport>> {
         self.transport
             .read()

@@ -6,6 +6,7 @@
 
 use futures::future::BoxFuture;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
@@ -16,11 +17,14 @@ pub(crate) struct ResourceQueues {
     // Senders only send while holding this lock, and a lane only retires while holding it
     // after seeing its channel empty; so no job is ever sent to a retired lane.
     lanes: Mutex<HashMap<String, UnboundedSender<Job>>>,
+    /// Jobs pushed and not yet started: those waiting behind their lane's running one.
+    waiting: AtomicUsize,
 }
 
 impl ResourceQueues {
     pub fn push(self: &Arc<Self>, service: &str, resource: &str, job: Job) {
         let key = format!("{service}\u{0}{resource}");
+        self.waiting.fetch_add(1, Ordering::Relaxed);
         let mut lanes = self.lanes.lock().unwrap_or_else(PoisonError::into_inner);
         let job = match lanes.get(&key) {
             Some(lane) => match lane.send(job) {
@@ -43,11 +47,18 @@ impl ResourceQueues {
             .unwrap_or_else(PoisonError::into_inner)
             .len()
     }
+
+    /// Number of requests waiting behind another on their resource's lane (or about to
+    /// start on it).
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
+    }
 }
 
 async fn drain(queues: Arc<ResourceQueues>, key: String, mut rx: UnboundedReceiver<Job>) {
     loop {
         while let Ok(job) = rx.try_recv() {
+            queues.waiting.fetch_sub(1, Ordering::Relaxed);
             job.await;
         }
         let mut lanes = queues.lanes.lock().unwrap_or_else(PoisonError::into_inner);
