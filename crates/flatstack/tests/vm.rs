@@ -694,10 +694,10 @@ async fn a_show_answers_at_once_while_an_operation_on_the_vm_runs() {
 
 /// A metric's value in `/metrics` text: the sample named `name` whose labels include
 /// each of `labels` (`key="value"`).
-fn metric(text: &str, name: &str, labels: &[String]) -> Option<f64> {
+fn metric(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
     text.lines()
         .filter(|line| line.starts_with(&format!("{name}{{")))
-        .find(|line| labels.iter().all(|l| line.contains(l.as_str())))
+        .find(|line| labels.iter().all(|l| line.contains(l)))
         .and_then(|line| line.rsplit(' ').next())
         .and_then(|value| value.parse().ok())
 }
@@ -717,12 +717,16 @@ async fn the_metrics_count_each_ranges_addresses_as_vms_take_and_give_them_back(
     };
     let text = scrape().await;
     assert_eq!(
-        metric(&text, "flatstack_ip_range_addresses", &[range.clone()]),
+        metric(&text, "flatstack_ip_range_addresses", &[range.as_str()]),
         Some(10.0),
         "192.168.0.10 to .19: {text}"
     );
     assert_eq!(
-        metric(&text, "flatstack_ip_range_addresses_used", &[range.clone()]),
+        metric(
+            &text,
+            "flatstack_ip_range_addresses_used",
+            &[range.as_str()]
+        ),
         Some(0.0)
     );
     let vms: Vec<String> = futures::future::join_all(
@@ -734,7 +738,11 @@ async fn the_metrics_count_each_ranges_addresses_as_vms_take_and_give_them_back(
     .collect();
     let text = scrape().await;
     assert_eq!(
-        metric(&text, "flatstack_ip_range_addresses_used", &[range.clone()]),
+        metric(
+            &text,
+            "flatstack_ip_range_addresses_used",
+            &[range.as_str()]
+        ),
         Some(3.0),
         "{text}"
     );
@@ -750,7 +758,7 @@ async fn the_metrics_count_each_ranges_addresses_as_vms_take_and_give_them_back(
         metric(
             &scrape().await,
             "flatstack_ip_range_addresses_used",
-            &[range]
+            &[range.as_str()]
         ),
         Some(2.0)
     );
