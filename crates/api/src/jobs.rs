@@ -15,6 +15,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::watch;
+use tracing::Instrument;
 
 /// A job as `/v1/jobs/{uuid}` shows it.
 #[derive(Debug, Clone, Serialize)]
@@ -170,20 +171,27 @@ impl Jobs {
             },
         };
         let uuid = op.uuid.clone();
+        let kind = op.kind.clone();
         let (done_tx, done_rx) = watch::channel(false);
         self.lock()
             .jobs
             .insert(uuid.clone(), (Job::from(op), done_rx));
+        // A trace's span for the whole operation, a child of the request's (both disabled,
+        // and free, unless traces are exported).
+        let span = tracing::debug_span!("operation", job = %uuid, kind = %kind);
         let work = work(uuid.clone());
         let jobs = self.clone();
         let id = uuid.clone();
-        tokio::spawn(async move {
-            // Dropped last, once the job's end is recorded and announced.
-            let _admitted = admitted;
-            let outcome = work.await;
-            jobs.finish(&id, outcome).await;
-            let _ = done_tx.send(true);
-        });
+        tokio::spawn(
+            async move {
+                // Dropped last, once the job's end is recorded and announced.
+                let _admitted = admitted;
+                let outcome = work.await;
+                jobs.finish(&id, outcome).await;
+                let _ = done_tx.send(true);
+            }
+            .instrument(span),
+        );
         Ok(Started {
             uuid,
             existing: false,

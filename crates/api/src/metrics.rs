@@ -15,6 +15,7 @@ use flatstack_kernel::Kernel;
 use flatstack_store::Store;
 use metrics::{counter, gauge, histogram};
 use std::time::Instant;
+use tracing::Instrument;
 
 /// The latency histogram's buckets, in seconds: from a cached read to a slow create.
 pub const LATENCY_BUCKETS: &[f64] = &[
@@ -34,8 +35,16 @@ pub(crate) async fn track(request: Request, next: Next) -> Response {
     let method = request.method().as_str().to_owned();
     let path = request.uri().path().to_owned();
     let started = Instant::now();
-    let response = next.run(request).await;
+    // A trace's root for the request (disabled, and free, unless traces are exported).
+    let span = tracing::debug_span!(
+        "http.request",
+        http.request.method = %method,
+        http.route = %route,
+        http.response.status_code = tracing::field::Empty,
+    );
+    let response = next.run(request).instrument(span.clone()).await;
     let code = response.status().as_u16();
+    span.record("http.response.status_code", code);
     let latency = started.elapsed();
     // The access log: a URI path is visible ASCII only (the HTTP parser refuses the rest),
     // so nothing a client sends reaches a terminal raw through it.

@@ -2,7 +2,7 @@
 //! over the plugins of a [`Distribution`].
 
 use crate::node::{self, NodeOptions};
-use crate::{bench, bench_amqp, bench_auth, bench_recovery, cli, profile, Distribution};
+use crate::{bench, bench_amqp, bench_auth, bench_recovery, cli, profile, traces, Distribution};
 use clap::{CommandFactory, Parser, Subcommand};
 use flatstack_kernel::Kernel;
 use flatstack_store::EventRetention;
@@ -128,6 +128,10 @@ enum Command {
         /// Seconds a request's body may take to arrive (`408` after that).
         #[arg(long, env = "FLATSTACK_BODY_TIMEOUT", default_value_t = 30)]
         body_timeout: u64,
+        /// Export traces to this OpenTelemetry collector, over OTLP/HTTP: its base URL
+        /// (`http://127.0.0.1:4318`; the spans go to `/v1/traces`). None by default.
+        #[arg(long, env = "FLATSTACK_OTLP_ENDPOINT")]
+        otlp_endpoint: Option<String>,
     },
     /// Log in to a node (`--endpoint`) with a user's name and password; its session token
     /// is kept in a profile (`--profile`, default `default`), which becomes the current one.
@@ -288,7 +292,7 @@ fn take_global_flags(
 }
 
 async fn run(distribution: &Distribution) -> anyhow::Result<()> {
-    let mut cli = Cli::parse();
+    let cli = Cli::parse();
     if !matches!(cli.command, Command::Serve { .. } | Command::Bench(_)) {
         quiet_on_closed_pipes();
     }
@@ -298,7 +302,28 @@ async fn run(distribution: &Distribution) -> anyhow::Result<()> {
     } else {
         "info"
     };
-    init_logs(cli.log_format, level);
+    let traces = match &cli.command {
+        Command::Serve {
+            otlp_endpoint: Some(endpoint),
+            ..
+        } => Some(traces::Traces::start(
+            endpoint,
+            tokio::runtime::Handle::current(),
+        )?),
+        _ => None,
+    };
+    init_logs(cli.log_format, level, traces.as_ref());
+    let outcome = command(distribution, cli).await;
+    // Flushes the last spans (the exporter's requests run on this runtime, so not on
+    // one of its threads).
+    if let Some(traces) = traces {
+        let _ = tokio::task::spawn_blocking(move || drop(traces)).await;
+    }
+    outcome
+}
+
+/// Runs the command `cli` names.
+async fn command(distribution: &Distribution, mut cli: Cli) -> anyhow::Result<()> {
     if let Command::Resource(args) = &mut cli.command {
         let named = (&mut cli.token, &mut cli.profile);
         take_global_flags(args, &mut cli.endpoint, named, &mut cli.output)?;
@@ -348,6 +373,7 @@ async fn run(distribution: &Distribution) -> anyhow::Result<()> {
             max_connections,
             header_timeout,
             body_timeout,
+            otlp_endpoint: _,
         } => {
             node::serve(
                 distribution,
@@ -574,17 +600,18 @@ enum LogFormat {
 }
 
 /// Logs to standard error in `format`; a program that set up its own subscriber keeps it.
-fn init_logs(format: LogFormat, level: &str) {
+fn init_logs(format: LogFormat, level: &str, traces: Option<&traces::Traces>) {
     use std::io::IsTerminal;
-    let builder = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(log_filter(level));
-    let _ = match format {
-        LogFormat::Text => builder
-            .with_ansi(std::io::stderr().is_terminal())
-            .try_init(),
-        LogFormat::Json => builder.json().with_current_span(false).try_init(),
+    use tracing_subscriber::prelude::*;
+    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let logs = match format {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).boxed(),
+        LogFormat::Json => logs.json().with_current_span(false).boxed(),
     };
+    let _ = tracing_subscriber::registry()
+        .with(logs.with_filter(log_filter(level)))
+        .with(traces.map(traces::Traces::layer))
+        .try_init();
 }
 
 /// Output piped into a reader that stops early (`flatstack openapi | head -1`) ends a

@@ -36,6 +36,7 @@ mod node;
 mod profile;
 pub mod testing;
 pub mod token;
+mod traces;
 
 pub use distribution::Distribution;
 

@@ -18,6 +18,7 @@ use std::sync::Arc;
 // which dominated the per-call overhead (docs/performance.md).
 use quanta::Instant;
 use std::time::Duration;
+use tracing::Instrument;
 
 /// One step of a flow over context `C`.
 #[async_trait]
@@ -197,7 +198,8 @@ impl<C: Send + 'static> Flow<C> {
             }
             // One clock read per step: a step's time runs from the end of the previous one.
             let begun = clock;
-            let result = contained(step.name(), step.run(ctx)).await;
+            let span = tracing::debug_span!("flow.step", flow = %self.name, step = step.name());
+            let result = contained(step.name(), step.run(ctx)).instrument(span).await;
             clock = Instant::now();
             records[i].1 = clock - begun;
             if let Err(fault) = result {

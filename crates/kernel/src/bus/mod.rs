@@ -492,11 +492,18 @@ impl Kernel {
 }
 
 /// A handler's future, run in `operation`'s scope if the request names one, so that the
-/// flows it runs note their steps ([`crate::progress`]).
+/// flows it runs note their steps ([`crate::progress`]), and in the caller's span if it
+/// has one (a trace follows the request onto the resource's lane).
 fn in_operation<T: Send + 'static>(
     operation: Option<Arc<str>>,
     call: BoxFuture<'static, Result<T, Fault>>,
 ) -> BoxFuture<'static, Result<T, Fault>> {
+    let span = tracing::Span::current();
+    let call = if span.is_disabled() {
+        call
+    } else {
+        Box::pin(tracing::Instrument::instrument(call, span))
+    };
     match operation {
         Some(operation) => Box::pin(crate::progress::scope(operation, call)),
         None => call,
