@@ -580,7 +580,28 @@ impl Client {
         Ok(())
     }
 
+    /// `flatstack <kind> ...`; a failure on a kind the node does not serve says so, with
+    /// the closest one it does.
     pub async fn run(&self, args: &[String]) -> anyhow::Result<()> {
+        let Err(error) = self.command(args).await else {
+            return Ok(());
+        };
+        if let Some(kind) = args.first().filter(|k| *k != "jobs") {
+            if let Ok(doc) = self.openapi().await {
+                let kinds = cli_schema::kinds(&doc);
+                if !kinds.contains(kind) {
+                    return Err(usage(format!(
+                        "the node serves no resource kind `{}`{}",
+                        escape(kind),
+                        did_you_mean(kind, kinds.iter().map(String::as_str))
+                    )));
+                }
+            }
+        }
+        Err(error)
+    }
+
+    async fn command(&self, args: &[String]) -> anyhow::Result<()> {
         let mut args = args.to_vec();
         let wait = Wait::take(&mut args)?;
         let file = take_file(&mut args)?;
@@ -721,7 +742,7 @@ impl Client {
                     return Err(usage(format!(
                         "unknown verb `{}`{}\n{USAGE}",
                         escape(uuid),
-                        did_you_mean(uuid)
+                        did_you_mean(uuid, VERBS.iter().copied())
                     )));
                 };
                 let path = format!("{base}/{uuid}/{child}");
@@ -760,7 +781,7 @@ impl Client {
                     other => Err(usage(format!(
                         "unknown verb `{}`{}\n{USAGE}",
                         escape(other),
-                        did_you_mean(other)
+                        did_you_mean(other, VERBS.iter().copied())
                     ))),
                 }
             }
@@ -952,13 +973,14 @@ impl Client {
 }
 
 /// ` (did you mean `list`?)` for a word one or two edits from a known verb, else nothing.
-fn did_you_mean(word: &str) -> String {
-    VERBS
-        .iter()
-        .map(|verb| (strsim::levenshtein(word, verb), verb))
+/// ` (did you mean `x`?)` for the candidate closest to `word`, if one is close.
+fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
+    candidates
+        .into_iter()
+        .map(|candidate| (strsim::levenshtein(word, candidate), candidate))
         .filter(|(distance, _)| *distance <= 2)
         .min()
-        .map(|(_, verb)| format!(" (did you mean `{verb}`?)"))
+        .map(|(_, candidate)| format!(" (did you mean `{}`?)", escape(candidate)))
         .unwrap_or_default()
 }
 

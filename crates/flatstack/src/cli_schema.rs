@@ -178,6 +178,20 @@ pub fn kind(doc: &Value, kind: &str) -> Option<KindSchema> {
     Some(schema)
 }
 
+/// The resource kinds the document serves (`/v1/{kind}` with a list), sorted.
+pub fn kinds(doc: &Value) -> Vec<String> {
+    doc["paths"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(path, item)| {
+            let kind = path.strip_prefix("/v1/")?;
+            (!kind.contains('/') && item["get"]["operationId"] == format!("{kind}.list"))
+                .then(|| kind.to_owned())
+        })
+        .collect()
+}
+
 /// What the list of a kind's child collection (`/v1/{kind}/{uuid}/{child}`) shows: its
 /// rows' columns and sizes (the rest left empty).
 pub fn child(doc: &Value, kind: &str, child: &str) -> Option<KindSchema> {

@@ -3,7 +3,7 @@
 
 use crate::node::{self, NodeOptions};
 use crate::{bench, bench_amqp, bench_auth, bench_recovery, cli, profile, traces, Distribution};
-use clap::{CommandFactory, Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use flatstack_kernel::Kernel;
 use flatstack_store::EventRetention;
 use std::net::SocketAddr;
@@ -292,7 +292,7 @@ fn take_global_flags(
 }
 
 async fn run(distribution: &Distribution) -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let cli = parse(distribution);
     if !matches!(cli.command, Command::Serve { .. } | Command::Bench(_)) {
         quiet_on_closed_pipes();
     }
@@ -320,6 +320,55 @@ async fn run(distribution: &Distribution) -> anyhow::Result<()> {
         let _ = tokio::task::spawn_blocking(move || drop(traces)).await;
     }
     outcome
+}
+
+/// The command line; `flatstack --help` (or `help`) also lists the resource kinds of this
+/// distribution, the client's `flatstack <kind> ...` commands.
+fn parse(distribution: &Distribution) -> Cli {
+    let mut command = Cli::command();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if matches!(args.as_slice(), [a] if ["--help", "-h", "help"].contains(&a.as_str())) {
+        if let Some(kinds) = kinds_help(distribution) {
+            command = command.after_help(kinds.clone()).after_long_help(kinds);
+        }
+    }
+    let matches = command.get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
+/// The resource kinds this distribution's plugins serve, for the help (assembled, not
+/// started: no store, nothing run).
+fn kinds_help(distribution: &Distribution) -> Option<String> {
+    let kernel = node::assemble(
+        distribution,
+        flatstack_kernel::Manifest::default(),
+        None,
+        None,
+    )
+    .ok()?;
+    let mut kinds: Vec<&str> = kernel
+        .registered::<flatstack_header::ApiResource>()
+        .into_iter()
+        .map(|(_, r)| r.path)
+        .collect();
+    kinds.sort_unstable();
+    let mut lines = vec![String::new()];
+    for kind in kinds {
+        let line = lines.last_mut()?;
+        if line.len() + kind.len() > 76 {
+            lines.push(String::new());
+        }
+        let line = lines.last_mut()?;
+        if !line.is_empty() {
+            line.push_str(", ");
+        }
+        line.push_str(kind);
+    }
+    Some(format!(
+        "Resource kinds (the client: flatstack <kind> list|create|show|update|delete|action ...;\n\
+         `flatstack <kind> --help` shows what the node says of one):\n  {}",
+        lines.join(",\n  ")
+    ))
 }
 
 /// Runs the command `cli` names.

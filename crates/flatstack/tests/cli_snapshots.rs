@@ -67,6 +67,7 @@ fn settings() -> insta::Settings {
 fn help_without_a_node() {
     settings().bind(|| {
         insta::assert_snapshot!("top-level-help", run(bare(), &["--help"]));
+        insta::assert_snapshot!("short-help", run(bare(), &["-h"]));
         insta::assert_snapshot!(
             "no-node-to-ask",
             run(
@@ -118,6 +119,7 @@ async fn a_kind_its_tables_and_its_errors() {
             run(cli(), &["zones", "create", "nam=x"])
         );
         insta::assert_snapshot!("a-mistyped-verb", run(cli(), &["zones", "lst"]));
+        insta::assert_snapshot!("a-mistyped-kind", run(cli(), &["zonez", "list"]));
         insta::assert_snapshot!(
             "an-extra-argument",
             run(cli(), &["zones", "delete", "a", "b"])
