@@ -652,6 +652,21 @@ enum LogFormat {
 fn init_logs(format: LogFormat, level: &str, traces: Option<&traces::Traces>) {
     use std::io::IsTerminal;
     use tracing_subscriber::prelude::*;
+    let Some(traces) = traces else {
+        // One filter for the whole subscriber: a span or event it refuses is disabled where
+        // it is made, once (the traces' DEBUG spans cost nothing then).
+        let builder = tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_env_filter(log_filter(level));
+        let _ = match format {
+            LogFormat::Text => builder
+                .with_ansi(std::io::stderr().is_terminal())
+                .try_init(),
+            LogFormat::Json => builder.json().with_current_span(false).try_init(),
+        };
+        return;
+    };
+    // The logs and the traces, each with its own filter.
     let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let logs = match format {
         LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).boxed(),
@@ -659,7 +674,7 @@ fn init_logs(format: LogFormat, level: &str, traces: Option<&traces::Traces>) {
     };
     let _ = tracing_subscriber::registry()
         .with(logs.with_filter(log_filter(level)))
-        .with(traces.map(traces::Traces::layer))
+        .with(traces.layer())
         .try_init();
 }
 
