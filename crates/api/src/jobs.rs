@@ -55,9 +55,7 @@ impl From<Operation> for Job {
             } else {
                 100
             },
-            step: (op.state == OperationState::Running)
-                .then(|| flatstack_kernel::progress::step(&op.uuid))
-                .flatten(),
+            step: None,
             uuid: op.uuid,
             operation: op.kind,
             state: op.state,
@@ -69,6 +67,17 @@ impl From<Operation> for Job {
             finished_at: op.finished_at,
             account_uuid: op.account_uuid,
         }
+        .at_its_step()
+    }
+}
+
+impl Job {
+    /// While it runs on this node, with the flow step it is at.
+    fn at_its_step(mut self) -> Job {
+        if self.state == OperationState::Running {
+            self.step = flatstack_kernel::progress::step(&self.uuid);
+        }
+        self
     }
 }
 
@@ -315,11 +324,7 @@ impl Jobs {
     pub async fn get(&self, uuid: &str) -> Result<Option<Job>, Fault> {
         if let Some((job, _)) = self.lock().jobs.get(uuid) {
             if job.state != OperationState::Running || self.store.is_none() {
-                let mut job = job.clone();
-                if job.state == OperationState::Running {
-                    job.step = flatstack_kernel::progress::step(uuid);
-                }
-                return Ok(Some(job));
+                return Ok(Some(job.clone().at_its_step()));
             }
         }
         match &self.store {

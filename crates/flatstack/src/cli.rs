@@ -441,11 +441,6 @@ impl Client {
         self.get("/v1/openapi.json").await
     }
 
-    /// What `kind` takes, from the node's document; `None` if the node serves no such kind.
-    async fn kind_schema(&self, kind: &str) -> anyhow::Result<Option<cli_schema::KindSchema>> {
-        Ok(cli_schema::kind(&self.openapi().await?, kind))
-    }
-
     /// A body from `-f` and `key=value` pairs, each value typed by the field's JSON type
     /// in the node's document (`name=2024` is a string; `cpu_num=2` a number). The
     /// document is read only when a value could be taken either way.
@@ -522,18 +517,15 @@ impl Client {
     /// `flatstack <kind> --help`: the verbs, then what the node says of the kind.
     async fn explain(&self, kind: &str) -> anyhow::Result<()> {
         println!("{}", USAGE.replace("<kind>", kind));
-        let schema = match self.kind_schema(kind).await {
-            Ok(Some(schema)) => schema,
-            Ok(None) => {
-                return Err(usage(format!(
-                    "the node serves no resource kind `{}`",
-                    escape(kind)
-                )))
-            }
+        let doc = match self.openapi().await {
+            Ok(doc) => doc,
             Err(e) => {
                 println!("\n(its fields, filters and actions come from the node: {e})");
                 return Ok(());
             }
+        };
+        let Some(schema) = cli_schema::kind(&doc, kind) else {
+            return Err(unserved(&doc, kind));
         };
         let section = |title: &str, fields: &[cli_schema::Field]| {
             if !fields.is_empty() {
@@ -588,13 +580,8 @@ impl Client {
         };
         if let Some(kind) = args.first().filter(|k| *k != "jobs") {
             if let Ok(doc) = self.openapi().await {
-                let kinds = cli_schema::kinds(&doc);
-                if !kinds.contains(kind) {
-                    return Err(usage(format!(
-                        "the node serves no resource kind `{}`{}",
-                        escape(kind),
-                        did_you_mean(kind, kinds.iter().map(String::as_str))
-                    )));
+                if cli_schema::kind(&doc, kind).is_none() {
+                    return Err(unserved(&doc, kind));
                 }
             }
         }
@@ -653,7 +640,7 @@ impl Client {
         match verb.as_str() {
             "list" => {
                 let list = self.get(&with_query(&base, rest)?).await?;
-                let schema = self.table_schema(kind).await;
+                let schema = self.table_schema(kind, None).await;
                 self.print_list(&list, schema.as_ref())
             }
             "create" => {
@@ -673,7 +660,7 @@ impl Client {
             "show" => {
                 let uuid = self.resolve(kind, &only(rest)?).await?;
                 let reply = self.get(&format!("{base}/{uuid}")).await?;
-                let schema = self.table_schema(kind).await;
+                let schema = self.table_schema(kind, None).await;
                 self.print_fields(&reply["inventory"], schema.as_ref())
             }
             "update" => {
@@ -749,14 +736,7 @@ impl Client {
                 match child_verb.as_str() {
                     "list" => {
                         let list = self.get(&with_query(&path, &rest[2..])?).await?;
-                        let schema = match self.output {
-                            Output::Table | Output::Wide => self
-                                .openapi()
-                                .await
-                                .ok()
-                                .and_then(|doc| cli_schema::child(&doc, kind, child)),
-                            _ => None,
-                        };
+                        let schema = self.table_schema(kind, Some(child)).await;
                         self.print_list(&list, schema.as_ref())
                     }
                     "create" => {
@@ -833,13 +813,22 @@ impl Client {
         Ok(())
     }
 
-    /// What the node says of `kind`'s tables, when a table is printed (else, or if it
-    /// cannot be read, `None`: the table shows what it finds).
-    async fn table_schema(&self, kind: &str) -> Option<cli_schema::KindSchema> {
+    /// What the node says of the table of `kind` (or of its `child` collection), when a
+    /// table is printed (else, or if it cannot be read, `None`: the table shows what it
+    /// finds).
+    async fn table_schema(
+        &self,
+        kind: &str,
+        child: Option<&str>,
+    ) -> Option<cli_schema::KindSchema> {
         if !matches!(self.output, Output::Table | Output::Wide) {
             return None;
         }
-        self.kind_schema(kind).await.ok().flatten()
+        let doc = self.openapi().await.ok()?;
+        match child {
+            None => cli_schema::kind(&doc, kind),
+            Some(child) => cli_schema::child(&doc, kind, child),
+        }
     }
 
     /// Prints `value` as it is if the output is a data format (`json`, `yaml`): whether it
@@ -972,8 +961,18 @@ impl Client {
     }
 }
 
-/// ` (did you mean `list`?)` for a word one or two edits from a known verb, else nothing.
-/// ` (did you mean `x`?)` for the candidate closest to `word`, if one is close.
+/// The refusal of a kind `doc` does not serve, naming the closest one it does.
+fn unserved(doc: &Value, kind: &str) -> anyhow::Error {
+    let kinds = cli_schema::kinds(doc);
+    usage(format!(
+        "the node serves no resource kind `{}`{}",
+        escape(kind),
+        did_you_mean(kind, kinds.iter().map(String::as_str))
+    ))
+}
+
+/// ` (did you mean `x`?)` for the candidate closest to `word`, if one is one or two edits
+/// from it; else nothing.
 fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
     candidates
         .into_iter()

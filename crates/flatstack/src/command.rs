@@ -352,17 +352,15 @@ fn kinds_help(distribution: &Distribution) -> Option<String> {
         .map(|(_, r)| r.path)
         .collect();
     kinds.sort_unstable();
-    let mut lines = vec![String::new()];
+    let mut lines: Vec<String> = Vec::new();
     for kind in kinds {
-        let line = lines.last_mut()?;
-        if line.len() + kind.len() > 76 {
-            lines.push(String::new());
+        match lines.last_mut() {
+            Some(line) if line.len() + kind.len() <= 76 => {
+                line.push_str(", ");
+                line.push_str(kind);
+            }
+            _ => lines.push(kind.to_owned()),
         }
-        let line = lines.last_mut()?;
-        if !line.is_empty() {
-            line.push_str(", ");
-        }
-        line.push_str(kind);
     }
     Some(format!(
         "Resource kinds (the client: flatstack <kind> list|create|show|update|delete|action ...;\n\

@@ -5,7 +5,7 @@ mod common;
 
 use common::Node;
 use reqwest::StatusCode;
-use serde_json::json;
+use serde_json::{json, Value};
 use std::collections::BTreeSet;
 
 #[tokio::test]
@@ -17,33 +17,20 @@ async fn lists_page_by_cursor_sort_and_count_truly() {
             .await;
     }
     for sort in ["created_at", "-name", "name,-created_at"] {
+        // Zones created between pages: the walk still sees every zone that was there once.
+        let between = format!("late-{sort}");
+        let pages = walk(
+            &node,
+            &format!("/v1/zones?limit=7&sort={sort}"),
+            Some(&between),
+        )
+        .await;
         let mut seen = Vec::new();
-        let mut cursor: Option<String> = None;
-        let mut added = 0;
-        loop {
-            let path = match &cursor {
-                Some(c) => format!("/v1/zones?limit=7&sort={sort}&cursor={c}"),
-                None => format!("/v1/zones?limit=7&sort={sort}"),
-            };
-            let (status, page) = node.get(&path).await;
-            assert_eq!(status, StatusCode::OK, "{page}");
-            let names: Vec<String> = page["inventories"]
-                .as_array()
-                .expect("inventories")
-                .iter()
-                .map(|z| z["name"].as_str().expect("name").to_owned())
-                .collect();
+        for page in &pages {
+            let names = column(page, "name");
             assert!(names.len() <= 7);
             assert!(page["total"].as_u64().expect("total") >= 25);
             seen.extend(names);
-            // Created between pages: the walk still sees every zone that was there once.
-            added += 1;
-            node.create("zones", json!({"name": format!("late-{sort}-{added}")}))
-                .await;
-            match page["next"].as_str() {
-                Some(next) => cursor = Some(next.to_owned()),
-                None => break,
-            }
         }
         let first: Vec<&String> = seen.iter().filter(|n| n.starts_with("zone-")).collect();
         assert_eq!(first.len(), 25, "{sort}: {seen:?}");
@@ -79,10 +66,10 @@ async fn lists_page_by_cursor_sort_and_count_truly() {
     }
 }
 
-/// Every page of `path` (`?limit=` and the like already in it), walked by `next`: the
-/// names in order, and the `total` of each page.
-async fn walk(node: &Node, path: &str) -> (Vec<String>, Vec<u64>) {
-    let (mut names, mut totals) = (Vec::new(), Vec::new());
+/// Every page of `path` (`?limit=` and the like already in it), walked by `next`; with
+/// `between`, a zone named `<between>-<n>` is created after each page.
+async fn walk(node: &Node, path: &str, between: Option<&str>) -> Vec<Value> {
+    let mut pages = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
         let url = match &cursor {
@@ -91,16 +78,39 @@ async fn walk(node: &Node, path: &str) -> (Vec<String>, Vec<u64>) {
         };
         let (status, page) = node.get(&url).await;
         assert_eq!(status, StatusCode::OK, "{url}: {page}");
-        for row in page["inventories"].as_array().expect("inventories") {
-            let name = row["name"].as_str().or(row["cluster_uuid"].as_str());
-            names.push(name.expect("a name or a cluster").to_owned());
+        if let Some(between) = between {
+            node.create(
+                "zones",
+                json!({"name": format!("{between}-{}", pages.len() + 1)}),
+            )
+            .await;
         }
-        totals.push(page["total"].as_u64().expect("total"));
-        match page["next"].as_str() {
-            Some(next) => cursor = Some(next.to_owned()),
-            None => return (names, totals),
+        cursor = page["next"].as_str().map(str::to_owned);
+        pages.push(page);
+        if cursor.is_none() {
+            return pages;
         }
     }
+}
+
+/// The `field` of every row of `page`.
+fn column(page: &Value, field: &str) -> Vec<String> {
+    page["inventories"]
+        .as_array()
+        .expect("inventories")
+        .iter()
+        .map(|row| row[field].as_str().expect("a text field").to_owned())
+        .collect()
+}
+
+/// The `field` of every row of `pages`, in order, and each page's `total`.
+fn rows(pages: &[Value], field: &str) -> (Vec<String>, Vec<u64>) {
+    let names = pages.iter().flat_map(|page| column(page, field)).collect();
+    let totals = pages
+        .iter()
+        .map(|page| page["total"].as_u64().expect("total"))
+        .collect();
+    (names, totals)
 }
 
 #[tokio::test]
@@ -135,7 +145,10 @@ async fn child_collections_page_as_lists_do() {
     }
     // An L3 network's IP ranges, 3 a page, by name descending.
     let ranges = format!("/v1/l3-networks/{l3}/ip-ranges");
-    let (names, totals) = walk(&node, &format!("{ranges}?limit=3&sort=-name")).await;
+    let (names, totals) = rows(
+        &walk(&node, &format!("{ranges}?limit=3&sort=-name"), None).await,
+        "name",
+    );
     let expected: Vec<String> = (1..=7).rev().map(|i| format!("range-{i}")).collect();
     assert_eq!(names, expected);
     assert_eq!(totals, [7, 7, 7], "three pages, each with the true count");
@@ -160,7 +173,15 @@ async fn child_collections_page_as_lists_do() {
             .await;
         assert_eq!(status, StatusCode::OK, "{reply}");
     }
-    let (seen, totals) = walk(&node, &format!("/v1/l2-networks/{l2}/clusters?limit=2")).await;
+    let (seen, totals) = rows(
+        &walk(
+            &node,
+            &format!("/v1/l2-networks/{l2}/clusters?limit=2"),
+            None,
+        )
+        .await,
+        "cluster_uuid",
+    );
     clusters.sort();
     assert_eq!(seen, clusters, "by cluster, each once");
     assert_eq!(totals, [5, 5, 5]);
@@ -209,29 +230,13 @@ async fn a_walk_through_ten_thousand_rows_sees_each_once_whatever_is_inserted_me
     )
     .await;
     assert_eq!(written, 10_000);
+    // Inserted between pages, newer than every bulk row: seen at the end, if at all.
+    let pages = walk(&node, "/v1/zones?limit=500", Some("between")).await;
     let mut seen = BTreeSet::new();
-    let mut cursor: Option<String> = None;
-    let mut pages = 0;
-    loop {
-        let path = match &cursor {
-            Some(c) => format!("/v1/zones?limit=500&cursor={c}"),
-            None => "/v1/zones?limit=500".to_owned(),
-        };
-        let (status, page) = node.get(&path).await;
-        assert_eq!(status, StatusCode::OK, "{page}");
-        pages += 1;
-        for zone in page["inventories"].as_array().expect("inventories") {
-            let uuid = zone["uuid"].as_str().expect("uuid").to_owned();
-            assert!(seen.insert(uuid.clone()), "zone {uuid} seen twice");
-        }
-        // Inserted between pages, newer than every bulk row: seen at the end, if at all.
-        node.create("zones", json!({"name": format!("between-{pages}")}))
-            .await;
-        match page["next"].as_str() {
-            Some(next) => cursor = Some(next.to_owned()),
-            None => break,
-        }
+    for uuid in rows(&pages, "uuid").0 {
+        assert!(seen.insert(uuid.clone()), "zone {uuid} seen twice");
     }
+    let pages = pages.len() as u64;
     let bulk = seen
         .iter()
         .filter(|u| u.starts_with("000000000000000000000000"))

@@ -198,7 +198,7 @@ pub struct ReleaseIps {
 flatstack_kernel::request!(ReleaseIps = "l3.ip.release-consumer" => u64, service L3_NETWORK_SERVICE);
 
 /// How many addresses each IP range holds and how many are allocated (the capacity
-/// gauges of `/metrics`); answered by the l3-network plugin, ranges in creation order.
+/// gauges of `/metrics`); answered by the l3-network plugin, lowest range first.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IpUsage {}

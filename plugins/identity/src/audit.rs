@@ -133,7 +133,7 @@ impl Audit {
             .unwrap_or_default();
         let mut page_conditions = filtered;
         if let Some(cursor) = &q.cursor {
-            let after = decode_cursor(&json!(cursor), ORDER.len())?;
+            let after = decode_cursor(cursor, ORDER.len())?;
             // A time and a record's uuid, as this list gave them.
             let ours = matches!(after.as_slice(), [Value::String(_), Value::String(uuid)]
                 if uuid.bytes().all(|b| b.is_ascii_hexdigit()));

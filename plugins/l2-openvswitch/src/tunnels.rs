@@ -268,12 +268,13 @@ async fn tunnels_of(kernel: &Kernel, l2: &str) -> Result<Vec<TunnelInventory>, F
         tx.list_by(TUNNELS, &filter, &["host_uuid", "peer_host_uuid"])
             .await?
     };
-    rows.into_iter()
-        .map(|row| {
-            serde_json::from_value(Value::Object(row))
-                .map_err(|e| Fault::internal(format!("a row of {TUNNELS} does not read: {e}")))
-        })
-        .collect()
+    rows.into_iter().map(tunnel).collect()
+}
+
+/// A row of the tunnels' table, read.
+fn tunnel(row: Inventory) -> Result<TunnelInventory, Fault> {
+    serde_json::from_value(Value::Object(row))
+        .map_err(|e| Fault::internal(format!("a row of {TUNNELS} does not read: {e}")))
 }
 
 /// The hosts' records, by uuid (a host since deleted is absent).
@@ -545,9 +546,7 @@ pub(crate) async fn list(
     let mut page = pager.page(&mut tx, TUNNELS, &filter, query).await?;
     // Each row as the typed inventory shows it.
     for row in &mut page.inventories {
-        let tunnel: TunnelInventory = serde_json::from_value(Value::Object(std::mem::take(row)))
-            .map_err(|e| Fault::internal(format!("a row of {TUNNELS} does not read: {e}")))?;
-        match serde_json::to_value(tunnel) {
+        match serde_json::to_value(tunnel(std::mem::take(row))?) {
             Ok(Value::Object(typed)) => *row = typed,
             _ => return Err(Fault::internal("a tunnel is an object")),
         }

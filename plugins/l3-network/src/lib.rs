@@ -222,8 +222,16 @@ impl StoredRange {
 async fn ranges_of(tx: &mut Tx, l3: &str) -> Result<Vec<StoredRange>, Fault> {
     let mut filters = Map::new();
     filters.insert("l3_network_uuid".into(), json!(l3));
+    stored_ranges(tx, &filters).await
+}
+
+/// The ranges matching `filters` (column = value), lowest first.
+async fn stored_ranges(
+    tx: &mut Tx,
+    filters: &Map<String, Value>,
+) -> Result<Vec<StoredRange>, Fault> {
     let mut ranges = Vec::new();
-    for row in tx.list("ip_ranges", &filters).await? {
+    for row in tx.list("ip_ranges", filters).await? {
         let range = Range::parse(
             text(&row, "start_ip"),
             text(&row, "end_ip"),
@@ -362,24 +370,15 @@ async fn list_ranges(kernel: &Kernel, l3: &str, query: &PageQuery) -> Result<Inv
 /// Every range's size and allocated addresses.
 async fn ip_usage(kernel: &Kernel) -> Result<Vec<IpRangeUsage>, Fault> {
     let mut tx = store(kernel)?.read().await?;
-    let ranges = tx
-        .list_by("ip_ranges", &Map::new(), &["created_at", "uuid"])
-        .await?;
-    let mut usage = Vec::with_capacity(ranges.len());
-    for range in ranges {
-        let stored = |field| {
-            ipv4::parse(field, text(&range, field))
-                .map_err(|f| Fault::internal(format!("stored range: {}", f.message)))
-        };
-        let (start, end) = (stored("start_ip")?, stored("end_ip")?);
-        let uuid = text(&range, "uuid");
+    let mut usage = Vec::new();
+    for stored in stored_ranges(&mut tx, &Map::new()).await? {
         let used = tx
-            .count_where("ip_addresses", "ip_range_uuid", &json!(uuid))
+            .count_where("ip_addresses", "ip_range_uuid", &json!(stored.uuid()))
             .await?;
         usage.push(IpRangeUsage {
-            ip_range_uuid: uuid.to_owned(),
-            l3_network_uuid: text(&range, "l3_network_uuid").to_owned(),
-            total: u64::from(end.saturating_sub(start)) + 1,
+            ip_range_uuid: stored.uuid().to_owned(),
+            l3_network_uuid: text(&stored.row, "l3_network_uuid").to_owned(),
+            total: u64::from(stored.range.end - stored.range.start) + 1,
             used: used.max(0) as u64,
         });
     }
