@@ -190,7 +190,7 @@ async fn on_sqlite(
             .context("replaying the creates' transactions")?;
         let copy = Store::open(&format!("sqlite://{}", before.display())).await?;
         let copy_rows = copy.count("vm_instances").await;
-        copy.pool().close().await;
+        copy.close().await;
         check_replay(copy_rows?, creates.vm_rows)?;
         let raw = Replayed {
             transactions: replayed_rows,
@@ -204,7 +204,7 @@ async fn on_sqlite(
         let single_row =
             single_row_transactions(&node.kernel, &fresh, creates.commits, options.concurrency)
                 .await;
-        fresh.pool().close().await;
+        fresh.close().await;
         Ok(Report {
             backend: "SQLite",
             database: None,
@@ -292,7 +292,7 @@ async fn postgres_run(
     let body = data_centre(&node.base, node.token.as_deref(), options).await;
     let store = node.store.clone();
     let stopped = node.stop().await;
-    store.pool().close().await;
+    store.close().await;
     drop(store);
     let body = body?;
     stopped?;
@@ -326,7 +326,7 @@ async fn postgres_run(
             .await
         }
         .await;
-        replayed.pool().close().await;
+        replayed.close().await;
         Ok(Report {
             backend: "PostgreSQL",
             database: Some(name.to_owned()),

@@ -1469,6 +1469,7 @@ async fn check_database(
     // The event outbox: what was announced created and not deleted is what the tables
     // hold (a VM or volume whose create was undone was never announced, or announced
     // deleted too; a destroyed one announced deleted with its removal).
+    store.sequence_events().await.expect("events numbered");
     let events = query(
         store,
         "SELECT name, body FROM event_outbox

@@ -3,11 +3,16 @@
 //! relay) take "the events after N"; the log is pruned to a retention by age and count.
 //!
 //! **Nothing is skipped.** A reader that has seen every `seq` up to N and asks for those
-//! after N must never miss one that commits later with a smaller `seq`. That holds because
-//! the log has one writer at a time: every write transaction holds SQLite's one writer or
-//! PostgreSQL's database write lock (`POSTGRES_WRITE_BEGIN`) from before its first write
-//! until it ends, so `seq`s are issued in commit order. (Should writes ever run
-//! concurrently on PostgreSQL, the log needs a sequencer that numbers committed rows.)
+//! after N must never miss one that commits later with a smaller `seq`. On SQLite that
+//! holds because write transactions run one at a time, so `seq`s are issued in commit
+//! order. On PostgreSQL they run side by side, and a `seq` taken at insert would commit
+//! out of order; so a transaction writes its events to `event_staging` instead, and they
+//! are numbered once committed ([`Store::sequence_events`]): one numbering at a time
+//! (an advisory lock, on every node), each moving into `event_outbox`, in the order they
+//! were staged, the staged rows its snapshot sees, which were all committed. A numbering
+//! commits before the next begins, so a reader that sees a `seq` sees every smaller one.
+//! Readers number what is staged before they read, so an event is readable as soon as
+//! its transaction has committed.
 //!
 //! **Nothing relayed is pruned unseen.** A relay keeps its position as a named cursor
 //! ([`Store::event_cursor`]); pruning never goes past the lowest cursor, so an outage of
@@ -30,7 +35,7 @@ use time::OffsetDateTime;
 
 /// The statements that create the log (idempotent), for `backend`. A log written before
 /// events had CloudEvents columns (which nothing could read) is replaced.
-pub(crate) fn schema(backend: Backend) -> [&'static str; 5] {
+pub(crate) fn schema(backend: Backend) -> Vec<&'static str> {
     let seq = match backend {
         Backend::Sqlite => "seq INTEGER PRIMARY KEY AUTOINCREMENT",
         Backend::Postgres => "seq BIGSERIAL PRIMARY KEY",
@@ -40,7 +45,7 @@ pub(crate) fn schema(backend: Backend) -> [&'static str; 5] {
         Backend::Postgres => POSTGRES_OUTBOX,
     };
     debug_assert!(outbox.contains(seq));
-    [
+    let mut schema = vec![
         outbox,
         "CREATE INDEX IF NOT EXISTS event_outbox_subject ON event_outbox (subject)",
         "CREATE TABLE IF NOT EXISTS event_log (
@@ -48,7 +53,26 @@ pub(crate) fn schema(backend: Backend) -> [&'static str; 5] {
         "CREATE TABLE IF NOT EXISTS event_cursors (
             name TEXT PRIMARY KEY, seq BIGINT NOT NULL, updated_at TEXT NOT NULL)",
         crate::remote::SCHEMA,
-    ]
+    ];
+    if backend == Backend::Postgres {
+        schema.push(POSTGRES_STAGING);
+    }
+    schema
+}
+
+/// How [`crate::Tx::emit`] writes an event: into `event_outbox` on SQLite, which numbers
+/// it as it comes, into `event_staging` on PostgreSQL ([`Store::sequence_events`]).
+pub(crate) fn insert_event(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Sqlite => {
+            "INSERT INTO event_outbox (id, type, kind, subject, name, body, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)"
+        }
+        Backend::Postgres => {
+            "INSERT INTO event_staging (id, type, kind, subject, name, body, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)"
+        }
+    }
 }
 
 const SQLITE_OUTBOX: &str = "CREATE TABLE IF NOT EXISTS event_outbox (
@@ -59,6 +83,26 @@ const POSTGRES_OUTBOX: &str = "CREATE TABLE IF NOT EXISTS event_outbox (
     seq BIGSERIAL PRIMARY KEY, id TEXT NOT NULL, type TEXT NOT NULL,
     kind TEXT NOT NULL, subject TEXT NOT NULL, name TEXT NOT NULL, body TEXT NOT NULL,
     created_at TEXT NOT NULL)";
+const POSTGRES_STAGING: &str = "CREATE TABLE IF NOT EXISTS event_staging (
+    pos BIGSERIAL PRIMARY KEY, id TEXT NOT NULL, type TEXT NOT NULL,
+    kind TEXT NOT NULL, subject TEXT NOT NULL, name TEXT NOT NULL, body TEXT NOT NULL,
+    created_at TEXT NOT NULL)";
+
+/// PostgreSQL: the advisory lock that one numbering of staged events holds at a time.
+const SEQUENCER_LOCK: i64 = 7380095427620824942;
+
+/// PostgreSQL: the most staged events one numbering moves.
+const SEQUENCE_BATCH: i64 = 10_000;
+
+/// PostgreSQL: numbers committed staged events, oldest staged first, into the log.
+const SEQUENCE: &str = "WITH moved AS (
+        DELETE FROM event_staging WHERE pos IN
+            (SELECT pos FROM event_staging ORDER BY pos LIMIT $1)
+        RETURNING pos, id, type, kind, subject, name, body, created_at)
+    INSERT INTO event_outbox (seq, id, type, kind, subject, name, body, created_at)
+    SELECT nextval(pg_get_serial_sequence('event_outbox', 'seq')),
+           id, type, kind, subject, name, body, created_at
+    FROM (SELECT * FROM moved ORDER BY pos) ordered";
 
 /// How long and how many events the outbox keeps; `None` puts no bound on that side.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,6 +211,34 @@ impl Store {
         Ok(())
     }
 
+    /// PostgreSQL: numbers the events of committed transactions (see the module's doc),
+    /// how many; nothing to do on SQLite, whose events are numbered as they are written.
+    pub async fn sequence_events(&self) -> Result<u64, StoreError> {
+        if self.backend != Backend::Postgres {
+            return Ok(0);
+        }
+        let mut moved = 0;
+        loop {
+            let mut tx = self.pool.begin().await.db()?;
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(SEQUENCER_LOCK)
+                .execute(&mut *tx)
+                .await
+                .db()?;
+            let done = sqlx::query(SEQUENCE)
+                .bind(SEQUENCE_BATCH)
+                .execute(&mut *tx)
+                .await
+                .db()?
+                .rows_affected();
+            tx.commit().await.db()?;
+            moved += done;
+            if done < SEQUENCE_BATCH as u64 {
+                return Ok(moved);
+            }
+        }
+    }
+
     /// Wakes when a transaction that emitted events has committed on this node: readers
     /// wait on it between reads (and poll too, for other nodes' commits).
     pub fn events_committed(&self) -> tokio::sync::watch::Receiver<u64> {
@@ -209,6 +281,7 @@ impl Store {
         self: &std::sync::Arc<Self>,
         query: &EventQuery,
     ) -> Result<Result<RawEventPage, EventsGone>, StoreError> {
+        self.sequence_events().await?;
         // One snapshot: the bounds and the page agree.
         let mut tx = self.read().await?;
         let bounds = tx
@@ -270,6 +343,7 @@ impl Store {
 
     /// The highest `seq` issued and still kept (0 if the log is empty).
     pub async fn newest_event_seq(&self) -> Result<i64, StoreError> {
+        self.sequence_events().await?;
         let row = sqlx::query("SELECT COALESCE(MAX(seq), 0) AS seq FROM event_outbox")
             .fetch_one(&self.pool)
             .await

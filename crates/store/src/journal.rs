@@ -3,12 +3,14 @@
 //! benchmark can time the very same writes replayed raw, without Flatstack on top. On
 //! SQLite it records what the one transaction connection ran; on PostgreSQL, what this
 //! node's write transactions sent (each statement as sent, after the store's rewriting of
-//! NULLs and booleans, with the values bound), in the order of their write turns, which is
-//! their commit order.
+//! NULLs and booleans, with the values bound), in the order their commits returned (a
+//! transaction that depends on another's writes begins after that one has committed, so
+//! the replay meets the same rows).
 
 use crate::rows::Param;
 use crate::Db;
 use crate::{sqlite, Backend, StoreError, POSTGRES_WRITE_BEGIN};
+
 use rusqlite::types::Value;
 use sqlx::Connection;
 use std::path::Path;
@@ -24,9 +26,6 @@ pub struct Journal {
     /// SQLite: transactions committed into the group commit in progress, kept if it
     /// commits (see `sqlite::Writer`).
     grouped: Vec<Vec<Statement>>,
-    /// PostgreSQL: a statement of the transaction in progress failed, which aborts it
-    /// there; its `COMMIT` commits nothing, so it is not kept.
-    failed: bool,
     /// The store's commit count when it began, and how many it counted until taken.
     counted_from: u64,
     counted: u64,
@@ -40,6 +39,53 @@ struct Statement {
     rows: Option<usize>,
 }
 
+impl Statement {
+    fn new(sql: &str, params: &[&Param<'_>], rows: Option<usize>) -> Statement {
+        let params = params
+            .iter()
+            .map(|param| match param {
+                Param::Null => Value::Null,
+                Param::Bool(b) => Value::Integer(i64::from(*b)),
+                Param::Int(i) => Value::Integer(*i),
+                Param::Real(f) => Value::Real(*f),
+                Param::Text(s) => Value::Text(s.to_string()),
+            })
+            .collect();
+        Statement {
+            sql: sql.to_owned(),
+            params,
+            rows,
+        }
+    }
+}
+
+/// PostgreSQL: what one write transaction sent, for the journal if it commits
+/// ([`Journal::append`]). Transactions run side by side there, so each records its own.
+#[derive(Default)]
+pub(crate) struct Recorded {
+    statements: Vec<Statement>,
+    /// A statement failed, which aborts the transaction there: its `COMMIT` commits
+    /// nothing, so it is not kept.
+    failed: bool,
+}
+
+impl Recorded {
+    /// A statement sent as `sql` with `params`, which succeeded or not.
+    pub(crate) fn record(
+        &mut self,
+        succeeded: bool,
+        sql: &str,
+        params: &[&Param<'_>],
+        rows: Option<usize>,
+    ) {
+        if succeeded {
+            self.statements.push(Statement::new(sql, params, rows));
+        } else {
+            self.failed = true;
+        }
+    }
+}
+
 impl Journal {
     /// A journal begun when the store had counted `commits` commits.
     pub(crate) fn new(backend: Backend, commits: u64) -> Journal {
@@ -48,7 +94,6 @@ impl Journal {
             committed: Vec::new(),
             open: Vec::new(),
             grouped: Vec::new(),
-            failed: false,
             counted_from: commits,
             counted: 0,
         }
@@ -73,13 +118,12 @@ impl Journal {
 
     pub(crate) fn begin(&mut self) {
         self.open.clear();
-        self.failed = false;
     }
 
-    pub(crate) fn commit(&mut self) {
-        let open = std::mem::take(&mut self.open);
-        if !self.failed {
-            self.committed.push(open);
+    /// PostgreSQL: a write transaction that committed, with what it recorded.
+    pub(crate) fn append(&mut self, recorded: Recorded) {
+        if !recorded.failed {
+            self.committed.push(recorded.statements);
         }
     }
 
@@ -97,27 +141,8 @@ impl Journal {
         }
     }
 
-    /// PostgreSQL: a statement of the transaction in progress failed.
-    pub(crate) fn fail(&mut self) {
-        self.failed = true;
-    }
-
     pub(crate) fn record(&mut self, sql: &str, params: &[&Param<'_>], rows: Option<usize>) {
-        let params = params
-            .iter()
-            .map(|param| match param {
-                Param::Null => Value::Null,
-                Param::Bool(b) => Value::Integer(i64::from(*b)),
-                Param::Int(i) => Value::Integer(*i),
-                Param::Real(f) => Value::Real(*f),
-                Param::Text(s) => Value::Text(s.to_string()),
-            })
-            .collect();
-        self.open.push(Statement {
-            sql: sql.to_owned(),
-            params,
-            rows,
-        });
+        self.open.push(Statement::new(sql, params, rows));
     }
 
     /// Committed transactions recorded.
@@ -172,8 +197,7 @@ impl Journal {
     /// Runs every committed transaction of a PostgreSQL store's journal again, in commit
     /// order, one after another, on one connection to the database at `url` (sqlx's `Any`
     /// driver with its default cache of prepared statements, as the store's pooled
-    /// connections): each begun as the store begins a write transaction (one round trip
-    /// that also takes the database's write lock, never contended here), the statements
+    /// connections): each begun as the store begins a write transaction, the statements
     /// as the store sent them with the same values, then `COMMIT`. On a copy of the
     /// database as it was when the journal began, the same writes with the same outcome.
     /// How long it took (connecting aside). Any statement that fails stops the replay

@@ -34,7 +34,7 @@ pub use events::{
     EventCursor, EventPage, EventQuery, EventRetention, EventsGone, RawEventPage, PRUNE_BATCH,
 };
 pub use journal::Journal;
-pub use tx::{now, Tx, TRANSACTION_SECONDS};
+pub use tx::{now, ResourceLock, Tx, TRANSACTION_SECONDS};
 pub use users::{TableKind, Users};
 
 use flatstack_kernel::migration::Migration;
@@ -118,30 +118,24 @@ pub(crate) type Columns = Arc<BTreeMap<String, ColumnType>>;
 /// pool's acquire timeout does.
 const BEGIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// How a write transaction begins on PostgreSQL: it waits (at most as long as
-/// [`BEGIN_TIMEOUT`]) for the database-wide write lock, held until it commits or rolls
-/// back, so that write transactions run one at a time as on SQLite, on every node sharing
-/// the database. Plugins rely on that: a check and the write it decides share a `Tx`
-/// (a free VLAN, the next device id), and under READ COMMITTED two such transactions
-/// would both pass the check. One round trip: `BEGIN` is sent as a simple query.
-pub(crate) const POSTGRES_WRITE_BEGIN: &str = "BEGIN; SET LOCAL lock_timeout = '30s'; \
-     SELECT pg_advisory_xact_lock(7380095427620824941)";
+/// How a write transaction begins on PostgreSQL: at READ COMMITTED, beside the others.
+/// Write transactions run concurrently there, on this node and on every node sharing the
+/// database, so a check and the write it decides never rely on running alone: they use a
+/// constraint (a unique IP, a conditional `UPDATE ... WHERE available >= $n`), or lock the
+/// resources they rely on ([`Tx::lock_resource`]). How long a lock is waited for is
+/// bounded by the connection's `lock_timeout` ([`POSTGRES_SESSION`]).
+pub(crate) const POSTGRES_WRITE_BEGIN: &str = "BEGIN";
 
-/// PostgreSQL: the connections the pool keeps at most.
+/// What every PostgreSQL connection runs first: a statement waits at most 30 s for a
+/// lock (then answers "busy", a 503), rather than for ever behind a stuck transaction.
+const POSTGRES_SESSION: &str = "SET lock_timeout = '30s'";
+
+/// PostgreSQL: the connections each of the store's two pools (writes, reads) keeps at most.
 const POSTGRES_CONNECTIONS: u32 = 16;
 
 /// How a read transaction begins on PostgreSQL: on one snapshot, as of its first read, as
 /// on SQLite; and PostgreSQL refuses writes in it too.
 const POSTGRES_READ_BEGIN: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY";
-
-/// PostgreSQL: what the holder of this node's turn to write has, besides the turn: the
-/// journal of the write transactions, while one is kept ([`Store::keep_journal`]). The
-/// turns are taken one after another and each held until its transaction has ended, so
-/// the journal records transactions in their commit order, as SQLite's one writer does.
-#[derive(Default)]
-pub(crate) struct PostgresTurn {
-    pub(crate) journal: Option<Journal>,
-}
 
 /// The database of a management node.
 pub struct Store {
@@ -154,10 +148,13 @@ pub struct Store {
     writer: Option<sqlite::WriterSlot>,
     /// SQLite: connections for [`Store::read`], which read beside the writer.
     readers: Option<Arc<sqlite::Readers>>,
-    /// PostgreSQL: this node's turn to write. Write transactions wait for it before they
-    /// take a connection and the database's write lock, so that waiting writers do not
-    /// hold every pooled connection while the one writing may need one for a read.
-    postgres_writer: Option<Arc<tokio::sync::Mutex<PostgresTurn>>>,
+    /// PostgreSQL: the pool of read transactions ([`Store::read`]), apart from the
+    /// writes' (`pool`), so that a write transaction that reads beside itself (a veto
+    /// reading on its own snapshot) never waits for a connection that writers hold.
+    read_pool: Option<AnyPool>,
+    /// PostgreSQL: the journal of committed write transactions, while one is kept
+    /// ([`Store::keep_journal`]).
+    postgres_journal: std::sync::Mutex<Option<Journal>>,
     backend: Backend,
     /// For each table, the tables/columns whose foreign keys refer to it.
     referrers: RwLock<BTreeMap<String, Vec<Referrer>>>,
@@ -198,18 +195,24 @@ impl Store {
             // PostgreSQL: a connection handed out is not pinged first; its `BEGIN` tests
             // it ([`Store::postgres_begin`]).
             .test_before_acquire(backend == Backend::Sqlite);
-        if backend == Backend::Sqlite {
-            // On every connection the pool opens (it replaces them over time), since
-            // `synchronous` and `foreign_keys` hold per connection.
-            options = options.after_connect(|conn, _| {
-                Box::pin(async move {
-                    for pragma in SQLITE_PRAGMAS {
-                        sqlx::query(pragma).execute(&mut *conn).await?;
-                    }
-                    Ok(())
-                })
-            });
-        }
+        // On every connection the pool opens (it replaces them over time), since
+        // these settings hold per connection.
+        let first: &'static [&'static str] = match backend {
+            Backend::Sqlite => SQLITE_PRAGMAS,
+            Backend::Postgres => &[POSTGRES_SESSION],
+        };
+        options = options.after_connect(move |conn, _| {
+            Box::pin(async move {
+                for statement in first {
+                    sqlx::query(statement).execute(&mut *conn).await?;
+                }
+                Ok(())
+            })
+        });
+        let read_pool = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(options.clone().connect(url).await.db()?),
+        };
         let pool = options.connect(url).await.db()?;
         let (writer, readers) = match backend {
             Backend::Sqlite => {
@@ -223,13 +226,12 @@ impl Store {
             }
             Backend::Postgres => (None, None),
         };
-        let postgres_writer = (backend == Backend::Postgres)
-            .then(|| Arc::new(tokio::sync::Mutex::new(PostgresTurn::default())));
         Ok(Arc::new(Store {
             pool,
             writer,
             readers,
-            postgres_writer,
+            read_pool,
+            postgres_journal: std::sync::Mutex::new(None),
             backend,
             referrers: RwLock::default(),
             table_kinds: RwLock::default(),
@@ -611,60 +613,63 @@ impl Store {
         outcome(&done)
     }
 
-    /// PostgreSQL: a write transaction, begun once this node's previous one is done, with
-    /// the database's write lock ([`POSTGRES_WRITE_BEGIN`]); and this node's turn, to hold
-    /// until it ends.
+    /// PostgreSQL: a write transaction ([`POSTGRES_WRITE_BEGIN`]), and where to record
+    /// its statements if a journal is kept.
     pub(crate) async fn postgres_write(
         &self,
     ) -> Result<
         (
             sqlx::Transaction<'static, sqlx::Any>,
-            Option<tokio::sync::OwnedMutexGuard<PostgresTurn>>,
+            Option<journal::Recorded>,
         ),
         StoreError,
     > {
-        let mut turn = self.postgres_turn().await?;
-        let tx = self.postgres_begin(POSTGRES_WRITE_BEGIN).await?;
-        if let Some(journal) = turn.as_deref_mut().and_then(|turn| turn.journal.as_mut()) {
-            journal.begin();
+        let tx = self
+            .postgres_begin(&self.pool, POSTGRES_WRITE_BEGIN)
+            .await?;
+        let recorded = self
+            .postgres_journal
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+            .then(journal::Recorded::default);
+        Ok((tx, recorded))
+    }
+
+    /// PostgreSQL: a write transaction that committed; into the journal if one is kept.
+    pub(crate) fn postgres_committed(&self, recorded: Option<journal::Recorded>) {
+        let mut kept = self
+            .postgres_journal
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let (Some(journal), Some(recorded)) = (kept.as_mut(), recorded) {
+            journal.append(recorded);
         }
-        Ok((tx, turn))
+        // Counted with the journal held, so that a journal taken meanwhile agrees.
+        self.count_commits(1);
     }
 
-    /// PostgreSQL: this node's turn to write, once the previous holder is done.
-    async fn postgres_turn(
-        &self,
-    ) -> Result<Option<tokio::sync::OwnedMutexGuard<PostgresTurn>>, StoreError> {
-        let Some(turn) = &self.postgres_writer else {
-            return Ok(None);
-        };
-        tokio::time::timeout(BEGIN_TIMEOUT, turn.clone().lock_owned())
-            .await
-            .map(Some)
-            .map_err(|_| StoreError::pool_timed_out())
-    }
-
-    /// PostgreSQL: a read transaction ([`POSTGRES_READ_BEGIN`]).
+    /// PostgreSQL: a read transaction ([`POSTGRES_READ_BEGIN`]), from the read pool.
     pub(crate) async fn postgres_read(
         &self,
     ) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
-        self.postgres_begin(POSTGRES_READ_BEGIN).await
+        let pool = self.read_pool.as_ref().unwrap_or(&self.pool);
+        self.postgres_begin(pool, POSTGRES_READ_BEGIN).await
     }
 
     /// PostgreSQL: a pooled connection with a transaction begun by `statement`. The pool
     /// does not ping a connection before it hands it out, as sqlx does by default: that is
-    /// a round trip per transaction (~100 µs under load here, which a write transaction
-    /// pays while it holds the write turn: ~9 % of a VM create's time in the turn,
-    /// docs/performance.md). The `BEGIN` tests it instead: a connection that died while
+    /// a round trip per transaction (~100 µs under load here, docs/performance.md). The `BEGIN` tests it instead: a connection that died while
     /// idle (the server restarted, or ended it) fails its `BEGIN`, which did nothing, and is
     /// discarded, and another is tried. The pool still tests a connection given back.
     async fn postgres_begin(
         &self,
+        pool: &AnyPool,
         statement: &'static str,
     ) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
         let mut lost = 0;
         loop {
-            match self.pool.begin_with(statement).await {
+            match pool.begin_with(statement).await {
                 Err(error) if connection_lost(&error) && lost < POSTGRES_CONNECTIONS => {
                     lost += 1;
                     tracing::info!(%error, "a pooled connection was lost; trying another");
@@ -701,15 +706,17 @@ impl Store {
     /// transactions ([`Store::read`]) commit nothing and are not recorded.
     pub async fn keep_journal(&self) -> Result<(), StoreError> {
         match self.backend {
-            // The count is read with the writer (or the turn) held, as commits count it.
+            // The count is read with the writer (or the journal) held, as commits count it.
             Backend::Sqlite => {
                 let turn = self.sqlite_writer("a journal").await?;
                 turn.lock().keep_journal(self.commits());
             }
             Backend::Postgres => {
-                if let Some(mut turn) = self.postgres_turn().await? {
-                    turn.journal = Some(Journal::new(Backend::Postgres, self.commits()));
-                }
+                let mut kept = self
+                    .postgres_journal
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                *kept = Some(Journal::new(Backend::Postgres, self.commits()));
             }
         }
         Ok(())
@@ -724,9 +731,11 @@ impl Store {
                 journal
             }
             Backend::Postgres => self
-                .postgres_turn()
-                .await?
-                .and_then(|mut turn| turn.journal.take().map(|j| j.taken(self.commits()))),
+                .postgres_journal
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take()
+                .map(|j| j.taken(self.commits())),
         })
     }
 
@@ -747,6 +756,14 @@ impl Store {
     /// SQLite, whose transactions commit in groups while others wait.
     pub fn database_commits(&self) -> u64 {
         self.database_commits.load(Ordering::Relaxed)
+    }
+
+    /// Closes the store's connections (both pools on PostgreSQL), waiting for those in use.
+    pub async fn close(&self) {
+        if let Some(read_pool) = &self.read_pool {
+            read_pool.close().await;
+        }
+        self.pool.close().await;
     }
 
     /// Rows in `table` (for tests and introspection).

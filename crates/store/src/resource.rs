@@ -619,6 +619,11 @@ impl ResourceTable {
     /// the canonical event, commit, then the deleted observers.
     pub async fn remove(&self, kernel: &Kernel, uuid: &str) -> Result<(), Fault> {
         let mut tx = store(kernel)?.begin().await?;
+        // Held until the delete commits: a transaction that relies on the resource (a VM
+        // recorded with its image) holds it shared, so it commits before the vetoes read,
+        // and they see its user, or waits and then finds the resource gone.
+        tx.lock_resource(&[(self.kind, uuid)], crate::ResourceLock::Exclusive)
+            .await?;
         let inventory = tx
             .get(self.table, uuid)
             .await?
@@ -628,8 +633,8 @@ impl ResourceTable {
             uuid: uuid.to_owned(),
             inventory,
         };
-        // Inside the transaction, which holds SQLite's one writer: an asynchronous veto's
-        // read (through `Store::read`) sees exactly what this delete will change.
+        // Inside the transaction, which holds SQLite's one writer (PostgreSQL: the lock
+        // above): an asynchronous veto's read (through `Store::read`) sees every user.
         kernel
             .extensions()
             .veto_async::<DeleteCheck>(&change)

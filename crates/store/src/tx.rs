@@ -1,8 +1,9 @@
 //! A transaction: records and the events that report them, committed together.
 
+use crate::journal::Recorded;
 use crate::rows::{check_ident, postgres_statement, to_json, Param};
 use crate::sqlite::{self, Turn, Writer};
-use crate::{Backend, ColumnType, Columns, ConstraintKind, PostgresTurn, Store, StoreError, Users};
+use crate::{Backend, ColumnType, Columns, ConstraintKind, Store, StoreError, Users};
 use crate::{Db, Repr};
 use flatstack_header::events::CanonicalEvent;
 use flatstack_kernel::bus::Bus;
@@ -11,7 +12,6 @@ use serde_json::{Map, Value};
 use sqlx::{Any, Transaction};
 use std::collections::BTreeMap;
 use std::sync::{Arc, MutexGuard};
-use tokio::sync::OwnedMutexGuard;
 
 type Publish = Box<dyn FnOnce(&Bus) + Send>;
 
@@ -35,34 +35,48 @@ pub struct Tx {
 }
 
 /// Where a transaction runs: SQLite's one transaction connection (statements run inline,
-/// see `sqlite.rs`), or a PostgreSQL connection from the pool, with this node's turn to
-/// write if it writes (given back after the transaction, which is dropped first).
+/// see `sqlite.rs`), or a PostgreSQL connection from a pool, with what it sent if the
+/// store keeps a journal.
 enum Conn {
     Sqlite(SqliteTx),
     SqliteRead(sqlite::Reader),
-    Postgres(
-        Transaction<'static, Any>,
-        Option<OwnedMutexGuard<PostgresTurn>>,
-    ),
+    Postgres(Transaction<'static, Any>, Option<Recorded>),
 }
 
-/// PostgreSQL: records in the journal, if one is kept, a statement the transaction holding
-/// `turn` sent as it was sent (`statement`, `params`), if it succeeded; a failed one
-/// aborts the transaction, which then commits nothing.
+/// PostgreSQL: records, if a journal is kept, a statement as it was sent (`statement`,
+/// `params`) and whether it succeeded.
 fn journal_postgres(
-    turn: &mut Option<OwnedMutexGuard<PostgresTurn>>,
+    recorded: &mut Option<Recorded>,
     succeeded: bool,
     statement: &str,
     params: &[&Param<'_>],
     rows: Option<usize>,
 ) {
-    if let Some(journal) = turn.as_deref_mut().and_then(|turn| turn.journal.as_mut()) {
-        if succeeded {
-            journal.record(statement, params, rows);
-        } else {
-            journal.fail();
-        }
+    if let Some(recorded) = recorded {
+        recorded.record(succeeded, statement, params, rows);
     }
+}
+
+/// How a transaction holds a resource ([`Tx::lock_resource`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResourceLock {
+    /// Relies on it staying as it is: a VM being recorded holds its image. Any number of
+    /// transactions hold a resource shared at once.
+    Shared,
+    /// Changes or removes it: the image's delete. Waits for those holding it shared, and
+    /// they for it.
+    Exclusive,
+}
+
+/// The key of `kind`/`uuid` among PostgreSQL's advisory locks: FNV-1a of the two, which
+/// any node computes alike. Two resources that share a key only wait for each other.
+fn lock_key(kind: &str, uuid: &str) -> i64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in kind.bytes().chain([b'/']).chain(uuid.bytes()) {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    i64::from_ne_bytes(hash.to_ne_bytes())
 }
 
 /// The histogram of write transactions' durations, from begin to durable commit (the
@@ -150,8 +164,8 @@ impl Tx {
                 Conn::Sqlite(SqliteTx(turn, number))
             }
             None => {
-                let (tx, turn) = store.postgres_write().await?;
-                Conn::Postgres(tx, turn)
+                let (tx, recorded) = store.postgres_write().await?;
+                Conn::Postgres(tx, recorded)
             }
         };
         store.count_begin();
@@ -188,14 +202,14 @@ impl Tx {
         let result = match &mut self.tx {
             Conn::SqliteRead(_) => Err(StoreError::read_only(sql)),
             Conn::Sqlite(writer) => writer.writer().and_then(|mut w| w.execute(sql, params)),
-            Conn::Postgres(tx, turn) => {
+            Conn::Postgres(tx, recorded) => {
                 let (statement, params) = postgres_statement(sql, params);
                 let mut query = sqlx::query(&statement);
                 for param in &params {
                     query = param.bind(query);
                 }
                 let done = query.execute(&mut **tx).await;
-                journal_postgres(turn, done.is_ok(), &statement, &params, None);
+                journal_postgres(recorded, done.is_ok(), &statement, &params, None);
                 done.map(|done| done.rows_affected()).db()
             }
         };
@@ -215,7 +229,7 @@ impl Tx {
                 .writer()
                 .and_then(|mut w| w.fetch(sql, params, limit)),
             Conn::SqliteRead(reader) => reader.fetch(sql, params, limit),
-            Conn::Postgres(tx, turn) => {
+            Conn::Postgres(tx, recorded) => {
                 let (statement, params) = postgres_statement(sql, params);
                 let mut query = sqlx::query(&statement);
                 for param in &params {
@@ -229,7 +243,7 @@ impl Tx {
                 } else {
                     query.fetch_all(&mut **tx).await
                 };
-                journal_postgres(turn, fetched.is_ok(), &statement, &params, Some(limit));
+                journal_postgres(recorded, fetched.is_ok(), &statement, &params, Some(limit));
                 match fetched {
                     Ok(rows) => rows.iter().map(to_json).collect(),
                     Err(e) => Err(StoreError::from(Repr::from(e))),
@@ -238,6 +252,44 @@ impl Tx {
         };
         // A query may write too (`INSERT ... RETURNING`).
         result.map_err(|e| e.classify(sql))
+    }
+
+    /// Holds the resources `resources` (each a kind, as the API names it, and a uuid) until
+    /// the transaction ends, `mode` ([`ResourceLock`]): how a check and the write it
+    /// decides stay true while other write transactions run, on this node or another,
+    /// where no constraint says it (an image's delete checks that no VM uses it, while a
+    /// VM being recorded names it). Kinds and uuids, not tables: a plugin locks what it
+    /// relies on of another's without touching its rows. On PostgreSQL these are
+    /// transaction advisory locks, taken in one round trip and a stable order (so two
+    /// transactions never wait for each other); on SQLite, where write transactions run
+    /// one at a time, there is nothing to do. A read-only transaction cannot hold one.
+    pub async fn lock_resource(
+        &mut self,
+        resources: &[(&str, &str)],
+        mode: ResourceLock,
+    ) -> Result<(), StoreError> {
+        if self.read_only {
+            return Err(StoreError::read_only("a resource lock"));
+        }
+        if self.store.backend() != Backend::Postgres || resources.is_empty() {
+            return Ok(());
+        }
+        let function = match mode {
+            ResourceLock::Shared => "pg_advisory_xact_lock_shared",
+            ResourceLock::Exclusive => "pg_advisory_xact_lock",
+        };
+        let mut keys: Vec<i64> = resources
+            .iter()
+            .map(|(kind, uuid)| lock_key(kind, uuid))
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let calls: Vec<String> = (1..=keys.len())
+            .map(|n| format!("{function}(${n})"))
+            .collect();
+        let sql = format!("SELECT {}", calls.join(", "));
+        let params: Vec<Param<'_>> = keys.into_iter().map(Param::Int).collect();
+        self.execute(&sql, &params).await.map(drop)
     }
 
     /// Rows of a query the helpers below do not cover (a join, a condition other than
@@ -769,12 +821,8 @@ impl Tx {
             Param::Text(body.into()),
             Param::Text(now().into()),
         ];
-        self.execute(
-            "INSERT INTO event_outbox (id, type, kind, subject, name, body, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            &params,
-        )
-        .await?;
+        let sql = crate::events::insert_event(self.store.backend());
+        self.execute(sql, &params).await?;
         self.publish
             .push(Box::new(move |bus: &Bus| bus.publish(event)));
         Ok(())
@@ -830,13 +878,12 @@ impl Tx {
             }
             // Nothing to commit: ending it is releasing the connection.
             Conn::SqliteRead(_) => return Ok(()),
-            // The turn goes once the transaction has ended (and the journal has it).
-            Conn::Postgres(tx, mut turn) => {
+            Conn::Postgres(tx, recorded) => {
                 tx.commit().await.db()?;
-                if let Some(journal) = turn.as_deref_mut().and_then(|turn| turn.journal.as_mut()) {
-                    journal.commit();
+                if self.read_only {
+                    return Ok(());
                 }
-                self.store.count_commits(1);
+                self.store.postgres_committed(recorded);
             }
         }
         if !self.read_only {

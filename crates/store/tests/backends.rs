@@ -1,14 +1,14 @@
 //! What must not differ between SQLite and PostgreSQL, checked on both: NULLs and booleans
 //! in columns of every type, values converted by column type, `updated_at`, refused
-//! constraints as conflicts about the data, other errors told without SQL, and write
-//! transactions that never overlap. PostgreSQL is the server of
+//! constraints as conflicts about the data, other errors told without SQL, reads on one
+//! snapshot; and on PostgreSQL, write transactions side by side, ordered by resource locks. PostgreSQL is the server of
 //! `FLATSTACK_TEST_DATABASE_URL` if set, else the local one (`.ci/run` starts it); each
 //! test gets a fresh database.
 
 use flatstack_kernel::migration::Migration;
 use flatstack_kernel::{Fault, FaultCode, Kernel};
 use flatstack_store::resource::row;
-use flatstack_store::{Backend, Store};
+use flatstack_store::{Backend, ResourceLock, Store, StoreErrorKind};
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
@@ -308,7 +308,7 @@ fn assert_clean(fault: &Fault, backend: Backend) {
 }
 
 #[tokio::test]
-async fn write_transactions_never_overlap_and_reads_do_not_wait_on_both() {
+async fn reads_see_one_snapshot_and_never_wait_for_writes_on_both() {
     let kernel = Kernel::builder().build().expect("kernel");
     for (store, place) in stores().await {
         let backend = store.backend();
@@ -317,24 +317,40 @@ async fn write_transactions_never_overlap_and_reads_do_not_wait_on_both() {
             .insert("things", &row(json!({"uuid": "a", "name": "one"})))
             .await
             .expect("insert");
-        // A second write waits for the first to end; a read does not.
+        // On SQLite a second write waits for the first to end; on PostgreSQL it runs
+        // beside it, on this node and on another (resource locks order those that must
+        // not, see below). A read never waits.
         let second = tokio::spawn({
             let store = store.clone();
             async move { store.begin().await }
         });
         tokio::time::sleep(Duration::from_millis(300)).await;
-        assert!(!second.is_finished(), "{backend:?}: two writes at once");
-        // Nor a write of another node on the same database.
-        let other_node = match &place {
+        match &place {
+            Place::Dir(_) => assert!(!second.is_finished(), "two writes at once on SQLite"),
             Place::Database(database) => {
+                assert!(second.is_finished(), "PostgreSQL's writes run side by side");
                 let other = Store::open(&database.url).await.expect("another store");
-                let write = tokio::spawn(async move { other.begin().await.map(drop) });
-                tokio::time::sleep(Duration::from_millis(300)).await;
-                assert!(!write.is_finished(), "two nodes' writes at once");
-                Some(write)
+                let mut write = tokio::time::timeout(Duration::from_secs(5), other.begin())
+                    .await
+                    .expect("another node's write begins at once")
+                    .expect("begin");
+                // A row the first has inserted, not committed: the unique name waits for
+                // it (PostgreSQL's own row locks), here only until the lock timeout.
+                write
+                    .query("SET LOCAL lock_timeout = '200ms'", &[])
+                    .await
+                    .expect("set");
+                let duplicate = write
+                    .insert("things", &row(json!({"uuid": "b", "name": "one"})))
+                    .await
+                    .expect_err("waits for the first's row");
+                assert_eq!(
+                    duplicate.kind(),
+                    StoreErrorKind::Busy,
+                    "a lock timeout is told as busy: {duplicate}"
+                );
             }
-            Place::Dir(_) => None,
-        };
+        }
         let mut read = tokio::time::timeout(Duration::from_secs(5), store.read())
             .await
             .expect("a read does not wait")
@@ -346,21 +362,18 @@ async fn write_transactions_never_overlap_and_reads_do_not_wait_on_both() {
             let kernel = kernel.clone();
             async move { first.commit(kernel.bus()).await }
         });
-        let mut second = tokio::time::timeout(Duration::from_secs(5), second)
+        let second = tokio::time::timeout(Duration::from_secs(5), second)
             .await
             .expect("the second write begins once the first is done")
             .expect("task")
             .expect("begin");
-        if let Some(write) = other_node {
-            // The other node's write begins (and ends) while this one waits, or after.
-            drop(second);
-            tokio::time::timeout(Duration::from_secs(5), write)
-                .await
-                .expect("the other node's write begins")
-                .expect("task")
-                .expect("begin");
-            second = store.begin().await.expect("begin");
-        }
+        drop(second);
+        tokio::time::timeout(Duration::from_secs(5), committing)
+            .await
+            .expect("the first commit returns")
+            .expect("task")
+            .expect("commit");
+        let mut second = store.begin().await.expect("begin");
         // It sees what the first committed; the read keeps its snapshot.
         assert!(second.exists("things", "a").await.expect("exists"));
         assert!(
@@ -376,13 +389,69 @@ async fn write_transactions_never_overlap_and_reads_do_not_wait_on_both() {
             .query("INSERT INTO things (uuid, name) VALUES ('z', 'z')", &[])
             .await
             .is_err());
+        assert!(
+            read.lock_resource(&[("things", "a")], ResourceLock::Shared)
+                .await
+                .is_err(),
+            "a read holds no resource"
+        );
         drop(second);
-        tokio::time::timeout(Duration::from_secs(5), committing)
-            .await
-            .expect("the first commit returns")
-            .expect("task")
-            .expect("commit");
     }
+}
+
+#[tokio::test]
+async fn resource_locks_order_postgresql_writes_across_nodes() {
+    let kernel = Kernel::builder().build().expect("kernel");
+    let database = Database::create();
+    let store = Store::open(&database.url).await.expect("postgres");
+    migrate(&store).await;
+    let other = Store::open(&database.url).await.expect("another node");
+    let begin_holding = |store: Arc<Store>, what: &'static str, mode: ResourceLock| async move {
+        let mut tx = store.begin().await.expect("begin");
+        tx.lock_resource(&[("things", what)], mode)
+            .await
+            .expect("lock");
+        tx
+    };
+    // Shared holders do not wait for each other, on one node or two.
+    let shared = begin_holding(store.clone(), "a", ResourceLock::Shared).await;
+    let also_shared = tokio::time::timeout(
+        Duration::from_secs(5),
+        begin_holding(other.clone(), "a", ResourceLock::Shared),
+    )
+    .await
+    .expect("two shared holders at once");
+    // An exclusive one waits for both; another resource does not wait.
+    let exclusive = tokio::spawn(begin_holding(other.clone(), "a", ResourceLock::Exclusive));
+    let unrelated = tokio::time::timeout(
+        Duration::from_secs(5),
+        begin_holding(store.clone(), "b", ResourceLock::Exclusive),
+    )
+    .await
+    .expect("another resource does not wait");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!exclusive.is_finished(), "exclusive while shared are held");
+    shared.commit(kernel.bus()).await.expect("commit");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !exclusive.is_finished(),
+        "exclusive while one shared is held"
+    );
+    drop(also_shared);
+    let exclusive = tokio::time::timeout(Duration::from_secs(5), exclusive)
+        .await
+        .expect("exclusive once no one shares it")
+        .expect("task");
+    // And a shared one now waits for it, until it ends.
+    let waiting = tokio::spawn(begin_holding(store.clone(), "a", ResourceLock::Shared));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "shared while exclusive is held");
+    drop(exclusive);
+    tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("shared once the exclusive one ended")
+        .expect("task");
+    drop(unrelated);
 }
 
 #[tokio::test]
@@ -472,8 +541,8 @@ async fn the_journal_replays_postgresql_transactions_on_another_database() {
     assert_eq!(things(replayed.clone()).await, expected);
     // Replaying twice runs into the rows it wrote: an error, not a silent success.
     assert!(journal.replay_postgres(&copy.url).await.is_err());
-    store.pool().close().await;
-    replayed.pool().close().await;
+    store.close().await;
+    replayed.close().await;
 }
 
 #[tokio::test]
@@ -510,7 +579,7 @@ async fn a_pooled_postgresql_connection_lost_while_idle_is_replaced_at_begin() {
     let mut read = store.read().await.expect("a read after the sessions ended");
     assert!(read.exists("things", "b").await.expect("exists"));
     drop(read);
-    store.pool().close().await;
+    store.close().await;
 }
 
 /// A database created for one test on the PostgreSQL server, dropped with it.

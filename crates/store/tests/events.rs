@@ -163,7 +163,7 @@ async fn the_outbox_is_pruned_oldest_first_on_postgresql() {
         .expect("store");
     prune(store.clone()).await;
     cursors_and_gone(store.clone()).await;
-    store.pool().close().await;
+    store.close().await;
     sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
         .execute(&mut admin().await)
         .await
@@ -386,7 +386,76 @@ async fn a_tailing_reader_misses_no_event_on_postgresql() {
         .await
         .expect("store");
     tailing(store.clone()).await;
-    store.pool().close().await;
+    store.close().await;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&mut admin().await)
+        .await
+        .expect("drop database");
+}
+
+/// PostgreSQL's write transactions run side by side: one that emitted first may commit
+/// last. A reader that has read past the later one's event still gets the earlier one's,
+/// numbered after it once committed, and never the event of one rolled back.
+#[tokio::test]
+async fn an_event_committed_out_of_order_is_not_skipped_on_postgresql() {
+    let name = format!("flatstack_test_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin().await)
+        .await
+        .expect("create database");
+    let store = Store::open(&format!("{}/{name}", server()))
+        .await
+        .expect("store");
+    store.migrate(&[]).await.expect("migrate");
+    let kernel = Kernel::builder()
+        .provide(store.clone())
+        .build()
+        .expect("kernel");
+    let created = |uuid: &str| ResourceCreated {
+        kind: "racks".into(),
+        uuid: uuid.into(),
+        inventory: serde_json::json!({"uuid": uuid})
+            .as_object()
+            .cloned()
+            .unwrap(),
+    };
+    let read = |after: i64| {
+        let store = store.clone();
+        async move {
+            store
+                .events(&EventQuery {
+                    after,
+                    limit: 100,
+                    ..EventQuery::default()
+                })
+                .await
+                .expect("read")
+                .expect("kept")
+        }
+    };
+    let mut early = store.begin().await.expect("begin");
+    early.emit(created("early")).await.expect("emit");
+    let mut undone = store.begin().await.expect("begin");
+    undone.emit(created("undone")).await.expect("emit");
+    let mut late = store.begin().await.expect("begin");
+    late.emit(created("late")).await.expect("emit");
+    late.commit(kernel.bus()).await.expect("commit");
+
+    let first = read(0).await;
+    let subjects: Vec<_> = first.events.iter().map(|e| e.subject.as_str()).collect();
+    assert_eq!(subjects, ["late"], "only what has committed");
+    early.commit(kernel.bus()).await.expect("commit");
+    drop(undone);
+    let second = read(first.next).await;
+    let subjects: Vec<_> = second.events.iter().map(|e| e.subject.as_str()).collect();
+    assert_eq!(
+        subjects,
+        ["early"],
+        "the earlier event, after the reader's position"
+    );
+    assert!(second.events[0].seq > first.events[0].seq);
+    assert!(read(second.next).await.events.is_empty());
+    store.close().await;
     sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
         .execute(&mut admin().await)
         .await

@@ -250,6 +250,7 @@ async fn an_asynchronous_veto_reads_the_store_inside_the_delete_and_refuses() {
         refused.message
     );
     assert_eq!(store.count("racks").await.unwrap(), 1, "nothing changed");
+    store.sequence_events().await.unwrap();
     assert_eq!(
         store.count("event_outbox").await.unwrap(),
         1,

@@ -136,6 +136,7 @@ async fn failures_anywhere_in_a_create_leave_nothing() {
     );
 
     assert_eq!(store.count("racks").await.unwrap(), 1);
+    store.sequence_events().await.unwrap();
     assert_eq!(
         store.count("event_outbox").await.unwrap(),
         1,

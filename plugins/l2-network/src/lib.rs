@@ -8,7 +8,7 @@ use flatstack_header::network::{
     AttachL2Cluster, CreateL2Network, DetachL2Cluster, L2NetworkDriver, L2Networks, ListL2Clusters,
     L2_NETWORK_SERVICE, L2_NO_VLAN,
 };
-use flatstack_header::record;
+use flatstack_header::record::{self, Record as _};
 use flatstack_header::{ApiAction, ApiChild, ApiResource, Inventory, InventoryList, PageQuery};
 use flatstack_kernel::driver::{call, Handled, Incoming, Resource};
 use flatstack_kernel::migration::Migration;
@@ -18,7 +18,7 @@ use flatstack_kernel::{
 };
 use flatstack_store::attach::Attachments;
 use flatstack_store::resource::{check_name, store, text, ResourceTable};
-use flatstack_store::Tx;
+use flatstack_store::{ResourceLock, Tx};
 use serde_json::{json, Value};
 use std::sync::Arc;
 
@@ -194,8 +194,9 @@ struct Place<'a> {
 }
 
 /// Refuses a second network of a type with the same identifying columns on the same
-/// interface of the same zone. It runs inside the create transaction: on SQLite (one
-/// writer) nothing can slip in between the check and the insert.
+/// interface of the same zone. It runs inside the create transaction, which holds the
+/// zone exclusively until it commits (on SQLite, its one writer), so nothing slips in
+/// between the check and the insert.
 async fn check_unique(
     tx: &mut Tx,
     table: &str,
@@ -213,6 +214,8 @@ async fn check_unique(
             )));
         }
     }
+    tx.lock_resource(&[(ZoneRecord::KIND, place.zone)], ResourceLock::Exclusive)
+        .await?;
     let mut sql = format!(
         "SELECT b.uuid AS uuid FROM l2_networks b JOIN {table} d ON d.uuid = b.uuid
          WHERE b.zone_uuid = $1 AND b.physical_interface = $2"

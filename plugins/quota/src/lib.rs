@@ -124,18 +124,24 @@ async fn take_usage(kernel: &Kernel, account_uuid: &str, take: TakeUsage) -> Res
         return Ok(());
     }
     let at = flatstack_store::now();
-    tx.statement(
-        "INSERT INTO quota_usage (account_uuid, vm_num, cpu_num, memory_size, created_at, updated_at)
-         VALUES ($1, 0, 0, 0, $2, $2) ON CONFLICT (account_uuid) DO NOTHING",
-        &[json!(account_uuid), json!(at)],
-    )
-    .await?;
     let amounts = [
         json!(take.vm_num),
         json!(take.cpu_num),
         json!(take.memory_size),
     ];
-    let taken = tx
+    // A return beside this one (on PostgreSQL, where write transactions run side by side)
+    // may delete the usage row back at zero between the insert and the update: then the
+    // update finds no row, and both are tried again.
+    let mut attempts = 0;
+    let taken = loop {
+        attempts += 1;
+        tx.statement(
+            "INSERT INTO quota_usage (account_uuid, vm_num, cpu_num, memory_size, created_at, updated_at)
+             VALUES ($1, 0, 0, 0, $2, $2) ON CONFLICT (account_uuid) DO NOTHING",
+            &[json!(account_uuid), json!(at)],
+        )
+        .await?;
+        let taken = tx
         .statement(
             "UPDATE quota_usage SET vm_num = vm_num + $1, cpu_num = cpu_num + $2,
                  memory_size = memory_size + $3, updated_at = $4
@@ -151,6 +157,18 @@ async fn take_usage(kernel: &Kernel, account_uuid: &str, take: TakeUsage) -> Res
             ],
         )
         .await?;
+        let gone = taken == 0
+            && tx
+                .query(
+                    "SELECT 1 AS usage FROM quota_usage WHERE account_uuid = $1",
+                    &[json!(account_uuid)],
+                )
+                .await?
+                .is_empty();
+        if !gone || attempts >= 3 {
+            break taken;
+        }
+    };
     if taken == 0 {
         return Err(refusal(&mut tx, account_uuid, &take).await);
     }

@@ -6,7 +6,7 @@ use flatstack_header::infra::{
     ReserveCapacity,
 };
 use flatstack_header::network::{AllocateIp, ReleaseIps};
-use flatstack_header::record;
+use flatstack_header::record::{self, Record as _};
 use flatstack_header::storage::{ImageRecord, InstanceOfferingRecord};
 use flatstack_header::vm::{
     state, CreateVm, HostFilter, HostSort, Nic, VmAllocateVolumes, VmPostInstantiate,
@@ -17,6 +17,7 @@ use flatstack_kernel::flow::ExtensionStep;
 use flatstack_kernel::{async_trait, Fault, Flow, Kernel, Step};
 use flatstack_store::recovery::retry;
 use flatstack_store::resource::{new_uuid, row, store, text};
+use flatstack_store::ResourceLock;
 use serde_json::json;
 
 /// Where the create flow leaves the new VM's inventory, as its last step read it.
@@ -76,6 +77,19 @@ impl Step<VmWork> for Record {
             "created_at": at, "updated_at": at,
         }));
         let mut tx = store(&self.kernel)?.begin().await?;
+        // The image and offering may not be deleted while this row commits (their delete
+        // holds them exclusively, see `ResourceTable::remove`).
+        tx.lock_resource(
+            &[
+                (ImageRecord::KIND, &self.msg.image_uuid),
+                (
+                    InstanceOfferingRecord::KIND,
+                    &self.msg.instance_offering_uuid,
+                ),
+            ],
+            ResourceLock::Shared,
+        )
+        .await?;
         tx.insert(VMS.table, &vm).await?;
         if let Some(operation) = &self.operation {
             tx.link_operation(operation, &work.vm_uuid).await?;

@@ -28,6 +28,7 @@ use flatstack_store::recovery::{retry, Reconciler};
 use flatstack_store::resource::{
     check_name, derived_uuid, new_uuid, row, store, text, ResourceTable,
 };
+use flatstack_store::ResourceLock;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
@@ -686,6 +687,10 @@ async fn attach(kernel: &Kernel, uuid: &str, vm_uuid: &str) -> Result<Inventory,
 /// has released it meanwhile.
 async fn finish_attach(kernel: &Kernel, uuid: &str, vm: &str) -> Result<bool, Fault> {
     let mut tx = store(kernel)?.begin().await?;
+    // Attaches of other volumes to the VM run beside this one: the VM held exclusively
+    // until the device id is written, so two never take the same.
+    tx.lock_resource(&[(VmRecord::KIND, vm)], ResourceLock::Exclusive)
+        .await?;
     let attached = tx
         .statement(
             "UPDATE volumes SET status = $1, updated_at = $2,

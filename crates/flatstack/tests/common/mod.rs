@@ -394,8 +394,10 @@ pub fn uuid(inv: &Value) -> String {
 /// Rows of `table` in the node's database, read directly.
 pub async fn rows(data_dir: &Path, table: &str) -> i64 {
     let store = open_store(data_dir).await;
+    // Events a transaction wrote are numbered into the outbox once committed.
+    store.sequence_events().await.expect("events numbered");
     let n = store.count(table).await.expect("count");
-    store.pool().close().await;
+    store.close().await;
     n
 }
 
@@ -409,7 +411,7 @@ pub async fn execute(data_dir: &Path, sql: &str) -> u64 {
         .await
         .expect("statement")
         .rows_affected();
-    store.pool().close().await;
+    store.close().await;
     done
 }
 
@@ -429,7 +431,7 @@ pub async fn dump(data_dir: &Path, table: &str) -> Vec<Value> {
         .collect();
     rows.sort_by_key(|row| row.to_string());
     drop(tx);
-    store.pool().close().await;
+    store.close().await;
     rows
 }
 
@@ -472,13 +474,14 @@ pub fn with(base: Value, over: Value) -> Value {
 /// Canonical events named `name` in the node's outbox, read directly.
 pub async fn events(data_dir: &Path, name: &str) -> Vec<Value> {
     let store = open_store(data_dir).await;
+    store.sequence_events().await.expect("events numbered");
     let rows: Vec<(String,)> =
         sqlx::query_as("SELECT body FROM event_outbox WHERE name = $1 ORDER BY seq")
             .bind(name)
             .fetch_all(store.pool())
             .await
             .expect("outbox");
-    store.pool().close().await;
+    store.close().await;
     rows.iter()
         .map(|(body,)| serde_json::from_str(body).expect("JSON event"))
         .collect()
