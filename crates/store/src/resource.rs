@@ -308,7 +308,14 @@ impl ResourceTable {
     ) {
         service
             .handle::<GetRecord<R>, _, _>(move |_, msg, cx| async move {
-                let mut tx = store(&cx.kernel)?.read().await?;
+                // Read on every VM create, several times: one statement, without a
+                // transaction around it, unless a decoration reads more.
+                let store = store(&cx.kernel)?;
+                let mut tx = if R::DECORATED && self.decorate.is_some() {
+                    store.read().await?
+                } else {
+                    store.read_each().await?
+                };
                 match tx.get(self.table, &msg.uuid).await? {
                     Some(row) => self.record(&mut tx, row).await.map(Some),
                     None => Ok(None),
@@ -322,7 +329,12 @@ impl ResourceTable {
                         .collect(),
                     _ => Map::new(),
                 };
-                let mut tx = store(&cx.kernel)?.read().await?;
+                let store = store(&cx.kernel)?;
+                let mut tx = if R::DECORATED && self.decorate.is_some() {
+                    store.read().await?
+                } else {
+                    store.read_each().await?
+                };
                 let rows = tx.list(self.table, &filters).await?;
                 let mut records = Vec::with_capacity(rows.len());
                 for row in rows {

@@ -41,6 +41,9 @@ enum Conn {
     Sqlite(SqliteTx),
     SqliteRead(sqlite::Reader),
     Postgres(Transaction<'static, Any>, Option<Recorded>),
+    /// PostgreSQL, [`Store::read_each`]: a connection of the read pool, each statement
+    /// its own transaction (the connection's are read-only). Taken at the first statement.
+    PostgresEach(Option<sqlx::pool::PoolConnection<Any>>),
 }
 
 /// PostgreSQL: records, if a journal is kept, a statement as it was sent (`statement`,
@@ -178,6 +181,20 @@ impl Tx {
         })
     }
 
+    pub(crate) async fn read_each(store: Arc<Store>) -> Result<Tx, StoreError> {
+        if store.backend() == Backend::Sqlite {
+            return Tx::read(store).await;
+        }
+        store.count_begin();
+        Ok(Tx {
+            store,
+            tx: Conn::PostgresEach(None),
+            began: std::time::Instant::now(),
+            read_only: true,
+            publish: Vec::new(),
+        })
+    }
+
     pub(crate) async fn read(store: Arc<Store>) -> Result<Tx, StoreError> {
         let tx = match &store.readers {
             Some(readers) => Conn::SqliteRead(readers.begin()?),
@@ -200,7 +217,7 @@ impl Tx {
             return Err(StoreError::read_only(sql));
         }
         let result = match &mut self.tx {
-            Conn::SqliteRead(_) => Err(StoreError::read_only(sql)),
+            Conn::SqliteRead(_) | Conn::PostgresEach(_) => Err(StoreError::read_only(sql)),
             Conn::Sqlite(writer) => writer.writer().and_then(|mut w| w.execute(sql, params)),
             Conn::Postgres(tx, recorded) => {
                 let (statement, params) = postgres_statement(sql, params);
@@ -229,6 +246,40 @@ impl Tx {
                 .writer()
                 .and_then(|mut w| w.fetch(sql, params, limit)),
             Conn::SqliteRead(reader) => reader.fetch(sql, params, limit),
+            Conn::PostgresEach(conn) => {
+                let (statement, params) = postgres_statement(sql, params);
+                let mut lost = 0;
+                loop {
+                    let connection = match conn {
+                        Some(connection) => connection,
+                        None => conn.insert(self.store.postgres_read_connection().await?),
+                    };
+                    let mut query = sqlx::query(&statement);
+                    for param in &params {
+                        query = param.bind(query);
+                    }
+                    let fetched = if one {
+                        query
+                            .fetch_optional(&mut **connection)
+                            .await
+                            .map(|row| row.into_iter().collect::<Vec<_>>())
+                    } else {
+                        query.fetch_all(&mut **connection).await
+                    };
+                    match fetched {
+                        // A connection that died while idle (it is not pinged when
+                        // handed out): another is tried, as for a `BEGIN` that fails.
+                        Err(error) if crate::connection_lost(&error) && lost < 16 => {
+                            lost += 1;
+                            if let Some(dead) = conn.take() {
+                                dead.detach();
+                            }
+                        }
+                        Ok(rows) => break rows.iter().map(to_json).collect(),
+                        Err(e) => break Err(StoreError::from(Repr::from(e))),
+                    }
+                }
+            }
             Conn::Postgres(tx, recorded) => {
                 let (statement, params) = postgres_statement(sql, params);
                 let mut query = sqlx::query(&statement);
@@ -877,7 +928,7 @@ impl Tx {
                 }
             }
             // Nothing to commit: ending it is releasing the connection.
-            Conn::SqliteRead(_) => return Ok(()),
+            Conn::SqliteRead(_) | Conn::PostgresEach(_) => return Ok(()),
             Conn::Postgres(tx, recorded) => {
                 tx.commit().await.db()?;
                 if self.read_only {

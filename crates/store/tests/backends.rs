@@ -546,7 +546,7 @@ async fn the_journal_replays_postgresql_transactions_on_another_database() {
 }
 
 #[tokio::test]
-async fn a_pooled_postgresql_connection_lost_while_idle_is_replaced_at_begin() {
+async fn a_pooled_postgresql_connection_lost_while_idle_is_replaced() {
     let kernel = Kernel::builder().build().expect("kernel");
     let database = Database::create();
     let store = Store::open(&database.url).await.expect("postgres");
@@ -561,9 +561,12 @@ async fn a_pooled_postgresql_connection_lost_while_idle_is_replaced_at_begin() {
         }
     };
     write("a").await.expect("a write");
+    // Two read connections in the pool: one for each kind of read.
     let mut read = store.read().await.expect("read");
+    let mut each = store.read_each().await.expect("read");
     assert!(read.exists("things", "a").await.expect("exists"));
-    drop(read);
+    assert!(each.exists("things", "a").await.expect("exists"));
+    drop((read, each));
     // The server ends every session of the database (as a restart would): the pool's idle
     // connections are dead, and nothing tests them before they are handed out.
     admin_statement(
@@ -578,7 +581,12 @@ async fn a_pooled_postgresql_connection_lost_while_idle_is_replaced_at_begin() {
     write("b").await.expect("a write after the sessions ended");
     let mut read = store.read().await.expect("a read after the sessions ended");
     assert!(read.exists("things", "b").await.expect("exists"));
-    drop(read);
+    let mut each = store.read_each().await.expect("read");
+    assert!(each
+        .exists("things", "b")
+        .await
+        .expect("a read of each statement after the sessions ended"));
+    drop((read, each));
     store.close().await;
 }
 
@@ -733,5 +741,40 @@ async fn pages_walk_ten_thousand_rows_once_each_while_rows_are_inserted_on_both(
             let total = tx.count("things", &none).await.expect("count");
             assert_eq!(total as usize, 10_000 + extra, "{backend:?}");
         }
+    }
+}
+
+#[tokio::test]
+async fn a_read_of_each_statement_sees_what_committed_and_writes_nothing_on_both() {
+    let kernel = Kernel::builder().build().expect("kernel");
+    for (store, _place) in stores().await {
+        let backend = store.backend();
+        let mut each = store.read_each().await.expect("read");
+        assert!(!each.exists("things", "a").await.expect("exists"));
+        let mut write = store.begin().await.expect("begin");
+        write
+            .insert("things", &row(json!({"uuid": "a", "name": "one"})))
+            .await
+            .expect("insert");
+        write.commit(kernel.bus()).await.expect("commit");
+        // SQLite's is a snapshot read (`Store::read`); PostgreSQL's next statement sees
+        // what committed since the first.
+        let seen = each.exists("things", "a").await.expect("exists");
+        assert_eq!(seen, backend == Backend::Postgres, "{backend:?}");
+        assert!(each
+            .insert("things", &row(json!({"uuid": "z", "name": "z"})))
+            .await
+            .is_err());
+        let refused = each
+            .query("INSERT INTO things (uuid, name) VALUES ('z', 'z')", &[])
+            .await;
+        assert!(refused.is_err(), "{backend:?}: the database refuses too");
+        drop(each);
+        let mut read = store.read().await.expect("read");
+        assert!(read.exists("things", "a").await.expect("exists"));
+        assert!(
+            !read.exists("things", "z").await.expect("exists"),
+            "{backend:?}"
+        );
     }
 }

@@ -613,7 +613,7 @@ impl Filter<HostFilter> for ReachesNetworks {
         let mut reach: Option<std::collections::BTreeSet<String>> = None;
         for l3 in &vm.l3_network_uuids {
             let l2 = {
-                let mut tx = store(&kernel)?.read().await?;
+                let mut tx = store(&kernel)?.read_each().await?;
                 let Some(network) = tx.get("l3_networks", l3).await? else {
                     return Err(Fault::conflict(format!("L3 network {l3} is gone")));
                 };
