@@ -308,14 +308,10 @@ impl ResourceTable {
     ) {
         service
             .handle::<GetRecord<R>, _, _>(move |_, msg, cx| async move {
-                // Read on every VM create, several times: one statement, without a
-                // transaction around it, unless a decoration reads more.
-                let store = store(&cx.kernel)?;
-                let mut tx = if R::DECORATED && self.decorate.is_some() {
-                    store.read().await?
-                } else {
-                    store.read_each().await?
-                };
+                // Read on every VM create, several times: its statements (the row, and
+                // what a decoration adds, which need not see one snapshot with it) run
+                // without a transaction around them.
+                let mut tx = store(&cx.kernel)?.read_each().await?;
                 match tx.get(self.table, &msg.uuid).await? {
                     Some(row) => self.record(&mut tx, row).await.map(Some),
                     None => Ok(None),
@@ -329,12 +325,7 @@ impl ResourceTable {
                         .collect(),
                     _ => Map::new(),
                 };
-                let store = store(&cx.kernel)?;
-                let mut tx = if R::DECORATED && self.decorate.is_some() {
-                    store.read().await?
-                } else {
-                    store.read_each().await?
-                };
+                let mut tx = store(&cx.kernel)?.read_each().await?;
                 let rows = tx.list(self.table, &filters).await?;
                 let mut records = Vec::with_capacity(rows.len());
                 for row in rows {
