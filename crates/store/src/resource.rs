@@ -335,9 +335,10 @@ impl ResourceTable {
             });
     }
 
-    /// A row as the kind's record `R`; a row that does not read as one is the owner's bug,
-    /// reported as such (never a default value).
-    async fn record<R: Record>(&self, tx: &mut Tx, mut row: Inventory) -> Result<R, Fault> {
+    /// A row as the kind's record `R` (e.g. one an `UPDATE ... RETURNING *` gave back);
+    /// a row that does not read as one is the owner's bug, reported as such (never a
+    /// default value).
+    pub async fn record<R: Record>(&self, tx: &mut Tx, mut row: Inventory) -> Result<R, Fault> {
         if self.shareable {
             shared_as_bool(&mut row);
         }

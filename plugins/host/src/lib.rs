@@ -12,7 +12,7 @@ use flatstack_kernel::migration::Migration;
 use flatstack_kernel::{Fault, Kernel, Message, Plugin, PluginBuilder};
 use flatstack_store::recovery::Reconciler;
 use flatstack_store::resource::{check_name, row, store, text, ResourceTable};
-use flatstack_store::TableKind;
+use flatstack_store::{ConstraintKind, TableKind};
 use serde_json::{json, Value};
 use std::net::IpAddr;
 
@@ -248,14 +248,40 @@ async fn call_agent(kernel: &Kernel, uuid: &str, command: AgentCommand) -> Resul
     driver.call_agent(kernel, &host, &command).await
 }
 
-/// Takes a consumer's CPU and memory from a host: one conditional update (never below
-/// zero, whatever else runs, on any node) and the consumer's record, in one transaction.
+/// Takes a consumer's CPU and memory from a host: the consumer's record and one
+/// conditional update (never below zero, whatever else runs, on any node), in one
+/// transaction of two statements. The record goes first: a consumer that already holds
+/// capacity (a retried request) inserts nothing and takes nothing more.
 async fn reserve(kernel: &Kernel, uuid: &str, msg: ReserveCapacity) -> Result<HostRecord, Fault> {
     let memory = i64::try_from(msg.memory_size)
         .map_err(|_| Fault::invalid("memory_size", "memory_size is too large"))?;
     let cpu = i64::from(msg.cpu_num);
     let mut tx = store(kernel)?.begin().await?;
-    if let Some(held) = tx.allocation("host_allocations", &msg.consumer).await? {
+    let recorded = tx
+        .statement(
+            "INSERT INTO host_allocations (consumer_uuid, host_uuid, cpu_num, memory_size, created_at)
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (consumer_uuid) DO NOTHING",
+            &[
+                json!(msg.consumer),
+                json!(uuid),
+                json!(cpu),
+                json!(memory),
+                json!(flatstack_store::now()),
+            ],
+        )
+        .await
+        .map_err(|e| match e.constraint().map(|c| c.kind) {
+            // The record refers to the host: there is none.
+            Some(ConstraintKind::MissingReference) => {
+                Fault::not_found(format!("no hosts {uuid}")).with_detail("uuid", uuid)
+            }
+            _ => Fault::from(e),
+        })?;
+    if recorded == 0 {
+        let held = tx
+            .allocation("host_allocations", &msg.consumer)
+            .await?
+            .unwrap_or_default();
         let on = text(&held, "host_uuid");
         if on == uuid {
             // Asked again (a retried request): it already holds it.
@@ -267,10 +293,11 @@ async fn reserve(kernel: &Kernel, uuid: &str, msg: ReserveCapacity) -> Result<Ho
         )));
     }
     let taken = tx
-        .statement(
+        .query(
             "UPDATE hosts SET available_cpu = available_cpu - $1,
                  available_memory = available_memory - $2, updated_at = $3
-             WHERE uuid = $4 AND available_cpu >= $1 AND available_memory >= $2",
+             WHERE uuid = $4 AND available_cpu >= $1 AND available_memory >= $2
+             RETURNING *",
             &[
                 json!(cpu),
                 json!(memory),
@@ -279,18 +306,15 @@ async fn reserve(kernel: &Kernel, uuid: &str, msg: ReserveCapacity) -> Result<Ho
             ],
         )
         .await?;
-    let host: HostRecord = HOSTS.read_record(&mut tx, uuid).await?;
-    if taken == 0 {
+    let Some(taken) = taken.into_iter().next() else {
+        // Dropped, the transaction takes the record back too.
+        let host: HostRecord = HOSTS.read_record(&mut tx, uuid).await?;
         return Err(Fault::conflict(format!(
             "host {uuid} has {} vCPUs and {} bytes free; {cpu} and {memory} are needed",
             host.available_cpu, host.available_memory,
         )));
-    }
-    let record = row(json!({
-        "consumer_uuid": msg.consumer, "host_uuid": uuid, "cpu_num": cpu,
-        "memory_size": memory, "created_at": flatstack_store::now(),
-    }));
-    tx.insert("host_allocations", &record).await?;
+    };
+    let host: HostRecord = HOSTS.record(&mut tx, taken).await?;
     tx.commit(kernel.bus()).await?;
     Ok(host)
 }

@@ -116,14 +116,28 @@ impl DoUndo<VmReserve> for Reserve {
 /// transaction.
 async fn take_usage(kernel: &Kernel, account_uuid: &str, take: TakeUsage) -> Result<(), Fault> {
     let mut tx = store(kernel)?.begin().await?;
-    if tx
-        .allocation("quota_allocations", &take.consumer)
-        .await?
-        .is_some()
-    {
+    let at = flatstack_store::now();
+    // The consumer's record first: one that already holds usage (a retried request)
+    // inserts nothing and takes nothing more. Refused below, the transaction is dropped
+    // and takes the record back too.
+    let recorded = tx
+        .statement(
+            "INSERT INTO quota_allocations
+                 (consumer_uuid, account_uuid, vm_num, cpu_num, memory_size, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (consumer_uuid) DO NOTHING",
+            &[
+                json!(take.consumer),
+                json!(account_uuid),
+                json!(take.vm_num),
+                json!(take.cpu_num),
+                json!(take.memory_size),
+                json!(at),
+            ],
+        )
+        .await?;
+    if recorded == 0 {
         return Ok(());
     }
-    let at = flatstack_store::now();
     let amounts = [
         json!(take.vm_num),
         json!(take.cpu_num),
@@ -172,11 +186,6 @@ async fn take_usage(kernel: &Kernel, account_uuid: &str, take: TakeUsage) -> Res
     if taken == 0 {
         return Err(refusal(&mut tx, account_uuid, &take).await);
     }
-    let record = row(json!({
-        "consumer_uuid": take.consumer, "account_uuid": account_uuid, "vm_num": take.vm_num,
-        "cpu_num": take.cpu_num, "memory_size": take.memory_size, "created_at": at,
-    }));
-    tx.insert("quota_allocations", &record).await?;
     tx.commit(kernel.bus()).await?;
     Ok(())
 }

@@ -16,7 +16,7 @@ use flatstack_kernel::migration::Migration;
 use flatstack_kernel::{Fault, Kernel, Message, MessageContext, Plugin, PluginBuilder};
 use flatstack_store::attach::Attachments;
 use flatstack_store::resource::{check_name, row, store, text, ResourceTable};
-use flatstack_store::{TableKind, Tx};
+use flatstack_store::{ConstraintKind, TableKind, Tx};
 use serde_json::{json, Value};
 
 static PRIMARY: ResourceTable = ResourceTable::new("primary-storage", "primary_storage")
@@ -282,9 +282,10 @@ fn bytes(size: u64) -> Result<i64, Fault> {
     i64::try_from(size).map_err(|_| Fault::invalid("size", "size must be below 2^63 bytes"))
 }
 
-/// Takes a consumer's bytes of one primary storage: a conditional update (never below
-/// zero, whatever else runs, on any node) and the consumer's record, in one transaction.
-/// Asked again for the same consumer, it takes nothing more.
+/// Takes a consumer's bytes of one primary storage: the consumer's record and a
+/// conditional update (never below zero, whatever else runs, on any node), in one
+/// transaction. The record goes first: asked again for the same consumer, it inserts
+/// nothing and takes nothing more.
 async fn reserve(
     kernel: &Kernel,
     uuid: &str,
@@ -292,10 +293,31 @@ async fn reserve(
     size: i64,
 ) -> Result<Inventory, Fault> {
     let mut tx = store(kernel)?.begin().await?;
-    if let Some(held) = tx
-        .allocation("primary_storage_allocations", consumer)
-        .await?
-    {
+    let recorded = tx
+        .statement(
+            "INSERT INTO primary_storage_allocations
+                 (consumer_uuid, primary_storage_uuid, size, created_at)
+             VALUES ($1, $2, $3, $4) ON CONFLICT (consumer_uuid) DO NOTHING",
+            &[
+                json!(consumer),
+                json!(uuid),
+                json!(size),
+                json!(flatstack_store::now()),
+            ],
+        )
+        .await
+        .map_err(|e| match e.constraint().map(|c| c.kind) {
+            // The record refers to the storage: there is none.
+            Some(ConstraintKind::MissingReference) => {
+                Fault::not_found(format!("no primary-storage {uuid}")).with_detail("uuid", uuid)
+            }
+            _ => Fault::from(e),
+        })?;
+    if recorded == 0 {
+        let held = tx
+            .allocation("primary_storage_allocations", consumer)
+            .await?
+            .unwrap_or_default();
         let on = text(&held, "primary_storage_uuid");
         if on == uuid {
             return PRIMARY.read(kernel, &mut tx, uuid).await;
@@ -304,12 +326,8 @@ async fn reserve(
             "{consumer} already holds bytes of primary storage {on}"
         )));
     }
+    // Refused, the transaction is dropped and takes the record back too.
     let ps = take(kernel, &mut tx, &PRIMARY, uuid, size).await?;
-    let record = row(json!({
-        "consumer_uuid": consumer, "primary_storage_uuid": uuid, "size": size,
-        "created_at": flatstack_store::now(),
-    }));
-    tx.insert("primary_storage_allocations", &record).await?;
     tx.commit(kernel.bus()).await?;
     Ok(ps)
 }
