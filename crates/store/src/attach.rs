@@ -153,6 +153,12 @@ impl Attachments {
         let uuid = text(owner, "uuid");
         let attachment = self.attachment(uuid, target);
         let mut tx = store(kernel)?.begin().await?;
+        // Held until the detach commits: a transaction that places a user on the owner
+        // through this attachment (a root volume on a primary storage) holds the owner
+        // shared, so it commits before the vetoes read, and they see its user, or waits
+        // and then finds the attachment gone (see docs/plugins.md).
+        tx.lock_resource(&[(self.kind, uuid)], crate::ResourceLock::Exclusive)
+            .await?;
         if !self
             .targets(&mut tx, uuid)
             .await?

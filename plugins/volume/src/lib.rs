@@ -205,6 +205,20 @@ async fn remove_row(kernel: &Kernel, uuid: &str, announce: bool) -> Result<(), F
     Ok(())
 }
 
+/// `conflict` unless the primary storage `uuid` is still attached to `cluster`: checked once
+/// a root volume's row is committed (a detach after it sees the volume and is refused).
+async fn still_attached(kernel: &Kernel, uuid: &str, cluster: &str) -> Result<(), Fault> {
+    let attached = record::get::<PrimaryStorageRecord>(kernel, uuid)
+        .await?
+        .is_some_and(|ps| ps.attached_cluster_uuids.iter().any(|c| c == cluster));
+    if attached {
+        return Ok(());
+    }
+    Err(Fault::conflict(format!(
+        "primary storage {uuid} was detached from cluster {cluster} while a root volume was placed on it"
+    )))
+}
+
 /// Connected primary storage attached to `cluster` with `size` bytes free, most free first.
 async fn candidates(kernel: &Kernel, cluster: &str, size: u64) -> Result<Vec<Storage>, Fault> {
     let query = PrimaryStorageQuery {
@@ -352,6 +366,14 @@ impl DoUndo<VmAllocateVolumes> for RootVolume {
             // Announced with its row, as every volume is: billing and other services see
             // root volumes too (and their removal if the VM's create is undone).
             let mut tx = store(&kernel)?.begin().await?;
+            // The storage may not be detached from the cluster while this row commits
+            // (the detach holds it exclusively through its vetoes); one that committed
+            // before is seen by the check below.
+            tx.lock_resource(
+                &[(PrimaryStorageRecord::KIND, storage.uuid())],
+                ResourceLock::Shared,
+            )
+            .await?;
             tx.insert(VOLUMES.table, &volume).await?;
             tx.emit(ResourceCreated {
                 kind: VOLUMES.kind.to_owned(),
@@ -360,6 +382,7 @@ impl DoUndo<VmAllocateVolumes> for RootVolume {
             })
             .await?;
             tx.commit(kernel.bus()).await?;
+            still_attached(&kernel, storage.uuid(), &host.cluster_uuid).await?;
             storage
                 .driver
                 .create_volume(&kernel, &storage.record, &volume)
