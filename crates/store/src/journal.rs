@@ -10,7 +10,6 @@
 use crate::rows::Param;
 use crate::Db;
 use crate::{sqlite, Backend, StoreError, POSTGRES_WRITE_BEGIN};
-
 use rusqlite::types::Value;
 use sqlx::Connection;
 use std::path::Path;

@@ -130,11 +130,13 @@ pub(crate) const POSTGRES_WRITE_BEGIN: &str = "BEGIN";
 /// lock (then answers "busy", a 503), rather than for ever behind a stuck transaction.
 const POSTGRES_SESSION: &str = "SET lock_timeout = '30s'";
 
-/// What every connection of PostgreSQL's read pool runs first, after [`POSTGRES_SESSION`].
-const POSTGRES_READ_SESSION: &str = "SET default_transaction_read_only = on";
+/// What every connection of PostgreSQL's read pool runs first: [`POSTGRES_SESSION`], and
+/// it refuses writes, in a transaction or out of one ([`Store::read_each`]).
+const POSTGRES_READ_SESSION: &[&str] =
+    &[POSTGRES_SESSION, "SET default_transaction_read_only = on"];
 
 /// PostgreSQL: the connections each of the store's two pools (writes, reads) keeps at most.
-const POSTGRES_CONNECTIONS: u32 = 16;
+pub(crate) const POSTGRES_CONNECTIONS: u32 = 16;
 
 /// How a read transaction begins on PostgreSQL: on one snapshot, as of its first read, as
 /// on SQLite; and PostgreSQL refuses writes in it too.
@@ -188,7 +190,7 @@ impl Store {
         } else {
             Backend::Sqlite
         };
-        let mut options = AnyPoolOptions::new()
+        let options = AnyPoolOptions::new()
             // SQLite allows one writer; more connections only queue on its lock.
             .max_connections(if backend == Backend::Sqlite {
                 1
@@ -198,41 +200,20 @@ impl Store {
             // PostgreSQL: a connection handed out is not pinged first; its `BEGIN` tests
             // it ([`Store::postgres_begin`]).
             .test_before_acquire(backend == Backend::Sqlite);
-        // On every connection the pool opens (it replaces them over time), since
-        // these settings hold per connection.
-        let first: &'static [&'static str] = match backend {
-            Backend::Sqlite => SQLITE_PRAGMAS,
-            Backend::Postgres => &[POSTGRES_SESSION],
-        };
-        options = options.after_connect(move |conn, _| {
-            Box::pin(async move {
-                for statement in first {
-                    sqlx::query(statement).execute(&mut *conn).await?;
-                }
-                Ok(())
-            })
-        });
-        // The read pool's connections refuse writes, in a transaction or out of one
-        // ([`Store::read_each`]).
         let read_pool = match backend {
             Backend::Sqlite => None,
             Backend::Postgres => Some(
-                options
-                    .clone()
-                    .after_connect(|conn, _| {
-                        Box::pin(async move {
-                            for statement in [POSTGRES_SESSION, POSTGRES_READ_SESSION] {
-                                sqlx::query(statement).execute(&mut *conn).await?;
-                            }
-                            Ok(())
-                        })
-                    })
+                run_first(options.clone(), POSTGRES_READ_SESSION)
                     .connect(url)
                     .await
                     .db()?,
             ),
         };
-        let pool = options.connect(url).await.db()?;
+        let first = match backend {
+            Backend::Sqlite => SQLITE_PRAGMAS,
+            Backend::Postgres => &[POSTGRES_SESSION],
+        };
+        let pool = run_first(options, first).connect(url).await.db()?;
         let (writer, readers) = match backend {
             Backend::Sqlite => {
                 // The same file as the pool's (which has created it if asked to).
@@ -681,8 +662,13 @@ impl Store {
     pub(crate) async fn postgres_read(
         &self,
     ) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
-        let pool = self.read_pool.as_ref().unwrap_or(&self.pool);
-        self.postgres_begin(pool, POSTGRES_READ_BEGIN).await
+        self.postgres_begin(self.read_pool(), POSTGRES_READ_BEGIN)
+            .await
+    }
+
+    /// PostgreSQL: the pool of reads (the only pool on SQLite).
+    fn read_pool(&self) -> &AnyPool {
+        self.read_pool.as_ref().unwrap_or(&self.pool)
     }
 
     /// PostgreSQL: a connection of the read pool, for statements outside a transaction
@@ -690,15 +676,15 @@ impl Store {
     pub(crate) async fn postgres_read_connection(
         &self,
     ) -> Result<sqlx::pool::PoolConnection<sqlx::Any>, StoreError> {
-        let pool = self.read_pool.as_ref().unwrap_or(&self.pool);
-        pool.acquire().await.db()
+        self.read_pool().acquire().await.db()
     }
 
     /// PostgreSQL: a pooled connection with a transaction begun by `statement`. The pool
     /// does not ping a connection before it hands it out, as sqlx does by default: that is
-    /// a round trip per transaction (~100 µs under load here, docs/performance.md). The `BEGIN` tests it instead: a connection that died while
-    /// idle (the server restarted, or ended it) fails its `BEGIN`, which did nothing, and is
-    /// discarded, and another is tried. The pool still tests a connection given back.
+    /// a round trip per transaction (~100 µs under load here, docs/performance.md). The
+    /// `BEGIN` tests it instead: a connection that died while idle (the server restarted,
+    /// or ended it) fails its `BEGIN`, which did nothing, and is discarded, and another is
+    /// tried. The pool still tests a connection given back.
     async fn postgres_begin(
         &self,
         pool: &AnyPool,
@@ -812,6 +798,19 @@ impl Store {
             .db()?;
         row.try_get::<i64, _>("n").db()
     }
+}
+
+/// `options` whose every connection runs `statements` first, as the pool opens it (it
+/// replaces connections over time, and these settings hold per connection).
+fn run_first(options: AnyPoolOptions, statements: &'static [&'static str]) -> AnyPoolOptions {
+    options.after_connect(move |conn, _| {
+        Box::pin(async move {
+            for statement in statements {
+                sqlx::query(statement).execute(&mut *conn).await?;
+            }
+            Ok(())
+        })
+    })
 }
 
 /// Whether `error` says that the connection it came from is gone: an I/O or protocol

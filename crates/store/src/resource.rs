@@ -715,6 +715,15 @@ impl ResourceTable {
         Ok(inventory)
     }
 
+    /// `error`, from writing a row that refers to this kind's `uuid` (an allocation record
+    /// naming its host): the resource's `404` if there is no such resource, else as is.
+    pub fn missing_as_not_found(&self, uuid: &str, error: crate::StoreError) -> Fault {
+        match error.constraint().map(|c| c.kind) {
+            Some(crate::ConstraintKind::MissingReference) => self.not_found(uuid),
+            _ => Fault::from(error),
+        }
+    }
+
     fn not_found(&self, uuid: &str) -> Fault {
         Fault::not_found(format!("no {} {uuid}", self.kind)).with_detail("uuid", uuid)
     }

@@ -60,6 +60,25 @@ fn journal_postgres(
     }
 }
 
+/// PostgreSQL: the rows of `statement` with `params` bound, at most one if `one`.
+async fn postgres_fetch(
+    conn: &mut sqlx::AnyConnection,
+    statement: &str,
+    params: &[&Param<'_>],
+    one: bool,
+) -> Result<Vec<sqlx::any::AnyRow>, sqlx::Error> {
+    let mut query = sqlx::query(statement);
+    for param in params {
+        query = param.bind(query);
+    }
+    if one {
+        let row = query.fetch_optional(&mut *conn).await?;
+        Ok(row.into_iter().collect())
+    } else {
+        query.fetch_all(&mut *conn).await
+    }
+}
+
 /// How a transaction holds a resource ([`Tx::lock_resource`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResourceLock {
@@ -254,22 +273,13 @@ impl Tx {
                         Some(connection) => connection,
                         None => conn.insert(self.store.postgres_read_connection().await?),
                     };
-                    let mut query = sqlx::query(&statement);
-                    for param in &params {
-                        query = param.bind(query);
-                    }
-                    let fetched = if one {
-                        query
-                            .fetch_optional(&mut **connection)
-                            .await
-                            .map(|row| row.into_iter().collect::<Vec<_>>())
-                    } else {
-                        query.fetch_all(&mut **connection).await
-                    };
-                    match fetched {
+                    match postgres_fetch(connection, &statement, &params, one).await {
                         // A connection that died while idle (it is not pinged when
                         // handed out): another is tried, as for a `BEGIN` that fails.
-                        Err(error) if crate::connection_lost(&error) && lost < 16 => {
+                        Err(error)
+                            if crate::connection_lost(&error)
+                                && lost < crate::POSTGRES_CONNECTIONS =>
+                        {
                             lost += 1;
                             if let Some(dead) = conn.take() {
                                 dead.detach();
@@ -282,18 +292,7 @@ impl Tx {
             }
             Conn::Postgres(tx, recorded) => {
                 let (statement, params) = postgres_statement(sql, params);
-                let mut query = sqlx::query(&statement);
-                for param in &params {
-                    query = param.bind(query);
-                }
-                let fetched = if one {
-                    query
-                        .fetch_optional(&mut **tx)
-                        .await
-                        .map(|row| row.into_iter().collect::<Vec<_>>())
-                } else {
-                    query.fetch_all(&mut **tx).await
-                };
+                let fetched = postgres_fetch(tx, &statement, &params, one).await;
                 journal_postgres(recorded, fetched.is_ok(), &statement, &params, Some(limit));
                 match fetched {
                     Ok(rows) => rows.iter().map(to_json).collect(),
@@ -410,6 +409,31 @@ impl Tx {
         table: &str,
         row: &Map<String, Value>,
     ) -> Result<(), StoreError> {
+        self.insert_row(table, row, "").await.map(drop)
+    }
+
+    /// Writes `row`, the allocation record of its `consumer_uuid`, into `table` (see
+    /// [`Tx::allocation`]) unless that consumer already has one there: whether it wrote
+    /// it. One statement, race-free (`ON CONFLICT (consumer_uuid) DO NOTHING`): written
+    /// before the owner takes what it records, a retried reservation takes nothing more.
+    pub async fn insert_allocation(
+        &mut self,
+        table: &str,
+        row: &Map<String, Value>,
+    ) -> Result<bool, StoreError> {
+        let inserted = self
+            .insert_row(table, row, " ON CONFLICT (consumer_uuid) DO NOTHING")
+            .await?;
+        Ok(inserted > 0)
+    }
+
+    /// `INSERT INTO table ... VALUES ...` and `tail`; the rows it wrote.
+    async fn insert_row(
+        &mut self,
+        table: &str,
+        row: &Map<String, Value>,
+        tail: &str,
+    ) -> Result<u64, StoreError> {
         check_ident(table)?;
         let types = self.store.columns_of(table);
         let mut columns = Vec::with_capacity(row.len());
@@ -422,12 +446,12 @@ impl Tx {
             params.push(Param::for_column(column, value, type_of(&types, column))?);
         }
         let sql = format!(
-            "INSERT INTO {table} ({}) VALUES ({})",
+            "INSERT INTO {table} ({}) VALUES ({}){tail}",
             columns.join(", "),
             marks.join(", ")
         );
         match self.execute(&sql, &params).await {
-            Ok(_) => Ok(()),
+            Ok(written) => Ok(written),
             Err(e) => Err(self.explain(e, table, row).await),
         }
     }

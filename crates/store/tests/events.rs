@@ -13,6 +13,29 @@ use sqlx::{Connection, Row};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Runs `test` on a store in a database of its own on the PostgreSQL server, dropped
+/// after it.
+async fn on_fresh_postgresql<F, Fut>(test: F)
+where
+    F: FnOnce(Arc<Store>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let name = format!("flatstack_test_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin().await)
+        .await
+        .expect("create database");
+    let store = Store::open(&format!("{}/{name}", server()))
+        .await
+        .expect("store");
+    test(store.clone()).await;
+    store.close().await;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&mut admin().await)
+        .await
+        .expect("drop database");
+}
+
 fn server() -> String {
     std::env::var("FLATSTACK_TEST_POSTGRES")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
@@ -153,21 +176,11 @@ async fn the_outbox_is_pruned_oldest_first_on_sqlite() {
 
 #[tokio::test]
 async fn the_outbox_is_pruned_oldest_first_on_postgresql() {
-    let name = format!("flatstack_test_{}", uuid::Uuid::new_v4().simple());
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut admin().await)
-        .await
-        .expect("create database");
-    let store = Store::open(&format!("{}/{name}", server()))
-        .await
-        .expect("store");
-    prune(store.clone()).await;
-    cursors_and_gone(store.clone()).await;
-    store.close().await;
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .execute(&mut admin().await)
-        .await
-        .expect("drop database");
+    on_fresh_postgresql(|store| async move {
+        prune(store.clone()).await;
+        cursors_and_gone(store).await;
+    })
+    .await;
 }
 
 /// A cursor holds pruning back; reading pruned events is `EventsGone`, saying where to
@@ -377,20 +390,7 @@ async fn a_tailing_reader_misses_no_event_on_sqlite() {
 
 #[tokio::test]
 async fn a_tailing_reader_misses_no_event_on_postgresql() {
-    let name = format!("flatstack_test_{}", uuid::Uuid::new_v4().simple());
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut admin().await)
-        .await
-        .expect("create database");
-    let store = Store::open(&format!("{}/{name}", server()))
-        .await
-        .expect("store");
-    tailing(store.clone()).await;
-    store.close().await;
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .execute(&mut admin().await)
-        .await
-        .expect("drop database");
+    on_fresh_postgresql(tailing).await;
 }
 
 /// PostgreSQL's write transactions run side by side: one that emitted first may commit
@@ -398,14 +398,10 @@ async fn a_tailing_reader_misses_no_event_on_postgresql() {
 /// numbered after it once committed, and never the event of one rolled back.
 #[tokio::test]
 async fn an_event_committed_out_of_order_is_not_skipped_on_postgresql() {
-    let name = format!("flatstack_test_{}", uuid::Uuid::new_v4().simple());
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut admin().await)
-        .await
-        .expect("create database");
-    let store = Store::open(&format!("{}/{name}", server()))
-        .await
-        .expect("store");
+    on_fresh_postgresql(out_of_order).await;
+}
+
+async fn out_of_order(store: Arc<Store>) {
     store.migrate(&[]).await.expect("migrate");
     let kernel = Kernel::builder()
         .provide(store.clone())
@@ -455,9 +451,4 @@ async fn an_event_committed_out_of_order_is_not_skipped_on_postgresql() {
     );
     assert!(second.events[0].seq > first.events[0].seq);
     assert!(read(second.next).await.events.is_empty());
-    store.close().await;
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .execute(&mut admin().await)
-        .await
-        .expect("drop database");
 }

@@ -12,7 +12,7 @@ use flatstack_kernel::migration::Migration;
 use flatstack_kernel::{Fault, Kernel, Message, Plugin, PluginBuilder};
 use flatstack_store::recovery::Reconciler;
 use flatstack_store::resource::{check_name, row, store, text, ResourceTable};
-use flatstack_store::{ConstraintKind, TableKind};
+use flatstack_store::TableKind;
 use serde_json::{json, Value};
 use std::net::IpAddr;
 
@@ -257,27 +257,15 @@ async fn reserve(kernel: &Kernel, uuid: &str, msg: ReserveCapacity) -> Result<Ho
         .map_err(|_| Fault::invalid("memory_size", "memory_size is too large"))?;
     let cpu = i64::from(msg.cpu_num);
     let mut tx = store(kernel)?.begin().await?;
+    let record = row(json!({
+        "consumer_uuid": msg.consumer, "host_uuid": uuid, "cpu_num": cpu,
+        "memory_size": memory, "created_at": flatstack_store::now(),
+    }));
     let recorded = tx
-        .statement(
-            "INSERT INTO host_allocations (consumer_uuid, host_uuid, cpu_num, memory_size, created_at)
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (consumer_uuid) DO NOTHING",
-            &[
-                json!(msg.consumer),
-                json!(uuid),
-                json!(cpu),
-                json!(memory),
-                json!(flatstack_store::now()),
-            ],
-        )
+        .insert_allocation("host_allocations", &record)
         .await
-        .map_err(|e| match e.constraint().map(|c| c.kind) {
-            // The record refers to the host: there is none.
-            Some(ConstraintKind::MissingReference) => {
-                Fault::not_found(format!("no hosts {uuid}")).with_detail("uuid", uuid)
-            }
-            _ => Fault::from(e),
-        })?;
-    if recorded == 0 {
+        .map_err(|e| HOSTS.missing_as_not_found(uuid, e))?;
+    if !recorded {
         let held = tx
             .allocation("host_allocations", &msg.consumer)
             .await?

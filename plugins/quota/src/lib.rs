@@ -120,22 +120,11 @@ async fn take_usage(kernel: &Kernel, account_uuid: &str, take: TakeUsage) -> Res
     // The consumer's record first: one that already holds usage (a retried request)
     // inserts nothing and takes nothing more. Refused below, the transaction is dropped
     // and takes the record back too.
-    let recorded = tx
-        .statement(
-            "INSERT INTO quota_allocations
-                 (consumer_uuid, account_uuid, vm_num, cpu_num, memory_size, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (consumer_uuid) DO NOTHING",
-            &[
-                json!(take.consumer),
-                json!(account_uuid),
-                json!(take.vm_num),
-                json!(take.cpu_num),
-                json!(take.memory_size),
-                json!(at),
-            ],
-        )
-        .await?;
-    if recorded == 0 {
+    let record = row(json!({
+        "consumer_uuid": take.consumer, "account_uuid": account_uuid, "vm_num": take.vm_num,
+        "cpu_num": take.cpu_num, "memory_size": take.memory_size, "created_at": at,
+    }));
+    if !tx.insert_allocation("quota_allocations", &record).await? {
         return Ok(());
     }
     let amounts = [
@@ -156,29 +145,26 @@ async fn take_usage(kernel: &Kernel, account_uuid: &str, take: TakeUsage) -> Res
         )
         .await?;
         let taken = tx
-        .statement(
-            "UPDATE quota_usage SET vm_num = vm_num + $1, cpu_num = cpu_num + $2,
-                 memory_size = memory_size + $3, updated_at = $4
-             WHERE account_uuid = $5 AND NOT EXISTS (SELECT 1 FROM quotas q WHERE q.account_uuid = $5 AND (
-                 quota_usage.vm_num + $1 > q.max_vm_num OR quota_usage.cpu_num + $2 > q.max_cpu_num
-                 OR quota_usage.memory_size + $3 > q.max_memory_size))",
-            &[
-                amounts[0].clone(),
-                amounts[1].clone(),
-                amounts[2].clone(),
-                json!(at),
-                json!(account_uuid),
-            ],
-        )
-        .await?;
+            .statement(
+                "UPDATE quota_usage SET vm_num = vm_num + $1, cpu_num = cpu_num + $2,
+                     memory_size = memory_size + $3, updated_at = $4
+                 WHERE account_uuid = $5 AND NOT EXISTS (SELECT 1 FROM quotas q WHERE q.account_uuid = $5 AND (
+                     quota_usage.vm_num + $1 > q.max_vm_num OR quota_usage.cpu_num + $2 > q.max_cpu_num
+                     OR quota_usage.memory_size + $3 > q.max_memory_size))",
+                &[
+                    amounts[0].clone(),
+                    amounts[1].clone(),
+                    amounts[2].clone(),
+                    json!(at),
+                    json!(account_uuid),
+                ],
+            )
+            .await?;
         let gone = taken == 0
             && tx
-                .query(
-                    "SELECT 1 AS usage FROM quota_usage WHERE account_uuid = $1",
-                    &[json!(account_uuid)],
-                )
+                .count_where("quota_usage", "account_uuid", &json!(account_uuid))
                 .await?
-                .is_empty();
+                == 0;
         if !gone || attempts >= 3 {
             break taken;
         }

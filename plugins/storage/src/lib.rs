@@ -16,7 +16,7 @@ use flatstack_kernel::migration::Migration;
 use flatstack_kernel::{Fault, Kernel, Message, MessageContext, Plugin, PluginBuilder};
 use flatstack_store::attach::Attachments;
 use flatstack_store::resource::{check_name, row, store, text, ResourceTable};
-use flatstack_store::{ConstraintKind, TableKind, Tx};
+use flatstack_store::{TableKind, Tx};
 use serde_json::{json, Value};
 
 static PRIMARY: ResourceTable = ResourceTable::new("primary-storage", "primary_storage")
@@ -293,27 +293,15 @@ async fn reserve(
     size: i64,
 ) -> Result<Inventory, Fault> {
     let mut tx = store(kernel)?.begin().await?;
+    let record = row(json!({
+        "consumer_uuid": consumer, "primary_storage_uuid": uuid, "size": size,
+        "created_at": flatstack_store::now(),
+    }));
     let recorded = tx
-        .statement(
-            "INSERT INTO primary_storage_allocations
-                 (consumer_uuid, primary_storage_uuid, size, created_at)
-             VALUES ($1, $2, $3, $4) ON CONFLICT (consumer_uuid) DO NOTHING",
-            &[
-                json!(consumer),
-                json!(uuid),
-                json!(size),
-                json!(flatstack_store::now()),
-            ],
-        )
+        .insert_allocation("primary_storage_allocations", &record)
         .await
-        .map_err(|e| match e.constraint().map(|c| c.kind) {
-            // The record refers to the storage: there is none.
-            Some(ConstraintKind::MissingReference) => {
-                Fault::not_found(format!("no primary-storage {uuid}")).with_detail("uuid", uuid)
-            }
-            _ => Fault::from(e),
-        })?;
-    if recorded == 0 {
+        .map_err(|e| PRIMARY.missing_as_not_found(uuid, e))?;
+    if !recorded {
         let held = tx
             .allocation("primary_storage_allocations", consumer)
             .await?
