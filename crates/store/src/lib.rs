@@ -20,6 +20,7 @@ mod error;
 mod events;
 mod journal;
 pub mod operation;
+mod postgres;
 pub mod recovery;
 mod remote;
 pub mod resource;
@@ -135,8 +136,13 @@ const POSTGRES_SESSION: &str = "SET lock_timeout = '30s'";
 const POSTGRES_READ_SESSION: &[&str] =
     &[POSTGRES_SESSION, "SET default_transaction_read_only = on"];
 
-/// PostgreSQL: the connections each of the store's two pools (writes, reads) keeps at most.
+/// PostgreSQL: the connections each of the store's transactions' pools (writes, reads)
+/// keeps at most.
 pub(crate) const POSTGRES_CONNECTIONS: u32 = 16;
+
+/// PostgreSQL: the connections [`Store::pool`] keeps at most: migrations, the event log's
+/// numbering and readers, and tools.
+const POSTGRES_POOL_CONNECTIONS: u32 = 4;
 
 /// How a read transaction begins on PostgreSQL: on one snapshot, as of its first read, as
 /// on SQLite; and PostgreSQL refuses writes in it too.
@@ -153,10 +159,13 @@ pub struct Store {
     writer: Option<sqlite::WriterSlot>,
     /// SQLite: connections for [`Store::read`], which read beside the writer.
     readers: Option<Arc<sqlite::Readers>>,
-    /// PostgreSQL: the pool of read transactions ([`Store::read`]), apart from the
-    /// writes' (`pool`), so that a write transaction that reads beside itself (a veto
+    /// PostgreSQL: the connections of write transactions ([`Store::begin`]), apart from
+    /// the pool's (`postgres.rs` says why).
+    writes: Option<Arc<postgres::Connections>>,
+    /// PostgreSQL: the connections of reads ([`Store::read`], [`Store::read_each`]), apart
+    /// from the writes', so that a write transaction that reads beside itself (a veto
     /// reading on its own snapshot) never waits for a connection that writers hold.
-    read_pool: Option<AnyPool>,
+    reads: Option<Arc<postgres::Connections>>,
     /// PostgreSQL: the journal of committed write transactions, while one is kept
     /// ([`Store::keep_journal`]).
     postgres_journal: std::sync::Mutex<Option<Journal>>,
@@ -191,22 +200,28 @@ impl Store {
             Backend::Sqlite
         };
         let options = AnyPoolOptions::new()
-            // SQLite allows one writer; more connections only queue on its lock.
+            // SQLite allows one writer; more connections only queue on its lock. On
+            // PostgreSQL the pool serves only migrations and the event log's readers.
             .max_connections(if backend == Backend::Sqlite {
                 1
             } else {
-                POSTGRES_CONNECTIONS
-            })
-            // PostgreSQL: a connection handed out is not pinged first; its `BEGIN` tests
-            // it ([`Store::postgres_begin`]).
-            .test_before_acquire(backend == Backend::Sqlite);
-        let read_pool = match backend {
-            Backend::Sqlite => None,
-            Backend::Postgres => Some(
-                run_first(options.clone(), POSTGRES_READ_SESSION)
-                    .connect(url)
-                    .await
-                    .db()?,
+                POSTGRES_POOL_CONNECTIONS
+            });
+        let (writes, reads) = match backend {
+            Backend::Sqlite => (None, None),
+            Backend::Postgres => (
+                Some(postgres::Connections::new(
+                    url,
+                    &[POSTGRES_SESSION],
+                    true,
+                    POSTGRES_CONNECTIONS,
+                )?),
+                Some(postgres::Connections::new(
+                    url,
+                    POSTGRES_READ_SESSION,
+                    false,
+                    POSTGRES_CONNECTIONS,
+                )?),
             ),
         };
         let first = match backend {
@@ -230,7 +245,8 @@ impl Store {
             pool,
             writer,
             readers,
-            read_pool,
+            writes,
+            reads,
             postgres_journal: std::sync::Mutex::new(None),
             backend,
             referrers: RwLock::default(),
@@ -622,19 +638,13 @@ impl Store {
         outcome(&done)
     }
 
-    /// PostgreSQL: a write transaction ([`POSTGRES_WRITE_BEGIN`]), and where to record
-    /// its statements if a journal is kept.
+    /// PostgreSQL: a write transaction (see `postgres.rs`), and where to record its
+    /// statements if a journal is kept.
     pub(crate) async fn postgres_write(
         &self,
-    ) -> Result<
-        (
-            sqlx::Transaction<'static, sqlx::Any>,
-            Option<journal::Recorded>,
-        ),
-        StoreError,
-    > {
-        let tx = self
-            .postgres_begin(&self.pool, POSTGRES_WRITE_BEGIN)
+    ) -> Result<(postgres::Connection, Option<journal::Recorded>), StoreError> {
+        let conn = postgres_connections(&self.writes)?
+            .acquire(BEGIN_TIMEOUT)
             .await?;
         let recorded = self
             .postgres_journal
@@ -642,7 +652,7 @@ impl Store {
             .unwrap_or_else(|e| e.into_inner())
             .is_some()
             .then(journal::Recorded::default);
-        Ok((tx, recorded))
+        Ok((conn, recorded))
     }
 
     /// PostgreSQL: a write transaction that committed; into the journal if one is kept.
@@ -658,48 +668,21 @@ impl Store {
         self.count_commits(1);
     }
 
-    /// PostgreSQL: a read transaction ([`POSTGRES_READ_BEGIN`]), from the read pool.
-    pub(crate) async fn postgres_read(
-        &self,
-    ) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
-        self.postgres_begin(self.read_pool(), POSTGRES_READ_BEGIN)
-            .await
+    /// PostgreSQL: a read transaction ([`POSTGRES_READ_BEGIN`]), from the reads' pool.
+    pub(crate) async fn postgres_read(&self) -> Result<postgres::Connection, StoreError> {
+        let mut conn = self.postgres_read_connection().await?;
+        conn.begin(POSTGRES_READ_BEGIN).await?;
+        Ok(conn)
     }
 
-    /// PostgreSQL: the pool of reads (the only pool on SQLite).
-    fn read_pool(&self) -> &AnyPool {
-        self.read_pool.as_ref().unwrap_or(&self.pool)
-    }
-
-    /// PostgreSQL: a connection of the read pool, for statements outside a transaction
+    /// PostgreSQL: a connection of the reads' pool, for statements outside a transaction
     /// ([`Store::read_each`]).
     pub(crate) async fn postgres_read_connection(
         &self,
-    ) -> Result<sqlx::pool::PoolConnection<sqlx::Any>, StoreError> {
-        self.read_pool().acquire().await.db()
-    }
-
-    /// PostgreSQL: a pooled connection with a transaction begun by `statement`. The pool
-    /// does not ping a connection before it hands it out, as sqlx does by default: that is
-    /// a round trip per transaction (~100 µs under load here, docs/performance.md). The
-    /// `BEGIN` tests it instead: a connection that died while idle (the server restarted,
-    /// or ended it) fails its `BEGIN`, which did nothing, and is discarded, and another is
-    /// tried. The pool still tests a connection given back.
-    async fn postgres_begin(
-        &self,
-        pool: &AnyPool,
-        statement: &'static str,
-    ) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
-        let mut lost = 0;
-        loop {
-            match pool.begin_with(statement).await {
-                Err(error) if connection_lost(&error) && lost < POSTGRES_CONNECTIONS => {
-                    lost += 1;
-                    tracing::info!(%error, "a pooled connection was lost; trying another");
-                }
-                begun => return begun.db(),
-            }
-        }
+    ) -> Result<postgres::Connection, StoreError> {
+        postgres_connections(&self.reads)?
+            .acquire(BEGIN_TIMEOUT)
+            .await
     }
 
     /// SQLite's transaction connection, or an error naming `what` needs it.
@@ -781,10 +764,11 @@ impl Store {
         self.database_commits.load(Ordering::Relaxed)
     }
 
-    /// Closes the store's connections (both pools on PostgreSQL), waiting for those in use.
+    /// Closes the store's connections: the pool's, waiting for those in use, and on
+    /// PostgreSQL the transactions' idle ones (those in use close as they are given back).
     pub async fn close(&self) {
-        if let Some(read_pool) = &self.read_pool {
-            read_pool.close().await;
+        for connections in [&self.writes, &self.reads].into_iter().flatten() {
+            connections.close().await;
         }
         self.pool.close().await;
     }
@@ -798,6 +782,15 @@ impl Store {
             .db()?;
         row.try_get::<i64, _>("n").db()
     }
+}
+
+/// PostgreSQL's transactions' connections, `connections`; on SQLite, an error.
+fn postgres_connections(
+    connections: &Option<Arc<postgres::Connections>>,
+) -> Result<&Arc<postgres::Connections>, StoreError> {
+    connections
+        .as_ref()
+        .ok_or_else(|| StoreError::io("a PostgreSQL connection asked of a SQLite store"))
 }
 
 /// `options` whose every connection runs `statements` first, as the pool opens it (it

@@ -1,6 +1,7 @@
 //! A transaction: records and the events that report them, committed together.
 
 use crate::journal::Recorded;
+use crate::postgres;
 use crate::rows::{check_ident, postgres_statement, to_json, Param};
 use crate::sqlite::{self, Turn, Writer};
 use crate::{Backend, ColumnType, Columns, ConstraintKind, Store, StoreError, Users};
@@ -9,7 +10,6 @@ use flatstack_header::events::CanonicalEvent;
 use flatstack_kernel::bus::Bus;
 use flatstack_kernel::Fault;
 use serde_json::{Map, Value};
-use sqlx::{Any, Transaction};
 use std::collections::BTreeMap;
 use std::sync::{Arc, MutexGuard};
 
@@ -40,10 +40,10 @@ pub struct Tx {
 enum Conn {
     Sqlite(SqliteTx),
     SqliteRead(sqlite::Reader),
-    Postgres(Transaction<'static, Any>, Option<Recorded>),
+    Postgres(postgres::Connection, Option<Recorded>),
     /// PostgreSQL, [`Store::read_each`]: a connection of the read pool, each statement
     /// its own transaction (the connection's are read-only). Taken at the first statement.
-    PostgresEach(Option<sqlx::pool::PoolConnection<Any>>),
+    PostgresEach(Option<postgres::Connection>),
 }
 
 /// PostgreSQL: records, if a journal is kept, a statement as it was sent (`statement`,
@@ -60,22 +60,38 @@ fn journal_postgres(
     }
 }
 
-/// PostgreSQL: the rows of `statement` with `params` bound, at most one if `one`.
+/// PostgreSQL: the rows of `sql` with `params` bound, at most one if `one`, as JSON
+/// objects; recorded in `recorded` if a journal is kept. A statement that finds its
+/// connection lost before it did anything is sent again on another
+/// ([`postgres::Connection::done`]).
 async fn postgres_fetch(
-    conn: &mut sqlx::AnyConnection,
-    statement: &str,
-    params: &[&Param<'_>],
+    conn: &mut postgres::Connection,
+    sql: &str,
+    params: &[Param<'_>],
     one: bool,
-) -> Result<Vec<sqlx::any::AnyRow>, sqlx::Error> {
-    let mut query = sqlx::query(statement);
-    for param in params {
-        query = param.bind(query);
-    }
-    if one {
-        let row = query.fetch_optional(&mut *conn).await?;
-        Ok(row.into_iter().collect())
-    } else {
-        query.fetch_all(&mut *conn).await
+    recorded: &mut Option<Recorded>,
+) -> Result<Vec<Map<String, Value>>, StoreError> {
+    let (statement, params) = postgres_statement(sql, params);
+    loop {
+        let mut query = sqlx::query(&statement);
+        for param in &params {
+            query = param.bind(query);
+        }
+        let fetched = if one {
+            let row = query.fetch_optional(conn.start()?).await;
+            row.map(|row| row.into_iter().collect::<Vec<_>>())
+        } else {
+            query.fetch_all(conn.start()?).await
+        };
+        if conn.done(fetched.as_ref().err()).await? {
+            continue;
+        }
+        let limit = if one { 1 } else { usize::MAX };
+        journal_postgres(recorded, fetched.is_ok(), &statement, &params, Some(limit));
+        return match fetched {
+            Ok(rows) => rows.iter().map(to_json).collect(),
+            Err(e) => Err(StoreError::from(Repr::from(e))),
+        };
     }
 }
 
@@ -238,15 +254,20 @@ impl Tx {
         let result = match &mut self.tx {
             Conn::SqliteRead(_) | Conn::PostgresEach(_) => Err(StoreError::read_only(sql)),
             Conn::Sqlite(writer) => writer.writer().and_then(|mut w| w.execute(sql, params)),
-            Conn::Postgres(tx, recorded) => {
+            Conn::Postgres(conn, recorded) => {
                 let (statement, params) = postgres_statement(sql, params);
-                let mut query = sqlx::query(&statement);
-                for param in &params {
-                    query = param.bind(query);
+                loop {
+                    let mut query = sqlx::query(&statement);
+                    for param in &params {
+                        query = param.bind(query);
+                    }
+                    let done = query.execute(conn.start()?).await;
+                    if conn.done(done.as_ref().err()).await? {
+                        continue;
+                    }
+                    journal_postgres(recorded, done.is_ok(), &statement, &params, None);
+                    break done.map(|done| done.rows_affected()).db();
                 }
-                let done = query.execute(&mut **tx).await;
-                journal_postgres(recorded, done.is_ok(), &statement, &params, None);
-                done.map(|done| done.rows_affected()).db()
             }
         };
         result.map_err(|e| e.classify(sql))
@@ -266,38 +287,14 @@ impl Tx {
                 .and_then(|mut w| w.fetch(sql, params, limit)),
             Conn::SqliteRead(reader) => reader.fetch(sql, params, limit),
             Conn::PostgresEach(conn) => {
-                let (statement, params) = postgres_statement(sql, params);
-                let mut lost = 0;
-                loop {
-                    let connection = match conn {
-                        Some(connection) => connection,
-                        None => conn.insert(self.store.postgres_read_connection().await?),
-                    };
-                    match postgres_fetch(connection, &statement, &params, one).await {
-                        // A connection that died while idle (it is not pinged when
-                        // handed out): another is tried, as for a `BEGIN` that fails.
-                        Err(error)
-                            if crate::connection_lost(&error)
-                                && lost < crate::POSTGRES_CONNECTIONS =>
-                        {
-                            lost += 1;
-                            if let Some(dead) = conn.take() {
-                                dead.detach();
-                            }
-                        }
-                        Ok(rows) => break rows.iter().map(to_json).collect(),
-                        Err(e) => break Err(StoreError::from(Repr::from(e))),
-                    }
-                }
+                let conn = match conn {
+                    Some(conn) => conn,
+                    None => conn.insert(self.store.postgres_read_connection().await?),
+                };
+                postgres_fetch(conn, sql, params, one, &mut None).await
             }
-            Conn::Postgres(tx, recorded) => {
-                let (statement, params) = postgres_statement(sql, params);
-                let fetched = postgres_fetch(tx, &statement, &params, one).await;
-                journal_postgres(recorded, fetched.is_ok(), &statement, &params, Some(limit));
-                match fetched {
-                    Ok(rows) => rows.iter().map(to_json).collect(),
-                    Err(e) => Err(StoreError::from(Repr::from(e))),
-                }
+            Conn::Postgres(conn, recorded) => {
+                postgres_fetch(conn, sql, params, one, recorded).await
             }
         };
         // A query may write too (`INSERT ... RETURNING`).
@@ -953,11 +950,12 @@ impl Tx {
             }
             // Nothing to commit: ending it is releasing the connection.
             Conn::SqliteRead(_) | Conn::PostgresEach(_) => return Ok(()),
-            Conn::Postgres(tx, recorded) => {
-                tx.commit().await.db()?;
-                if self.read_only {
-                    return Ok(());
-                }
+            Conn::Postgres(mut conn, _) if self.read_only => {
+                conn.end_read().await;
+                return Ok(());
+            }
+            Conn::Postgres(mut conn, recorded) => {
+                conn.commit().await?;
                 self.store.postgres_committed(recorded);
             }
         }

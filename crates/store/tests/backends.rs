@@ -590,6 +590,115 @@ async fn a_pooled_postgresql_connection_lost_while_idle_is_replaced() {
     store.close().await;
 }
 
+#[tokio::test]
+async fn a_postgresql_write_connection_waits_in_a_transaction_that_holds_nothing() {
+    use sqlx::{Connection, Row};
+    let kernel = Kernel::builder().build().expect("kernel");
+    let database = Database::create();
+    let store = Store::open(&database.url).await.expect("postgres");
+    migrate(&store).await;
+    // Writes side by side, so that the pool keeps several connections.
+    let writes = (0..4).map(|i| {
+        let (store, kernel) = (store.clone(), &kernel);
+        async move {
+            let mut tx = store.begin().await.expect("begin");
+            tx.insert(
+                "things",
+                &row(json!({"uuid": format!("t{i}"), "name": format!("thing {i}")})),
+            )
+            .await
+            .expect("insert");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            tx.commit(kernel.bus()).await.expect("commit");
+        }
+    });
+    futures::future::join_all(writes).await;
+    // Each waits for the next write in a transaction already begun, which holds no
+    // transaction id, no snapshot (it would hold back VACUUM) and no lock.
+    let mut admin = sqlx::PgConnection::connect(&database.url)
+        .await
+        .expect("connect");
+    let sessions = sqlx::query(
+        "SELECT state, backend_xid IS NULL AS no_xid, backend_xmin IS NULL AS no_xmin,
+                (SELECT COUNT(*) FROM pg_locks l WHERE l.pid = a.pid
+                   AND l.locktype NOT IN ('virtualxid')) AS locks
+         FROM pg_stat_activity a WHERE datname = current_database() AND pid <> pg_backend_pid()
+           AND state = 'idle in transaction'",
+    )
+    .fetch_all(&mut admin)
+    .await
+    .expect("sessions");
+    assert!(!sessions.is_empty(), "write connections wait begun");
+    for session in &sessions {
+        assert!(session.get::<bool, _>("no_xid"), "no transaction id");
+        assert!(session.get::<bool, _>("no_xmin"), "no snapshot");
+        assert_eq!(session.get::<i64, _>("locks"), 0, "no lock");
+    }
+    admin.close().await.expect("close");
+    // And what the next transaction on one of them writes is its own: a transaction
+    // dropped without commit leaves nothing, and the connection serves the next.
+    let mut tx = store.begin().await.expect("begin");
+    tx.insert("things", &row(json!({"uuid": "gone", "name": "gone"})))
+        .await
+        .expect("insert");
+    drop(tx);
+    let mut tx = store.begin().await.expect("begin");
+    tx.insert("things", &row(json!({"uuid": "kept", "name": "kept"})))
+        .await
+        .expect("insert");
+    tx.commit(kernel.bus()).await.expect("commit");
+    let mut read = store.read().await.expect("read");
+    assert!(!read.exists("things", "gone").await.expect("exists"));
+    assert!(read.exists("things", "kept").await.expect("exists"));
+    assert_eq!(store.count("things").await.expect("count"), 5);
+    drop(read);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn a_postgresql_statement_abandoned_half_way_does_not_poison_the_pool() {
+    let kernel = Kernel::builder().build().expect("kernel");
+    let database = Database::create();
+    let store = Store::open(&database.url).await.expect("postgres");
+    migrate(&store).await;
+    let mut tx = store.begin().await.expect("begin");
+    tx.insert("things", &row(json!({"uuid": "a", "name": "a"})))
+        .await
+        .expect("insert");
+    tx.commit(kernel.bus()).await.expect("commit");
+    // One transaction holds the row; another's update waits for it, and is abandoned
+    // (its future dropped, as a timeout or a cancelled request does) while it waits.
+    let mut holder = store.begin().await.expect("begin");
+    holder
+        .update("things", "a", &row(json!({"note": "holder"})))
+        .await
+        .expect("update");
+    let mut waiter = store.begin().await.expect("begin");
+    let abandoned = tokio::time::timeout(
+        Duration::from_millis(300),
+        waiter.update("things", "a", &row(json!({"note": "abandoned"}))),
+    )
+    .await;
+    assert!(abandoned.is_err(), "the update waited for the row's lock");
+    drop(waiter);
+    holder.commit(kernel.bus()).await.expect("commit");
+    // Whatever connection comes next runs its own transaction, many times over: the
+    // abandoned one was closed, not handed out with its update still under way.
+    for i in 0..40 {
+        let mut tx = store.begin().await.expect("begin");
+        tx.update("things", "a", &row(json!({"size": i})))
+            .await
+            .expect("update");
+        tx.commit(kernel.bus()).await.expect("commit");
+    }
+    let mut read = store.read().await.expect("read");
+    let thing = read.get("things", "a").await.expect("get").expect("a");
+    assert_eq!(thing["note"], json!("holder"));
+    assert_eq!(thing["size"], json!(39));
+    drop(read);
+    store.close().await;
+}
+
 /// A database created for one test on the PostgreSQL server, dropped with it.
 struct Database {
     admin: String,
