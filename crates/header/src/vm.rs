@@ -257,6 +257,11 @@ pub struct VmNetwork {
     pub l2_network_uuid: String,
     /// The L2 network's driver type, e.g. `L2VlanNetwork`.
     pub l2_type: String,
+    /// The clusters the L2 network was attached to when the create read it (the host
+    /// filters use them rather than asking again); `None` in a context rebuilt from a
+    /// stored VM, where whoever needs them asks the L2 network's owner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attached_cluster_uuids: Option<Vec<String>>,
 }
 
 /// What the VM's create (and start, stop, destroy) flows carry from step to step; every VM

@@ -497,6 +497,18 @@ impl ResourceTable {
         Ok(inventory)
     }
 
+    /// One resource's inventory from its base row as a write gave it back
+    /// (`UPDATE ... RETURNING *`), joined as [`ResourceTable::read`] joins it.
+    pub async fn inventory_of(
+        &self,
+        kernel: &Kernel,
+        tx: &mut Tx,
+        mut row: Inventory,
+    ) -> Result<Inventory, Fault> {
+        self.join(kernel, tx, &mut row).await?;
+        Ok(row)
+    }
+
     async fn join(
         &self,
         kernel: &Kernel,
@@ -724,7 +736,8 @@ impl ResourceTable {
         }
     }
 
-    fn not_found(&self, uuid: &str) -> Fault {
+    /// The kind's `404` for `uuid`.
+    pub fn not_found(&self, uuid: &str) -> Fault {
         Fault::not_found(format!("no {} {uuid}", self.kind)).with_detail("uuid", uuid)
     }
 }

@@ -424,6 +424,21 @@ impl Tx {
         Ok(inserted > 0)
     }
 
+    /// Writes `row` into `table` unless a unique constraint already holds a row like it (an
+    /// address another consumer took): whether it wrote it. One statement
+    /// (`ON CONFLICT DO NOTHING`), so a write transaction is not aborted by the refusal;
+    /// on PostgreSQL a row like it not yet committed is waited for.
+    pub async fn insert_unless_taken(
+        &mut self,
+        table: &str,
+        row: &Map<String, Value>,
+    ) -> Result<bool, StoreError> {
+        let inserted = self
+            .insert_row(table, row, " ON CONFLICT DO NOTHING")
+            .await?;
+        Ok(inserted > 0)
+    }
+
     /// `INSERT INTO table ... VALUES ...` and `tail`; the rows it wrote.
     async fn insert_row(
         &mut self,

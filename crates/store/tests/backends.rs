@@ -591,6 +591,50 @@ async fn a_pooled_postgresql_connection_lost_while_idle_is_replaced() {
 }
 
 #[tokio::test]
+async fn an_insert_unless_taken_skips_a_taken_row_and_the_transaction_goes_on_on_both() {
+    let kernel = Kernel::builder().build().expect("kernel");
+    for (store, _place) in stores().await {
+        let backend = store.backend();
+        let mut tx = store.begin().await.expect("begin");
+        tx.insert("things", &row(json!({"uuid": "a", "name": "taken"})))
+            .await
+            .expect("insert");
+        tx.commit(kernel.bus()).await.expect("commit");
+        let mut tx = store.begin().await.expect("begin");
+        // The name is taken (UNIQUE): not written, and no error.
+        let written = tx
+            .insert_unless_taken("things", &row(json!({"uuid": "b", "name": "taken"})))
+            .await
+            .expect("insert unless taken");
+        assert!(!written, "{backend:?}: a taken name is not written");
+        // The transaction is not aborted (it would be on PostgreSQL after a refused insert).
+        let written = tx
+            .insert_unless_taken("things", &row(json!({"uuid": "c", "name": "free"})))
+            .await
+            .expect("the transaction goes on");
+        assert!(written, "{backend:?}: a free name is written");
+        tx.commit(kernel.bus()).await.expect("commit");
+        let mut read = store.read().await.expect("read");
+        assert!(!read.exists("things", "b").await.expect("exists"));
+        assert!(read.exists("things", "c").await.expect("exists"));
+        // Bad input changes nothing: a table name that is no identifier is refused.
+        drop(read);
+        let mut tx = store.begin().await.expect("begin");
+        assert!(tx
+            .insert_unless_taken("things; DROP TABLE things", &row(json!({"uuid": "d"})))
+            .await
+            .is_err());
+        drop(tx);
+        assert_eq!(
+            store.count("things").await.expect("count"),
+            2,
+            "{backend:?}"
+        );
+        store.close().await;
+    }
+}
+
+#[tokio::test]
 async fn a_postgresql_write_connection_waits_in_a_transaction_that_holds_nothing() {
     use sqlx::{Connection, Row};
     let kernel = Kernel::builder().build().expect("kernel");

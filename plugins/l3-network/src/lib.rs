@@ -443,28 +443,42 @@ impl Hints {
     }
 }
 
-/// Whether `ip` is allocated in `l3` (one lookup on the unique index).
-async fn taken(tx: &mut Tx, l3: &str, ip: u32) -> Result<bool, Fault> {
-    let mut filters = Map::new();
-    filters.insert("l3_network_uuid".into(), json!(l3));
-    filters.insert("ip".into(), json!(dotted(ip)));
-    Ok(!tx.list("ip_addresses", &filters).await?.is_empty())
-}
-
-/// The lowest free address of the ranges (lowest first) at or above `floor`.
-async fn lowest_free<'r>(
+/// Allocates `ip` of `range` in `l3` to `consumer`, unless it is allocated already: the
+/// address's row, or `None`. One statement: the unique index on the network's addresses
+/// decides, and a create beside this one that holds the address uncommitted is waited for.
+async fn take_address(
     tx: &mut Tx,
     l3: &str,
-    ranges: &'r [StoredRange],
+    range: &StoredRange,
+    ip: u32,
+    consumer: &Option<String>,
+) -> Result<Option<Inventory>, Fault> {
+    let at = now();
+    let row = object(json!({
+        "uuid": new_uuid(), "l3_network_uuid": l3, "ip_range_uuid": range.uuid(),
+        "ip": dotted(ip), "consumer_uuid": consumer, "created_at": at, "updated_at": at,
+    }))?;
+    Ok(tx
+        .insert_unless_taken("ip_addresses", &row)
+        .await?
+        .then_some(row))
+}
+
+/// Allocates the lowest free address of the ranges (lowest first) at or above `floor`.
+async fn take_lowest_free(
+    tx: &mut Tx,
+    l3: &str,
+    ranges: &[StoredRange],
     floor: u32,
-) -> Result<Option<(&'r StoredRange, u32)>, Fault> {
+    consumer: &Option<String>,
+) -> Result<Option<(u32, Inventory)>, Fault> {
     for range in ranges {
         // u64: a range may end at 255.255.255.255.
         let mut ip = u64::from(range.range.start.max(floor));
         while ip <= u64::from(range.range.end) {
             let candidate = u32::try_from(ip).map_err(|_| Fault::internal("address overflow"))?;
-            if !taken(tx, l3, candidate).await? {
-                return Ok(Some((range, candidate)));
+            if let Some(row) = take_address(tx, l3, range, candidate, consumer).await? {
+                return Ok(Some((candidate, row)));
             }
             ip += 1;
         }
@@ -486,7 +500,7 @@ async fn allocate(
     let mut tx = store(kernel)?.begin().await?;
     L3_NETWORKS.read(kernel, &mut tx, l3).await?;
     let ranges = ranges_of(&mut tx, l3).await?;
-    let (range, ip) = match requested {
+    let row = match requested {
         Some(ip) => {
             let range = ranges
                 .iter()
@@ -497,17 +511,23 @@ async fn allocate(
                         format!("{} is in no IP range of L3 network {l3}", dotted(ip)),
                     )
                 })?;
-            if taken(&mut tx, l3, ip).await? {
-                return Err(Fault::conflict(format!(
-                    "{} is already allocated in L3 network {l3}",
-                    dotted(ip)
-                ))
-                .with_detail("field", "ip"));
-            }
-            (range, ip)
+            take_address(&mut tx, l3, range, ip, &msg.consumer)
+                .await?
+                .ok_or_else(|| {
+                    Fault::conflict(format!(
+                        "{} is already allocated in L3 network {l3}",
+                        dotted(ip)
+                    ))
+                    .with_detail("field", "ip")
+                })?
         }
-        None => match lowest_free(&mut tx, l3, &ranges, hints.floor(l3)).await? {
-            Some(found) => found,
+        None => match take_lowest_free(&mut tx, l3, &ranges, hints.floor(l3), &msg.consumer).await?
+        {
+            Some((ip, row)) => {
+                tx.commit(kernel.bus()).await?;
+                hints.taken_below(l3, ip.saturating_add(1));
+                return Ok(address_inventory(row, &ranges));
+            }
             None => {
                 let why = if ranges.is_empty() {
                     format!("L3 network {l3} has no IP range")
@@ -525,16 +545,7 @@ async fn allocate(
             }
         },
     };
-    let at = now();
-    let row = object(json!({
-        "uuid": new_uuid(), "l3_network_uuid": l3, "ip_range_uuid": range.uuid(),
-        "ip": dotted(ip), "consumer_uuid": msg.consumer, "created_at": at, "updated_at": at,
-    }))?;
-    tx.insert("ip_addresses", &row).await?;
     tx.commit(kernel.bus()).await?;
-    if requested.is_none() {
-        hints.taken_below(l3, ip.saturating_add(1));
-    }
     Ok(address_inventory(row, &ranges))
 }
 
@@ -602,6 +613,21 @@ async fn list_addresses(kernel: &Kernel, l3: &str) -> Result<InventoryList, Faul
     })
 }
 
+/// The clusters the L2 network under L3 network `l3` is attached to.
+async fn attached_clusters(kernel: &Kernel, l3: &str) -> Result<Vec<String>, Fault> {
+    let l2 = {
+        let mut tx = store(kernel)?.read_each().await?;
+        let Some(network) = tx.get("l3_networks", l3).await? else {
+            return Err(Fault::conflict(format!("L3 network {l3} is gone")));
+        };
+        text(&network, "l2_network_uuid").to_owned()
+    };
+    let Some(l2) = record::get::<L2NetworkRecord>(kernel, &l2).await? else {
+        return Err(Fault::conflict(format!("L2 network {l2} is gone")));
+    };
+    Ok(l2.attached_cluster_uuids)
+}
+
 /// Keeps the hosts whose cluster is attached to the L2 network of every L3 network the VM
 /// asks for.
 struct ReachesNetworks(KernelRef);
@@ -612,18 +638,17 @@ impl Filter<HostFilter> for ReachesNetworks {
         let kernel = self.0.get()?;
         let mut reach: Option<std::collections::BTreeSet<String>> = None;
         for l3 in &vm.l3_network_uuids {
-            let l2 = {
-                let mut tx = store(&kernel)?.read_each().await?;
-                let Some(network) = tx.get("l3_networks", l3).await? else {
-                    return Err(Fault::conflict(format!("L3 network {l3} is gone")));
-                };
-                text(&network, "l2_network_uuid").to_owned()
+            // As the create read them, if it did; else from the networks' owners.
+            let known = vm
+                .networks
+                .iter()
+                .find(|n| &n.l3_network_uuid == l3)
+                .and_then(|n| n.attached_cluster_uuids.clone());
+            let attached = match known {
+                Some(attached) => attached,
+                None => attached_clusters(&kernel, l3).await?,
             };
-            let Some(l2) = record::get::<L2NetworkRecord>(&kernel, &l2).await? else {
-                return Err(Fault::conflict(format!("L2 network {l2} is gone")));
-            };
-            let clusters: std::collections::BTreeSet<String> =
-                l2.attached_cluster_uuids.into_iter().collect();
+            let clusters: std::collections::BTreeSet<String> = attached.into_iter().collect();
             reach = Some(match reach {
                 None => clusters,
                 Some(so_far) => so_far.intersection(&clusters).cloned().collect(),

@@ -132,18 +132,13 @@ async fn take_usage(kernel: &Kernel, account_uuid: &str, take: TakeUsage) -> Res
         json!(take.cpu_num),
         json!(take.memory_size),
     ];
-    // A return beside this one (on PostgreSQL, where write transactions run side by side)
-    // may delete the usage row back at zero between the insert and the update: then the
-    // update finds no row, and both are tried again.
+    // The update takes nothing when the account is over quota, or has no usage row: its
+    // first take, or a return beside this one (on PostgreSQL, where write transactions run
+    // side by side) deleted the row back at zero. Then the row is made and the update
+    // tried again.
     let mut attempts = 0;
     let taken = loop {
         attempts += 1;
-        tx.statement(
-            "INSERT INTO quota_usage (account_uuid, vm_num, cpu_num, memory_size, created_at, updated_at)
-             VALUES ($1, 0, 0, 0, $2, $2) ON CONFLICT (account_uuid) DO NOTHING",
-            &[json!(account_uuid), json!(at)],
-        )
-        .await?;
         let taken = tx
             .statement(
                 "UPDATE quota_usage SET vm_num = vm_num + $1, cpu_num = cpu_num + $2,
@@ -160,14 +155,22 @@ async fn take_usage(kernel: &Kernel, account_uuid: &str, take: TakeUsage) -> Res
                 ],
             )
             .await?;
-        let gone = taken == 0
-            && tx
-                .count_where("quota_usage", "account_uuid", &json!(account_uuid))
-                .await?
-                == 0;
-        if !gone || attempts >= 3 {
+        if taken > 0 || attempts >= 4 {
             break taken;
         }
+        let exists = tx
+            .count_where("quota_usage", "account_uuid", &json!(account_uuid))
+            .await?
+            > 0;
+        if exists {
+            break 0;
+        }
+        tx.statement(
+            "INSERT INTO quota_usage (account_uuid, vm_num, cpu_num, memory_size, created_at, updated_at)
+             VALUES ($1, 0, 0, 0, $2, $2) ON CONFLICT (account_uuid) DO NOTHING",
+            &[json!(account_uuid), json!(at)],
+        )
+        .await?;
     };
     if taken == 0 {
         return Err(refusal(&mut tx, account_uuid, &take).await);

@@ -345,25 +345,25 @@ async fn take(
     size: i64,
 ) -> Result<Inventory, Fault> {
     let taken = tx
-        .statement(
+        .query(
             &format!(
                 "UPDATE {} SET available_capacity = available_capacity - $1, updated_at = $2
-                 WHERE uuid = $3 AND available_capacity >= $1",
+                 WHERE uuid = $3 AND available_capacity >= $1 RETURNING *",
                 kind.table
             ),
             &[json!(size), json!(flatstack_store::now()), json!(uuid)],
         )
         .await?;
-    let storage = kind.read(kernel, tx, uuid).await?;
-    if taken == 0 {
+    let Some(taken) = taken.into_iter().next() else {
+        let storage = kind.read(kernel, tx, uuid).await?;
         let free = storage.get("available_capacity").and_then(Value::as_i64);
         return Err(Fault::conflict(format!(
             "{} {uuid} has {} bytes free; {size} are needed",
             kind.kind.replace('-', " "),
             free.unwrap_or(0),
         )));
-    }
-    Ok(storage)
+    };
+    kind.inventory_of(kernel, tx, taken).await
 }
 
 /// Gives back the bytes an allocation record holds, to the storage its `column` names.

@@ -412,13 +412,22 @@ impl Step<VmWork> for MarkRunning {
     async fn run(&self, work: &mut VmWork) -> Result<(), Fault> {
         let kernel = &self.kernel;
         let mut tx = store(kernel)?.begin().await?;
-        tx.update(
-            VMS.table,
-            &work.vm_uuid,
-            &row(json!({"state": state::RUNNING, "updated_at": flatstack_store::now()})),
-        )
-        .await?;
-        let inventory = VMS.read(kernel, &mut tx, &work.vm_uuid).await?;
+        // The row as the update left it, in the same statement.
+        let updated = tx
+            .query(
+                "UPDATE vm_instances SET state = $1, updated_at = $2 WHERE uuid = $3 RETURNING *",
+                &[
+                    json!(state::RUNNING),
+                    json!(flatstack_store::now()),
+                    json!(work.vm_uuid),
+                ],
+            )
+            .await?;
+        let row = updated
+            .into_iter()
+            .next()
+            .ok_or_else(|| VMS.not_found(&work.vm_uuid))?;
+        let inventory = VMS.inventory_of(kernel, &mut tx, row).await?;
         tx.emit(ResourceCreated {
             kind: VMS.kind.to_owned(),
             uuid: work.vm_uuid.clone(),

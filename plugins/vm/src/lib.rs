@@ -331,6 +331,7 @@ async fn networks_of(kernel: &Kernel, l3s: &[L3NetworkRecord]) -> Result<Vec<VmN
                 l3_network_uuid: l3.uuid.clone(),
                 l2_network_uuid: l2.uuid.clone(),
                 l2_type: l2.l2_type.clone(),
+                attached_cluster_uuids: Some(l2.attached_cluster_uuids.clone()),
             })
         })
         .collect())
@@ -369,6 +370,7 @@ async fn work_of(kernel: &Kernel, vm: &Inventory) -> Result<VmWork, Fault> {
             l3_network_uuid: n.l3_network_uuid.clone(),
             l2_network_uuid: n.l2_network_uuid.clone(),
             l2_type: n.l2_type.clone(),
+            attached_cluster_uuids: None,
         })
         .collect();
     Ok(VmWork {
