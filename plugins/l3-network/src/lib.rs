@@ -498,8 +498,12 @@ async fn allocate(
         .map(|ip| ipv4::parse("ip", ip))
         .transpose()?;
     let mut tx = store(kernel)?.begin().await?;
-    L3_NETWORKS.read(kernel, &mut tx, l3).await?;
     let ranges = ranges_of(&mut tx, l3).await?;
+    if ranges.is_empty() {
+        // An unknown network is a 404, not "no range". A network with ranges exists; the
+        // address's foreign key refuses it if it is deleted meanwhile.
+        L3_NETWORKS.read(kernel, &mut tx, l3).await?;
+    }
     let row = match requested {
         Some(ip) => {
             let range = ranges
