@@ -13,7 +13,7 @@
 //! Flatstack's SQL reads the transaction's start time (timestamps come from the node).
 //! A connection that died while idle fails its first statement, which did nothing: the
 //! transaction is moved to another connection and the statement sent again
-//! ([`Connection::replace`]).
+//! ([`Connection::done`]).
 
 use crate::{Db, StoreError};
 use sqlx::any::AnyConnectOptions;
@@ -113,9 +113,9 @@ impl Connections {
     }
 }
 
-/// A connection taken from [`Connections`], given back when dropped: as it is if it is in a
-/// known state, closed otherwise. A transaction left open on it is rolled back by the next
-/// message sent on it (queued, not waited for).
+/// A connection taken from [`Connections`], given back when dropped: as it is if its
+/// transaction ended (or, on a write connection, has only begun), after a rollback on a
+/// task if one is left open, and closed if a statement was under way.
 pub(crate) struct Connection {
     conn: Option<AnyConnection>,
     pool: Arc<Connections>,
