@@ -35,7 +35,7 @@ pub use events::{
     EventCursor, EventPage, EventQuery, EventRetention, EventsGone, RawEventPage, PRUNE_BATCH,
 };
 pub use journal::Journal;
-pub use tx::{now, ResourceLock, Tx, TRANSACTION_SECONDS};
+pub use tx::{now, Refs, ResourceLock, Tx, TRANSACTION_SECONDS};
 pub use users::{TableKind, Users};
 
 use flatstack_kernel::migration::Migration;

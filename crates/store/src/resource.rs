@@ -3,6 +3,7 @@
 //! declares a [`ResourceTable`] and calls [`ResourceTable::serve`]; only its create
 //! handler (validation, driver records) is its own.
 
+use crate::attach::Attachments;
 use crate::{Store, Tx};
 use flatstack_header::points::{
     Create, CreateCheck, Created, DeleteCheck, Deleted, StateChanged, UpdateCheck,
@@ -15,7 +16,7 @@ use flatstack_header::{
 use flatstack_kernel::bus::ServiceBuilder;
 use flatstack_kernel::{Fault, Kernel, MessageContext};
 use futures::future::BoxFuture;
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 use std::sync::Arc;
 
 /// A resource kind and the table its base records live in, usually a `static` of the
@@ -35,8 +36,11 @@ pub struct ResourceTable {
     /// Runs inside the delete's transaction, before the rows go: for a kind that owns rows
     /// of other tables (an image's placements) or gives capacity back.
     pub before_delete: Option<BeforeDelete>,
-    /// Adds what the inventory shows beyond the rows (e.g. attached clusters).
+    /// Adds what the inventory shows beyond the rows (e.g. an image's placements).
     pub decorate: Option<Decorate>,
+    /// The resources each is attached to, shown as a list field (e.g. a primary storage's
+    /// `attached_cluster_uuids`); see [`ResourceTable::attached`].
+    pub attached: Option<(&'static Attachments, &'static str)>,
     /// Its rows have `account_uuid` and `shared`: a list may ask for what one account sees
     /// ([`flatstack_header::resource::VISIBLE_TO`]).
     pub shareable: bool,
@@ -59,6 +63,7 @@ impl ResourceTable {
             joined: None,
             before_delete: None,
             decorate: None,
+            attached: None,
             shareable: false,
         }
     }
@@ -96,11 +101,33 @@ impl ResourceTable {
         self
     }
 
+    /// Shows the uuids of what each resource is attached to through `attachments` (its
+    /// references, in the target's order) as the list `field` of its inventories and
+    /// records. Records read by uuid or found by other plugins (`serve_record`) get them
+    /// in the same statement as the row (a join), where a [`ResourceTable::decorate`]
+    /// costs one more.
+    pub const fn attached(
+        mut self,
+        attachments: &'static Attachments,
+        field: &'static str,
+    ) -> Self {
+        self.attached = Some((attachments, field));
+        self
+    }
+
     /// Names this kind's table, for refusals that name resources rather than tables:
     /// `b.register(TABLE.table_kind())` in the plugin's `build`.
     pub const fn table_kind(&self) -> crate::TableKind {
         crate::TableKind::own(self.table, self.kind)
     }
+}
+
+/// A row's uuid (empty if it has none).
+fn uuid_of(row: &Inventory) -> String {
+    row.get("uuid")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// See [`ResourceTable::decorate`].
@@ -312,7 +339,9 @@ impl ResourceTable {
                 // what a decoration adds, which need not see one snapshot with it) run
                 // without a transaction around them.
                 let mut tx = store(&cx.kernel)?.read_each().await?;
-                match tx.get(self.table, &msg.uuid).await? {
+                let mut by_uuid = Map::new();
+                by_uuid.insert("uuid".into(), json!(msg.uuid));
+                match self.rows::<R>(&mut tx, &by_uuid).await?.into_iter().next() {
                     Some(row) => self.record(&mut tx, row).await.map(Some),
                     None => Ok(None),
                 }
@@ -326,7 +355,7 @@ impl ResourceTable {
                     _ => Map::new(),
                 };
                 let mut tx = store(&cx.kernel)?.read_each().await?;
-                let rows = tx.list(self.table, &filters).await?;
+                let rows = self.rows::<R>(&mut tx, &filters).await?;
                 let mut records = Vec::with_capacity(rows.len());
                 for row in rows {
                     records.push(self.record(&mut tx, row).await?);
@@ -342,8 +371,11 @@ impl ResourceTable {
         if self.shareable {
             shared_as_bool(&mut row);
         }
-        if let (true, Some(decorate)) = (R::DECORATED, self.decorate) {
-            decorate(tx, &mut row).await?;
+        if R::DECORATED {
+            self.add_attached(tx, &mut row).await?;
+            if let Some(decorate) = self.decorate {
+                decorate(tx, &mut row).await?;
+            }
         }
         serde_json::from_value(Value::Object(row)).map_err(|e| {
             Fault::internal(format!(
@@ -497,6 +529,40 @@ impl ResourceTable {
         Ok(inventory)
     }
 
+    /// The rows matching `filters` (oldest first) that records `R` are made of: with what
+    /// they are attached to, read in the same statement, if `R` shows it.
+    async fn rows<R: Record>(
+        &self,
+        tx: &mut Tx,
+        filters: &Map<String, Value>,
+    ) -> Result<Vec<Inventory>, Fault> {
+        Ok(match self.attached {
+            Some((attachments, field)) if R::DECORATED => {
+                let refs = crate::Refs {
+                    table: attachments.table,
+                    key_column: attachments.owner_column,
+                    value_column: attachments.target_column,
+                };
+                tx.list_with_refs(self.table, filters, &refs, field).await?
+            }
+            _ => tx.list(self.table, filters).await?,
+        })
+    }
+
+    /// Adds what the resource is attached to ([`ResourceTable::attached`]) to `row`,
+    /// unless it was read with it.
+    async fn add_attached(&self, tx: &mut Tx, row: &mut Inventory) -> Result<(), Fault> {
+        let Some((attachments, field)) = self.attached else {
+            return Ok(());
+        };
+        if row.contains_key(field) {
+            return Ok(());
+        }
+        let targets = attachments.targets(tx, &uuid_of(row)).await?;
+        row.insert(field.into(), json!(targets));
+        Ok(())
+    }
+
     /// One resource's inventory from its base row as a write gave it back
     /// (`UPDATE ... RETURNING *`), joined as [`ResourceTable::read`] joins it.
     pub async fn inventory_of(
@@ -518,18 +584,14 @@ impl ResourceTable {
         if self.shareable {
             shared_as_bool(inventory);
         }
+        self.add_attached(tx, inventory).await?;
         if let Some(decorate) = self.decorate {
             decorate(tx, inventory).await?;
         }
         let Some(table) = self.joined.and_then(|joined| joined(kernel, inventory)) else {
             return Ok(());
         };
-        let uuid = inventory
-            .get("uuid")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned();
-        if let Some(own) = tx.get(table, &uuid).await? {
+        if let Some(own) = tx.get(table, &uuid_of(inventory)).await? {
             for (column, value) in own {
                 inventory.entry(column).or_insert(value);
             }

@@ -591,6 +591,92 @@ async fn a_pooled_postgresql_connection_lost_while_idle_is_replaced() {
 }
 
 #[tokio::test]
+async fn a_list_with_refs_reads_each_row_with_its_sorted_references_on_both() {
+    use flatstack_store::Refs;
+    let kernel = Kernel::builder().build().expect("kernel");
+    let refs = Refs {
+        table: "parts",
+        key_column: "thing_uuid",
+        value_column: "label",
+    };
+    for (store, _place) in stores().await {
+        let backend = store.backend();
+        let mut tx = store.begin().await.expect("begin");
+        for (i, (uuid, size)) in [("a", 1), ("b", 2), ("c", 1)].into_iter().enumerate() {
+            let at = format!("2026-01-01T00:00:0{i}Z");
+            tx.insert(
+                "things",
+                &row(json!({"uuid": uuid, "name": uuid, "size": size, "created_at": at})),
+            )
+            .await
+            .expect("thing");
+        }
+        // `a` has two parts (inserted out of order), `b` one, `c` none.
+        for (uuid, thing, slot, label) in [
+            ("p1", "a", 1, "zeta"),
+            ("p2", "a", 2, "Alpha"),
+            ("p3", "b", 1, "beta"),
+        ] {
+            tx.insert(
+                "parts",
+                &row(json!({"uuid": uuid, "thing_uuid": thing, "slot": slot, "label": label})),
+            )
+            .await
+            .expect("part");
+        }
+        tx.commit(kernel.bus()).await.expect("commit");
+        let mut read = store.read_each().await.expect("read");
+        let all = read
+            .list_with_refs("things", &Default::default(), &refs, "labels")
+            .await
+            .expect("list");
+        let shown: Vec<(Value, Value)> = all
+            .iter()
+            .map(|r| (r["uuid"].clone(), r["labels"].clone()))
+            .collect();
+        assert_eq!(
+            shown,
+            vec![
+                (json!("a"), json!(["Alpha", "zeta"])),
+                (json!("b"), json!(["beta"])),
+                (json!("c"), json!([])),
+            ],
+            "{backend:?}: one row each, oldest first, references sorted byte by byte"
+        );
+        assert_eq!(
+            all[0]["size"],
+            json!(1),
+            "{backend:?}: the row's own columns"
+        );
+        assert!(!all[0].contains_key("flatstack_ref_value"), "{backend:?}");
+        // Filters narrow the rows as a list's do; a value no row can hold finds none.
+        let ones = read
+            .list_with_refs("things", &row(json!({"size": "1"})), &refs, "labels")
+            .await
+            .expect("filtered");
+        let uuids: Vec<&Value> = ones.iter().map(|r| &r["uuid"]).collect();
+        assert_eq!(uuids, vec![&json!("a"), &json!("c")], "{backend:?}");
+        let none = read
+            .list_with_refs("things", &row(json!({"size": "x"})), &refs, "labels")
+            .await
+            .expect("never equal");
+        assert!(none.is_empty(), "{backend:?}");
+        // A table name that is no identifier is refused.
+        let bad = Refs {
+            table: "parts; DROP TABLE parts",
+            ..refs
+        };
+        assert!(read
+            .list_with_refs("things", &Default::default(), &bad, "labels")
+            .await
+            .is_err());
+        drop(read);
+        assert_eq!(store.count("parts").await.expect("count"), 3, "{backend:?}");
+        store.close().await;
+    }
+}
+
+#[tokio::test]
 async fn an_insert_unless_taken_skips_a_taken_row_and_the_transaction_goes_on_on_both() {
     let kernel = Kernel::builder().build().expect("kernel");
     for (store, _place) in stores().await {

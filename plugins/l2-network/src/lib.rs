@@ -28,15 +28,7 @@ static L2_NETWORKS: ResourceTable = ResourceTable::new("l2-networks", "l2_networ
         let l2_type = network.get("type")?.as_str()?;
         kernel.drivers().get::<L2Networks>(l2_type).ok()?.table()
     })
-    .decorate(|tx, network| Box::pin(attached_clusters(tx, network)));
-
-/// Shows the clusters the network is attached to (their hosts reach it).
-async fn attached_clusters(tx: &mut Tx, network: &mut Inventory) -> Result<(), Fault> {
-    let uuid = text(network, "uuid").to_owned();
-    let clusters = CLUSTER_ATTACHMENTS.targets(tx, &uuid).await?;
-    network.insert("attached_cluster_uuids".into(), json!(clusters));
-    Ok(())
-}
+    .attached(&CLUSTER_ATTACHMENTS, "attached_cluster_uuids");
 
 /// Linux limits interface names to 15 bytes (IFNAMSIZ - 1).
 const MAX_INTERFACE_LEN: usize = 15;

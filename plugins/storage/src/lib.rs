@@ -25,7 +25,7 @@ static PRIMARY: ResourceTable = ResourceTable::new("primary-storage", "primary_s
         let t = ps.get("type")?.as_str()?;
         kernel.drivers().get::<PrimaryStorages>(t).ok()?.table()
     })
-    .decorate(|tx, ps| Box::pin(attached_clusters(tx, ps)));
+    .attached(&CLUSTER_ATTACHMENTS, "attached_cluster_uuids");
 
 static BACKUP: ResourceTable = ResourceTable::new("backup-storage", "backup_storage")
     .filters(&["name", "zone_uuid", "type"])
@@ -268,14 +268,6 @@ async fn detach(cx: &MessageContext, cluster_uuid: &str) -> Result<Inventory, Fa
 async fn with_clusters(kernel: &Kernel, ps: &str) -> Result<Inventory, Fault> {
     let mut tx = store(kernel)?.begin().await?;
     PRIMARY.read(kernel, &mut tx, ps).await
-}
-
-/// Shows which clusters may use the storage.
-async fn attached_clusters(tx: &mut Tx, ps: &mut Inventory) -> Result<(), Fault> {
-    let uuid = text(ps, "uuid").to_owned();
-    let clusters = CLUSTER_ATTACHMENTS.targets(tx, &uuid).await?;
-    ps.insert("attached_cluster_uuids".into(), json!(clusters));
-    Ok(())
 }
 
 fn bytes(size: u64) -> Result<i64, Fault> {
