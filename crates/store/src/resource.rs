@@ -122,14 +122,6 @@ impl ResourceTable {
     }
 }
 
-/// A row's uuid (empty if it has none).
-fn uuid_of(row: &Inventory) -> String {
-    row.get("uuid")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned()
-}
-
 /// See [`ResourceTable::decorate`].
 pub type Decorate = for<'t> fn(&'t mut Tx, &'t mut Inventory) -> BoxFuture<'t, Result<(), Fault>>;
 
@@ -339,9 +331,16 @@ impl ResourceTable {
                 // what a decoration adds, which need not see one snapshot with it) run
                 // without a transaction around them.
                 let mut tx = store(&cx.kernel)?.read_each().await?;
-                let mut by_uuid = Map::new();
-                by_uuid.insert("uuid".into(), json!(msg.uuid));
-                match self.rows::<R>(&mut tx, &by_uuid).await?.into_iter().next() {
+                let row = match self.attached_refs::<R>() {
+                    Some((refs, field)) => {
+                        let mut by_uuid = Map::new();
+                        by_uuid.insert("uuid".into(), json!(msg.uuid));
+                        let rows = tx.list_with_refs(self.table, &by_uuid, &refs, field);
+                        rows.await?.into_iter().next()
+                    }
+                    None => tx.get(self.table, &msg.uuid).await?,
+                };
+                match row {
                     Some(row) => self.record(&mut tx, row).await.map(Some),
                     None => Ok(None),
                 }
@@ -355,7 +354,13 @@ impl ResourceTable {
                     _ => Map::new(),
                 };
                 let mut tx = store(&cx.kernel)?.read_each().await?;
-                let rows = self.rows::<R>(&mut tx, &filters).await?;
+                let rows = match self.attached_refs::<R>() {
+                    Some((refs, field)) => {
+                        tx.list_with_refs(self.table, &filters, &refs, field)
+                            .await?
+                    }
+                    None => tx.list(self.table, &filters).await?,
+                };
                 let mut records = Vec::with_capacity(rows.len());
                 for row in rows {
                     records.push(self.record(&mut tx, row).await?);
@@ -529,24 +534,17 @@ impl ResourceTable {
         Ok(inventory)
     }
 
-    /// The rows matching `filters` (oldest first) that records `R` are made of: with what
-    /// they are attached to, read in the same statement, if `R` shows it.
-    async fn rows<R: Record>(
-        &self,
-        tx: &mut Tx,
-        filters: &Map<String, Value>,
-    ) -> Result<Vec<Inventory>, Fault> {
-        Ok(match self.attached {
-            Some((attachments, field)) if R::DECORATED => {
-                let refs = crate::Refs {
-                    table: attachments.table,
-                    key_column: attachments.owner_column,
-                    value_column: attachments.target_column,
-                };
-                tx.list_with_refs(self.table, filters, &refs, field).await?
-            }
-            _ => tx.list(self.table, filters).await?,
-        })
+    /// Where records `R` read what they are attached to with their rows, and the field
+    /// it goes in: if the kind has attachments ([`ResourceTable::attached`]) and `R` shows
+    /// them.
+    fn attached_refs<R: Record>(&self) -> Option<(crate::Refs, &'static str)> {
+        let (attachments, field) = self.attached.filter(|_| R::DECORATED)?;
+        let refs = crate::Refs {
+            table: attachments.table,
+            key_column: attachments.owner_column,
+            value_column: attachments.target_column,
+        };
+        Some((refs, field))
     }
 
     /// Adds what the resource is attached to ([`ResourceTable::attached`]) to `row`,
@@ -558,7 +556,8 @@ impl ResourceTable {
         if row.contains_key(field) {
             return Ok(());
         }
-        let targets = attachments.targets(tx, &uuid_of(row)).await?;
+        let uuid = text(row, "uuid").to_owned();
+        let targets = attachments.targets(tx, &uuid).await?;
         row.insert(field.into(), json!(targets));
         Ok(())
     }
@@ -591,7 +590,8 @@ impl ResourceTable {
         let Some(table) = self.joined.and_then(|joined| joined(kernel, inventory)) else {
             return Ok(());
         };
-        if let Some(own) = tx.get(table, &uuid_of(inventory)).await? {
+        let uuid = text(inventory, "uuid").to_owned();
+        if let Some(own) = tx.get(table, &uuid).await? {
             for (column, value) in own {
                 inventory.entry(column).or_insert(value);
             }

@@ -594,18 +594,14 @@ impl Tx {
         );
         let mut rows: Vec<Map<String, Value>> = Vec::new();
         for mut row in self.fetch(&sql, &params, false).await? {
+            // One row a reference (or one with NULL for none), the references sorted.
             let value = row.remove(REF_VALUE).unwrap_or(Value::Null);
-            let same = rows
-                .last()
-                .is_some_and(|last| last.get("uuid") == row.get("uuid"));
-            if !same {
+            if rows.last().map(|last| last.get("uuid")) != Some(row.get("uuid")) {
                 row.insert(field.to_owned(), Value::Array(Vec::new()));
                 rows.push(row);
             }
-            if let (false, Some(Value::Array(values))) = (
-                value.is_null(),
-                rows.last_mut().and_then(|r| r.get_mut(field)),
-            ) {
+            let values = rows.last_mut().and_then(|last| last.get_mut(field));
+            if let (Some(Value::Array(values)), false) = (values, value.is_null()) {
                 values.push(value);
             }
         }

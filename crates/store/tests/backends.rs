@@ -43,6 +43,15 @@ async fn stores() -> Vec<(Arc<Store>, Place)> {
     out
 }
 
+/// A store on a fresh PostgreSQL database, its schema migrated; the database goes with
+/// the second value.
+async fn postgres_store() -> (Arc<Store>, Database) {
+    let database = Database::create();
+    let store = Store::open(&database.url).await.expect("postgres");
+    migrate(&store).await;
+    (store, database)
+}
+
 /// The tests' schema, applied to `store`.
 async fn migrate(store: &Store) {
     let stream = vec![
@@ -402,9 +411,7 @@ async fn reads_see_one_snapshot_and_never_wait_for_writes_on_both() {
 #[tokio::test]
 async fn resource_locks_order_postgresql_writes_across_nodes() {
     let kernel = Kernel::builder().build().expect("kernel");
-    let database = Database::create();
-    let store = Store::open(&database.url).await.expect("postgres");
-    migrate(&store).await;
+    let (store, database) = postgres_store().await;
     let other = Store::open(&database.url).await.expect("another node");
     let begin_holding = |store: Arc<Store>, what: &'static str, mode: ResourceLock| async move {
         let mut tx = store.begin().await.expect("begin");
@@ -548,9 +555,7 @@ async fn the_journal_replays_postgresql_transactions_on_another_database() {
 #[tokio::test]
 async fn a_pooled_postgresql_connection_lost_while_idle_is_replaced() {
     let kernel = Kernel::builder().build().expect("kernel");
-    let database = Database::create();
-    let store = Store::open(&database.url).await.expect("postgres");
-    migrate(&store).await;
+    let (store, database) = postgres_store().await;
     let write = |uuid: &'static str| {
         let (store, kernel) = (store.clone(), &kernel);
         async move {
@@ -724,9 +729,7 @@ async fn an_insert_unless_taken_skips_a_taken_row_and_the_transaction_goes_on_on
 async fn a_postgresql_write_connection_waits_in_a_transaction_that_holds_nothing() {
     use sqlx::{Connection, Row};
     let kernel = Kernel::builder().build().expect("kernel");
-    let database = Database::create();
-    let store = Store::open(&database.url).await.expect("postgres");
-    migrate(&store).await;
+    let (store, database) = postgres_store().await;
     // Writes side by side, so that the pool keeps several connections.
     let writes = (0..4).map(|i| {
         let (store, kernel) = (store.clone(), &kernel);
@@ -788,9 +791,7 @@ async fn a_postgresql_write_connection_waits_in_a_transaction_that_holds_nothing
 #[tokio::test]
 async fn a_postgresql_statement_abandoned_half_way_does_not_poison_the_pool() {
     let kernel = Kernel::builder().build().expect("kernel");
-    let database = Database::create();
-    let store = Store::open(&database.url).await.expect("postgres");
-    migrate(&store).await;
+    let (store, _database) = postgres_store().await;
     let mut tx = store.begin().await.expect("begin");
     tx.insert("things", &row(json!({"uuid": "a", "name": "a"})))
         .await
